@@ -1,0 +1,258 @@
+// Stock of a sale's SKUs in Redis. Every decision that changes stock is one Lua script over the keys
+// of one SKU (one hash tag), so it is atomic and also runs on Redis Cluster. ioredis's defineCommand
+// sends EVALSHA and reloads the script on NOSCRIPT.
+//
+// Lifecycle of the units of one order:
+//   reserve   stock -= q, holdings[user] += q, reservation record written          (API)
+//   claim     reservation record removed: the order is on its way into MySQL        (order writer)
+//   release   stock += q, holdings[user] -= q, order id added to `released`         (close, reaper, failed hand-off)
+// `claim` and the reservation-release both delete the reservation record first, so for an order
+// still in Kafka exactly one of them wins; `released` makes every release idempotent by order id.
+import type { Redis } from '../infra/redis.ts';
+import type { FlashSale } from '../spec/flashsale.ts';
+import { saleNames, type NameOptions } from '../spec/names.ts';
+
+const RESERVE = `
+local stock = redis.call('GET', KEYS[1])
+if not stock then return {-1, ''} end
+local qty = tonumber(ARGV[2])
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if held + qty > tonumber(ARGV[3]) then return {-2, redis.call('HGET', KEYS[3], ARGV[1]) or ''} end
+if tonumber(stock) < qty then return {-3, ''} end
+redis.call('DECRBY', KEYS[1], qty)
+redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
+return {1, tostring(tonumber(stock) - qty)}
+`;
+
+// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released
+// ARGV: orderId, userId, quantity, mode ('order' = closed order, idempotent by `released`;
+//       'reservation' = only while the reservation record still exists, i.e. not yet claimed)
+const RELEASE = `
+if ARGV[4] == 'reservation' then
+  if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then return 0 end
+else
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return 0 end
+local qty = tonumber(ARGV[3])
+redis.call('INCRBY', KEYS[1], qty)
+if redis.call('HINCRBY', KEYS[2], ARGV[2], -qty) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
+return 1
+`;
+
+// KEYS: reservations, reservationTimes, released; ARGV: order ids.
+// Returns per order: 1 claimed now, 2 claimed before (redelivery), 0 reaped (stock already returned).
+const CLAIM = `
+local out = {}
+for i, id in ipairs(ARGV) do
+  if redis.call('HDEL', KEYS[1], id) == 1 then
+    redis.call('ZREM', KEYS[2], id)
+    out[i] = 1
+  elseif redis.call('SISMEMBER', KEYS[3], id) == 1 then
+    out[i] = 0
+  else
+    out[i] = 2
+  end
+end
+return out
+`;
+
+// KEYS: stock, seeded; ARGV: stock. Seeds once; later calls change nothing.
+const SEED = `
+if redis.call('SET', KEYS[2], ARGV[1], 'NX') then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+`;
+
+// KEYS: stock, seeded; ARGV: new stock. Returns {1, 0} changed, {0, 0} unchanged, {-1, 0} not seeded,
+// {-2, sold} refused because the new stock is below what is already sold.
+const ADJUST = `
+local seeded = redis.call('GET', KEYS[2])
+if not seeded then return {-1, 0} end
+local diff = tonumber(ARGV[1]) - tonumber(seeded)
+if diff == 0 then return {0, 0} end
+local remaining = tonumber(redis.call('GET', KEYS[1]) or '0')
+if remaining + diff < 0 then return {-2, tonumber(seeded) - remaining} end
+redis.call('INCRBY', KEYS[1], diff)
+redis.call('SET', KEYS[2], ARGV[1])
+return {1, 0}
+`;
+
+// KEYS: stock, seeded, holdings, released; ARGV: stock, remaining, then user/units pairs count n,
+// n*(user, units), then closed order ids. Rebuilds the SKU from MySQL after Redis lost it.
+const REBUILD = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2])
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do redis.call('HSET', KEYS[3], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+for i = 4 + 2 * n, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+return 1
+`;
+
+type Scripted = Redis & {
+  fsReserve(...args: (string | number)[]): Promise<[number, string]>;
+  fsRelease(...args: (string | number)[]): Promise<number>;
+  fsClaim(...args: string[]): Promise<number[]>;
+  fsSeed(...args: (string | number)[]): Promise<number>;
+  fsAdjust(...args: (string | number)[]): Promise<[number, number]>;
+  fsRebuild(...args: (string | number)[]): Promise<number>;
+};
+
+function withScripts(redis: Redis): Scripted {
+  const r = redis as Scripted;
+  if (typeof r.fsReserve !== 'function') {
+    redis.defineCommand('fsReserve', { numberOfKeys: 5, lua: RESERVE });
+    redis.defineCommand('fsRelease', { numberOfKeys: 6, lua: RELEASE });
+    redis.defineCommand('fsClaim', { numberOfKeys: 3, lua: CLAIM });
+    redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
+    redis.defineCommand('fsAdjust', { numberOfKeys: 2, lua: ADJUST });
+    redis.defineCommand('fsRebuild', { numberOfKeys: 4, lua: REBUILD });
+  }
+  return r;
+}
+
+export interface Reservation {
+  orderId: string;
+  userId: string;
+  skuId: string;
+  quantity: number;
+  /** Epoch ms at which the API reserved the stock. */
+  reservedAt: number;
+}
+
+export type ReserveResult =
+  | { outcome: 'reserved'; remaining: number }
+  | { outcome: 'sold-out' }
+  | { outcome: 'already-ordered'; orderId: string }
+  | { outcome: 'sku-not-found' };
+
+export type ClaimResult = 'claimed' | 'claimed-before' | 'reaped';
+
+export type AdjustResult = { outcome: 'changed' | 'unchanged' | 'not-seeded' } | { outcome: 'below-sold'; sold: number };
+
+/** Units a SKU holds in MySQL: UNPAID + PAID orders per user, and the ids of CLOSED orders. */
+export interface SkuLedger {
+  heldByUser: Map<string, number>;
+  closedOrderIds: string[];
+}
+
+export class StockStore {
+  private readonly redis: Scripted;
+  private readonly names: ReturnType<typeof saleNames>;
+
+  constructor(redis: Redis, sale: Pick<FlashSale, 'metadata'>, nameOptions: NameOptions = {}) {
+    this.redis = withScripts(redis);
+    this.names = saleNames(sale.metadata, nameOptions);
+  }
+
+  private keys(skuId: string) {
+    return this.names.redis.sku(skuId);
+  }
+
+  /** Seeds a SKU's stock once; returns true when this call seeded it. */
+  async seed(skuId: string, stock: number): Promise<boolean> {
+    const k = this.keys(skuId);
+    return (await this.redis.fsSeed(k.stock, k.seeded, stock)) === 1;
+  }
+
+  /** Applies a changed spec stock: a raise adds the difference; a cut is refused below what is sold. */
+  async adjust(skuId: string, stock: number): Promise<AdjustResult> {
+    const k = this.keys(skuId);
+    const [code, sold] = await this.redis.fsAdjust(k.stock, k.seeded, stock);
+    if (code === 1) return { outcome: 'changed' };
+    if (code === 0) return { outcome: 'unchanged' };
+    if (code === -1) return { outcome: 'not-seeded' };
+    return { outcome: 'below-sold', sold: Number(sold) };
+  }
+
+  /** Rebuilds a SKU whose keys Redis lost from what MySQL holds; false when the SKU was present. */
+  async rebuild(skuId: string, stock: number, ledger: SkuLedger): Promise<boolean> {
+    const k = this.keys(skuId);
+    let held = 0;
+    const pairs: (string | number)[] = [];
+    for (const [user, units] of ledger.heldByUser) {
+      held += units;
+      pairs.push(user, units);
+    }
+    const remaining = Math.max(0, stock - held);
+    const res = await this.redis.fsRebuild(k.stock, k.seeded, k.holdings, k.released, stock, remaining, ledger.heldByUser.size, ...pairs, ...ledger.closedOrderIds);
+    return res === 1;
+  }
+
+  /** Seeded stock and remaining units, or null when the SKU has no keys. */
+  async level(skuId: string): Promise<{ stock: number; remaining: number } | null> {
+    const k = this.keys(skuId);
+    const [seeded, remaining] = await this.redis.mget(k.seeded, k.stock);
+    if (seeded === null || remaining === null) return null;
+    return { stock: Number(seeded), remaining: Number(remaining) };
+  }
+
+  async reserve(r: Reservation, perUserLimit: number): Promise<ReserveResult> {
+    const k = this.keys(r.skuId);
+    const [code, detail] = await this.redis.fsReserve(
+      k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes,
+      r.userId, r.quantity, perUserLimit, r.orderId, JSON.stringify(r), r.reservedAt,
+    );
+    switch (code) {
+      case 1:
+        return { outcome: 'reserved', remaining: Number(detail) };
+      case -2:
+        return { outcome: 'already-ordered', orderId: detail };
+      case -3:
+        return { outcome: 'sold-out' };
+      default:
+        return { outcome: 'sku-not-found' };
+    }
+  }
+
+  /** Gives back a reservation that never became an order (failed hand-off, reaper). False when the writer claimed it first. */
+  async releaseReservation(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<boolean> {
+    return (await this.release(r, 'reservation')) === 1;
+  }
+
+  /** Returns the units of a closed order; a second call for the same order is a no-op (false). */
+  async releaseOrder(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<boolean> {
+    return (await this.release(r, 'order')) === 1;
+  }
+
+  private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>, mode: 'order' | 'reservation') {
+    const k = this.keys(r.skuId);
+    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, r.orderId, r.userId, r.quantity, mode);
+  }
+
+  /** Marks the orders of one SKU as on their way into MySQL (see the file comment). */
+  async claim(skuId: string, orderIds: string[]): Promise<ClaimResult[]> {
+    if (orderIds.length === 0) return [];
+    const k = this.keys(skuId);
+    const codes = await this.redis.fsClaim(k.reservations, k.reservationTimes, k.released, ...orderIds);
+    return codes.map((c) => (c === 1 ? 'claimed' : c === 2 ? 'claimed-before' : 'reaped'));
+  }
+
+  /** Reservations of a SKU made before `olderThanMs` (epoch ms) that no writer has claimed. */
+  async staleReservations(skuId: string, olderThanMs: number, limit = 500): Promise<Reservation[]> {
+    const k = this.keys(skuId);
+    const ids = await this.redis.zrangebyscore(k.reservationTimes, '-inf', olderThanMs, 'LIMIT', 0, limit);
+    if (ids.length === 0) return [];
+    const raw = await this.redis.hmget(k.reservations, ...ids);
+    return raw.filter((x): x is string => x !== null).map((x) => JSON.parse(x) as Reservation);
+  }
+
+  /** Units the user holds of a SKU (reserved, unpaid or paid). */
+  async holding(skuId: string, userId: string): Promise<number> {
+    return Number((await this.redis.hget(this.keys(skuId).holdings, userId)) ?? 0);
+  }
+
+  /** Reservations not yet claimed by the writer (in flight between API and MySQL). */
+  async inFlight(skuId: string): Promise<Reservation[]> {
+    const all = await this.redis.hvals(this.keys(skuId).reservations);
+    return all.map((x) => JSON.parse(x) as Reservation);
+  }
+}

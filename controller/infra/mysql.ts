@@ -1,0 +1,109 @@
+// MySQL (MariaDB) connections and the versioned schema the project owns.
+import mysql from 'mysql2/promise';
+import type { Pool, PoolConnection } from 'mysql2/promise';
+import type { MysqlConfig } from '../config.ts';
+
+export type { Pool, PoolConnection };
+
+/** Versioned migrations, applied in order, each once; never edit one that has shipped, add the next. */
+export const migrations: { version: number; name: string; statements: string[] }[] = [
+  {
+    version: 1,
+    name: 'orders',
+    statements: [
+      `CREATE TABLE orders (
+        order_id    CHAR(36)     CHARACTER SET ascii NOT NULL,
+        sale        VARCHAR(128) NOT NULL,
+        sku_id      VARCHAR(64)  NOT NULL,
+        user_id     VARCHAR(128) NOT NULL,
+        quantity    INT UNSIGNED NOT NULL,
+        status      ENUM('UNPAID','PAID','CLOSED') NOT NULL DEFAULT 'UNPAID',
+        created_at  DATETIME(3)  NOT NULL,
+        due_at      DATETIME(3)  NOT NULL,
+        paid_at     DATETIME(3)  NULL,
+        closed_at   DATETIME(3)  NULL,
+        PRIMARY KEY (order_id),
+        KEY orders_status_due (status, due_at),
+        KEY orders_sale_sku_status (sale, sku_id, status)
+      ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+    ],
+  },
+  {
+    version: 2,
+    name: 'stock_releases',
+    statements: [
+      // Written in the same transaction that closes the order; applied_at is set once Redis has the units back.
+      `CREATE TABLE stock_releases (
+        order_id    CHAR(36)     CHARACTER SET ascii NOT NULL,
+        sale        VARCHAR(128) NOT NULL,
+        sku_id      VARCHAR(64)  NOT NULL,
+        user_id     VARCHAR(128) NOT NULL,
+        quantity    INT UNSIGNED NOT NULL,
+        created_at  DATETIME(3)  NOT NULL,
+        applied_at  DATETIME(3)  NULL,
+        PRIMARY KEY (order_id),
+        KEY stock_releases_pending (applied_at, created_at)
+      ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+    ],
+  },
+];
+
+export function createPool(cfg: MysqlConfig, options: { connectionLimit?: number } = {}): Pool {
+  return mysql.createPool({
+    host: cfg.host,
+    port: cfg.port,
+    user: cfg.user,
+    password: cfg.password,
+    database: cfg.database,
+    connectionLimit: options.connectionLimit ?? 10,
+    // All times are stored and read as UTC.
+    timezone: 'Z',
+    dateStrings: false,
+    supportBigNumbers: true,
+    connectTimeout: 5000,
+    enableKeepAlive: true,
+  });
+}
+
+/** Creates the database if needed and applies pending migrations under a named lock. Returns the versions applied now. */
+export async function migrate(cfg: MysqlConfig): Promise<number[]> {
+  const admin = await mysql.createConnection({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password, connectTimeout: 5000 });
+  try {
+    await admin.query(`CREATE DATABASE IF NOT EXISTS \`${cfg.database}\` CHARACTER SET utf8mb4`);
+    await admin.query(`USE \`${cfg.database}\``);
+    // Several replicas may start at once; the lock makes the migration run once.
+    const [lockRows] = await admin.query('SELECT GET_LOCK(?, 30) AS ok', [`flashsale-migrate-${cfg.database}`]);
+    if ((lockRows as { ok: number }[])[0]?.ok !== 1) throw new Error('could not take the migration lock within 30s');
+    try {
+      await admin.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, applied_at DATETIME(3) NOT NULL)`);
+      const [rows] = await admin.query('SELECT version FROM schema_migrations');
+      const done = new Set((rows as { version: number }[]).map((r) => r.version));
+      const applied: number[] = [];
+      for (const m of migrations) {
+        if (done.has(m.version)) continue;
+        for (const sql of m.statements) await admin.query(sql);
+        await admin.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(3))', [m.version, m.name]);
+        applied.push(m.version);
+      }
+      return applied;
+    } finally {
+      await admin.query('SELECT RELEASE_LOCK(?)', [`flashsale-migrate-${cfg.database}`]);
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
+/** Highest applied migration version, or 0 when the schema is absent. */
+export async function schemaVersion(pool: Pool): Promise<number> {
+  try {
+    const [rows] = await pool.query('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations');
+    return Number((rows as { v: number }[])[0]?.v ?? 0);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ER_NO_SUCH_TABLE') return 0;
+    throw err;
+  }
+}
+
+export const latestSchemaVersion = Math.max(...migrations.map((m) => m.version));

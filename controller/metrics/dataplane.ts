@@ -1,0 +1,104 @@
+// Metrics of the data plane, one definition each, shared by every worker (and by `flashsale run`,
+// where all workers share one process and one registry). Names follow Prometheus conventions:
+// base units in the name, `_total` on counters; `flashsale` is the sale's namespace/name.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+export type DataPlaneMetrics = ReturnType<typeof dataPlaneMetrics>;
+
+const cache = new WeakMap<Registry, ReturnType<typeof build>>();
+
+/** The data-plane metrics registered on `registry` (created once per registry). */
+export function dataPlaneMetrics(registry: Registry) {
+  let m = cache.get(registry);
+  if (!m) {
+    m = build(registry);
+    cache.set(registry, m);
+  }
+  return m;
+}
+
+function build(registry: Registry) {
+  const registers = [registry];
+  return {
+    apiRequests: new Counter({
+      name: 'flashsale_api_requests_total',
+      help: 'Purchase requests decided by the API, by outcome (accepted, sold_out, already_ordered, not_started, ended, sale_not_found, sku_not_found, invalid, unavailable).',
+      labelNames: ['flashsale', 'outcome'] as const,
+      registers,
+    }),
+    apiRequestDuration: new Histogram({
+      name: 'flashsale_api_request_duration_seconds',
+      help: 'Time to answer an API request, by route.',
+      labelNames: ['flashsale', 'route'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    ordersWritten: new Counter({
+      name: 'flashsale_orders_written_total',
+      help: 'Orders inserted into MySQL by the order writer (redeliveries not counted).',
+      labelNames: ['flashsale'] as const,
+      registers,
+    }),
+    deadLetters: new Counter({
+      name: 'flashsale_dead_letters_total',
+      help: 'Messages sent to the dead-letter topic, by source topic role (orders, timeouts) and reason.',
+      labelNames: ['flashsale', 'source', 'reason'] as const,
+      registers,
+    }),
+    stockRemaining: new Gauge({
+      name: 'flashsale_stock_remaining',
+      help: 'Units of a SKU not yet reserved, as last read from Redis.',
+      labelNames: ['flashsale', 'sku'] as const,
+      registers,
+    }),
+    reservationsReaped: new Counter({
+      name: 'flashsale_reservations_reaped_total',
+      help: 'Reservations returned to stock because their order never reached Kafka/MySQL.',
+      labelNames: ['flashsale'] as const,
+      registers,
+    }),
+    closes: new Counter({
+      name: 'flashsale_timeout_closes_total',
+      help: 'Timeout messages handled by the timeout closer, by outcome (closed, already_paid, already_closed, not_found, failed).',
+      labelNames: ['flashsale', 'bucket', 'outcome'] as const,
+      registers,
+    }),
+    closeDelay: new Histogram({
+      name: 'flashsale_timeout_close_delay_seconds',
+      help: 'Close time minus due time of closed orders (never negative: nothing closes early).',
+      labelNames: ['flashsale', 'bucket'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    closeRetries: new Counter({
+      name: 'flashsale_timeout_retries_total',
+      help: 'Failed closes sent to the retry topic.',
+      labelNames: ['flashsale'] as const,
+      registers,
+    }),
+    compensationCloses: new Counter({
+      name: 'flashsale_compensation_closes_total',
+      help: 'Overdue unpaid orders closed by the compensation scan (their timeout message was lost or late).',
+      labelNames: ['flashsale'] as const,
+      registers,
+    }),
+    releasesApplied: new Counter({
+      name: 'flashsale_stock_releases_applied_total',
+      help: 'Stock releases applied to Redis, by who applied them (closer, compensator).',
+      labelNames: ['flashsale', 'source'] as const,
+      registers,
+    }),
+    releasesPending: new Gauge({
+      name: 'flashsale_stock_releases_pending',
+      help: 'Release records committed in MySQL but not yet applied to Redis.',
+      labelNames: ['flashsale'] as const,
+      registers,
+    }),
+  };
+}

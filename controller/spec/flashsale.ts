@@ -1,0 +1,190 @@
+// The FlashSale shape: parsing, schema defaults, and validation with precise messages.
+// Types and the schema come from generated.ts (from the CRD), so this module, the operator and
+// standalone mode all agree with what the apiserver accepts.
+import { readFileSync } from 'node:fs';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parseAllDocuments } from 'yaml';
+import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type TimeoutBucketSpec } from './generated.ts';
+
+export type * from './generated.ts';
+
+export const API_GROUP = 'flashsale.dev';
+export const API_VERSION = 'flashsale.dev/v1alpha1';
+export const KIND = 'FlashSale';
+export const PLURAL = 'flashsales';
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  finalizers?: string[];
+  deletionTimestamp?: string;
+  creationTimestamp?: string;
+}
+
+export interface FlashSale {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: ObjectMeta;
+  spec: FlashSaleSpec;
+  status?: FlashSaleStatus;
+}
+
+/** A spec that cannot be provisioned; `problems` lists every reason, each naming its field. */
+export class InvalidSpecError extends Error {
+  override name = 'InvalidSpecError';
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(problems.join('; '));
+    this.problems = problems;
+  }
+}
+
+const DURATION = /^(\d+)(s|m|h)$/;
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+/** Parses Ns / Nm / Nh into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = DURATION.exec(text);
+  if (!m) throw new Error(`invalid duration "${text}": expected Ns, Nm or Nh`);
+  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true });
+ajv.addFormat('date-time', {
+  type: 'string',
+  validate: (s: string) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i.test(s) && !Number.isNaN(Date.parse(s)),
+});
+const validateSpecSchema = ajv.compile(flashSaleSchema.properties.spec);
+
+function fieldPath(instancePath: string): string {
+  return (
+    'spec' +
+    instancePath
+      .split('/')
+      .slice(1)
+      .map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p.replace(/~1/g, '/').replace(/~0/g, '~')}`))
+      .join('')
+  );
+}
+
+function describe(e: ErrorObject): string {
+  const at = fieldPath(e.instancePath);
+  switch (e.keyword) {
+    case 'required':
+      return `${at}.${String(e.params.missingProperty)}: required`;
+    case 'additionalProperties':
+      return `${at}.${String(e.params.additionalProperty)}: unknown field`;
+    case 'enum':
+      return `${at}: must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`;
+    case 'pattern':
+      return `${at}: ${JSON.stringify(e.data)} does not match ${String(e.params.pattern)}`;
+    case 'format':
+      return `${at}: ${JSON.stringify(e.data)} is not an RFC 3339 ${String(e.params.format)}`;
+    default:
+      return `${at}: ${e.message ?? 'invalid'}${e.data !== undefined && typeof e.data !== 'object' ? ` (got ${JSON.stringify(e.data)})` : ''}`;
+  }
+}
+
+/** Rules the OpenAPI schema cannot express. */
+function semanticProblems(spec: FlashSaleSpec): string[] {
+  const problems: string[] = [];
+  const bucketAt = new Map<string, number>();
+  spec.timeoutBuckets.forEach((b, i) => {
+    const first = bucketAt.get(b.name);
+    if (first !== undefined) problems.push(`spec.timeoutBuckets[${i}].name: duplicate bucket "${b.name}" (also spec.timeoutBuckets[${first}])`);
+    else bucketAt.set(b.name, i);
+    if (DURATION.test(b.delay) && parseDuration(b.delay) < 1000) problems.push(`spec.timeoutBuckets[${i}].delay: must be at least 1s (got "${b.delay}")`);
+  });
+  const skuAt = new Map<string, number>();
+  spec.skus.forEach((s, i) => {
+    const first = skuAt.get(s.id);
+    if (first !== undefined) problems.push(`spec.skus[${i}].id: duplicate SKU id "${s.id}" (also spec.skus[${first}])`);
+    else skuAt.set(s.id, i);
+    if (!bucketAt.has(s.timeoutBucket)) {
+      problems.push(
+        `spec.skus[${i}].timeoutBucket: unknown bucket "${s.timeoutBucket}" (defined: ${[...bucketAt.keys()].join(', ') || 'none'})`,
+      );
+    }
+  });
+  if (spec.startTime && spec.endTime && Date.parse(spec.startTime) >= Date.parse(spec.endTime)) {
+    problems.push(`spec.endTime: must be after spec.startTime (${spec.startTime} >= ${spec.endTime})`);
+  }
+  for (const role of ['orderWriter', 'timeoutCloser'] as const) {
+    const w = spec.workers[role];
+    if (w.minReplicas > w.maxReplicas) {
+      problems.push(`spec.workers.${role}.minReplicas: must not exceed maxReplicas (${w.minReplicas} > ${w.maxReplicas})`);
+    }
+  }
+  return problems;
+}
+
+/** Applies the schema defaults to a copy of `spec` and validates it; throws InvalidSpecError listing every problem. */
+export function validateSpec(spec: unknown): FlashSaleSpec {
+  if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) throw new InvalidSpecError(['spec: required object']);
+  const copy = structuredClone(spec) as FlashSaleSpec;
+  if (!validateSpecSchema(copy)) {
+    throw new InvalidSpecError([...new Set((validateSpecSchema.errors ?? []).map(describe))]);
+  }
+  const problems = semanticProblems(copy);
+  if (problems.length > 0) throw new InvalidSpecError(problems);
+  return copy;
+}
+
+/** Validates a whole FlashSale document (apiVersion, kind, metadata.name) and defaults its spec. */
+export function validateFlashSale(doc: unknown, defaultNamespace = 'default'): FlashSale {
+  const obj = (doc ?? {}) as { apiVersion?: unknown; kind?: unknown; metadata?: Partial<ObjectMeta>; spec?: unknown; status?: FlashSaleStatus };
+  const problems: string[] = [];
+  if (obj.apiVersion !== API_VERSION) problems.push(`apiVersion: must be ${API_VERSION} (got ${JSON.stringify(obj.apiVersion)})`);
+  if (obj.kind !== KIND) problems.push(`kind: must be ${KIND} (got ${JSON.stringify(obj.kind)})`);
+  const name = obj.metadata?.name;
+  if (typeof name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/.test(name)) {
+    problems.push(`metadata.name: must be a DNS label of at most 40 characters (got ${JSON.stringify(name)})`);
+  }
+  let spec: FlashSaleSpec | undefined;
+  try {
+    spec = validateSpec(obj.spec);
+  } catch (err) {
+    if (!(err instanceof InvalidSpecError)) throw err;
+    problems.push(...err.problems);
+  }
+  if (problems.length > 0 || !spec) throw new InvalidSpecError(problems);
+  const sale: FlashSale = {
+    apiVersion: API_VERSION,
+    kind: KIND,
+    metadata: { ...obj.metadata, name: name as string, namespace: obj.metadata?.namespace || defaultNamespace },
+    spec,
+  };
+  if (obj.status) sale.status = obj.status;
+  return sale;
+}
+
+/** Reads every FlashSale document of a (multi-document) YAML file. */
+export function loadFlashSales(file: string): FlashSale[] {
+  const docs = parseAllDocuments(readFileSync(file, 'utf8'));
+  const sales: FlashSale[] = [];
+  docs.forEach((d, i) => {
+    if (d.errors.length > 0) throw new InvalidSpecError([`${file} document ${i + 1}: ${d.errors[0]?.message ?? 'bad YAML'}`]);
+    const value: unknown = d.toJS();
+    if (value === null || value === undefined) return;
+    try {
+      sales.push(validateFlashSale(value));
+    } catch (err) {
+      if (err instanceof InvalidSpecError) throw new InvalidSpecError(err.problems.map((p) => `${file} document ${i + 1}: ${p}`));
+      throw err;
+    }
+  });
+  if (sales.length === 0) throw new InvalidSpecError([`${file}: no FlashSale documents`]);
+  return sales;
+}
+
+export function bucketOf(spec: FlashSaleSpec, skuId: string): TimeoutBucketSpec {
+  const sku = spec.skus.find((s) => s.id === skuId);
+  const bucket = sku && spec.timeoutBuckets.find((b) => b.name === sku.timeoutBucket);
+  if (!bucket) throw new Error(`SKU ${skuId} has no timeout bucket`);
+  return bucket;
+}

@@ -1,0 +1,146 @@
+// Contract of the Kafka gateway, against the real broker.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { BatchingProducer, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
+import { deleteTopics, eventually, testKafka, uniqueName } from './support/infra.ts';
+
+const prefix = `gw.${uniqueName()}`;
+let kafka: KafkaGateway;
+
+before(() => {
+  kafka = testKafka();
+});
+after(async () => {
+  await deleteTopics(kafka, prefix);
+  await kafka.close();
+});
+
+async function topic(name: string, partitions = 3): Promise<string> {
+  const t = `${prefix}.${name}`;
+  await (await kafka.admin()).createTopics([{ topic: t, partitions, replicationFactor: 1 }]);
+  return t;
+}
+
+/** Consumes and commits everything; returns the received messages and the consumer. */
+function collect(groupId: string, topics: string[]): { received: ConsumedMessage[]; consumer: KafkaConsumer; started: Promise<void> } {
+  const received: ConsumedMessage[] = [];
+  const consumer = kafka.consumer({ groupId, topics });
+  const started = consumer.start(async (batch, ctx) => {
+    for (const m of batch.messages) received.push(m);
+    const last = batch.messages.at(-1);
+    if (last) await ctx.commit((BigInt(last.offset) + 1n).toString());
+  });
+  return { received, consumer, started };
+}
+
+describe('kafka gateway', () => {
+  it('round-trips messages with keys and headers', async () => {
+    const t = await topic('roundtrip');
+    const producer = await kafka.producer();
+    await producer.send([{ topic: t, messages: [{ key: 'k1', value: 'hello', headers: { kind: 'greeting' } }] }]);
+    const { received, consumer } = collect(`${prefix}.g-roundtrip`, [t]);
+    await eventually(() => received.length === 1, { what: 'one message' });
+    assert.equal(received[0]?.key, 'k1');
+    assert.equal(received[0]?.value?.toString(), 'hello');
+    assert.deepEqual(received[0]?.headers, { kind: 'greeting' });
+    await consumer.stop();
+    await producer.disconnect();
+  });
+
+  it('keeps messages of one key on one partition, in order', async () => {
+    const t = await topic('keyed', 6);
+    const producer = await kafka.producer();
+    const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50 });
+    const keys = ['sku-a', 'sku-b', 'sku-c'];
+    await Promise.all(Array.from({ length: 300 }, (_, i) => batching.send(t, { key: keys[i % 3] as string, value: String(i) })));
+    const { received, consumer } = collect(`${prefix}.g-keyed`, [t]);
+    await eventually(() => received.length === 300, { what: '300 messages' });
+    for (const key of keys) {
+      const mine = received.filter((m) => m.key === key);
+      assert.equal(new Set(mine.map((m) => m.partition)).size, 1, `${key} on one partition`);
+      const values = mine.map((m) => Number(m.value?.toString()));
+      assert.deepEqual(values, [...values].sort((a, b) => a - b), `${key} in order`);
+      assert.equal(values.length, 100);
+    }
+    await consumer.stop();
+    await batching.close();
+    await producer.disconnect();
+  });
+
+  it('resumes from the committed offset after a consumer restart', async () => {
+    const t = await topic('commit', 1);
+    const producer = await kafka.producer();
+    await producer.send([{ topic: t, messages: Array.from({ length: 10 }, (_, i) => ({ value: String(i) })) }]);
+    const group = `${prefix}.g-commit`;
+    // First member commits only the first 4 messages, then stops.
+    const seen: string[] = [];
+    const first = kafka.consumer({ groupId: group, topics: [t] });
+    await first.start(async (batch, ctx) => {
+      for (const m of batch.messages) {
+        if (seen.length >= 4) return;
+        seen.push(m.value?.toString() ?? '');
+        await ctx.commit((BigInt(m.offset) + 1n).toString());
+      }
+    });
+    await eventually(() => seen.length === 4);
+    await first.stop();
+    const { received, consumer } = collect(group, [t]);
+    await eventually(() => received.length === 6, { what: 'the 6 uncommitted messages' });
+    assert.deepEqual(received.map((m) => m.value?.toString()), ['4', '5', '6', '7', '8', '9']);
+    const offsets = await (await kafka.admin()).groupOffsets(group, [t]);
+    await eventually(async () => (await (await kafka.admin()).groupOffsets(group, [t]))[0]?.offset === '10');
+    assert.equal(offsets.length, 1);
+    await consumer.stop();
+    await producer.disconnect();
+  });
+
+  it('pauses a partition at an offset and redelivers from there after resume', async () => {
+    const t = await topic('pause', 1);
+    const producer = await kafka.producer();
+    await producer.send([{ topic: t, messages: Array.from({ length: 5 }, (_, i) => ({ value: String(i) })) }]);
+    const handled: string[] = [];
+    let pausedOnce = false;
+    const consumer = kafka.consumer({ groupId: `${prefix}.g-pause`, topics: [t] });
+    await consumer.start(async (batch, ctx) => {
+      for (const m of batch.messages) {
+        if (m.value?.toString() === '2' && !pausedOnce) {
+          pausedOnce = true;
+          ctx.pauseAt(m.offset);
+          return;
+        }
+        handled.push(m.value?.toString() ?? '');
+        await ctx.commit((BigInt(m.offset) + 1n).toString());
+      }
+    });
+    await eventually(() => pausedOnce && handled.length === 2);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(handled, ['0', '1'], 'nothing handled while paused');
+    consumer.resume(t, 0);
+    await eventually(() => handled.length === 5, { what: 'messages after resume' });
+    assert.deepEqual(handled, ['0', '1', '2', '3', '4']);
+    await consumer.stop();
+    await producer.disconnect();
+  });
+
+  it('creates partitions, describes topics and reports offsets', async () => {
+    const t = await topic('grow', 2);
+    const admin = await kafka.admin();
+    await admin.createTopics([{ topic: t, partitions: 2, replicationFactor: 1 }]); // idempotent
+    assert.deepEqual(await admin.describeTopics([t, `${prefix}.missing`]), [{ topic: t, partitions: 2 }]);
+    await admin.createPartitions(t, 4);
+    assert.deepEqual(await admin.describeTopics([t]), [{ topic: t, partitions: 4 }]);
+    const producer = await kafka.producer();
+    await producer.send([{ topic: t, messages: [{ key: 'x', value: '1' }, { key: 'x', value: '2' }] }]);
+    const offsets = await admin.topicOffsets(t);
+    assert.equal(offsets.length, 4);
+    assert.equal(offsets.reduce((s, p) => s + Number(p.high), 0), 2);
+    assert.deepEqual(await admin.groupOffsets(`${prefix}.nobody`, [t]).then((o) => o.map((x) => x.offset)), [null, null, null, null]);
+    await producer.disconnect();
+  });
+
+  it('reports a send to a missing topic as an error (no auto-create)', async () => {
+    const producer = await kafka.producer();
+    await assert.rejects(producer.send([{ topic: `${prefix}.nope`, messages: [{ value: 'x' }] }]));
+    await producer.disconnect();
+  });
+});

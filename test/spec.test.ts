@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { generate, generatedPath } from '../controller/spec/generate.ts';
+import { InvalidSpecError, loadFlashSales, parseDuration, validateFlashSale, validateSpec } from '../controller/spec/flashsale.ts';
+import { saleNames } from '../controller/spec/names.ts';
+
+const minimal = () => ({
+  skus: [{ id: 'phone-x', stock: 10, timeoutBucket: '30m' }],
+  timeoutBuckets: [{ name: '30m', delay: '30m' }],
+});
+
+function problems(spec: unknown): string[] {
+  try {
+    validateSpec(spec);
+  } catch (err) {
+    assert.ok(err instanceof InvalidSpecError);
+    return err.problems;
+  }
+  assert.fail('expected the spec to be invalid');
+}
+
+describe('FlashSale spec', () => {
+  it('is generated from the CRD and up to date', async () => {
+    assert.equal(readFileSync(generatedPath, 'utf8'), await generate(), 'run `npm run gen` after changing crds/flashsale.yaml');
+  });
+
+  it('applies the schema defaults', () => {
+    const spec = validateSpec(minimal());
+    assert.equal(spec.perUserLimit, 1);
+    assert.deepEqual(spec.kafka, { partitions: 6, replicationFactor: 1 });
+    assert.equal(spec.deletionPolicy, 'Retain');
+    assert.deepEqual(spec.workers.orderWriter, { minReplicas: 1, maxReplicas: 6, lagThreshold: 1000 });
+    assert.deepEqual(spec.compensation, { interval: '30s', grace: '10s' });
+  });
+
+  it('does not modify its input', () => {
+    const input = minimal();
+    validateSpec(input);
+    assert.deepEqual(input, minimal());
+  });
+
+  it('names every problem precisely', () => {
+    const p = problems({
+      startTime: '2026-11-11T02:00:00Z',
+      endTime: '2026-11-11T00:00:00Z',
+      skus: [
+        { id: 'phone-x', stock: 10, timeoutBucket: '30m' },
+        { id: 'phone-x', stock: 5, timeoutBucket: '45m' },
+      ],
+      timeoutBuckets: [{ name: '30m', delay: '30m' }, { name: 'instant', delay: '0s' }],
+      workers: { orderWriter: { minReplicas: 4, maxReplicas: 2 } },
+    });
+    assert.deepEqual(p, [
+      'spec.timeoutBuckets[1].delay: must be at least 1s (got "0s")',
+      'spec.skus[1].id: duplicate SKU id "phone-x" (also spec.skus[0])',
+      'spec.skus[1].timeoutBucket: unknown bucket "45m" (defined: 30m, instant)',
+      'spec.endTime: must be after spec.startTime (2026-11-11T02:00:00Z >= 2026-11-11T00:00:00Z)',
+      'spec.workers.orderWriter.minReplicas: must not exceed maxReplicas (4 > 2)',
+    ]);
+  });
+
+  it('reports schema violations with their field paths', () => {
+    const p = problems({ ...minimal(), skus: [{ id: 'a b', stock: -1, timeoutBucket: '30m' }], kafka: { partitions: 0 }, deletionPolicy: 'Drop' });
+    assert.ok(p.includes('spec.skus[0].stock: must be >= 0 (got -1)'), p.join('\n'));
+    assert.ok(p.some((x) => x.startsWith('spec.skus[0].id: "a b" does not match')), p.join('\n'));
+    assert.ok(p.includes('spec.kafka.partitions: must be >= 1 (got 0)'), p.join('\n'));
+    assert.ok(p.includes('spec.deletionPolicy: must be one of Retain, Delete'), p.join('\n'));
+    assert.deepEqual(problems({ skus: [] }), ['spec.timeoutBuckets: required', 'spec.skus: must NOT have fewer than 1 items']);
+    assert.deepEqual(problems({ ...minimal(), startTime: 'tomorrow' }), ['spec.startTime: "tomorrow" is not an RFC 3339 date-time']);
+  });
+
+  it('checks the whole document', () => {
+    assert.throws(() => validateFlashSale({ apiVersion: 'v1', kind: 'FlashSale', metadata: { name: 'Bad_Name' }, spec: minimal() }), (err: unknown) => {
+      assert.ok(err instanceof InvalidSpecError);
+      assert.deepEqual(err.problems, [
+        'apiVersion: must be flashsale.dev/v1alpha1 (got "v1")',
+        'metadata.name: must be a DNS label of at most 40 characters (got "Bad_Name")',
+      ]);
+      return true;
+    });
+    const sale = validateFlashSale({ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name: 'ok' }, spec: minimal() });
+    assert.equal(sale.metadata.namespace, 'default');
+  });
+
+  it('loads the example file', () => {
+    const [sale] = loadFlashSales(new URL('../examples/flashsale.yaml', import.meta.url).pathname);
+    assert.equal(sale?.metadata.name, 'singles-day');
+    assert.equal(sale?.spec.skus.length, 2);
+  });
+
+  it('parses durations', () => {
+    assert.equal(parseDuration('2s'), 2000);
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration('1h'), 3_600_000);
+    assert.throws(() => parseDuration('5 minutes'), /invalid duration/);
+  });
+
+  it('derives every name from the sale', () => {
+    const n = saleNames({ namespace: 'shop', name: 'd11' });
+    assert.equal(n.topics.orders, 'flashsale.shop.d11.orders');
+    assert.equal(n.topics.delay('5m'), 'flashsale.shop.d11.delay.5m');
+    assert.equal(n.groups.timeoutCloser('5m'), 'flashsale.shop.d11.timeout-closer.5m');
+    const k = n.redis.sku('phone-x');
+    // Every key of one SKU carries the same hash tag, so one Lua script may touch them on Redis Cluster.
+    const tags = Object.values(k).map((key) => /\{([^}]*)\}/.exec(key)?.[1]);
+    assert.deepEqual(new Set(tags), new Set(['shop/d11/phone-x']));
+    assert.equal(n.workloads.timeoutCloser('30m'), 'd11-timeout-closer-30m');
+  });
+});

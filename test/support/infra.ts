@@ -1,0 +1,79 @@
+// Test access to the real Kafka, Redis and MariaDB started by infra/up.sh. Every test run gets its
+// own MySQL database, its own sale namespace (so its own topics, groups and Redis keys), and
+// removes them afterwards.
+import { randomBytes } from 'node:crypto';
+import mysql from 'mysql2/promise';
+import { loadConfig, type Config } from '../../controller/config.ts';
+import { createKafkaGateway, type KafkaGateway } from '../../controller/infra/kafka.ts';
+import { createRedis, type Redis } from '../../controller/infra/redis.ts';
+import { createLogger } from '../../controller/log.ts';
+
+export const runId = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+
+export const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'warn', 'test');
+
+/** A unique, DNS-safe name for this test run: use it as a sale namespace or name suffix. */
+export function uniqueName(prefix = 't'): string {
+  return `${prefix}-${runId}-${randomBytes(2).toString('hex')}`.toLowerCase();
+}
+
+/** Configuration pointing at a fresh database of its own; call `dropDatabase` when done. */
+export function testConfig(overrides: Partial<Config> = {}): Config {
+  const base = loadConfig({});
+  const database = `fs_test_${uniqueName('db').replace(/-/g, '_')}`;
+  return { ...base, mysql: { ...base.mysql, database }, logLevel: 'warn', ...overrides };
+}
+
+export async function dropDatabase(config: Config): Promise<void> {
+  const { host, port, user, password, database } = config.mysql;
+  if (!database.startsWith('fs_test_')) throw new Error(`refusing to drop ${database}`);
+  const conn = await mysql.createConnection({ host, port, user, password });
+  try {
+    await conn.query(`DROP DATABASE IF EXISTS \`${database}\``);
+  } finally {
+    await conn.end();
+  }
+}
+
+export function testKafka(clientId = `test-${runId}`): KafkaGateway {
+  return createKafkaGateway({ brokers: loadConfig({}).kafkaBrokers, clientId, logger });
+}
+
+export function testRedis(): Redis {
+  return createRedis(loadConfig({}).redisUrl);
+}
+
+/** Deletes every Redis key matching the patterns (SCAN, never KEYS). */
+export async function deleteRedisKeys(redis: Redis, patterns: string[]): Promise<void> {
+  for (const match of patterns) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  }
+}
+
+/** Deletes every topic whose name starts with the prefix. */
+export async function deleteTopics(kafka: KafkaGateway, prefix: string): Promise<void> {
+  const admin = await kafka.admin();
+  const topics = (await admin.listTopics()).filter((t) => t.startsWith(prefix));
+  await admin.deleteTopics(topics);
+}
+
+/** Polls `check` until it returns a truthy value or the deadline passes. */
+export async function eventually<T>(check: () => Promise<T | undefined | false | null> | T | undefined | false | null, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
+  }
+  throw new Error(`timed out waiting for ${opts.what ?? 'condition'}${last ? `: ${String(last)}` : ''}`);
+}
