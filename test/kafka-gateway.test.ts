@@ -144,3 +144,17 @@ describe('kafka gateway', () => {
     await producer.disconnect();
   });
 });
+
+describe('kafka gateway time index', () => {
+  it('finds the first offset at or after a timestamp', async () => {
+    const t = await topic('time', 1);
+    const producer = await kafka.producer();
+    const base = Date.now() - 60_000;
+    await producer.send([{ topic: t, messages: [0, 10, 20, 30].map((s) => ({ value: String(s), timestamp: base + s * 1000 })) }]);
+    const admin = await kafka.admin();
+    assert.deepEqual(await admin.topicOffsetsAt(t, base + 15_000), [{ partition: 0, offset: '2' }]);
+    assert.deepEqual(await admin.topicOffsetsAt(t, base), [{ partition: 0, offset: '0' }]);
+    assert.deepEqual(await admin.topicOffsetsAt(t, base + 31_000), [{ partition: 0, offset: '4' }], 'high watermark when all are older');
+    await producer.disconnect();
+  });
+});

@@ -10,6 +10,8 @@ export interface OutgoingMessage {
   key?: string | null;
   value: string | Buffer;
   headers?: Record<string, string>;
+  /** Message timestamp (epoch ms); defaults to the send time. */
+  timestamp?: number;
 }
 
 export interface ConsumedMessage {
@@ -61,6 +63,11 @@ export interface KafkaAdmin {
   listGroups(): Promise<string[]>;
   groupOffsets(groupId: string, topics: string[]): Promise<GroupOffset[]>;
   topicOffsets(topic: string): Promise<PartitionOffsets[]>;
+  /**
+   * Per partition, the first offset whose message timestamp is >= timestampMs (Kafka's time index);
+   * the high watermark when every message is older.
+   */
+  topicOffsetsAt(topic: string, timestampMs: number): Promise<{ partition: number; offset: string }[]>;
 }
 
 export interface KafkaProducer {
@@ -212,6 +219,10 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         const res = await admin.fetchTopicOffsets(topic);
         return res.map((p) => ({ partition: p.partition, high: p.high, low: p.low }));
       },
+      async topicOffsetsAt(topic, timestampMs) {
+        const res = await admin.fetchTopicOffsetsByTimestamp(topic, timestampMs);
+        return res.map((p) => ({ partition: p.partition, offset: p.offset }));
+      },
     };
   }
 
@@ -243,7 +254,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
               .filter((b) => b.messages.length > 0)
               .map((b) => ({
                 topic: b.topic,
-                messages: b.messages.map((m) => ({ key: m.key ?? null, value: m.value, headers: m.headers })),
+                messages: b.messages.map((m) => ({
+                  key: m.key ?? null,
+                  value: m.value,
+                  headers: m.headers,
+                  timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+                })),
               })),
           });
         },

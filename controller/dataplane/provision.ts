@@ -1,0 +1,128 @@
+// Provisioning of a sale's external state: Kafka topics, the MySQL schema, Redis stock.
+// Standalone mode (`flashsale run`) and the operator call these same functions. Each one checks
+// everything it would refuse before it changes anything, so a refused change leaves no partial state.
+import type { MysqlConfig } from '../config.ts';
+import type { KafkaAdmin, TopicSpec } from '../infra/kafka.ts';
+import { latestSchemaVersion, migrate, type Pool } from '../infra/mysql.ts';
+import type { Redis } from '../infra/redis.ts';
+import type { FlashSale } from '../spec/flashsale.ts';
+import { saleNames, type NameOptions, type TopicPurpose } from '../spec/names.ts';
+import type { SkuLedger, StockStore } from './stock.ts';
+
+/** A requested change the external system cannot make (partition decrease, stock cut below sold). */
+export class NotSupportedError extends Error {
+  override name = 'NotSupportedError';
+  readonly reason = 'NotSupported';
+}
+
+export interface PlannedTopic extends TopicSpec {
+  purpose: TopicPurpose;
+}
+
+export function plannedTopics(sale: FlashSale, nameOptions: NameOptions = {}): PlannedTopic[] {
+  const n = saleNames(sale.metadata, nameOptions);
+  const { partitions, replicationFactor } = sale.spec.kafka;
+  const t = (topic: string, purpose: TopicPurpose): PlannedTopic => ({ topic, partitions, replicationFactor, purpose });
+  return [
+    t(n.topics.orders, 'orders'),
+    ...sale.spec.timeoutBuckets.map((b) => t(n.topics.delay(b.name), 'delay')),
+    t(n.topics.retry, 'retry'),
+    t(n.topics.deadLetter, 'dead-letter'),
+  ];
+}
+
+export interface TopicsOutcome {
+  topics: { name: string; partitions: number; purpose: TopicPurpose }[];
+  created: string[];
+  grown: string[];
+}
+
+/** Creates missing topics and grows partitions; a partition decrease is refused with nothing touched. */
+export async function ensureTopics(admin: KafkaAdmin, sale: FlashSale, nameOptions: NameOptions = {}): Promise<TopicsOutcome> {
+  const planned = plannedTopics(sale, nameOptions);
+  const existing = new Map((await admin.describeTopics(planned.map((p) => p.topic))).map((d) => [d.topic, d.partitions]));
+  const shrinking = planned.filter((p) => (existing.get(p.topic) ?? 0) > p.partitions);
+  if (shrinking.length > 0) {
+    throw new NotSupportedError(
+      `Kafka cannot decrease partitions: ${shrinking.map((p) => `${p.topic} has ${existing.get(p.topic)}, spec asks ${p.partitions}`).join('; ')}`,
+    );
+  }
+  const missing = planned.filter((p) => !existing.has(p.topic));
+  const growing = planned.filter((p) => existing.has(p.topic) && (existing.get(p.topic) ?? 0) < p.partitions);
+  if (missing.length > 0) await admin.createTopics(missing);
+  for (const p of growing) await admin.createPartitions(p.topic, p.partitions);
+  return {
+    topics: planned.map((p) => ({ name: p.topic, partitions: p.partitions, purpose: p.purpose })),
+    created: missing.map((p) => p.topic),
+    grown: growing.map((p) => p.topic),
+  };
+}
+
+/** Creates the database if needed and applies pending migrations. */
+export async function ensureSchema(cfg: MysqlConfig): Promise<{ applied: number[]; version: number }> {
+  const applied = await migrate(cfg);
+  return { applied, version: latestSchemaVersion };
+}
+
+/** What MySQL knows of a SKU: units held per user in UNPAID/PAID orders and the CLOSED order ids. */
+export async function skuLedger(pool: Pool, saleKey: string, skuId: string): Promise<SkuLedger> {
+  const [held] = await pool.query(
+    `SELECT user_id, SUM(quantity) AS units FROM orders WHERE sale = ? AND sku_id = ? AND status IN ('UNPAID','PAID') GROUP BY user_id`,
+    [saleKey, skuId],
+  );
+  const [closed] = await pool.query(`SELECT order_id FROM orders WHERE sale = ? AND sku_id = ? AND status = 'CLOSED'`, [saleKey, skuId]);
+  return {
+    heldByUser: new Map((held as { user_id: string; units: string | number }[]).map((r) => [r.user_id, Number(r.units)])),
+    closedOrderIds: (closed as { order_id: string }[]).map((r) => r.order_id),
+  };
+}
+
+export interface StockOutcome {
+  skus: { id: string; stock: number; remaining: number }[];
+  seeded: string[];
+  rebuilt: string[];
+  adjusted: string[];
+}
+
+/**
+ * Seeds each SKU once; applies stock changes (a raise adds the difference, a cut below what is sold
+ * is refused); rebuilds a SKU whose keys Redis lost from the orders in MySQL instead of re-seeding it.
+ */
+export async function ensureStock(stock: StockStore, pool: Pool, sale: FlashSale, saleKey: string): Promise<StockOutcome> {
+  const levels = await Promise.all(sale.spec.skus.map(async (s) => ({ sku: s, level: await stock.level(s.id) })));
+  const cuts = levels.filter(({ sku, level }) => level && sku.stock < level.stock - level.remaining);
+  if (cuts.length > 0) {
+    throw new NotSupportedError(
+      `stock cannot go below what is already sold: ${cuts.map(({ sku, level }) => `${sku.id} has sold ${(level?.stock ?? 0) - (level?.remaining ?? 0)}, spec asks ${sku.stock}`).join('; ')}`,
+    );
+  }
+  const outcome: StockOutcome = { skus: [], seeded: [], rebuilt: [], adjusted: [] };
+  for (const { sku, level } of levels) {
+    if (!level) {
+      const ledger = await skuLedger(pool, saleKey, sku.id);
+      const fromOrders = ledger.heldByUser.size > 0 || ledger.closedOrderIds.length > 0;
+      if (await stock.rebuild(sku.id, sku.stock, ledger)) (fromOrders ? outcome.rebuilt : outcome.seeded).push(sku.id);
+    } else if (level.stock !== sku.stock) {
+      const r = await stock.adjust(sku.id, sku.stock);
+      if (r.outcome === 'below-sold') throw new NotSupportedError(`stock cannot go below what is already sold: ${sku.id} has sold ${r.sold}, spec asks ${sku.stock}`);
+      if (r.outcome === 'changed') outcome.adjusted.push(sku.id);
+    }
+    const now = await stock.level(sku.id);
+    outcome.skus.push({ id: sku.id, stock: now?.stock ?? sku.stock, remaining: now?.remaining ?? 0 });
+  }
+  return outcome;
+}
+
+/** deletionPolicy: Delete — removes the sale's topics and Redis keys. Orders in MySQL stay. */
+export async function deleteSaleData(admin: KafkaAdmin, redis: Redis, sale: FlashSale, nameOptions: NameOptions = {}): Promise<void> {
+  await admin.deleteTopics(plannedTopics(sale, nameOptions).map((p) => p.topic));
+  const n = saleNames(sale.metadata, nameOptions);
+  for (const match of n.redis.patterns) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  }
+}
