@@ -18,3 +18,9 @@ if [ ! -x "$kubectl_dir/usr/bin/kubectl" ]; then
   rm -rf "$kubectl_dir" && dpkg-deb -x "$CACHE"/debs/kubernetes-client_*.deb "$kubectl_dir"
 fi
 "$kubectl_dir/usr/bin/kubectl" version --client --short >/dev/null 2>&1 || { log "kubectl from kubernetes-client does not run"; exit 1; }
+
+# helm-java (Helm's Go code as a native library) for the chart tests: jars into .cache/helm/libs.
+if ! ls "$CACHE"/helm/libs/linux-amd64-*.jar >/dev/null 2>&1; then
+  log "resolving helm-java into $CACHE/helm/libs"
+  mvn -q -f "$ROOT/infra/helm/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/helm/libs" >&2
+fi
