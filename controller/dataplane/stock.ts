@@ -250,6 +250,12 @@ export class StockStore {
     return Number((await this.redis.hget(this.keys(skuId).holdings, userId)) ?? 0);
   }
 
+  /** The unclaimed reservation of an order, or null (claimed by the writer, released, or unknown). */
+  async reservation(skuId: string, orderId: string): Promise<Reservation | null> {
+    const raw = await this.redis.hget(this.keys(skuId).reservations, orderId);
+    return raw === null ? null : (JSON.parse(raw) as Reservation);
+  }
+
   /** Reservations not yet claimed by the writer (in flight between API and MySQL). */
   async inFlight(skuId: string): Promise<Reservation[]> {
     const all = await this.redis.hvals(this.keys(skuId).reservations);
