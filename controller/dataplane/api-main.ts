@@ -1,8 +1,27 @@
+// `flashsale api`: the HTTP API of one sale (a Deployment per sale in Kubernetes).
 import type { CommandContext, CommandValues } from '../cli.ts';
+import { BatchingProducer, createKafkaGateway } from '../infra/kafka.ts';
+import { createPool } from '../infra/mysql.ts';
+import { createRedis } from '../infra/redis.ts';
+import { createRegistry } from '../metrics/dataplane.ts';
+import { OrderApi } from './api.ts';
+import { saleContext } from './sale-context.ts';
 import { resolveSale } from './sale-source.ts';
 
 export async function command(values: CommandValues, ctx: CommandContext): Promise<void> {
   const sale = resolveSale(values);
-  ctx.logger.error({ sale: sale.metadata.name }, 'not implemented yet');
-  process.exitCode = 1;
+  const { config, logger } = ctx;
+  const kafka = createKafkaGateway({ brokers: config.kafkaBrokers, clientId: `flashsale-api-${sale.metadata.name}`, logger });
+  const redis = createRedis(config.redisUrl);
+  const pool = createPool(config.mysql);
+  const producer = new BatchingProducer(await kafka.producer());
+  const api = new OrderApi({ sales: [saleContext(sale, redis)], redis, pool, producer, registry: createRegistry(), logger });
+  const url = await api.listen(config.httpPort, process.env.HTTP_HOST || '0.0.0.0');
+  logger.info({ url, sale: `${sale.metadata.namespace}/${sale.metadata.name}` }, 'api listening');
+  await ctx.stopping;
+  await api.close();
+  await producer.close();
+  await kafka.close();
+  redis.disconnect();
+  await pool.end();
 }

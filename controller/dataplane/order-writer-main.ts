@@ -1,8 +1,31 @@
+// `flashsale order-writer`: consumes one sale's orders topic into MySQL (see order-writer.ts).
 import type { CommandContext, CommandValues } from '../cli.ts';
+import { createKafkaGateway } from '../infra/kafka.ts';
+import { createPool } from '../infra/mysql.ts';
+import { createRedis } from '../infra/redis.ts';
+import { createRegistry } from '../metrics/dataplane.ts';
+import { OrderWriter } from './order-writer.ts';
+import { saleContext } from './sale-context.ts';
 import { resolveSale } from './sale-source.ts';
+import { serveWorkerEndpoints } from './worker-http.ts';
 
 export async function command(values: CommandValues, ctx: CommandContext): Promise<void> {
   const sale = resolveSale(values);
-  ctx.logger.error({ sale: sale.metadata.name }, 'not implemented yet');
-  process.exitCode = 1;
+  const { config, logger } = ctx;
+  const kafka = createKafkaGateway({ brokers: config.kafkaBrokers, clientId: `flashsale-order-writer-${sale.metadata.name}`, logger });
+  const redis = createRedis(config.redisUrl);
+  const pool = createPool(config.mysql);
+  const registry = createRegistry();
+  const writer = new OrderWriter({ ctx: saleContext(sale, redis), kafka, pool, registry, logger });
+  let started = false;
+  const { server, url } = await serveWorkerEndpoints(registry, config.httpPort, () => started && redis.status === 'ready', process.env.HTTP_HOST || '0.0.0.0');
+  await writer.start();
+  started = true;
+  logger.info({ url, sale: `${sale.metadata.namespace}/${sale.metadata.name}` }, 'order writer running');
+  await ctx.stopping;
+  await writer.stop();
+  server.close();
+  await kafka.close();
+  redis.disconnect();
+  await pool.end();
 }

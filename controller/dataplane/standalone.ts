@@ -1,20 +1,124 @@
-// `flashsale run -f FILE`: everything for the FlashSales in FILE in one process.
+// `flashsale run -f FILE`: everything for the FlashSales in FILE in one process. Provisioning goes
+// through provision.ts (the operator calls the same functions); then each entry of `workerStarters`
+// starts one worker over the shared connections. A new worker (timeout closers, compensator, lag
+// collector) is one more entry in that list.
+import type { Registry } from 'prom-client';
 import type { CommandContext, CommandValues } from '../cli.ts';
-import { InvalidSpecError, loadFlashSales } from '../spec/flashsale.ts';
-import { saleNames } from '../spec/names.ts';
+import type { Config } from '../config.ts';
+import { BatchingProducer, createKafkaGateway, type KafkaGateway } from '../infra/kafka.ts';
+import { createPool, type Pool } from '../infra/mysql.ts';
+import { createRedis, type Redis } from '../infra/redis.ts';
+import type { Logger } from '../log.ts';
+import { createRegistry } from '../metrics/dataplane.ts';
+import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashsale.ts';
+import { OrderApi } from './api.ts';
+import { OrderWriter } from './order-writer.ts';
+import { ensureSchema, ensureStock, ensureTopics } from './provision.ts';
+import { Reaper } from './reaper.ts';
+import { saleContext, type SaleContext } from './sale-context.ts';
+
+/** What every worker of the standalone process shares. */
+export interface StandaloneEnv {
+  sales: SaleContext[];
+  config: Config;
+  logger: Logger;
+  kafka: KafkaGateway;
+  redis: Redis;
+  pool: Pool;
+  registry: Registry;
+  /** Where the API listens; 127.0.0.1 for a local run. */
+  host: string;
+}
+
+export interface RunningWorker {
+  name: string;
+  /** Printed at start (e.g. the API's URL). */
+  url?: string;
+  stop(): Promise<void>;
+}
+
+export type WorkerStarter = (env: StandaloneEnv) => Promise<RunningWorker | RunningWorker[]>;
+
+export const startApi: WorkerStarter = async (env) => {
+  const producer = new BatchingProducer(await env.kafka.producer());
+  const api = new OrderApi({ sales: env.sales, redis: env.redis, pool: env.pool, producer, registry: env.registry, logger: env.logger.child({ worker: 'api' }) });
+  const url = await api.listen(env.config.httpPort, env.host);
+  return {
+    name: 'api',
+    url,
+    async stop() {
+      await api.close();
+      await producer.close();
+    },
+  };
+};
+
+export const startOrderWriters: WorkerStarter = async (env) =>
+  Promise.all(
+    env.sales.map(async (ctx) => {
+      const writer = new OrderWriter({ ctx, kafka: env.kafka, pool: env.pool, registry: env.registry, logger: env.logger });
+      await writer.start();
+      return { name: `order-writer ${ctx.key}`, stop: () => writer.stop() };
+    }),
+  );
+
+export const startReaper: WorkerStarter = async (env) => {
+  const reaper = new Reaper({ sales: env.sales, registry: env.registry, logger: env.logger.child({ worker: 'reaper' }) });
+  reaper.start();
+  return { name: 'reaper', stop: () => reaper.stop() };
+};
+
+/** Started in this order, stopped in reverse (the API stops taking orders before the writers stop). */
+export const workerStarters: WorkerStarter[] = [startOrderWriters, startReaper, startApi];
+
+/** Provisions every sale (schema, topics, stock) through provision.ts. */
+export async function provisionAll(sales: FlashSale[], env: Pick<StandaloneEnv, 'config' | 'kafka' | 'pool' | 'logger'>, contexts: SaleContext[]): Promise<void> {
+  await ensureSchema(env.config.mysql);
+  const admin = await env.kafka.admin();
+  for (const [i, sale] of sales.entries()) {
+    const ctx = contexts[i] as SaleContext;
+    const topics = await ensureTopics(admin, sale);
+    const stock = await ensureStock(ctx.stock, env.pool, sale, ctx.key);
+    env.logger.info({ sale: ctx.key, topicsCreated: topics.created, seeded: stock.seeded, rebuilt: stock.rebuilt, adjusted: stock.adjusted, skus: stock.skus }, 'provisioned');
+  }
+}
 
 export async function command(values: CommandValues, ctx: CommandContext): Promise<void> {
   const file = values.file as string | undefined;
   if (!file) throw new InvalidSpecError(['run needs -f FILE']);
   const sales = loadFlashSales(file);
-  for (const sale of sales) {
-    const n = saleNames(sale.metadata);
-    const plan = {
-      sale: n.key,
-      topics: [n.topics.orders, ...sale.spec.timeoutBuckets.map((b) => n.topics.delay(b.name)), n.topics.retry, n.topics.deadLetter],
-      stock: Object.fromEntries(sale.spec.skus.map((s) => [n.redis.sku(s.id).stock, s.stock])),
-      schema: ctx.config.mysql.database,
-    };
-    process.stdout.write(`would provision ${JSON.stringify(plan, null, 2)}\n`);
+  const names = new Set<string>();
+  for (const s of sales) {
+    if (names.has(s.metadata.name)) throw new InvalidSpecError([`${file}: two FlashSales named "${s.metadata.name}" (the API addresses sales by name)`]);
+    names.add(s.metadata.name);
+  }
+  const { config, logger } = ctx;
+  const kafka = createKafkaGateway({ brokers: config.kafkaBrokers, clientId: 'flashsale-run', logger });
+  const redis = createRedis(config.redisUrl);
+  const pool = createPool(config.mysql, { connectionLimit: 20 });
+  const env: StandaloneEnv = {
+    sales: sales.map((s) => saleContext(s, redis)),
+    config, logger, kafka, redis, pool,
+    registry: createRegistry(),
+    host: '127.0.0.1',
+  };
+  const running: RunningWorker[] = [];
+  try {
+    await provisionAll(sales, env, env.sales);
+    for (const start of workerStarters) {
+      const w = await start(env);
+      running.push(...(Array.isArray(w) ? w : [w]));
+    }
+    for (const w of running) if (w.url) process.stdout.write(`${w.name} listening on ${w.url}\n`);
+    process.stdout.write(`serving ${env.sales.map((s) => s.key).join(', ')}; POST ${running.find((w) => w.name === 'api')?.url ?? ''}/v1/sales/{sale}/orders\n`);
+    await ctx.stopping;
+    logger.info('stopping');
+  } finally {
+    for (const w of running.reverse()) {
+      await w.stop().catch((err: unknown) => logger.error({ err: String(err), worker: w.name }, 'stop failed'));
+    }
+    await kafka.close();
+    redis.disconnect();
+    await pool.end();
   }
 }

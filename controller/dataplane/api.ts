@@ -1,0 +1,383 @@
+// The buyer-facing HTTP API on plain node:http (no framework: the purchase path is benchmarked
+// against a bare node:http server, so it does only what a decision needs). A purchase is one
+// Redis Lua script (check + reserve) and one batched Kafka hand-off; nothing touches MySQL on the
+// purchase path. Order lookups and payment read and update MySQL.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Registry } from 'prom-client';
+import type { BatchingProducer } from '../infra/kafka.ts';
+import type { Pool } from '../infra/mysql.ts';
+import type { Redis } from '../infra/redis.ts';
+import type { Logger } from '../log.ts';
+import { dataPlaneMetrics } from '../metrics/dataplane.ts';
+import type { OrderMessage } from './messages.ts';
+import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
+import type { SaleContext } from './sale-context.ts';
+
+export interface ApiOptions {
+  /** The sales served, addressed by metadata.name in the URL. */
+  sales: SaleContext[];
+  redis: Redis;
+  pool: Pool;
+  /** Hand-off of accepted orders to the orders topic. */
+  producer: BatchingProducer;
+  registry: Registry;
+  logger: Logger;
+  /** Epoch ms; injected so the sale window is tested without waiting. */
+  clock?: () => number;
+  orderId?: OrderIdGenerator;
+  /** Largest accepted request body; a purchase body is well under 300 bytes. */
+  maxBodyBytes?: number;
+}
+
+export type Outcome = 'accepted' | 'sold_out' | 'already_ordered' | 'not_started' | 'ended' | 'sale_not_found' | 'sku_not_found' | 'invalid' | 'unavailable';
+
+type Route = 'order' | 'get_order' | 'pay' | 'sale' | 'health' | 'metrics' | 'other';
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const ORDER_FIELDS = new Set(['userId', 'skuId', 'quantity']);
+
+class BadRequest extends Error {}
+
+/** A SQL DATETIME(3) read back as a Date (UTC, see createPool), as RFC 3339. */
+function iso(v: Date | string | null): string | null {
+  if (v === null) return null;
+  return (v instanceof Date ? v : new Date(v)).toISOString();
+}
+
+function validateOrderBody(raw: string, perUserLimit: number): { userId: string; skuId: string; quantity: number } {
+  let body: unknown;
+  try {
+    body = JSON.parse(raw);
+  } catch {
+    throw new BadRequest('body is not valid JSON');
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BadRequest('body must be a JSON object');
+  const o = body as Record<string, unknown>;
+  for (const k in o) if (!ORDER_FIELDS.has(k)) throw new BadRequest(`unknown field "${k}"`);
+  const { userId, skuId } = o;
+  if (typeof userId !== 'string' || userId.length === 0 || userId.length > 128) throw new BadRequest('userId: required string of 1 to 128 characters');
+  if (typeof skuId !== 'string' || skuId.length === 0 || skuId.length > 64) throw new BadRequest('skuId: required string of 1 to 64 characters');
+  const quantity = o.quantity === undefined ? 1 : o.quantity;
+  if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > perUserLimit) {
+    throw new BadRequest(`quantity: must be an integer from 1 to ${perUserLimit} (the per-user limit)`);
+  }
+  return { userId, skuId, quantity };
+}
+
+export class OrderApi {
+  readonly server: Server;
+  private readonly sales = new Map<string, SaleContext>();
+  private readonly opts: ApiOptions;
+  private readonly clock: () => number;
+  private readonly nextOrderId: OrderIdGenerator;
+  private readonly maxBody: number;
+  private readonly metrics: ReturnType<typeof dataPlaneMetrics>;
+  // prom-client children are looked up once per label set; the hot path only increments.
+  private readonly outcomeCounters = new Map<string, { inc(): void }>();
+  private readonly durations = new Map<string, { observe(v: number): void }>();
+  private producerHealthy = true;
+
+  constructor(opts: ApiOptions) {
+    this.opts = opts;
+    for (const s of opts.sales) {
+      const name = s.sale.metadata.name;
+      if (this.sales.has(name)) throw new Error(`two sales named "${name}": the API addresses sales by metadata.name`);
+      this.sales.set(name, s);
+    }
+    this.clock = opts.clock ?? Date.now;
+    this.nextOrderId = opts.orderId ?? orderIdGenerator(this.clock);
+    this.maxBody = opts.maxBodyBytes ?? 1024;
+    this.metrics = dataPlaneMetrics(opts.registry);
+    this.server = createServer((req, res) => this.handle(req, res));
+    this.server.keepAliveTimeout = 65_000;
+  }
+
+  /** Listens and resolves with the base URL (port 0 picks a free port). */
+  listen(port: number, host = '127.0.0.1'): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        const a = this.server.address() as AddressInfo;
+        resolve(`http://${a.address}:${a.port}`);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (!this.server.listening) return;
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  /** Ready when Redis is connected and the last hand-off to Kafka (if any) succeeded. */
+  ready(): boolean {
+    return this.opts.redis.status === 'ready' && this.producerHealthy;
+  }
+
+  private count(sale: string, outcome: Outcome): void {
+    const k = `${sale}\0${outcome}`;
+    let c = this.outcomeCounters.get(k);
+    if (!c) {
+      c = this.metrics.apiRequests.labels(sale, outcome);
+      this.outcomeCounters.set(k, c);
+    }
+    c.inc();
+  }
+
+  private observe(sale: string, route: Route, started: number): void {
+    const k = `${sale}\0${route}`;
+    let h = this.durations.get(k);
+    if (!h) {
+      h = this.metrics.apiRequestDuration.labels(sale, route);
+      this.durations.set(k, h);
+    }
+    h.observe((performance.now() - started) / 1000);
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now();
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const parts = path.split('/');
+    // ['', 'v1', 'sales', sale, 'orders', orderId, 'pay']
+    if (parts[1] === 'v1' && parts[2] === 'sales' && parts[3] && parts.length <= 7) {
+      const saleName = decodeURIComponentSafe(parts[3]);
+      const ctx = saleName === null ? undefined : this.sales.get(saleName);
+      const label = ctx ? ctx.key : 'unknown';
+      let route: Route = 'other';
+      let work: Promise<void> | undefined;
+      if (parts.length === 4) {
+        route = 'sale';
+        if (req.method === 'GET') work = ctx ? this.getSale(ctx, res) : this.saleNotFound(res, false);
+      } else if (parts[4] === 'orders') {
+        if (parts.length === 5) {
+          route = 'order';
+          if (req.method === 'POST') work = ctx ? this.placeOrder(ctx, req, res) : this.saleNotFound(res, true, req);
+        } else if (parts.length === 6) {
+          route = 'get_order';
+          if (req.method === 'GET') work = ctx ? this.getOrder(ctx, parts[5] as string, res) : this.saleNotFound(res, false);
+        } else if (parts[6] === 'pay') {
+          route = 'pay';
+          if (req.method === 'POST') work = ctx ? this.pay(ctx, parts[5] as string, req, res) : this.saleNotFound(res, false, req);
+        }
+      }
+      if (!work) {
+        if (route === 'other') this.send(res, 404, '{"error":"NOT_FOUND"}');
+        else this.send(res, 405, '{"error":"METHOD_NOT_ALLOWED"}');
+        return;
+      }
+      work
+        .catch((err: unknown) => {
+          this.opts.logger.error({ err, url }, 'request failed');
+          if (!res.headersSent) this.send(res, 500, '{"error":"INTERNAL"}');
+        })
+        .finally(() => this.observe(label, route, started));
+      return;
+    }
+    if (req.method === 'GET' && path === '/healthz') return this.send(res, 200, '{"status":"ok"}');
+    if (req.method === 'GET' && path === '/readyz') {
+      return this.ready() ? this.send(res, 200, '{"status":"ready"}') : this.send(res, 503, '{"status":"not ready"}');
+    }
+    if (req.method === 'GET' && path === '/metrics') {
+      this.opts.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': this.opts.registry.contentType });
+          res.end(text);
+        },
+        () => this.send(res, 500, '{"error":"INTERNAL"}'),
+      );
+      return;
+    }
+    this.send(res, 404, '{"error":"NOT_FOUND"}');
+  }
+
+  private send(res: ServerResponse, status: number, body: string, close = false): void {
+    const headers: Record<string, string | number> = { ...JSON_HEADERS, 'content-length': Buffer.byteLength(body) };
+    if (close) headers.connection = 'close';
+    res.writeHead(status, headers);
+    res.end(body);
+  }
+
+  private async saleNotFound(res: ServerResponse, purchase: boolean, req?: IncomingMessage): Promise<void> {
+    if (req) req.resume();
+    if (purchase) this.count('unknown', 'sale_not_found');
+    this.send(res, 404, '{"error":"SALE_NOT_FOUND"}');
+  }
+
+  /** Reads the body up to the size limit; null (after answering 400) when it is too large. */
+  private readBody(req: IncomingMessage, res: ServerResponse): Promise<string | null> {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > this.maxBody) {
+      req.resume();
+      this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
+      return Promise.resolve(null);
+    }
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let over = false;
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > this.maxBody) over = true;
+        else chunks.push(c);
+      });
+      req.on('end', () => {
+        if (over) {
+          this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
+          resolve(null);
+        } else resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+      });
+      req.on('error', reject);
+    });
+  }
+
+  private async placeOrder(ctx: SaleContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = await this.readBody(req, res);
+    if (raw === null) return this.count(ctx.key, 'invalid');
+    let body: { userId: string; skuId: string; quantity: number };
+    try {
+      body = validateOrderBody(raw, ctx.perUserLimit);
+    } catch (err) {
+      if (!(err instanceof BadRequest)) throw err;
+      this.count(ctx.key, 'invalid');
+      return this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: err.message }));
+    }
+    const now = this.clock();
+    if (ctx.startMs !== null && now < ctx.startMs) {
+      this.count(ctx.key, 'not_started');
+      return this.send(res, 403, '{"error":"SALE_NOT_STARTED"}');
+    }
+    if (ctx.endMs !== null && now >= ctx.endMs) {
+      this.count(ctx.key, 'ended');
+      return this.send(res, 403, '{"error":"SALE_ENDED"}');
+    }
+    if (!ctx.skus.has(body.skuId)) {
+      this.count(ctx.key, 'sku_not_found');
+      return this.send(res, 404, '{"error":"SKU_NOT_FOUND"}');
+    }
+    const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
+    let result;
+    try {
+      result = await ctx.stock.reserve(reservation, ctx.perUserLimit);
+    } catch (err) {
+      this.opts.logger.warn({ err: String(err) }, 'reserve failed');
+      this.count(ctx.key, 'unavailable');
+      return this.send(res, 503, '{"error":"UNAVAILABLE"}');
+    }
+    switch (result.outcome) {
+      case 'sold-out':
+        this.count(ctx.key, 'sold_out');
+        return this.send(res, 409, '{"error":"SOLD_OUT"}');
+      case 'already-ordered':
+        this.count(ctx.key, 'already_ordered');
+        return this.send(res, 409, `{"error":"ALREADY_ORDERED","orderId":${JSON.stringify(result.orderId)}}`);
+      case 'sku-not-found':
+        // In the spec but not in Redis: the stock was never provisioned or Redis lost it.
+        this.opts.logger.error({ sale: ctx.key, sku: body.skuId }, 'SKU has no stock in Redis (not provisioned?)');
+        this.count(ctx.key, 'unavailable');
+        return this.send(res, 503, '{"error":"UNAVAILABLE"}');
+    }
+    this.metrics.stockRemaining.labels(ctx.key, body.skuId).set(result.remaining);
+    const message: OrderMessage = { v: 1, orderId: reservation.orderId, sale: ctx.key, skuId: body.skuId, userId: body.userId, quantity: body.quantity, createdAt: now };
+    try {
+      await this.opts.producer.send(ctx.names.topics.orders, { key: body.skuId, value: JSON.stringify(message), timestamp: now });
+      this.producerHealthy = true;
+    } catch (err) {
+      this.producerHealthy = false;
+      this.opts.logger.warn({ err: String(err), orderId: reservation.orderId }, 'hand-off to Kafka failed; giving the reservation back');
+      let givenBack: boolean;
+      try {
+        givenBack = await ctx.stock.releaseReservation(reservation);
+      } catch (releaseErr) {
+        // Redis is away too: the reaper returns the reservation once it is older than its bound.
+        this.opts.logger.error({ err: String(releaseErr), orderId: reservation.orderId }, 'could not give the reservation back; the reaper will');
+        givenBack = true;
+      }
+      if (givenBack) {
+        this.count(ctx.key, 'unavailable');
+        return this.send(res, 503, '{"error":"UNAVAILABLE"}');
+      }
+      // The writer claimed it: the send failed late but the message is in Kafka, so the order stands.
+    }
+    this.count(ctx.key, 'accepted');
+    this.send(res, 202, `{"orderId":"${reservation.orderId}","status":"QUEUED"}`);
+  }
+
+  private async getSale(ctx: SaleContext, res: ServerResponse): Promise<void> {
+    const skus = await Promise.all(
+      [...ctx.skus.values()].map(async (s) => {
+        const level = await ctx.stock.level(s.id);
+        if (level) this.metrics.stockRemaining.labels(ctx.key, s.id).set(level.remaining);
+        return { id: s.id, stock: level?.stock ?? s.stock, remaining: level ? level.remaining : null };
+      }),
+    );
+    this.send(res, 200, JSON.stringify({ name: ctx.sale.metadata.name, namespace: ctx.sale.metadata.namespace, skus }));
+  }
+
+  private async findOrder(ctx: SaleContext, orderId: string): Promise<Record<string, unknown> | null> {
+    const fromMysql = async () => {
+      const [rows] = await this.opts.pool.query(
+        'SELECT order_id, user_id, sku_id, quantity, status, created_at, due_at FROM orders WHERE order_id = ? AND sale = ?',
+        [orderId, ctx.key],
+      );
+      const r = (rows as { order_id: string; user_id: string; sku_id: string; quantity: number; status: string; created_at: Date; due_at: Date }[])[0];
+      if (!r) return null;
+      return { orderId: r.order_id, userId: r.user_id, skuId: r.sku_id, quantity: Number(r.quantity), status: r.status, createdAt: iso(r.created_at), dueAt: iso(r.due_at) };
+    };
+    const inMysql = await fromMysql();
+    if (inMysql) return inMysql;
+    const found = (await Promise.all([...ctx.skus.keys()].map((sku) => ctx.stock.reservation(sku, orderId)))).find((r) => r !== null);
+    if (found) {
+      const delay = ctx.skus.get(found.skuId)?.delayMs ?? 0;
+      return {
+        orderId, userId: found.userId, skuId: found.skuId, quantity: found.quantity, status: 'QUEUED',
+        createdAt: iso(new Date(found.reservedAt)), dueAt: iso(new Date(found.reservedAt + delay)),
+      };
+    }
+    // The writer may have claimed it between the two reads: one more look at MySQL.
+    return fromMysql();
+  }
+
+  private async getOrder(ctx: SaleContext, rawId: string, res: ServerResponse): Promise<void> {
+    const orderId = decodeURIComponentSafe(rawId);
+    const order = orderId !== null && isOrderId(orderId) ? await this.findOrder(ctx, orderId) : null;
+    if (!order) return this.send(res, 404, '{"error":"ORDER_NOT_FOUND"}');
+    this.send(res, 200, JSON.stringify(order));
+  }
+
+  private async pay(ctx: SaleContext, rawId: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    req.resume();
+    const orderId = decodeURIComponentSafe(rawId);
+    if (orderId === null || !isOrderId(orderId)) return this.send(res, 404, '{"error":"ORDER_NOT_FOUND"}');
+    // Conditional: only UNPAID becomes PAID, so a payment can never resurrect a CLOSED order
+    // (the timeout closer's UPDATE is conditional on UNPAID too; one of them wins).
+    const [result] = await this.opts.pool.query("UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ? AND sale = ? AND status = 'UNPAID'", [
+      new Date(this.clock()),
+      orderId,
+      ctx.key,
+    ]);
+    if ((result as { affectedRows: number }).affectedRows === 1) return this.send(res, 200, '{"status":"PAID"}');
+    const order = await this.findOrder(ctx, orderId);
+    if (!order) return this.send(res, 404, '{"error":"ORDER_NOT_FOUND"}');
+    if (order.status === 'PAID') return this.send(res, 200, '{"status":"PAID"}');
+    if (order.status === 'CLOSED') return this.send(res, 409, '{"error":"ORDER_CLOSED"}');
+    if (order.status === 'QUEUED') return this.send(res, 409, '{"error":"ORDER_QUEUED","message":"the order is not written yet; retry in a moment"}');
+    // UNPAID now: it was written between the UPDATE and the read; pay again.
+    return this.pay(ctx, rawId, req, res);
+  }
+}
+
+function decodeURIComponentSafe(s: string): string | null {
+  if (s.indexOf('%') === -1) return s;
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,188 @@
+// The order writer: consumes a sale's orders topic in batches and writes the orders to MySQL.
+//
+// Per batch, in this order (each step is safe to repeat, so a crash anywhere only means the batch
+// comes again):
+//   1. parse; malformed or foreign messages are set aside for the dead-letter topic (never block);
+//   2. claim the reservations in Redis, one script call per SKU (see stock.ts): an order whose
+//      reservation the reaper already returned is written CLOSED, so nothing vanishes silently;
+//   3. one multi-row INSERT … ON DUPLICATE KEY UPDATE order_id = order_id per chunk: a redelivered
+//      order changes nothing (the order id is the primary key);
+//   4. publish one TimeoutMessage per UNPAID order to its bucket's delay topic, and the dead
+//      letters, with acks=all;
+//   5. commit the offsets.
+// Publishing (4) before committing offsets (5) is what guarantees that no order sits UNPAID in
+// MySQL with no timeout message anywhere: until the offsets are committed, a crash redelivers the
+// batch and step 4 runs again. The price is a duplicate timeout message after a crash between 4
+// and 5, which the timeout closer absorbs (its close is conditional on UNPAID). The compensation
+// scan remains the backstop for anything else.
+import type { Registry } from 'prom-client';
+import type { Batch, BatchContext, KafkaConsumer, KafkaGateway, KafkaProducer, OutgoingMessage } from '../infra/kafka.ts';
+import type { Pool } from '../infra/mysql.ts';
+import type { Logger } from '../log.ts';
+import { dataPlaneMetrics } from '../metrics/dataplane.ts';
+import { deadLetter, MalformedMessageError, parseOrderMessage, type OrderMessage, type TimeoutMessage } from './messages.ts';
+import type { SaleContext } from './sale-context.ts';
+import type { ClaimResult } from './stock.ts';
+
+export interface OrderWriterOptions {
+  ctx: SaleContext;
+  kafka: KafkaGateway;
+  pool: Pool;
+  registry: Registry;
+  logger: Logger;
+  clock?: () => number;
+  /** Partitions handled at once by this member (each batch is one partition). */
+  partitionsConsumedConcurrently?: number;
+  /** Rows per INSERT statement. */
+  insertChunk?: number;
+  /** Test hook, called after a batch's rows are in MySQL and before anything is published or committed. */
+  afterInsert?: (batch: Batch) => Promise<void> | void;
+}
+
+export interface WrittenRow {
+  order: OrderMessage;
+  status: 'UNPAID' | 'CLOSED';
+  dueAt: number;
+}
+
+const INSERT_SQL =
+  'INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at) VALUES ? ON DUPLICATE KEY UPDATE order_id = order_id';
+
+export class OrderWriter {
+  private readonly opts: OrderWriterOptions;
+  private readonly clock: () => number;
+  private readonly metrics: ReturnType<typeof dataPlaneMetrics>;
+  private consumer: KafkaConsumer | undefined;
+  private producer: KafkaProducer | undefined;
+  private readonly log: Logger;
+
+  constructor(opts: OrderWriterOptions) {
+    this.opts = opts;
+    this.clock = opts.clock ?? Date.now;
+    this.metrics = dataPlaneMetrics(opts.registry);
+    this.log = opts.logger.child({ worker: 'order-writer', sale: opts.ctx.key });
+  }
+
+  async start(): Promise<void> {
+    const { ctx, kafka } = this.opts;
+    this.producer = await kafka.producer();
+    this.consumer = kafka.consumer({ groupId: ctx.names.groups.orderWriter, topics: [ctx.names.topics.orders], partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 3 });
+    await this.consumer.start((batch, bctx) => this.handleBatch(batch, bctx));
+    this.log.info({ topic: ctx.names.topics.orders }, 'order writer started');
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.stop();
+    await this.producer?.disconnect();
+    this.consumer = undefined;
+    this.producer = undefined;
+  }
+
+  async handleBatch(batch: Batch, bctx: BatchContext): Promise<void> {
+    const last = batch.messages.at(-1);
+    if (!last) return;
+    const { ctx } = this.opts;
+    const orders: OrderMessage[] = [];
+    const dead: OutgoingMessage[] = [];
+    for (const m of batch.messages) {
+      try {
+        const order = parseOrderMessage(m.value);
+        if (order.sale !== ctx.key) throw new MalformedMessageError(`sale ${order.sale} is not ${ctx.key}`);
+        if (!ctx.skus.has(order.skuId)) throw new MalformedMessageError(`unknown SKU ${order.skuId}`);
+        orders.push(order);
+      } catch (err) {
+        if (!(err instanceof MalformedMessageError)) throw err;
+        const letter = deadLetter('orders', err.message, m, this.clock());
+        dead.push({ key: m.key, value: JSON.stringify(letter) });
+        this.metrics.deadLetters.labels(ctx.key, 'orders', reasonLabel(err.message)).inc();
+        this.log.warn({ partition: m.partition, offset: m.offset, reason: err.message }, 'malformed order message → dead-letter topic');
+      }
+    }
+    const rows = await this.claim(orders);
+    await this.insert(rows);
+    await this.opts.afterInsert?.(batch);
+    await bctx.heartbeat();
+
+    const byTopic = new Map<string, OutgoingMessage[]>();
+    for (const r of rows) {
+      if (r.status !== 'UNPAID') continue;
+      const sku = ctx.skus.get(r.order.skuId);
+      if (!sku) continue;
+      const t: TimeoutMessage = { ...r.order, dueAt: r.dueAt, bucket: sku.bucket };
+      const topic = ctx.names.topics.delay(sku.bucket);
+      const list = byTopic.get(topic) ?? [];
+      list.push({ key: r.order.orderId, value: JSON.stringify(t), timestamp: r.order.createdAt });
+      byTopic.set(topic, list);
+    }
+    if (dead.length > 0) byTopic.set(ctx.names.topics.deadLetter, dead);
+    if (byTopic.size > 0) {
+      if (!this.producer) throw new Error('order writer not started');
+      await this.producer.send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
+    }
+    await bctx.commit((BigInt(last.offset) + 1n).toString());
+  }
+
+  /** Claims the reservations per SKU; reaped ones become CLOSED rows. */
+  private async claim(orders: OrderMessage[]): Promise<WrittenRow[]> {
+    const { ctx } = this.opts;
+    const bySku = new Map<string, OrderMessage[]>();
+    for (const o of orders) {
+      const list = bySku.get(o.skuId) ?? [];
+      list.push(o);
+      bySku.set(o.skuId, list);
+    }
+    const rows: WrittenRow[] = [];
+    await Promise.all(
+      [...bySku].map(async ([skuId, list]) => {
+        const results: ClaimResult[] = await ctx.stock.claim(skuId, list.map((o) => o.orderId));
+        const delay = ctx.skus.get(skuId)?.delayMs ?? 0;
+        list.forEach((o, i) => {
+          rows.push({ order: o, status: results[i] === 'reaped' ? 'CLOSED' : 'UNPAID', dueAt: o.createdAt + delay });
+        });
+      }),
+    );
+    return rows;
+  }
+
+  private async insert(rows: WrittenRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const chunk = this.opts.insertChunk ?? 1000;
+    const closedAt = new Date(this.clock());
+    let inserted = 0;
+    for (let i = 0; i < rows.length; i += chunk) {
+      const values = rows.slice(i, i + chunk).map((r) => [
+        r.order.orderId, r.order.sale, r.order.skuId, r.order.userId, r.order.quantity, r.status,
+        new Date(r.order.createdAt), new Date(r.dueAt), r.status === 'CLOSED' ? closedAt : null,
+      ]);
+      inserted += await this.insertChunk(values);
+    }
+    const closed = rows.filter((r) => r.status === 'CLOSED').length;
+    if (closed > 0) this.log.warn({ closed }, 'orders arrived after their reservation was reaped: written CLOSED');
+    this.metrics.ordersWritten.labels(this.opts.ctx.key).inc(inserted);
+  }
+
+  private async insertChunk(values: unknown[][]): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const [res] = await this.opts.pool.query(INSERT_SQL, [values]);
+        // ON DUPLICATE KEY UPDATE with no change counts 0 for an existing row, 1 for a new one.
+        return (res as { affectedRows: number }).affectedRows;
+      } catch (err) {
+        // Concurrent batches that redeliver the same ids can deadlock on the key locks; the statement is idempotent.
+        const code = (err as { code?: string }).code;
+        if (attempt < 5 && (code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT')) continue;
+        throw err;
+      }
+    }
+  }
+}
+
+/** A bounded metric label from a parser message ("field quantity: …" → "field quantity"). */
+function reasonLabel(message: string): string {
+  if (message.startsWith('not JSON')) return 'not_json';
+  if (message.startsWith('field ')) return message.slice(0, message.indexOf(':')).replace(' ', '_');
+  if (message.startsWith('unknown SKU')) return 'unknown_sku';
+  if (message.startsWith('sale ')) return 'foreign_sale';
+  if (message.startsWith('unsupported message version')) return 'version';
+  return message.replace(/[^a-z]+/gi, '_').slice(0, 32);
+}
