@@ -1,0 +1,182 @@
+// Closing unpaid orders: the one piece of code the timeout closer, its retry worker and the
+// compensation scan share, so they cannot disagree on what "closed" means.
+//
+// A close is ONE MySQL transaction per chunk of orders:
+//   SELECT ... FOR UPDATE                      lock the rows (sorted ids: no lock-order deadlocks between closers)
+//   UPDATE orders SET status='CLOSED' ...      WHERE status='UNPAID' AND due_at <= now  ← the fence
+//   INSERT INTO stock_releases ...             the release record, committed together with the close
+// and only after the commit the release is applied to Redis (StockStore.releaseOrder, idempotent by
+// order id) and marked applied. A crash between the commit and Redis leaves a release row with
+// applied_at NULL; the next close attempt of that order or the compensation scan applies it. The
+// conditional UPDATE is what makes PAID and CLOSED mutually exclusive: the API's pay UPDATE has the
+// mirror condition (status='UNPAID'), and InnoDB row locks serialise the two.
+import type { Pool } from '../infra/mysql.ts';
+import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
+import type { StockStore } from './stock.ts';
+
+export interface CloseRequest {
+  orderId: string;
+}
+
+/** not_due: the row's due_at is still in the future (a message must never close early; the scan will come back). */
+export type CloseOutcome = 'closed' | 'already_paid' | 'already_closed' | 'not_found' | 'not_due';
+
+export interface ReleaseRow {
+  orderId: string;
+  sale: string;
+  skuId: string;
+  userId: string;
+  quantity: number;
+}
+
+export interface CloseResult {
+  outcomes: Map<string, CloseOutcome>;
+  /** Orders this call closed, with the due time each had (for the close-delay histogram). */
+  closed: { orderId: string; dueAt: number; closedAt: number }[];
+  /** Releases this call applied to Redis (its own and pending ones it found). */
+  released: number;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+export interface OrderCloserOptions {
+  pool: Pool;
+  stock: StockStore;
+  /** namespace/name of the sale: only its orders are touched. */
+  saleKey: string;
+  clock?: Clock;
+  metrics?: DataPlaneMetrics;
+  /** Rows per transaction; bounded so a lock is held briefly and the statements stay small. */
+  chunkSize?: number;
+  /** Test hook: runs after the MySQL commit and before Redis. Throwing here simulates a crash in between. */
+  afterCommit?: (orderIds: string[]) => void | Promise<void>;
+}
+
+type OrderRow = { order_id: string; status: 'UNPAID' | 'PAID' | 'CLOSED'; due_at: Date; sku_id: string; user_id: string; quantity: number; sale: string };
+
+export class OrderCloser {
+  private readonly pool: Pool;
+  private readonly stock: StockStore;
+  private readonly saleKey: string;
+  private readonly clock: Clock;
+  private readonly metrics: DataPlaneMetrics | undefined;
+  private readonly afterCommit: OrderCloserOptions['afterCommit'];
+  readonly chunkSize: number;
+
+  constructor(o: OrderCloserOptions) {
+    this.pool = o.pool;
+    this.stock = o.stock;
+    this.saleKey = o.saleKey;
+    this.clock = o.clock ?? systemClock;
+    this.metrics = o.metrics;
+    this.afterCommit = o.afterCommit;
+    this.chunkSize = o.chunkSize ?? 500;
+  }
+
+  /**
+   * Closes the orders that are UNPAID and due at the clock's now, in chunks; applies their releases
+   * to Redis; finishes pending releases of orders found already closed. Throws on any MySQL/Redis
+   * failure (the caller retries: every step is idempotent).
+   */
+  async close(requests: CloseRequest[], source: 'closer' | 'compensator'): Promise<CloseResult> {
+    const result: CloseResult = { outcomes: new Map(), closed: [], released: 0 };
+    const ids = [...new Set(requests.map((r) => r.orderId))];
+    for (let i = 0; i < ids.length; i += this.chunkSize) {
+      await this.closeChunk(ids.slice(i, i + this.chunkSize), source, result);
+    }
+    return result;
+  }
+
+  private async closeChunk(ids: string[], source: 'closer' | 'compensator', result: CloseResult): Promise<void> {
+    const now = this.clock.now();
+    const nowDate = new Date(now);
+    const sorted = [...ids].sort();
+    const closing: OrderRow[] = [];
+    const alreadyClosed: string[] = [];
+    const conn = await this.pool.getConnection();
+    try {
+      await conn.beginTransaction();
+      try {
+        const [rows] = await conn.query(
+          'SELECT order_id, status, due_at, sale, sku_id, user_id, quantity FROM orders WHERE order_id IN (?) AND sale = ? ORDER BY order_id FOR UPDATE',
+          [sorted, this.saleKey],
+        );
+        const found = new Map((rows as OrderRow[]).map((r) => [r.order_id, r]));
+        for (const id of sorted) {
+          const row = found.get(id);
+          if (!row) result.outcomes.set(id, 'not_found');
+          else if (row.status === 'PAID') result.outcomes.set(id, 'already_paid');
+          else if (row.status === 'CLOSED') {
+            result.outcomes.set(id, 'already_closed');
+            alreadyClosed.push(id);
+          } else if (row.due_at.getTime() > now) result.outcomes.set(id, 'not_due');
+          else closing.push(row);
+        }
+        if (closing.length > 0) {
+          const closingIds = closing.map((r) => r.order_id);
+          // The rows are locked, so the fence matches exactly the rows chosen above; it stays in the
+          // statement anyway so a close can never be written for a paid or not-yet-due order.
+          const [upd] = await conn.query(
+            `UPDATE orders SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND status = 'UNPAID' AND due_at <= ?`,
+            [nowDate, closingIds, nowDate],
+          );
+          const changed = (upd as { affectedRows: number }).affectedRows;
+          if (changed !== closing.length) throw new Error(`close fence changed ${changed} of ${closing.length} locked rows`);
+          await conn.query('INSERT INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at) VALUES ?', [
+            closing.map((r) => [r.order_id, r.sale, r.sku_id, r.user_id, r.quantity, nowDate]),
+          ]);
+        }
+        await conn.commit();
+      } catch (err) {
+        await conn.rollback().catch(() => undefined);
+        throw err;
+      }
+    } finally {
+      conn.release();
+    }
+    for (const r of closing) {
+      result.outcomes.set(r.order_id, 'closed');
+      result.closed.push({ orderId: r.order_id, dueAt: r.due_at.getTime(), closedAt: now });
+    }
+    if (closing.length > 0 && this.afterCommit) await this.afterCommit(closing.map((r) => r.order_id));
+    const toApply: ReleaseRow[] = closing.map((r) => ({ orderId: r.order_id, sale: r.sale, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity }));
+    if (alreadyClosed.length > 0) toApply.push(...(await this.pendingReleases(alreadyClosed)));
+    result.released += await this.applyReleases(toApply, source);
+  }
+
+  private async pendingReleases(orderIds: string[]): Promise<ReleaseRow[]> {
+    const [rows] = await this.pool.query(
+      'SELECT order_id, sale, sku_id, user_id, quantity FROM stock_releases WHERE order_id IN (?) AND applied_at IS NULL',
+      [orderIds],
+    );
+    return (rows as { order_id: string; sale: string; sku_id: string; user_id: string; quantity: number }[]).map((r) => ({
+      orderId: r.order_id,
+      sale: r.sale,
+      skuId: r.sku_id,
+      userId: r.user_id,
+      quantity: r.quantity,
+    }));
+  }
+
+  /**
+   * Returns the units of committed releases to Redis and marks them applied. The Redis script is
+   * idempotent by order id, so applying a release twice (a closer and the scan at once, a crash
+   * before applied_at was set) returns the units once. Returns how many were applied now.
+   */
+  async applyReleases(rows: ReleaseRow[], source: 'closer' | 'compensator'): Promise<number> {
+    if (rows.length === 0) return 0;
+    // ioredis auto-pipelining sends these concurrent script calls in a few round trips.
+    const applied = await Promise.all(rows.map((r) => this.stock.releaseOrder(r)));
+    const n = applied.filter(Boolean).length;
+    await this.pool.query('UPDATE stock_releases SET applied_at = ? WHERE order_id IN (?) AND applied_at IS NULL', [
+      new Date(this.clock.now()),
+      rows.map((r) => r.orderId),
+    ]);
+    if (n > 0) this.metrics?.releasesApplied.inc({ flashsale: this.saleKey, source }, n);
+    return n;
+  }
+}

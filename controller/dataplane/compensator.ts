@@ -1,0 +1,148 @@
+// The compensation scan: the safety net under the timeout closer. Periodically it
+//   1. closes orders still UNPAID more than `grace` past their due time (their timeout message was
+//      lost, never produced, or is stuck behind a failure), with the same close code as the closer;
+//   2. applies stock releases committed in MySQL but not yet applied to Redis (a crash between the
+//      commit and Redis).
+// Both walk an index in bounded chunks with keyset pagination, so a scan never loads the table.
+// A Redis lease keeps replicas from scanning at the same time; it only saves work: the conditional
+// UPDATE and the idempotent release are the fences, so two scanners at once still close each order once.
+import { RedisLease } from '../infra/lock.ts';
+import type { Pool } from '../infra/mysql.ts';
+import type { Redis } from '../infra/redis.ts';
+import type { Logger } from '../log.ts';
+import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
+import { systemClock, type Clock, type OrderCloser, type ReleaseRow } from './close.ts';
+
+export interface CompensatorOptions {
+  pool: Pool;
+  redis: Redis;
+  closer: OrderCloser;
+  saleKey: string;
+  lockKey: string;
+  intervalMs: number;
+  graceMs: number;
+  logger: Logger;
+  clock?: Clock;
+  metrics?: DataPlaneMetrics;
+  /** Rows per chunk (one SELECT + one close transaction). */
+  chunkSize?: number;
+  /** Lease of the scan lock; renewed after every chunk, which takes a small fraction of it. */
+  leaseMs?: number;
+  /** false runs without the lock (tests prove the fence holds without it). */
+  useLock?: boolean;
+}
+
+export interface ScanResult {
+  /** False when another replica held the lock (nothing was scanned). */
+  ran: boolean;
+  closed: number;
+  applied: number;
+  pending: number;
+}
+
+export class Compensator {
+  private readonly o: Required<Omit<CompensatorOptions, 'metrics'>> & { metrics: DataPlaneMetrics | undefined };
+  private readonly lease: RedisLease;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  private stopped = false;
+
+  constructor(o: CompensatorOptions) {
+    this.o = { clock: systemClock, chunkSize: 500, leaseMs: 30_000, useLock: true, ...o, metrics: o.metrics };
+    this.lease = new RedisLease(o.redis, o.lockKey, this.o.leaseMs);
+  }
+
+  /** Scans every interval until stop(); a failed scan is logged and the next one tries again. */
+  start(): void {
+    this.stopped = false;
+    const tick = () => {
+      if (this.stopped) return;
+      this.running = this.scanOnce()
+        .then((r) => {
+          if (r.ran && (r.closed > 0 || r.applied > 0)) this.o.logger.info(r, 'compensation scan');
+        })
+        .catch((err: unknown) => this.o.logger.error({ err: String(err) }, 'compensation scan failed'))
+        .finally(() => {
+          if (!this.stopped) this.timer = setTimeout(tick, this.o.intervalMs);
+        });
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  async scanOnce(): Promise<ScanResult> {
+    const result: ScanResult = { ran: false, closed: 0, applied: 0, pending: 0 };
+    if (this.o.useLock && !(await this.lease.acquire())) return result;
+    result.ran = true;
+    try {
+      await this.closeOverdue(result);
+      await this.applyPending(result);
+      result.pending = await this.pendingCount();
+      this.o.metrics?.releasesPending.set({ flashsale: this.o.saleKey }, result.pending);
+      return result;
+    } finally {
+      if (this.o.useLock) await this.lease.release().catch(() => undefined);
+    }
+  }
+
+  /** Between chunks: keep the lease, or stop when another replica has it now. */
+  private async keepLease(): Promise<boolean> {
+    if (!this.o.useLock) return !this.stopped;
+    return !this.stopped && (await this.lease.renew());
+  }
+
+  private async closeOverdue(result: ScanResult): Promise<void> {
+    const cutoff = new Date(this.o.clock.now() - this.o.graceMs);
+    // Keyset on (due_at, order_id), the order of the (status, due_at) index (InnoDB appends the
+    // primary key), so rows that cannot be closed now (paid meanwhile) are not read again.
+    let after: { dueAt: Date; orderId: string } | null = null;
+    while (true) {
+      const [rows] = await this.o.pool.query(
+        `SELECT order_id, due_at FROM orders FORCE INDEX (orders_status_due)
+         WHERE status = 'UNPAID' AND due_at <= ? AND sale = ?
+           ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
+         ORDER BY due_at, order_id LIMIT ?`,
+        after ? [cutoff, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [cutoff, this.o.saleKey, this.o.chunkSize],
+      );
+      const list = rows as { order_id: string; due_at: Date }[];
+      if (list.length === 0) return;
+      const closed = await this.o.closer.close(list.map((r) => ({ orderId: r.order_id })), 'compensator');
+      result.closed += closed.closed.length;
+      result.applied += closed.released;
+      if (closed.closed.length > 0) this.o.metrics?.compensationCloses.inc({ flashsale: this.o.saleKey }, closed.closed.length);
+      const last = list[list.length - 1] as { order_id: string; due_at: Date };
+      after = { dueAt: last.due_at, orderId: last.order_id };
+      if (list.length < this.o.chunkSize || !(await this.keepLease())) return;
+    }
+  }
+
+  private async applyPending(result: ScanResult): Promise<void> {
+    let after: { createdAt: Date; orderId: string } | null = null;
+    while (true) {
+      const [rows] = await this.o.pool.query(
+        `SELECT order_id, sale, sku_id, user_id, quantity, created_at FROM stock_releases FORCE INDEX (stock_releases_pending)
+         WHERE applied_at IS NULL AND sale = ?
+           ${after ? 'AND (created_at > ? OR (created_at = ? AND order_id > ?))' : ''}
+         ORDER BY created_at, order_id LIMIT ?`,
+        after ? [this.o.saleKey, after.createdAt, after.createdAt, after.orderId, this.o.chunkSize] : [this.o.saleKey, this.o.chunkSize],
+      );
+      const list = rows as { order_id: string; sale: string; sku_id: string; user_id: string; quantity: number; created_at: Date }[];
+      if (list.length === 0) return;
+      const releases: ReleaseRow[] = list.map((r) => ({ orderId: r.order_id, sale: r.sale, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity }));
+      result.applied += await this.o.closer.applyReleases(releases, 'compensator');
+      const last = list[list.length - 1] as { order_id: string; created_at: Date };
+      after = { createdAt: last.created_at, orderId: last.order_id };
+      if (list.length < this.o.chunkSize || !(await this.keepLease())) return;
+    }
+  }
+
+  private async pendingCount(): Promise<number> {
+    const [rows] = await this.o.pool.query('SELECT COUNT(*) AS n FROM stock_releases WHERE applied_at IS NULL AND sale = ?', [this.o.saleKey]);
+    return Number((rows as { n: number | string }[])[0]?.n ?? 0);
+  }
+}

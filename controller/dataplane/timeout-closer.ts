@@ -1,0 +1,354 @@
+// The timeout closer: consumes one delay bucket of a sale and closes each order when (never before)
+// its due time has passed. Kafka is the timer wheel: a bucket has one fixed delay, so the messages of
+// a partition arrive roughly in due order, and the worker only ever waits for the head of a
+// partition. While the head is not due the partition is paused and rewound to it (ctx.pauseAt) and a
+// timer resumes it at the due time; the handler returns at once, so heartbeats go on, other
+// partitions keep flowing and no rebalance is triggered. Offsets are committed only after the closes
+// of everything before them are durable in MySQL; a redelivery re-runs idempotent closes.
+//
+// A close that fails (database down, deadlock) goes to the sale's retry topic with an attempt count
+// and a notBefore time; the retry worker consumes it the same pause/resume way and, after
+// MAX_RETRIES failed retries, sends it to the dead-letter topic. Malformed messages go to the
+// dead-letter topic at once. Nothing is lost in between: the order stays UNPAID in MySQL, where the
+// compensation scan finds it.
+import type { Batch, BatchContext, ConsumedMessage, KafkaConsumer, KafkaGateway, KafkaProducer, OutgoingMessage } from '../infra/kafka.ts';
+import type { Logger } from '../log.ts';
+import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
+import type { SaleNames } from '../spec/names.ts';
+import { systemClock, type Clock, type CloseResult, type OrderCloser } from './close.ts';
+import { deadLetter, parseRetryMessage, parseTimeoutMessage, type DeadLetter, type RetryMessage, type TimeoutMessage } from './messages.ts';
+
+/** Retries of a failed close before it goes to the dead-letter topic. */
+export const MAX_RETRIES = 3;
+
+/** Backoff before retry `attempt` (1-based): base, 2×base, 4×base ... capped at a minute. */
+export function retryBackoffMs(attempt: number, baseMs: number): number {
+  return Math.min(60_000, baseMs * 2 ** Math.max(0, attempt - 1));
+}
+
+export type DueOf = (m: ConsumedMessage) => number | null;
+
+/**
+ * Splits a partition's batch: the leading messages that may be handled at `now` (due, or malformed:
+ * dueOf → null, handled at once by sending them to the dead-letter topic), and the first message
+ * that is not due yet, where the partition must wait. Messages behind a not-yet-due head wait for it
+ * even when they are due themselves: order within a partition is what makes the committed offset
+ * meaningful, and in one bucket they are due at most a moment later.
+ */
+export function splitDue(messages: ConsumedMessage[], now: number, dueOf: DueOf): { ready: ConsumedMessage[]; wait: { offset: string; dueAt: number } | null } {
+  const ready: ConsumedMessage[] = [];
+  for (const m of messages) {
+    const due = dueOf(m);
+    if (due !== null && due > now) return { ready, wait: { offset: m.offset, dueAt: due } };
+    ready.push(m);
+  }
+  return { ready, wait: null };
+}
+
+const nextOffset = (m: ConsumedMessage) => (BigInt(m.offset) + 1n).toString();
+
+export interface DelayedTopicWorkerOptions {
+  kafka: KafkaGateway;
+  groupId: string;
+  topic: string;
+  dueOf: DueOf;
+  /** Handles due messages; throws only when nothing may be committed (e.g. Kafka refused a produce). */
+  handle: (messages: ConsumedMessage[]) => Promise<void>;
+  logger: Logger;
+  clock?: Clock;
+  /** Messages per handle() call and per commit. */
+  chunkSize?: number;
+  /** How long a partition rests after handle() threw before the chunk is tried again. */
+  failurePauseMs?: number;
+  partitionsConsumedConcurrently?: number;
+  sessionTimeoutMs?: number;
+}
+
+/** A consumer that handles each message of a topic only once its due time has passed. */
+export class DelayedTopicWorker {
+  private readonly o: DelayedTopicWorkerOptions;
+  private readonly clock: Clock;
+  private consumer: KafkaConsumer | undefined;
+  private readonly timers = new Map<string, { timer: NodeJS.Timeout; topic: string; partition: number; until: number }>();
+  /** Group joins seen (1 after start); a test reads it to prove waiting causes no rebalance. */
+  joins = 0;
+
+  constructor(o: DelayedTopicWorkerOptions) {
+    this.o = o;
+    this.clock = o.clock ?? systemClock;
+  }
+
+  async start(): Promise<void> {
+    const consumer = this.o.kafka.consumer({
+      groupId: this.o.groupId,
+      topics: [this.o.topic],
+      partitionsConsumedConcurrently: this.o.partitionsConsumedConcurrently ?? 3,
+      sessionTimeoutMs: this.o.sessionTimeoutMs,
+      maxWaitMs: 50,
+    });
+    this.consumer = consumer;
+    consumer.onRebalance(() => {
+      this.joins++;
+      // Pauses survive a rebalance inside kafkajs but our timers belong to the old assignment: drop
+      // them and resume; the partitions restart from committed offsets and re-pause where needed.
+      for (const [key, t] of this.timers) {
+        clearTimeout(t.timer);
+        this.timers.delete(key);
+        consumer.resume(t.topic, t.partition);
+      }
+    });
+    await consumer.start((batch, ctx) => this.onBatch(batch, ctx));
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers.values()) clearTimeout(t.timer);
+    this.timers.clear();
+    await this.consumer?.stop();
+  }
+
+  /** Partitions waiting for a due time (or a failure pause), with the epoch ms they resume at. */
+  waiting(): { topic: string; partition: number; until: number }[] {
+    return [...this.timers.values()].map(({ topic, partition, until }) => ({ topic, partition, until }));
+  }
+
+  private pauseUntil(batch: Batch, ctx: BatchContext, offset: string, until: number): void {
+    ctx.pauseAt(offset);
+    const key = `${batch.topic}:${batch.partition}`;
+    const old = this.timers.get(key);
+    if (old) clearTimeout(old.timer);
+    // setTimeout may fire a millisecond early by the wall clock; the resumed batch re-checks and re-pauses.
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      this.consumer?.resume(batch.topic, batch.partition);
+    }, Math.max(0, until - this.clock.now()));
+    this.timers.set(key, { timer, topic: batch.topic, partition: batch.partition, until });
+  }
+
+  private async onBatch(batch: Batch, ctx: BatchContext): Promise<void> {
+    const chunkSize = this.o.chunkSize ?? 500;
+    let rest = batch.messages;
+    while (rest.length > 0 && ctx.isActive()) {
+      const { ready, wait } = splitDue(rest, this.clock.now(), this.o.dueOf);
+      const chunk = ready.slice(0, chunkSize);
+      if (chunk.length === 0) {
+        if (wait) this.pauseUntil(batch, ctx, wait.offset, wait.dueAt);
+        return;
+      }
+      try {
+        await this.o.handle(chunk);
+      } catch (err) {
+        // Never throw or sleep here: rest the partition and come back to the same chunk.
+        this.o.logger.error({ err: String(err), topic: batch.topic, partition: batch.partition }, 'could not handle messages; pausing the partition');
+        this.pauseUntil(batch, ctx, (chunk[0] as ConsumedMessage).offset, this.clock.now() + (this.o.failurePauseMs ?? 1000));
+        return;
+      }
+      try {
+        await ctx.commit(nextOffset(chunk[chunk.length - 1] as ConsumedMessage));
+      } catch (err) {
+        // Usually a rebalance: the new owner redelivers from the last commit and the closes are idempotent.
+        this.o.logger.warn({ err: String(err), topic: batch.topic, partition: batch.partition }, 'offset commit failed');
+        return;
+      }
+      rest = rest.slice(chunk.length);
+    }
+  }
+}
+
+export interface TimeoutCloserOptions {
+  kafka: KafkaGateway;
+  producer: KafkaProducer;
+  closer: OrderCloser;
+  names: SaleNames;
+  bucket: string;
+  logger: Logger;
+  metrics?: DataPlaneMetrics;
+  clock?: Clock;
+  /** Backoff base of the first retry (then doubled per attempt). */
+  retryBaseMs?: number;
+  chunkSize?: number;
+  partitionsConsumedConcurrently?: number;
+  sessionTimeoutMs?: number;
+}
+
+type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+function parser<T>(parse: (raw: Buffer | null) => T): (m: ConsumedMessage) => Parsed<T> {
+  const cache = new WeakMap<ConsumedMessage, Parsed<T>>();
+  return (m) => {
+    let p = cache.get(m);
+    if (!p) {
+      try {
+        p = { ok: true, value: parse(m.value) };
+      } catch (err) {
+        p = { ok: false, reason: (err as Error).message };
+      }
+      cache.set(m, p);
+    }
+    return p;
+  };
+}
+
+/** What the closer and the retry worker share: recording outcomes, producing retries and dead letters. */
+class CloseHandling {
+  private readonly o: TimeoutCloserOptions;
+  private readonly clock: Clock;
+
+  constructor(o: TimeoutCloserOptions) {
+    this.o = o;
+    this.clock = o.clock ?? systemClock;
+  }
+
+  get saleKey() {
+    return this.o.names.key;
+  }
+
+  record(result: CloseResult, bucketOf: (orderId: string) => string): void {
+    const m = this.o.metrics;
+    if (!m) return;
+    for (const [orderId, outcome] of result.outcomes) m.closes.inc({ flashsale: this.saleKey, bucket: bucketOf(orderId), outcome });
+    for (const c of result.closed) m.closeDelay.observe({ flashsale: this.saleKey, bucket: bucketOf(c.orderId) }, Math.max(0, c.closedAt - c.dueAt) / 1000);
+  }
+
+  retryMessage(t: TimeoutMessage, attempt: number, error: string): OutgoingMessage {
+    const now = this.clock.now();
+    const { v: _v, ...rest } = t;
+    const msg: RetryMessage = { v: 1, ...rest, attempt, notBefore: now + retryBackoffMs(attempt, this.o.retryBaseMs ?? 1000), error };
+    return { key: t.orderId, value: JSON.stringify(msg) };
+  }
+
+  deadLetterMessage(source: DeadLetter['source'], reason: string, m: ConsumedMessage, metricReason: string): OutgoingMessage {
+    this.o.metrics?.deadLetters.inc({ flashsale: this.saleKey, source, reason: metricReason });
+    return { key: m.key, value: JSON.stringify(deadLetter(source, reason, m, this.clock.now())) };
+  }
+
+  async send(retries: OutgoingMessage[], deadLetters: OutgoingMessage[]): Promise<void> {
+    const n = this.o.names;
+    await this.o.producer.send([
+      { topic: n.topics.retry, messages: retries },
+      { topic: n.topics.deadLetter, messages: deadLetters },
+    ]);
+    if (retries.length > 0) this.o.metrics?.closeRetries.inc({ flashsale: this.saleKey }, retries.length);
+  }
+}
+
+/** Closes the orders of one bucket of one sale as their timeout messages fall due. */
+export class TimeoutCloser {
+  readonly worker: DelayedTopicWorker;
+  private readonly handling: CloseHandling;
+  private readonly o: TimeoutCloserOptions;
+
+  constructor(o: TimeoutCloserOptions) {
+    this.o = o;
+    this.handling = new CloseHandling(o);
+    const parse = parser(parseTimeoutMessage);
+    this.worker = new DelayedTopicWorker({
+      kafka: o.kafka,
+      groupId: o.names.groups.timeoutCloser(o.bucket),
+      topic: o.names.topics.delay(o.bucket),
+      logger: o.logger.child({ component: 'timeout-closer', bucket: o.bucket }),
+      clock: o.clock,
+      chunkSize: o.chunkSize,
+      partitionsConsumedConcurrently: o.partitionsConsumedConcurrently,
+      sessionTimeoutMs: o.sessionTimeoutMs,
+      dueOf: (m) => {
+        const p = parse(m);
+        return p.ok ? p.value.dueAt : null;
+      },
+      handle: async (messages) => {
+        const valid: TimeoutMessage[] = [];
+        const dead: OutgoingMessage[] = [];
+        for (const m of messages) {
+          const p = parse(m);
+          if (p.ok) valid.push(p.value);
+          else dead.push(this.handling.deadLetterMessage('timeouts', `malformed timeout message: ${p.reason}`, m, 'malformed'));
+        }
+        const retries: OutgoingMessage[] = [];
+        if (valid.length > 0) {
+          try {
+            const result = await o.closer.close(valid, 'closer');
+            this.handling.record(result, () => o.bucket);
+          } catch (err) {
+            const error = String((err as Error).message ?? err);
+            o.logger.warn({ err: error, orders: valid.length, bucket: o.bucket }, 'close failed; sending to the retry topic');
+            o.metrics?.closes.inc({ flashsale: o.names.key, bucket: o.bucket, outcome: 'failed' }, valid.length);
+            for (const t of valid) retries.push(this.handling.retryMessage(t, 1, error));
+          }
+        }
+        await this.handling.send(retries, dead);
+      },
+    });
+  }
+
+  start(): Promise<void> {
+    return this.worker.start();
+  }
+
+  stop(): Promise<void> {
+    return this.worker.stop();
+  }
+}
+
+/** Retries failed closes of a sale (every bucket) from its retry topic, honouring notBefore. */
+export class RetryWorker {
+  readonly worker: DelayedTopicWorker;
+  private readonly handling: CloseHandling;
+
+  constructor(o: Omit<TimeoutCloserOptions, 'bucket'>) {
+    const full = { ...o, bucket: '' };
+    this.handling = new CloseHandling(full);
+    const parse = parser(parseRetryMessage);
+    this.worker = new DelayedTopicWorker({
+      kafka: o.kafka,
+      groupId: o.names.groups.retry,
+      topic: o.names.topics.retry,
+      logger: o.logger.child({ component: 'close-retry' }),
+      clock: o.clock,
+      chunkSize: o.chunkSize,
+      partitionsConsumedConcurrently: o.partitionsConsumedConcurrently,
+      sessionTimeoutMs: o.sessionTimeoutMs,
+      dueOf: (m) => {
+        const p = parse(m);
+        return p.ok ? p.value.notBefore : null;
+      },
+      handle: async (messages) => {
+        const valid: { msg: RetryMessage; raw: ConsumedMessage }[] = [];
+        const dead: OutgoingMessage[] = [];
+        for (const m of messages) {
+          const p = parse(m);
+          if (p.ok) valid.push({ msg: p.value, raw: m });
+          else dead.push(this.handling.deadLetterMessage('retry', `malformed retry message: ${p.reason}`, m, 'malformed'));
+        }
+        const retries: OutgoingMessage[] = [];
+        if (valid.length > 0) {
+          const bucketOf = new Map(valid.map((v) => [v.msg.orderId, v.msg.bucket]));
+          try {
+            const result = await o.closer.close(valid.map((v) => v.msg), 'closer');
+            this.handling.record(result, (id) => bucketOf.get(id) ?? '');
+          } catch (err) {
+            const error = String((err as Error).message ?? err);
+            o.logger.warn({ err: error, orders: valid.length }, 'retried close failed');
+            for (const { msg, raw } of valid) {
+              o.metrics?.closes.inc({ flashsale: o.names.key, bucket: msg.bucket, outcome: 'failed' });
+              // msg.attempt retries have now been made (the first failure published attempt 1).
+              if (msg.attempt >= MAX_RETRIES) {
+                dead.push(this.handling.deadLetterMessage('retry', `close failed after ${msg.attempt} retries: ${error}`, raw, 'retries_exhausted'));
+              } else {
+                const { attempt: _a, notBefore: _n, error: _e, ...t } = msg;
+                retries.push(this.handling.retryMessage(t, msg.attempt + 1, error));
+              }
+            }
+          }
+        }
+        await this.handling.send(retries, dead);
+      },
+    });
+  }
+
+  start(): Promise<void> {
+    return this.worker.start();
+  }
+
+  stop(): Promise<void> {
+    return this.worker.stop();
+  }
+}
