@@ -1,0 +1,238 @@
+// The pure part of reconciliation: from the FlashSale and what was observed (children, lag, the
+// outcome of each provisioning step) to what should exist and what status to report. No I/O here,
+// so every rule is unit-tested with plain objects.
+import type { V1Deployment, V1Service } from '@kubernetes/client-node';
+import { InvalidSpecError, validateFlashSale, type Condition, type FlashSale, type FlashSaleStatus, type LagStatus } from '../spec/flashsale.ts';
+import { saleNames } from '../spec/names.ts';
+import { recommendReplicas } from './scaling.ts';
+import { desiredDeployment, desiredService, needsUpdate, plannedWorkloads, type WorkerEnv } from './workloads.ts';
+
+export const FINALIZER = 'flashsale.dev/cleanup';
+export const FORCE_DELETE_ANNOTATION = 'flashsale.dev/force-delete';
+export const CONDITION_TYPES = ['TopicsReady', 'StockReady', 'SchemaReady', 'WorkloadsReady', 'Ready'] as const;
+export type ConditionType = (typeof CONDITION_TYPES)[number];
+
+/** A FlashSale as read from the API: the spec is not trusted until validated. */
+export interface RawSale {
+  apiVersion?: string;
+  kind?: string;
+  metadata: FlashSale['metadata'];
+  spec?: unknown;
+  status?: FlashSaleStatus;
+}
+
+export type Decision =
+  | { action: 'ignore' }
+  | { action: 'invalid'; problems: string[] }
+  | { action: 'finalize'; cleanup: 'delete-data' | 'retain' | 'force'; sale?: FlashSale }
+  | { action: 'provision'; sale: FlashSale; addFinalizer: boolean };
+
+/** What to do with this FlashSale, from its metadata and spec alone. */
+export function decide(raw: RawSale): Decision {
+  const meta = raw.metadata;
+  const finalizers = meta.finalizers ?? [];
+  let sale: FlashSale | undefined;
+  let problems: string[] = [];
+  try {
+    sale = validateFlashSale(raw, meta.namespace);
+    // validateFlashSale keeps metadata as given; keep the status too for comparisons.
+  } catch (err) {
+    if (!(err instanceof InvalidSpecError)) throw err;
+    problems = err.problems;
+  }
+  if (meta.deletionTimestamp) {
+    if (!finalizers.includes(FINALIZER)) return { action: 'ignore' };
+    if (meta.annotations?.[FORCE_DELETE_ANNOTATION] === 'true') return { action: 'finalize', cleanup: 'force' };
+    // An invalid spec was never provisioned by this operator version: nothing to clean up.
+    if (!sale) return { action: 'finalize', cleanup: 'retain' };
+    return sale.spec.deletionPolicy === 'Delete' ? { action: 'finalize', cleanup: 'delete-data', sale } : { action: 'finalize', cleanup: 'retain', sale };
+  }
+  if (!sale) return { action: 'invalid', problems };
+  return { action: 'provision', sale, addFinalizer: !finalizers.includes(FINALIZER) };
+}
+
+/** Consumer lag of one group as the lag source observed it. */
+export interface LagObservation {
+  group: string;
+  topic: string;
+  /** Messages not yet consumed. */
+  lag: number;
+  /** The part of `lag` that is due now (all of it, except on delay topics). */
+  overdue: number;
+}
+
+/**
+ * Lag-based recommendations, by workload name: the orders topic's lag for the order writer and
+ * each delay topic's OVERDUE lag for its timeout closer (messages not yet due are scheduled work,
+ * not backlog).
+ */
+export function recommendations(sale: FlashSale, lag: LagObservation[], partitions: number): Record<string, number> {
+  const n = saleNames(sale.metadata);
+  const w = sale.spec.workers;
+  const byGroup = new Map(lag.map((l) => [l.group, l]));
+  const out: Record<string, number> = {};
+  out[n.workloads.orderWriter] = recommendReplicas(byGroup.get(n.groups.orderWriter)?.overdue ?? 0, w.orderWriter, partitions);
+  for (const b of sale.spec.timeoutBuckets) {
+    out[n.workloads.timeoutCloser(b.name)] = recommendReplicas(byGroup.get(n.groups.timeoutCloser(b.name))?.overdue ?? 0, w.timeoutCloser, partitions);
+  }
+  return out;
+}
+
+export interface ChildPlan {
+  create: (V1Deployment | V1Service)[];
+  update: { existing: V1Deployment | V1Service; desired: V1Deployment | V1Service }[];
+  delete: (V1Deployment | V1Service)[];
+}
+
+/** Which Deployments/Services to create, update or delete so the sale's data plane matches its spec. */
+export function planChildren(
+  sale: FlashSale,
+  env: WorkerEnv,
+  replicas: Record<string, number>,
+  existing: { deployments: V1Deployment[]; services: V1Service[] },
+): ChildPlan {
+  const plan: ChildPlan = { create: [], update: [], delete: [] };
+  const wanted = plannedWorkloads(sale, replicas).map((p) => desiredDeployment(sale, p, env));
+  const compare = (desired: (V1Deployment | V1Service)[], actual: (V1Deployment | V1Service)[]) => {
+    const byName = new Map(actual.map((a) => [a.metadata?.name, a]));
+    for (const d of desired) {
+      const a = byName.get(d.metadata?.name);
+      if (!a) plan.create.push(d);
+      else if (needsUpdate(a, d)) plan.update.push({ existing: a, desired: d });
+    }
+    const names = new Set(desired.map((d) => d.metadata?.name));
+    for (const a of actual) if (!names.has(a.metadata?.name)) plan.delete.push(a);
+  };
+  compare(wanted, existing.deployments);
+  compare([desiredService(sale)], existing.services);
+  return plan;
+}
+
+/** The outcome of one step: done (with what it reports) or failed (reason + message). */
+export type Step<T> = { ok: true; value: T } | { ok: false; reason: string; message: string };
+
+export interface StatusInput {
+  generation: number;
+  now: string;
+  invalid?: string[];
+  deleting?: { reason: string; message: string };
+  topics?: Step<{ name: string; partitions: number; purpose: string }[]>;
+  schema?: Step<{ version: number }>;
+  stock?: Step<{ id: string; stock: number; remaining: number }[]>;
+  /** The Deployments as observed after acting; `failed` when applying them failed. */
+  workloads?: { deployments: V1Deployment[]; failed?: { reason: string; message: string }; blocked?: string };
+  lag?: LagObservation[];
+}
+
+/**
+ * Sets a condition the way apimachinery's meta.SetStatusCondition does: lastTransitionTime moves
+ * only when the status changes, so an unchanged condition compares equal to the stored one.
+ */
+export function setCondition(conditions: Condition[], next: Omit<Condition, 'lastTransitionTime'>, now: string): Condition[] {
+  const prev = conditions.find((c) => c.type === next.type);
+  const c: Condition = {
+    type: next.type,
+    status: next.status,
+    reason: next.reason,
+    message: next.message,
+    lastTransitionTime: prev && prev.status === next.status && prev.lastTransitionTime ? prev.lastTransitionTime : now,
+    observedGeneration: next.observedGeneration,
+  };
+  return prev ? conditions.map((x) => (x.type === next.type ? c : x)) : [...conditions, c];
+}
+
+function deploymentReady(d: V1Deployment): boolean {
+  return (d.status?.readyReplicas ?? 0) >= (d.spec?.replicas ?? 1);
+}
+
+/** The status to report, from the previous one and this round's observations. */
+export function buildStatus(previous: FlashSaleStatus | undefined, input: StatusInput): FlashSaleStatus {
+  const gen = input.generation;
+  let conditions: Condition[] = [...(previous?.conditions ?? [])];
+  const set = (type: ConditionType, ok: boolean, reason: string, message: string) => {
+    conditions = setCondition(conditions, { type, status: ok ? 'True' : 'False', reason, message, observedGeneration: gen }, input.now);
+  };
+  const status: FlashSaleStatus = { ...(previous ?? {}), observedGeneration: gen };
+
+  if (input.invalid) {
+    const message = input.invalid.join('; ');
+    for (const t of CONDITION_TYPES) {
+      if (t === 'Ready') continue;
+      if (!conditions.some((c) => c.type === t)) {
+        conditions = setCondition(conditions, { type: t, status: 'Unknown', reason: 'InvalidSpec', message: 'not provisioned: the spec is invalid', observedGeneration: gen }, input.now);
+      }
+    }
+    set('Ready', false, 'InvalidSpec', message);
+    return { ...status, phase: 'Invalid', conditions };
+  }
+
+  if (input.topics) {
+    if (input.topics.ok) {
+      status.topics = input.topics.value;
+      set('TopicsReady', true, 'TopicsReady', `${input.topics.value.length} topics with ${input.topics.value[0]?.partitions ?? 0} partitions`);
+    } else set('TopicsReady', false, input.topics.reason, input.topics.message);
+  }
+  if (input.schema) {
+    if (input.schema.ok) set('SchemaReady', true, 'SchemaReady', `schema at version ${input.schema.value.version}`);
+    else set('SchemaReady', false, input.schema.reason, input.schema.message);
+  }
+  if (input.stock) {
+    if (input.stock.ok) {
+      status.skus = input.stock.value;
+      status.skuCount = input.stock.value.length;
+      status.remaining = input.stock.value.reduce((sum, s) => sum + s.remaining, 0);
+      set('StockReady', true, 'StockReady', `${input.stock.value.length} SKUs seeded`);
+    } else set('StockReady', false, input.stock.reason, input.stock.message);
+  }
+  if (input.workloads) {
+    const ds = [...input.workloads.deployments].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
+    status.workloads = ds.map((d) => ({ name: d.metadata?.name ?? '', replicas: d.spec?.replicas ?? 0, readyReplicas: d.status?.readyReplicas ?? 0 }));
+    const waiting = ds.filter((d) => !deploymentReady(d));
+    if (input.workloads.failed) set('WorkloadsReady', false, input.workloads.failed.reason, input.workloads.failed.message);
+    else if (ds.length === 0) set('WorkloadsReady', false, 'Blocked', input.workloads.blocked ?? 'no workloads yet');
+    else if (waiting.length > 0) {
+      set('WorkloadsReady', false, 'Progressing', `waiting for ready replicas: ${waiting.map((d) => `${d.metadata?.name} ${d.status?.readyReplicas ?? 0}/${d.spec?.replicas ?? 1}`).join(', ')}`);
+    } else set('WorkloadsReady', true, 'AllReplicasReady', `${ds.length} Deployments ready`);
+  }
+  if (input.lag) {
+    const lag: LagStatus[] = input.lag.map((l) => ({ group: l.group, lag: l.lag, overdue: l.overdue }));
+    status.lag = lag;
+  }
+
+  if (input.deleting) {
+    set('Ready', false, input.deleting.reason, input.deleting.message);
+    return { ...status, phase: 'Deleting', conditions };
+  }
+  const notReady = CONDITION_TYPES.filter((t) => t !== 'Ready').flatMap((t): Condition[] => {
+    const c = conditions.find((x) => x.type === t);
+    if (!c) return [{ type: t, status: 'Unknown', reason: 'Pending', message: 'not checked yet' }];
+    return c.status === 'True' ? [] : [c];
+  });
+  if (notReady.length === 0) set('Ready', true, 'Ready', 'topics, stock, schema and workloads are ready');
+  else set('Ready', false, notReady[0]?.reason ?? 'Pending', notReady.map((c) => `${c.type}: ${c.message ?? c.reason ?? ''}`).join('; '));
+  const failing = notReady.some((c) => c.status === 'False' && !['Progressing', 'Blocked'].includes(c.reason ?? ''));
+  const phase = notReady.length === 0 ? 'Ready' : failing ? 'Degraded' : 'Provisioning';
+  return { ...status, phase, conditions: orderConditions(conditions) };
+}
+
+function orderConditions(conditions: Condition[]): Condition[] {
+  const rank = (t: string) => {
+    const i = (CONDITION_TYPES as readonly string[]).indexOf(t);
+    return i < 0 ? CONDITION_TYPES.length : i;
+  };
+  return [...conditions].sort((a, b) => rank(a.type) - rank(b.type));
+}
+
+/** Deep equality of JSON values (key order ignored), for "write status only if it changed". */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => jsonEqual(x, b[i]));
+  }
+  if (a && b && typeof a === 'object' && typeof b === 'object') {
+    const ka = Object.keys(a).filter((k) => (a as Record<string, unknown>)[k] !== undefined);
+    const kb = Object.keys(b).filter((k) => (b as Record<string, unknown>)[k] !== undefined);
+    return ka.length === kb.length && ka.every((k) => jsonEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  }
+  return false;
+}

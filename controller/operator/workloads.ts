@@ -1,0 +1,195 @@
+// The Deployments and the Service of a sale's data plane, built as plain objects from the spec
+// (pure functions), and the comparison that decides whether an existing object needs an update.
+import type { V1Deployment, V1EnvVar, V1OwnerReference, V1Service } from '@kubernetes/client-node';
+import { API_VERSION, KIND, type FlashSale } from '../spec/flashsale.ts';
+import { saleNames } from '../spec/names.ts';
+
+export type Role = 'api' | 'order-writer' | 'timeout-closer' | 'compensator';
+
+export const MANAGED_BY = 'flashsale-operator';
+export const LABEL_SALE = 'flashsale.dev/sale';
+export const LABEL_ROLE = 'flashsale.dev/role';
+export const LABEL_BUCKET = 'flashsale.dev/bucket';
+/** Port every worker serves /healthz, /readyz and /metrics (and the API its routes) on. */
+export const WORKER_PORT = 8080;
+
+export interface SecretRef {
+  name: string;
+  key: string;
+}
+
+/** What the operator hands every worker: image, connection settings (plain or from Secrets), log level. */
+export interface WorkerEnv {
+  image: string;
+  kafkaBrokers: string[];
+  redisUrl: string;
+  mysqlUrl: string;
+  redisSecret?: SecretRef;
+  mysqlSecret?: SecretRef;
+  logLevel: string;
+}
+
+/** Parses `secret-name/key` (the format of WORKER_REDIS_URL_SECRET / WORKER_MYSQL_URL_SECRET). */
+export function parseSecretRef(raw: string): SecretRef | undefined {
+  const m = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)\/([-._a-zA-Z0-9]+)$/.exec(raw);
+  return m ? { name: m[1] as string, key: m[3] as string } : undefined;
+}
+
+export interface WorkloadPlan {
+  name: string;
+  role: Role;
+  bucket?: string;
+  args: string[];
+  replicas: number;
+}
+
+/** The sale's workloads with their replica counts (`scaled` holds the lag-based counts by name). */
+export function plannedWorkloads(sale: FlashSale, scaled: Record<string, number>): WorkloadPlan[] {
+  const n = saleNames(sale.metadata).workloads;
+  const w = sale.spec.workers;
+  const plans: WorkloadPlan[] = [
+    { name: n.api, role: 'api', args: ['api'], replicas: w.api.replicas },
+    { name: n.orderWriter, role: 'order-writer', args: ['order-writer'], replicas: scaled[n.orderWriter] ?? w.orderWriter.minReplicas },
+  ];
+  for (const b of sale.spec.timeoutBuckets) {
+    const name = n.timeoutCloser(b.name);
+    plans.push({ name, role: 'timeout-closer', bucket: b.name, args: ['timeout-closer', '--bucket', b.name], replicas: scaled[name] ?? w.timeoutCloser.minReplicas });
+  }
+  plans.push({ name: n.compensator, role: 'compensator', args: ['compensator'], replicas: 1 });
+  return plans;
+}
+
+export function ownerReference(sale: FlashSale): V1OwnerReference {
+  return { apiVersion: API_VERSION, kind: KIND, name: sale.metadata.name, uid: sale.metadata.uid ?? '', controller: true, blockOwnerDeletion: true };
+}
+
+function labels(sale: FlashSale, role: Role, bucket?: string): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'flashsale',
+    'app.kubernetes.io/instance': sale.metadata.name,
+    'app.kubernetes.io/component': role,
+    'app.kubernetes.io/part-of': 'flashsale',
+    'app.kubernetes.io/managed-by': MANAGED_BY,
+    [LABEL_SALE]: sale.metadata.name,
+    [LABEL_ROLE]: role,
+    ...(bucket ? { [LABEL_BUCKET]: bucket } : {}),
+  };
+}
+
+function selector(sale: FlashSale, role: Role, bucket?: string): Record<string, string> {
+  return { [LABEL_SALE]: sale.metadata.name, [LABEL_ROLE]: role, ...(bucket ? { [LABEL_BUCKET]: bucket } : {}) };
+}
+
+/** The sale as the workers read it from FLASHSALE_SPEC: identity and spec only, so status churn never restarts pods. */
+export function specForWorkers(sale: FlashSale): string {
+  return JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name: sale.metadata.name, namespace: sale.metadata.namespace }, spec: sale.spec });
+}
+
+function envVars(sale: FlashSale, env: WorkerEnv): V1EnvVar[] {
+  const fromSecret = (name: string, ref: SecretRef | undefined, plain: string): V1EnvVar =>
+    ref ? { name, valueFrom: { secretKeyRef: { name: ref.name, key: ref.key } } } : { name, value: plain };
+  return [
+    { name: 'FLASHSALE_SPEC', value: specForWorkers(sale) },
+    { name: 'KAFKA_BROKERS', value: env.kafkaBrokers.join(',') },
+    fromSecret('REDIS_URL', env.redisSecret, env.redisUrl),
+    fromSecret('MYSQL_URL', env.mysqlSecret, env.mysqlUrl),
+    { name: 'HTTP_PORT', value: String(WORKER_PORT) },
+    { name: 'LOG_LEVEL', value: env.logLevel },
+  ];
+}
+
+export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: WorkerEnv): V1Deployment {
+  const l = labels(sale, plan.role, plan.bucket);
+  const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 });
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: plan.name, namespace: sale.metadata.namespace, labels: l, ownerReferences: [ownerReference(sale)] },
+    spec: {
+      replicas: plan.replicas,
+      selector: { matchLabels: selector(sale, plan.role, plan.bucket) },
+      template: {
+        metadata: { labels: l },
+        spec: {
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
+          containers: [
+            {
+              name: plan.role,
+              image: env.image,
+              args: plan.args,
+              env: envVars(sale, env),
+              ports: [{ name: 'http', containerPort: WORKER_PORT, protocol: 'TCP' }],
+              resources: plan.role === 'api' ? { requests: { cpu: '250m', memory: '256Mi' } } : { requests: { cpu: '100m', memory: '128Mi' } },
+              readinessProbe: probe('/readyz'),
+              livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 5 },
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                runAsNonRoot: true,
+                privileged: false,
+                capabilities: { drop: ['ALL'] },
+              },
+            },
+          ],
+        },
+      },
+    },
+  };
+}
+
+export function desiredService(sale: FlashSale): V1Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: saleNames(sale.metadata).workloads.apiService,
+      namespace: sale.metadata.namespace,
+      labels: labels(sale, 'api'),
+      ownerReferences: [ownerReference(sale)],
+    },
+    spec: {
+      type: 'ClusterIP',
+      selector: selector(sale, 'api'),
+      ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }],
+    },
+  };
+}
+
+/**
+ * True when every field the operator sets in `desired` has the same value in `actual`. Fields the
+ * server defaults (or other controllers add) are not compared, so they never cause an update.
+ */
+export function covers(actual: unknown, desired: unknown): boolean {
+  if (desired === undefined) return true;
+  if (Array.isArray(desired)) {
+    return Array.isArray(actual) && actual.length === desired.length && desired.every((d, i) => covers(actual[i], d));
+  }
+  if (desired !== null && typeof desired === 'object') {
+    if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return false;
+    return Object.entries(desired).every(([k, v]) => covers((actual as Record<string, unknown>)[k], v));
+  }
+  return actual === desired;
+}
+
+/** Whether `existing` (Deployment or Service) lacks something of `desired` in the parts the operator owns. */
+export function needsUpdate(existing: V1Deployment | V1Service, desired: V1Deployment | V1Service): boolean {
+  return !(
+    covers(existing.metadata?.labels, desired.metadata?.labels) &&
+    covers(existing.metadata?.ownerReferences, desired.metadata?.ownerReferences) &&
+    covers(existing.spec, desired.spec)
+  );
+}
+
+/** `existing` with the owned parts replaced by `desired` (resourceVersion kept for the optimistic-concurrency check). */
+export function merged<T extends V1Deployment | V1Service>(existing: T, desired: T): T {
+  return {
+    ...existing,
+    metadata: {
+      ...existing.metadata,
+      labels: { ...(existing.metadata?.labels ?? {}), ...(desired.metadata?.labels ?? {}) },
+      ownerReferences: desired.metadata?.ownerReferences,
+    },
+    spec: { ...(existing.spec ?? {}), ...(desired.spec ?? {}) },
+  } as T;
+}

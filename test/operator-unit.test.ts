@@ -1,0 +1,377 @@
+// Unit tests of the operator's pure parts and timing rules: decide, status, children plan, scaling
+// and stabilization, the work queue and its backoff, leader election — all on a manual clock.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../controller/operator/clock.ts';
+import { buildStatus, decide, FINALIZER, planChildren, recommendations, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
+import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
+import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
+import { covers, desiredDeployment, desiredService, merged, parseSecretRef, plannedWorkloads, type WorkerEnv } from '../controller/operator/workloads.ts';
+import { WorkQueue } from '../controller/operator/workqueue.ts';
+import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
+import { saleNames } from '../controller/spec/names.ts';
+
+function rawSale(spec: Record<string, unknown> = {}, meta: Partial<RawSale['metadata']> = {}): RawSale {
+  return {
+    apiVersion: 'flashsale.dev/v1alpha1',
+    kind: 'FlashSale',
+    metadata: { name: 'sd', namespace: 'shop', uid: 'u-1', generation: 1, ...meta },
+    spec: {
+      skus: [
+        { id: 'phone', stock: 10, timeoutBucket: '5m' },
+        { id: 'book', stock: 20, timeoutBucket: '30m' },
+      ],
+      timeoutBuckets: [
+        { name: '5m', delay: '5m' },
+        { name: '30m', delay: '30m' },
+      ],
+      kafka: { partitions: 4, replicationFactor: 1 },
+      workers: { orderWriter: { minReplicas: 1, maxReplicas: 3, lagThreshold: 100 }, timeoutCloser: { minReplicas: 1, maxReplicas: 2, lagThreshold: 50 } },
+      ...spec,
+    },
+  };
+}
+
+const env: WorkerEnv = { image: 'img:1', kafkaBrokers: ['k:9092'], redisUrl: 'redis://r:6379', mysqlUrl: 'mysql://root@m:3306/fs', logLevel: 'info' };
+
+function valid(raw = rawSale()): FlashSale {
+  return validateFlashSale(raw, 'shop');
+}
+
+describe('decide', () => {
+  it('provisions a valid sale and asks for the finalizer once', () => {
+    const d = decide(rawSale());
+    assert.equal(d.action, 'provision');
+    assert.equal(d.action === 'provision' && d.addFinalizer, true);
+    const again = decide(rawSale({}, { finalizers: [FINALIZER] }));
+    assert.equal(again.action === 'provision' && again.addFinalizer, false);
+  });
+
+  it('reports an invalid spec with every precise problem and provisions nothing', () => {
+    const d = decide(rawSale({ skus: [{ id: 'a', stock: 1, timeoutBucket: 'nope' }, { id: 'a', stock: 1, timeoutBucket: '5m' }] }));
+    assert.equal(d.action, 'invalid');
+    assert.ok(d.action === 'invalid');
+    assert.ok(d.problems.some((p) => p.includes('spec.skus[0].timeoutBucket: unknown bucket "nope"')), d.problems.join('\n'));
+    assert.ok(d.problems.some((p) => p.includes('spec.skus[1].id: duplicate SKU id "a"')), d.problems.join('\n'));
+  });
+
+  it('finalizes by the deletion policy, and the force annotation skips cleanup', () => {
+    const deleting = { deletionTimestamp: '2026-01-01T00:00:00Z', finalizers: [FINALIZER] };
+    assert.equal((decide(rawSale({}, deleting)) as { cleanup: string }).cleanup, 'retain');
+    assert.equal((decide(rawSale({ deletionPolicy: 'Delete' }, deleting)) as { cleanup: string }).cleanup, 'delete-data');
+    const forced = decide(rawSale({ deletionPolicy: 'Delete' }, { ...deleting, annotations: { 'flashsale.dev/force-delete': 'true' } }));
+    assert.equal((forced as { cleanup: string }).cleanup, 'force');
+    assert.equal(decide(rawSale({}, { deletionTimestamp: '2026-01-01T00:00:00Z', finalizers: ['other'] })).action, 'ignore');
+  });
+});
+
+describe('scaling', () => {
+  const bounds = { minReplicas: 1, maxReplicas: 5, lagThreshold: 100 };
+  it('is ceil(lag / threshold) clamped to [min, max] and to the partitions', () => {
+    assert.equal(recommendReplicas(0, bounds, 10), 1);
+    assert.equal(recommendReplicas(100, bounds, 10), 1);
+    assert.equal(recommendReplicas(101, bounds, 10), 2);
+    assert.equal(recommendReplicas(450, bounds, 10), 5);
+    assert.equal(recommendReplicas(10_000, bounds, 10), 5);
+    assert.equal(recommendReplicas(10_000, bounds, 3), 3);
+    assert.equal(recommendReplicas(0, { ...bounds, minReplicas: 0 }, 3), 0);
+  });
+
+  it('counts only overdue lag on delay topics', () => {
+    const sale = valid();
+    const n = saleNames(sale.metadata);
+    const rec = recommendations(sale, [
+      { group: n.groups.orderWriter, topic: n.topics.orders, lag: 250, overdue: 250 },
+      { group: n.groups.timeoutCloser('5m'), topic: n.topics.delay('5m'), lag: 10_000, overdue: 0 },
+      { group: n.groups.timeoutCloser('30m'), topic: n.topics.delay('30m'), lag: 10_000, overdue: 60 },
+    ], 4);
+    assert.equal(rec[n.workloads.orderWriter], 3);
+    assert.equal(rec[n.workloads.timeoutCloser('5m')], 1);
+    assert.equal(rec[n.workloads.timeoutCloser('30m')], 2);
+  });
+
+  it('scales up at once and down only after the window', () => {
+    const clock = new ManualClock();
+    const s = new Stabilizer(60_000, clock);
+    assert.equal(s.stabilize('w', 1, undefined), 1);
+    assert.equal(s.stabilize('w', 4, 1), 4);
+    clock.advance(10_000);
+    assert.equal(s.stabilize('w', 1, 4), 4, 'a lower recommendation inside the window keeps the size');
+    clock.advance(30_000);
+    assert.equal(s.stabilize('w', 2, 4), 4);
+    clock.advance(25_000);
+    // The 4 was recommended 65s ago: out of the window; the highest left is 2.
+    assert.equal(s.stabilize('w', 1, 4), 2);
+    clock.advance(61_000);
+    assert.equal(s.stabilize('w', 1, 2), 1);
+  });
+
+  it('does not scale down right after a restart (no history yet)', () => {
+    const clock = new ManualClock();
+    const s = new Stabilizer(60_000, clock);
+    assert.equal(s.stabilize('w', 1, 5), 5);
+    clock.advance(61_000);
+    assert.equal(s.stabilize('w', 1, 5), 1);
+  });
+});
+
+describe('children', () => {
+  it('plans a Deployment per workload (one closer per bucket) and the API Service, with owner references', () => {
+    const sale = valid();
+    const plan = planChildren(sale, env, {}, { deployments: [], services: [] });
+    const names = plan.create.map((o) => `${o.kind}/${o.metadata?.name}`).sort();
+    assert.deepEqual(names, ['Deployment/sd-api', 'Deployment/sd-compensator', 'Deployment/sd-order-writer', 'Deployment/sd-timeout-closer-30m', 'Deployment/sd-timeout-closer-5m', 'Service/sd-api']);
+    for (const o of plan.create) {
+      assert.deepEqual(o.metadata?.ownerReferences, [{ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', name: 'sd', uid: 'u-1', controller: true, blockOwnerDeletion: true }]);
+      assert.equal(o.metadata?.labels?.['flashsale.dev/sale'], 'sd');
+    }
+    const closer = plan.create.find((o) => o.metadata?.name === 'sd-timeout-closer-5m') as ReturnType<typeof desiredDeployment>;
+    const c = closer.spec?.template.spec?.containers[0];
+    assert.deepEqual(c?.args, ['timeout-closer', '--bucket', '5m']);
+    assert.equal(c?.securityContext?.readOnlyRootFilesystem, true);
+    assert.equal(c?.securityContext?.allowPrivilegeEscalation, false);
+    assert.deepEqual(c?.securityContext?.capabilities?.drop, ['ALL']);
+    assert.equal(c?.readinessProbe?.httpGet?.path, '/readyz');
+    assert.equal(c?.livenessProbe?.httpGet?.path, '/healthz');
+    const spec = JSON.parse(c?.env?.find((e) => e.name === 'FLASHSALE_SPEC')?.value ?? '{}');
+    assert.deepEqual(validateFlashSale(spec).spec, sale.spec, 'workers can read their sale from FLASHSALE_SPEC');
+  });
+
+  it('takes connection URLs from Secrets when configured', () => {
+    const sale = valid();
+    const redisSecret = parseSecretRef('conn/redis-url');
+    assert.deepEqual(redisSecret, { name: 'conn', key: 'redis-url' });
+    assert.equal(parseSecretRef('no-key'), undefined);
+    const [plan] = plannedWorkloads(sale, {});
+    const d = desiredDeployment(sale, plan!, { ...env, redisSecret });
+    const e = d.spec?.template.spec?.containers[0]?.env ?? [];
+    assert.deepEqual(e.find((x) => x.name === 'REDIS_URL'), { name: 'REDIS_URL', valueFrom: { secretKeyRef: { name: 'conn', key: 'redis-url' } } });
+    assert.equal(e.find((x) => x.name === 'MYSQL_URL')?.value, env.mysqlUrl);
+  });
+
+  it('updates only what differs in owned fields; server defaults do not cause updates', () => {
+    const sale = valid();
+    const first = planChildren(sale, env, {}, { deployments: [], services: [] });
+    const deployments = first.create.filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const services = first.create.filter((o) => o.kind === 'Service') as ReturnType<typeof desiredService>[];
+    // What a real apiserver adds: defaults, status, clusterIP.
+    const stored = deployments.map((d) => {
+      const copy = structuredClone(d);
+      copy.metadata!.resourceVersion = '7';
+      copy.spec!.template.spec!.containers[0]!.imagePullPolicy = 'IfNotPresent';
+      copy.spec!.template.spec!.containers[0]!.terminationMessagePath = '/dev/termination-log';
+      copy.status = { readyReplicas: 1 };
+      return copy;
+    });
+    const storedSvc = services.map((s) => ({ ...structuredClone(s), spec: { ...s.spec, clusterIP: '10.0.0.1' } }));
+    const same = planChildren(sale, env, {}, { deployments: stored, services: storedSvc });
+    assert.deepEqual([same.create.length, same.update.length, same.delete.length], [0, 0, 0]);
+
+    const ow = saleNames(sale.metadata).workloads.orderWriter;
+    const scaled = planChildren(sale, env, { [ow]: 3 }, { deployments: stored, services: storedSvc });
+    assert.deepEqual(scaled.update.map((u) => u.desired.metadata?.name), [ow]);
+    const m = merged(scaled.update[0]!.existing, scaled.update[0]!.desired);
+    assert.equal(m.metadata?.resourceVersion, '7');
+    assert.equal((m as typeof stored[0]).spec?.replicas, 3);
+
+    const oneBucket = valid(rawSale({ skus: [{ id: 'phone', stock: 10, timeoutBucket: '5m' }], timeoutBuckets: [{ name: '5m', delay: '5m' }] }));
+    const shrunk = planChildren(oneBucket, env, {}, { deployments: stored, services: storedSvc });
+    assert.ok(shrunk.delete.some((d) => d.metadata?.name === 'sd-timeout-closer-30m'));
+  });
+
+  it('covers() compares arrays by length and objects by the desired keys', () => {
+    assert.equal(covers({ a: 1, b: 2 }, { a: 1 }), true);
+    assert.equal(covers({ a: 1 }, { a: 2 }), false);
+    assert.equal(covers([1, 2], [1]), false);
+    assert.equal(covers(undefined, { a: 1 }), false);
+  });
+});
+
+describe('status', () => {
+  const ok = <T>(value: T) => ({ ok: true as const, value });
+  const readyDeployment = (name: string) => ({ metadata: { name }, spec: { replicas: 1 }, status: { readyReplicas: 1 } }) as never;
+
+  it('is Ready when every part is; an unchanged round keeps lastTransitionTime and compares equal', () => {
+    const input = {
+      generation: 2,
+      now: '2026-01-01T00:00:00Z',
+      topics: ok([{ name: 't', partitions: 4, purpose: 'orders' }]),
+      schema: ok({ version: 2 }),
+      stock: ok([{ id: 'a', stock: 10, remaining: 7 }, { id: 'b', stock: 5, remaining: 5 }]),
+      workloads: { deployments: [readyDeployment('x')] },
+      lag: [],
+    };
+    const s1 = buildStatus(undefined, input);
+    assert.equal(s1.phase, 'Ready');
+    assert.equal(s1.observedGeneration, 2);
+    assert.equal(s1.remaining, 12);
+    assert.equal(s1.skuCount, 2);
+    assert.deepEqual(s1.conditions?.map((c) => [c.type, c.status]), [['TopicsReady', 'True'], ['StockReady', 'True'], ['SchemaReady', 'True'], ['WorkloadsReady', 'True'], ['Ready', 'True']]);
+    const s2 = buildStatus(s1, { ...input, now: '2026-01-01T00:05:00Z' });
+    assert.ok(jsonEqual(s1, s2), 'nothing changed ⇒ same status ⇒ no write');
+  });
+
+  it('maps a refused change to NotSupported and Degraded, keeping what was reported before', () => {
+    const s1 = buildStatus(undefined, { generation: 1, now: 't1', topics: ok([{ name: 't', partitions: 4, purpose: 'orders' }]), workloads: { deployments: [] } });
+    const s2 = buildStatus(s1, { generation: 2, now: 't2', topics: { ok: false, reason: 'NotSupported', message: 'Kafka cannot decrease partitions' } });
+    const topics = s2.conditions?.find((c) => c.type === 'TopicsReady');
+    assert.equal(topics?.reason, 'NotSupported');
+    assert.equal(topics?.lastTransitionTime, 't2');
+    assert.deepEqual(s2.topics, s1.topics);
+    assert.equal(s2.phase, 'Degraded');
+    assert.equal(s2.conditions?.find((c) => c.type === 'Ready')?.reason, 'NotSupported');
+  });
+
+  it('waits (Provisioning) while replicas are not ready', () => {
+    const s = buildStatus(undefined, {
+      generation: 1, now: 't', topics: ok([]), schema: ok({ version: 1 }), stock: ok([]),
+      workloads: { deployments: [{ metadata: { name: 'x' }, spec: { replicas: 2 }, status: { readyReplicas: 1 } } as never] },
+    });
+    assert.equal(s.phase, 'Provisioning');
+    assert.match(s.conditions?.find((c) => c.type === 'WorkloadsReady')?.message ?? '', /x 1\/2/);
+  });
+
+  it('Invalid carries the precise message on Ready', () => {
+    const s = buildStatus(undefined, { generation: 1, now: 't', invalid: ['spec.skus[1].id: duplicate SKU id "a"'] });
+    assert.equal(s.phase, 'Invalid');
+    const ready = s.conditions?.find((c) => c.type === 'Ready');
+    assert.equal(ready?.reason, 'InvalidSpec');
+    assert.equal(ready?.message, 'spec.skus[1].id: duplicate SKU id "a"');
+  });
+
+  it('setCondition moves lastTransitionTime only on a status change', () => {
+    const a = setCondition([], { type: 'Ready', status: 'False', reason: 'X', message: 'm' }, 't1');
+    const b = setCondition(a, { type: 'Ready', status: 'False', reason: 'Y', message: 'n' }, 't2');
+    assert.equal(b[0]?.lastTransitionTime, 't1');
+    const c = setCondition(b, { type: 'Ready', status: 'True', reason: 'Z', message: 'o' }, 't3');
+    assert.equal(c[0]?.lastTransitionTime, 't3');
+  });
+});
+
+describe('work queue', () => {
+  it('deduplicates a key and never hands one key to two workers', async () => {
+    const q = new WorkQueue({ clock: new ManualClock() });
+    q.add('a');
+    q.add('a');
+    q.add('b');
+    assert.equal(q.len(), 2);
+    assert.equal(await q.get(), 'a');
+    q.add('a'); // changed while processing: comes back after done()
+    assert.equal(q.len(), 1);
+    assert.equal(await q.get(), 'b');
+    q.done('b');
+    assert.equal(q.len(), 0);
+    q.done('a');
+    assert.equal(q.len(), 1);
+    assert.equal(await q.get(), 'a');
+    q.done('a');
+    q.shutdown();
+    assert.equal(await q.get(), undefined);
+  });
+
+  it('backs off exponentially per key, capped, and forgets on success', () => {
+    const clock = new ManualClock();
+    const q = new WorkQueue({ clock, backoff: { baseDelayMs: 100, maxDelayMs: 1000 } });
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => q.backoff.next('k')), [100, 200, 400, 800, 1000, 1000]);
+    q.forget('k');
+    assert.equal(q.addRateLimited('k'), 100);
+    assert.equal(q.len(), 0);
+    clock.advance(99);
+    assert.equal(q.len(), 0);
+    clock.advance(1);
+    assert.equal(q.len(), 1);
+    assert.equal(q.backoff.next('other'), 100, 'keys back off independently');
+  });
+
+  it('addAfter keeps the earliest pending time', () => {
+    const clock = new ManualClock();
+    const q = new WorkQueue({ clock });
+    q.addAfter('k', 1000);
+    q.addAfter('k', 5000);
+    clock.advance(1000);
+    assert.equal(q.len(), 1);
+    assert.equal(q.delayedLen(), 0);
+  });
+});
+
+class MemoryLeaseStore implements LeaseStore {
+  lease: { spec: LeaseSpec; resourceVersion: string } | null = null;
+  private rv = 0;
+  writes = 0;
+  async get() {
+    return this.lease ? structuredClone(this.lease) : null;
+  }
+  async create(spec: LeaseSpec) {
+    if (this.lease) throw new Error('AlreadyExists');
+    this.writes++;
+    this.lease = { spec, resourceVersion: String(++this.rv) };
+  }
+  async update(spec: LeaseSpec, resourceVersion: string) {
+    if (this.lease?.resourceVersion !== resourceVersion) throw new Error('Conflict');
+    for (const t of [spec.renewTime, spec.acquireTime]) if (t) assert.match(t, /\.\d{6}Z$/, 'MicroTime has six fractional digits');
+    this.writes++;
+    this.lease = { spec, resourceVersion: String(++this.rv) };
+  }
+}
+
+describe('leader election', () => {
+  const timing = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 };
+
+  it('formats MicroTime with six fractional digits', () => {
+    assert.equal(microTime(Date.UTC(2026, 0, 2, 3, 4, 5, 678)), '2026-01-02T03:04:05.678000Z');
+  });
+
+  it('one leader; the other takes over only after the lease expired unrenewed', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryLeaseStore();
+    const mk = (identity: string) => new LeaderElector({ store, identity, clock, ...timing, onStartedLeading: () => {}, onStoppedLeading: () => {} });
+    const a = mk('a');
+    const b = mk('b');
+    assert.equal(await a.tryAcquireOrRenew(), true);
+    assert.equal(await b.tryAcquireOrRenew(), false);
+    clock.advance(2_000);
+    assert.equal(await a.tryAcquireOrRenew(), true, 'renews');
+    assert.equal(await b.tryAcquireOrRenew(), false);
+    // a dies: b sees the same record for a whole lease duration, then takes it.
+    clock.advance(14_000);
+    assert.equal(await b.tryAcquireOrRenew(), false, 'not before the lease duration');
+    clock.advance(1_000);
+    assert.equal(await b.tryAcquireOrRenew(), true, 'takes over at expiry');
+    assert.equal(store.lease?.spec.holderIdentity, 'b');
+    assert.equal(store.lease?.spec.leaseTransitions, 1);
+    assert.equal(await a.tryAcquireOrRenew(), false, 'the old leader does not get it back');
+  });
+
+  it('the run loop signals leadership; stop() releases the lease for an immediate takeover', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryLeaseStore();
+    const events: string[] = [];
+    const a = new LeaderElector({ store, identity: 'a', clock, ...timing, onStartedLeading: () => events.push('a+'), onStoppedLeading: () => events.push('a-') });
+    a.start();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(events, ['a+']);
+    assert.equal(a.isLeader(), true);
+    await a.stop();
+    assert.equal(store.lease?.spec.holderIdentity, null);
+    const b = new LeaderElector({ store, identity: 'b', clock, ...timing, onStartedLeading: () => {}, onStoppedLeading: () => {} });
+    assert.equal(await b.tryAcquireOrRenew(), true, 'released lease is taken at once');
+  });
+
+  it('a leader that cannot renew within the deadline stops leading', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryLeaseStore();
+    const events: string[] = [];
+    const a = new LeaderElector({ store, identity: 'a', clock, ...timing, onStartedLeading: () => events.push('+'), onStoppedLeading: () => events.push('-') });
+    a.start();
+    await new Promise((r) => setImmediate(r));
+    store.get = async () => {
+      throw new Error('apiserver unreachable');
+    };
+    for (let i = 0; i < 6; i++) {
+      clock.advance(2_000);
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.deepEqual(events, ['+', '-']);
+    await a.stop();
+  });
+});
