@@ -2,7 +2,7 @@
 // binary is packaged here. Single-file source launch:
 //   java -cp '.cache/helm/libs/*' infra/helm/Launcher.java lint CHART [--strict]
 //   java -cp '.cache/helm/libs/*' infra/helm/Launcher.java template CHART [--name N] [--namespace NS]
-//        [--values FILE]... [--set KEY=VALUE]... [--kube-version V] [--skip-crds]
+//        [--values FILE]... [--set KEY=VALUE]... [--kube-version V]
 // `template` prints the rendered manifests on stdout; `lint` prints Helm's messages. Any failure
 // (bad values rejected by values.schema.json, template errors, lint errors) exits 1 with Helm's
 // message on stderr, so the caller sees exactly what `helm` would have said.
@@ -43,7 +43,6 @@ public class Launcher {
     TemplateCommand template = helm.template();
     for (int i = 2; i < args.length; i++) {
       String flag = args[i];
-      if (flag.equals("--skip-crds")) { template = template.skipCrds(); continue; }
       if (i + 1 >= args.length) usage();
       String value = args[++i];
       switch (flag) {
@@ -64,7 +63,7 @@ public class Launcher {
 
   static void usage() {
     System.err.println("usage: Launcher lint CHART [--strict] | Launcher template CHART [--name N] [--namespace NS] "
-        + "[--values FILE]... [--set KEY=VALUE]... [--kube-version V] [--skip-crds]");
+        + "[--values FILE]... [--set KEY=VALUE]... [--kube-version V]");
     System.exit(2);
   }
 }

@@ -31,8 +31,6 @@ export interface TemplateOptions {
   values?: Record<string, unknown>;
   /** `--set key=value` pairs. */
   set?: Record<string, string>;
-  /** Leave out the chart's crds/ folder (as `helm install --skip-crds`). */
-  skipCrds?: boolean;
 }
 
 function java(args: string[]): Promise<{ stdout: string; stderr: string }> {
@@ -68,7 +66,6 @@ export async function helmTemplate(chartDir: string, opts: TemplateOptions = {})
     args.push('--values', file);
   }
   for (const [key, value] of Object.entries(opts.set ?? {})) args.push('--set', `${key}=${value}`);
-  if (opts.skipCrds) args.push('--skip-crds');
   try {
     const { stdout } = await java(args);
     return parseAllDocuments(stdout)

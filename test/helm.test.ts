@@ -1,0 +1,352 @@
+// The Helm chart, checked with the real Helm (helm-java): lint, and the manifests `helm template`
+// renders for the default values, every switch on, namespaced mode, the example values files, and
+// values the schema must reject.
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+import { HelmError, helmLint, helmTemplate, type Manifest } from './support/helm.ts';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+const chart = join(root, 'charts/flashsale-operator');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+const fullname = 'flashsale-flashsale-operator';
+
+function only(manifests: Manifest[], kind: string, name?: string): Manifest {
+  const found = manifests.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
+  assert.equal(found.length, 1, `expected one ${kind}${name ? ` ${name}` : ''}, got ${found.length}`);
+  return found[0]!;
+}
+
+function container(manifests: Manifest[]) {
+  const deployment = only(manifests, 'Deployment');
+  assert.equal(deployment.spec.template.spec.containers.length, 1);
+  return deployment.spec.template.spec.containers[0];
+}
+
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { secretKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } };
+}
+
+function env(manifests: Manifest[]): Map<string, EnvVar> {
+  const list = container(manifests).env as EnvVar[];
+  const byName = new Map(list.map((e) => [e.name, e]));
+  assert.equal(byName.size, list.length, 'duplicate environment variables');
+  return byName;
+}
+
+interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+/** The data-plane rules every mode must grant, exactly. */
+const dataPlaneRules: Rule[] = [
+  { apiGroups: ['flashsale.dev'], resources: ['flashsales'], verbs: ['get', 'list', 'watch', 'update', 'patch'] },
+  { apiGroups: ['flashsale.dev'], resources: ['flashsales/status'], verbs: ['get', 'update', 'patch'] },
+  { apiGroups: ['flashsale.dev'], resources: ['flashsales/finalizers'], verbs: ['update'] },
+  { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
+  { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
+  { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+  { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+];
+
+function assertLeaderElection(manifests: Manifest[], namespace: string) {
+  const role = only(manifests, 'Role', `${fullname}-leader-election`);
+  assert.equal(role.metadata.namespace, namespace);
+  const args = container(manifests).args as string[];
+  const leaseName = args.find((a) => a.startsWith('--lease-name='))?.split('=')[1];
+  assert.ok(leaseName, 'the operator is given its Lease name');
+  assert.ok(args.includes(`--lease-namespace=${namespace}`), 'the Lease lives in the release namespace');
+  assert.deepEqual(role.rules, [
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [leaseName], verbs: ['get', 'update', 'patch'] },
+  ]);
+  const binding = only(manifests, 'RoleBinding', `${fullname}-leader-election`);
+  assert.equal(binding.metadata.namespace, namespace);
+  assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name });
+  assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: serviceAccountName(manifests), namespace }]);
+}
+
+function serviceAccountName(manifests: Manifest[]): string {
+  return only(manifests, 'Deployment').spec.template.spec.serviceAccountName;
+}
+
+/** Checks that hold for every values combination. */
+function assertInvariants(manifests: Manifest[], namespace: string) {
+  for (const m of manifests) {
+    const labels = m.metadata.labels ?? {};
+    assert.equal(labels['app.kubernetes.io/name'], 'flashsale-operator', `${m.kind} ${m.metadata.name} labels`);
+    assert.equal(labels['app.kubernetes.io/instance'], 'flashsale', `${m.kind} ${m.metadata.name} labels`);
+    assert.equal(labels['app.kubernetes.io/managed-by'], 'Helm', `${m.kind} ${m.metadata.name} labels`);
+    assert.equal(labels['app.kubernetes.io/version'], pkg.version, `${m.kind} ${m.metadata.name} labels`);
+    if (!m.kind.startsWith('Cluster')) assert.ok(m.metadata.namespace, `${m.kind} ${m.metadata.name} has a namespace`);
+    // Least privilege: no wildcards and no access to Secrets, anywhere.
+    for (const rule of (m.rules ?? []) as Rule[]) {
+      for (const field of [rule.apiGroups, rule.resources, rule.verbs]) assert.ok(!field.includes('*'), `${m.kind} ${m.metadata.name}: wildcard in ${JSON.stringify(rule)}`);
+      assert.ok(!rule.resources.includes('secrets'), `${m.kind} ${m.metadata.name} grants access to Secrets`);
+    }
+  }
+
+  const deployment = only(manifests, 'Deployment');
+  assert.equal(deployment.metadata.namespace, namespace);
+  const pod = deployment.spec.template;
+  for (const [k, v] of Object.entries(deployment.spec.selector.matchLabels as Record<string, string>)) {
+    assert.equal(pod.metadata.labels[k], v, `the Deployment's selector matches its pods (${k})`);
+  }
+  const service = only(manifests, 'Service');
+  for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>)) {
+    assert.equal(pod.metadata.labels[k], v, `the metrics Service selects the operator pods (${k})`);
+  }
+  assert.deepEqual(service.spec.ports.map((p: { name: string; targetPort: string }) => [p.name, p.targetPort]), [['http', 'http']]);
+
+  // Security contexts: non-root, read-only root, no escalation, no capabilities, RuntimeDefault seccomp.
+  assert.equal(pod.spec.securityContext.runAsNonRoot, true);
+  assert.ok(pod.spec.securityContext.runAsUser > 0);
+  assert.equal(pod.spec.securityContext.seccompProfile.type, 'RuntimeDefault');
+  const c = container(manifests);
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+  assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+  assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+  assert.equal(c.securityContext.capabilities.add, undefined);
+  assert.ok(c.volumeMounts.some((v: { mountPath: string }) => v.mountPath === '/tmp'), 'a writable /tmp next to the read-only root');
+
+  // The operator process contract.
+  assert.deepEqual(c.args.slice(0, 1), ['operator']);
+  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
+  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+  assert.equal(c.livenessProbe.httpGet.port, 'http');
+  const port = c.ports.find((p: { name: string }) => p.name === 'http');
+  const e = env(manifests);
+  assert.equal(e.get('HTTP_PORT')?.value, String(port.containerPort));
+  assert.equal(e.get('POD_NAME')?.valueFrom?.fieldRef?.fieldPath, 'metadata.name');
+  assert.equal(e.get('POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath, 'metadata.namespace');
+  assert.equal(e.get('WORKER_IMAGE')?.value, c.image, 'the data plane runs the operator image');
+  for (const name of ['KAFKA_BROKERS', 'REDIS_URL', 'MYSQL_URL', 'LOG_LEVEL', 'WATCH_NAMESPACES']) assert.ok(e.has(name), `${name} is set`);
+  assert.ok(c.resources.requests && c.resources.limits, 'resources are set');
+
+  if (manifests.some((m) => m.kind === 'ServiceAccount')) {
+    assert.equal(only(manifests, 'ServiceAccount').metadata.name, serviceAccountName(manifests));
+  }
+  assertLeaderElection(manifests, namespace);
+}
+
+describe('Helm chart', () => {
+  it('carries the CRD byte for byte and the package version as appVersion', () => {
+    assert.equal(
+      readFileSync(join(chart, 'crds/flashsale.yaml'), 'utf8'),
+      readFileSync(join(root, 'crds/flashsale.yaml'), 'utf8'),
+      'copy crds/flashsale.yaml to charts/flashsale-operator/crds/',
+    );
+    const meta = parse(readFileSync(join(chart, 'Chart.yaml'), 'utf8')) as { apiVersion: string; appVersion: string };
+    assert.equal(meta.apiVersion, 'v2');
+    assert.equal(meta.appVersion, pkg.version);
+  });
+
+  it('has a comment on every key of values.yaml', () => {
+    // Every leaf key is documented by the comment line right above it or above one of its parents
+    // (the fields of podSecurityContext, say, are documented by podSecurityContext's comment).
+    const lines = readFileSync(join(chart, 'values.yaml'), 'utf8').split('\n');
+    const commented = (i: number) => /^\s*#/.test(lines[i - 1] ?? '');
+    const indentOf = (line: string) => /^\s*/.exec(line)![0].length;
+    const undocumented: string[] = [];
+    lines.forEach((line, i) => {
+      const m = /^\s*([A-Za-z][\w-]*):(.*)$/.exec(line);
+      if (!m || m[2]!.trim() === '') return;
+      let documented = commented(i);
+      for (let j = i - 1, indent = indentOf(line); j >= 0 && !documented && indent > 0; j--) {
+        if (lines[j]!.trim() === '' || /^\s*#/.test(lines[j]!) || indentOf(lines[j]!) >= indent) continue;
+        indent = indentOf(lines[j]!);
+        documented = commented(j);
+      }
+      if (!documented) undocumented.push(`values.yaml:${i + 1}: ${line.trim()}`);
+    });
+    assert.deepEqual(undocumented, []);
+  });
+
+  it('passes `helm lint --strict`', async () => {
+    const messages = await helmLint(chart, { strict: true });
+    assert.deepEqual(messages.filter((m) => !m.startsWith('[INFO]')), []);
+  });
+
+  it('fails `helm lint` when the chart values break the schema', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chart-'));
+    try {
+      cpSync(chart, dir, { recursive: true });
+      const values = readFileSync(join(dir, 'values.yaml'), 'utf8');
+      writeFileSync(join(dir, 'values.yaml'), values.replace(/^replicaCount: 1$/m, 'replicaCount: 0'));
+      assert.notEqual(readFileSync(join(dir, 'values.yaml'), 'utf8'), values);
+      await assert.rejects(helmLint(dir), (err: Error) => err instanceof HelmError && /replicaCount/.test(err.message));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe('default values', () => {
+    let manifests: Manifest[];
+    before(async () => {
+      manifests = await helmTemplate(chart, { namespace: 'flashsale-system' });
+    });
+
+    it('renders the operator with cluster-wide least-privilege RBAC', () => {
+      assertInvariants(manifests, 'flashsale-system');
+      assert.deepEqual(manifests.map((m) => m.kind).sort(), [
+        'ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount',
+      ]);
+      assert.deepEqual(only(manifests, 'ClusterRole').rules, dataPlaneRules);
+      const binding = only(manifests, 'ClusterRoleBinding');
+      assert.equal(binding.roleRef.name, only(manifests, 'ClusterRole').metadata.name);
+      assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: serviceAccountName(manifests), namespace: 'flashsale-system' }]);
+    });
+
+    it('wires plain connection settings and the appVersion image', () => {
+      const c = container(manifests);
+      assert.equal(c.image, `flashsale-operator:${pkg.version}`);
+      const e = env(manifests);
+      assert.equal(e.get('KAFKA_BROKERS')?.value, 'kafka:9092');
+      assert.equal(e.get('REDIS_URL')?.value, 'redis://redis:6379');
+      assert.equal(e.get('MYSQL_URL')?.value, 'mysql://flashsale@mysql:3306/flashsale');
+      assert.equal(e.get('WATCH_NAMESPACES')?.value, '');
+      assert.equal(e.get('LOG_LEVEL')?.value, 'info');
+      assert.ok(!e.has('WORKER_REDIS_URL_SECRET') && !e.has('WORKER_MYSQL_URL_SECRET'));
+      assert.equal(only(manifests, 'Deployment').spec.replicas, 1);
+    });
+  });
+
+  describe('every switch on', () => {
+    let manifests: Manifest[];
+    before(async () => {
+      manifests = await helmTemplate(chart, {
+        namespace: 'ops',
+        values: {
+          replicaCount: 3,
+          image: { repository: 'registry.example.com/fs/op', tag: '9.9.9' },
+          operator: { logLevel: 'debug', httpPort: 9090, leaseName: 'fs-leader', extraEnv: [{ name: 'EXTRA', value: 'x' }] },
+          kafka: { brokers: ['k-0:9092', 'k-1:9092'] },
+          redis: { existingSecret: { name: 'redis-conn', key: 'url' } },
+          mysql: { existingSecret: { name: 'mysql-conn', key: 'dsn' } },
+          serviceAccount: { name: 'fs-operator', annotations: { 'iam.example.com/role': 'r' } },
+          podLabels: { team: 'sales' },
+          metrics: {
+            serviceMonitor: { enabled: true, interval: '15s', scrapeTimeout: '10s', additionalLabels: { release: 'prom' } },
+            prometheusRule: { enabled: true, additionalLabels: { release: 'prom' } },
+            dashboards: { enabled: true, namespace: 'monitoring', additionalLabels: { grafana: 'main' } },
+          },
+        },
+      });
+    });
+
+    it('keeps the invariants', () => {
+      assertInvariants(manifests, 'ops');
+      assert.equal(only(manifests, 'Deployment').spec.replicas, 3);
+      assert.equal(only(manifests, 'ServiceAccount').metadata.name, 'fs-operator');
+      assert.equal(only(manifests, 'Deployment').spec.template.metadata.labels.team, 'sales');
+      const c = container(manifests);
+      assert.equal(c.image, 'registry.example.com/fs/op:9.9.9');
+      assert.ok(c.args.includes('--lease-name=fs-leader'));
+      assert.equal(only(manifests, 'Role', `${fullname}-leader-election`).rules[1].resourceNames[0], 'fs-leader');
+    });
+
+    it('reads credentials from the existing Secrets and hands their names to the workers', () => {
+      const e = env(manifests);
+      assert.deepEqual(e.get('REDIS_URL'), { name: 'REDIS_URL', valueFrom: { secretKeyRef: { name: 'redis-conn', key: 'url' } } });
+      assert.deepEqual(e.get('MYSQL_URL'), { name: 'MYSQL_URL', valueFrom: { secretKeyRef: { name: 'mysql-conn', key: 'dsn' } } });
+      assert.equal(e.get('WORKER_REDIS_URL_SECRET')?.value, 'redis-conn/url');
+      assert.equal(e.get('WORKER_MYSQL_URL_SECRET')?.value, 'mysql-conn/dsn');
+      assert.equal(e.get('KAFKA_BROKERS')?.value, 'k-0:9092,k-1:9092');
+      assert.equal(e.get('HTTP_PORT')?.value, '9090');
+      assert.equal(e.get('LOG_LEVEL')?.value, 'debug');
+      assert.equal(e.get('EXTRA')?.value, 'x');
+      const rendered = JSON.stringify(manifests);
+      assert.ok(!rendered.includes('redis://') && !rendered.includes('mysql://'), 'no connection URL in the manifests');
+    });
+
+    it('renders the ServiceMonitor with its additional labels', () => {
+      const sm = only(manifests, 'ServiceMonitor');
+      assert.equal(sm.apiVersion, 'monitoring.coreos.com/v1');
+      assert.equal(sm.metadata.labels?.release, 'prom');
+      assert.deepEqual(sm.spec.endpoints, [{ port: 'http', path: '/metrics', interval: '15s', scrapeTimeout: '10s' }]);
+      assert.deepEqual(sm.spec.selector.matchLabels, only(manifests, 'Service').spec.selector);
+      assert.deepEqual(sm.spec.namespaceSelector.matchNames, ['ops']);
+    });
+
+    it('wraps files/prometheus-rules.yaml in a PrometheusRule', () => {
+      const rule = only(manifests, 'PrometheusRule');
+      assert.equal(rule.metadata.labels?.release, 'prom');
+      const file = parse(readFileSync(join(chart, 'files/prometheus-rules.yaml'), 'utf8')) as { groups: unknown[] };
+      assert.ok(Array.isArray(file.groups) && file.groups.length > 0, 'the rules file has groups');
+      assert.deepEqual(rule.spec, file);
+    });
+
+    it('wraps files/dashboard.json in a ConfigMap for the Grafana sidecar', () => {
+      const cm = only(manifests, 'ConfigMap');
+      assert.equal(cm.metadata.namespace, 'monitoring');
+      assert.equal(cm.metadata.labels?.grafana_dashboard, '1');
+      assert.equal(cm.metadata.labels?.grafana, 'main');
+      const file = readFileSync(join(chart, 'files/dashboard.json'), 'utf8');
+      assert.deepEqual(JSON.parse(cm.data['flashsale.json']), JSON.parse(file));
+    });
+  });
+
+  describe('namespaced mode (watchNamespaces)', () => {
+    let manifests: Manifest[];
+    before(async () => {
+      manifests = await helmTemplate(chart, { namespace: 'flashsale-system', values: { operator: { watchNamespaces: ['shop-a', 'shop-b'] } } });
+    });
+
+    it('grants a Role and RoleBinding in each watched namespace and nothing cluster-wide', () => {
+      assertInvariants(manifests, 'flashsale-system');
+      assert.ok(!manifests.some((m) => m.kind.startsWith('Cluster')), 'no ClusterRole or ClusterRoleBinding');
+      for (const ns of ['shop-a', 'shop-b']) {
+        const role = manifests.find((m) => m.kind === 'Role' && m.metadata.namespace === ns);
+        assert.ok(role, `a Role in ${ns}`);
+        assert.deepEqual(role.rules, dataPlaneRules);
+        const binding = manifests.find((m) => m.kind === 'RoleBinding' && m.metadata.namespace === ns);
+        assert.ok(binding, `a RoleBinding in ${ns}`);
+        assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name });
+        assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: serviceAccountName(manifests), namespace: 'flashsale-system' }]);
+      }
+      assert.equal(manifests.filter((m) => m.kind === 'Role').length, 3, 'two watched namespaces + leader election');
+      assert.equal(env(manifests).get('WATCH_NAMESPACES')?.value, 'shop-a,shop-b');
+    });
+  });
+
+  describe('values the schema rejects', () => {
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ['a misspelt key', { replicas: 2 }, /additional properties 'replicas' not allowed/],
+      ['no replicas', { replicaCount: 0 }, /replicaCount/],
+      ['a broker without a port', { kafka: { brokers: ['kafka'] } }, /brokers/],
+      ['an unknown log level', { operator: { logLevel: 'verbose' } }, /logLevel/],
+      ['a namespace that is not a DNS label', { operator: { watchNamespaces: ['Shop_A'] } }, /watchNamespaces/],
+      ['a Redis URL of another scheme', { redis: { url: 'http://redis:6379' } }, /url/],
+    ];
+    for (const [what, values, reason] of cases) {
+      it(`rejects ${what}`, async () => {
+        await assert.rejects(helmTemplate(chart, { values }), (err: Error) => {
+          assert.ok(err instanceof HelmError, String(err));
+          assert.match(err.message, /values don't meet the specifications of the schema/);
+          assert.match(err.message, reason);
+          return true;
+        });
+      });
+    }
+  });
+
+  describe('example values files', () => {
+    const files = readdirSync(join(root, 'examples')).filter((f) => /^values.*\.ya?ml$/.test(f));
+    it('exist', () => assert.ok(files.length > 0));
+    for (const file of files) {
+      it(`examples/${file} renders and keeps the invariants`, async () => {
+        const manifests = await helmTemplate(chart, { namespace: 'flashsale-system', valuesFiles: [join(root, 'examples', file)] });
+        assertInvariants(manifests, 'flashsale-system');
+      });
+    }
+  });
+});
