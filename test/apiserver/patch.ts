@@ -1,0 +1,261 @@
+// Patch formats the apiserver accepts: JSON merge patch (RFC 7386), JSON patch (RFC 6902), a
+// simplified strategic merge patch for built-in kinds, and the field-set arithmetic behind
+// server-side apply's managedFields (FieldsV1).
+/* eslint-disable @typescript-eslint/no-explicit-any -- arbitrary JSON walked structurally */
+import { ApiError, badRequest } from './errors.ts';
+
+const isObj = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function mergePatch(target: any, patch: any): any {
+  if (!isObj(patch)) return structuredClone(patch);
+  const out: Record<string, any> = isObj(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+function unescapePointer(token: string): string {
+  return token.replace(/~1/g, '/').replace(/~0/g, '~');
+}
+
+function parsePointer(ptr: string): string[] {
+  if (ptr === '') return [];
+  if (!ptr.startsWith('/')) throw badRequest(`invalid JSON pointer ${JSON.stringify(ptr)}`);
+  return ptr.slice(1).split('/').map(unescapePointer);
+}
+
+function patchFailed(msg: string): ApiError {
+  return new ApiError(422, 'Invalid', `the server rejected our request due to an error in our request: ${msg}`);
+}
+
+export function jsonPatch(doc: any, ops: unknown): any {
+  if (!Array.isArray(ops)) throw badRequest('a JSON patch must be an array of operations');
+  let root = structuredClone(doc);
+  const resolve = (tokens: string[]): { parent: any; key: string } => {
+    let cur = root;
+    for (const t of tokens.slice(0, -1)) {
+      cur = Array.isArray(cur) ? cur[Number(t)] : isObj(cur) ? cur[t] : undefined;
+      if (cur === undefined) throw patchFailed(`missing path segment ${JSON.stringify(t)}`);
+    }
+    return { parent: cur, key: tokens[tokens.length - 1]! };
+  };
+  const get = (tokens: string[]): any => {
+    let cur = root;
+    for (const t of tokens) {
+      cur = Array.isArray(cur) ? cur[Number(t)] : isObj(cur) ? cur[t] : undefined;
+      if (cur === undefined) throw patchFailed(`path /${tokens.join('/')} does not exist`);
+    }
+    return cur;
+  };
+  const remove = (tokens: string[]): any => {
+    const { parent, key } = resolve(tokens);
+    if (Array.isArray(parent)) {
+      const i = Number(key);
+      if (!Number.isInteger(i) || i < 0 || i >= parent.length) throw patchFailed(`index ${key} out of range`);
+      return parent.splice(i, 1)[0];
+    }
+    if (!isObj(parent) || !Object.hasOwn(parent, key)) throw patchFailed(`path /${tokens.join('/')} does not exist`);
+    const v = parent[key];
+    delete parent[key];
+    return v;
+  };
+  const add = (tokens: string[], value: any): void => {
+    if (tokens.length === 0) {
+      root = value;
+      return;
+    }
+    const { parent, key } = resolve(tokens);
+    if (Array.isArray(parent)) {
+      const i = key === '-' ? parent.length : Number(key);
+      if (!Number.isInteger(i) || i < 0 || i > parent.length) throw patchFailed(`index ${key} out of range`);
+      parent.splice(i, 0, value);
+    } else if (isObj(parent)) parent[key] = value;
+    else throw patchFailed(`cannot add at /${tokens.join('/')}`);
+  };
+  for (const op of ops) {
+    if (!isObj(op) || typeof op.op !== 'string' || typeof op.path !== 'string') throw badRequest('invalid JSON patch operation');
+    const path = parsePointer(op.path);
+    switch (op.op) {
+      case 'add':
+        add(path, structuredClone(op.value));
+        break;
+      case 'remove':
+        remove(path);
+        break;
+      case 'replace':
+        remove(path);
+        add(path, structuredClone(op.value));
+        break;
+      case 'move':
+        add(path, remove(parsePointer(String(op.from))));
+        break;
+      case 'copy':
+        add(path, structuredClone(get(parsePointer(String(op.from)))));
+        break;
+      case 'test':
+        if (JSON.stringify(get(path)) !== JSON.stringify(op.value)) throw patchFailed(`test operation failed at ${op.path}`);
+        break;
+      default:
+        throw badRequest(`unknown JSON patch operation ${JSON.stringify(op.op)}`);
+    }
+  }
+  return root;
+}
+
+/** The key a strategic merge patch merges list items by (the Go types' patchMergeKey). */
+function mergeKeyOf(items: any[]): string | undefined {
+  for (const key of ['name', 'containerPort', 'type', 'ip', 'mountPath', 'devicePath']) {
+    if (items.length > 0 && items.every((i) => isObj(i) && i[key] !== undefined)) return key;
+  }
+  return undefined;
+}
+
+/**
+ * Strategic merge patch, simplified: maps merge like a merge patch; lists of objects that share a
+ * merge key (name, containerPort, type, ...) merge item by item; other lists are replaced; the
+ * directives kubectl sends ($patch, $setElementOrder, $retainKeys, $deleteFromPrimitiveList) are
+ * honoured or dropped.
+ */
+export function strategicMergePatch(target: any, patch: any): any {
+  if (!isObj(patch)) return structuredClone(patch);
+  if (patch.$patch === 'replace') {
+    const { $patch: _p, ...rest } = patch;
+    return structuredClone(rest);
+  }
+  if (patch.$patch === 'delete') return undefined;
+  const out: Record<string, any> = isObj(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (k.startsWith('$setElementOrder/') || k === '$retainKeys' || k === '$patch') continue;
+    if (k.startsWith('$deleteFromPrimitiveList/')) {
+      const field = k.slice('$deleteFromPrimitiveList/'.length);
+      if (Array.isArray(out[field]) && Array.isArray(v)) out[field] = out[field].filter((x: unknown) => !v.includes(x));
+      continue;
+    }
+    if (v === null) {
+      delete out[k];
+    } else if (Array.isArray(v) && Array.isArray(out[k])) {
+      const key = mergeKeyOf([...v.filter((i) => !(isObj(i) && i.$patch === 'delete' && Object.keys(i).length === 1)), ...out[k]]);
+      if (!key) {
+        out[k] = structuredClone(v);
+        continue;
+      }
+      const merged: any[] = out[k].map((i: any) => structuredClone(i));
+      for (const item of v) {
+        const idx = merged.findIndex((m) => isObj(m) && m[key] === item[key]);
+        if (isObj(item) && item.$patch === 'delete') {
+          if (idx >= 0) merged.splice(idx, 1);
+        } else if (idx >= 0) merged[idx] = strategicMergePatch(merged[idx], item);
+        else merged.push(strategicMergePatch(undefined, item));
+      }
+      out[k] = merged;
+    } else {
+      const r = strategicMergePatch(out[k], v);
+      if (r === undefined) delete out[k];
+      else out[k] = r;
+    }
+  }
+  return out;
+}
+
+// ---- field sets (server-side apply) ----
+
+/** A field path such as ["spec","replicas"]; encoded as a string for set membership. */
+export type FieldPath = string;
+const SEP = '\u0000';
+
+const META_TRACKED = new Set(['labels', 'annotations', 'finalizers', 'ownerReferences']);
+
+/**
+ * Leaf fields of an object as server-side apply tracks them: maps recurse, lists and scalars are
+ * atomic leaves (a simplification: the real server merges associative lists item by item).
+ * apiVersion, kind and server-owned metadata are not tracked.
+ */
+export function leafFields(obj: any): Set<FieldPath> {
+  const out = new Set<FieldPath>();
+  const walk = (v: any, path: string[]): void => {
+    if (isObj(v) && Object.keys(v).length > 0) {
+      for (const [k, c] of Object.entries(v)) walk(c, [...path, k]);
+    } else out.add(path.join(SEP));
+  };
+  if (!isObj(obj)) return out;
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'apiVersion' || k === 'kind') continue;
+    if (k === 'metadata') {
+      if (!isObj(v)) continue;
+      for (const [mk, mv] of Object.entries(v)) if (META_TRACKED.has(mk)) walk(mv, ['metadata', mk]);
+      continue;
+    }
+    walk(v, [k]);
+  }
+  return out;
+}
+
+export function getPath(obj: any, path: FieldPath): any {
+  let cur = obj;
+  for (const k of path.split(SEP)) {
+    if (!isObj(cur)) return undefined;
+    cur = cur[k];
+  }
+  return cur;
+}
+
+export function deletePath(obj: any, path: FieldPath): void {
+  const keys = path.split(SEP);
+  const parents: any[] = [];
+  let cur = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (!isObj(cur)) return;
+    parents.push(cur);
+    cur = cur[k];
+  }
+  if (!isObj(cur)) return;
+  delete cur[keys[keys.length - 1]!];
+  // drop maps the removal left empty, like the real server does for fields nobody owns any more
+  for (let i = parents.length - 1; i >= 0; i--) {
+    const child = parents[i][keys[i]!];
+    if (isObj(child) && Object.keys(child).length === 0) delete parents[i][keys[i]!];
+    else break;
+  }
+}
+
+/** `.spec.replicas` style, as conflict messages show fields. */
+export function showPath(path: FieldPath): string {
+  return path
+    .split(SEP)
+    .map((k) => `.${k}`)
+    .join('');
+}
+
+/** FieldsV1 (`{"f:spec":{"f:replicas":{}}}`) from a field set, and back. */
+export function toFieldsV1(fields: Set<FieldPath>): Record<string, any> {
+  const root: Record<string, any> = {};
+  for (const p of [...fields].sort()) {
+    let cur = root;
+    for (const k of p.split(SEP)) cur = cur[`f:${k}`] ??= {};
+  }
+  return root;
+}
+
+export function fromFieldsV1(f: any): Set<FieldPath> {
+  const out = new Set<FieldPath>();
+  const walk = (node: any, path: string[]): void => {
+    const keys = isObj(node) ? Object.keys(node).filter((k) => k.startsWith('f:')) : [];
+    if (keys.length === 0) {
+      if (path.length > 0) out.add(path.join(SEP));
+      return;
+    }
+    for (const k of keys) walk(node[k], [...path, k.slice(2)]);
+  };
+  walk(f, []);
+  return out;
+}
+
+/** Deep merge for apply: maps merge, everything else (lists included) is replaced. */
+export function applyMerge(target: any, config: any): any {
+  if (!isObj(config) || !isObj(target)) return structuredClone(config);
+  const out: Record<string, any> = { ...target };
+  for (const [k, v] of Object.entries(config)) out[k] = applyMerge(out[k], v);
+  return out;
+}
