@@ -99,10 +99,13 @@ export class OrderCloser {
     const alreadyClosed: string[] = [];
     const conn = await this.pool.getConnection();
     try {
+      // READ COMMITTED: no gap locks, so closers of different partitions (disjoint order ids) never
+      // deadlock on index ranges; the row locks of FOR UPDATE are all the fence needs.
+      await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
       await conn.beginTransaction();
       try {
         const [rows] = await conn.query(
-          'SELECT order_id, status, due_at, sale, sku_id, user_id, quantity FROM orders WHERE order_id IN (?) AND sale = ? ORDER BY order_id FOR UPDATE',
+          'SELECT order_id, status, due_at, sale, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? ORDER BY order_id FOR UPDATE',
           [sorted, this.saleKey],
         );
         const found = new Map((rows as OrderRow[]).map((r) => [r.order_id, r]));
@@ -121,7 +124,7 @@ export class OrderCloser {
           // The rows are locked, so the fence matches exactly the rows chosen above; it stays in the
           // statement anyway so a close can never be written for a paid or not-yet-due order.
           const [upd] = await conn.query(
-            `UPDATE orders SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND status = 'UNPAID' AND due_at <= ?`,
+            `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND status = 'UNPAID' AND due_at <= ?`,
             [nowDate, closingIds, nowDate],
           );
           const changed = (upd as { affectedRows: number }).affectedRows;

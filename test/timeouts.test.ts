@@ -1,0 +1,216 @@
+// The timeout closer against the real Kafka, Redis and MariaDB: on time and never early, exactly
+// one release, pay-vs-close races, buckets per SKU, malformed messages, waiting without stalling.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { splitDue, retryBackoffMs, RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
+import type { ConsumedMessage } from '../controller/infra/kafka.ts';
+import type { OrderCloser } from '../controller/dataplane/close.ts';
+import { eventually } from './support/infra.ts';
+import { logger, readTopic, saleFixture, sleepUntil, type SaleFixture } from './support/timeouts.ts';
+
+const fixtures: SaleFixture[] = [];
+after(async () => {
+  for (const f of fixtures) await f.cleanup();
+});
+
+async function fixture(...args: Parameters<typeof saleFixture>): Promise<SaleFixture> {
+  const f = await saleFixture(...args);
+  fixtures.push(f);
+  return f;
+}
+
+async function startClosers(f: SaleFixture, buckets: string[], o: { closer?: OrderCloser; sessionTimeoutMs?: number; retryBaseMs?: number } = {}) {
+  const closer = o.closer ?? f.closer();
+  const common = { kafka: f.kafka, producer: f.producer, closer, names: f.names, logger, metrics: f.metrics, retryBaseMs: o.retryBaseMs ?? 200, sessionTimeoutMs: o.sessionTimeoutMs };
+  const closers = buckets.map((bucket) => new TimeoutCloser({ ...common, bucket }));
+  const retry = new RetryWorker(common);
+  for (const w of [...closers, retry]) await w.start();
+  return {
+    closers,
+    retry,
+    stop: async () => {
+      for (const w of [...closers, retry]) await w.stop();
+    },
+  };
+}
+
+const msg = (offset: number, value: unknown): ConsumedMessage => ({
+  topic: 't', partition: 0, offset: String(offset), key: null, headers: {}, timestamp: 0,
+  value: Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)),
+});
+
+describe('due-time split (pure)', () => {
+  const dueOf = (m: ConsumedMessage) => {
+    try {
+      return (JSON.parse(m.value?.toString() ?? '') as { dueAt: number }).dueAt;
+    } catch {
+      return null;
+    }
+  };
+
+  it('handles the due prefix and waits at the first message not yet due', () => {
+    const r = splitDue([msg(0, { dueAt: 100 }), msg(1, 'garbage'), msg(2, { dueAt: 1000 }), msg(3, { dueAt: 50 })], 500, dueOf);
+    assert.deepEqual(r.ready.map((m) => m.offset), ['0', '1']);
+    assert.deepEqual(r.wait, { offset: '2', dueAt: 1000 });
+  });
+
+  it('a message due exactly now is due; one millisecond later is not', () => {
+    assert.equal(splitDue([msg(0, { dueAt: 500 })], 500, dueOf).ready.length, 1);
+    assert.deepEqual(splitDue([msg(0, { dueAt: 501 })], 500, dueOf).wait, { offset: '0', dueAt: 501 });
+  });
+
+  it('backs off exponentially, capped', () => {
+    assert.deepEqual([1, 2, 3].map((a) => retryBackoffMs(a, 1000)), [1000, 2000, 4000]);
+    assert.equal(retryBackoffMs(30, 1000), 60_000);
+  });
+});
+
+describe('timeout closer', () => {
+  it('closes after the due time and never before; stock and the user slot come back exactly once', async () => {
+    const f = await fixture({ skus: [{ id: 'phone', stock: 100, timeoutBucket: 'b2' }], buckets: [{ name: 'b2', delay: '2s' }] });
+    const w = await startClosers(f, ['b2']);
+    const dueAt = Date.now() + 2000;
+    const orders = await f.place('phone', 40, { dueAt, quantity: (i) => 1 + (i % 2) });
+    const units = orders.reduce((s, o) => s + o.quantity, 0);
+    assert.equal((await f.stock.level('phone'))?.remaining, 100 - units);
+
+    await sleepUntil(dueAt - 300);
+    assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status <> 'UNPAID'`, [f.names.key]), 0, 'nothing closed before due');
+    assert.equal((await f.stock.level('phone'))?.remaining, 100 - units, 'no stock back before due');
+
+    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key])) === 40, { what: 'all closed' });
+    for (const [id, s] of await f.statuses()) {
+      assert.equal(s.status, 'CLOSED');
+      assert.ok((s.closedAt as number) >= s.dueAt, `${id} closed ${s.dueAt - (s.closedAt as number)} ms early`);
+    }
+    await eventually(async () => (await f.count('SELECT COUNT(*) FROM stock_releases WHERE applied_at IS NOT NULL')) === 40, { what: 'releases applied' });
+    assert.equal((await f.stock.level('phone'))?.remaining, 100);
+    for (const o of orders) assert.equal(await f.stock.holding('phone', o.userId), 0, `${o.userId} slot freed`);
+    assert.equal(await f.metric('flashsale_stock_releases_applied_total'), 40);
+    assert.equal(await f.metric('flashsale_timeout_close_delay_seconds'), 40, 'one close-delay observation per close');
+
+    // The same timeout messages again (a producer retry, a redelivery): nothing changes.
+    await f.produceTimeouts(orders);
+    await eventually(async () => (await f.metric('flashsale_timeout_closes_total', { outcome: 'already_closed' })) === 40, { what: 'duplicates handled' });
+    assert.equal((await f.stock.level('phone'))?.remaining, 100, 'released once');
+    assert.equal(await f.count('SELECT COUNT(*) FROM stock_releases'), 40);
+    assert.equal(await f.metric('flashsale_stock_releases_applied_total'), 40);
+
+    // The freed slot lets the user buy again.
+    const again = await f.stock.reserve({ orderId: 'again-1', userId: orders[0]?.userId as string, skuId: 'phone', quantity: 1, reservedAt: Date.now() }, 1);
+    assert.equal(again.outcome, 'reserved');
+    await w.stop();
+  });
+
+  it('1,000 pay-vs-timeout races at the due instant: PAID xor CLOSED, released units == closed units', async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 5000, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }] });
+    const w = await startClosers(f, ['b1']);
+    const dueAt = Date.now() + 2500;
+    const orders = await f.place('sku', 1000, { dueAt, quantity: (i) => 1 + (i % 3) });
+    assert.ok(Date.now() < dueAt - 200, 'orders placed before they fall due');
+    // Each payment arrives within 600 ms after the due instant, while the closer is closing the same orders.
+    const paidOk = await Promise.all(
+      orders.map(async (o) => {
+        await sleepUntil(dueAt + Math.floor(Math.random() * 600));
+        // The API's conditional pay: it wins only while the order is still UNPAID.
+        const [res] = await f.pool.query(`UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ? AND status = 'UNPAID'`, [new Date(), o.orderId]);
+        return (res as { affectedRows: number }).affectedRows === 1;
+      }),
+    );
+    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { what: 'every order decided' });
+    await eventually(async () => (await f.count('SELECT COUNT(*) FROM stock_releases WHERE applied_at IS NULL')) === 0, { what: 'releases applied' });
+    const st = await f.statuses();
+    let paidUnits = 0;
+    let closedUnits = 0;
+    orders.forEach((o, i) => {
+      const s = st.get(o.orderId)?.status;
+      assert.ok(s === 'PAID' || s === 'CLOSED', `${o.orderId} is ${s}`);
+      assert.equal(s === 'PAID', paidOk[i], `${o.orderId}: pay answered ${paidOk[i]} but the order is ${s}`);
+      if (s === 'PAID') paidUnits += o.quantity;
+      else closedUnits += o.quantity;
+    });
+    const closed = orders.filter((o) => st.get(o.orderId)?.status === 'CLOSED');
+    const [rel] = await f.pool.query('SELECT order_id, quantity FROM stock_releases');
+    const releases = rel as { order_id: string; quantity: number }[];
+    assert.equal(releases.length, closed.length);
+    assert.deepEqual(new Set(releases.map((r) => r.order_id)), new Set(closed.map((o) => o.orderId)), 'a release for every closed order and none for a paid one');
+    assert.equal(releases.reduce((s, r) => s + r.quantity, 0), closedUnits);
+    assert.equal((await f.stock.level('sku'))?.remaining, 5000 - paidUnits, 'Redis holds back exactly the paid units');
+    assert.equal(await f.redis.scard(f.names.redis.sku('sku').released), closed.length);
+    logger.warn({ paid: orders.length - closed.length, closed: closed.length }, 'pay-vs-timeout race outcome');
+    assert.ok(closed.length > 0 && closed.length < orders.length, `both sides won some races (closed ${closed.length} of ${orders.length})`);
+    await w.stop();
+  });
+
+  it('two SKUs with different buckets in one sale close at their own times', async () => {
+    const f = await fixture({
+      skus: [{ id: 'ebook', stock: 50, timeoutBucket: 'fast' }, { id: 'phone', stock: 50, timeoutBucket: 'slow' }],
+      buckets: [{ name: 'fast', delay: '1s' }, { name: 'slow', delay: '3s' }],
+    });
+    const w = await startClosers(f, ['fast', 'slow']);
+    const createdAt = Date.now() + 500;
+    const fast = await f.place('ebook', 20, { createdAt, dueAt: createdAt + 1000 });
+    const slow = await f.place('phone', 20, { createdAt, dueAt: createdAt + 3000 });
+    const closedOf = async (list: typeof fast) => {
+      const st = await f.statuses();
+      return list.filter((o) => st.get(o.orderId)?.status === 'CLOSED').length;
+    };
+    await eventually(async () => (await closedOf(fast)) === 20, { what: 'fast bucket closed' });
+    assert.ok(Date.now() < createdAt + 3000, 'fast bucket closed before the slow one fell due');
+    assert.equal(await closedOf(slow), 0, 'slow bucket still open');
+    await eventually(async () => (await closedOf(slow)) === 20, { what: 'slow bucket closed' });
+    for (const s of (await f.statuses()).values()) assert.ok((s.closedAt as number) >= s.dueAt);
+    assert.equal((await f.stock.level('ebook'))?.remaining, 50);
+    assert.equal((await f.stock.level('phone'))?.remaining, 50);
+    await w.stop();
+  });
+
+  it('sends a malformed timeout message to the dead-letter topic at once and goes on', async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 10, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }], partitions: 1 });
+    const w = await startClosers(f, ['b1']);
+    await f.producer.send([{ topic: f.names.topics.delay('b1'), messages: [{ key: 'bad', value: '{"v":1,"orderId":' }] }]);
+    const [order] = await f.place('sku', 1, { dueAt: Date.now() });
+    await eventually(async () => (await f.statuses()).get(order?.orderId as string)?.status === 'CLOSED', { what: 'the good order behind it closed' });
+    const [dl] = await readTopic(f.kafka, f.names.topics.deadLetter, 1);
+    const record = JSON.parse(dl?.value?.toString() ?? '{}') as { source: string; reason: string; value: string; offset: string };
+    assert.equal(record.source, 'timeouts');
+    assert.match(record.reason, /malformed timeout message: not JSON/);
+    assert.equal(record.value, '{"v":1,"orderId":');
+    assert.equal(record.offset, '0');
+    assert.equal(await f.metric('flashsale_dead_letters_total', { source: 'timeouts', reason: 'malformed' }), 1);
+    await w.stop();
+  });
+
+  it('waits without sleeping: a paused partition does not stall the others and causes no rebalance', async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 100, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '1s' }], partitions: 3 });
+    // Session timeout 6 s, far order due in 12 s: the wait outlasts a session, so heartbeats must go on.
+    const w = await startClosers(f, ['b'], { sessionTimeoutMs: 6000 });
+    const farDue = Date.now() + 12_000;
+    const [far] = await f.place('sku', 1, { dueAt: farDue });
+    const worker = (w.closers[0] as TimeoutCloser).worker;
+    await eventually(() => worker.waiting().length === 1, { what: 'the far partition paused' });
+    const pausedPartition = worker.waiting()[0]?.partition;
+    const now = await f.place('sku', 30, { dueAt: Date.now() });
+    // Where did each message land? Read the delay topic with a separate group.
+    const seen = await readTopic(f.kafka, f.names.topics.delay('b'), 31);
+    const partitionOf = new Map(seen.map((m) => [m.key, m.partition]));
+    assert.equal(partitionOf.get(far?.orderId as string), pausedPartition);
+    const behind = now.filter((o) => partitionOf.get(o.orderId) === pausedPartition);
+    const free = now.filter((o) => partitionOf.get(o.orderId) !== pausedPartition);
+    assert.ok(free.length > 0, 'some orders on other partitions');
+    await eventually(async () => {
+      const st = await f.statuses();
+      return free.every((o) => st.get(o.orderId)?.status === 'CLOSED');
+    }, { what: 'orders on the other partitions closed' });
+    assert.ok(Date.now() < farDue - 1000, 'they closed while the far order still waited');
+    const st = await f.statuses();
+    assert.equal(st.get(far?.orderId as string)?.status, 'UNPAID');
+    for (const o of behind) assert.equal(st.get(o.orderId)?.status, 'UNPAID', 'orders behind the waiting head wait with it');
+    await eventually(async () => (await f.statuses()).get(far?.orderId as string)?.status === 'CLOSED', { timeoutMs: 15_000, what: 'far order closed' });
+    const done = await f.statuses();
+    assert.ok((done.get(far?.orderId as string)?.closedAt as number) >= farDue);
+    for (const o of behind) assert.equal(done.get(o.orderId)?.status, 'CLOSED');
+    assert.equal(worker.joins, 1, 'one group join: no rebalance while waiting');
+    await w.stop();
+  });
+});
