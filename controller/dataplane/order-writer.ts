@@ -5,8 +5,8 @@
 //   1. parse; malformed or foreign messages are set aside for the dead-letter topic (never block);
 //   2. claim the reservations in Redis, one script call per SKU (see stock.ts): an order whose
 //      reservation the reaper already returned is written CLOSED, so nothing vanishes silently;
-//   3. one multi-row INSERT … ON DUPLICATE KEY UPDATE order_id = order_id per chunk: a redelivered
-//      order changes nothing (the order id is the primary key);
+//   3. one multi-row INSERT IGNORE per chunk: a redelivered order changes nothing (the order id is
+//      the primary key);
 //   4. publish one TimeoutMessage per UNPAID order to its bucket's delay topic, and the dead
 //      letters, with acks=all;
 //   5. commit the offsets.
@@ -45,8 +45,21 @@ export interface WrittenRow {
   dueAt: number;
 }
 
-const INSERT_SQL =
-  'INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at) VALUES ? ON DUPLICATE KEY UPDATE order_id = order_id';
+// INSERT IGNORE skips rows whose order id is already there, and its affected-row count is the number
+// of new rows (ON DUPLICATE KEY UPDATE counts matched duplicates too under mysql2's FOUND_ROWS flag).
+// It would also turn out-of-range values into warnings, so every value is checked before (see
+// checkRanges) and such a message goes to the dead-letter topic instead.
+const INSERT_SQL = 'INSERT IGNORE INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at) VALUES ?';
+
+const MAX_QUANTITY = 0xffff_ffff; // INT UNSIGNED
+const MIN_TIME = Date.UTC(2000, 0, 1);
+const MAX_TIME = Date.UTC(9999, 0, 1); // DATETIME ends at 9999-12-31
+
+/** What the column types cannot hold; the parser already bounds the string lengths to the columns'. */
+function checkRanges(o: OrderMessage, delayMs: number): void {
+  if (o.quantity > MAX_QUANTITY) throw new MalformedMessageError(`field quantity: at most ${MAX_QUANTITY}`);
+  if (o.createdAt < MIN_TIME || o.createdAt + delayMs >= MAX_TIME) throw new MalformedMessageError('field createdAt: outside the years 2000 to 9998');
+}
 
 export class OrderWriter {
   private readonly opts: OrderWriterOptions;
@@ -88,7 +101,9 @@ export class OrderWriter {
       try {
         const order = parseOrderMessage(m.value);
         if (order.sale !== ctx.key) throw new MalformedMessageError(`sale ${order.sale} is not ${ctx.key}`);
-        if (!ctx.skus.has(order.skuId)) throw new MalformedMessageError(`unknown SKU ${order.skuId}`);
+        const sku = ctx.skus.get(order.skuId);
+        if (!sku) throw new MalformedMessageError(`unknown SKU ${order.skuId}`);
+        checkRanges(order, sku.delayMs);
         orders.push(order);
       } catch (err) {
         if (!(err instanceof MalformedMessageError)) throw err;
@@ -165,7 +180,6 @@ export class OrderWriter {
     for (let attempt = 1; ; attempt++) {
       try {
         const [res] = await this.opts.pool.query(INSERT_SQL, [values]);
-        // ON DUPLICATE KEY UPDATE with no change counts 0 for an existing row, 1 for a new one.
         return (res as { affectedRows: number }).affectedRows;
       } catch (err) {
         // Concurrent batches that redeliver the same ids can deadlock on the key locks; the statement is idempotent.

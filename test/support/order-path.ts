@@ -1,0 +1,93 @@
+// Shared fixtures of the order-path tests: a sale of their own (unique namespace ⇒ own topics,
+// groups and Redis keys), provisioned through provision.ts, and a small HTTP client.
+import { Agent, request } from 'node:http';
+import type { Config } from '../../controller/config.ts';
+import type { KafkaGateway } from '../../controller/infra/kafka.ts';
+import { createPool, type Pool } from '../../controller/infra/mysql.ts';
+import type { Redis } from '../../controller/infra/redis.ts';
+import { ensureSchema, ensureStock, ensureTopics } from '../../controller/dataplane/provision.ts';
+import { saleContext, type SaleContext } from '../../controller/dataplane/sale-context.ts';
+import { validateFlashSale, type FlashSale } from '../../controller/spec/flashsale.ts';
+import { deleteRedisKeys, deleteTopics } from './infra.ts';
+
+export function saleDoc(namespace: string, spec: Record<string, unknown> = {}, name = 'sale'): FlashSale {
+  return validateFlashSale({
+    apiVersion: 'flashsale.dev/v1alpha1',
+    kind: 'FlashSale',
+    metadata: { name, namespace },
+    spec: {
+      perUserLimit: 1,
+      skus: [
+        { id: 'hot', stock: 100, timeoutBucket: 'short' },
+        { id: 'one', stock: 1, timeoutBucket: 'short' },
+        { id: 'plenty', stock: 100000, timeoutBucket: 'long' },
+      ],
+      timeoutBuckets: [
+        { name: 'short', delay: '1m' },
+        { name: 'long', delay: '30m' },
+      ],
+      kafka: { partitions: 3, replicationFactor: 1 },
+      ...spec,
+    },
+  });
+}
+
+/** Schema, topics and stock through the same functions `flashsale run` and the operator use. */
+export async function provisionSale(sale: FlashSale, deps: { config: Config; kafka: KafkaGateway; redis: Redis; pool: Pool }): Promise<SaleContext> {
+  await ensureSchema(deps.config.mysql);
+  const ctx = saleContext(sale, deps.redis);
+  await ensureTopics(await deps.kafka.admin(), sale);
+  await ensureStock(ctx.stock, deps.pool, sale, ctx.key);
+  return ctx;
+}
+
+export async function removeSale(ctx: SaleContext, deps: { kafka: KafkaGateway; redis: Redis }): Promise<void> {
+  await deleteTopics(deps.kafka, `flashsale.${ctx.sale.metadata.namespace}.`);
+  await deleteRedisKeys(deps.redis, ctx.names.redis.patterns);
+}
+
+export function pool(config: Config): Pool {
+  return createPool(config.mysql, { connectionLimit: 5 });
+}
+
+export interface Reply {
+  status: number;
+  body: Record<string, unknown>;
+  text: string;
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** One HTTP request over a keep-alive pool (bounded sockets, so thousands of calls queue client-side). */
+export function http(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = request(url, { method, agent, headers: { ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: Record<string, unknown> = {};
+        try {
+          parsed = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          // Not JSON (e.g. /metrics): callers use `text`.
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed, text });
+      });
+    });
+    req.on('error', reject);
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
+
+export function closeHttpAgent(): void {
+  agent.destroy();
+}
+
+/** Rows of a SKU in MySQL. */
+export async function orderRows(db: Pool, sale: string, skuId: string): Promise<{ order_id: string; user_id: string; quantity: number; status: string }[]> {
+  const [rows] = await db.query('SELECT order_id, user_id, quantity, status FROM orders WHERE sale = ? AND sku_id = ?', [sale, skuId]);
+  return rows as { order_id: string; user_id: string; quantity: number; status: string }[];
+}
