@@ -1,6 +1,245 @@
+// `flashsale operator`: watches FlashSales (and the Deployments they own), and — while it holds
+// the leader Lease — reconciles them from a deduplicating work queue. See docs/operator.md.
+import { hostname } from 'node:os';
+import { KubeConfig } from '@kubernetes/client-node';
 import type { CommandContext, CommandValues } from '../cli.ts';
+import { ConfigError, type Config } from '../config.ts';
+import { serveWorkerEndpoints } from '../dataplane/worker-http.ts';
+import { createKafkaGateway } from '../infra/kafka.ts';
+import { createPool } from '../infra/mysql.ts';
+import { createRedis } from '../infra/redis.ts';
+import { createRegistry } from '../metrics/dataplane.ts';
+import { LagCollector } from '../metrics/lag.ts';
+import { observeReconcile, operatorMetrics } from '../metrics/operator.ts';
+import { parseDuration, type FlashSale } from '../spec/flashsale.ts';
+import { systemClock } from './clock.ts';
+import { ResilientInformer } from './informer.ts';
+import { createKubeClient, isConflict, paths, type KubeClient } from './kube.ts';
+import { LeaderElector, type LeaseSpec, type LeaseStore } from './leader.ts';
+import { Reconciler, RetryableError } from './reconciler.ts';
+import { Stabilizer } from './scaling.ts';
+import { LABEL_SALE, MANAGED_BY, parseSecretRef, type WorkerEnv } from './workloads.ts';
+import { WorkQueue } from './workqueue.ts';
+import pkg from '../../package.json' with { type: 'json' };
 
-export async function command(_values: CommandValues, ctx: CommandContext): Promise<void> {
-  ctx.logger.error('not implemented yet');
-  process.exitCode = 1;
+type Env = Record<string, string | undefined>;
+
+export interface OperatorOptions {
+  namespaces: string[];
+  leaseName: string;
+  leaseNamespace: string;
+  identity: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+  resyncPeriodMs: number;
+  requeueAfterMs: number;
+  scaleDownWindowMs: number;
+  lagIntervalMs: number;
+  stepTimeoutMs: number;
+  workers: number;
+  worker: WorkerEnv;
+}
+
+function duration(env: Env, name: string, fallback: string): number {
+  const raw = env[name] || fallback;
+  try {
+    return parseDuration(raw);
+  } catch {
+    throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected a duration as Ns, Nm or Nh`);
+  }
+}
+
+function mysqlUrl(config: Config, env: Env): string {
+  if (env.MYSQL_URL) return env.MYSQL_URL;
+  const m = config.mysql;
+  const auth = m.password ? `${encodeURIComponent(m.user)}:${encodeURIComponent(m.password)}` : encodeURIComponent(m.user);
+  return `mysql://${auth}@${m.host}:${m.port}/${m.database}`;
+}
+
+/** The operator's settings from flags and the environment (the Helm chart's contract, see docs/operator.md). */
+export function operatorOptions(values: CommandValues, config: Config, env: Env = process.env): OperatorOptions {
+  const fromFlags = ((values.namespace as unknown as string[] | undefined) ?? []).filter(Boolean);
+  const fromEnv = (env.WATCH_NAMESPACES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const namespaces = [...new Set([...fromFlags, ...fromEnv])];
+  const secret = (name: string) => {
+    const raw = env[name];
+    if (!raw) return undefined;
+    const ref = parseSecretRef(raw);
+    if (!ref) throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected secret-name/key`);
+    return ref;
+  };
+  const workers = Number(env.OPERATOR_WORKERS || '2');
+  if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new ConfigError(`invalid OPERATOR_WORKERS=${JSON.stringify(env.OPERATOR_WORKERS)}: expected 1..32`);
+  const o: OperatorOptions = {
+    namespaces,
+    leaseName: (values['lease-name'] as string | undefined) || env.LEASE_NAME || 'flashsale-operator',
+    leaseNamespace: (values['lease-namespace'] as string | undefined) || env.POD_NAMESPACE || 'default',
+    identity: env.POD_NAME || `${hostname()}_${process.pid}`,
+    leaseDurationMs: duration(env, 'LEASE_DURATION', '15s'),
+    renewDeadlineMs: duration(env, 'LEASE_RENEW_DEADLINE', '10s'),
+    retryPeriodMs: duration(env, 'LEASE_RETRY_PERIOD', '2s'),
+    resyncPeriodMs: duration(env, 'RESYNC_PERIOD', '10m'),
+    requeueAfterMs: duration(env, 'SCALE_INTERVAL', '15s'),
+    scaleDownWindowMs: duration(env, 'SCALE_DOWN_STABILIZATION', '5m'),
+    lagIntervalMs: duration(env, 'LAG_INTERVAL', '5s'),
+    stepTimeoutMs: duration(env, 'STEP_TIMEOUT', '20s'),
+    workers,
+    worker: {
+      image: env.WORKER_IMAGE || `flashsale-operator:${pkg.version}`,
+      kafkaBrokers: config.kafkaBrokers,
+      redisUrl: config.redisUrl,
+      mysqlUrl: mysqlUrl(config, env),
+      redisSecret: secret('WORKER_REDIS_URL_SECRET'),
+      mysqlSecret: secret('WORKER_MYSQL_URL_SECRET'),
+      logLevel: config.logLevel,
+    },
+  };
+  if (o.renewDeadlineMs >= o.leaseDurationMs) throw new ConfigError('invalid LEASE_RENEW_DEADLINE: must be shorter than LEASE_DURATION');
+  if (o.retryPeriodMs >= o.renewDeadlineMs) throw new ConfigError('invalid LEASE_RETRY_PERIOD: must be shorter than LEASE_RENEW_DEADLINE');
+  return o;
+}
+
+export function leaseStore(client: KubeClient, namespace: string, name: string): LeaseStore {
+  type Lease = { metadata: { resourceVersion: string }; spec?: LeaseSpec };
+  return {
+    async get() {
+      try {
+        const l = await client.request<Lease>('GET', paths.lease(namespace, name));
+        return { spec: l.spec ?? {}, resourceVersion: l.metadata.resourceVersion };
+      } catch (err) {
+        if ((err as { status?: number }).status === 404) return null;
+        throw err;
+      }
+    },
+    async create(spec) {
+      await client.request('POST', paths.leases(namespace), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec });
+    },
+    async update(spec, resourceVersion) {
+      await client.request('PUT', paths.lease(namespace, name), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace, resourceVersion }, spec });
+    },
+  };
+}
+
+export async function command(values: CommandValues, ctx: CommandContext): Promise<void> {
+  const { config, logger } = ctx;
+  const o = operatorOptions(values, config);
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  const client = createKubeClient(kc);
+  const registry = createRegistry();
+  const metrics = operatorMetrics(registry);
+  const clock = systemClock;
+
+  let leading = false;
+  const { server, url } = await serveWorkerEndpoints(registry, config.httpPort, () => true, process.env.HTTP_HOST || '0.0.0.0');
+  logger.info({ url, identity: o.identity, namespaces: o.namespaces.length ? o.namespaces : 'all', lease: `${o.leaseNamespace}/${o.leaseName}` }, 'operator serving /metrics, /healthz, /readyz');
+
+  const kafka = createKafkaGateway({ brokers: config.kafkaBrokers, clientId: `flashsale-operator-${o.identity}`, logger, retries: 2, requestTimeoutMs: 10_000 });
+  const redis = createRedis(config.redisUrl, { lazyConnect: true });
+  redis.on('error', (err) => logger.debug({ err: err.message }, 'redis'));
+  const pool = createPool(config.mysql, { connectionLimit: 4 });
+  const lag = new LagCollector({ kafka, registry, intervalMs: o.lagIntervalMs, logger });
+  const sales = new Map<string, FlashSale>();
+  const stabilizer = new Stabilizer(o.scaleDownWindowMs, clock);
+  const reconciler = new Reconciler({
+    client, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, identity: o.identity,
+    stepTimeoutMs: o.stepTimeoutMs,
+    requeueAfterMs: o.requeueAfterMs,
+    onSale: (key, sale) => {
+      const before = sales.size;
+      if (sale) sales.set(key, sale);
+      else sales.delete(key);
+      if (sale || before !== sales.size) lag.setSales([...sales.values()]);
+    },
+  });
+
+  const queue = new WorkQueue({ clock, backoff: { baseDelayMs: 500, maxDelayMs: 60_000 } });
+  const keyOf = (obj: { metadata?: { namespace?: string; name?: string } }) => `${obj.metadata?.namespace}/${obj.metadata?.name}`;
+  const enqueue = (key: string) => {
+    if (!leading) return;
+    queue.add(key);
+    metrics.workQueueDepth.set(queue.len());
+  };
+  const scopes = o.namespaces.length > 0 ? o.namespaces : [undefined];
+  const saleInformers = scopes.map(
+    (ns) => new ResilientInformer<{ metadata?: { namespace?: string; name?: string } }>({ kc, client, path: paths.flashsales(ns), logger, onChange: (obj) => enqueue(keyOf(obj)) }),
+  );
+  const deploymentInformers = scopes.map(
+    (ns) =>
+      new ResilientInformer<{ metadata?: { namespace?: string; labels?: Record<string, string> } }>({
+        kc, client, path: paths.deployments(ns), labelSelector: `app.kubernetes.io/managed-by=${MANAGED_BY}`, logger,
+        onChange: (d) => {
+          const sale = d.metadata?.labels?.[LABEL_SALE];
+          if (sale) enqueue(`${d.metadata?.namespace}/${sale}`);
+        },
+      }),
+  );
+  const resyncAll = () => {
+    for (const inf of saleInformers) for (const s of inf.list()) enqueue(keyOf(s));
+  };
+
+  const workerLoop = async () => {
+    for (;;) {
+      const key = await queue.get();
+      if (key === undefined) return;
+      metrics.workQueueDepth.set(queue.len());
+      const started = clock.now();
+      try {
+        const out = await reconciler.reconcile(key);
+        queue.forget(key);
+        observeReconcile(metrics, out.result, (clock.now() - started) / 1000);
+        if (out.requeueAfterMs) queue.addAfter(key, out.requeueAfterMs);
+      } catch (err) {
+        const delay = queue.addRateLimited(key);
+        const conflict = isConflict(err);
+        observeReconcile(metrics, conflict ? 'requeue' : 'error', (clock.now() - started) / 1000);
+        const log = err instanceof RetryableError || conflict ? logger.warn.bind(logger) : logger.error.bind(logger);
+        log({ sale: key, err: (err as Error).message, retryInMs: delay }, 'reconcile failed');
+      } finally {
+        queue.done(key);
+      }
+    }
+  };
+
+  let resyncTimer: NodeJS.Timeout | undefined;
+  const elector = new LeaderElector({
+    store: leaseStore(client, o.leaseNamespace, o.leaseName),
+    identity: o.identity,
+    leaseDurationMs: o.leaseDurationMs,
+    renewDeadlineMs: o.renewDeadlineMs,
+    retryPeriodMs: o.retryPeriodMs,
+    clock,
+    logger,
+    onStartedLeading: () => {
+      leading = true;
+      metrics.leader.set(1);
+      lag.start();
+      for (let i = 0; i < o.workers; i++) void workerLoop();
+      resyncAll();
+      resyncTimer = setInterval(resyncAll, o.resyncPeriodMs);
+    },
+    onStoppedLeading: () => {
+      // Another replica may already be reconciling: stop at once; the Deployment restarts us as a candidate.
+      metrics.leader.set(0);
+      logger.error('lost the leader lease; exiting so a fresh candidate takes over');
+      process.exit(1);
+    },
+  });
+  metrics.leader.set(0);
+  await Promise.all([...saleInformers, ...deploymentInformers].map((i) => i.start()));
+  elector.start();
+
+  await ctx.stopping;
+  logger.info('stopping');
+  leading = false;
+  if (resyncTimer) clearInterval(resyncTimer);
+  queue.shutdown();
+  await elector.stop();
+  await Promise.allSettled([...saleInformers, ...deploymentInformers].map((i) => i.stop()));
+  await lag.stop();
+  server.close();
+  await Promise.allSettled([kafka.close(), redis.quit(), pool.end()]);
+  // Informers' watch sockets and kafkajs timers may linger; the operator's work is done.
+  process.exit(process.exitCode ?? 0);
 }

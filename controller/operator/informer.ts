@@ -1,0 +1,74 @@
+// client-node's informer (ListWatch) re-lists on 410 Gone, but on any other error (dropped
+// connection, apiserver down, a failed list) it reports the error and stops for good. This
+// wrapper restarts it with exponential backoff, so the operator keeps watching through apiserver
+// restarts; the restarted informer re-lists, which also delivers whatever changed meanwhile.
+import { makeInformer, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import type { Logger } from '../log.ts';
+import { systemClock, type Clock, type Timer } from './clock.ts';
+import type { KubeClient, KubeList } from './kube.ts';
+
+export interface ResilientInformerOptions<T> {
+  kc: KubeConfig;
+  client: KubeClient;
+  /** Collection path, e.g. /apis/apps/v1/namespaces/ns/deployments. */
+  path: string;
+  labelSelector?: string;
+  onChange: (obj: T, verb: 'add' | 'update' | 'delete') => void;
+  logger: Logger;
+  clock?: Clock;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export class ResilientInformer<T extends KubernetesObject> {
+  private readonly o: ResilientInformerOptions<T>;
+  private readonly informer;
+  private readonly clock: Clock;
+  private backoffMs: number;
+  private restartTimer: Timer | undefined;
+  private stopped = false;
+  restarts = 0;
+
+  constructor(o: ResilientInformerOptions<T>) {
+    this.o = o;
+    this.clock = o.clock ?? systemClock;
+    this.backoffMs = o.minBackoffMs ?? 500;
+    const query = o.labelSelector ? `?labelSelector=${encodeURIComponent(o.labelSelector)}` : '';
+    this.informer = makeInformer<T>(o.kc, o.path, () => o.client.request<KubeList<T>>('GET', o.path + query), o.labelSelector);
+    for (const verb of ['add', 'update', 'delete'] as const) {
+      this.informer.on(verb, (obj: T) => {
+        this.backoffMs = o.minBackoffMs ?? 500;
+        o.onChange(obj, verb);
+      });
+    }
+    this.informer.on('error', (err: unknown) => this.restart(err));
+  }
+
+  private restart(err: unknown): void {
+    if (this.stopped) return;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.o.maxBackoffMs ?? 30_000);
+    this.o.logger.warn({ path: this.o.path, err: String((err as Error)?.message ?? err), retryInMs: delay }, 'watch failed; restarting the informer');
+    this.restartTimer?.cancel();
+    this.restartTimer = this.clock.setTimer(() => {
+      if (this.stopped) return;
+      this.restarts++;
+      this.informer.start().catch((e: unknown) => this.restart(e));
+    }, delay);
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.informer.start().catch((e: unknown) => this.restart(e));
+  }
+
+  list(): readonly T[] {
+    return this.informer.list();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.restartTimer?.cancel();
+    await this.informer.stop();
+  }
+}

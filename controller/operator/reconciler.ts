@@ -1,0 +1,288 @@
+// One reconcile of one FlashSale: gather (the sale, its children, lag) → decide (pure, decide.ts)
+// → act (provision topics/schema/stock, apply children) → write status only if it changed.
+// A round with nothing to change makes no write at all, to the API or elsewhere.
+import type { V1Deployment, V1Service } from '@kubernetes/client-node';
+import type { MysqlConfig } from '../config.ts';
+import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError } from '../dataplane/provision.ts';
+import { StockStore } from '../dataplane/stock.ts';
+import type { KafkaGateway } from '../infra/kafka.ts';
+import type { Pool } from '../infra/mysql.ts';
+import type { Redis } from '../infra/redis.ts';
+import type { Logger } from '../log.ts';
+import type { LagSnapshot } from '../metrics/lag.ts';
+import { forgetSale, setSalePhase, setSkuStock, type OperatorMetrics, type SalePhase } from '../metrics/operator.ts';
+import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts';
+import type { Clock } from './clock.ts';
+import { buildStatus, decide, FINALIZER, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
+import { microTime } from './leader.ts';
+import { isConflict, isNotFound, paths, type KubeClient, type KubeList } from './kube.ts';
+import type { Stabilizer } from './scaling.ts';
+import { LABEL_SALE, MANAGED_BY, merged, type WorkerEnv } from './workloads.ts';
+
+export interface ReconcilerDeps {
+  client: KubeClient;
+  kafka: Pick<KafkaGateway, 'admin'>;
+  redis: Redis;
+  pool: Pool;
+  mysql: MysqlConfig;
+  env: WorkerEnv;
+  lag: { snapshot(flashsale: string): LagSnapshot };
+  stabilizer: Stabilizer;
+  clock: Clock;
+  metrics?: OperatorMetrics;
+  logger: Logger;
+  identity: string;
+  /** Bound of one provisioning step, so an unreachable system fails the round instead of hanging it. */
+  stepTimeoutMs: number;
+  /** Valid sales are looked at again this often (lag-based scaling, drift repair). */
+  requeueAfterMs: number;
+  /** Called with each valid sale being provisioned, and with undefined when a sale is gone. */
+  onSale?: (key: string, sale: FlashSale | undefined) => void;
+}
+
+/** A failed round that should be retried with backoff (after its status was written). */
+export class RetryableError extends Error {
+  override name = 'RetryableError';
+}
+
+export interface ReconcileOutcome {
+  result: 'success' | 'invalid' | 'requeue';
+  requeueAfterMs?: number;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms}ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function isMysqlError(err: unknown): boolean {
+  const e = err as Record<string, unknown>;
+  return typeof e === 'object' && e !== null && ('sqlState' in e || 'sqlMessage' in e || 'fatal' in e);
+}
+
+/** Typed errors → condition reasons. */
+export function reasonOf(err: unknown, system: 'kafka' | 'redis' | 'mysql' | 'stock'): string {
+  if (err instanceof NotSupportedError) return 'NotSupported';
+  if (system === 'kafka') return 'KafkaUnavailable';
+  if (system === 'mysql') return 'MySQLUnavailable';
+  if (system === 'redis') return 'RedisUnavailable';
+  return isMysqlError(err) ? 'MySQLUnavailable' : 'RedisUnavailable';
+}
+
+const UNAVAILABLE = new Set(['KafkaUnavailable', 'RedisUnavailable', 'MySQLUnavailable', 'ApplyFailed']);
+
+export class Reconciler {
+  private readonly d: ReconcilerDeps;
+
+  constructor(deps: ReconcilerDeps) {
+    this.d = deps;
+  }
+
+  async reconcile(key: string): Promise<ReconcileOutcome> {
+    const [namespace, name] = key.split('/') as [string, string];
+    let raw: RawSale;
+    try {
+      raw = await this.d.client.request<RawSale>('GET', paths.flashsale(namespace, name));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.forget(key);
+      return { result: 'success' };
+    }
+    const decision = decide(raw);
+    switch (decision.action) {
+      case 'ignore':
+        return { result: 'success' };
+      case 'invalid': {
+        const status = buildStatus(raw.status, { generation: raw.metadata.generation ?? 0, now: this.now(), invalid: decision.problems });
+        await this.writeStatus(raw, status);
+        return { result: 'invalid' };
+      }
+      case 'finalize':
+        return this.finalize(raw, key, decision.cleanup, decision.sale);
+      case 'provision':
+        return this.provision(raw, key, decision.sale, decision.addFinalizer);
+    }
+  }
+
+  private now(): string {
+    return new Date(this.d.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  }
+
+  private forget(key: string): void {
+    this.d.stabilizer.forget(`${key}/`);
+    this.d.onSale?.(key, undefined);
+    if (this.d.metrics) void forgetSale(this.d.metrics, key);
+  }
+
+  private async finalize(raw: RawSale, key: string, cleanup: 'delete-data' | 'retain' | 'force', sale?: FlashSale): Promise<ReconcileOutcome> {
+    if (cleanup === 'force') {
+      await this.event(raw, 'Warning', 'ForceDeleted', `finalizer removed by the ${'flashsale.dev/force-delete'} annotation; the sale's topics and Redis keys were not cleaned up`);
+    } else if (cleanup === 'delete-data' && sale) {
+      try {
+        const admin = await withTimeout(this.d.kafka.admin(), this.d.stepTimeoutMs, 'Kafka');
+        await withTimeout(deleteSaleData(admin, this.d.redis, sale), this.d.stepTimeoutMs, 'cleanup');
+      } catch (err) {
+        const reason = /redis|max retries/i.test(String((err as Error).message)) ? 'RedisUnavailable' : 'KafkaUnavailable';
+        const message = `cannot delete the sale's data, the finalizer stays until it can (or set annotation flashsale.dev/force-delete: "true"): ${(err as Error).message}`;
+        const status = buildStatus(raw.status, { generation: raw.metadata.generation ?? 0, now: this.now(), deleting: { reason, message } });
+        if (await this.writeStatus(raw, status)) await this.event(raw, 'Warning', reason, message);
+        throw new RetryableError(message);
+      }
+      await this.event(raw, 'Normal', 'DataDeleted', "deleted the sale's Kafka topics and Redis keys (orders in MySQL are kept)");
+    }
+    const finalizers = (raw.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
+    await this.d.client.request('PATCH', paths.flashsale(raw.metadata.namespace, raw.metadata.name), { metadata: { finalizers, resourceVersion: raw.metadata.resourceVersion } }, 'application/merge-patch+json');
+    this.forget(key);
+    return { result: 'success' };
+  }
+
+  private async provision(raw: RawSale, key: string, sale: FlashSale, addFinalizer: boolean): Promise<ReconcileOutcome> {
+    const { namespace, name } = raw.metadata;
+    if (addFinalizer) {
+      const updated = await this.d.client.request<RawSale>(
+        'PATCH',
+        paths.flashsale(namespace, name),
+        { metadata: { finalizers: [...(raw.metadata.finalizers ?? []), FINALIZER], resourceVersion: raw.metadata.resourceVersion } },
+        'application/merge-patch+json',
+      );
+      raw = updated;
+      sale = { ...sale, metadata: { ...sale.metadata, resourceVersion: updated.metadata.resourceVersion, finalizers: updated.metadata.finalizers } };
+    }
+    this.d.onSale?.(key, sale);
+    const step = async <T>(what: string, system: 'kafka' | 'redis' | 'mysql' | 'stock', run: () => Promise<T>): Promise<Step<T>> => {
+      try {
+        return { ok: true, value: await withTimeout(run(), this.d.stepTimeoutMs, what) };
+      } catch (err) {
+        this.d.logger.warn({ sale: key, step: what, err: (err as Error).message }, 'provisioning step failed');
+        return { ok: false, reason: reasonOf(err, system), message: (err as Error).message };
+      }
+    };
+    // Gather + act on the external systems. Each ensure* checks before it changes anything, so a
+    // round with nothing to do only reads.
+    const schema = await step('schema', 'mysql', async () => ({ version: (await ensureSchema(this.d.mysql)).version }));
+    const topics = await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
+    const stock = await step('stock', 'stock', async () => (await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key)).skus);
+
+    const selector = encodeURIComponent(`${LABEL_SALE}=${name},app.kubernetes.io/managed-by=${MANAGED_BY}`);
+    const owned = <T extends V1Deployment | V1Service>(list: KubeList<T>) =>
+      list.items.filter((o) => (o.metadata?.ownerReferences ?? []).some((r) => r.uid === raw.metadata.uid && r.controller));
+    const listChildren = async () => ({
+      deployments: owned(await this.d.client.request<KubeList<V1Deployment>>('GET', `${paths.deployments(namespace)}?labelSelector=${selector}`)),
+      services: owned(await this.d.client.request<KubeList<V1Service>>('GET', `${paths.services(namespace)}?labelSelector=${selector}`)),
+    });
+    let children = await listChildren();
+
+    const lag = this.lagOf(key);
+    let failed: { reason: string; message: string } | undefined;
+    let blocked: string | undefined;
+    if (schema.ok && topics.ok && stock.ok) {
+      const recs = recommendations(sale, lag, sale.spec.kafka.partitions);
+      const replicas: Record<string, number> = {};
+      for (const [workload, rec] of Object.entries(recs)) {
+        const current = children.deployments.find((d) => d.metadata?.name === workload)?.spec?.replicas;
+        replicas[workload] = this.d.stabilizer.stabilize(`${key}/${workload}`, rec, current);
+      }
+      const plan = planChildren(sale, this.d.env, replicas, children);
+      try {
+        const pathOf = (o: V1Deployment | V1Service) => (o.kind === 'Service' ? paths.services(namespace) : paths.deployments(namespace));
+        const itemPath = (o: V1Deployment | V1Service) =>
+          o.kind === 'Service' ? paths.service(namespace, o.metadata?.name ?? '') : paths.deployment(namespace, o.metadata?.name ?? '');
+        for (const o of plan.create) {
+          await this.d.client.request('POST', pathOf(o), o);
+          await this.event(raw, 'Normal', 'Created', `created ${o.kind} ${o.metadata?.name}`);
+        }
+        for (const { existing, desired } of plan.update) {
+          await this.d.client.request('PUT', itemPath(desired), merged(existing, desired));
+          const before = (existing as V1Deployment).spec?.replicas;
+          const after = (desired as V1Deployment).spec?.replicas;
+          const what = desired.kind === 'Deployment' && before !== after ? `scaled ${desired.metadata?.name} from ${before} to ${after} replicas` : `updated ${desired.kind} ${desired.metadata?.name}`;
+          await this.event(raw, 'Normal', desired.kind === 'Deployment' && before !== after ? 'Scaled' : 'Updated', what);
+        }
+        for (const o of plan.delete) {
+          await this.d.client.request('DELETE', itemPath(o));
+          await this.event(raw, 'Normal', 'Deleted', `deleted ${o.kind} ${o.metadata?.name} (no longer in the spec)`);
+        }
+      } catch (err) {
+        failed = { reason: isConflict(err) ? 'Conflict' : 'ApplyFailed', message: (err as Error).message };
+      }
+      if (plan.create.length + plan.update.length + plan.delete.length > 0) children = await listChildren();
+    } else {
+      blocked = 'workloads wait for topics, schema and stock';
+    }
+
+    const status = buildStatus(raw.status, {
+      generation: raw.metadata.generation ?? 0,
+      now: this.now(),
+      schema,
+      topics,
+      stock,
+      workloads: { deployments: children.deployments, failed, blocked },
+      lag,
+    });
+    await this.writeStatus(raw, status);
+    if (this.d.metrics) {
+      setSalePhase(this.d.metrics, key, (status.phase ?? 'Pending') as SalePhase);
+      for (const s of status.skus ?? []) setSkuStock(this.d.metrics, key, { id: s.id ?? '', stock: s.stock ?? 0, remaining: s.remaining ?? 0, sold: (s.stock ?? 0) - (s.remaining ?? 0) });
+    }
+    const unavailable = [schema, topics, stock].find((s): s is { ok: false; reason: string; message: string } => !s.ok && UNAVAILABLE.has(s.reason));
+    if (unavailable || failed) throw new RetryableError(unavailable?.message ?? failed?.message ?? 'retry');
+    return { result: 'requeue', requeueAfterMs: this.d.requeueAfterMs };
+  }
+
+  private lagOf(key: string): LagObservation[] {
+    return this.d.lag
+      .snapshot(key)
+      .groups.map((g) => ({ group: g.group, topic: g.topic, lag: g.lag, overdue: g.overdue }))
+      .sort((a, b) => a.group.localeCompare(b.group));
+  }
+
+  /** Writes status when it differs from the stored one; emits an Event per condition that turned bad or Ready. */
+  private async writeStatus(raw: RawSale, status: FlashSaleStatus): Promise<boolean> {
+    if (jsonEqual(raw.status ?? {}, status)) return false;
+    const { namespace, name } = raw.metadata;
+    await this.d.client.request('PUT', `${paths.flashsale(namespace, name)}/status`, { ...raw, status });
+    for (const c of status.conditions ?? []) {
+      const before = raw.status?.conditions?.find((p: Condition) => p.type === c.type);
+      if (before && before.status === c.status && before.reason === c.reason && before.message === c.message) continue;
+      if (c.type === 'Ready' && c.status === 'True') await this.event(raw, 'Normal', 'Ready', c.message ?? 'ready');
+      else if (c.status === 'False' && !['Progressing', 'Blocked', 'Pending'].includes(c.reason ?? '')) {
+        if (c.type === 'Ready' && status.conditions?.some((x) => x.type !== 'Ready' && x.status === 'False' && x.reason === c.reason)) continue;
+        await this.event(raw, 'Warning', c.reason ?? 'Failed', `${c.type}: ${c.message ?? ''}`);
+      }
+    }
+    return true;
+  }
+
+  /** A core/v1 Event on the FlashSale; failures are logged, never fail the round. */
+  private async event(raw: RawSale, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const { namespace, name, uid } = raw.metadata;
+    const now = this.d.clock.now();
+    const ts = new Date(now).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const body = {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { name: `${name}.${now.toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`, namespace },
+      involvedObject: { apiVersion: raw.apiVersion ?? 'flashsale.dev/v1alpha1', kind: 'FlashSale', name, namespace, uid },
+      reason,
+      message: message.slice(0, 1024),
+      type,
+      count: 1,
+      firstTimestamp: ts,
+      lastTimestamp: ts,
+      eventTime: microTime(now),
+      source: { component: 'flashsale-operator' },
+      reportingComponent: 'flashsale.dev/operator',
+      reportingInstance: this.d.identity,
+      action: reason,
+    };
+    try {
+      await this.d.client.request('POST', paths.events(namespace), body);
+    } catch (err) {
+      this.d.logger.warn({ sale: `${namespace}/${name}`, reason, err: (err as Error).message }, 'could not record an event');
+    }
+  }
+}
+
