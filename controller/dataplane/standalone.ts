@@ -10,6 +10,7 @@ import { createPool, type Pool } from '../infra/mysql.ts';
 import { createRedis, type Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import { createRegistry } from '../metrics/dataplane.ts';
+import { LagCollector } from '../metrics/lag.ts';
 import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashsale.ts';
 import { OrderApi } from './api.ts';
 import { OrderWriter } from './order-writer.ts';
@@ -68,8 +69,16 @@ export const startReaper: WorkerStarter = async (env) => {
   return { name: 'reaper', stop: () => reaper.stop() };
 };
 
+/** Consumer lag and the delay-topic split of every sale, on the same /metrics (as the operator exports them). */
+export const startLagCollector: WorkerStarter = async (env) => {
+  const collector = new LagCollector({ kafka: env.kafka, registry: env.registry, intervalMs: 2000, logger: env.logger.child({ worker: 'lag' }) });
+  collector.setSales(env.sales.map((s) => s.sale));
+  collector.start();
+  return { name: 'lag collector', stop: () => collector.stop() };
+};
+
 /** Started in this order, stopped in reverse (the API stops taking orders before the writers stop). */
-export const workerStarters: WorkerStarter[] = [startOrderWriters, startReaper, startApi];
+export const workerStarters: WorkerStarter[] = [startLagCollector, startOrderWriters, startReaper, startApi];
 
 /** Provisions every sale (schema, topics, stock) through provision.ts. */
 export async function provisionAll(sales: FlashSale[], env: Pick<StandaloneEnv, 'config' | 'kafka' | 'pool' | 'logger'>, contexts: SaleContext[]): Promise<void> {
