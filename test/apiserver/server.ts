@@ -28,8 +28,13 @@ export interface ApiServer {
   port: number;
   /** A kubeconfig (YAML) pointing at this server, with `insecure-skip-tls-verify: true`. */
   kubeconfigYaml(namespace?: string): string;
-  /** Forgets all watch history: a watch from any resourceVersion before now gets 410 Expired. */
+  /**
+   * Forgets all watch history: a watch resumed from any resourceVersion handed out before this call
+   * (even the latest) gets 410 Expired; lists made afterwards return a resourceVersion that works.
+   */
   compact(): void;
+  /** Counters of list and watch requests, and of watches answered with 410 Expired. */
+  stats(): { lists: number; watches: number; expired: number };
   /** Ends every open watch (abrupt: destroys the sockets instead of ending the responses). Returns how many. */
   dropWatches(opts?: { abrupt?: boolean }): number;
   /** Sends a BOOKMARK now to every watch that allowed bookmarks. */
@@ -118,6 +123,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   const types = new Map<string, ResourceType>(); // `${group}/${version}/${plural}`
   const groupOrder: string[] = [];
   const watchers = new Set<Watcher>();
+  const counters = { lists: 0, watches: 0, expired: 0 };
 
   const register = (rt: ResourceType): void => {
     types.set(`${rt.group}/${rt.version}/${rt.plural}`, rt);
@@ -589,6 +595,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   };
 
   const list = (r: Route, url: URL): any => {
+    counters.lists += 1;
     const labels = labelSelector(url.searchParams.get('labelSelector'));
     const fields = fieldSelector(url.searchParams.get('fieldSelector'));
     const matches = (o: any): boolean => (r.ns === undefined || o.metadata.namespace === r.ns) && labels(o.metadata.labels ?? {}) && fields(o.metadata);
@@ -632,7 +639,9 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true',
       closed: false,
     };
+    counters.watches += 1;
     if (from !== undefined && from < compactedRV) {
+      counters.expired += 1;
       send(w, 'ERROR', statusObject(410, 'Expired', `too old resource version: ${from} (${compactedRV})`));
       w.closed = true;
       res.end();
@@ -873,9 +882,12 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       ].join('\n');
     },
     compact() {
+      // a fresh resourceVersion with nothing before it kept: only RVs handed out from now on resume
+      rv += 1;
       compactedRV = rv;
       history = [];
     },
+    stats: () => ({ ...counters }),
     dropWatches(opts = {}) {
       const open = [...watchers];
       for (const w of open) endWatch(w, opts.abrupt === true);
