@@ -413,8 +413,11 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     }
 
     if (rt.generation && specPart(old) !== specPart(next)) next.metadata.generation = (old.metadata.generation ?? 0) + 1;
-    if (canon(withoutVolatile(old)) === canon(withoutVolatile(next))) return old; // a no-op is not written
     next.metadata.managedFields = writeManaged(o.managed(old, next));
+    // a no-op is not written; new ownership alone (a second applier of the same values) is a change,
+    // but refreshed managedFields timestamps are not
+    const ownership = (x: any): string => canon((x.metadata.managedFields ?? []).map(({ time: _t, ...e }: any) => e));
+    if (canon(withoutVolatile(old)) === canon(withoutVolatile(next)) && ownership(old) === ownership(next)) return old;
 
     if (next.metadata.deletionTimestamp && (next.metadata.finalizers ?? []).length === 0) {
       delete next.metadata.finalizers;
