@@ -48,7 +48,7 @@ export class Compensator {
   private stopped = false;
 
   constructor(o: CompensatorOptions) {
-    this.o = { clock: systemClock, chunkSize: 500, leaseMs: 30_000, useLock: true, ...o, metrics: o.metrics };
+    this.o = { ...o, clock: o.clock ?? systemClock, chunkSize: o.chunkSize ?? 500, leaseMs: o.leaseMs ?? 30_000, useLock: o.useLock ?? true, metrics: o.metrics };
     this.lease = new RedisLease(o.redis, o.lockKey, this.o.leaseMs);
   }
 

@@ -83,7 +83,9 @@ export class DelayedTopicWorker {
       groupId: this.o.groupId,
       topics: [this.o.topic],
       partitionsConsumedConcurrently: this.o.partitionsConsumedConcurrently ?? 3,
-      sessionTimeoutMs: this.o.sessionTimeoutMs,
+      // The handler never blocks, so heartbeats are always on time; a short session lets a
+      // replacement take over a crashed closer's partitions within seconds, not Kafka's default 30 s.
+      sessionTimeoutMs: this.o.sessionTimeoutMs ?? 10_000,
       maxWaitMs: 50,
     });
     this.consumer = consumer;
