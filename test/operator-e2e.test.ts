@@ -1,0 +1,391 @@
+// End to end: the real operator process (bin/flashsale.js operator) against the test apiserver,
+// driven with the real kubectl, provisioning the real Kafka, Redis and MariaDB.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import mysql from 'mysql2/promise';
+import { stringify } from 'yaml';
+import { createKubeClient, paths, type KubeClient, type KubeList } from '../controller/operator/kube.ts';
+import type { Condition, FlashSaleStatus } from '../controller/spec/flashsale.ts';
+import { saleNames } from '../controller/spec/names.ts';
+import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { kubeConfigFor, setDeploymentStatus, startApiServer, type ApiServer } from './support/kube.ts';
+import { kubectlFor, type Kubectl } from './support/kubectl.ts';
+import { startOperator, type OperatorProcess } from './support/operator.ts';
+
+const run = promisify(execFile);
+const config = testConfig();
+const kafka = testKafka();
+const redis = testRedis();
+
+interface Sale {
+  metadata: { name: string; namespace: string; uid: string; finalizers?: string[]; generation: number; resourceVersion: string };
+  spec: Record<string, unknown>;
+  status?: FlashSaleStatus;
+}
+
+let server: ApiServer;
+let kubectl: Kubectl;
+let client: KubeClient;
+const namespaces: string[] = [];
+const operators: OperatorProcess[] = [];
+
+function ns(): string {
+  const n = uniqueName('op');
+  namespaces.push(n);
+  return n;
+}
+
+async function operator(namespace: string, extra: { identity?: string; leaseName?: string; env?: Record<string, string> } = {}) {
+  const op = await startOperator({ kubeconfigYaml: server.kubeconfigYaml(), config, namespace, identity: extra.identity ?? `op-${namespace}`, leaseName: extra.leaseName, env: extra.env });
+  operators.push(op);
+  return op;
+}
+
+const saleYaml = (name: string, spec: Record<string, unknown>) => stringify({ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name }, spec });
+
+function baseSpec(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    skus: [
+      { id: 'phone-x', stock: 100, timeoutBucket: '5m' },
+      { id: 'ebook-y', stock: 500, timeoutBucket: '30m' },
+    ],
+    timeoutBuckets: [
+      { name: '5m', delay: '5m' },
+      { name: '30m', delay: '30m' },
+    ],
+    kafka: { partitions: 2, replicationFactor: 1 },
+    ...over,
+  };
+}
+
+async function apply(namespace: string, yaml: string): Promise<void> {
+  await kubectl.ok(['apply', '--validate=false', '-n', namespace, '-f', '-'], { stdin: yaml });
+}
+
+async function getSale(namespace: string, name: string): Promise<Sale> {
+  return client.request<Sale>('GET', paths.flashsale(namespace, name));
+}
+
+const cond = (s: Sale, type: string): Condition | undefined => s.status?.conditions?.find((c) => c.type === type);
+
+async function deployments(namespace: string) {
+  return (await client.request<KubeList<{ metadata: { name: string; ownerReferences?: { uid: string; controller?: boolean }[] }; spec: { replicas: number; template: { spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } } }>>('GET', paths.deployments(namespace))).items;
+}
+
+/** Marks every Deployment of the namespace ready (there is no kubelet here). */
+async function markReady(namespace: string): Promise<void> {
+  const kc = kubeConfigFor(server);
+  for (const d of await deployments(namespace)) await setDeploymentStatus(kc, namespace, d.metadata.name);
+}
+
+async function waitFor(namespace: string, name: string, check: (s: Sale) => boolean, what: string, timeoutMs = 40_000): Promise<Sale> {
+  let last: Sale | undefined;
+  try {
+    return await eventually(async () => {
+      last = await getSale(namespace, name);
+      return check(last) ? last : undefined;
+    }, { timeoutMs, intervalMs: 200, what });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}`, { cause: err });
+  }
+}
+
+async function waitReady(namespace: string, name: string): Promise<Sale> {
+  await eventually(async () => (await deployments(namespace)).length >= 4, { timeoutMs: 40_000, what: 'deployments' });
+  await markReady(namespace);
+  return waitFor(namespace, name, (s) => s.status?.phase === 'Ready' && s.status.observedGeneration === s.metadata.generation, 'Ready');
+}
+
+/** kind/name@resourceVersion of every FlashSale, Deployment, Service and Event of the namespace. */
+async function objectVersions(namespace: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const [kind, path] of [['flashsale', paths.flashsales(namespace)], ['deployment', paths.deployments(namespace)], ['service', paths.services(namespace)], ['event', paths.events(namespace)]] as const) {
+    const list = await client.request<KubeList<{ metadata: { name: string; resourceVersion: string } }>>('GET', path);
+    for (const o of list.items) out.push(`${kind}/${o.metadata.name}@${o.metadata.resourceVersion}`);
+  }
+  return out.sort();
+}
+
+const jsonEqualArrays = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+async function topicPartitions(topic: string): Promise<number | undefined> {
+  const admin = await kafka.admin();
+  return (await admin.describeTopics([topic]))[0]?.partitions;
+}
+
+async function sql<T>(query: string, params: unknown[] = []): Promise<T> {
+  const { host, port, user, password, database } = config.mysql;
+  const conn = await mysql.createConnection({ host, port, user, password, database });
+  try {
+    return (await conn.query(query, params))[0] as T;
+  } finally {
+    await conn.end();
+  }
+}
+
+before(async () => {
+  server = await startApiServer();
+  kubectl = kubectlFor(server.kubeconfigYaml());
+  client = createKubeClient(kubeConfigFor(server));
+  await kubectl.ok(['apply', '--validate=false', '-f', 'crds/flashsale.yaml']);
+  await eventually(async () => (await kubectl.run(['get', 'flashsales', '-A'])).status === 0, { what: 'CRD served' });
+});
+
+after(async () => {
+  await Promise.allSettled(operators.map((o) => o.stop('SIGKILL')));
+  for (const n of namespaces) {
+    await deleteTopics(kafka, `flashsale.${n}.`).catch(() => undefined);
+    await deleteRedisKeys(redis, [`fs:{${n}/*`, `fs:${n}/*`]).catch(() => undefined);
+  }
+  await dropDatabase(config).catch(() => undefined);
+  kubectl?.cleanup();
+  await server?.close();
+  await kafka.close();
+  redis.disconnect();
+});
+
+describe('operator end to end', () => {
+  it('kubectl apply examples/flashsale.yaml → Ready: topics, stock, orders table, owned Deployments + Service; a second reconcile writes nothing', async () => {
+    const namespace = ns();
+    const op = await operator(namespace);
+    await kubectl.ok(['apply', '--validate=false', '-n', namespace, '-f', 'examples/flashsale.yaml']);
+    const sale = await waitReady(namespace, 'singles-day');
+    for (const t of ['TopicsReady', 'StockReady', 'SchemaReady', 'WorkloadsReady', 'Ready']) {
+      const c = cond(sale, t);
+      assert.equal(c?.status, 'True', `${t}: ${JSON.stringify(c)}`);
+      assert.ok(c?.lastTransitionTime && c.reason && c.observedGeneration === sale.metadata.generation, JSON.stringify(c));
+    }
+    assert.deepEqual(sale.metadata.finalizers, ['flashsale.dev/cleanup']);
+    assert.equal(sale.status?.skuCount, 2);
+    assert.equal(sale.status?.remaining, 51_000);
+
+    const n = saleNames({ namespace, name: 'singles-day' });
+    const { stdout } = await run('kcat', ['-b', config.kafkaBrokers[0]!, '-L', '-m', '10']);
+    for (const topic of [n.topics.orders, n.topics.delay('5m'), n.topics.delay('30m'), n.topics.retry, n.topics.deadLetter]) {
+      assert.match(stdout, new RegExp(`topic "${topic.replace(/\./g, '\\.')}" with 6 partitions`), topic);
+    }
+    assert.equal(await redis.get(n.redis.sku('phone-x').stock), '1000');
+    assert.equal(await redis.get(n.redis.sku('ebook-y').stock), '50000');
+    const tables = await sql<{ TABLE_NAME: string }[]>('SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?', [config.mysql.database]);
+    assert.ok(tables.some((t) => t.TABLE_NAME === 'orders'));
+
+    const ds = await deployments(namespace);
+    assert.deepEqual(ds.map((d) => d.metadata.name).sort(), ['singles-day-api', 'singles-day-compensator', 'singles-day-order-writer', 'singles-day-timeout-closer-30m', 'singles-day-timeout-closer-5m']);
+    for (const d of ds) assert.deepEqual(d.metadata.ownerReferences?.map((r) => [r.uid, r.controller]), [[sale.metadata.uid, true]]);
+    const closer = ds.find((d) => d.metadata.name === 'singles-day-timeout-closer-5m');
+    assert.deepEqual(closer?.spec.template.spec.containers[0]?.args, ['timeout-closer', '--bucket', '5m']);
+    const svc = await client.request<{ metadata: { ownerReferences: { uid: string }[] } }>('GET', paths.service(namespace, 'singles-day-api'));
+    assert.equal(svc.metadata.ownerReferences[0]?.uid, sale.metadata.uid);
+
+    // Idempotence: the operator reconciles every second (SCALE_INTERVAL=1s); let it run a few
+    // rounds and check that no object it manages was written (the Lease renewals are the only
+    // writes, so the global resourceVersion moves; the objects' resourceVersions must not).
+    // The lag collector's first round lands a moment after Ready; from then on nothing changes.
+    const settled = await waitFor(namespace, 'singles-day', (s) => (s.status?.lag ?? []).length === 4, 'lag of the 4 groups in status');
+    assert.deepEqual(settled.status?.lag?.map((l) => [l.lag, l.overdue]), [[0, 0], [0, 0], [0, 0], [0, 0]]);
+    const rv = await objectVersions(namespace);
+    assert.ok(rv.length >= 8, rv.join(' '));
+    const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
+    await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= before + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
+    const later = await objectVersions(namespace);
+    if (!jsonEqualArrays(later, rv)) assert.fail(`reconciles with nothing changed must not write: ${JSON.stringify((await getSale(namespace, 'singles-day')).status)} vs ${JSON.stringify(settled.status)}`);
+    const events = await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']);
+    assert.match(events, /"reason": "Ready"/);
+    assert.equal((await fetch(`${op.url}/healthz`)).status, 200);
+    assert.equal(await op.metric('flashsale_operator_leader'), 1);
+  });
+
+  it('rolls out added SKUs, raised stock, more partitions and replicas; refuses partition decrease and stock cut below sold with NotSupported', async () => {
+    const namespace = ns();
+    await operator(namespace);
+    await apply(namespace, saleYaml('s1', baseSpec()));
+    await waitReady(namespace, 's1');
+    const n = saleNames({ namespace, name: 's1' });
+
+    await apply(namespace, saleYaml('s1', baseSpec({
+      skus: [
+        { id: 'phone-x', stock: 150, timeoutBucket: '5m' },
+        { id: 'ebook-y', stock: 500, timeoutBucket: '30m' },
+        { id: 'case-z', stock: 7, timeoutBucket: '5m' },
+      ],
+      kafka: { partitions: 3, replicationFactor: 1 },
+      workers: { api: { replicas: 3 } },
+    })));
+    await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === 's1-api')?.spec.replicas === 3, { what: 'api scaled to 3' });
+    await markReady(namespace);
+    let sale = await waitFor(namespace, 's1', (s) => s.status?.phase === 'Ready' && s.status.observedGeneration === s.metadata.generation, 'Ready after edit');
+    assert.equal(await redis.get(n.redis.sku('case-z').stock), '7');
+    assert.equal(await redis.get(n.redis.sku('phone-x').stock), '150');
+    assert.equal(await topicPartitions(n.topics.orders), 3);
+    assert.equal(await topicPartitions(n.topics.delay('30m')), 3);
+    assert.deepEqual(sale.status?.skus?.map((s) => [s.id, s.stock, s.remaining]), [['phone-x', 150, 150], ['ebook-y', 500, 500], ['case-z', 7, 7]]);
+
+    // Partition decrease: refused, topics untouched.
+    await apply(namespace, saleYaml('s1', baseSpec({ skus: [{ id: 'phone-x', stock: 150, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m' }, { id: 'case-z', stock: 7, timeoutBucket: '5m' }], kafka: { partitions: 2, replicationFactor: 1 }, workers: { api: { replicas: 3 } } })));
+    sale = await waitFor(namespace, 's1', (s) => cond(s, 'TopicsReady')?.reason === 'NotSupported', 'partition decrease refused');
+    assert.match(cond(sale, 'TopicsReady')?.message ?? '', /cannot decrease partitions/);
+    assert.equal(sale.status?.phase, 'Degraded');
+    assert.equal(await topicPartitions(n.topics.orders), 3);
+    const events = await kubectl.ok(['get', 'events', '-n', namespace]);
+    assert.match(events, /NotSupported/);
+
+    // Stock cut below what is sold (40 of phone-x reserved in Redis): refused, Redis untouched.
+    await redis.decrby(n.redis.sku('phone-x').stock, 40);
+    await apply(namespace, saleYaml('s1', baseSpec({ skus: [{ id: 'phone-x', stock: 30, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m' }, { id: 'case-z', stock: 7, timeoutBucket: '5m' }], kafka: { partitions: 3, replicationFactor: 1 }, workers: { api: { replicas: 3 } } })));
+    sale = await waitFor(namespace, 's1', (s) => cond(s, 'StockReady')?.reason === 'NotSupported', 'stock cut refused');
+    assert.match(cond(sale, 'StockReady')?.message ?? '', /phone-x has sold 40, spec asks 30/);
+    assert.equal(await redis.get(n.redis.sku('phone-x').stock), '110');
+    assert.equal(await redis.get(n.redis.sku('phone-x').seeded), '150');
+    assert.equal(cond(sale, 'TopicsReady')?.status, 'True', 'partitions back at 3: topics fine again');
+  });
+
+  it('an invalid spec → Invalid with the precise message and an Event; nothing provisioned', async () => {
+    const namespace = ns();
+    await operator(namespace);
+    await apply(namespace, saleYaml('bad', baseSpec({ skus: [{ id: 'a', stock: 1, timeoutBucket: '5m' }, { id: 'a', stock: 2, timeoutBucket: 'later' }] })));
+    const sale = await waitFor(namespace, 'bad', (s) => s.status?.phase === 'Invalid', 'Invalid');
+    const msg = cond(sale, 'Ready')?.message ?? '';
+    assert.match(msg, /spec\.skus\[1\]\.id: duplicate SKU id "a"/);
+    assert.match(msg, /spec\.skus\[1\]\.timeoutBucket: unknown bucket "later"/);
+    assert.equal(cond(sale, 'Ready')?.reason, 'InvalidSpec');
+    assert.equal(sale.metadata.finalizers, undefined);
+    const events = await kubectl.ok(['get', 'events', '-n', namespace]);
+    assert.match(events, /InvalidSpec/);
+    const topics = (await (await kafka.admin()).listTopics()).filter((t) => t.startsWith(`flashsale.${namespace}.`));
+    assert.deepEqual(topics, []);
+    assert.deepEqual((await redis.scan('0', 'MATCH', `fs:{${namespace}/*`, 'COUNT', 1000))[1], []);
+    assert.deepEqual(await deployments(namespace), []);
+  });
+
+  it('Redis keys lost → stock rebuilt from MySQL orders, not re-seeded', async () => {
+    const namespace = ns();
+    await operator(namespace);
+    await apply(namespace, saleYaml('rb', baseSpec()));
+    await waitReady(namespace, 'rb');
+    const n = saleNames({ namespace, name: 'rb' });
+    const now = new Date();
+    await sql('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES (?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?)', [
+      randomUUID(), n.key, 'phone-x', 'u1', 1, 'UNPAID', now, now,
+      randomUUID(), n.key, 'phone-x', 'u2', 1, 'PAID', now, now,
+      randomUUID(), n.key, 'phone-x', 'u3', 1, 'CLOSED', now, now,
+    ]);
+    await deleteRedisKeys(redis, n.redis.patterns);
+    const sale = await waitFor(namespace, 'rb', (s) => s.status?.skus?.find((x) => x.id === 'phone-x')?.remaining === 98 && s.status.phase === 'Ready', 'rebuilt');
+    assert.equal(await redis.get(n.redis.sku('phone-x').stock), '98', 'stock − UNPAID/PAID units, not the full 100');
+    assert.equal(await redis.get(n.redis.sku('ebook-y').stock), '500');
+    assert.equal(sale.status?.remaining, 598);
+  });
+
+  it('delete with Retain keeps topics and keys; delete with Delete removes them (orders stay)', async () => {
+    const namespace = ns();
+    await operator(namespace);
+    await apply(namespace, saleYaml('keep', baseSpec()));
+    await apply(namespace, saleYaml('drop', baseSpec({ deletionPolicy: 'Delete' })));
+    await waitReady(namespace, 'keep');
+    await waitFor(namespace, 'drop', (s) => s.status?.phase === 'Ready', 'drop Ready');
+    const keep = saleNames({ namespace, name: 'keep' });
+    const drop = saleNames({ namespace, name: 'drop' });
+    const now = new Date();
+    await sql('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES (?,?,?,?,?,?,?,?)', [randomUUID(), drop.key, 'phone-x', 'u1', 1, 'PAID', now, now]);
+
+    await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'keep', 'drop', '--wait=false']);
+    await eventually(async () => (await kubectl.run(['get', '-n', namespace, 'flashsale', 'keep', 'drop'])).stderr.match(/NotFound/g)?.length === 2, { timeoutMs: 30_000, what: 'both sales gone' });
+    assert.equal(await topicPartitions(keep.topics.orders), 2, 'Retain keeps topics');
+    assert.equal(await redis.get(keep.redis.sku('phone-x').stock), '100', 'Retain keeps stock');
+    assert.equal(await topicPartitions(drop.topics.orders), undefined, 'Delete removes topics');
+    assert.equal(await redis.get(drop.redis.sku('phone-x').stock), null, 'Delete removes Redis keys');
+    const orders = await sql<{ c: number }[]>('SELECT COUNT(*) AS c FROM orders WHERE sale = ?', [drop.key]);
+    assert.equal(Number(orders[0]?.c), 1, 'orders in MySQL are never deleted');
+  });
+
+  it('delete while Kafka is unreachable: finalizer held with the reason in status, released when Kafka is back', async () => {
+    const namespace = ns();
+    const first = await operator(namespace);
+    await apply(namespace, saleYaml('kd', baseSpec({ deletionPolicy: 'Delete' })));
+    await waitReady(namespace, 'kd');
+    await first.stop();
+    // The same operator configuration, but its brokers are a port where nothing listens.
+    const blind = await operator(namespace, { env: { KAFKA_BROKERS: '127.0.0.1:1', STEP_TIMEOUT: '3s' } });
+    await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'kd', '--wait=false']);
+    const held = await waitFor(namespace, 'kd', (s) => s.status?.phase === 'Deleting' && cond(s, 'Ready')?.reason === 'KafkaUnavailable', 'finalizer held, KafkaUnavailable');
+    assert.deepEqual(held.metadata.finalizers, ['flashsale.dev/cleanup']);
+    assert.match(cond(held, 'Ready')?.message ?? '', /force-delete/);
+    const n = saleNames({ namespace, name: 'kd' });
+    assert.equal(await topicPartitions(n.topics.orders), 2);
+    await blind.stop();
+    await operator(namespace);
+    await eventually(async () => (await kubectl.run(['get', '-n', namespace, 'flashsale', 'kd'])).stderr.includes('NotFound'), { timeoutMs: 30_000, what: 'sale gone once Kafka is back' });
+    assert.equal(await topicPartitions(n.topics.orders), undefined);
+  });
+
+  it('the force-delete annotation removes the finalizer without cleanup', async () => {
+    const namespace = ns();
+    const blind = await operator(namespace, { env: { KAFKA_BROKERS: '127.0.0.1:1', STEP_TIMEOUT: '2s' } });
+    await apply(namespace, saleYaml('fd', baseSpec({ deletionPolicy: 'Delete' })));
+    await waitFor(namespace, 'fd', (s) => (s.metadata.finalizers ?? []).includes('flashsale.dev/cleanup') && cond(s, 'TopicsReady')?.reason === 'KafkaUnavailable', 'finalizer + KafkaUnavailable');
+    await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'fd', '--wait=false']);
+    await waitFor(namespace, 'fd', (s) => s.status?.phase === 'Deleting', 'Deleting');
+    await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'fd', 'flashsale.dev/force-delete=true']);
+    await eventually(async () => (await kubectl.run(['get', '-n', namespace, 'flashsale', 'fd'])).stderr.includes('NotFound'), { timeoutMs: 20_000, what: 'force-deleted' });
+    await blind.stop();
+  });
+
+  it('two replicas: one leader; kill it and the other takes over within the lease duration', async () => {
+    const namespace = ns();
+    const leaseName = `lease-${namespace}`;
+    const a = await operator(namespace, { identity: 'op-a', leaseName });
+    const b = await operator(namespace, { identity: 'op-b', leaseName });
+    const holder = async () => (await client.request<{ spec: { holderIdentity?: string; renewTime?: string } }>('GET', paths.lease(namespace, leaseName)).catch(() => undefined))?.spec;
+    const first = await eventually(async () => (await holder())?.holderIdentity, { what: 'a leader' });
+    assert.match((await holder())?.renewTime ?? '', /\.\d{6}Z$/);
+    const [leader, standby] = first === 'op-a' ? [a, b] : [b, a];
+    await eventually(async () => (await leader.metric('flashsale_operator_leader')) === 1, { what: 'leader metric' });
+    assert.equal(await standby.metric('flashsale_operator_leader'), 0);
+    // Only the leader reconciles.
+    await apply(namespace, saleYaml('le', baseSpec()));
+    await waitFor(namespace, 'le', (s) => s.status?.phase !== undefined, 'reconciled');
+    assert.ok(((await leader.metric('flashsale_operator_reconciles_total')) ?? 0) + ((await leader.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) > 0);
+    assert.equal(await standby.metric('flashsale_operator_reconciles_total', 'result="requeue"'), undefined, 'the standby does not reconcile');
+
+    const killedAt = Date.now();
+    await leader.stop('SIGKILL');
+    // Lease 4s (LEASE_DURATION), retry 1s: the standby must hold it within the lease duration plus one retry round.
+    await eventually(async () => (await holder())?.holderIdentity === (first === 'op-a' ? 'op-b' : 'op-a'), { timeoutMs: 4_000 + 1_000 + 1_500, intervalMs: 100, what: 'takeover' });
+    const tookMs = Date.now() - killedAt;
+    await eventually(async () => (await standby.metric('flashsale_operator_leader')) === 1, { what: 'new leader metric' });
+    // The new leader reconciles: an edit is picked up.
+    await apply(namespace, saleYaml('le', baseSpec({ workers: { api: { replicas: 2 } } })));
+    await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === 'le-api')?.spec.replicas === 2, { what: 'new leader applies the edit' });
+    console.log(`# leader takeover after SIGKILL: ${tookMs} ms (lease 4s, retry 1s)`);
+  });
+
+  it('lag-based scaling: an orders backlog raises the order writer within bounds; scheduled delay messages do not scale closers', async () => {
+    const namespace = ns();
+    await operator(namespace);
+    await apply(namespace, saleYaml('lag', baseSpec({
+      kafka: { partitions: 4, replicationFactor: 1 },
+      workers: { orderWriter: { minReplicas: 1, maxReplicas: 3, lagThreshold: 10 }, timeoutCloser: { minReplicas: 1, maxReplicas: 4, lagThreshold: 10 } },
+    })));
+    await waitReady(namespace, 'lag');
+    const n = saleNames({ namespace, name: 'lag' });
+    const producer = await kafka.producer();
+    // 25 orders → ceil(25/10) = 3 = maxReplicas; 200 timeouts created now on the 30m bucket: scheduled, not due.
+    await producer.send([
+      { topic: n.topics.orders, messages: Array.from({ length: 25 }, (_, i) => ({ key: `k${i}`, value: '{}' })) },
+      { topic: n.topics.delay('30m'), messages: Array.from({ length: 200 }, (_, i) => ({ key: `d${i}`, value: '{}' })) },
+    ]);
+    await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === n.workloads.orderWriter)?.spec.replicas === 3, { timeoutMs: 30_000, what: 'order writer scaled to 3' });
+    const sale = await waitFor(namespace, 'lag', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.timeoutCloser('30m') && l.lag === 200), 'lag in status');
+    const closerLag = sale.status?.lag?.find((l) => l.group === n.groups.timeoutCloser('30m'));
+    assert.equal(closerLag?.overdue, 0);
+    assert.equal((await deployments(namespace)).find((d) => d.metadata.name === n.workloads.timeoutCloser('30m'))?.spec.replicas, 1, 'scheduled timeouts are not backlog');
+    // More backlog never goes past maxReplicas.
+    await producer.send([{ topic: n.topics.orders, messages: Array.from({ length: 100 }, (_, i) => ({ key: `m${i}`, value: '{}' })) }]);
+    await waitFor(namespace, 'lag', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.orderWriter && l.lag === 125), 'lag 125 observed');
+    assert.equal((await deployments(namespace)).find((d) => d.metadata.name === n.workloads.orderWriter)?.spec.replicas, 3);
+    await producer.disconnect();
+  });
+});
