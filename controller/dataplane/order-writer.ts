@@ -33,6 +33,7 @@ export interface OrderWriterOptions {
   clock?: () => number;
   /** Partitions handled at once by this member (each batch is one partition). */
   partitionsConsumedConcurrently?: number;
+  sessionTimeoutMs?: number;
   /** Rows per INSERT statement. */
   insertChunk?: number;
   /** Test hook, called after a batch's rows are in MySQL and before anything is published or committed. */
@@ -79,7 +80,14 @@ export class OrderWriter {
   async start(): Promise<void> {
     const { ctx, kafka } = this.opts;
     this.producer = await kafka.producer();
-    this.consumer = kafka.consumer({ groupId: ctx.names.groups.orderWriter, topics: [ctx.names.topics.orders], partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 3 });
+    this.consumer = kafka.consumer({
+      groupId: ctx.names.groups.orderWriter,
+      topics: [ctx.names.topics.orders],
+      partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 3,
+      // A crashed writer's partitions wait this long for a new owner; a batch (a few thousand rows)
+      // takes well under a second, so 10 s leaves room and halves kafkajs's 30 s default.
+      sessionTimeoutMs: this.opts.sessionTimeoutMs ?? 10_000,
+    });
     await this.consumer.start((batch, bctx) => this.handleBatch(batch, bctx));
     this.log.info({ topic: ctx.names.topics.orders }, 'order writer started');
   }
