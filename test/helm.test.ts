@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { desiredDeployment, parseSecretRef, plannedWorkloads } from '../controller/operator/workloads.ts';
+import { loadFlashSales } from '../controller/spec/flashsale.ts';
 import { HelmError, helmLint, helmTemplate, type Manifest } from './support/helm.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
@@ -236,6 +238,7 @@ describe('Helm chart', () => {
           podLabels: { team: 'sales' },
           metrics: {
             serviceMonitor: { enabled: true, interval: '15s', scrapeTimeout: '10s', additionalLabels: { release: 'prom' } },
+            podMonitor: { enabled: true, interval: '20s', additionalLabels: { release: 'prom' } },
             prometheusRule: { enabled: true, additionalLabels: { release: 'prom' } },
             dashboards: { enabled: true, namespace: 'monitoring', additionalLabels: { grafana: 'main' } },
           },
@@ -260,6 +263,9 @@ describe('Helm chart', () => {
       assert.deepEqual(e.get('MYSQL_URL'), { name: 'MYSQL_URL', valueFrom: { secretKeyRef: { name: 'mysql-conn', key: 'dsn' } } });
       assert.equal(e.get('WORKER_REDIS_URL_SECRET')?.value, 'redis-conn/url');
       assert.equal(e.get('WORKER_MYSQL_URL_SECRET')?.value, 'mysql-conn/dsn');
+      // In the format the operator parses.
+      assert.deepEqual(parseSecretRef(e.get('WORKER_REDIS_URL_SECRET')!.value!), { name: 'redis-conn', key: 'url' });
+      assert.deepEqual(parseSecretRef(e.get('WORKER_MYSQL_URL_SECRET')!.value!), { name: 'mysql-conn', key: 'dsn' });
       assert.equal(e.get('KAFKA_BROKERS')?.value, 'k-0:9092,k-1:9092');
       assert.equal(e.get('HTTP_PORT')?.value, '9090');
       assert.equal(e.get('LOG_LEVEL')?.value, 'debug');
@@ -275,6 +281,27 @@ describe('Helm chart', () => {
       assert.deepEqual(sm.spec.endpoints, [{ port: 'http', path: '/metrics', interval: '15s', scrapeTimeout: '10s' }]);
       assert.deepEqual(sm.spec.selector.matchLabels, only(manifests, 'Service').spec.selector);
       assert.deepEqual(sm.spec.namespaceSelector.matchNames, ['ops']);
+    });
+
+    it('renders a PodMonitor that selects every data-plane pod the operator creates', () => {
+      const pm = only(manifests, 'PodMonitor');
+      assert.equal(pm.metadata.labels?.release, 'prom');
+      assert.deepEqual(pm.spec.namespaceSelector, { any: true });
+      assert.deepEqual(pm.spec.podMetricsEndpoints, [{ port: 'http', path: '/metrics', interval: '20s' }]);
+      const [sale] = loadFlashSales(join(root, 'examples/flashsale.yaml'));
+      const worker = { image: 'img', kafkaBrokers: ['k:9092'], redisUrl: 'redis://r', mysqlUrl: 'mysql://m/db', logLevel: 'info' };
+      const plans = plannedWorkloads(sale!, {});
+      assert.ok(plans.length >= 4);
+      for (const plan of plans) {
+        const pod = desiredDeployment(sale!, plan, worker).spec!.template;
+        for (const [k, v] of Object.entries(pm.spec.selector.matchLabels as Record<string, string>)) {
+          assert.equal(pod.metadata?.labels?.[k], v, `${plan.name} pods carry ${k}=${v}`);
+        }
+        assert.ok(pod.spec!.containers[0]!.ports!.some((p) => p.name === 'http'), `${plan.name} serves the port named http`);
+      }
+      // The operator's own pods are scraped through the ServiceMonitor, not twice.
+      const operatorPod = only(manifests, 'Deployment').spec.template.metadata.labels as Record<string, string>;
+      assert.ok(Object.entries(pm.spec.selector.matchLabels as Record<string, string>).some(([k, v]) => operatorPod[k] !== v));
     });
 
     it('wraps files/prometheus-rules.yaml in a PrometheusRule', () => {
@@ -298,7 +325,10 @@ describe('Helm chart', () => {
   describe('namespaced mode (watchNamespaces)', () => {
     let manifests: Manifest[];
     before(async () => {
-      manifests = await helmTemplate(chart, { namespace: 'flashsale-system', values: { operator: { watchNamespaces: ['shop-a', 'shop-b'] } } });
+      manifests = await helmTemplate(chart, {
+        namespace: 'flashsale-system',
+        values: { operator: { watchNamespaces: ['shop-a', 'shop-b'] }, metrics: { podMonitor: { enabled: true } } },
+      });
     });
 
     it('grants a Role and RoleBinding in each watched namespace and nothing cluster-wide', () => {
@@ -315,6 +345,7 @@ describe('Helm chart', () => {
       }
       assert.equal(manifests.filter((m) => m.kind === 'Role').length, 3, 'two watched namespaces + leader election');
       assert.equal(env(manifests).get('WATCH_NAMESPACES')?.value, 'shop-a,shop-b');
+      assert.deepEqual(only(manifests, 'PodMonitor').spec.namespaceSelector, { matchNames: ['shop-a', 'shop-b'] });
     });
   });
 
