@@ -49,7 +49,7 @@ describe('test apiserver: CustomResourceDefinitions', () => {
     const crd = await ext.readCustomResourceDefinition({ name: 'widgets.example.test' });
     const conditions = Object.fromEntries((crd.status?.conditions ?? []).map((c) => [c.type, c.status]));
     assert.deepEqual(conditions, { NamesAccepted: 'True', Established: 'True' });
-    assert.equal(crd.status?.acceptedNames.kind, 'Widget');
+    assert.equal(crd.status?.acceptedNames?.kind, 'Widget');
     assert.deepEqual(crd.status?.storedVersions, ['v1']);
     const list: any = await co.listNamespacedCustomObject(w);
     assert.deepEqual(list.items, []);
