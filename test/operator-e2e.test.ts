@@ -229,8 +229,8 @@ describe('operator end to end', () => {
     assert.match(cond(sale, 'TopicsReady')?.message ?? '', /cannot decrease partitions/);
     assert.equal(sale.status?.phase, 'Degraded');
     assert.equal(await topicPartitions(n.topics.orders), 3);
-    const events = await kubectl.ok(['get', 'events', '-n', namespace]);
-    assert.match(events, /NotSupported/);
+    const events = await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']);
+    assert.match(events, /"reason": "NotSupported"/);
 
     // Stock cut below what is sold (40 of phone-x reserved in Redis): refused, Redis untouched.
     await redis.decrby(n.redis.sku('phone-x').stock, 40);
@@ -252,8 +252,8 @@ describe('operator end to end', () => {
     assert.match(msg, /spec\.skus\[1\]\.timeoutBucket: unknown bucket "later"/);
     assert.equal(cond(sale, 'Ready')?.reason, 'InvalidSpec');
     assert.equal(sale.metadata.finalizers, undefined);
-    const events = await kubectl.ok(['get', 'events', '-n', namespace]);
-    assert.match(events, /InvalidSpec/);
+    const events = await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']);
+    assert.match(events, /"reason": "InvalidSpec"/);
     const topics = (await (await kafka.admin()).listTopics()).filter((t) => t.startsWith(`flashsale.${namespace}.`));
     assert.deepEqual(topics, []);
     assert.deepEqual((await redis.scan('0', 'MATCH', `fs:{${namespace}/*`, 'COUNT', 1000))[1], []);
