@@ -173,6 +173,23 @@ describe('Helm chart', () => {
     assert.deepEqual(undocumented, []);
   });
 
+  it('documents every value in docs/install.md', () => {
+    const values = parse(readFileSync(join(chart, 'values.yaml'), 'utf8')) as Record<string, unknown>;
+    // Free-form Kubernetes objects are documented as a whole, not field by field.
+    const freeForm = new Set(['podSecurityContext', 'securityContext', 'resources']);
+    const paths: string[] = [];
+    const walk = (obj: Record<string, unknown>, prefix: string) => {
+      for (const [k, v] of Object.entries(obj)) {
+        const path = prefix + k;
+        if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length > 0 && !freeForm.has(path)) walk(v as Record<string, unknown>, `${path}.`);
+        else paths.push(path);
+      }
+    };
+    walk(values, '');
+    const docs = readFileSync(join(root, 'docs/install.md'), 'utf8');
+    assert.deepEqual(paths.filter((p) => !docs.includes(`| \`${p}\` |`)), [], 'values missing from the table in docs/install.md');
+  });
+
   it('passes `helm lint --strict`', async () => {
     const messages = await helmLint(chart, { strict: true });
     assert.deepEqual(messages.filter((m) => !m.startsWith('[INFO]')), []);
