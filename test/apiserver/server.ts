@@ -33,8 +33,8 @@ export interface ApiServer {
    * (even the latest) gets 410 Expired; lists made afterwards return a resourceVersion that works.
    */
   compact(): void;
-  /** Counters of list and watch requests, and of watches answered with 410 Expired. */
-  stats(): { lists: number; watches: number; expired: number };
+  /** Counters of list and watch requests, of watches answered with 410 Expired, and of PATCHes by content type. */
+  stats(): { lists: number; watches: number; expired: number; patches: Record<string, number> };
   /** Ends every open watch (abrupt: destroys the sockets instead of ending the responses). Returns how many. */
   dropWatches(opts?: { abrupt?: boolean }): number;
   /** Sends a BOOKMARK now to every watch that allowed bookmarks. */
@@ -123,7 +123,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   const types = new Map<string, ResourceType>(); // `${group}/${version}/${plural}`
   const groupOrder: string[] = [];
   const watchers = new Set<Watcher>();
-  const counters = { lists: 0, watches: 0, expired: 0 };
+  const counters = { lists: 0, watches: 0, expired: 0, patches: {} as Record<string, number> };
 
   const register = (rt: ResourceType): void => {
     types.set(`${rt.group}/${rt.version}/${rt.plural}`, rt);
@@ -749,6 +749,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     }
     if (method === 'PATCH') {
       const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+      counters.patches[contentType] = (counters.patches[contentType] ?? 0) + 1;
       const text = await readBody(req);
       if (contentType === 'application/apply-patch+yaml') {
         const fm = url.searchParams.get('fieldManager');
@@ -890,7 +891,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       compactedRV = rv;
       history = [];
     },
-    stats: () => ({ ...counters }),
+    stats: () => ({ ...counters, patches: { ...counters.patches } }),
     dropWatches(opts = {}) {
       const open = [...watchers];
       for (const w of open) endWatch(w, opts.abrupt === true);
