@@ -38,7 +38,7 @@ export interface SaleFixture {
   registry: Registry;
   metrics: DataPlaneMetrics;
   closer(opts?: { clock?: Clock; afterCommit?: (ids: string[]) => void | Promise<void>; pool?: Pool; chunkSize?: number }): OrderCloser;
-  place(skuId: string, count: number, opts: { dueAt: number; createdAt?: number; produce?: boolean; quantity?: (i: number) => number }): Promise<PlacedOrder[]>;
+  place(skuId: string, count: number, opts: { dueAt: number | ((i: number) => number); createdAt?: number; produce?: boolean; quantity?: (i: number) => number }): Promise<PlacedOrder[]>;
   produceTimeouts(orders: PlacedOrder[]): Promise<void>;
   statuses(): Promise<Map<string, { status: string; dueAt: number; closedAt: number | null }>>;
   count(sql: string, params?: unknown[]): Promise<number>;
@@ -86,7 +86,8 @@ export async function saleFixture(setup: SaleSetup): Promise<SaleFixture> {
       const createdAt = opts.createdAt ?? Date.now();
       const orders: PlacedOrder[] = [];
       for (let i = 0; i < count; i++) {
-        orders.push({ orderId: randomUUID(), skuId, userId: `user-${++user}`, quantity: opts.quantity?.(i) ?? 1, createdAt, dueAt: opts.dueAt, bucket: bucketOf.get(skuId) as string });
+        const dueAt = typeof opts.dueAt === 'number' ? opts.dueAt : opts.dueAt(i);
+        orders.push({ orderId: randomUUID(), skuId, userId: `user-${++user}`, quantity: opts.quantity?.(i) ?? 1, createdAt, dueAt, bucket: bucketOf.get(skuId) as string });
       }
       const reserved = await Promise.all(orders.map((o) => stock.reserve({ ...o, reservedAt: createdAt }, sale.spec.perUserLimit)));
       if (reserved.some((r) => r.outcome !== 'reserved')) throw new Error(`could not reserve: ${JSON.stringify(reserved.find((r) => r.outcome !== 'reserved'))}`);
