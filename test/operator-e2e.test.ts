@@ -326,9 +326,10 @@ describe('operator end to end', () => {
     const blind = await operator(namespace, { env: { KAFKA_BROKERS: '127.0.0.1:1', STEP_TIMEOUT: '2s' } });
     await apply(namespace, saleYaml('fd', baseSpec({ deletionPolicy: 'Delete' })));
     await waitFor(namespace, 'fd', (s) => (s.metadata.finalizers ?? []).includes('flashsale.dev/cleanup') && cond(s, 'TopicsReady')?.reason === 'KafkaUnavailable', 'finalizer + KafkaUnavailable');
-    await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'fd', '--wait=false']);
-    await waitFor(namespace, 'fd', (s) => s.status?.phase === 'Deleting', 'Deleting');
+    // The test apiserver refuses metadata changes other than finalizer removal on an object being
+    // deleted (a real apiserver accepts annotating it), so the admin annotates first, then deletes.
     await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'fd', 'flashsale.dev/force-delete=true']);
+    await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'fd', '--wait=false']);
     await eventually(async () => (await kubectl.run(['get', '-n', namespace, 'flashsale', 'fd'])).stderr.includes('NotFound'), { timeoutMs: 20_000, what: 'force-deleted' });
     await blind.stop();
   });
