@@ -13,10 +13,12 @@ import { createRegistry } from '../metrics/dataplane.ts';
 import { LagCollector } from '../metrics/lag.ts';
 import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashsale.ts';
 import { OrderApi } from './api.ts';
+import { startCompensator } from './compensator-main.ts';
 import { OrderWriter } from './order-writer.ts';
 import { ensureSchema, ensureStock, ensureTopics } from './provision.ts';
 import { Reaper } from './reaper.ts';
 import { saleContext, type SaleContext } from './sale-context.ts';
+import { startTimeoutWorkers } from './timeout-closer-main.ts';
 
 /** What every worker of the standalone process shares. */
 export interface StandaloneEnv {
@@ -78,7 +80,24 @@ export const startLagCollector: WorkerStarter = async (env) => {
 };
 
 /** Started in this order, stopped in reverse (the API stops taking orders before the writers stop). */
-export const workerStarters: WorkerStarter[] = [startLagCollector, startOrderWriters, startReaper, startApi];
+/** The timeout closers of every bucket of every sale, each sale with its retry worker. */
+export const startTimeoutClosers: WorkerStarter = async (env) =>
+  Promise.all(
+    env.sales.map(async (ctx) => {
+      const buckets = ctx.sale.spec.timeoutBuckets.map((b) => b.name);
+      const w = await startTimeoutWorkers({ names: ctx.names, stock: ctx.stock, kafka: env.kafka, pool: env.pool, registry: env.registry, logger: env.logger, buckets });
+      return { name: `timeout closers ${ctx.key} (${buckets.join(', ')})`, stop: () => w.stop() };
+    }),
+  );
+
+/** The compensation scan of every sale (interval and grace from its spec). */
+export const startCompensators: WorkerStarter = async (env) =>
+  env.sales.map((ctx) => {
+    const c = startCompensator({ sale: ctx.sale, names: ctx.names, stock: ctx.stock, pool: env.pool, redis: env.redis, registry: env.registry, logger: env.logger });
+    return { name: `compensator ${ctx.key}`, stop: () => c.stop() };
+  });
+
+export const workerStarters: WorkerStarter[] = [startLagCollector, startOrderWriters, startTimeoutClosers, startCompensators, startReaper, startApi];
 
 /** Provisions every sale (schema, topics, stock) through provision.ts. */
 export async function provisionAll(sales: FlashSale[], env: Pick<StandaloneEnv, 'config' | 'kafka' | 'pool' | 'logger'>, contexts: SaleContext[]): Promise<void> {
