@@ -15,13 +15,26 @@ describe('WatermarkHistory', () => {
     const h = new WatermarkHistory();
     h.record(100, 10_000);
     h.record(300, 20_000); // 200 messages in 10 s
-    h.record(300, 25_000); // unchanged watermark keeps its first time
-    assert.equal(h.size(), 2);
+    h.record(300, 25_000); // unchanged watermark: first and last time seen
+    h.record(300, 27_000);
+    assert.equal(h.size(), 3);
     assert.equal(h.timeAt(200), 15_000);
-    assert.equal(h.timeAt(300), 20_000);
+    assert.equal(h.timeAt(300), 20_000, 'the watermark reached 300 when first seen');
     // committed 199: message 199 is unread; the watermark passed 200 at 15 s → 30 s behind at 45 s.
     assert.equal(h.lagSeconds(199, 45_000), 30);
     assert.equal(h.lagSeconds(300, 45_000), 0, 'caught up');
+  });
+
+  it('does not spread a burst after a quiet spell over the quiet spell', () => {
+    const h = new WatermarkHistory();
+    h.record(100, 0);
+    h.record(100, 50_000); // nothing produced for 50 s
+    h.record(130, 60_000); // 30 messages between 50 s and 60 s
+    h.record(130, 61_000);
+    // Message 100 was written after 50 s: at 61 s it is at most 11 s old, not ~60 s.
+    const lag = h.lagSeconds(100, 61_000);
+    assert.ok(lag > 10 && lag <= 11, `lag ${lag}`);
+    assert.equal(h.lagSeconds(99, 61_000), 61, 'a message below the flat stretch dates from before it (lower bound: the table starts at 0 s)');
   });
 
   it('gives a lower bound for offsets older than the table', () => {

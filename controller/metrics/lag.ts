@@ -10,7 +10,7 @@
 //   were deleted by retention and will never be read, so they are not lag.
 // - A partition the group never committed is lag = high − low: everything retained is unread,
 //   because every consumer of this project starts a new group from the earliest offset.
-// - Time lag: each partition keeps a bounded table of (high watermark, first time seen) points;
+// - Time lag: each partition keeps a bounded table of (high watermark, time seen) points;
 //   the time the watermark passed the committed offset is interpolated from it, and lag seconds =
 //   now − that time. A committed offset older than the table gives a lower bound (now − oldest).
 // - Delay topics split the lag: messages whose Kafka timestamp (= order createdAt) is older than
@@ -93,9 +93,10 @@ interface Point {
 }
 
 /**
- * Recorded (high watermark, time first seen) points of one partition, bounded in size.
- * A watermark seen again later keeps its first time: it was already there then, and a consumer
- * stuck below it has been behind at least since.
+ * Recorded (high watermark, time) points of one partition, bounded in size. A watermark that stays
+ * put keeps two points, the first and the last time it was seen: the first dates the messages
+ * below it, the last says no message above it existed yet (without it, a burst after a quiet
+ * spell would be spread back over the whole quiet spell and look old).
  */
 export class WatermarkHistory {
   private points: Point[] = [];
@@ -108,8 +109,12 @@ export class WatermarkHistory {
 
   record(offset: number, time: number): void {
     const last = this.points.at(-1);
+    const before = this.points.at(-2);
     if (last && offset < last.offset) this.points = []; // topic recreated: the old history means nothing
-    else if (last && offset === last.offset) return;
+    else if (last && before && offset === last.offset && offset === before.offset) {
+      last.time = time; // still flat: move the "last seen" point
+      return;
+    }
     this.points.push({ offset, time });
     if (this.points.length > this.maxPoints) this.thin();
   }
