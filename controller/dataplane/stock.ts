@@ -256,6 +256,24 @@ export class StockStore {
     return raw === null ? null : (JSON.parse(raw) as Reservation);
   }
 
+  /**
+   * For a SKU with no units left: each holder's units and last order id, read in one MULTI with
+   * the stock. Null when units remain or more than `maxHolders` users hold some (too big to copy).
+   * The API answers rejections of a sold-out SKU from this copy for a short while.
+   */
+  async soldOutSnapshot(skuId: string, maxHolders: number): Promise<Map<string, { units: number; orderId: string }> | null> {
+    const k = this.keys(skuId);
+    const size = await this.redis.multi().get(k.stock).hlen(k.holdings).exec();
+    if (!size || Number(size[0]?.[1] ?? 1) !== 0 || Number(size[1]?.[1] ?? 0) > maxHolders) return null;
+    const res = await this.redis.multi().get(k.stock).hgetall(k.holdings).hgetall(k.lastOrder).exec();
+    if (!res || res.some(([err]) => err) || Number(res[0]?.[1] ?? 1) !== 0) return null;
+    const units = res[1]?.[1] as Record<string, string>;
+    const orders = res[2]?.[1] as Record<string, string>;
+    const out = new Map<string, { units: number; orderId: string }>();
+    for (const user in units) out.set(user, { units: Number(units[user]), orderId: orders[user] ?? '' });
+    return out;
+  }
+
   /** Reservations not yet claimed by the writer (in flight between API and MySQL). */
   async inFlight(skuId: string): Promise<Reservation[]> {
     const all = await this.redis.hvals(this.keys(skuId).reservations);
