@@ -204,6 +204,19 @@ describe('test apiserver: list and watch', () => {
     assert.equal(bad.code, 400);
   });
 
+  it('pages lists with limit and continue', async () => {
+    const w = ns();
+    for (const n of ['p1', 'p2', 'p3', 'p4', 'p5']) await co.createNamespacedCustomObject({ ...w, body: widget(n) });
+    const first: any = await co.listNamespacedCustomObject({ ...w, limit: 2 });
+    assert.deepEqual(names(first), ['p1', 'p2']);
+    assert.equal(first.metadata.remainingItemCount, 3);
+    const second: any = await co.listNamespacedCustomObject({ ...w, limit: 2, _continue: first.metadata.continue });
+    assert.deepEqual(names(second), ['p3', 'p4']);
+    const last: any = await co.listNamespacedCustomObject({ ...w, limit: 2, _continue: second.metadata.continue });
+    assert.deepEqual(names(last), ['p5']);
+    assert.equal(last.metadata.continue, undefined);
+  });
+
   it('filters lists by metadata.name and metadata.namespace field selectors, and refuses other fields', async () => {
     const w = ns();
     const other = ns();
