@@ -387,6 +387,28 @@ describe('operator end to end', () => {
     await producer.send([{ topic: n.topics.orders, messages: Array.from({ length: 100 }, (_, i) => ({ key: `m${i}`, value: '{}' })) }]);
     await waitFor(namespace, 'lag', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.orderWriter && l.lag === 125), 'lag 125 observed');
     assert.equal((await deployments(namespace)).find((d) => d.metadata.name === n.workloads.orderWriter)?.spec.replicas, 3);
+    // Timeouts created 10 minutes ago on the 5m bucket ARE due: overdue backlog scales its closer.
+    const tenMinutesAgo = Date.now() - 10 * 60_000;
+    await producer.send([{ topic: n.topics.delay('5m'), messages: Array.from({ length: 25 }, (_, i) => ({ key: `o${i}`, value: '{}', timestamp: tenMinutesAgo })) }]);
+    await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === n.workloads.timeoutCloser('5m'))?.spec.replicas === 3, { timeoutMs: 30_000, what: '5m closer scaled to 3 on overdue lag' });
+    assert.equal((await deployments(namespace)).find((d) => d.metadata.name === n.workloads.timeoutCloser('30m'))?.spec.replicas, 1);
     await producer.disconnect();
+  });
+
+  it('the informers survive dropped watches and 410 Gone: a sale created afterwards is provisioned', async () => {
+    const namespace = ns();
+    await operator(namespace);
+    await apply(namespace, saleYaml('w1', baseSpec()));
+    await waitFor(namespace, 'w1', (s) => s.status?.phase !== undefined, 'first sale seen');
+    await eventually(() => server.watchCount() > 0, { what: 'watches open' });
+    // Abruptly cut every watch and forget the history, so resuming from the last resourceVersion gets 410.
+    server.dropWatches({ abrupt: true });
+    server.compact();
+    await apply(namespace, saleYaml('w2', baseSpec()));
+    // Only the watch can tell the operator about a new sale (full resync is minutes away).
+    await waitFor(namespace, 'w2', (s) => (s.metadata.finalizers ?? []).includes('flashsale.dev/cleanup') && s.status?.phase !== undefined, 'second sale reconciled', 30_000);
+    server.dropWatches({ abrupt: false });
+    await apply(namespace, saleYaml('w3', baseSpec()));
+    await waitFor(namespace, 'w3', (s) => s.status?.phase !== undefined, 'third sale reconciled', 30_000);
   });
 });
