@@ -65,6 +65,38 @@ describe('due-time split (pure)', () => {
   });
 });
 
+describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
+  it('never closes before due_at, never a paid order, and releases once', async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 10, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '30m' }], partitions: 1 });
+    const dueAt = Date.parse('2030-01-01T00:00:00.000Z');
+    let now = dueAt - 1;
+    const closer = f.closer({ clock: { now: () => now } });
+    const [a, b] = await f.place('sku', 2, { dueAt, createdAt: dueAt - 1_800_000, produce: false });
+    const ids = [{ orderId: (a as { orderId: string }).orderId }, { orderId: (b as { orderId: string }).orderId }, { orderId: 'no-such-order' }];
+    const early = await closer.close(ids, 'closer');
+    assert.deepEqual([...early.outcomes.values()].sort(), ['not_due', 'not_due', 'not_found']);
+    assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE status <> 'UNPAID'`), 0);
+    assert.equal((await f.stock.level('sku'))?.remaining, 8);
+
+    await f.pool.query(`UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ? AND status = 'UNPAID'`, [new Date(now), b?.orderId]);
+    now = dueAt;
+    const due = await closer.close(ids, 'closer');
+    assert.equal(due.outcomes.get(a?.orderId as string), 'closed');
+    assert.equal(due.outcomes.get(b?.orderId as string), 'already_paid');
+    assert.deepEqual(due.closed.map((c) => [c.orderId, c.closedAt - c.dueAt]), [[a?.orderId, 0]]);
+    assert.equal(due.released, 1);
+    assert.equal((await f.stock.level('sku'))?.remaining, 9, 'the closed unit back, the paid one kept');
+
+    now = dueAt + 60_000;
+    const again = await closer.close(ids, 'closer');
+    assert.equal(again.outcomes.get(a?.orderId as string), 'already_closed');
+    assert.equal(again.released, 0);
+    assert.equal((await f.stock.level('sku'))?.remaining, 9);
+    const [rows] = await f.pool.query('SELECT order_id, closed_at FROM stock_releases JOIN orders USING (order_id)');
+    assert.deepEqual((rows as { order_id: string; closed_at: Date }[]).map((r) => [r.order_id, r.closed_at.getTime()]), [[a?.orderId, dueAt]]);
+  });
+});
+
 describe('timeout closer', () => {
   it('closes after the due time and never before; stock and the user slot come back exactly once', async () => {
     const f = await fixture({ skus: [{ id: 'phone', stock: 100, timeoutBucket: 'b2' }], buckets: [{ name: 'b2', delay: '2s' }] });

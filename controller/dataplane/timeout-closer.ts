@@ -82,7 +82,8 @@ export class DelayedTopicWorker {
     const consumer = this.o.kafka.consumer({
       groupId: this.o.groupId,
       topics: [this.o.topic],
-      partitionsConsumedConcurrently: this.o.partitionsConsumedConcurrently ?? 3,
+      // Partitions of a burst close in parallel (each chunk is one short transaction); the spec's default is 6 partitions.
+      partitionsConsumedConcurrently: this.o.partitionsConsumedConcurrently ?? 6,
       // The handler never blocks, so heartbeats are always on time; a short session lets a
       // replacement take over a crashed closer's partitions within seconds, not Kafka's default 30 s.
       sessionTimeoutMs: this.o.sessionTimeoutMs ?? 10_000,

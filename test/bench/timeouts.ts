@@ -78,7 +78,7 @@ async function withCloser(): Promise<Row> {
       for (const id of ids) committedAt.set(id, t);
     } });
     const common = { kafka: f.kafka, producer: f.producer, closer, names: f.names, logger, metrics: f.metrics };
-    const workers = [new TimeoutCloser({ ...common, bucket: '2s', partitionsConsumedConcurrently: 6 }), new RetryWorker(common)];
+    const workers = [new TimeoutCloser({ ...common, bucket: '2s' }), new RetryWorker(common)];
     for (const w of workers) await w.start();
     const dueFrom = Date.now() + LEAD_MS;
     const { orders, placeMs } = await placeBurst(f, dueFrom, true);
