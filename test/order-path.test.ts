@@ -105,6 +105,34 @@ describe('order API', () => {
     assert.deepEqual(skus.find((s) => s.id === 'hot'), { id: 'hot', stock: 100, remaining: 100 });
   });
 
+  it('answers rejections of a sold-out SKU from a short-lived copy: a retry still learns its order id, returned stock sells again after the TTL', async () => {
+    let now = Date.now();
+    const p = await kafka.producer();
+    const local = new OrderApi({ sales: [ctx], redis, pool: db, producer: new BatchingProducer(p), registry: new Registry(), logger, clock: () => now, soldOutTtlMs: 1000 });
+    const base = `${await local.listen(0)}/v1/sales/sale/orders`;
+    try {
+      const bobsOrder = (await ctx.stock.inFlight('one')).find((r) => r.userId === 'bob')?.orderId
+        ?? ((await orderRows(db, ctx.key, 'one')).find((r) => r.user_id === 'bob')?.order_id as string);
+      assert.ok(bobsOrder);
+      assert.deepEqual((await http('POST', base, { userId: 'carol', skuId: 'one' })).body, { error: 'SOLD_OUT' });
+      await local.settled();
+      // Redis changes under the copy: bob's order is closed and its unit given back.
+      assert.equal(await ctx.stock.releaseOrder({ orderId: bobsOrder, userId: 'bob', skuId: 'one', quantity: 1 }), true);
+      await db.query("UPDATE orders SET status = 'CLOSED', closed_at = UTC_TIMESTAMP(3) WHERE order_id = ?", [bobsOrder]);
+      now += 999;
+      assert.deepEqual((await http('POST', base, { userId: 'dan', skuId: 'one' })).body, { error: 'SOLD_OUT' }, 'within the TTL: from the copy');
+      assert.deepEqual((await http('POST', base, { userId: 'bob', skuId: 'one' })).body, { error: 'ALREADY_ORDERED', orderId: bobsOrder }, 'the limit is checked first, as in Redis');
+      now += 2;
+      const dan = await http('POST', base, { userId: 'dan', skuId: 'one' });
+      assert.equal(dan.status, 202, 'after the TTL Redis decides again: the returned unit sells');
+      assert.deepEqual((await http('POST', base, { userId: 'carol', skuId: 'one' })).body, { error: 'SOLD_OUT' });
+      assert.deepEqual(await ctx.stock.level('one'), { stock: 1, remaining: 0 });
+    } finally {
+      await local.close();
+      await p.disconnect();
+    }
+  });
+
   it('rejects bad requests with 400 INVALID_REQUEST and a message, reserving nothing', async () => {
     const cases: [string, unknown][] = [
       ['not json', '{"userId": '],

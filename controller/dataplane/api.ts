@@ -29,6 +29,19 @@ export interface ApiOptions {
   orderId?: OrderIdGenerator;
   /** Largest accepted request body; a purchase body is well under 300 bytes. */
   maxBodyBytes?: number;
+  /**
+   * How long (ms) the API answers rejections of a sold-out SKU from its own copy of the SKU's holders
+   * instead of asking Redis. 0 turns it off. Default 250.
+   */
+  soldOutTtlMs?: number;
+  /** Largest holder count copied for local rejections. Default 200,000. */
+  soldOutMaxHolders?: number;
+}
+
+/** A sold-out SKU as Redis last reported it: who holds what, valid until `until` (epoch ms). */
+interface SoldOutCopy {
+  until: number;
+  holders: Map<string, { units: number; orderId: string }>;
 }
 
 export type Outcome = 'accepted' | 'sold_out' | 'already_ordered' | 'not_started' | 'ended' | 'sale_not_found' | 'sku_not_found' | 'invalid' | 'unavailable';
@@ -78,6 +91,9 @@ export class OrderApi {
   private readonly outcomeCounters = new Map<string, { inc(): void }>();
   private readonly durations = new Map<string, { observe(v: number): void }>();
   private producerHealthy = true;
+  private readonly soldOut = new Map<string, SoldOutCopy>();
+  private readonly soldOutLoading = new Map<string, Promise<void>>();
+  private readonly soldOutTtl: number;
 
   constructor(opts: ApiOptions) {
     this.opts = opts;
@@ -89,6 +105,7 @@ export class OrderApi {
     this.clock = opts.clock ?? Date.now;
     this.nextOrderId = opts.orderId ?? orderIdGenerator(this.clock);
     this.maxBody = opts.maxBodyBytes ?? 1024;
+    this.soldOutTtl = opts.soldOutTtlMs ?? 250;
     this.metrics = dataPlaneMetrics(opts.registry);
     this.server = createServer((req, res) => this.handle(req, res));
     this.server.keepAliveTimeout = 65_000;
@@ -261,6 +278,22 @@ export class OrderApi {
       this.count(ctx.key, 'sku_not_found');
       return this.send(res, 404, '{"error":"SKU_NOT_FOUND"}');
     }
+    // A flash sale is mostly rejections once the stock is gone. For a short while after Redis said
+    // "sold out" the API answers from its copy of the SKU's holders, in the script's order (the
+    // user's limit first, so a retry still learns its order id, then the stock). Nothing is ever
+    // accepted from the copy; a rejection may be at most soldOutTtlMs stale (stock given back by
+    // a closed order is offered again after that).
+    const copyKey = `${ctx.key}\0${body.skuId}`;
+    const copy = this.soldOut.get(copyKey);
+    if (copy && copy.until > now) {
+      const held = copy.holders.get(body.userId);
+      if (held && held.units + body.quantity > ctx.perUserLimit) {
+        this.count(ctx.key, 'already_ordered');
+        return this.send(res, 409, `{"error":"ALREADY_ORDERED","orderId":${JSON.stringify(held.orderId)}}`);
+      }
+      this.count(ctx.key, 'sold_out');
+      return this.send(res, 409, '{"error":"SOLD_OUT"}');
+    }
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
     let result;
     try {
@@ -272,6 +305,7 @@ export class OrderApi {
     }
     switch (result.outcome) {
       case 'sold-out':
+        this.copySoldOut(ctx, body.skuId, copyKey);
         this.count(ctx.key, 'sold_out');
         return this.send(res, 409, '{"error":"SOLD_OUT"}');
       case 'already-ordered':
@@ -307,6 +341,27 @@ export class OrderApi {
     }
     this.count(ctx.key, 'accepted');
     this.send(res, 202, `{"orderId":"${reservation.orderId}","status":"QUEUED"}`);
+  }
+
+  /** Loads the holders of a sold-out SKU in the background (one load at a time per SKU). */
+  private copySoldOut(ctx: SaleContext, skuId: string, key: string): void {
+    if (this.soldOutTtl <= 0 || this.soldOutLoading.has(key)) return;
+    const loading = ctx.stock
+      .soldOutSnapshot(skuId, this.opts.soldOutMaxHolders ?? 200_000)
+      .then(
+        (holders) => {
+          if (holders) this.soldOut.set(key, { until: this.clock() + this.soldOutTtl, holders });
+          else this.soldOut.delete(key);
+        },
+        (err: unknown) => this.opts.logger.warn({ err: String(err), sku: skuId }, 'could not copy the holders of a sold-out SKU'),
+      )
+      .finally(() => this.soldOutLoading.delete(key));
+    this.soldOutLoading.set(key, loading);
+  }
+
+  /** Resolves once no sold-out copy is being loaded (tests). */
+  async settled(): Promise<void> {
+    await Promise.all(this.soldOutLoading.values());
   }
 
   private async getSale(ctx: SaleContext, res: ServerResponse): Promise<void> {
