@@ -255,6 +255,29 @@ describe('test apiserver: built-in kinds and discovery', () => {
     }
   });
 
+  it('renders a Table when asked (kubectl get), with printer columns and Age from the injected clock', async () => {
+    let clock = new Date('2026-11-22T01:00:00Z');
+    const timed = await startApiServer({ now: () => clock });
+    try {
+      const tkc = kubeConfigFor(timed);
+      await installWidgets(tkc);
+      const apps = tkc.makeApiClient(AppsV1Api);
+      await apps.createNamespacedDeployment({ namespace, body: { ...deployment('tbl'), spec: { ...deployment('tbl').spec, replicas: 3 } } });
+      await setDeploymentStatus(tkc, namespace, 'tbl', { readyReplicas: 2 });
+      clock = new Date('2026-11-22T01:03:10Z');
+      const accept = 'application/json;as=Table;v=v1;g=meta.k8s.io,application/json';
+      const table: any = await (await fetch(`${timed.url}/apis/apps/v1/namespaces/${namespace}/deployments`, { headers: { Accept: accept } })).json();
+      assert.equal(table.kind, 'Table');
+      assert.deepEqual(table.columnDefinitions.map((c: any) => c.name), ['Name', 'Ready', 'Up-to-date', 'Available', 'Age']);
+      assert.deepEqual(table.rows[0].cells, ['tbl', '2/3', 3, 2, '3m10s']);
+      assert.equal(table.rows[0].object.kind, 'PartialObjectMetadata');
+      const plain: any = await (await fetch(`${timed.url}/apis/apps/v1/namespaces/${namespace}/deployments`)).json();
+      assert.equal(plain.kind, 'DeploymentList', 'plain JSON unless a Table is asked for');
+    } finally {
+      await timed.close();
+    }
+  });
+
   it('discovery: /api, /apis, group versions with verbs, shortNames and status subresources, /version; /openapi/v2 is 404', async () => {
     await installWidgets(kc);
     const get = async (p: string): Promise<any> => {

@@ -11,6 +11,7 @@ import { applyMerge, deletePath, fromFieldsV1, getPath, jsonPatch, leafFields, m
 import { apiResourceList, apiVersionOf, builtinResources, crdResources, storageKey, type ResourceType } from './resources.ts';
 import { applyDefaults, prune, validate } from './schema.ts';
 import { fieldSelector, labelSelector } from './selectors.ts';
+import { toTable, wantsTable } from './table.ts';
 
 export interface ApiServerOptions {
   /** 0 (default) picks a free port. */
@@ -709,7 +710,12 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     if (name === undefined) {
       if (method === 'GET') {
         if (url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1') return watch(r, url, req, res);
-        return reply(res, 200, list(r, url));
+        const listed = list(r, url);
+        if (wantsTable(req.headers.accept)) {
+          const { resourceVersion, ...more } = listed.metadata;
+          return reply(res, 200, toTable(rt, listed.items, resourceVersion, now(), more));
+        }
+        return reply(res, 200, listed);
       }
       if (method === 'POST') {
         if (rt.namespaced && ns === undefined) throw methodNotAllowed();
@@ -741,7 +747,11 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       return reply(res, 200, scaleOf(next));
     }
     const subOpt = sub === 'status' ? { sub: 'status' as const } : {};
-    if (method === 'GET') return reply(res, 200, present(rt, get(rt, ns, name)));
+    if (method === 'GET') {
+      const obj = present(rt, get(rt, ns, name));
+      if (sub === undefined && wantsTable(req.headers.accept)) return reply(res, 200, toTable(rt, [obj], obj.metadata.resourceVersion, now()));
+      return reply(res, 200, obj);
+    }
     if (method === 'PUT') {
       const old = get(rt, ns, name);
       const next = update(rt, old, parseJson(await readBody(req)), { ...subOpt, requireRV: true, managed: managedAfterUpdate(rt, manager, sub) });
