@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { desiredDeployment, parseSecretRef, plannedWorkloads } from '../controller/operator/workloads.ts';
 import { loadFlashSales } from '../controller/spec/flashsale.ts';
-import { HelmError, helmLint, helmTemplate, type Manifest } from './support/helm.ts';
+import { HelmError, helmInstallDryRun, helmLint, helmTemplate, type Manifest } from './support/helm.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const chart = join(root, 'charts/flashsale-operator');
@@ -208,6 +208,32 @@ describe('Helm chart', () => {
     }
   });
 
+  describe('NOTES.txt (client-only `helm install --dry-run`)', () => {
+    it('says what to apply next and how to watch it', async () => {
+      const out = await helmInstallDryRun(chart, { namespace: 'flashsale-system' });
+      assert.match(out, /^STATUS: pending-install$/m);
+      const notes = out.slice(out.indexOf('NOTES:'));
+      assert.match(notes, /manages FlashSales in every namespace/);
+      assert.match(notes, /kubectl -n flashsale-system rollout status deployment\/flashsale-flashsale-operator/);
+      assert.match(notes, /kubectl apply -n default -f examples\/flashsale\.yaml/);
+      assert.match(notes, /kubectl get fs -n default -w/);
+      assert.match(notes, /Note: redis\.url is stored in the Deployment in plain text/);
+      // Every example it names exists.
+      for (const [, file] of notes.matchAll(/(flashsale[\w-]*\.yaml)/g)) assert.ok(readdirSync(join(root, 'examples')).includes(file!), `examples/${file}`);
+    });
+
+    it('points at a watched namespace and drops the plain-URL notes with existing Secrets', async () => {
+      const out = await helmInstallDryRun(chart, {
+        namespace: 'flashsale-system',
+        values: { operator: { watchNamespaces: ['shop-a'] }, redis: { existingSecret: { name: 'r', key: 'k' } }, mysql: { existingSecret: { name: 'm', key: 'k' } } },
+      });
+      const notes = out.slice(out.indexOf('NOTES:'));
+      assert.match(notes, /manages FlashSales in: shop-a\./);
+      assert.match(notes, /kubectl apply -n shop-a -f examples\/flashsale\.yaml/);
+      assert.doesNotMatch(notes, /plain text/);
+    });
+  });
+
   describe('default values', () => {
     let manifests: Manifest[];
     before(async () => {
@@ -246,6 +272,7 @@ describe('Helm chart', () => {
         namespace: 'ops',
         values: {
           replicaCount: 3,
+          podDisruptionBudget: { enabled: true, maxUnavailable: 2 },
           image: { repository: 'registry.example.com/fs/op', tag: '9.9.9' },
           operator: { logLevel: 'debug', httpPort: 9090, leaseName: 'fs-leader', extraEnv: [{ name: 'EXTRA', value: 'x' }] },
           kafka: { brokers: ['k-0:9092', 'k-1:9092'] },
@@ -272,6 +299,12 @@ describe('Helm chart', () => {
       assert.equal(c.image, 'registry.example.com/fs/op:9.9.9');
       assert.ok(c.args.includes('--lease-name=fs-leader'));
       assert.equal(only(manifests, 'Role', `${fullname}-leader-election`).rules[1].resourceNames[0], 'fs-leader');
+    });
+
+    it('renders a PodDisruptionBudget over the operator pods', () => {
+      const pdb = only(manifests, 'PodDisruptionBudget');
+      assert.equal(pdb.spec.maxUnavailable, 2);
+      assert.deepEqual(pdb.spec.selector, only(manifests, 'Deployment').spec.selector);
     });
 
     it('reads credentials from the existing Secrets and hands their names to the workers', () => {

@@ -29,7 +29,7 @@ export interface TemplateOptions {
   valuesFiles?: string[];
   /** Values given inline; written to a temporary values file applied after `valuesFiles`. */
   values?: Record<string, unknown>;
-  /** `--set key=value` pairs. */
+  /** `--set key=value` pairs (scalars; give lists through `values`). */
   set?: Record<string, string>;
 }
 
@@ -53,9 +53,8 @@ export async function helmLint(chartDir: string, opts: { strict?: boolean } = {}
   return stdout.split('\n').filter(Boolean);
 }
 
-/** `helm template` with the given values; resolves with the rendered objects, in order. */
-export async function helmTemplate(chartDir: string, opts: TemplateOptions = {}): Promise<Manifest[]> {
-  const args = ['template', chartDir, '--name', opts.name ?? 'flashsale'];
+function renderArgs(command: string, chartDir: string, opts: TemplateOptions): { args: string[]; cleanup: () => void } {
+  const args = [command, chartDir, '--name', opts.name ?? 'flashsale'];
   if (opts.namespace) args.push('--namespace', opts.namespace);
   for (const file of opts.valuesFiles ?? []) args.push('--values', file);
   let tmp: string | undefined;
@@ -66,6 +65,12 @@ export async function helmTemplate(chartDir: string, opts: TemplateOptions = {})
     args.push('--values', file);
   }
   for (const [key, value] of Object.entries(opts.set ?? {})) args.push('--set', `${key}=${value}`);
+  return { args, cleanup: () => tmp && rmSync(tmp, { recursive: true, force: true }) };
+}
+
+/** `helm template` with the given values; resolves with the rendered objects, in order. */
+export async function helmTemplate(chartDir: string, opts: TemplateOptions = {}): Promise<Manifest[]> {
+  const { args, cleanup } = renderArgs('template', chartDir, opts);
   try {
     const { stdout } = await java(args);
     return parseAllDocuments(stdout)
@@ -75,6 +80,16 @@ export async function helmTemplate(chartDir: string, opts: TemplateOptions = {})
       })
       .filter((m): m is Manifest => m !== null);
   } finally {
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    cleanup();
+  }
+}
+
+/** A client-only `helm install --dry-run` (no cluster); resolves with what `helm install` prints, NOTES included. */
+export async function helmInstallDryRun(chartDir: string, opts: TemplateOptions = {}): Promise<string> {
+  const { args, cleanup } = renderArgs('install-dry-run', chartDir, opts);
+  try {
+    return (await java(args)).stdout;
+  } finally {
+    cleanup();
   }
 }
