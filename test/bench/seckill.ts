@@ -128,23 +128,28 @@ function flashsale(command: string): ChildProcess {
 const ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
 const base = `/v1/sales/${sale.metadata.name}/orders`;
 try {
-  // 1. The ceiling: bare node:http, same port, same requests.
-  const bare = spawn(
-    process.execPath,
-    [
-      '-e',
-      `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${PORT}, '127.0.0.1');`,
-    ],
-    { stdio: 'inherit' },
-  );
-  children.push(bare);
-  await eventually(async () => (await http('POST', `http://127.0.0.1:${PORT}/`, '{}')).status === 202, { what: 'bare server' });
-  const ceiling = await wrk('bare', base, 'scarce', 'b-', 2 * SCARCE);
-  await stopChild(bare);
-  process.stderr.write(`bare node:http: ${ceiling.rps} req/s\n`);
+  // 1. The ceiling: bare node:http, same port, same requests. Measured before and after the
+  // rejection run (the machine is shared; the mean of both is the ceiling).
+  const bareRun = async (name: string) => {
+    const bare = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${PORT}, '127.0.0.1');`,
+      ],
+      { stdio: 'inherit' },
+    );
+    children.push(bare);
+    await eventually(async () => (await http('POST', `http://127.0.0.1:${PORT}/`, '{}')).status === 202, { what: 'bare server' });
+    const r = await wrk(name, base, 'scarce', 'b-', 2 * SCARCE);
+    await stopChild(bare);
+    process.stderr.write(`${name}: ${r.rps} req/s\n`);
+    return r;
+  };
+  const bare1 = await bareRun('bare-1');
 
   // 2. Rejection path: the scarce SKU sold to u-0..u-999, then half repeat buyers, half new ones.
-  const api = flashsale('api');
+  let api = flashsale('api');
   const writer = flashsale('order-writer');
   await waitFor(`http://127.0.0.1:${PORT}/readyz`);
   await waitFor(`http://127.0.0.1:${PORT + 1}/readyz`);
@@ -157,6 +162,11 @@ try {
   const already = metric(afterReject, 'flashsale_api_requests_total', 'outcome="already_ordered"') - metric(before, 'flashsale_api_requests_total', 'outcome="already_ordered"');
   assert.equal(reject.non2xx, reject.requests, 'the rejection run accepts nothing');
   process.stderr.write(`rejection path: ${reject.rps} req/s\n`);
+  await stopChild(api);
+  const bare2 = await bareRun('bare-2');
+  const ceiling = { rps: (bare1.rps + bare2.rps) / 2, p50ms: (bare1.p50ms + bare2.p50ms) / 2, p99ms: (bare1.p99ms + bare2.p99ms) / 2 };
+  api = flashsale('api');
+  await waitFor(`http://127.0.0.1:${PORT}/readyz`);
 
   // 3. Accept path: distinct buyers of the bulk SKU; clock runs until the last row is in MySQL.
   const t0 = performance.now();
@@ -219,7 +229,7 @@ try {
     '',
     '| measurement | figure | p50 | p99 | ratio |',
     '| --- | ---: | ---: | ---: | ---: |',
-    `| bare node:http (ceiling), same port, same POSTs | ${f(ceiling.rps)} req/s | ${f(ceiling.p50ms, 2)} ms | ${f(ceiling.p99ms, 2)} ms | 1.00 |`,
+    `| bare node:http (ceiling), same port, same POSTs: mean of ${f(bare1.rps)} (before) and ${f(bare2.rps)} (after the rejection run) | ${f(ceiling.rps)} req/s | ${f(ceiling.p50ms, 2)} ms | ${f(ceiling.p99ms, 2)} ms | 1.00 |`,
     `| API rejection path (${f(soldOut)} SOLD_OUT + ${f(already)} ALREADY_ORDERED) | ${f(reject.rps)} req/s | ${f(reject.p50ms, 2)} ms | ${f(reject.p99ms, 2)} ms | ${(reject.rps / ceiling.rps).toFixed(2)} of bare (target ≥ 0.70) |`,
     `| API accept path, HTTP answers (202) | ${f(accept.rps)} req/s | ${f(accept.p50ms, 2)} ms | ${f(accept.p99ms, 2)} ms | |`,
     `| accepted orders into MySQL, first request → last row (${f(reserved)} orders in ${f(acceptSeconds, 1)} s) | ${f(ordersPerSecond)} orders/s | | | ${(ordersPerSecond / rawPerSecond).toFixed(2)} of raw INSERT (target ≥ 10,000/s) |`,
