@@ -225,6 +225,7 @@ class CloseHandling {
   }
 
   async send(retries: OutgoingMessage[], deadLetters: OutgoingMessage[]): Promise<void> {
+    if (retries.length === 0 && deadLetters.length === 0) return;
     const n = this.o.names;
     await this.o.producer.send([
       { topic: n.topics.retry, messages: retries },
