@@ -213,6 +213,26 @@ describe('timeout closer', () => {
     await w.stop();
   });
 
+  it('a rebalance while partitions wait for due times loses nothing and closes nothing early', async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 100, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '1s' }], partitions: 4 });
+    const first = await startClosers(f, ['b']);
+    const dueAt = Date.now() + 5000;
+    const orders = await f.place('sku', 40, { dueAt });
+    const worker = (first.closers[0] as TimeoutCloser).worker;
+    await eventually(() => worker.waiting().length === 4, { what: 'all four partitions waiting' });
+    // A second member joins: partitions move, the old timers are dropped, the new owners re-read from the last commit.
+    const second = await startClosers(f, ['b']);
+    const worker2 = (second.closers[0] as TimeoutCloser).worker;
+    await eventually(() => worker.joins >= 2 && worker2.joins >= 1 && worker.waiting().length + worker2.waiting().length === 4, { what: 'both members waiting on their share' });
+    assert.ok(worker2.waiting().length > 0, 'the newcomer owns some waiting partitions');
+    assert.ok(Date.now() < dueAt, 'rebalanced before the due time');
+    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key])) === orders.length, { what: 'all closed' });
+    for (const s of (await f.statuses()).values()) assert.ok((s.closedAt as number) >= s.dueAt, 'never early');
+    assert.equal((await f.stock.level('sku'))?.remaining, 100);
+    await first.stop();
+    await second.stop();
+  });
+
   it('waits without sleeping: a paused partition does not stall the others and causes no rebalance', async () => {
     const f = await fixture({ skus: [{ id: 'sku', stock: 100, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '1s' }], partitions: 3 });
     // Session timeout 6 s, far order due in 12 s: the wait outlasts a session, so heartbeats must go on.
