@@ -54,7 +54,8 @@ describe('container image runtime stage (production tree)', () => {
     // package), compiled with the project's dev dependencies, then packed.
     const build = join(work, 'build');
     mkdirSync(build);
-    for (const input of buildInputs) cpSync(join(root, input), join(build, input), { recursive: true });
+    // .dockerignore keeps controller/**/*.test.ts out of the build context; so does this copy.
+    for (const input of buildInputs) cpSync(join(root, input), join(build, input), { recursive: true, filter: (src) => !src.endsWith('.test.ts') });
     symlinkSync(join(root, 'node_modules'), join(build, 'node_modules'), 'dir');
     await run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: build, env: childEnv });
     const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: build, env: childEnv });
