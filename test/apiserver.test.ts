@@ -123,24 +123,28 @@ describe('test apiserver: storage and versions', () => {
     assert.deepEqual(main.status, { phase: 'Ready', count: 2 }, 'the main resource ignores status');
   });
 
-  it('finalizers: DELETE marks, bumps generation, emits MODIFIED; only finalizer removal is allowed; emptying them deletes', async () => {
+  it('finalizers: DELETE marks (202), bumps generation, emits MODIFIED; finalizers may then only be removed; emptying them deletes', async () => {
     const created: any = await co.createNamespacedCustomObject({ ...w, body: widget('fin', { size: 3 }, { finalizers: ['example.test/a', 'example.test/b'] }) });
     const stream = rawWatch(server, `/apis/example.test/v1/namespaces/${namespace}/widgets?watch=true&resourceVersion=${created.metadata.resourceVersion}&fieldSelector=metadata.name=fin`, {
-      count: 3,
+      count: 4,
     });
-    const marked: any = await co.deleteNamespacedCustomObject({ ...w, name: 'fin' });
+    const res = await fetch(`${server.url}/apis/example.test/v1/namespaces/${namespace}/widgets/fin`, { method: 'DELETE' });
+    assert.equal(res.status, 202, 'Accepted: finalizers hold the object');
+    const marked: any = await res.json();
     assert.ok(marked.metadata.deletionTimestamp);
     assert.equal(marked.metadata.generation, 2);
     const stillThere: any = await co.getNamespacedCustomObject({ ...w, name: 'fin' });
     assert.equal(stillThere.metadata.deletionTimestamp, marked.metadata.deletionTimestamp);
+    const again: any = await co.deleteNamespacedCustomObject({ ...w, name: 'fin' });
+    assert.equal(again.metadata.resourceVersion, marked.metadata.resourceVersion, 'a second DELETE changes nothing');
 
-    const specChange = await failure(co.patchNamespacedCustomObject({ ...w, name: 'fin', body: { spec: { size: 5 } } }, merge));
-    assert.equal(specChange.code, 422);
     const addFinalizer = await failure(
       co.patchNamespacedCustomObject({ ...w, name: 'fin', body: { metadata: { finalizers: ['example.test/a', 'example.test/b', 'example.test/c'] } } }, merge),
     );
     assert.equal(addFinalizer.code, 422);
     assert.match(addFinalizer.status.message, /no new finalizers/);
+    const annotated: any = await co.patchNamespacedCustomObject({ ...w, name: 'fin', body: { metadata: { annotations: { note: 'going' } } } }, merge);
+    assert.equal(annotated.metadata.annotations.note, 'going', 'other changes are still accepted, as on the real server');
 
     const one: any = await co.patchNamespacedCustomObject({ ...w, name: 'fin', body: { metadata: { finalizers: ['example.test/b'] } } }, merge);
     assert.deepEqual(one.metadata.finalizers, ['example.test/b']);
@@ -149,8 +153,28 @@ describe('test apiserver: storage and versions', () => {
     assert.equal(gone.code, 404);
     assert.deepEqual(
       (await stream).events.map((e) => e.type),
-      ['MODIFIED', 'MODIFIED', 'DELETED'],
+      ['MODIFIED', 'MODIFIED', 'MODIFIED', 'DELETED'],
     );
+  });
+
+  it('garbage-collects dependents whose owners are all gone, keeps those with a live owner, orphans on request', async () => {
+    const owner: any = await co.createNamespacedCustomObject({ ...w, body: widget('owner') });
+    const other = await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'other-owner' } } });
+    const ref = (o: any, kind: string, apiVersion: string) => ({ apiVersion, kind, name: o.metadata.name, uid: o.metadata.uid, controller: kind === 'Widget' });
+    const byWidget = ref(owner, 'Widget', 'example.test/v1');
+    await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'child', ownerReferences: [byWidget] } } });
+    await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'shared', ownerReferences: [byWidget, ref(other, 'ConfigMap', 'v1')] } } });
+    await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'held', finalizers: ['example.test/hold'], ownerReferences: [byWidget] } } });
+    await co.deleteNamespacedCustomObject({ ...w, name: 'owner' });
+    assert.equal((await failure(core.readNamespacedConfigMap({ namespace, name: 'child' }))).code, 404, 'sole dependent deleted');
+    assert.ok(await core.readNamespacedConfigMap({ namespace, name: 'shared' }), 'a dependent with a live owner stays');
+    assert.ok((await core.readNamespacedConfigMap({ namespace, name: 'held' })).metadata!.deletionTimestamp, 'a dependent with finalizers is marked for deletion');
+
+    const parent: any = await co.createNamespacedCustomObject({ ...w, body: widget('parent') });
+    await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'orphan', ownerReferences: [ref(parent, 'Widget', 'example.test/v1')] } } });
+    await co.deleteNamespacedCustomObject({ ...w, name: 'parent', propagationPolicy: 'Orphan' });
+    const orphan = await core.readNamespacedConfigMap({ namespace, name: 'orphan' });
+    assert.equal(orphan.metadata!.ownerReferences, undefined, 'orphaned: owner reference removed, object kept');
   });
 
   it('does not require namespaces to exist, and serves Namespaces when a test wants them', async () => {

@@ -22,6 +22,12 @@ export interface ApiServerOptions {
   historyLimit?: number;
   /** How often watches that asked for bookmarks get one (the real server: about a minute). */
   bookmarkIntervalMs?: number;
+  /**
+   * Delete dependents (ownerReferences) once all their owners are gone, like the controller
+   * manager's garbage collector, synchronously (default true). `propagationPolicy: Orphan`
+   * (or `orphanDependents: true`) removes the owner references instead.
+   */
+  garbageCollection?: boolean;
 }
 
 export interface ApiServer {
@@ -124,6 +130,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   const types = new Map<string, ResourceType>(); // `${group}/${version}/${plural}`
   const groupOrder: string[] = [];
   const watchers = new Set<Watcher>();
+  const orphaning = new Set<string>(); // uids deleted with propagationPolicy Orphan
   const counters = { lists: 0, watches: 0, expired: 0, patches: {} as Record<string, number> };
 
   const register = (rt: ResourceType): void => {
@@ -177,8 +184,34 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     history.push(ev);
     if (history.length > historyLimit) compactedRV = history.shift()!.rv;
     for (const w of watchers) deliver(w, ev);
+    if (type === 'DELETED' && options.garbageCollection !== false) collectGarbage(obj.metadata.uid);
     return obj;
   };
+
+  /** Dependents of a deleted owner: orphaned, or deleted once none of their owners exists. */
+  function collectGarbage(uid: string | undefined): void {
+    if (!uid) return;
+    const orphan = orphaning.delete(uid);
+    const alive = new Set<string>();
+    for (const objs of storage.values()) for (const o of objs.values()) alive.add(o.metadata.uid);
+    for (const [skey, objs] of storage) {
+      const rt = [...types.values()].find((t) => storageKey(t) === skey);
+      if (!rt) continue;
+      for (const o of [...objs.values()]) {
+        const refs: any[] = o.metadata.ownerReferences ?? [];
+        if (!refs.some((r) => r.uid === uid)) continue;
+        if (orphan) {
+          const next = structuredClone(o);
+          next.metadata.ownerReferences = refs.filter((r) => r.uid !== uid);
+          if (next.metadata.ownerReferences.length === 0) delete next.metadata.ownerReferences;
+          commit(rt, 'MODIFIED', next, o);
+        } else if (!refs.some((r) => alive.has(r.uid))) {
+          const current = objs.get(objKey(o.metadata.namespace, o.metadata.name));
+          if (current) remove(rt, current, {});
+        }
+      }
+    }
+  }
 
   const bookmarkTimer = setInterval(() => sendBookmarks(), options.bookmarkIntervalMs ?? 5_000);
   bookmarkTimer.unref();
@@ -395,22 +428,15 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     delete nm.selfLink;
     next = prepare(rt, next);
 
-    if (old.metadata.deletionTimestamp && o.sub !== 'status') {
+    // Once deletion has started, finalizers may only be removed (documented behaviour: "you can
+    // remove existing finalizers ... but you cannot add a new finalizer"); other changes, such as
+    // annotations or status, are still accepted, as on the real server.
+    if (old.metadata.deletionTimestamp) {
       const before: string[] = old.metadata.finalizers ?? [];
       const after: string[] = next.metadata.finalizers ?? [];
-      const causes: StatusCause[] = [];
       if (after.some((f) => !before.includes(f))) {
-        causes.push({ reason: 'FieldValueForbidden', field: 'metadata.finalizers', message: 'Forbidden: no new finalizers can be added if the object is being deleted' });
+        throw invalid(rt, name, [{ reason: 'FieldValueForbidden', field: 'metadata.finalizers', message: 'Forbidden: no new finalizers can be added if the object is being deleted' }]);
       }
-      const strip = (x: any): string => {
-        const c = withoutVolatile(x);
-        delete c.metadata.finalizers;
-        return canon(c);
-      };
-      if (strip(old) !== strip(next)) {
-        causes.push({ reason: 'FieldValueForbidden', field: 'metadata.deletionTimestamp', message: 'Forbidden: only the removal of finalizers is allowed while the object is being deleted' });
-      }
-      if (causes.length > 0) throw invalid(rt, name, causes);
     }
 
     if (rt.generation && specPart(old) !== specPart(next)) next.metadata.generation = (old.metadata.generation ?? 0) + 1;
@@ -431,7 +457,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     return next;
   };
 
-  const remove = (rt: ResourceType, old: any, opts: any): any => {
+  function remove(rt: ResourceType, old: any, opts: any): any {
     const pre = isObj(opts?.preconditions) ? opts.preconditions : {};
     if (pre.uid && pre.uid !== old.metadata.uid) {
       throw conflict(rt, old.metadata.name, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${old.metadata.uid}`);
@@ -439,6 +465,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     if (pre.resourceVersion && pre.resourceVersion !== old.metadata.resourceVersion) {
       throw conflict(rt, old.metadata.name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`);
     }
+    if (opts?.propagationPolicy === 'Orphan' || opts?.orphanDependents === true) orphaning.add(old.metadata.uid);
     if (old.metadata.deletionTimestamp) return old; // already being deleted: waits for its finalizers
     if ((old.metadata.finalizers ?? []).length > 0) {
       const next = structuredClone(old);
@@ -450,7 +477,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     const gone = commit(rt, 'DELETED', structuredClone(old), old);
     if (isCrd(rt)) unserveCrd(gone);
     return gone;
-  };
+  }
 
   /** Server-side apply: merge the applied configuration, own its fields, conflict on others' fields. */
   const apply = (rt: ResourceType, ns: string | undefined, name: string, config: any, manager: string, force: boolean, sub: 'status' | undefined): any => {
@@ -782,8 +809,12 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     if (method === 'DELETE' && sub === undefined) {
       const old = get(rt, ns, name);
       const body = await readBody(req);
-      const out = remove(rt, old, body ? parseJson(body) : {});
-      return reply(res, 200, present(rt, out));
+      const opts = body ? parseJson(body) : {};
+      const policy = url.searchParams.get('propagationPolicy');
+      if (policy) opts.propagationPolicy = policy;
+      const out = remove(rt, old, opts);
+      // 202 Accepted while finalizers hold the object, 200 once it is gone
+      return reply(res, store(rt).has(objKey(ns, name)) ? 202 : 200, present(rt, out));
     }
     throw methodNotAllowed();
   };
