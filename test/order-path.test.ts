@@ -218,10 +218,11 @@ describe('order API', () => {
     assert.match(metrics.text, new RegExp(`flashsale_orders_written_total\\{flashsale="${ctx.key}"\\} [1-9]`));
   });
 
-  it('gives the reservation back and answers 503 UNAVAILABLE when the hand-off to Kafka fails; readyz turns 503', async () => {
+  it('gives the reservation back and answers 503 UNAVAILABLE when the hand-off to Kafka fails; readyz is 503 for 5 s', async () => {
     const dead = await kafka.producer();
     await dead.disconnect();
-    const failing = new OrderApi({ sales: [ctx], redis, pool: db, producer: new BatchingProducer(dead), registry: new Registry(), logger });
+    let now = Date.now();
+    const failing = new OrderApi({ sales: [ctx], redis, pool: db, producer: new BatchingProducer(dead), registry: new Registry(), logger, clock: () => now });
     const root = await failing.listen(0);
     try {
       const before = await ctx.stock.level('hot');
@@ -231,6 +232,8 @@ describe('order API', () => {
       assert.equal(await ctx.stock.holding('hot', 'gina'), 0, 'user slot freed');
       assert.equal((await ctx.stock.inFlight('hot')).filter((x) => x.userId === 'gina').length, 0, 'no reservation left');
       assert.equal((await http('GET', `${root}/readyz`)).status, 503);
+      now += 5001;
+      assert.equal((await http('GET', `${root}/readyz`)).status, 200, 'an unready replica gets no traffic: readiness comes back by itself');
     } finally {
       await failing.close();
     }

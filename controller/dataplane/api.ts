@@ -90,7 +90,8 @@ export class OrderApi {
   // prom-client children are looked up once per label set; the hot path only increments.
   private readonly outcomeCounters = new Map<string, { inc(): void }>();
   private readonly durations = new Map<string, { observe(v: number): void }>();
-  private producerHealthy = true;
+  /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
+  private producerFailedAt: number | null = null;
   private readonly soldOut = new Map<string, SoldOutCopy>();
   private readonly soldOutLoading = new Map<string, Promise<void>>();
   private readonly soldOutTtl: number;
@@ -131,9 +132,13 @@ export class OrderApi {
     });
   }
 
-  /** Ready when Redis is connected and the last hand-off to Kafka (if any) succeeded. */
+  /**
+   * Ready when Redis is connected and no hand-off to Kafka failed in the last 5 s. The window ends
+   * by itself: an unready replica gets no traffic, so it could not wait for a successful send.
+   */
   ready(): boolean {
-    return this.opts.redis.status === 'ready' && this.producerHealthy;
+    const kafkaOk = this.producerFailedAt === null || this.clock() - this.producerFailedAt > 5000;
+    return this.opts.redis.status === 'ready' && kafkaOk;
   }
 
   private count(sale: string, outcome: Outcome): void {
@@ -321,9 +326,9 @@ export class OrderApi {
     const message: OrderMessage = { v: 1, orderId: reservation.orderId, sale: ctx.key, skuId: body.skuId, userId: body.userId, quantity: body.quantity, createdAt: now };
     try {
       await this.opts.producer.send(ctx.names.topics.orders, { key: body.skuId, value: JSON.stringify(message), timestamp: now });
-      this.producerHealthy = true;
+      this.producerFailedAt = null;
     } catch (err) {
-      this.producerHealthy = false;
+      this.producerFailedAt = this.clock();
       this.opts.logger.warn({ err: String(err), orderId: reservation.orderId }, 'hand-off to Kafka failed; giving the reservation back');
       let givenBack: boolean;
       try {
