@@ -38,6 +38,8 @@ describe('test apiserver: kubectl v1.20', () => {
   it('applies the CRD and then the example sale', async () => {
     const crd = await kubectl.ok(['apply', '--validate=false', '-f', `${repo}crds/flashsale.yaml`]);
     assert.match(crd, /customresourcedefinition.apiextensions.k8s.io\/flashsales.flashsale.dev created/);
+    const again = await kubectl.ok(['apply', '--validate=false', '-f', `${repo}crds/flashsale.yaml`]);
+    assert.match(again, /flashsales.flashsale.dev unchanged/, 're-applying the same CRD writes nothing');
     const sale = await kubectl.ok(['apply', '--validate=false', '-f', `${repo}examples/flashsale.yaml`]);
     assert.match(sale, /flashsale.flashsale.dev\/singles-day created/);
     const stored: any = await co.getNamespacedCustomObject({ ...fs, name: 'singles-day' });

@@ -86,13 +86,22 @@ describe('test apiserver: list and watch', () => {
     );
   });
 
-  it('starts a watch without resourceVersion with synthetic ADDED events for what exists', async () => {
+  it('starts a watch without resourceVersion (or with "0") with synthetic ADDED events for what exists', async () => {
     const w = ns();
     await co.createNamespacedCustomObject({ ...w, body: widget('x') });
     await co.createNamespacedCustomObject({ ...w, body: widget('y') });
     const stream = await rawWatch(server, path(w.namespace, 'watch=true'), { count: 3, onOpen: () => co.createNamespacedCustomObject({ ...w, body: widget('z') }).then(() => undefined) });
     assert.deepEqual(
       stream.events.map((e) => [e.type, e.object.metadata.name]),
+      [
+        ['ADDED', 'x'],
+        ['ADDED', 'y'],
+        ['ADDED', 'z'],
+      ],
+    );
+    const zero = await rawWatch(server, path(w.namespace, 'watch=true&resourceVersion=0'), { count: 3 });
+    assert.deepEqual(
+      zero.events.map((e) => [e.type, e.object.metadata.name]),
       [
         ['ADDED', 'x'],
         ['ADDED', 'y'],
@@ -215,6 +224,15 @@ describe('test apiserver: list and watch', () => {
     const last: any = await co.listNamespacedCustomObject({ ...w, limit: 2, _continue: second.metadata.continue });
     assert.deepEqual(names(last), ['p5']);
     assert.equal(last.metadata.continue, undefined);
+  });
+
+  it('deletes a collection by label selector', async () => {
+    const w = ns();
+    await co.createNamespacedCustomObject({ ...w, body: widget('c1', { size: 1 }, { labels: { batch: 'old' } }) });
+    await co.createNamespacedCustomObject({ ...w, body: widget('c2', { size: 1 }, { labels: { batch: 'old' } }) });
+    await co.createNamespacedCustomObject({ ...w, body: widget('c3', { size: 1 }, { labels: { batch: 'new' } }) });
+    await co.deleteCollectionNamespacedCustomObject({ ...w, labelSelector: 'batch=old' });
+    assert.deepEqual(names(await co.listNamespacedCustomObject(w)), ['c3']);
   });
 
   it('filters lists by metadata.name and metadata.namespace field selectors, and refuses other fields', async () => {

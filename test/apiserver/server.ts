@@ -578,7 +578,8 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
 
   const reply = (res: ServerResponse, code: number, body: unknown): void => {
     const text = JSON.stringify(body);
-    res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    // like the real server: kubectl's HTTP cache must never serve a stale discovery document
+    res.writeHead(code, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-cache, private' });
     res.end(text);
   };
 
