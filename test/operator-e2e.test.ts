@@ -72,19 +72,22 @@ async function getSale(namespace: string, name: string): Promise<Sale> {
 const cond = (s: Sale, type: string): Condition | undefined => s.status?.conditions?.find((c) => c.type === type);
 
 async function deployments(namespace: string) {
-  return (await client.request<KubeList<{ metadata: { name: string; ownerReferences?: { uid: string; controller?: boolean }[] }; spec: { replicas: number; template: { spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } } }>>('GET', paths.deployments(namespace))).items;
+  return (await client.request<KubeList<{ metadata: { name: string; ownerReferences?: { uid: string; controller?: boolean }[] }; spec: { replicas: number; template: { spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } }; status?: { readyReplicas?: number } }>>('GET', paths.deployments(namespace))).items;
 }
 
-/** Marks every Deployment of the namespace ready (there is no kubelet here). */
+/** Marks every Deployment of the namespace that is not ready yet as ready (there is no kubelet here). */
 async function markReady(namespace: string): Promise<void> {
   const kc = kubeConfigFor(server);
-  for (const d of await deployments(namespace)) await setDeploymentStatus(kc, namespace, d.metadata.name);
+  for (const d of await deployments(namespace)) {
+    if ((d.status?.readyReplicas ?? 0) < d.spec.replicas) await setDeploymentStatus(kc, namespace, d.metadata.name);
+  }
 }
 
-async function waitFor(namespace: string, name: string, check: (s: Sale) => boolean, what: string, timeoutMs = 40_000): Promise<Sale> {
+async function waitFor(namespace: string, name: string, check: (s: Sale) => boolean, what: string, timeoutMs = 40_000, each?: () => Promise<void>): Promise<Sale> {
   let last: Sale | undefined;
   try {
     return await eventually(async () => {
+      await each?.();
       last = await getSale(namespace, name);
       return check(last) ? last : undefined;
     }, { timeoutMs, intervalMs: 200, what });
@@ -94,9 +97,9 @@ async function waitFor(namespace: string, name: string, check: (s: Sale) => bool
 }
 
 async function waitReady(namespace: string, name: string): Promise<Sale> {
-  await eventually(async () => (await deployments(namespace)).length >= 4, { timeoutMs: 40_000, what: 'deployments' });
-  await markReady(namespace);
-  return waitFor(namespace, name, (s) => s.status?.phase === 'Ready' && s.status.observedGeneration === s.metadata.generation, 'Ready');
+  await eventually(async () => (await deployments(namespace)).filter((d) => d.metadata.name.startsWith(`${name}-`)).length >= 5, { timeoutMs: 40_000, what: 'deployments' });
+  // Deployments may still be created or scaled while we wait: keep playing kubelet.
+  return waitFor(namespace, name, (s) => s.status?.phase === 'Ready' && s.status.observedGeneration === s.metadata.generation, 'Ready', 40_000, () => markReady(namespace));
 }
 
 /** kind/name@resourceVersion of every FlashSale, Deployment, Service and Event of the namespace. */
@@ -215,8 +218,7 @@ describe('operator end to end', () => {
       workers: { api: { replicas: 3 } },
     })));
     await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === 's1-api')?.spec.replicas === 3, { what: 'api scaled to 3' });
-    await markReady(namespace);
-    let sale = await waitFor(namespace, 's1', (s) => s.status?.phase === 'Ready' && s.status.observedGeneration === s.metadata.generation, 'Ready after edit');
+    let sale = await waitFor(namespace, 's1', (s) => s.status?.phase === 'Ready' && s.status.observedGeneration === s.metadata.generation, 'Ready after edit', 40_000, () => markReady(namespace));
     assert.equal(await redis.get(n.redis.sku('case-z').stock), '7');
     assert.equal(await redis.get(n.redis.sku('phone-x').stock), '150');
     assert.equal(await topicPartitions(n.topics.orders), 3);
@@ -285,7 +287,7 @@ describe('operator end to end', () => {
     await apply(namespace, saleYaml('keep', baseSpec()));
     await apply(namespace, saleYaml('drop', baseSpec({ deletionPolicy: 'Delete' })));
     await waitReady(namespace, 'keep');
-    await waitFor(namespace, 'drop', (s) => s.status?.phase === 'Ready', 'drop Ready');
+    await waitReady(namespace, 'drop');
     const keep = saleNames({ namespace, name: 'keep' });
     const drop = saleNames({ namespace, name: 'drop' });
     const now = new Date();
