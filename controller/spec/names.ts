@@ -28,6 +28,8 @@ export function saleNames(sale: SaleRef, options: NameOptions = {}) {
       delay: (bucket: string) => `${base}.delay.${bucket}`,
       retry: `${base}.retry`,
       deadLetter: `${base}.dlq`,
+      /** Every topic of the sale starts with this (namespaces and sale names hold no dots, so it is unique to the sale). */
+      prefix: `${base}.`,
     },
     groups: {
       orderWriter: `${base}.order-writer`,
