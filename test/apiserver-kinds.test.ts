@@ -224,9 +224,28 @@ describe('test apiserver: built-in kinds and discovery', () => {
     });
     await events.createNamespacedEvent({
       namespace,
-      body: { metadata: { name: 'e2' }, eventTime: new V1MicroTime('2026-11-22T01:02:03.123456Z'), reason: 'Provisioned', action: 'Provision', reportingController: 'flashsale', reportingInstance: 'op-1', type: 'Normal' },
+      body: {
+        metadata: { name: 'e2' },
+        eventTime: new V1MicroTime('2026-11-22T01:02:03.123456Z'),
+        regarding: { kind: 'FlashSale', name: 'sale', namespace },
+        reason: 'Provisioned',
+        action: 'Provision',
+        reportingController: 'flashsale.dev/operator',
+        reportingInstance: 'op-1',
+        type: 'Normal',
+      },
     });
     assert.deepEqual((await core.listNamespacedEvent({ namespace })).items.map((e) => e.reason), ['Provisioned']);
+    const incomplete = await failure(
+      events.createNamespacedEvent({ namespace, body: { metadata: { name: 'e3' }, eventTime: new V1MicroTime('2026-11-22T01:02:03.123456Z'), regarding: { name: 'sale', namespace }, reason: 'X', type: 'Normal' } as any }),
+    );
+    assert.equal(incomplete.code, 422, 'events.k8s.io requires the reporting controller, instance and action');
+    assert.deepEqual(fields(incomplete.status), ['action', 'reportingController', 'reportingInstance']);
+    const mismatch = await failure(
+      core.createNamespacedEvent({ namespace, body: { metadata: { name: 'e4' }, involvedObject: { kind: 'FlashSale', name: 'sale', namespace: 'elsewhere' }, reason: 'X' } }),
+    );
+    assert.equal(mismatch.code, 422);
+    assert.deepEqual(fields(mismatch.status), ['involvedObject.namespace']);
     const listed = await events.listNamespacedEvent({ namespace });
     assert.equal(String(listed.items[0]!.eventTime), '2026-11-22T01:02:03.123000Z', 'client-node hands MicroTime back as the wire string');
   });

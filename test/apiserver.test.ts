@@ -84,6 +84,18 @@ describe('test apiserver: storage and versions', () => {
     assert.equal(current.spec.size, 6, 'the stale write changed nothing');
   });
 
+  it('generates names from generateName, and treats a uid in the body as a precondition', async () => {
+    const a: any = await co.createNamespacedCustomObject({ ...w, body: { ...widget(''), metadata: { generateName: 'gen-' } } });
+    const b: any = await co.createNamespacedCustomObject({ ...w, body: { ...widget(''), metadata: { generateName: 'gen-' } } });
+    assert.match(a.metadata.name, /^gen-[a-z0-9]{5}$/);
+    assert.notEqual(a.metadata.name, b.metadata.name);
+    const wrongUid = await failure(
+      co.replaceNamespacedCustomObject({ ...w, name: a.metadata.name, body: { ...a, metadata: { ...a.metadata, uid: '00000000-0000-0000-0000-000000000000' }, spec: { size: 9 } } }),
+    );
+    assert.equal(wrongUid.code, 409);
+    assert.match(wrongUid.status.message, /Precondition failed: UID/);
+  });
+
   it('requires a resourceVersion on PUT of a custom resource (422), not of a ConfigMap', async () => {
     await co.createNamespacedCustomObject({ ...w, body: widget('norv') });
     const { code, status } = await failure(co.replaceNamespacedCustomObject({ ...w, name: 'norv', body: widget('norv', { size: 9 }) }));

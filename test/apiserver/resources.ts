@@ -132,15 +132,8 @@ export function builtinResources(): ResourceType[] {
         return causes;
       },
     }),
-    base('', 'v1', 'events', 'Event', { shortNames: ['ev'] }),
-    base('events.k8s.io', 'v1', 'events', 'Event', {
-      shortNames: ['ev'],
-      validate: (o) => {
-        const causes: StatusCause[] = [];
-        microTime(o, ['eventTime'], causes);
-        return causes;
-      },
-    }),
+    base('', 'v1', 'events', 'Event', { shortNames: ['ev'], validate: (o) => validateEvent(o, 'core') }),
+    base('events.k8s.io', 'v1', 'events', 'Event', { shortNames: ['ev'], validate: (o) => validateEvent(o, 'events') }),
     base('coordination.k8s.io', 'v1', 'leases', 'Lease', {
       validate: (o) => {
         const causes: StatusCause[] = [];
@@ -193,6 +186,54 @@ export function builtinResources(): ResourceType[] {
       validate: validateCrd,
     }),
   ];
+}
+
+const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+/**
+ * Event validation as the real server does it (ValidateEventCreate): an event with an eventTime
+ * (always, for events.k8s.io) must name its reporting controller and instance, action and reason
+ * within their limits; a legacy core event's involvedObject namespace must match its own.
+ */
+function validateEvent(o: any, api: 'core' | 'events'): StatusCause[] {
+  const causes: StatusCause[] = [];
+  const required = (field: string): void => void causes.push({ reason: 'FieldValueRequired', field, message: 'Required value' });
+  const tooLong = (field: string, v: string, max: number): void => {
+    if (Buffer.byteLength(v) > max) causes.push({ reason: 'FieldValueInvalid', field, message: `Invalid value: "${v.slice(0, 20)}...": can have at most ${max} characters` });
+  };
+  microTime(o, ['eventTime'], causes);
+  const involved = api === 'core' ? o.involvedObject : o.regarding;
+  const involvedField = api === 'core' ? 'involvedObject.namespace' : 'regarding.namespace';
+  const ns = o.metadata?.namespace;
+  if (!o.eventTime) {
+    if (api === 'events') required('eventTime');
+    else if (involved?.namespace && involved.namespace !== ns) {
+      causes.push({ reason: 'FieldValueInvalid', field: involvedField, message: `Invalid value: ${JSON.stringify(involved.namespace)}: does not match event.namespace` });
+    }
+  }
+  if (o.eventTime || api === 'events') {
+    if (!involved?.namespace && ns !== 'default' && ns !== 'kube-system') {
+      causes.push({ reason: 'FieldValueInvalid', field: involvedField, message: 'Invalid value: "": does not match event.namespace' });
+    }
+    const controllerField = api === 'core' ? 'reportingComponent' : 'reportingController';
+    const controller = o[controllerField] ?? '';
+    if (!controller) required(controllerField);
+    else if (!QUALIFIED_NAME.test(controller) || controller.length > 316) {
+      causes.push({ reason: 'FieldValueInvalid', field: controllerField, message: `Invalid value: ${JSON.stringify(controller)}: must be a qualified name` });
+    }
+    if (!o.reportingInstance) required('reportingInstance');
+    else tooLong('reportingInstance', o.reportingInstance, 128);
+    if (!o.action) required('action');
+    else tooLong('action', o.action, 128);
+    if (!o.reason) required('reason');
+    else tooLong('reason', o.reason, 128);
+    const note = api === 'core' ? 'message' : 'note';
+    if (typeof o[note] === 'string') tooLong(note, o[note], 1024);
+  }
+  if (api === 'events' && o.type !== 'Normal' && o.type !== 'Warning') {
+    causes.push({ reason: 'FieldValueInvalid', field: 'type', message: `Invalid value: ${JSON.stringify(o.type ?? '')}: has invalid value: ${o.type ?? ''}` });
+  }
+  return causes;
 }
 
 function validateCrd(o: any): StatusCause[] {

@@ -394,6 +394,9 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
     }
     if (candidate.kind !== undefined && candidate.kind !== rt.kind) throw badRequest(`the kind of the object (${candidate.kind}) does not match the resource (${rt.kind})`);
+    if (meta.uid !== undefined && meta.uid !== '' && meta.uid !== old.metadata.uid) {
+      throw conflict(rt, name, `Precondition failed: UID in precondition: ${meta.uid}, UID in object meta: ${old.metadata.uid}`);
+    }
     const wantRV = meta.resourceVersion;
     if (wantRV === undefined || wantRV === '' || wantRV === null) {
       if (o.requireRV && rt.custom) {
