@@ -72,8 +72,9 @@ describe('test apiserver: CustomResourceDefinitions', () => {
   it('prunes unknown fields unless x-kubernetes-preserve-unknown-fields', async () => {
     const created: any = await co.createNamespacedCustomObject({
       ...w,
-      body: { ...widget('prune', { size: 1, bogus: true, extra: { anything: { goes: 1 } } }), topLevel: 'x' },
+      body: { ...widget('prune', { size: 1, bogus: true, extra: { anything: { goes: 1 } } }, { madeUp: 'x' }), topLevel: 'x' },
     });
+    assert.equal(created.metadata.madeUp, undefined, 'metadata is ObjectMeta: unknown keys dropped');
     assert.equal(created.spec.bogus, undefined);
     assert.equal(created.topLevel, undefined);
     assert.deepEqual(created.spec.extra, { anything: { goes: 1 } });

@@ -86,6 +86,24 @@ const MAX_BODY = 3 * 1024 * 1024;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+const OBJECT_META = new Set([
+  'name',
+  'generateName',
+  'namespace',
+  'selfLink',
+  'uid',
+  'resourceVersion',
+  'generation',
+  'creationTimestamp',
+  'deletionTimestamp',
+  'deletionGracePeriodSeconds',
+  'labels',
+  'annotations',
+  'ownerReferences',
+  'finalizers',
+  'managedFields',
+]);
+
 const isObj = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Key-order-independent JSON, to decide "nothing changed". */
@@ -274,6 +292,8 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   // ---- validation, defaults, CRD status ----
 
   const prepare = (rt: ResourceType, obj: any): any => {
+    // metadata decodes into ObjectMeta on the real server: unknown keys do not survive
+    for (const k of Object.keys(obj.metadata)) if (!OBJECT_META.has(k)) delete obj.metadata[k];
     const causes: StatusCause[] = [];
     const name = obj.metadata.name;
     const nameRule = rt.plural === 'namespaces' ? DNS_LABEL : DNS_SUBDOMAIN;
