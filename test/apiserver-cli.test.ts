@@ -11,7 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { kubectlFor } from './support/kubectl.ts';
 
 describe('test apiserver: command line', () => {
-  it('serves on 127.0.0.1, writes a kubeconfig with insecure-skip-tls-verify, and stops on SIGTERM', async () => {
+  it('serves on 127.0.0.1, writes a kubeconfig with insecure-skip-tls-verify, offers compact/drop-watches over HTTP, and stops on SIGTERM', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'apiserver-cli-'));
     const kubeconfig = join(dir, 'kubeconfig');
     const child = spawn(process.execPath, ['test/apiserver/main.ts', '--port', '0', '--kubeconfig', kubeconfig, '--namespace', 'shop'], {
@@ -38,6 +38,18 @@ describe('test apiserver: command line', () => {
       kc.loadFromFile(kubeconfig);
       const core = kc.makeApiClient(CoreV1Api);
       await core.createNamespacedConfigMap({ namespace: 'shop', body: { metadata: { name: 'hello' }, data: { a: '1' } } });
+      // the by-hand controls: end open watches, force a 410 for older resourceVersions
+      const server = doc.clusters[0].cluster.server as string;
+      const list = (await (await fetch(`${server}/api/v1/namespaces/shop/configmaps`)).json()) as { metadata: { resourceVersion: string } };
+      const watch = await fetch(`${server}/api/v1/namespaces/shop/configmaps?watch=true&resourceVersion=${list.metadata.resourceVersion}`);
+      const ended = watch.text();
+      const dropped = (await (await fetch(`${server}/_test/drop-watches`, { method: 'POST' })).json()) as { dropped: number };
+      assert.equal(dropped.dropped, 1);
+      assert.equal(await ended, '', 'the watch ended with no events');
+      assert.equal((await fetch(`${server}/_test/compact`, { method: 'POST' })).status, 200);
+      const expired = await (await fetch(`${server}/api/v1/namespaces/shop/configmaps?watch=true&resourceVersion=${list.metadata.resourceVersion}`)).text();
+      assert.equal(JSON.parse(expired).object.code, 410);
+
       const kubectl = kubectlFor(readFileSync(kubeconfig, 'utf8'));
       try {
         assert.match(await kubectl.ok(['get', 'configmaps']), /hello/, 'kubectl uses the context namespace');
