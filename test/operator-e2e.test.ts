@@ -293,11 +293,14 @@ describe('operator end to end', () => {
     const now = new Date();
     await sql('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES (?,?,?,?,?,?,?,?)', [randomUUID(), drop.key, 'phone-x', 'u1', 1, 'PAID', now, now]);
 
+    // A delay topic of a bucket dropped from the spec earlier: Delete removes it too.
+    await (await kafka.admin()).createTopics([{ topic: drop.topics.delay('old'), partitions: 1, replicationFactor: 1 }]);
     await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'keep', 'drop', '--wait=false']);
     await eventually(async () => (await kubectl.run(['get', '-n', namespace, 'flashsale', 'keep', 'drop'])).stderr.match(/NotFound/g)?.length === 2, { timeoutMs: 30_000, what: 'both sales gone' });
     assert.equal(await topicPartitions(keep.topics.orders), 2, 'Retain keeps topics');
     assert.equal(await redis.get(keep.redis.sku('phone-x').stock), '100', 'Retain keeps stock');
     assert.equal(await topicPartitions(drop.topics.orders), undefined, 'Delete removes topics');
+    assert.equal(await topicPartitions(drop.topics.delay('old')), undefined, 'Delete removes every topic of the sale');
     assert.equal(await redis.get(drop.redis.sku('phone-x').stock), null, 'Delete removes Redis keys');
     const orders = await sql<{ c: number }[]>('SELECT COUNT(*) AS c FROM orders WHERE sale = ?', [drop.key]);
     assert.equal(Number(orders[0]?.c), 1, 'orders in MySQL are never deleted');
@@ -363,6 +366,18 @@ describe('operator end to end', () => {
     await apply(namespace, saleYaml('le', baseSpec({ workers: { api: { replicas: 2 } } })));
     await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === 'le-api')?.spec.replicas === 2, { what: 'new leader applies the edit' });
     console.log(`# leader takeover after SIGKILL: ${tookMs} ms (lease 4s, retry 1s)`);
+    const lease = await client.request<{ spec: { leaseTransitions?: number } }>('GET', paths.lease(namespace, leaseName));
+    assert.ok((lease.spec.leaseTransitions ?? 0) >= 1, 'a takeover counts a transition');
+
+    // SIGTERM: the leader releases the Lease, so a fresh candidate need not wait for expiry.
+    const c = await operator(namespace, { identity: 'op-c', leaseName });
+    await eventually(async () => (await c.metric('flashsale_operator_leader')) === 0, { what: 'op-c standing by' });
+    const termAt = Date.now();
+    assert.equal(await standby.stop('SIGTERM'), 0, 'clean exit on SIGTERM');
+    const released = await holder();
+    assert.ok(!released?.holderIdentity || released.holderIdentity === 'op-c', `released on SIGTERM (holder ${released?.holderIdentity})`);
+    await eventually(async () => (await holder())?.holderIdentity === 'op-c', { timeoutMs: 10_000, intervalMs: 100, what: 'op-c takes the released lease' });
+    console.log(`# takeover after SIGTERM (released lease): ${Date.now() - termAt} ms`);
   });
 
   it('lag-based scaling: an orders backlog raises the order writer within bounds; scheduled delay messages do not scale closers', async () => {

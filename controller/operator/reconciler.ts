@@ -12,6 +12,7 @@ import type { Logger } from '../log.ts';
 import type { LagSnapshot } from '../metrics/lag.ts';
 import { forgetSale, setSalePhase, setSkuStock, type OperatorMetrics, type SalePhase } from '../metrics/operator.ts';
 import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts';
+import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
 import { buildStatus, decide, FINALIZER, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
 import { microTime } from './leader.ts';
@@ -124,6 +125,10 @@ export class Reconciler {
       try {
         const admin = await withTimeout(this.d.kafka.admin(), this.d.stepTimeoutMs, 'Kafka');
         await withTimeout(deleteSaleData(admin, this.d.redis, sale), this.d.stepTimeoutMs, 'cleanup');
+        // Delay topics of buckets removed from the spec earlier are not in the plan: delete by prefix.
+        const prefix = saleNames(sale.metadata).topics.prefix;
+        const leftovers = (await withTimeout(admin.listTopics(), this.d.stepTimeoutMs, 'Kafka')).filter((t) => t.startsWith(prefix));
+        if (leftovers.length > 0) await withTimeout(admin.deleteTopics(leftovers), this.d.stepTimeoutMs, 'cleanup');
       } catch (err) {
         const reason = /redis|max retries/i.test(String((err as Error).message)) ? 'RedisUnavailable' : 'KafkaUnavailable';
         const message = `cannot delete the sale's data, the finalizer stays until it can (or set annotation flashsale.dev/force-delete: "true"): ${(err as Error).message}`;
