@@ -4,7 +4,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { Registry } from 'prom-client';
 import { parse } from 'yaml';
+import { dataPlaneMetrics } from '../controller/metrics/dataplane.ts';
+import { lagMetrics } from '../controller/metrics/lag.ts';
+import { operatorMetrics } from '../controller/metrics/operator.ts';
 
 export interface DashboardTarget {
   refId: string;
@@ -153,6 +157,33 @@ describe('Prometheus rule file', () => {
       assert.match(a.labels?.severity ?? '', /^(warning|critical)$/, `${a.alert}: severity`);
       assert.ok(a.annotations?.summary && a.annotations.description, `${a.alert}: summary and description`);
       assert.match(a.for ?? '', /^\d+[smh]$/, `${a.alert}: for`);
+    }
+  });
+});
+
+describe('metric names', () => {
+  const registry = new Registry();
+  dataPlaneMetrics(registry);
+  lagMetrics(registry);
+  operatorMetrics(registry);
+  const defined = new Map(registry.getMetricsAsArray().map((m) => [m.name, m.type as string]));
+  const histogramSeries = (name: string) => name.replace(/_(bucket|sum|count)$/, '');
+
+  it('every metric the dashboard and the rules query is defined in controller/metrics', () => {
+    const texts = [readFileSync(dashboardPath, 'utf8'), readFileSync(rulesPath, 'utf8')];
+    const used = new Set(texts.flatMap((t) => t.match(/\b(?:flashsale|kafka_consumergroup)_[a-z_]+\b/g) ?? []));
+    assert.ok(used.size >= 20, `${used.size} metric names found`);
+    for (const n of used) assert.ok(defined.has(n) || defined.get(histogramSeries(n)) === 'histogram', `${n} is defined`);
+  });
+
+  it('follows Prometheus naming conventions and is documented in docs/observability.md', () => {
+    const docs = readFileSync(new URL('../docs/observability.md', import.meta.url), 'utf8');
+    for (const [name, type] of defined) {
+      if (!/^(flashsale|kafka_consumergroup)_/.test(name)) continue; // prom-client's process/nodejs defaults
+      assert.ok(docs.includes(`| \`${name}\` | ${type}`), `${name} (${type}) has a row in the metrics table`);
+      if (type === 'counter') assert.match(name, /_total$/, `counter ${name} ends in _total`);
+      else assert.doesNotMatch(name, /_total$/, `${type} ${name} does not end in _total`);
+      assert.doesNotMatch(name, /_(ms|milliseconds|minutes)\b/, `${name} uses base units`);
     }
   });
 });
