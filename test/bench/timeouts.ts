@@ -141,9 +141,10 @@ compensation scan closes them, at most interval + grace after they fall due. Run
 process.stdout.write(`\n${table}\n`);
 const resultsFile = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
 const current = existsSync(resultsFile) ? readFileSync(resultsFile, 'utf8') : '# Benchmark results\n';
-// Replace only our section (from "## timeouts" to the next "## " heading), keep everything else.
-const re = /## timeouts\n[\s\S]*?(?=\n## |$)/;
-const next = re.test(current) ? current.replace(re, section.trimEnd() + '\n') : `${current.trimEnd()}\n\n${section}`;
+// Replace only our section (between its markers, as the seckill section does), keep everything else.
+const block = `<!-- timeouts:begin -->\n${section.trimEnd()}\n<!-- timeouts:end -->`;
+const re = /<!-- timeouts:begin -->[\s\S]*?<!-- timeouts:end -->/;
+const next = re.test(current) ? current.replace(re, () => block) : `${current.trimEnd()}\n\n${block}\n`;
 writeFileSync(resultsFile, next);
 process.stdout.write(`wrote the timeouts section of ${resultsFile}\n`);
 process.exit(0);
