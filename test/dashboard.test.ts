@@ -166,7 +166,7 @@ describe('metric names', () => {
   dataPlaneMetrics(registry);
   lagMetrics(registry);
   operatorMetrics(registry);
-  const defined = new Map(registry.getMetricsAsArray().map((m) => [m.name, m.type as string]));
+  const defined = new Map(registry.getMetricsAsArray().map((m) => [m.name, String(m.type)]));
   const histogramSeries = (name: string) => name.replace(/_(bucket|sum|count)$/, '');
 
   it('every metric the dashboard and the rules query is defined in controller/metrics', () => {
