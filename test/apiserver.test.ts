@@ -189,12 +189,39 @@ describe('test apiserver: storage and versions', () => {
     assert.equal(orphan.metadata!.ownerReferences, undefined, 'orphaned: owner reference removed, object kept');
   });
 
-  it('does not require namespaces to exist, and serves Namespaces when a test wants them', async () => {
+  it('does not require namespaces to exist, unless asked (requireNamespaces: 404 NotFound)', async () => {
     const elsewhere = uniqueName('nowhere');
     await core.createNamespacedConfigMap({ namespace: elsewhere, body: { metadata: { name: 'x' } } });
-    const ns = await core.createNamespace({ body: { metadata: { name: uniqueName('real') } } });
+    const strict = await startApiServer({ requireNamespaces: true });
+    try {
+      const skc = kubeConfigFor(strict);
+      const score = skc.makeApiClient(CoreV1Api);
+      const missing = await failure(score.createNamespacedConfigMap({ namespace: 'absent', body: { metadata: { name: 'x' } } }));
+      assert.equal(missing.code, 404);
+      assert.match(missing.status.message, /namespaces "absent" not found/);
+      await score.createNamespace({ body: { metadata: { name: 'present' } } });
+      await score.createNamespacedConfigMap({ namespace: 'present', body: { metadata: { name: 'x' } } });
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('deleting a Namespace terminates it: content deleted (finalizers respected), new content refused (403), then it goes', async () => {
+    const name = uniqueName('doomed');
+    const ns = await core.createNamespace({ body: { metadata: { name } } });
     assert.equal(ns.status?.phase, 'Active');
-    assert.equal(ns.metadata?.namespace, undefined);
+    assert.equal(ns.metadata?.labels?.['kubernetes.io/metadata.name'], name);
+    await core.createNamespacedConfigMap({ namespace: name, body: { metadata: { name: 'plain' } } });
+    await co.createNamespacedCustomObject({ ...WIDGETS, namespace: name, body: widget('held', { size: 1 }, { finalizers: ['example.test/hold'] }) });
+    await core.deleteNamespace({ name });
+    const terminating = await core.readNamespace({ name });
+    assert.equal(terminating.status?.phase, 'Terminating');
+    assert.equal((await failure(core.readNamespacedConfigMap({ namespace: name, name: 'plain' }))).code, 404, 'content deleted');
+    const refused = await failure(core.createNamespacedConfigMap({ namespace: name, body: { metadata: { name: 'late' } } }));
+    assert.equal(refused.code, 403);
+    assert.match(refused.status.message, /being terminated/);
+    await co.patchNamespacedCustomObject({ ...WIDGETS, namespace: name, name: 'held', body: { metadata: { finalizers: null } } }, merge);
+    assert.equal((await failure(core.readNamespace({ name }))).code, 404, 'the namespace goes with its last object');
   });
 
   it('answers errors with Status objects (404 NotFound, 409 AlreadyExists, 400 on a namespace mismatch)', async () => {

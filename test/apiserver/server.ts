@@ -28,6 +28,8 @@ export interface ApiServerOptions {
    * (or `orphanDependents: true`) removes the owner references instead.
    */
   garbageCollection?: boolean;
+  /** Refuse to create objects in a namespace that does not exist (404), as a real cluster does. Default false. */
+  requireNamespaces?: boolean;
 }
 
 export interface ApiServer {
@@ -203,8 +205,29 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     if (history.length > historyLimit) compactedRV = history.shift()!.rv;
     for (const w of watchers) deliver(w, ev);
     if (type === 'DELETED' && options.garbageCollection !== false) collectGarbage(obj.metadata.uid);
+    if (type === 'DELETED' && obj.metadata.namespace) finalizeNamespace(obj.metadata.namespace);
     return obj;
   };
+
+  const NAMESPACES: ResourceType = builtinResources().find((t) => t.plural === 'namespaces')!;
+  const namespaceObject = (name: string): any => storage.get(storageKey(NAMESPACES))!.get(objKey(undefined, name));
+  const contentOf = (ns: string): Array<[ResourceType, any]> => {
+    const out: Array<[ResourceType, any]> = [];
+    for (const [skey, objs] of storage) {
+      const rt = [...types.values()].find((t) => storageKey(t) === skey);
+      if (!rt?.namespaced) continue;
+      for (const o of objs.values()) if (o.metadata.namespace === ns) out.push([rt, o]);
+    }
+    return out;
+  };
+
+  /** The namespace controller's job: a terminating namespace goes once its content is gone. */
+  function finalizeNamespace(name: string): void {
+    const ns = namespaceObject(name);
+    if (!ns?.metadata.deletionTimestamp || (ns.metadata.finalizers ?? []).length > 0) return;
+    if (contentOf(name).length > 0) return;
+    commit(NAMESPACES, 'DELETED', structuredClone(ns), ns);
+  }
 
   /** Dependents of a deleted owner: orphaned, or deleted once none of their owners exists. */
   function collectGarbage(uid: string | undefined): void {
@@ -385,6 +408,18 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     } else delete meta.namespace;
     for (const k of ['uid', 'resourceVersion', 'generation', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'selfLink', 'managedFields']) delete meta[k];
     if (rt.status) delete obj.status; // status is written through /status only
+    if (rt.namespaced && ns !== undefined) {
+      const nsObj = namespaceObject(ns);
+      if (nsObj?.metadata.deletionTimestamp) {
+        throw new ApiError(403, 'Forbidden', `${rt.plural}${rt.group ? `.${rt.group}` : ''} "${meta.name}" is forbidden: unable to create new content in namespace ${ns} because it is being terminated`, {
+          name: meta.name,
+          group: rt.group,
+          kind: rt.plural,
+          causes: [{ reason: 'NamespaceTerminating', message: `namespace ${ns} is being terminated`, field: 'metadata.namespace' }],
+        });
+      }
+      if (!nsObj && options.requireNamespaces === true) throw notFound(NAMESPACES, ns);
+    }
     if (store(rt).has(objKey(ns, meta.name))) throw alreadyExists(rt, meta.name);
     const ready = prepare(rt, obj);
     ready.metadata.uid = randomUUID();
@@ -490,6 +525,20 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     }
     if (opts?.propagationPolicy === 'Orphan' || opts?.orphanDependents === true) orphaning.add(old.metadata.uid);
     if (old.metadata.deletionTimestamp) return old; // already being deleted: waits for its finalizers
+    if (rt.group === '' && rt.plural === 'namespaces') {
+      // Terminating: its content is deleted (finalizers respected), then the namespace itself
+      const next = structuredClone(old);
+      next.metadata.deletionTimestamp = seconds();
+      next.metadata.deletionGracePeriodSeconds = 0;
+      next.status = { ...next.status, phase: 'Terminating' };
+      const marked = commit(rt, 'MODIFIED', next, old);
+      for (const [crt, o] of contentOf(old.metadata.name)) {
+        const current = store(crt).get(objKey(o.metadata.namespace, o.metadata.name));
+        if (current) remove(crt, current, {});
+      }
+      finalizeNamespace(old.metadata.name);
+      return store(rt).get(objKey(undefined, old.metadata.name)) ?? marked;
+    }
     if ((old.metadata.finalizers ?? []).length > 0) {
       const next = structuredClone(old);
       next.metadata.deletionTimestamp = seconds();
