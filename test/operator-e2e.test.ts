@@ -281,6 +281,20 @@ describe('operator end to end', () => {
     assert.equal(sale.status?.remaining, 598);
   });
 
+  it('unreachable Redis and MySQL map to RedisUnavailable / MySQLUnavailable conditions and Events; no workloads', async () => {
+    const namespace = ns();
+    await operator(namespace, { env: { REDIS_URL: 'redis://127.0.0.1:1', MYSQL_URL: 'mysql://root@127.0.0.1:1/fs_test_unreachable', STEP_TIMEOUT: '5s' } });
+    await apply(namespace, saleYaml('down', baseSpec()));
+    const sale = await waitFor(namespace, 'down', (s) => cond(s, 'StockReady')?.reason === 'RedisUnavailable' && cond(s, 'SchemaReady')?.reason === 'MySQLUnavailable', 'unavailable reasons');
+    assert.equal(sale.status?.phase, 'Degraded');
+    assert.equal(cond(sale, 'TopicsReady')?.status, 'True');
+    assert.equal(cond(sale, 'WorkloadsReady')?.reason, 'Blocked');
+    assert.deepEqual(await deployments(namespace), []);
+    const events = await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']);
+    assert.match(events, /"reason": "RedisUnavailable"/);
+    assert.match(events, /"reason": "MySQLUnavailable"/);
+  });
+
   it('delete with Retain keeps topics and keys; delete with Delete removes them (orders stay)', async () => {
     const namespace = ns();
     await operator(namespace);

@@ -6,7 +6,7 @@ import type { MysqlConfig } from '../config.ts';
 import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError } from '../dataplane/provision.ts';
 import { StockStore } from '../dataplane/stock.ts';
 import type { KafkaGateway } from '../infra/kafka.ts';
-import type { Pool } from '../infra/mysql.ts';
+import { latestSchemaVersion, schemaVersion, type Pool } from '../infra/mysql.ts';
 import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import type { LagSnapshot } from '../metrics/lag.ts';
@@ -167,7 +167,11 @@ export class Reconciler {
     };
     // Gather + act on the external systems. Each ensure* checks before it changes anything, so a
     // round with nothing to do only reads.
-    const schema = await step('schema', 'mysql', async () => ({ version: (await ensureSchema(this.d.mysql)).version }));
+    // One cheap query when the schema is current; the locked migration only when it is not.
+    const schema = await step('schema', 'mysql', async () => {
+      const version = await schemaVersion(this.d.pool).catch(() => 0);
+      return { version: version >= latestSchemaVersion ? version : (await ensureSchema(this.d.mysql)).version };
+    });
     const topics = await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
     const stock = await step('stock', 'stock', async () => (await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key)).skus);
 
