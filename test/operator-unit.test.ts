@@ -7,7 +7,7 @@ import { buildStatus, decide, FINALIZER, planChildren, recommendations, setCondi
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
 import { covers, desiredDeployment, desiredService, merged, parseSecretRef, plannedWorkloads, type WorkerEnv } from '../controller/operator/workloads.ts';
-import { WorkQueue } from '../controller/operator/workqueue.ts';
+import { TokenBucket, WorkQueue } from '../controller/operator/workqueue.ts';
 import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 
@@ -281,6 +281,19 @@ describe('work queue', () => {
     clock.advance(1);
     assert.equal(q.len(), 1);
     assert.equal(q.backoff.next('other'), 100, 'keys back off independently');
+  });
+
+  it('an overall token bucket bounds the retry rate across keys', () => {
+    const clock = new ManualClock();
+    const bucket = new TokenBucket(10, 3, clock);
+    assert.deepEqual([bucket.reserve(), bucket.reserve(), bucket.reserve()], [0, 0, 0], 'burst');
+    assert.equal(bucket.reserve(), 100, 'then one token per 1/qps');
+    assert.equal(bucket.reserve(), 200);
+    clock.advance(1_000);
+    assert.equal(bucket.reserve(), 0, 'refilled');
+    const q = new WorkQueue({ clock, backoff: { baseDelayMs: 1, maxDelayMs: 1 }, qps: 1, burst: 1 });
+    assert.equal(q.addRateLimited('a'), 1);
+    assert.equal(q.addRateLimited('b'), 1000, 'the second key waits for the bucket, not its own 1 ms backoff');
   });
 
   it('addAfter keeps the earliest pending time', () => {

@@ -35,6 +35,36 @@ export class ExponentialBackoff {
   }
 }
 
+/**
+ * Overall retry rate (client-go's BucketRateLimiter): a token bucket of `qps` refilled tokens and
+ * `burst` capacity. Reserving past the bucket returns how long to wait, so a storm of failing
+ * sales cannot hammer Kafka, Redis or the apiserver however short their own backoff is.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+  private readonly qps: number;
+  private readonly burst: number;
+  private readonly clock: Clock;
+
+  constructor(qps: number, burst: number, clock: Clock) {
+    this.qps = qps;
+    this.burst = burst;
+    this.clock = clock;
+    this.tokens = burst;
+    this.last = clock.now();
+  }
+
+  /** Takes one token; returns the delay (ms) until it is really available (0 when it is now). */
+  reserve(): number {
+    const now = this.clock.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.qps);
+    this.last = now;
+    this.tokens -= 1;
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / this.qps) * 1000);
+  }
+}
+
 export class WorkQueue {
   private readonly queue: string[] = [];
   private readonly dirty = new Set<string>();
@@ -43,11 +73,13 @@ export class WorkQueue {
   private readonly waiters: ((key: string | undefined) => void)[] = [];
   private readonly clock: Clock;
   readonly backoff: ExponentialBackoff;
+  private readonly bucket: TokenBucket;
   private closed = false;
 
-  constructor(opts: { clock?: Clock; backoff?: Partial<BackoffOptions> } = {}) {
+  constructor(opts: { clock?: Clock; backoff?: Partial<BackoffOptions>; qps?: number; burst?: number } = {}) {
     this.clock = opts.clock ?? systemClock;
     this.backoff = new ExponentialBackoff(opts.backoff);
+    this.bucket = new TokenBucket(opts.qps ?? 10, opts.burst ?? 100, this.clock);
   }
 
   add(key: string): void {
@@ -79,9 +111,9 @@ export class WorkQueue {
     this.delayed.set(key, { at, timer });
   }
 
-  /** Re-adds a key that failed, after its exponential backoff. Returns the delay. */
+  /** Re-adds a key that failed, after the longer of its exponential backoff and the overall rate limit. Returns the delay. */
   addRateLimited(key: string): number {
-    const delay = this.backoff.next(key);
+    const delay = Math.max(this.backoff.next(key), this.bucket.reserve());
     this.addAfter(key, delay);
     return delay;
   }
