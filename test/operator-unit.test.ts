@@ -4,11 +4,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../controller/operator/clock.ts';
 import { buildStatus, decide, FINALIZER, planChildren, recommendations, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
+import { ResilientInformer, type InformerLike } from '../controller/operator/informer.ts';
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
 import { covers, desiredDeployment, desiredService, merged, parseSecretRef, plannedWorkloads, type WorkerEnv } from '../controller/operator/workloads.ts';
 import { TokenBucket, WorkQueue } from '../controller/operator/workqueue.ts';
 import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
+import { createLogger } from '../controller/log.ts';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeClient } from '../controller/operator/kube.ts';
 import { saleNames } from '../controller/spec/names.ts';
 
 function rawSale(spec: Record<string, unknown> = {}, meta: Partial<RawSale['metadata']> = {}): RawSale {
@@ -386,5 +390,62 @@ describe('leader election', () => {
     }
     assert.deepEqual(events, ['+', '-']);
     await a.stop();
+  });
+});
+
+describe('resilient informer', () => {
+  class FakeInformer implements InformerLike<{ metadata: { name: string } }> {
+    starts = 0;
+    handlers: Record<string, ((x: never) => void)[]> = {};
+    on(verb: string, cb: (x: never) => void) {
+      (this.handlers[verb] ??= []).push(cb);
+    }
+    emit(verb: string, x: unknown) {
+      for (const cb of this.handlers[verb] ?? []) cb(x as never);
+    }
+    async start() {
+      this.starts++;
+    }
+    async stop() {}
+    list() {
+      return [];
+    }
+  }
+
+  it('restarts a stopped informer with doubling backoff, reset by a delivered event', async () => {
+    const clock = new ManualClock();
+    const fake = new FakeInformer();
+    const seen: string[] = [];
+    const inf = new ResilientInformer<{ metadata: { name: string } }>({
+      kc: {} as KubeConfig, client: {} as KubeClient, path: '/x', logger: createLogger('silent'), clock, minBackoffMs: 100, maxBackoffMs: 400,
+      make: () => fake,
+      onChange: (o, verb) => seen.push(`${verb}:${o.metadata.name}`),
+    });
+    await inf.start();
+    assert.equal(fake.starts, 1);
+    fake.emit('error', new Error('connection reset'));
+    clock.advance(99);
+    assert.equal(fake.starts, 1);
+    clock.advance(1);
+    assert.equal(fake.starts, 2, 'restarted after 100 ms');
+    fake.emit('error', new Error('again'));
+    clock.advance(199);
+    assert.equal(fake.starts, 2);
+    clock.advance(1);
+    assert.equal(fake.starts, 3, 'then after 200 ms');
+    for (let i = 0; i < 3; i++) {
+      fake.emit('error', new Error('down'));
+      clock.advance(400);
+    }
+    assert.equal(fake.starts, 6, 'capped at 400 ms');
+    fake.emit('add', { metadata: { name: 'a' } });
+    assert.deepEqual(seen, ['add:a']);
+    fake.emit('error', new Error('after recovery'));
+    clock.advance(100);
+    assert.equal(fake.starts, 7, 'an event resets the backoff');
+    await inf.stop();
+    fake.emit('error', new Error('after stop'));
+    clock.advance(1000);
+    assert.equal(fake.starts, 7, 'a stopped informer is not restarted');
   });
 });

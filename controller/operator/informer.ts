@@ -18,11 +18,22 @@ export interface ResilientInformerOptions<T> {
   clock?: Clock;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** The informer to wrap (default: client-node's makeInformer on `path`); tests pass a fake. */
+  make?: () => InformerLike<T>;
+}
+
+/** The part of client-node's Informer this wrapper uses. */
+export interface InformerLike<T> {
+  on(verb: 'add' | 'update' | 'delete', cb: (obj: T) => void): void;
+  on(verb: 'error', cb: (err: unknown) => void): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  list(): readonly T[];
 }
 
 export class ResilientInformer<T extends KubernetesObject> {
   private readonly o: ResilientInformerOptions<T>;
-  private readonly informer;
+  private readonly informer: InformerLike<T>;
   private readonly clock: Clock;
   private backoffMs: number;
   private restartTimer: Timer | undefined;
@@ -34,7 +45,7 @@ export class ResilientInformer<T extends KubernetesObject> {
     this.clock = o.clock ?? systemClock;
     this.backoffMs = o.minBackoffMs ?? 500;
     const query = o.labelSelector ? `?labelSelector=${encodeURIComponent(o.labelSelector)}` : '';
-    this.informer = makeInformer<T>(o.kc, o.path, () => o.client.request<KubeList<T>>('GET', o.path + query), o.labelSelector);
+    this.informer = o.make ? o.make() : (makeInformer<T>(o.kc, o.path, () => o.client.request<KubeList<T>>('GET', o.path + query), o.labelSelector) as InformerLike<T>);
     for (const verb of ['add', 'update', 'delete'] as const) {
       this.informer.on(verb, (obj: T) => {
         this.backoffMs = o.minBackoffMs ?? 500;
