@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { startApiServer, type ApiServer } from './apiserver/server.ts';
-import { uniqueName } from './support/infra.ts';
+import { eventually, uniqueName } from './support/infra.ts';
 import { kubeConfigFor } from './support/kube.ts';
 import { KUBECTL, kubectlFor, type Kubectl } from './support/kubectl.ts';
 
@@ -63,6 +63,17 @@ describe('test apiserver: kubectl v1.20', () => {
     assert.equal(doc.spec.deletionPolicy, 'Retain', 'defaults from the CRD schema');
     const crds = await kubectl.ok(['get', 'crd']);
     assert.match(crds, /flashsales.flashsale.dev/);
+  });
+
+  it('watches with get -w (one-row Tables per change)', async () => {
+    const watching = kubectl.run(['get', 'fs', 'singles-day', '-w'], { timeoutMs: 3_000 });
+    await eventually(() => server.watchCount() > 0, { timeoutMs: 2_500, what: 'kubectl watching' });
+    await co.patchNamespacedCustomObjectStatus({ ...fs, name: 'singles-day', body: { status: { phase: 'Degraded' } } }, merge);
+    const { stdout } = await watching;
+    const rows = stdout.trim().split('\n');
+    assert.match(rows[0]!, /^NAME\s+READY\s+PHASE/);
+    assert.match(rows[1]!, /^singles-day\s+True\s+Ready\s/);
+    assert.match(rows[2]!, /^singles-day\s+True\s+Degraded\s/);
   });
 
   it('patches with --type merge, and re-applies a changed file as a JSON merge patch', async () => {

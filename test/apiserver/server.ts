@@ -71,6 +71,7 @@ interface Watcher {
   matches: (obj: any) => boolean;
   res: ServerResponse;
   bookmarks: boolean;
+  table: boolean;
   timer?: NodeJS.Timeout;
   closed: boolean;
 }
@@ -169,7 +170,9 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
 
   const send = (w: Watcher, type: string, object: any): void => {
     if (w.closed) return;
-    w.res.write(`${JSON.stringify({ type, object })}\n`);
+    // kubectl get -w asks for Tables: each change is a one-row Table
+    const wrapped = w.table && (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') ? toTable(w.rt, [object], object.metadata.resourceVersion, now()) : object;
+    w.res.write(`${JSON.stringify({ type, object: wrapped })}\n`);
   };
 
   const deliver = (w: Watcher, ev: HistoryEvent): void => {
@@ -741,6 +744,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       matches: (o) => (r.ns === undefined || o.metadata.namespace === r.ns) && labels(o.metadata.labels ?? {}) && fields(o.metadata),
       res,
       bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true',
+      table: wantsTable(req.headers.accept),
       closed: false,
     };
     counters.watches += 1;
