@@ -72,6 +72,8 @@ export class DelayedTopicWorker {
   private readonly timers = new Map<string, { timer: NodeJS.Timeout; topic: string; partition: number; until: number }>();
   /** Group joins seen (1 after start); a test reads it to prove waiting causes no rebalance. */
   joins = 0;
+  /** Counters for benchmarks: batches delivered, handle() calls, messages handled, ms inside handle(), pauses. */
+  readonly stats = { batches: 0, chunks: 0, messages: 0, handleMs: 0, pauses: 0 };
 
   constructor(o: DelayedTopicWorkerOptions) {
     this.o = o;
@@ -116,6 +118,7 @@ export class DelayedTopicWorker {
 
   private pauseUntil(batch: Batch, ctx: BatchContext, offset: string, until: number): void {
     ctx.pauseAt(offset);
+    this.stats.pauses++;
     const key = `${batch.topic}:${batch.partition}`;
     const old = this.timers.get(key);
     if (old) clearTimeout(old.timer);
@@ -129,6 +132,7 @@ export class DelayedTopicWorker {
 
   private async onBatch(batch: Batch, ctx: BatchContext): Promise<void> {
     const chunkSize = this.o.chunkSize ?? 500;
+    this.stats.batches++;
     let rest = batch.messages;
     while (rest.length > 0 && ctx.isActive()) {
       const { ready, wait } = splitDue(rest, this.clock.now(), this.o.dueOf);
@@ -137,8 +141,12 @@ export class DelayedTopicWorker {
         if (wait) this.pauseUntil(batch, ctx, wait.offset, wait.dueAt);
         return;
       }
+      const t0 = performance.now();
       try {
         await this.o.handle(chunk);
+        this.stats.chunks++;
+        this.stats.messages += chunk.length;
+        this.stats.handleMs += performance.now() - t0;
       } catch (err) {
         // Never throw or sleep here: rest the partition and come back to the same chunk.
         this.o.logger.error({ err: String(err), topic: batch.topic, partition: batch.partition }, 'could not handle messages; pausing the partition');
