@@ -203,6 +203,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   };
 
   let resyncTimer: NodeJS.Timeout | undefined;
+  const loops: Promise<void>[] = [];
   const elector = new LeaderElector({
     store: leaseStore(client, o.leaseNamespace, o.leaseName),
     identity: o.identity,
@@ -215,7 +216,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
       leading = true;
       metrics.leader.set(1);
       lag.start();
-      for (let i = 0; i < o.workers; i++) void workerLoop();
+      for (let i = 0; i < o.workers; i++) loops.push(workerLoop());
       resyncAll();
       resyncTimer = setInterval(resyncAll, o.resyncPeriodMs);
     },
@@ -235,6 +236,9 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   leading = false;
   if (resyncTimer) clearInterval(resyncTimer);
   queue.shutdown();
+  // Let in-flight reconciles finish (bounded) before releasing the Lease, so the successor never
+  // reconciles a sale this replica is still writing.
+  await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, o.stepTimeoutMs).unref())]);
   await elector.stop();
   await Promise.allSettled([...saleInformers, ...deploymentInformers].map((i) => i.stop()));
   await lag.stop();
