@@ -134,6 +134,18 @@ describe('test apiserver: kubectl v1.20', () => {
     assert.equal(doc.metadata.generation, 2);
   });
 
+  it('re-applies a Service changing one of two ports: the strategic merge keeps the other (merge key port)', async () => {
+    const manifest = (target: number): string =>
+      ['apiVersion: v1', 'kind: Service', 'metadata: {name: api}', 'spec:', '  selector: {app: api}', `  ports: [{name: http, port: 80, targetPort: 8080}, {name: admin, port: 9090, targetPort: ${target}}]`, ''].join('\n');
+    await kubectl.ok(['apply', '--validate=false', '-f', '-'], { stdin: manifest(9090) });
+    assert.match(await kubectl.ok(['apply', '--validate=false', '-f', '-'], { stdin: manifest(9191) }), /configured/);
+    const svc = parseYaml(await kubectl.ok(['get', 'svc', 'api', '-o', 'yaml']));
+    assert.deepEqual(
+      svc.spec.ports.map((p: any) => `${p.name}:${p.port}->${p.targetPort}`),
+      ['http:80->8080', 'admin:9090->9191'],
+    );
+  });
+
   it('deletes with --wait=false while a finalizer holds the sale, which goes when the finalizer is removed', async () => {
     await co.patchNamespacedCustomObject({ ...fs, name: 'singles-day', body: { metadata: { finalizers: ['flashsale.dev/cleanup'] } } }, merge);
     const out = await kubectl.ok(['delete', 'fs', 'singles-day', '--wait=false']);

@@ -91,6 +91,36 @@ describe('test apiserver: patches and server-side apply', () => {
       ['app=app:2', 'sidecar=side:1'],
     );
     assert.equal(patched.metadata!.generation, 2);
+    const reordered = await apps.patchNamespacedDeployment(
+      {
+        namespace,
+        name: 'web',
+        body: {
+          spec: {
+            template: {
+              spec: {
+                '$setElementOrder/containers': [{ name: 'sidecar' }, { name: 'app' }],
+                containers: [{ name: 'sidecar', env: [{ name: 'A', value: '1' }] }],
+              },
+            },
+          },
+        } as any,
+      },
+      strategic,
+    );
+    assert.deepEqual(
+      reordered.spec!.template.spec!.containers.map((c) => `${c.name}=${c.image}`),
+      ['sidecar=side:1', 'app=app:2'],
+      '$setElementOrder orders the merged list, untouched items stay',
+    );
+    const removed = await apps.patchNamespacedDeployment(
+      { namespace, name: 'web', body: { spec: { template: { spec: { containers: [{ name: 'sidecar', $patch: 'delete' }] } } } } as any },
+      strategic,
+    );
+    assert.deepEqual(
+      removed.spec!.template.spec!.containers.map((c) => c.name),
+      ['app'],
+    );
   });
 
   it('server-side apply creates on first apply and records managedFields for the manager', async () => {

@@ -104,19 +104,36 @@ export function jsonPatch(doc: any, ops: unknown): any {
   return root;
 }
 
-/** The key a strategic merge patch merges list items by (the Go types' patchMergeKey). */
-function mergeKeyOf(items: any[]): string | undefined {
-  for (const key of ['name', 'containerPort', 'type', 'ip', 'mountPath', 'devicePath']) {
-    if (items.length > 0 && items.every((i) => isObj(i) && i[key] !== undefined)) return key;
-  }
-  return undefined;
+/**
+ * The patchMergeKey of the Go types' lists, by field name (`ports` is `containerPort` in a
+ * container and `port` in a Service). Lists not named here are replaced, as atomic lists are.
+ */
+const MERGE_KEYS: Record<string, string[]> = {
+  containers: ['name'],
+  initContainers: ['name'],
+  ephemeralContainers: ['name'],
+  env: ['name'],
+  volumes: ['name'],
+  volumeMounts: ['mountPath'],
+  volumeDevices: ['devicePath'],
+  imagePullSecrets: ['name'],
+  conditions: ['type'],
+  hostAliases: ['ip'],
+  ownerReferences: ['uid'],
+  ports: ['containerPort', 'port'],
+};
+
+function mergeKeyOf(field: string, items: any[]): string | undefined {
+  const candidates = MERGE_KEYS[field];
+  if (!candidates) return undefined;
+  return candidates.find((key) => items.some((i) => isObj(i) && i[key] !== undefined));
 }
 
 /**
- * Strategic merge patch, simplified: maps merge like a merge patch; lists of objects that share a
- * merge key (name, containerPort, type, ...) merge item by item; other lists are replaced; the
- * directives kubectl sends ($patch, $setElementOrder, $retainKeys, $deleteFromPrimitiveList) are
- * honoured or dropped.
+ * Strategic merge patch, simplified: maps merge like a merge patch; the lists the Go types merge
+ * (containers, env, ports, volumes, conditions, ...) merge item by item on their merge key and
+ * follow `$setElementOrder`; other lists are replaced; `$patch: replace|delete`, `$retainKeys`
+ * and `$deleteFromPrimitiveList` are honoured or dropped.
  */
 export function strategicMergePatch(target: any, patch: any): any {
   if (!isObj(patch)) return structuredClone(patch);
@@ -135,21 +152,30 @@ export function strategicMergePatch(target: any, patch: any): any {
     }
     if (v === null) {
       delete out[k];
-    } else if (Array.isArray(v) && Array.isArray(out[k])) {
-      const key = mergeKeyOf([...v.filter((i) => !(isObj(i) && i.$patch === 'delete' && Object.keys(i).length === 1)), ...out[k]]);
-      if (!key) {
-        out[k] = structuredClone(v);
-        continue;
-      }
-      const merged: any[] = out[k].map((i: any) => structuredClone(i));
+      continue;
+    }
+    const key = Array.isArray(v) ? mergeKeyOf(k, [...v, ...(Array.isArray(out[k]) ? out[k] : [])]) : undefined;
+    if (Array.isArray(v) && key) {
+      const merged: any[] = Array.isArray(out[k]) ? out[k].map((i: any) => structuredClone(i)) : [];
       for (const item of v) {
+        if (!isObj(item)) continue;
         const idx = merged.findIndex((m) => isObj(m) && m[key] === item[key]);
-        if (isObj(item) && item.$patch === 'delete') {
+        if (item.$patch === 'delete') {
           if (idx >= 0) merged.splice(idx, 1);
         } else if (idx >= 0) merged[idx] = strategicMergePatch(merged[idx], item);
         else merged.push(strategicMergePatch(undefined, item));
       }
+      const order = patch[`$setElementOrder/${k}`];
+      if (Array.isArray(order)) {
+        const rank = (m: any): number => {
+          const i = order.findIndex((o: any) => isObj(o) && o[key] === m[key]);
+          return i < 0 ? order.length : i;
+        };
+        merged.sort((a, b) => rank(a) - rank(b));
+      }
       out[k] = merged;
+    } else if (Array.isArray(v)) {
+      out[k] = structuredClone(v);
     } else {
       const r = strategicMergePatch(out[k], v);
       if (r === undefined) delete out[k];
