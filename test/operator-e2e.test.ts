@@ -350,6 +350,7 @@ describe('operator end to end', () => {
     await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'fd', 'flashsale.dev/force-delete=true']);
     await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'fd', '--wait=false']);
     await eventually(async () => (await kubectl.run(['get', '-n', namespace, 'flashsale', 'fd'])).stderr.includes('NotFound'), { timeoutMs: 20_000, what: 'force-deleted' });
+    assert.match(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']), /"reason": "ForceDeleted"/);
     await blind.stop();
   });
 

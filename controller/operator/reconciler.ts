@@ -14,7 +14,7 @@ import { forgetSale, setSalePhase, setSkuStock, type OperatorMetrics, type SaleP
 import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
-import { buildStatus, decide, FINALIZER, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
+import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
 import { microTime } from './leader.ts';
 import { isConflict, isNotFound, paths, type KubeClient, type KubeList } from './kube.ts';
 import type { Stabilizer } from './scaling.ts';
@@ -120,7 +120,7 @@ export class Reconciler {
 
   private async finalize(raw: RawSale, key: string, cleanup: 'delete-data' | 'retain' | 'force', sale?: FlashSale): Promise<ReconcileOutcome> {
     if (cleanup === 'force') {
-      await this.event(raw, 'Warning', 'ForceDeleted', `finalizer removed by the ${'flashsale.dev/force-delete'} annotation; the sale's topics and Redis keys were not cleaned up`);
+      await this.event(raw, 'Warning', 'ForceDeleted', `finalizer removed by the ${FORCE_DELETE_ANNOTATION} annotation; the sale's topics and Redis keys were not cleaned up`);
     } else if (cleanup === 'delete-data' && sale) {
       try {
         const admin = await withTimeout(this.d.kafka.admin(), this.d.stepTimeoutMs, 'Kafka');
