@@ -80,7 +80,7 @@ async function withCloser(round: number): Promise<Row> {
       for (const id of ids) committedAt.set(id, t);
     } });
     const common = { kafka: f.kafka, producer: f.producer, closer, names: f.names, logger, metrics: f.metrics };
-    const workers = [new TimeoutCloser({ ...common, bucket: '2s' }), new RetryWorker(common)];
+    const workers = [new TimeoutCloser({ ...common, bucket: '2s', partitionsConsumedConcurrently: Number(process.env.BENCH_CONC ?? 6) }), new RetryWorker(common)];
     for (const w of workers) await w.start();
     const dueFrom = Date.now() + LEAD_MS;
     const { orders, placeMs } = await placeBurst(f, dueFrom, true);
