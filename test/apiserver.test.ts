@@ -3,7 +3,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- Kubernetes JSON in tests */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubernetesObjectApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import { failure, installWidgets, rawWatch, widget, WIDGETS } from './apiserver/fixtures.ts';
 import { startApiServer, type ApiServer } from './apiserver/server.ts';
 import { kubeConfigFor } from './support/kube.ts';
@@ -222,6 +222,24 @@ describe('test apiserver: storage and versions', () => {
     assert.match(refused.status.message, /being terminated/);
     await co.patchNamespacedCustomObject({ ...WIDGETS, namespace: name, name: 'held', body: { metadata: { finalizers: null } } }, merge);
     assert.equal((await failure(core.readNamespace({ name }))).code, 404, 'the namespace goes with its last object');
+  });
+
+  it('serves KubernetesObjectApi (resource lookup through discovery): create, read, list, replace, delete', async () => {
+    const objects = KubernetesObjectApi.makeApiClient(kc);
+    const spec = { ...widget('generic', { size: 2 }), metadata: { name: 'generic', namespace, labels: { via: 'objects' } } };
+    const created: any = await objects.create(spec);
+    assert.equal(created.spec.color, 'red');
+    const read: any = await objects.read({ apiVersion: 'example.test/v1', kind: 'Widget', metadata: { name: 'generic', namespace } });
+    assert.equal(read.metadata.uid, created.metadata.uid);
+    const listed = await objects.list('example.test/v1', 'Widget', namespace, undefined, undefined, undefined, undefined, 'via=objects');
+    assert.deepEqual(
+      listed.items.map((o) => o.metadata!.name),
+      ['generic'],
+    );
+    const replaced: any = await objects.replace({ ...read, spec: { ...read.spec, size: 6 } });
+    assert.equal(replaced.spec.size, 6);
+    await objects.delete({ apiVersion: 'example.test/v1', kind: 'Widget', metadata: { name: 'generic', namespace } });
+    assert.equal((await failure(objects.read({ apiVersion: 'example.test/v1', kind: 'Widget', metadata: { name: 'generic', namespace } }))).code, 404);
   });
 
   it('answers errors with Status objects (404 NotFound, 409 AlreadyExists, 400 on a namespace mismatch)', async () => {
