@@ -2,6 +2,7 @@
 // dashboard JSON model (https://grafana.com/docs/grafana/latest/dashboards/build-dashboards/view-dashboard-json-model/)
 // and the Prometheus rule file format. The Prometheus test evaluates every expression for real.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { Registry } from 'prom-client';
@@ -158,6 +159,15 @@ describe('Prometheus rule file', () => {
       assert.ok(a.annotations?.summary && a.annotations.description, `${a.alert}: summary and description`);
       assert.match(a.for ?? '', /^\d+[smh]$/, `${a.alert}: for`);
     }
+  });
+});
+
+describe('alert rules under promtool', () => {
+  it('fire on their condition after their for: and stay quiet on look-alikes (test/rules/alerts.test.yaml)', () => {
+    const r = spawnSync('promtool', ['test', 'rules', 'alerts.test.yaml'], { cwd: new URL('./rules/', import.meta.url).pathname, encoding: 'utf8' });
+    assert.equal(r.error, undefined, 'promtool (Debian prometheus package) is installed: run infra/tools.sh');
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /SUCCESS/);
   });
 });
 
