@@ -442,5 +442,7 @@ describe('operator end to end', () => {
     server.dropWatches({ abrupt: false });
     await apply(namespace, saleYaml('w3', baseSpec()));
     await waitFor(namespace, 'w3', (s) => s.status?.phase !== undefined, 'third sale reconciled', 30_000);
+    // client-node's informer stopped on the cut stream ('terminated'); the wrapper restarted it.
+    assert.match(operators.at(-1)?.logs() ?? '', /watch failed; restarting the informer/);
   });
 });
