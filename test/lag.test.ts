@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { ensureTopics } from '../controller/dataplane/provision.ts';
 import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import { LagCollector, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag } from '../controller/metrics/lag.ts';
+import { LagCollector, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag, type LagAdmin } from '../controller/metrics/lag.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { deleteTopics, testKafka, uniqueName } from './support/infra.ts';
@@ -243,5 +243,66 @@ describe('LagCollector against the real broker', () => {
     assert.equal(collector.snapshot(`${namespace}/lagsale`).groups.length, 3);
     assert.equal(collector.snapshot('other/sale').groups.length, 0);
     assert.match(await registry.metrics(), /flashsale_lag_collections_total\{result="ok"\} [1-9]/);
+  });
+  it('makes one fixed set of admin requests per round, and none per scrape', async () => {
+    const calls: string[] = [];
+    const real = await kafka.admin();
+    // The real admin, counted: which requests a round makes, and that scrapes make none.
+    const counted: LagAdmin = {
+      groupOffsets: (g, t) => (calls.push(`groupOffsets ${g}`), real.groupOffsets(g, t)),
+      topicOffsets: (t) => (calls.push(`topicOffsets ${t}`), real.topicOffsets(t)),
+      topicOffsetsAt: (t, ts) => (calls.push(`topicOffsetsAt ${t}`), real.topicOffsetsAt(t, ts)),
+    };
+    const registry = new Registry();
+    const collector = new LagCollector({ kafka: { admin: async () => counted }, registry });
+    collector.setSales([sale]);
+    await collector.collectOnce();
+    // orders, delay.fast, retry: a watermark request per topic, an offsets request per group, one time-index lookup.
+    assert.deepEqual(calls.sort(), [
+      `groupOffsets ${n.groups.orderWriter}`,
+      `groupOffsets ${n.groups.retry}`,
+      `groupOffsets ${n.groups.timeoutCloser('fast')}`,
+      `topicOffsets ${n.topics.delay('fast')}`,
+      `topicOffsets ${n.topics.orders}`,
+      `topicOffsets ${n.topics.retry}`,
+      `topicOffsetsAt ${n.topics.delay('fast')}`,
+    ].sort());
+    calls.length = 0;
+    for (let i = 0; i < 20; i++) assert.match(await registry.metrics(), /kafka_consumergroup_group_sum_lag/);
+    assert.deepEqual(calls, [], 'scrapes are served from memory');
+    // Concurrent callers share one round.
+    await Promise.all([collector.collectOnce(), collector.collectOnce(), collector.collectOnce()]);
+    assert.equal(calls.length, 7);
+  });
+
+  it('runs a single loop across stop and start (leadership changes)', async () => {
+    let rounds = 0;
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (open = r));
+    const real = await kafka.admin();
+    const collector = new LagCollector({
+      kafka: {
+        admin: async () => {
+          rounds++;
+          await gate; // the first round hangs until released: stop and start happen meanwhile
+          return real;
+        },
+      },
+      intervalMs: 200,
+    });
+    collector.setSales([sale]);
+    collector.start();
+    while (rounds === 0) await new Promise((r) => setTimeout(r, 5));
+    void collector.stop(); // not awaited: the first loop's round is still running
+    collector.start();
+    await new Promise((r) => setTimeout(r, 20));
+    open();
+    await new Promise((r) => setTimeout(r, 1100));
+    await collector.stop();
+    // One loop at 200 ms for ~1.1 s: about 6 rounds; two loops would make about 12.
+    assert.ok(rounds >= 3 && rounds <= 8, `${rounds} rounds`);
+    const after = rounds;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(rounds, after, 'no round after stop');
   });
 });

@@ -250,6 +250,7 @@ export class LagCollector {
   private current: LagSnapshot = { at: 0, groups: [] };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<LagSnapshot> | undefined;
+  private loop = 0;
 
   constructor(options: LagCollectorOptions) {
     this.kafka = options.kafka;
@@ -281,11 +282,14 @@ export class LagCollector {
   /** Collects now (a round already in progress is joined, not doubled) and then every interval. */
   start(): void {
     if (this.timer) return;
+    // Each start owns a loop id: a round of an earlier, stopped loop that finishes late does not
+    // reschedule itself next to the new loop (the operator stops and starts on leadership changes).
+    const loop = ++this.loop;
     const tick = () => {
       this.collectOnce()
         .catch(() => undefined) // counted and logged in collectOnce; the next tick tries again
         .finally(() => {
-          if (this.timer) this.timer = setTimeout(tick, this.intervalMs);
+          if (this.timer && this.loop === loop) this.timer = setTimeout(tick, this.intervalMs);
         });
     };
     this.timer = setTimeout(tick, 0);
@@ -294,6 +298,7 @@ export class LagCollector {
   async stop(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.loop++;
     await this.running?.catch(() => undefined);
   }
 
