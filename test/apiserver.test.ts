@@ -242,6 +242,37 @@ describe('test apiserver: storage and versions', () => {
     assert.equal((await failure(objects.read({ apiVersion: 'example.test/v1', kind: 'Widget', metadata: { name: 'generic', namespace } }))).code, 404);
   });
 
+  it('validates ObjectMeta like the real server: labels, finalizer names, owner references; refuses another API group in the body', async () => {
+    const bad = await failure(
+      co.createNamespacedCustomObject({
+        ...w,
+        body: widget('meta', { size: 1 }, {
+          labels: { 'bad key!': 'x', ok: 'not valid!' },
+          finalizers: ['unqualified'],
+          ownerReferences: [
+            { apiVersion: 'v1', kind: 'ConfigMap', name: 'a', uid: 'u1', controller: true },
+            { apiVersion: 'v1', kind: 'ConfigMap', name: 'b', uid: 'u2', controller: true },
+            { kind: 'ConfigMap', name: 'c' },
+          ],
+        }),
+      }),
+    );
+    assert.equal(bad.code, 422);
+    const fieldsOf = bad.status.details.causes.map((c: any) => c.field).sort();
+    assert.deepEqual(fieldsOf, [
+      'metadata.finalizers[0]',
+      'metadata.labels',
+      'metadata.labels',
+      'metadata.ownerReferences',
+      'metadata.ownerReferences[2].apiVersion',
+      'metadata.ownerReferences[2].uid',
+    ]);
+    await co.createNamespacedCustomObject({ ...w, body: widget('meta-ok', { size: 1 }, { labels: { 'flashsale.dev/sale': 'a-b.c_d', empty: '' }, finalizers: ['flashsale.dev/cleanup'] }) });
+    const wrongGroup = await failure(co.createNamespacedCustomObject({ ...w, body: { ...widget('grp'), apiVersion: 'other.test/v1' } }));
+    assert.equal(wrongGroup.code, 400);
+    assert.match(wrongGroup.status.message, /does not match the expected API version/);
+  });
+
   it('answers errors with Status objects (404 NotFound, 409 AlreadyExists, 400 on a namespace mismatch)', async () => {
     const missing = await failure(co.getNamespacedCustomObject({ ...w, name: 'missing' }));
     assert.equal(missing.code, 404);

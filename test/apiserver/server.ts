@@ -107,6 +107,71 @@ const OBJECT_META = new Set([
   'managedFields',
 ]);
 
+const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const STANDARD_FINALIZERS = new Set(['kubernetes', 'orphan', 'foregroundDeletion']);
+
+function qualifiedNameOk(key: string): boolean {
+  const slash = key.lastIndexOf('/');
+  const name = slash < 0 ? key : key.slice(slash + 1);
+  return QUALIFIED_NAME.test(key) && name.length <= 63 && (slash < 0 || slash <= 253);
+}
+
+/** ObjectMeta rules of the real server: label syntax, annotation size, owner references, finalizer names. */
+function validateObjectMeta(meta: any): StatusCause[] {
+  const causes: StatusCause[] = [];
+  const bad = (field: string, value: unknown, why: string): void => {
+    causes.push({ reason: 'FieldValueInvalid', field, message: `Invalid value: ${JSON.stringify(value)}: ${why}` });
+  };
+  const labels = meta.labels;
+  if (labels !== undefined && labels !== null) {
+    if (!isObj(labels)) bad('metadata.labels', labels, 'must be a map of strings');
+    else {
+      for (const [k, v] of Object.entries(labels)) {
+        if (!qualifiedNameOk(k)) bad('metadata.labels', k, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63 characters), with an optional DNS subdomain prefix and '/'");
+        if (typeof v !== 'string' || v.length > 63 || !LABEL_VALUE.test(v)) {
+          bad(`metadata.labels`, v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63 characters)");
+        }
+      }
+    }
+  }
+  const annotations = meta.annotations;
+  if (annotations !== undefined && annotations !== null) {
+    if (!isObj(annotations) || Object.values(annotations).some((v) => typeof v !== 'string')) bad('metadata.annotations', annotations, 'values must be strings');
+    else {
+      for (const k of Object.keys(annotations)) if (!qualifiedNameOk(k.toLowerCase())) bad('metadata.annotations', k, 'must be a qualified name');
+      const size = Object.entries(annotations).reduce((n, [k, v]) => n + k.length + String(v).length, 0);
+      if (size > 256 * 1024) causes.push({ reason: 'FieldValueTooLong', field: 'metadata.annotations', message: 'Too long: must have at most 262144 bytes' });
+    }
+  }
+  const refs = meta.ownerReferences;
+  if (refs !== undefined && refs !== null) {
+    if (!Array.isArray(refs)) bad('metadata.ownerReferences', refs, 'must be a list');
+    else {
+      refs.forEach((r: any, i: number) => {
+        for (const f of ['apiVersion', 'kind', 'name', 'uid']) {
+          if (typeof r?.[f] !== 'string' || r[f] === '') causes.push({ reason: 'FieldValueRequired', field: `metadata.ownerReferences[${i}].${f}`, message: 'Required value' });
+        }
+      });
+      if (refs.filter((r: any) => r?.controller === true).length > 1) {
+        bad('metadata.ownerReferences', refs, 'Only one reference can have Controller set to true');
+      }
+    }
+  }
+  const finalizers = meta.finalizers;
+  if (finalizers !== undefined && finalizers !== null) {
+    if (!Array.isArray(finalizers)) bad('metadata.finalizers', finalizers, 'must be a list');
+    else {
+      finalizers.forEach((f: unknown, i: number) => {
+        if (typeof f !== 'string' || (!STANDARD_FINALIZERS.has(f) && (!f.includes('/') || !qualifiedNameOk(f)))) {
+          bad(`metadata.finalizers[${i}]`, f, 'name is neither a standard finalizer name nor is it fully qualified');
+        }
+      });
+    }
+  }
+  return causes;
+}
+
 const isObj = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Key-order-independent JSON, to decide "nothing changed". */
@@ -330,13 +395,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
         message: `Invalid value: ${JSON.stringify(name)}: a lowercase RFC 1123 ${rt.plural === 'namespaces' ? 'label' : 'subdomain'} must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character`,
       });
     }
-    for (const field of ['labels', 'annotations'] as const) {
-      const m = obj.metadata[field];
-      if (m === undefined || m === null) continue;
-      if (!isObj(m) || Object.values(m).some((v) => typeof v !== 'string')) {
-        causes.push({ reason: 'FieldValueInvalid', field: `metadata.${field}`, message: `Invalid value: ${JSON.stringify(m)}: values must be strings` });
-      }
-    }
+    causes.push(...validateObjectMeta(obj.metadata));
     if (rt.custom) {
       obj = prune(obj, rt.schema);
       obj = applyDefaults(obj, rt.schema);
@@ -397,6 +456,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   const create = (rt: ResourceType, ns: string | undefined, body: any, manager: string, operation: 'Apply' | 'Update' = 'Update'): any => {
     if (!isObj(body)) throw badRequest('the body of the request must be a JSON object');
     if (body.kind !== undefined && body.kind !== rt.kind) throw badRequest(`the kind of the object (${body.kind}) does not match the resource (${rt.kind})`);
+    checkApiVersion(rt, body);
     const obj = structuredClone(body);
     obj.apiVersion = apiVersionOf(rt);
     obj.kind = rt.kind;
@@ -437,6 +497,13 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     return ready;
   };
 
+  /** A body of another group is refused; another version of the same group is converted (no-op conversion). */
+  const checkApiVersion = (rt: ResourceType, body: any): void => {
+    if (typeof body.apiVersion !== 'string') return;
+    const group = body.apiVersion.includes('/') ? body.apiVersion.split('/')[0] : '';
+    if (group !== rt.group) throw badRequest(`the API version in the data (${body.apiVersion}) does not match the expected API version (${apiVersionOf(rt)})`);
+  };
+
   interface UpdateOptions {
     sub?: 'status';
     requireRV: boolean;
@@ -452,6 +519,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
     }
     if (candidate.kind !== undefined && candidate.kind !== rt.kind) throw badRequest(`the kind of the object (${candidate.kind}) does not match the resource (${rt.kind})`);
+    checkApiVersion(rt, candidate);
     if (meta.uid !== undefined && meta.uid !== '' && meta.uid !== old.metadata.uid) {
       throw conflict(rt, name, `Precondition failed: UID in precondition: ${meta.uid}, UID in object meta: ${old.metadata.uid}`);
     }
