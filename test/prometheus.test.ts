@@ -353,6 +353,8 @@ describe('observability against a real Prometheus', () => {
       const r = await query(`kafka_consumergroup_group_lag{group="${group}"}`);
       return r.length === 3 && r.every((p) => p.value[1] === '0');
     }, { what: 'every partition back to 0', timeoutMs: 45_000, intervalMs: 500 });
+    const resumed = (await (await fetch(`${operator.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith('kafka_consumergroup_group_lag{') && l.includes(`group="${group}"`));
+    assert.deepEqual(resumed.map((l) => l.slice(l.lastIndexOf(' ') + 1)), ['0', '0', '0'], resumed.join('\n'));
     await eventually(async () => !(await alerts()).some((a) => a.labels.alertname === 'FlashSaleConsumerLagHigh' && a.labels.flashsale === stalledNames.key), { what: 'lag alert resolved', timeoutMs: 20_000, intervalMs: 500 });
   });
 
