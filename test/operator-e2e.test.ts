@@ -427,6 +427,32 @@ describe('operator end to end', () => {
     await producer.disconnect();
   });
 
+  it('lag-based scaling down waits for the stabilization window once the backlog is consumed', async () => {
+    const namespace = ns();
+    await operator(namespace, { env: { SCALE_DOWN_STABILIZATION: '6s' } });
+    await apply(namespace, saleYaml('down', baseSpec({ kafka: { partitions: 3, replicationFactor: 1 }, workers: { orderWriter: { minReplicas: 1, maxReplicas: 3, lagThreshold: 5 } } })));
+    await waitReady(namespace, 'down');
+    const n = saleNames({ namespace, name: 'down' });
+    const replicas = async () => (await deployments(namespace)).find((d) => d.metadata.name === n.workloads.orderWriter)?.spec.replicas;
+    const producer = await kafka.producer();
+    await producer.send([{ topic: n.topics.orders, messages: Array.from({ length: 30 }, (_, i) => ({ key: `k${i}`, value: '{}' })) }]);
+    await producer.disconnect();
+    await eventually(async () => (await replicas()) === 3, { timeoutMs: 30_000, what: 'scaled up to 3' });
+    // Consume the backlog as the order writer's group would.
+    const consumer = kafka.consumer({ groupId: n.groups.orderWriter, topics: [n.topics.orders], fromBeginning: true });
+    await consumer.start(async (batch, ctx) => {
+      const last = batch.messages.at(-1);
+      if (last) await ctx.commit(String(Number(last.offset) + 1));
+    });
+    try {
+      await waitFor(namespace, 'down', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.orderWriter && l.lag === 0), 'backlog consumed', 40_000);
+      assert.equal(await replicas(), 3, 'no scale-down inside the window');
+      await eventually(async () => (await replicas()) === 1, { timeoutMs: 30_000, what: 'scaled down to minReplicas after the window' });
+    } finally {
+      await consumer.stop();
+    }
+  });
+
   it('the informers survive dropped watches and 410 Gone: a sale created afterwards is provisioned', async () => {
     const namespace = ns();
     await operator(namespace);
