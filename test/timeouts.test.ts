@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import { splitDue, retryBackoffMs, RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
 import type { ConsumedMessage } from '../controller/infra/kafka.ts';
 import type { OrderCloser } from '../controller/dataplane/close.ts';
+import { Compensator } from '../controller/dataplane/compensator.ts';
 import { eventually } from './support/infra.ts';
 import { logger, readTopic, saleFixture, sleepUntil, type SaleFixture } from './support/timeouts.ts';
 
@@ -94,6 +95,31 @@ describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
     assert.equal((await f.stock.level('sku'))?.remaining, 9);
     const [rows] = await f.pool.query('SELECT order_id, closed_at FROM stock_releases JOIN orders USING (order_id)');
     assert.deepEqual((rows as { order_id: string; closed_at: Date }[]).map((r) => [r.order_id, r.closed_at.getTime()]), [[a?.orderId, dueAt]]);
+  });
+});
+
+describe('deferred applied_at marks', () => {
+  it('are written after the burst; marks lost in a crash only make the scan re-run a no-op', async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 20, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '30m' }], partitions: 1 });
+    const pending = () => f.count('SELECT COUNT(*) FROM stock_releases WHERE applied_at IS NULL');
+    const deferred = f.closer({ deferMarking: { idleMs: 100, maxMs: 1000 } });
+    const first = await f.place('sku', 5, { dueAt: Date.now() - 1, produce: false });
+    assert.equal((await deferred.close(first, 'closer')).released, 5);
+    assert.equal((await f.stock.level('sku'))?.remaining, 20, 'units back at once');
+    assert.equal(await pending(), 5, 'marks not written yet');
+    await eventually(async () => (await pending()) === 0, { what: 'marks written after the idle time' });
+
+    // A "crashed" closer: its marks are never flushed.
+    const crashed = f.closer({ deferMarking: { idleMs: 3_600_000, maxMs: 3_600_000 } });
+    const second = await f.place('sku', 5, { dueAt: Date.now() - 1, produce: false });
+    await crashed.close(second, 'closer');
+    assert.equal(await pending(), 5);
+    const scan = new Compensator({ pool: f.pool, redis: f.redis, closer: f.closer(), saleKey: f.names.key, lockKey: f.names.redis.compensationLock, intervalMs: 60_000, graceMs: 0, logger, metrics: f.metrics });
+    const r = await scan.scanOnce();
+    assert.deepEqual([r.closed, r.applied, r.pending], [0, 0, 0], 'the scan marks them; Redis returns nothing twice');
+    assert.equal((await f.stock.level('sku'))?.remaining, 20);
+    assert.equal(await f.metric('flashsale_stock_releases_applied_total'), 10);
+    await crashed.flushMarks();
   });
 });
 

@@ -75,7 +75,8 @@ async function withCloser(round: number): Promise<Row> {
   const f = await saleFixture({ skus: [{ id: 'sku', stock: N, timeoutBucket: '2s' }], buckets: [{ name: '2s', delay: '2s' }], partitions: 6 });
   const committedAt = new Map<string, number>();
   try {
-    const closer = f.closer({ afterCommit: (ids) => {
+    // As timeout-closer-main.ts configures it.
+    const closer = f.closer({ deferMarking: { idleMs: 200, maxMs: 5000 }, afterCommit: (ids) => {
       const t = Date.now();
       for (const id of ids) committedAt.set(id, t);
     } });
@@ -88,6 +89,7 @@ async function withCloser(round: number): Promise<Row> {
     await sleepUntil(dueFrom);
     await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { timeoutMs: 120_000, intervalMs: 250, what: 'all closed' });
     for (const w of workers) await w.stop();
+    await closer.flushMarks();
     const st = workers[0]?.worker.stats;
     const ms = Object.entries(closer.timings).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ');
     breakdowns.push(`round ${round}: ${st?.batches} batches, ${st?.chunks} close transactions (avg ${Math.round(N / Math.max(1, st?.chunks ?? 1))} orders), ms summed over the concurrent chunks: ${ms}`);

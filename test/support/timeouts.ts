@@ -37,7 +37,7 @@ export interface SaleFixture {
   stock: StockStore;
   registry: Registry;
   metrics: DataPlaneMetrics;
-  closer(opts?: { clock?: Clock; afterCommit?: (ids: string[]) => void | Promise<void>; pool?: Pool; chunkSize?: number }): OrderCloser;
+  closer(opts?: { clock?: Clock; afterCommit?: (ids: string[]) => void | Promise<void>; pool?: Pool; chunkSize?: number; deferMarking?: { idleMs: number; maxMs: number } }): OrderCloser;
   place(skuId: string, count: number, opts: { dueAt: number | ((i: number) => number); createdAt?: number; produce?: boolean; quantity?: (i: number) => number }): Promise<PlacedOrder[]>;
   produceTimeouts(orders: PlacedOrder[]): Promise<void>;
   statuses(): Promise<Map<string, { status: string; dueAt: number; closedAt: number | null }>>;
@@ -81,7 +81,7 @@ export async function saleFixture(setup: SaleSetup): Promise<SaleFixture> {
 
   const f: SaleFixture = {
     config, sale, names, kafka, producer, redis, pool, stock, registry, metrics,
-    closer: (o = {}) => new OrderCloser({ pool: o.pool ?? pool, stock, saleKey: names.key, metrics, clock: o.clock, afterCommit: o.afterCommit, chunkSize: o.chunkSize }),
+    closer: (o = {}) => new OrderCloser({ pool: o.pool ?? pool, stock, saleKey: names.key, metrics, clock: o.clock, afterCommit: o.afterCommit, chunkSize: o.chunkSize, deferMarking: o.deferMarking }),
     async place(skuId, count, opts) {
       const createdAt = opts.createdAt ?? Date.now();
       const orders: PlacedOrder[] = [];
