@@ -104,6 +104,34 @@ describe('test apiserver: kubectl v1.20', () => {
     assert.equal(final.spec.perUserLimit, 1);
   });
 
+  it('apply --server-side: conflicts with another manager’s change, --force-conflicts takes the field over', async () => {
+    const sale = (limit: number): string =>
+      [
+        'apiVersion: flashsale.dev/v1alpha1',
+        'kind: FlashSale',
+        'metadata: {name: ssa-sale}',
+        'spec:',
+        `  perUserLimit: ${limit}`,
+        '  skus: [{id: a, stock: 10, timeoutBucket: b}]',
+        '  timeoutBuckets: [{name: b, delay: 5m}]',
+        '',
+      ].join('\n');
+    assert.match(await kubectl.ok(['apply', '--server-side', '--validate=false', '-f', '-'], { stdin: sale(1) }), /serverside-applied/);
+    await kubectl.ok(['patch', 'fs', 'ssa-sale', '--type', 'merge', '-p', '{"spec":{"perUserLimit":3}}']);
+    const conflicted = await kubectl.run(['apply', '--server-side', '--validate=false', '-f', '-'], { stdin: sale(1) });
+    assert.notEqual(conflicted.status, 0);
+    assert.match(conflicted.stderr, /conflict with "kubectl-patch": \.spec\.perUserLimit/);
+    await kubectl.ok(['apply', '--server-side', '--force-conflicts', '--validate=false', '-f', '-'], { stdin: sale(1) });
+    const doc = parseYaml(await kubectl.ok(['get', 'fs', 'ssa-sale', '-o', 'yaml']));
+    assert.equal(doc.spec.perUserLimit, 1);
+    assert.deepEqual(
+      doc.metadata.managedFields.map((m: any) => `${m.manager}/${m.operation}`),
+      ['kubectl/Apply'],
+      'the patcher lost its only field',
+    );
+    assert.match(await kubectl.ok(['delete', 'fs', 'ssa-sale']), /deleted/);
+  });
+
   it('reports the server’s 422 for an invalid sale', async () => {
     const r = await kubectl.run(['apply', '--validate=false', '-f', '-'], {
       stdin: 'apiVersion: flashsale.dev/v1alpha1\nkind: FlashSale\nmetadata: {name: broken}\nspec: {perUserLimit: 0, skus: [], timeoutBuckets: []}\n',
