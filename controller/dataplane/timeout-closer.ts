@@ -26,6 +26,8 @@ export function retryBackoffMs(attempt: number, baseMs: number): number {
   return Math.min(60_000, baseMs * 2 ** Math.max(0, attempt - 1));
 }
 
+const MAX_TIMER_MS = 3_600_000;
+
 export type DueOf = (m: ConsumedMessage) => number | null;
 
 /**
@@ -122,11 +124,12 @@ export class DelayedTopicWorker {
     const key = `${batch.topic}:${batch.partition}`;
     const old = this.timers.get(key);
     if (old) clearTimeout(old.timer);
-    // setTimeout may fire a millisecond early by the wall clock; the resumed batch re-checks and re-pauses.
+    // setTimeout may fire a millisecond early by the wall clock; the resumed batch re-checks and
+    // re-pauses. Long waits are cut into hours: Node fires a timeout above 2^31-1 ms at once.
     const timer = setTimeout(() => {
       this.timers.delete(key);
       this.consumer?.resume(batch.topic, batch.partition);
-    }, Math.max(0, until - this.clock.now()));
+    }, Math.min(MAX_TIMER_MS, Math.max(0, until - this.clock.now())));
     this.timers.set(key, { timer, topic: batch.topic, partition: batch.partition, until });
   }
 
