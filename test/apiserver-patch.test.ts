@@ -176,6 +176,49 @@ describe('test apiserver: patches and server-side apply', () => {
     assert.deepEqual(after.spec.tags, ['t'], 'bob still owns tags: kept');
   });
 
+  it('server-side apply merges associative lists (x-kubernetes-list-type: map) item by item, with per-item ownership', async () => {
+    await applyAs('alice', widget('ssa-l', { size: 2 }));
+    const applyStatus = async (manager: string, conditions: any[], force = false): Promise<Response> =>
+      fetch(`${server.url}/apis/example.test/v1/namespaces/${namespace}/widgets/ssa-l/status?fieldManager=${manager}${force ? '&force=true' : ''}`, {
+        method: 'PATCH',
+        headers: { 'Content-Type': 'application/apply-patch+yaml' },
+        body: JSON.stringify({ apiVersion: 'example.test/v1', kind: 'Widget', metadata: { name: 'ssa-l' }, status: { conditions } }),
+      });
+    assert.equal((await applyStatus('ready-ctl', [{ type: 'Ready', status: 'True' }])).status, 200);
+    const both: any = await (await applyStatus('sync-ctl', [{ type: 'Synced', status: 'False' }])).json();
+    assert.deepEqual(
+      both.status.conditions.map((c: any) => `${c.type}=${c.status}`),
+      ['Ready=True', 'Synced=False'],
+      'a second manager adds its own item instead of replacing the list',
+    );
+    const ready = both.metadata.managedFields.find((m: any) => m.manager === 'ready-ctl');
+    assert.deepEqual(ready.fieldsV1, { 'f:status': { 'f:conditions': { 'k:{"type":"Ready"}': { 'f:status': {}, 'f:type': {} } } } });
+    const conflict = await applyStatus('sync-ctl', [{ type: 'Synced', status: 'False' }, { type: 'Ready', status: 'False' }]);
+    assert.equal(conflict.status, 409);
+    const conflictStatus: any = await conflict.json();
+    assert.ok(conflictStatus.details.causes.some((c: any) => c.field === '.status.conditions[type="Ready"].status'), JSON.stringify(conflictStatus.details.causes));
+    const dropped: any = await (await applyStatus('ready-ctl', [])).json();
+    assert.deepEqual(
+      dropped.status.conditions.map((c: any) => c.type),
+      ['Synced'],
+      'the item its only manager stopped applying is removed',
+    );
+  });
+
+  it('server-side apply merges built-in keyed lists too (a Deployment’s containers by name)', async () => {
+    await applyAs('alice', deployment('ssa-deploy', [{ name: 'app', image: 'app:1' }]));
+    const sidecar = deployment('ssa-deploy', [{ name: 'sidecar', image: 'side:1' }]);
+    delete sidecar.spec.replicas;
+    const both = await applyAs('bob', sidecar);
+    assert.deepEqual(
+      both.spec.template.spec.containers.map((c: any) => `${c.name}=${c.image}`),
+      ['app=app:1', 'sidecar=side:1'],
+    );
+    const conflict = await failure(applyAs('bob', deployment('ssa-deploy', [{ name: 'sidecar', image: 'side:1' }, { name: 'app', image: 'app:2' }])));
+    assert.equal(conflict.code, 409);
+    assert.ok(conflict.status.details.causes.some((c: any) => c.field === '.spec.template.spec.containers[name="app"].image'));
+  });
+
   it('server-side apply on /status changes only status', async () => {
     await applyAs('alice', widget('ssa-s', { size: 2 }));
     const res = await fetch(`${server.url}/apis/example.test/v1/namespaces/${namespace}/widgets/ssa-s/status?fieldManager=operator`, {

@@ -41,7 +41,16 @@ export const widgetCrd = {
               },
               status: {
                 type: 'object',
-                properties: { phase: { type: 'string' }, count: { type: 'integer' } },
+                properties: {
+                  phase: { type: 'string' },
+                  count: { type: 'integer' },
+                  conditions: {
+                    type: 'array',
+                    'x-kubernetes-list-type': 'map',
+                    'x-kubernetes-list-map-keys': ['type'],
+                    items: { type: 'object', required: ['type', 'status'], properties: { type: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string' } } },
+                  },
+                },
               },
             },
           },

@@ -187,70 +187,162 @@ export function strategicMergePatch(target: any, patch: any): any {
 
 // ---- field sets (server-side apply) ----
 
-/** A field path such as ["spec","replicas"]; encoded as a string for set membership. */
+/**
+ * A field path in FieldsV1 segments, `f:<field>` for a field and `k:<json of the key fields>`
+ * for an item of an associative list, joined into one string for set membership.
+ */
 export type FieldPath = string;
 const SEP = '\u0000';
 
+/** Key fields of the associative list at a field-name path (`["status","conditions"]` → `["type"]`), or undefined for atomic lists. */
+export type ListKeys = (names: string[]) => string[] | undefined;
+
+export const atomicLists: ListKeys = () => undefined;
+
+/** Lists the built-in Go types merge (their patchMergeKey); also ownerReferences in any object's metadata. */
+export const builtinListKeys: ListKeys = (names) => {
+  const field = names[names.length - 1];
+  if (field === undefined) return undefined;
+  if (field === 'ports') {
+    const parent = names[names.length - 2];
+    return parent === 'containers' || parent === 'initContainers' || parent === 'ephemeralContainers' ? ['containerPort'] : ['port'];
+  }
+  return MERGE_KEYS[field];
+};
+
+/** Associative lists of a CRD schema (`x-kubernetes-list-type: map`), metadata lists as built-ins. */
+export function schemaListKeys(schema: any): ListKeys {
+  return (names) => {
+    if (names[0] === 'metadata') return builtinListKeys(names);
+    let s = schema;
+    for (const n of names) {
+      while (s?.type === 'array') s = s.items;
+      s = s?.properties?.[n] ?? (isObj(s?.additionalProperties) ? s.additionalProperties : undefined);
+      if (!s) return undefined;
+    }
+    return s?.type === 'array' && s['x-kubernetes-list-type'] === 'map' && Array.isArray(s['x-kubernetes-list-map-keys']) ? s['x-kubernetes-list-map-keys'] : undefined;
+  };
+}
+
 const META_TRACKED = new Set(['labels', 'annotations', 'finalizers', 'ownerReferences']);
 
+function keyedItems(v: unknown, keys: string[] | undefined): keys is string[] {
+  return !!keys && Array.isArray(v) && v.length > 0 && v.every((i) => isObj(i) && keys.every((k) => i[k] !== undefined));
+}
+
+function itemSegment(item: any, keys: string[]): string {
+  return `k:${JSON.stringify(Object.fromEntries(keys.map((k) => [k, item[k]])))}`;
+}
+
 /**
- * Leaf fields of an object as server-side apply tracks them: maps recurse, lists and scalars are
- * atomic leaves (a simplification: the real server merges associative lists item by item).
- * apiVersion, kind and server-owned metadata are not tracked.
+ * Leaf fields of an object as server-side apply tracks them: maps recurse, items of associative
+ * lists recurse under their key, other lists and scalars are leaves. apiVersion, kind and
+ * server-owned metadata are not tracked.
  */
-export function leafFields(obj: any): Set<FieldPath> {
+export function leafFields(obj: any, listKeys: ListKeys = atomicLists): Set<FieldPath> {
   const out = new Set<FieldPath>();
-  const walk = (v: any, path: string[]): void => {
+  const walk = (v: any, segs: string[], names: string[]): void => {
     if (isObj(v) && Object.keys(v).length > 0) {
-      for (const [k, c] of Object.entries(v)) walk(c, [...path, k]);
-    } else out.add(path.join(SEP));
+      for (const [k, c] of Object.entries(v)) walk(c, [...segs, `f:${k}`], [...names, k]);
+      return;
+    }
+    const keys = listKeys(names);
+    if (keyedItems(v, keys)) {
+      for (const item of v as any[]) walk(item, [...segs, itemSegment(item, keys)], names);
+      return;
+    }
+    if (keys && Array.isArray(v) && v.length === 0) return; // an empty associative list claims no item
+    out.add(segs.join(SEP));
   };
   if (!isObj(obj)) return out;
   for (const [k, v] of Object.entries(obj)) {
     if (k === 'apiVersion' || k === 'kind') continue;
     if (k === 'metadata') {
       if (!isObj(v)) continue;
-      for (const [mk, mv] of Object.entries(v)) if (META_TRACKED.has(mk)) walk(mv, ['metadata', mk]);
+      for (const [mk, mv] of Object.entries(v)) if (META_TRACKED.has(mk)) walk(mv, ['f:metadata', `f:${mk}`], ['metadata', mk]);
       continue;
     }
-    walk(v, [k]);
+    walk(v, [`f:${k}`], [k]);
   }
   return out;
 }
 
+function step(cur: any, seg: string): any {
+  if (seg.startsWith('f:')) return isObj(cur) ? cur[seg.slice(2)] : undefined;
+  if (seg.startsWith('k:') && Array.isArray(cur)) {
+    const key = JSON.parse(seg.slice(2));
+    return cur.find((i) => isObj(i) && Object.entries(key).every(([k, v]) => canonEqual(i[k], v)));
+  }
+  return undefined;
+}
+
+function canonEqual(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
 export function getPath(obj: any, path: FieldPath): any {
   let cur = obj;
-  for (const k of path.split(SEP)) {
-    if (!isObj(cur)) return undefined;
-    cur = cur[k];
+  for (const seg of path.split(SEP)) {
+    cur = step(cur, seg);
+    if (cur === undefined) return undefined;
   }
   return cur;
 }
 
+/**
+ * Removes a field. The key fields of an associative-list item go only with the item, when
+ * nothing but its keys is left; maps and lists the removal leaves empty are dropped too.
+ */
 export function deletePath(obj: any, path: FieldPath): void {
-  const keys = path.split(SEP);
-  const parents: any[] = [];
-  let cur = obj;
-  for (const k of keys.slice(0, -1)) {
-    if (!isObj(cur)) return;
-    parents.push(cur);
-    cur = cur[k];
+  const segs = path.split(SEP);
+  const chain: any[] = [obj];
+  for (const seg of segs.slice(0, -1)) {
+    const next = step(chain[chain.length - 1], seg);
+    if (next === undefined) return;
+    chain.push(next);
   }
-  if (!isObj(cur)) return;
-  delete cur[keys[keys.length - 1]!];
-  // drop maps the removal left empty, like the real server does for fields nobody owns any more
-  for (let i = parents.length - 1; i >= 0; i--) {
-    const child = parents[i][keys[i]!];
-    if (isObj(child) && Object.keys(child).length === 0) delete parents[i][keys[i]!];
-    else break;
+  const last = segs[segs.length - 1]!;
+  const parent = chain[chain.length - 1];
+  const parentSeg = segs[segs.length - 2];
+  if (last.startsWith('f:') && isObj(parent)) {
+    const field = last.slice(2);
+    if (parentSeg?.startsWith('k:') && Object.hasOwn(JSON.parse(parentSeg.slice(2)), field)) {
+      // a key field: the item goes if only its keys are left
+      const keys = Object.keys(JSON.parse(parentSeg.slice(2)));
+      if (Object.keys(parent).every((k) => keys.includes(k))) removeChild(chain[chain.length - 2], parentSeg, parent);
+    } else delete parent[field];
+  } else if (last.startsWith('k:') && Array.isArray(parent)) {
+    const item = step(parent, last);
+    if (item !== undefined) parent.splice(parent.indexOf(item), 1);
+  }
+  // drop containers the removal left empty
+  for (let i = chain.length - 1; i >= 1; i--) {
+    const child = chain[i];
+    const empty = (isObj(child) && Object.keys(child).length === 0) || (Array.isArray(child) && child.length === 0);
+    if (!empty) break;
+    removeChild(chain[i - 1], segs[i - 1]!, child);
   }
 }
 
-/** `.spec.replicas` style, as conflict messages show fields. */
+function removeChild(parent: any, seg: string, child: any): void {
+  if (seg.startsWith('f:') && isObj(parent)) delete parent[seg.slice(2)];
+  else if (Array.isArray(parent)) {
+    const idx = parent.indexOf(child);
+    if (idx >= 0) parent.splice(idx, 1);
+  }
+}
+
+/** `.spec.replicas`, `.status.conditions[type="Ready"].status`: as conflict messages show fields. */
 export function showPath(path: FieldPath): string {
   return path
     .split(SEP)
-    .map((k) => `.${k}`)
+    .map((seg) => {
+      if (seg.startsWith('f:')) return `.${seg.slice(2)}`;
+      const key = JSON.parse(seg.slice(2));
+      return `[${Object.entries(key)
+        .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+        .join(',')}]`;
+    })
     .join('');
 }
 
@@ -259,7 +351,7 @@ export function toFieldsV1(fields: Set<FieldPath>): Record<string, any> {
   const root: Record<string, any> = {};
   for (const p of [...fields].sort()) {
     let cur = root;
-    for (const k of p.split(SEP)) cur = cur[`f:${k}`] ??= {};
+    for (const seg of p.split(SEP)) cur = cur[seg] ??= {};
   }
   return root;
 }
@@ -267,21 +359,35 @@ export function toFieldsV1(fields: Set<FieldPath>): Record<string, any> {
 export function fromFieldsV1(f: any): Set<FieldPath> {
   const out = new Set<FieldPath>();
   const walk = (node: any, path: string[]): void => {
-    const keys = isObj(node) ? Object.keys(node).filter((k) => k.startsWith('f:')) : [];
+    const keys = isObj(node) ? Object.keys(node).filter((k) => k.startsWith('f:') || k.startsWith('k:')) : [];
     if (keys.length === 0) {
       if (path.length > 0) out.add(path.join(SEP));
       return;
     }
-    for (const k of keys) walk(node[k], [...path, k.slice(2)]);
+    for (const k of keys) walk(node[k], [...path, k]);
   };
   walk(f, []);
   return out;
 }
 
-/** Deep merge for apply: maps merge, everything else (lists included) is replaced. */
-export function applyMerge(target: any, config: any): any {
-  if (!isObj(config) || !isObj(target)) return structuredClone(config);
-  const out: Record<string, any> = { ...target };
-  for (const [k, v] of Object.entries(config)) out[k] = applyMerge(out[k], v);
-  return out;
+/** Deep merge for apply: maps merge, associative lists merge item by key, other lists are replaced. */
+export function applyMerge(target: any, config: any, listKeys: ListKeys = atomicLists, names: string[] = []): any {
+  if (isObj(config) && isObj(target)) {
+    const out: Record<string, any> = { ...target };
+    for (const [k, v] of Object.entries(config)) out[k] = applyMerge(out[k], v, listKeys, [...names, k]);
+    return out;
+  }
+  const keys = listKeys(names);
+  if (keys && Array.isArray(target) && Array.isArray(config) && config.length === 0) return target.map((i) => structuredClone(i));
+  if (Array.isArray(target) && keyedItems(config, keys) && (target.length === 0 || keyedItems(target, keys))) {
+    const merged = target.map((i) => structuredClone(i));
+    for (const item of config as any[]) {
+      const seg = itemSegment(item, keys);
+      const existing = step(merged, seg);
+      if (existing === undefined) merged.push(structuredClone(item));
+      else merged[merged.indexOf(existing)] = applyMerge(existing, item, listKeys, names);
+    }
+    return merged;
+  }
+  return structuredClone(config);
 }

@@ -7,7 +7,22 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { ApiError, alreadyExists, badRequest, conflict, invalid, methodNotAllowed, notFound, statusObject, type StatusCause } from './errors.ts';
-import { applyMerge, deletePath, fromFieldsV1, getPath, jsonPatch, leafFields, mergePatch, showPath, strategicMergePatch, toFieldsV1, type FieldPath } from './patch.ts';
+import {
+  applyMerge,
+  builtinListKeys,
+  deletePath,
+  fromFieldsV1,
+  getPath,
+  jsonPatch,
+  leafFields,
+  mergePatch,
+  schemaListKeys,
+  showPath,
+  strategicMergePatch,
+  toFieldsV1,
+  type FieldPath,
+  type ListKeys,
+} from './patch.ts';
 import { apiResourceList, apiVersionOf, builtinResources, crdResources, storageKey, type ResourceType } from './resources.ts';
 import { applyDefaults, prune, validate } from './schema.ts';
 import { fieldSelector, labelSelector } from './selectors.ts';
@@ -366,11 +381,15 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     return e;
   };
 
+  /** Which lists server-side apply merges by key, for this kind. */
+  const listKeysOf = (rt: ResourceType): ListKeys => (rt.custom ? schemaListKeys(rt.schema) : builtinListKeys);
+
   /** An Update takes the fields it changed from whoever owned them. */
   const managedAfterUpdate = (rt: ResourceType, manager: string, sub: string | undefined) => (old: any, next: any): ManagedEntry[] => {
     const entries = readManaged(old);
-    const before = old ? leafFields(old) : new Set<FieldPath>();
-    const after = leafFields(next);
+    const lk = listKeysOf(rt);
+    const before = old ? leafFields(old, lk) : new Set<FieldPath>();
+    const after = leafFields(next, lk);
     const changed = [...after].filter((p) => !before.has(p) || canon(getPath(old, p)) !== canon(getPath(next, p)));
     for (const e of entries) for (const p of [...e.fields]) if (!after.has(p) || changed.includes(p)) e.fields.delete(p);
     if (changed.length > 0) {
@@ -490,7 +509,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     if (rt.generation) ready.metadata.generation = 1;
     const entries: ManagedEntry[] = [];
     const mine = entryFor(entries, manager, operation, rt, undefined);
-    for (const p of leafFields(body)) if (getPath(ready, p) !== undefined) mine.fields.add(p);
+    for (const p of leafFields(body, listKeysOf(rt))) if (getPath(ready, p) !== undefined) mine.fields.add(p);
     ready.metadata.managedFields = writeManaged(entries);
     commit(rt, 'ADDED', ready, undefined);
     if (isCrd(rt)) serveCrd(ready);
@@ -637,11 +656,12 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       throw conflict(rt, name, 'the object has been modified; please apply your changes to the latest version and try again');
     }
     const inScope = (p: FieldPath): boolean => {
-      const isStatus = p === 'status' || p.startsWith('status\u0000');
+      const isStatus = p === 'f:status' || p.startsWith('f:status\u0000');
       if (sub === 'status') return isStatus;
       return !(rt.status && isStatus);
     };
-    const applied = new Set([...leafFields(config)].filter(inScope));
+    const lk = listKeysOf(rt);
+    const applied = new Set([...leafFields(config, lk)].filter(inScope));
     const entries = readManaged(existing);
     const conflicts: Array<{ manager: string; field: FieldPath }> = [];
     for (const p of applied) {
@@ -667,26 +687,30 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     const mine = entryFor(entries, manager, 'Apply', rt, sub);
     const next = structuredClone(existing);
     // fields this manager applied before but no longer applies are removed, unless someone else owns them
-    for (const p of mine.fields) {
-      if (applied.has(p)) continue;
-      if (!entries.some((e) => e !== mine && e.fields.has(p))) deletePath(next, p);
-    }
+    // key fields of list items last: an item goes with its last non-key field
+    const isKeyField = (p: FieldPath): boolean => {
+      const segs = p.split('\u0000');
+      const parent = segs[segs.length - 2];
+      return !!parent?.startsWith('k:') && Object.hasOwn(JSON.parse(parent.slice(2)), segs[segs.length - 1]!.slice(2));
+    };
+    const dropped = [...mine.fields].filter((p) => !applied.has(p) && !entries.some((e) => e !== mine && e.fields.has(p)));
+    for (const p of [...dropped.filter((q) => !isKeyField(q)), ...dropped.filter(isKeyField)]) deletePath(next, p);
     mine.fields = applied;
     const scoped = structuredClone(config);
     delete scoped.apiVersion;
     delete scoped.kind;
     if (sub === 'status') {
-      next.status = applyMerge(next.status, scoped.status ?? {});
+      next.status = applyMerge(next.status, scoped.status ?? {}, lk, ['status']);
     } else {
       if (rt.status) delete scoped.status;
-      Object.assign(next, applyMerge(next, scoped));
+      Object.assign(next, applyMerge(next, scoped, lk));
     }
     next.metadata.resourceVersion = existing.metadata.resourceVersion;
     const obj = update(rt, existing, next, {
       requireRV: false,
       ...(sub ? { sub } : {}),
       managed: (_old, result) => {
-        const present = leafFields(result);
+        const present = leafFields(result, lk);
         for (const e of entries) for (const p of [...e.fields]) if (!present.has(p)) e.fields.delete(p);
         return entries;
       },
