@@ -273,7 +273,7 @@ describe('test apiserver: storage and versions', () => {
     assert.match(wrongGroup.status.message, /does not match the expected API version/);
   });
 
-  it('answers errors with Status objects (404 NotFound, 409 AlreadyExists, 400 on a namespace mismatch)', async () => {
+  it('answers errors with Status objects (404, 409 AlreadyExists, 400 namespace mismatch and bad JSON, 405, 413, 415)', async () => {
     const missing = await failure(co.getNamespacedCustomObject({ ...w, name: 'missing' }));
     assert.equal(missing.code, 404);
     assert.deepEqual(
@@ -289,5 +289,18 @@ describe('test apiserver: storage and versions', () => {
     const res = await fetch(`${server.url}/apis/nothing.test/v1/things`);
     assert.equal(res.status, 404);
     assert.equal(((await res.json()) as any).kind, 'Status');
+    const base = `${server.url}/apis/example.test/v1/namespaces/${namespace}/widgets`;
+    const raw = async (url: string, init: RequestInit): Promise<[number, any]> => {
+      const r = await fetch(url, init);
+      return [r.status, await r.json()];
+    };
+    const [badJson, badJsonStatus] = await raw(base, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{not json' });
+    assert.deepEqual([badJson, badJsonStatus.kind, badJsonStatus.reason], [400, 'Status', 'BadRequest']);
+    const [unknownPatch, unknownPatchStatus] = await raw(`${base}/dup`, { method: 'PATCH', headers: { 'Content-Type': 'text/plain' }, body: 'x' });
+    assert.deepEqual([unknownPatch, unknownPatchStatus.reason], [415, 'UnsupportedMediaType']);
+    const [notAllowed, notAllowedStatus] = await raw(`${base}/dup`, { method: 'POST', body: '{}' });
+    assert.deepEqual([notAllowed, notAllowedStatus.reason], [405, 'MethodNotAllowed']);
+    const [tooBig, tooBigStatus] = await raw(base, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(4 * 1024 * 1024) }) });
+    assert.deepEqual([tooBig, tooBigStatus.reason], [413, 'RequestEntityTooLarge']);
   });
 });

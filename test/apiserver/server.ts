@@ -726,10 +726,9 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
       let size = 0;
       req.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > MAX_BODY) {
-          reject(new ApiError(413, 'RequestEntityTooLarge', 'the request body is too large'));
-          req.destroy();
-        } else chunks.push(c);
+        // past the limit the rest is read and dropped, so the client gets its 413 rather than a reset
+        if (size > MAX_BODY) reject(new ApiError(413, 'RequestEntityTooLarge', 'the request body is too large'));
+        else chunks.push(c);
       });
       req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       req.on('error', reject);
@@ -878,8 +877,10 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     },
   });
 
+  const PATCH_TYPES = ['application/merge-patch+json', 'application/json-patch+json', 'application/strategic-merge-patch+json'];
   const patchBody = (rt: ResourceType, old: any, contentType: string, text: string): any => {
-    const patch = parseJson(text);
+    // the media type is checked before the body is read, as on the real server
+    const patch = PATCH_TYPES.includes(contentType) && !(rt.custom && contentType === 'application/strategic-merge-patch+json') ? parseJson(text) : undefined;
     switch (contentType) {
       case 'application/merge-patch+json':
         return mergePatch(structuredClone(old), patch);
