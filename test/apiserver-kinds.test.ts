@@ -132,6 +132,29 @@ describe('test apiserver: CustomResourceDefinitions', () => {
     assert.equal(got.spec.size, 2);
   });
 
+  it('serves every served version of a CRD from one storage, the preferred version first in discovery', async () => {
+    const crd = structuredClone(widgetCrd) as any;
+    crd.metadata.name = 'widgets.multi.test';
+    crd.spec.group = 'multi.test';
+    const v1 = crd.spec.versions[0];
+    crd.spec.versions = [
+      { ...structuredClone(v1), name: 'v1alpha1', storage: false },
+      { ...structuredClone(v1), name: 'v1beta1', storage: true },
+      { ...structuredClone(v1), name: 'v1', storage: false },
+    ];
+    await installCrd(kc, crd);
+    const group: any = await (await fetch(`${server.url}/apis/multi.test`)).json();
+    assert.deepEqual(
+      group.versions.map((v: any) => v.version),
+      ['v1', 'v1beta1', 'v1alpha1'],
+    );
+    assert.equal(group.preferredVersion.version, 'v1');
+    const created: any = await co.createNamespacedCustomObject({ group: 'multi.test', version: 'v1beta1', plural: 'widgets', namespace, body: { ...widget('mv'), apiVersion: 'multi.test/v1beta1' } });
+    const asV1: any = await co.getNamespacedCustomObject({ group: 'multi.test', version: 'v1', plural: 'widgets', namespace, name: 'mv' });
+    assert.equal(asV1.apiVersion, 'multi.test/v1');
+    assert.equal(asV1.metadata.uid, created.metadata.uid);
+  });
+
   it('refuses a CRD whose schema is not structural (422)', async () => {
     const crd = structuredClone(widgetCrd) as any;
     crd.metadata.name = 'sloppies.example.test';

@@ -215,6 +215,22 @@ function specPart(obj: any): string {
   return canon(rest);
 }
 
+/**
+ * Kubernetes version priority (the preferred version comes first): GA before beta before alpha,
+ * higher numbers first; anything else after, alphabetically. v1 > v1beta2 > v1beta1 > v1alpha1.
+ */
+export function compareKubeVersions(a: string, b: string): number {
+  const parse = (v: string): [number, number, number] | undefined => {
+    const m = v.match(/^v(\d+)(?:(alpha|beta)(\d+))?$/);
+    if (!m) return undefined;
+    return [m[2] === undefined ? 2 : m[2] === 'beta' ? 1 : 0, Number(m[1]), Number(m[3] ?? 0)];
+  };
+  const pa = parse(a);
+  const pb = parse(b);
+  if (!pa || !pb) return pa ? -1 : pb ? 1 : a < b ? -1 : a > b ? 1 : 0;
+  return pb[0] - pa[0] || pb[1] - pa[1] || pb[2] - pa[2];
+}
+
 function objKey(ns: string | undefined, name: string): string {
   return `${ns ?? ''}/${name}`;
 }
@@ -992,7 +1008,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
   const groupVersions = (group: string): string[] => {
     const versions: string[] = [];
     for (const t of types.values()) if (t.group === group && !versions.includes(t.version)) versions.push(t.version);
-    return versions;
+    return versions.sort(compareKubeVersions);
   };
 
   const apiGroup = (group: string): any => {
