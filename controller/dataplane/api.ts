@@ -194,12 +194,15 @@ export class OrderApi {
         else this.send(res, 405, '{"error":"METHOD_NOT_ALLOWED"}');
         return;
       }
-      work
-        .catch((err: unknown) => {
+      // One reaction per request (not catch + finally): this runs for every purchase.
+      work.then(
+        () => this.observe(label, route, started),
+        (err: unknown) => {
           this.opts.logger.error({ err, url }, 'request failed');
           if (!res.headersSent) this.send(res, 500, '{"error":"INTERNAL"}');
-        })
-        .finally(() => this.observe(label, route, started));
+          this.observe(label, route, started);
+        },
+      );
       return;
     }
     if (req.method === 'GET' && path === '/healthz') return this.send(res, 200, '{"status":"ok"}');

@@ -2,6 +2,7 @@
 // where all workers share one process and one registry). Names follow Prometheus conventions:
 // base units in the name, `_total` on counters; `flashsale` is the sale's namespace/name.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { FastHistogram } from './fast-histogram.ts';
 
 export function createRegistry(): Registry {
   const registry = new Registry();
@@ -32,7 +33,7 @@ function build(registry: Registry) {
       labelNames: ['flashsale', 'outcome'] as const,
       registers,
     }),
-    apiRequestDuration: new Histogram({
+    apiRequestDuration: new FastHistogram({
       name: 'flashsale_api_request_duration_seconds',
       help: 'Time to answer an API request, by route.',
       labelNames: ['flashsale', 'route'] as const,

@@ -1,0 +1,83 @@
+// A histogram for the API's hot path. prom-client's Histogram validates and hashes the label set on
+// every observe(), which cost a quarter of the rejection path's throughput in the seckill benchmark;
+// here a label set is resolved once (labels()) and observe() is a bound search and three additions.
+// It registers in a prom-client Registry as a custom metric and renders the same exposition text
+// as prom-client's Histogram (test/fast-histogram.test.ts compares the two).
+import type { Registry } from 'prom-client';
+
+interface Series {
+  labels: Record<string, string>;
+  /** Non-cumulative count per bucket; the last slot is +Inf. */
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+export interface FastHistogramOptions<L extends string> {
+  name: string;
+  help: string;
+  labelNames: readonly L[];
+  buckets: readonly number[];
+  registers: Registry[];
+}
+
+export class FastHistogram<L extends string = string> {
+  readonly name: string;
+  readonly help: string;
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly labelNames: readonly L[];
+  private readonly bounds: readonly number[];
+  private readonly series = new Map<string, Series>();
+
+  constructor(opts: FastHistogramOptions<L>) {
+    this.name = opts.name;
+    this.help = opts.help;
+    this.labelNames = opts.labelNames;
+    this.bounds = [...opts.buckets].sort((a, b) => a - b);
+    for (const r of opts.registers) r.registerMetric(this as never);
+  }
+
+  /** The series of one label set, in labelNames order; keep the result and call observe() on it. */
+  labels(...values: string[]): { observe(value: number): void } {
+    if (values.length !== this.labelNames.length) throw new Error(`${this.name}: expected ${this.labelNames.length} label values`);
+    const key = values.join('\u0000');
+    let s = this.series.get(key);
+    if (!s) {
+      s = { labels: Object.fromEntries(this.labelNames.map((n, i) => [n, values[i] as string])), counts: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 };
+      this.series.set(key, s);
+    }
+    const series = s;
+    const bounds = this.bounds;
+    return {
+      observe(value: number) {
+        let i = 0;
+        while (i < bounds.length && value > (bounds[i] as number)) i++;
+        (series.counts[i] as number) += 1;
+        series.sum += value;
+        series.count += 1;
+      },
+    };
+  }
+
+  /** prom-client's metric interface: what Registry.metrics() renders. */
+  async get() {
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+    for (const s of this.series.values()) {
+      let cumulative = 0;
+      this.bounds.forEach((le, i) => {
+        cumulative += s.counts[i] as number;
+        values.push({ metricName: `${this.name}_bucket`, labels: { le, ...s.labels }, value: cumulative });
+      });
+      cumulative += s.counts[this.bounds.length] as number;
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', ...s.labels }, value: cumulative });
+      values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum });
+      values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
+}
