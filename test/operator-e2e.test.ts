@@ -264,7 +264,7 @@ describe('operator end to end', () => {
 
   it('Redis keys lost → stock rebuilt from MySQL orders, not re-seeded', async () => {
     const namespace = ns();
-    await operator(namespace);
+    const op = await operator(namespace);
     await apply(namespace, saleYaml('rb', baseSpec()));
     await waitReady(namespace, 'rb');
     const n = saleNames({ namespace, name: 'rb' });
@@ -279,6 +279,10 @@ describe('operator end to end', () => {
     assert.equal(await redis.get(n.redis.sku('phone-x').stock), '98', 'stock − UNPAID/PAID units, not the full 100');
     assert.equal(await redis.get(n.redis.sku('ebook-y').stock), '500');
     assert.equal(sale.status?.remaining, 598);
+    // Sold is read from MySQL (UNPAID + PAID), not derived from Redis: the stock-drift alert compares
+    // the two. An order that exists only in MySQL makes them differ: sold 3 while stock − remaining is 2.
+    await sql('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES (?,?,?,?,?,?,?,?)', [randomUUID(), n.key, 'phone-x', 'u4', 1, 'UNPAID', now, now]);
+    await eventually(async () => new RegExp(`flashsale_sku_sold\\{flashsale="${namespace}/rb",sku="phone-x"\\} 3\\n`).test(await (await fetch(`${op.url}/metrics`)).text()), { what: 'sold 3 (from MySQL) for phone-x' });
   });
 
   it('unreachable Redis and MySQL map to RedisUnavailable / MySQLUnavailable conditions and Events; no workloads', async () => {

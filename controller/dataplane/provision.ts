@@ -77,6 +77,15 @@ export async function skuLedger(pool: Pool, saleKey: string, skuId: string): Pro
   };
 }
 
+/** Units per SKU held by UNPAID or PAID orders in MySQL (what is sold, independent of Redis). */
+export async function soldUnits(pool: Pool, saleKey: string): Promise<Map<string, number>> {
+  const [rows] = await pool.query(
+    `SELECT sku_id, SUM(quantity) AS units FROM orders WHERE sale = ? AND status IN ('UNPAID','PAID') GROUP BY sku_id`,
+    [saleKey],
+  );
+  return new Map((rows as { sku_id: string; units: string | number }[]).map((r) => [r.sku_id, Number(r.units)]));
+}
+
 export interface StockOutcome {
   skus: { id: string; stock: number; remaining: number }[];
   seeded: string[];

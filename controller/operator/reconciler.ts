@@ -3,7 +3,7 @@
 // A round with nothing to change makes no write at all, to the API or elsewhere.
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { MysqlConfig } from '../config.ts';
-import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError } from '../dataplane/provision.ts';
+import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, soldUnits } from '../dataplane/provision.ts';
 import { StockStore } from '../dataplane/stock.ts';
 import type { KafkaGateway } from '../infra/kafka.ts';
 import { latestSchemaVersion, schemaVersion, type Pool } from '../infra/mysql.ts';
@@ -234,7 +234,13 @@ export class Reconciler {
     await this.writeStatus(raw, status);
     if (this.d.metrics) {
       setSalePhase(this.d.metrics, key, (status.phase ?? 'Pending') as SalePhase);
-      for (const s of status.skus ?? []) setSkuStock(this.d.metrics, key, { id: s.id ?? '', stock: s.stock ?? 0, remaining: s.remaining ?? 0, sold: (s.stock ?? 0) - (s.remaining ?? 0) });
+      // Sold comes from MySQL, not from stock − remaining: the stock-drift alert compares the two.
+      const sold = await soldUnits(this.d.pool, key).catch(() => null);
+      for (const s of status.skus ?? []) {
+        const id = s.id ?? '';
+        const units = sold ? (sold.get(id) ?? 0) : (s.stock ?? 0) - (s.remaining ?? 0);
+        setSkuStock(this.d.metrics, key, { id, stock: s.stock ?? 0, remaining: s.remaining ?? 0, sold: units });
+      }
     }
     const unavailable = [schema, topics, stock].find((s): s is { ok: false; reason: string; message: string } => !s.ok && UNAVAILABLE.has(s.reason));
     if (unavailable || failed) throw new RetryableError(unavailable?.message ?? failed?.message ?? 'retry');
