@@ -15,6 +15,23 @@ export class NotSupportedError extends Error {
   readonly reason = 'NotSupported';
 }
 
+/**
+ * A SKU's Redis keys are missing and orders may still be on their way from Kafka to MySQL: the
+ * rebuild would miss them (and sell their units twice), so it waits until the order writer drained.
+ */
+export class RebuildBlockedError extends Error {
+  override name = 'RebuildBlockedError';
+  readonly reason = 'WaitingForOrderWriter';
+}
+
+/** True when the order writer's group has committed everything in the orders topic. */
+export async function ordersDrained(admin: KafkaAdmin, sale: FlashSale, nameOptions: NameOptions = {}): Promise<boolean> {
+  const n = saleNames(sale.metadata, nameOptions);
+  const [watermarks, committed] = await Promise.all([admin.topicOffsets(n.topics.orders), admin.groupOffsets(n.groups.orderWriter, [n.topics.orders])]);
+  const at = new Map(committed.map((c) => [c.partition, c.offset]));
+  return watermarks.every((w) => BigInt(at.get(w.partition) ?? w.low) >= BigInt(w.high));
+}
+
 export interface PlannedTopic extends TopicSpec {
   purpose: TopicPurpose;
 }
@@ -96,9 +113,21 @@ export interface StockOutcome {
 /**
  * Seeds each SKU once; applies stock changes (a raise adds the difference, a cut below what is sold
  * is refused); rebuilds a SKU whose keys Redis lost from the orders in MySQL instead of re-seeding it.
+ * With `ordersDrained`, missing keys are seeded or rebuilt only once no order is left between Kafka
+ * and MySQL (RebuildBlockedError otherwise); a new sale's empty orders topic counts as drained.
  */
-export async function ensureStock(stock: StockStore, pool: Pool, sale: FlashSale, saleKey: string): Promise<StockOutcome> {
+export async function ensureStock(
+  stock: StockStore,
+  pool: Pool,
+  sale: FlashSale,
+  saleKey: string,
+  options: { ordersDrained?: () => Promise<boolean> } = {},
+): Promise<StockOutcome> {
   const levels = await Promise.all(sale.spec.skus.map(async (s) => ({ sku: s, level: await stock.level(s.id) })));
+  const missing = levels.filter((l) => !l.level).map((l) => l.sku.id);
+  if (missing.length > 0 && options.ordersDrained && !(await options.ordersDrained())) {
+    throw new RebuildBlockedError(`stock of ${missing.join(', ')} is missing in Redis; it is rebuilt from MySQL once the order writer has written every order still in the orders topic`);
+  }
   const cuts = levels.filter(({ sku, level }) => level && sku.stock < level.stock - level.remaining);
   if (cuts.length > 0) {
     throw new NotSupportedError(

@@ -15,7 +15,7 @@ import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashs
 import { OrderApi } from './api.ts';
 import { startCompensator } from './compensator-main.ts';
 import { OrderWriter } from './order-writer.ts';
-import { ensureSchema, ensureStock, ensureTopics } from './provision.ts';
+import { ensureSchema, ensureStock, ensureTopics, ordersDrained, RebuildBlockedError } from './provision.ts';
 import { Reaper } from './reaper.ts';
 import { saleContext, type SaleContext } from './sale-context.ts';
 import { startTimeoutWorkers } from './timeout-closer-main.ts';
@@ -79,7 +79,6 @@ export const startLagCollector: WorkerStarter = async (env) => {
   return { name: 'lag collector', stop: () => collector.stop() };
 };
 
-/** Started in this order, stopped in reverse (the API stops taking orders before the writers stop). */
 /** The timeout closers of every bucket of every sale, each sale with its retry worker. */
 export const startTimeoutClosers: WorkerStarter = async (env) =>
   Promise.all(
@@ -97,17 +96,39 @@ export const startCompensators: WorkerStarter = async (env) =>
     return { name: `compensator ${ctx.key}`, stop: () => c.stop() };
   });
 
-export const workerStarters: WorkerStarter[] = [startLagCollector, startOrderWriters, startTimeoutClosers, startCompensators, startReaper, startApi];
+/**
+ * Stock of every sale, provisioned after the order writers started: a SKU whose Redis keys are
+ * missing while orders of an earlier run are still in the orders topic is rebuilt from MySQL only
+ * once the writers have written them (provision.ts, RebuildBlockedError), so this waits for them.
+ */
+export const startStock: WorkerStarter = async (env) => {
+  const admin = await env.kafka.admin();
+  for (const ctx of env.sales) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const stock = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, { ordersDrained: () => ordersDrained(admin, ctx.sale) });
+        env.logger.info({ sale: ctx.key, seeded: stock.seeded, rebuilt: stock.rebuilt, adjusted: stock.adjusted, skus: stock.skus }, 'stock provisioned');
+        break;
+      } catch (err) {
+        if (!(err instanceof RebuildBlockedError)) throw err;
+        if (attempt % 20 === 0) env.logger.warn({ sale: ctx.key }, err.message);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+  return [];
+};
 
-/** Provisions every sale (schema, topics, stock) through provision.ts. */
-export async function provisionAll(sales: FlashSale[], env: Pick<StandaloneEnv, 'config' | 'kafka' | 'pool' | 'logger'>, contexts: SaleContext[]): Promise<void> {
+/** Started in this order, stopped in reverse (the API stops taking orders before the writers stop). */
+export const workerStarters: WorkerStarter[] = [startLagCollector, startOrderWriters, startStock, startTimeoutClosers, startCompensators, startReaper, startApi];
+
+/** Provisions the schema and the topics of every sale through provision.ts; stock follows in startStock. */
+export async function provisionAll(sales: FlashSale[], env: Pick<StandaloneEnv, 'config' | 'kafka' | 'logger'>): Promise<void> {
   await ensureSchema(env.config.mysql);
   const admin = await env.kafka.admin();
-  for (const [i, sale] of sales.entries()) {
-    const ctx = contexts[i] as SaleContext;
+  for (const sale of sales) {
     const topics = await ensureTopics(admin, sale);
-    const stock = await ensureStock(ctx.stock, env.pool, sale, ctx.key);
-    env.logger.info({ sale: ctx.key, topicsCreated: topics.created, seeded: stock.seeded, rebuilt: stock.rebuilt, adjusted: stock.adjusted, skus: stock.skus }, 'provisioned');
+    env.logger.info({ sale: `${sale.metadata.namespace}/${sale.metadata.name}`, topicsCreated: topics.created, topicsGrown: topics.grown }, 'topics provisioned');
   }
 }
 
@@ -132,7 +153,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   };
   const running: RunningWorker[] = [];
   try {
-    await provisionAll(sales, env, env.sales);
+    await provisionAll(sales, env);
     for (const start of workerStarters) {
       const w = await start(env);
       running.push(...(Array.isArray(w) ? w : [w]));

@@ -27,10 +27,13 @@ redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
 return {1, tostring(tonumber(stock) - qty)}
 `;
 
-// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released
+// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released, seeded
 // ARGV: orderId, userId, quantity, mode ('order' = closed order, idempotent by `released`;
 //       'reservation' = only while the reservation record still exists, i.e. not yet claimed)
 const RELEASE = `
+-- A SKU whose keys Redis lost gets its units back from the rebuild (which counts CLOSED orders as
+-- returned); INCRBY here would create a stock key the API could sell from before the rebuild.
+if redis.call('EXISTS', KEYS[7]) == 0 then return 0 end
 if ARGV[4] == 'reservation' then
   if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then return 0 end
 else
@@ -110,7 +113,7 @@ function withScripts(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.fsReserve !== 'function') {
     redis.defineCommand('fsReserve', { numberOfKeys: 5, lua: RESERVE });
-    redis.defineCommand('fsRelease', { numberOfKeys: 6, lua: RELEASE });
+    redis.defineCommand('fsRelease', { numberOfKeys: 7, lua: RELEASE });
     redis.defineCommand('fsClaim', { numberOfKeys: 3, lua: CLAIM });
     redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
     redis.defineCommand('fsAdjust', { numberOfKeys: 2, lua: ADJUST });
@@ -218,14 +221,17 @@ export class StockStore {
     return (await this.release(r, 'reservation')) === 1;
   }
 
-  /** Returns the units of a closed order; a second call for the same order is a no-op (false). */
+  /**
+   * Returns the units of a closed order; a second call for the same order is a no-op (false), and so
+   * is a call for a SKU whose keys Redis lost (the rebuild from MySQL returns those units).
+   */
   async releaseOrder(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<boolean> {
     return (await this.release(r, 'order')) === 1;
   }
 
   private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>, mode: 'order' | 'reservation') {
     const k = this.keys(r.skuId);
-    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, r.orderId, r.userId, r.quantity, mode);
+    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, r.orderId, r.userId, r.quantity, mode);
   }
 
   /** Marks the orders of one SKU as on their way into MySQL (see the file comment). */

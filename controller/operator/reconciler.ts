@@ -3,7 +3,7 @@
 // A round with nothing to change makes no write at all, to the API or elsewhere.
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { MysqlConfig } from '../config.ts';
-import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, soldUnits } from '../dataplane/provision.ts';
+import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, soldUnits } from '../dataplane/provision.ts';
 import { StockStore } from '../dataplane/stock.ts';
 import type { KafkaGateway } from '../infra/kafka.ts';
 import { latestSchemaVersion, schemaVersion, type Pool } from '../infra/mysql.ts';
@@ -67,6 +67,7 @@ function isMysqlError(err: unknown): boolean {
 /** Typed errors → condition reasons. */
 export function reasonOf(err: unknown, system: 'kafka' | 'redis' | 'mysql' | 'stock'): string {
   if (err instanceof NotSupportedError) return 'NotSupported';
+  if (err instanceof RebuildBlockedError) return err.reason;
   if (system === 'kafka') return 'KafkaUnavailable';
   if (system === 'mysql') return 'MySQLUnavailable';
   if (system === 'redis') return 'RedisUnavailable';
@@ -173,7 +174,10 @@ export class Reconciler {
       return { version: version >= latestSchemaVersion ? version : (await ensureSchema(this.d.mysql)).version };
     });
     const topics = await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
-    const stock = await step('stock', 'stock', async () => (await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key)).skus);
+    const stock = await step('stock', 'stock', async () => {
+      const admin = await this.d.kafka.admin();
+      return (await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key, { ordersDrained: () => ordersDrained(admin, sale) })).skus;
+    });
 
     const selector = encodeURIComponent(`${LABEL_SALE}=${name},app.kubernetes.io/managed-by=${MANAGED_BY}`);
     const owned = <T extends V1Deployment | V1Service>(list: KubeList<T>) =>

@@ -1,0 +1,84 @@
+// Provisioning against the real Kafka, Redis and MariaDB: a SKU whose Redis keys were lost is rebuilt
+// from MySQL only once no order is left between Kafka and MySQL, so the rebuild cannot sell twice.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Config } from '../controller/config.ts';
+import type { KafkaGateway } from '../controller/infra/kafka.ts';
+import type { Pool } from '../controller/infra/mysql.ts';
+import type { Redis } from '../controller/infra/redis.ts';
+import { createRegistry } from '../controller/metrics/dataplane.ts';
+import { OrderWriter } from '../controller/dataplane/order-writer.ts';
+import { ensureStock, ordersDrained, RebuildBlockedError } from '../controller/dataplane/provision.ts';
+import type { OrderMessage } from '../controller/dataplane/messages.ts';
+import { dropDatabase, eventually, logger, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+
+let config: Config;
+let kafka: KafkaGateway;
+let redis: Redis;
+let pool: Pool;
+
+before(() => {
+  config = testConfig();
+  kafka = testKafka();
+  redis = testRedis();
+  pool = makePool(config);
+});
+after(async () => {
+  await pool.end();
+  await dropDatabase(config);
+  await kafka.close();
+  redis.disconnect();
+});
+
+describe('stock provisioning after Redis lost a sale', () => {
+  it('waits for the order writer to drain the orders topic, then rebuilds counting those orders', async () => {
+    const sale = saleDoc(uniqueName('prov'));
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      // Two accepted orders are in Kafka, not yet in MySQL (no writer runs).
+      const producer = await kafka.producer();
+      const messages: OrderMessage[] = ['u1', 'u2'].map((userId, i) => ({ v: 1, orderId: `0190a000-0000-7000-8000-00000000000${i}`, sale: ctx.key, skuId: 'hot', userId, quantity: 1, createdAt: Date.now() }));
+      for (const m of messages) {
+        const r = await ctx.stock.reserve({ orderId: m.orderId, userId: m.userId, skuId: m.skuId, quantity: 1, reservedAt: m.createdAt }, 1);
+        assert.equal(r.outcome, 'reserved');
+      }
+      await producer.send([{ topic: ctx.names.topics.orders, messages: messages.map((m) => ({ key: m.skuId, value: JSON.stringify(m), timestamp: m.createdAt })) }]);
+      await producer.disconnect();
+      // Redis loses everything of the sale.
+      for (const sku of sale.spec.skus) await redis.del(...Object.values(ctx.names.redis.sku(sku.id)));
+      const admin = await kafka.admin();
+      assert.equal(await ordersDrained(admin, sale), false);
+      await assert.rejects(ensureStock(ctx.stock, pool, sale, ctx.key, { ordersDrained: () => ordersDrained(admin, sale) }), RebuildBlockedError);
+      assert.equal(await ctx.stock.level('hot'), null, 'nothing seeded while orders are in flight');
+      // A release for a SKU without keys must not create a stock key the API could sell from.
+      assert.equal(await ctx.stock.releaseOrder({ orderId: 'x', userId: 'u9', skuId: 'hot', quantity: 1 }), false);
+      assert.equal(await redis.exists(ctx.names.redis.sku('hot').stock), 0);
+
+      const writer = new OrderWriter({ ctx, kafka, pool, registry: createRegistry(), logger });
+      await writer.start();
+      try {
+        await eventually(() => ordersDrained(admin, sale), { what: 'the writer drains the orders topic' });
+      } finally {
+        await writer.stop();
+      }
+      const outcome = await ensureStock(ctx.stock, pool, sale, ctx.key, { ordersDrained: () => ordersDrained(admin, sale) });
+      assert.deepEqual(outcome.rebuilt, ['hot']);
+      assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 98 }, 'the two orders from Kafka are counted, not sold again');
+      assert.equal(await ctx.stock.holding('hot', 'u1'), 1);
+      assert.deepEqual(await ctx.stock.level('plenty'), { stock: 100000, remaining: 100000 });
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+
+  it('counts an empty orders topic of a new sale as drained', async () => {
+    const sale = saleDoc(uniqueName('prov'));
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      assert.equal(await ordersDrained(await kafka.admin(), sale), true);
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+});
