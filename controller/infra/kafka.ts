@@ -154,7 +154,10 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     logLevel: KjsLogLevel.WARN,
     logCreator: () => ({ namespace, level, log: entry }) => {
       const { message, ...rest } = entry;
-      const fn = level <= KjsLogLevel.ERROR ? 'error' : level === KjsLogLevel.WARN ? 'warn' : 'debug';
+      let fn: 'error' | 'warn' | 'debug' = level <= KjsLogLevel.ERROR ? 'error' : level === KjsLogLevel.WARN ? 'warn' : 'debug';
+      // Bounded retries are deliberate: a dead broker must surface as an error (503, retry topic)
+      // rather than block a request for ever; idempotence still deduplicates within a session.
+      if (message.startsWith('Limiting retries for the idempotent producer')) fn = 'debug';
       log[fn]({ namespace, ...rest }, message);
     },
   });
