@@ -87,8 +87,8 @@ function version(o: Json): 1 {
   return 1;
 }
 
-export function parseOrderMessage(raw: Buffer | string | null): OrderMessage {
-  const o = object(raw);
+/** The fields every message about one order carries. */
+function orderFields(o: Json): OrderMessage {
   return {
     v: version(o),
     orderId: str(o, 'orderId', 36),
@@ -100,19 +100,13 @@ export function parseOrderMessage(raw: Buffer | string | null): OrderMessage {
   };
 }
 
+export function parseOrderMessage(raw: Buffer | string | null): OrderMessage {
+  return orderFields(object(raw));
+}
+
 export function parseTimeoutMessage(raw: Buffer | string | null): TimeoutMessage {
   const o = object(raw);
-  return {
-    v: version(o),
-    orderId: str(o, 'orderId', 36),
-    sale: str(o, 'sale', 128),
-    skuId: str(o, 'skuId', 64),
-    userId: str(o, 'userId', 128),
-    quantity: int(o, 'quantity', 1),
-    createdAt: int(o, 'createdAt', 0),
-    dueAt: int(o, 'dueAt', 0),
-    bucket: str(o, 'bucket', 32),
-  };
+  return { ...orderFields(o), dueAt: int(o, 'dueAt', 0), bucket: str(o, 'bucket', 32) };
 }
 
 export function parseRetryMessage(raw: Buffer | string | null): RetryMessage {

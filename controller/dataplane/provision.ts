@@ -4,7 +4,7 @@
 import type { MysqlConfig } from '../config.ts';
 import type { KafkaAdmin, TopicSpec } from '../infra/kafka.ts';
 import { latestSchemaVersion, migrate, type Pool } from '../infra/mysql.ts';
-import type { Redis } from '../infra/redis.ts';
+import { deleteKeysMatching, type Redis } from '../infra/redis.ts';
 import type { FlashSale } from '../spec/flashsale.ts';
 import { saleNames, type NameOptions, type TopicPurpose } from '../spec/names.ts';
 import type { SkuLedger, StockStore } from './stock.ts';
@@ -154,13 +154,5 @@ export async function ensureStock(
 /** deletionPolicy: Delete — removes the sale's topics and Redis keys. Orders in MySQL stay. */
 export async function deleteSaleData(admin: KafkaAdmin, redis: Redis, sale: FlashSale, nameOptions: NameOptions = {}): Promise<void> {
   await admin.deleteTopics(plannedTopics(sale, nameOptions).map((p) => p.topic));
-  const n = saleNames(sale.metadata, nameOptions);
-  for (const match of n.redis.patterns) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  }
+  await deleteKeysMatching(redis, saleNames(sale.metadata, nameOptions).redis.patterns);
 }

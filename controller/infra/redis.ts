@@ -14,3 +14,15 @@ export function createRedis(url: string, options: { lazyConnect?: boolean } = {}
     retryStrategy: (times) => Math.min(times * 200, 2000),
   });
 }
+
+/** Deletes every key matching the patterns, with SCAN (never KEYS) and UNLINK. */
+export async function deleteKeysMatching(redis: Redis, patterns: string[]): Promise<void> {
+  for (const match of patterns) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  }
+}

@@ -3,6 +3,7 @@
 // base units in the name, `_total` on counters; `flashsale` is the sale's namespace/name.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { FastHistogram } from './fast-histogram.ts';
+import { oncePerRegistry } from './registry.ts';
 
 export function createRegistry(): Registry {
   const registry = new Registry();
@@ -12,17 +13,8 @@ export function createRegistry(): Registry {
 
 export type DataPlaneMetrics = ReturnType<typeof dataPlaneMetrics>;
 
-const cache = new WeakMap<Registry, ReturnType<typeof build>>();
-
 /** The data-plane metrics registered on `registry` (created once per registry). */
-export function dataPlaneMetrics(registry: Registry) {
-  let m = cache.get(registry);
-  if (!m) {
-    m = build(registry);
-    cache.set(registry, m);
-  }
-  return m;
-}
+export const dataPlaneMetrics = oncePerRegistry(build);
 
 function build(registry: Registry) {
   const registers = [registry];

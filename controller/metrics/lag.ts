@@ -21,6 +21,7 @@ import type { KafkaAdmin } from '../infra/kafka.ts';
 import type { Logger } from '../log.ts';
 import { parseDuration, type FlashSale } from '../spec/flashsale.ts';
 import { saleNames, type NameOptions } from '../spec/names.ts';
+import { oncePerRegistry } from './registry.ts';
 
 export type GroupRole = 'order-writer' | 'timeout-closer' | 'retry';
 
@@ -207,17 +208,8 @@ const kafkaLabels = ['group', 'topic', 'partition', 'flashsale', 'role'] as cons
 const groupLabels = ['group', 'flashsale', 'role'] as const;
 const delayLabels = ['flashsale', 'bucket', 'group', 'topic'] as const;
 
-const cache = new WeakMap<Registry, ReturnType<typeof build>>();
-
 /** The lag metrics, defined once, registered on `registry` (created once per registry). */
-export function lagMetrics(registry: Registry) {
-  let m = cache.get(registry);
-  if (!m) {
-    m = build(registry);
-    cache.set(registry, m);
-  }
-  return m;
-}
+export const lagMetrics = oncePerRegistry(build);
 
 function build(registry: Registry) {
   const registers = [registry];

@@ -1,6 +1,7 @@
 // Metrics of the operator itself, one definition each; the controller imports these and sets them.
 // Names follow Prometheus conventions (base units, `_total` counters); `flashsale` = namespace/name.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { oncePerRegistry } from './registry.ts';
 
 /** Every phase a FlashSale can be in (the CRD's status.phase enum). */
 export const SALE_PHASES = ['Pending', 'Provisioning', 'Ready', 'Degraded', 'Invalid', 'Deleting'] as const;
@@ -9,17 +10,8 @@ export type SalePhase = (typeof SALE_PHASES)[number];
 /** Outcomes of one reconcile: success, error (retried with backoff), invalid (spec refused), requeue (waiting on something). */
 export type ReconcileResult = 'success' | 'error' | 'invalid' | 'requeue';
 
-const cache = new WeakMap<Registry, ReturnType<typeof build>>();
-
 /** The operator metrics registered on `registry` (created once per registry). */
-export function operatorMetrics(registry: Registry) {
-  let m = cache.get(registry);
-  if (!m) {
-    m = build(registry);
-    cache.set(registry, m);
-  }
-  return m;
-}
+export const operatorMetrics = oncePerRegistry(build);
 
 export type OperatorMetrics = ReturnType<typeof operatorMetrics>;
 

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { loadConfig, type Config } from '../../controller/config.ts';
 import { createKafkaGateway, type KafkaGateway } from '../../controller/infra/kafka.ts';
-import { createRedis, type Redis } from '../../controller/infra/redis.ts';
+import { createRedis, deleteKeysMatching, type Redis } from '../../controller/infra/redis.ts';
 import { createLogger } from '../../controller/log.ts';
 
 export const runId = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
@@ -44,16 +44,7 @@ export function testRedis(): Redis {
 }
 
 /** Deletes every Redis key matching the patterns (SCAN, never KEYS). */
-export async function deleteRedisKeys(redis: Redis, patterns: string[]): Promise<void> {
-  for (const match of patterns) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  }
-}
+export const deleteRedisKeys = deleteKeysMatching;
 
 /** Deletes every topic whose name starts with the prefix. */
 export async function deleteTopics(kafka: KafkaGateway, prefix: string): Promise<void> {
