@@ -197,7 +197,13 @@ before(async () => {
   await eventually(async () => (await kube.request<KubeList<unknown>>('GET', paths.deployments(namespace))).items.length >= 4, { what: 'Deployments of stalled', timeoutMs: 60_000 });
   const kc = kubeConfigFor(server);
   for (const d of (await kube.request<KubeList<{ metadata: { name: string } }>>('GET', paths.deployments(namespace))).items) await setDeploymentStatus(kc, namespace, d.metadata.name);
-  await eventually(async () => (await kube.request<{ status?: { phase?: string } }>('GET', paths.flashsale(namespace, 'stalled'))).status?.phase === 'Ready', { what: 'stalled Ready', timeoutMs: 60_000 });
+  try {
+    await eventually(async () => (await kube.request<{ status?: { phase?: string } }>('GET', paths.flashsale(namespace, 'stalled'))).status?.phase === 'Ready', { what: 'stalled Ready', timeoutMs: 60_000 });
+  } catch (err) {
+    // Say why, so a failure in CI can be diagnosed from its output alone.
+    const sale = await kube.request<{ status?: unknown }>('GET', paths.flashsale(namespace, 'stalled')).catch(() => undefined);
+    throw new Error(`${(err as Error).message}; status: ${JSON.stringify(sale?.status)}; operator log tail:\n${operator.logs().split('\n').slice(-40).join('\n')}`);
+  }
   await flashsale(['api', '-f', join(dir, 'stalled.yaml')], stalledApiPort = await freePort(), /api listening/, 'info');
   writerPort = await freePort();
   writer = await flashsale(['order-writer', '-f', join(dir, 'stalled.yaml')], writerPort, /order writer running/, 'info');
