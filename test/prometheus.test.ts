@@ -202,7 +202,7 @@ before(async () => {
   } catch (err) {
     // Say why, so a failure in CI can be diagnosed from its output alone.
     const sale = await kube.request<{ status?: unknown }>('GET', paths.flashsale(namespace, 'stalled')).catch(() => undefined);
-    throw new Error(`${(err as Error).message}; status: ${JSON.stringify(sale?.status)}; operator log tail:\n${operator.logs().split('\n').slice(-40).join('\n')}`);
+    throw new Error(`${(err as Error).message}; status: ${JSON.stringify(sale?.status)}; operator log tail:\n${operator.logs().split('\n').slice(-40).join('\n')}`, { cause: err });
   }
   await flashsale(['api', '-f', join(dir, 'stalled.yaml')], stalledApiPort = await freePort(), /api listening/, 'info');
   writerPort = await freePort();
