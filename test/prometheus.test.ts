@@ -194,7 +194,10 @@ before(async () => {
   operator = await startOperator({ kubeconfigYaml: server.kubeconfigYaml(), config, namespace, identity: `op-${namespace}` });
   await kubectl.ok(['apply', '--validate=false', '-n', namespace, '-f', join(dir, 'stalled.yaml')]);
   // No kubelet: once the operator created the Deployments, report them ready so the sale becomes Ready.
-  await eventually(async () => (await kube.request<KubeList<unknown>>('GET', paths.deployments(namespace))).items.length >= 4, { what: 'Deployments of stalled', timeoutMs: 60_000 });
+  // All of them (api, order writer, compensator, one closer per bucket): a Deployment created after
+  // the statuses were written would never be ready and the sale never Ready.
+  const expected = 3 + stalled.spec.timeoutBuckets.length;
+  await eventually(async () => (await kube.request<KubeList<unknown>>('GET', paths.deployments(namespace))).items.length >= expected, { what: `${expected} Deployments of stalled`, timeoutMs: 60_000 });
   const kc = kubeConfigFor(server);
   for (const d of (await kube.request<KubeList<{ metadata: { name: string } }>>('GET', paths.deployments(namespace))).items) await setDeploymentStatus(kc, namespace, d.metadata.name);
   try {
