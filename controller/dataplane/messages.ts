@@ -15,22 +15,14 @@ export interface OrderMessage {
 }
 
 /** delay topic of the SKU's bucket, key = order id: close this order at dueAt unless paid. */
-export interface TimeoutMessage {
-  v: 1;
-  orderId: string;
-  sale: string;
-  skuId: string;
-  userId: string;
-  quantity: number;
-  createdAt: number;
+export interface TimeoutMessage extends OrderMessage {
   /** Epoch ms: createdAt + the bucket's delay, fixed by the writer so clocks and topic timestamps do not matter. */
   dueAt: number;
   bucket: string;
 }
 
 /** retry topic: a close that failed, to be tried again not before notBefore. */
-export interface RetryMessage extends Omit<TimeoutMessage, 'v'> {
-  v: 1;
+export interface RetryMessage extends TimeoutMessage {
   /** Failed attempts so far (1 after the first failure). */
   attempt: number;
   notBefore: number;

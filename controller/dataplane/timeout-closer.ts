@@ -246,6 +246,11 @@ class CloseHandling {
   }
 }
 
+/** What the closer and the retry worker configure alike on their DelayedTopicWorker. */
+function consumerSettings(o: Omit<TimeoutCloserOptions, 'bucket'>) {
+  return { kafka: o.kafka, clock: o.clock, chunkSize: o.chunkSize, partitionsConsumedConcurrently: o.partitionsConsumedConcurrently, sessionTimeoutMs: o.sessionTimeoutMs };
+}
+
 /** Closes the orders of one bucket of one sale as their timeout messages fall due. */
 export class TimeoutCloser {
   readonly worker: DelayedTopicWorker;
@@ -257,14 +262,10 @@ export class TimeoutCloser {
     this.handling = new CloseHandling(o);
     const parse = parser(parseTimeoutMessage);
     this.worker = new DelayedTopicWorker({
-      kafka: o.kafka,
+      ...consumerSettings(o),
       groupId: o.names.groups.timeoutCloser(o.bucket),
       topic: o.names.topics.delay(o.bucket),
       logger: o.logger.child({ component: 'timeout-closer', bucket: o.bucket }),
-      clock: o.clock,
-      chunkSize: o.chunkSize,
-      partitionsConsumedConcurrently: o.partitionsConsumedConcurrently,
-      sessionTimeoutMs: o.sessionTimeoutMs,
       dueOf: (m) => {
         const p = parse(m);
         return p.ok ? p.value.dueAt : null;
@@ -313,14 +314,10 @@ export class RetryWorker {
     this.handling = new CloseHandling(full);
     const parse = parser(parseRetryMessage);
     this.worker = new DelayedTopicWorker({
-      kafka: o.kafka,
+      ...consumerSettings(o),
       groupId: o.names.groups.retry,
       topic: o.names.topics.retry,
       logger: o.logger.child({ component: 'close-retry' }),
-      clock: o.clock,
-      chunkSize: o.chunkSize,
-      partitionsConsumedConcurrently: o.partitionsConsumedConcurrently,
-      sessionTimeoutMs: o.sessionTimeoutMs,
       dueOf: (m) => {
         const p = parse(m);
         return p.ok ? p.value.notBefore : null;
