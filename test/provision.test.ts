@@ -82,3 +82,26 @@ describe('stock provisioning after Redis lost a sale', () => {
     }
   });
 });
+
+describe('giving a reservation back', () => {
+  it('tells released, claimed by the writer, released before and lost keys apart', async () => {
+    const sale = saleDoc(uniqueName('rel'));
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      const r = (orderId: string, userId: string) => ({ orderId, userId, skuId: 'hot', quantity: 1, reservedAt: Date.now() });
+      const a = r('0190a000-0000-7000-8000-0000000000a1', 'ua');
+      const b = r('0190a000-0000-7000-8000-0000000000b1', 'ub');
+      for (const x of [a, b]) assert.equal((await ctx.stock.reserve(x, 1)).outcome, 'reserved');
+      assert.deepEqual(await ctx.stock.claim('hot', [b.orderId]), ['claimed']);
+      assert.equal(await ctx.stock.releaseReservation(a), 'released');
+      assert.equal(await ctx.stock.releaseReservation(a), 'released-before');
+      // Only this answer lets the API keep an order whose send reported failure: the writer has it.
+      assert.equal(await ctx.stock.releaseReservation(b), 'claimed');
+      assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 99 });
+      await redis.del(...Object.values(ctx.names.redis.sku('hot')));
+      assert.equal(await ctx.stock.releaseReservation(r('0190a000-0000-7000-8000-0000000000c1', 'uc')), 'no-stock-keys');
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+});

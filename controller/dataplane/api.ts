@@ -333,19 +333,19 @@ export class OrderApi {
     } catch (err) {
       this.producerFailedAt = this.clock();
       this.opts.logger.warn({ err: String(err), orderId: reservation.orderId }, 'hand-off to Kafka failed; giving the reservation back');
-      let givenBack: boolean;
+      let claimed = false;
       try {
-        givenBack = await ctx.stock.releaseReservation(reservation);
+        claimed = (await ctx.stock.releaseReservation(reservation)) === 'claimed';
       } catch (releaseErr) {
         // Redis is away too: the reaper returns the reservation once it is older than its bound.
         this.opts.logger.error({ err: String(releaseErr), orderId: reservation.orderId }, 'could not give the reservation back; the reaper will');
-        givenBack = true;
       }
-      if (givenBack) {
+      // Only a claim by the writer proves the message reached Kafka despite the error: then the
+      // order stands. Anything else (given back now or before, Redis lost the SKU) is a 503.
+      if (!claimed) {
         this.count(ctx.key, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
       }
-      // The writer claimed it: the send failed late but the message is in Kafka, so the order stands.
     }
     this.count(ctx.key, 'accepted');
     this.send(res, 202, `{"orderId":"${reservation.orderId}","status":"QUEUED"}`);

@@ -50,7 +50,7 @@ export class Reaper {
           const stale = await ctx.stock.staleReservations(skuId, cutoff, 500);
           let now = 0;
           for (const r of stale) {
-            if (await ctx.stock.releaseReservation(r)) {
+            if ((await ctx.stock.releaseReservation(r)) === 'released') {
               now++;
               this.opts.logger.warn({ sale: ctx.key, orderId: r.orderId, sku: skuId, reservedAt: r.reservedAt }, 'reaped an orphaned reservation');
             }

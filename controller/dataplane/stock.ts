@@ -30,17 +30,22 @@ return {1, tostring(tonumber(stock) - qty)}
 // KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released, seeded
 // ARGV: orderId, userId, quantity, mode ('order' = closed order, idempotent by `released`;
 //       'reservation' = only while the reservation record still exists, i.e. not yet claimed)
+// Returns 1 released now, 2 the writer claimed the reservation (mode 'reservation' only),
+// 3 released before, -1 the SKU has no keys (Redis lost them; the rebuild counts this order).
 const RELEASE = `
 -- A SKU whose keys Redis lost gets its units back from the rebuild (which counts CLOSED orders as
 -- returned); INCRBY here would create a stock key the API could sell from before the rebuild.
-if redis.call('EXISTS', KEYS[7]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[7]) == 0 then return -1 end
 if ARGV[4] == 'reservation' then
-  if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then return 0 end
+  if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then
+    if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then return 3 end
+    return 2
+  end
 else
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
-if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return 0 end
+if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return 3 end
 local qty = tonumber(ARGV[3])
 redis.call('INCRBY', KEYS[1], qty)
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -qty) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
@@ -139,6 +144,8 @@ export type ReserveResult =
 
 export type ClaimResult = 'claimed' | 'claimed-before' | 'reaped';
 
+export type ReservationRelease = 'released' | 'claimed' | 'released-before' | 'no-stock-keys';
+
 export type AdjustResult = { outcome: 'changed' | 'unchanged' | 'not-seeded' } | { outcome: 'below-sold'; sold: number };
 
 /** Units a SKU holds in MySQL: UNPAID + PAID orders per user, and the ids of CLOSED orders. */
@@ -216,9 +223,13 @@ export class StockStore {
     }
   }
 
-  /** Gives back a reservation that never became an order (failed hand-off, reaper). False when the writer claimed it first. */
-  async releaseReservation(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<boolean> {
-    return (await this.release(r, 'reservation')) === 1;
+  /**
+   * Gives back a reservation that never became an order (failed hand-off, reaper). Only `released`
+   * returned units now; `claimed` means the order writer has the order (it reached Kafka).
+   */
+  async releaseReservation(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<ReservationRelease> {
+    const code = await this.release(r, 'reservation');
+    return code === 1 ? 'released' : code === 2 ? 'claimed' : code === 3 ? 'released-before' : 'no-stock-keys';
   }
 
   /**
