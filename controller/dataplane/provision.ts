@@ -81,17 +81,33 @@ export async function ensureSchema(cfg: MysqlConfig): Promise<{ applied: number[
   return { applied, version: latestSchemaVersion };
 }
 
-/** What MySQL knows of a SKU: units held per user in UNPAID/PAID orders and the CLOSED order ids. */
+/**
+ * What MySQL knows of a SKU: units held per user in UNPAID/PAID orders and the CLOSED order ids,
+ * read in one snapshot (an order closed between two separate reads would count as held and as
+ * released, and its units would never come back).
+ */
 export async function skuLedger(pool: Pool, saleKey: string, skuId: string): Promise<SkuLedger> {
-  const [held] = await pool.query(
-    `SELECT user_id, SUM(quantity) AS units FROM orders WHERE sale = ? AND sku_id = ? AND status IN ('UNPAID','PAID') GROUP BY user_id`,
-    [saleKey, skuId],
-  );
-  const [closed] = await pool.query(`SELECT order_id FROM orders WHERE sale = ? AND sku_id = ? AND status = 'CLOSED'`, [saleKey, skuId]);
-  return {
-    heldByUser: new Map((held as { user_id: string; units: string | number }[]).map((r) => [r.user_id, Number(r.units)])),
-    closedOrderIds: (closed as { order_id: string }[]).map((r) => r.order_id),
-  };
+  const conn = await pool.getConnection();
+  try {
+    await conn.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
+    const [held] = await conn.query(
+      `SELECT user_id, SUM(quantity) AS units FROM orders WHERE sale = ? AND sku_id = ? AND status IN ('UNPAID','PAID') GROUP BY user_id`,
+      [saleKey, skuId],
+    );
+    const [closed] = await conn.query(`SELECT order_id FROM orders WHERE sale = ? AND sku_id = ? AND status = 'CLOSED'`, [saleKey, skuId]);
+    await conn.query('COMMIT');
+    return {
+      heldByUser: new Map((held as { user_id: string; units: string | number }[]).map((r) => [r.user_id, Number(r.units)])),
+      closedOrderIds: (closed as { order_id: string }[]).map((r) => r.order_id),
+    };
+  } catch (err) {
+    // Never hand an open transaction back to the pool.
+    await conn.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    conn.release();
+  }
 }
 
 /** Units per SKU held by UNPAID or PAID orders in MySQL (what is sold, independent of Redis). */
