@@ -9,6 +9,7 @@ import type { Redis } from '../controller/infra/redis.ts';
 import { createRegistry } from '../controller/metrics/dataplane.ts';
 import { OrderWriter } from '../controller/dataplane/order-writer.ts';
 import { ensureStock, ordersDrained, RebuildBlockedError } from '../controller/dataplane/provision.ts';
+import { Reaper } from '../controller/dataplane/reaper.ts';
 import type { OrderMessage } from '../controller/dataplane/messages.ts';
 import { dropDatabase, eventually, logger, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
@@ -100,6 +101,45 @@ describe('giving a reservation back', () => {
       assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 99 });
       await redis.del(...Object.values(ctx.names.redis.sku('hot')));
       assert.equal(await ctx.stock.releaseReservation(r('0190a000-0000-7000-8000-0000000000c1', 'uc')), 'no-stock-keys');
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+});
+
+describe('the reaper and a lagging order writer', () => {
+  it('never reaps an order that waits in Kafka; reaps a true orphan once the writer has caught up', async () => {
+    const sale = saleDoc(uniqueName('reap'));
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      const now = Date.now();
+      const queued = { orderId: '0190a000-0000-7000-8000-0000000000d1', userId: 'uq', skuId: 'hot', quantity: 1, reservedAt: now };
+      const orphan = { orderId: '0190a000-0000-7000-8000-0000000000e1', userId: 'uo', skuId: 'hot', quantity: 1, reservedAt: now };
+      for (const r of [queued, orphan]) assert.equal((await ctx.stock.reserve(r, 1)).outcome, 'reserved');
+      const message: OrderMessage = { v: 1, orderId: queued.orderId, sale: ctx.key, skuId: 'hot', userId: 'uq', quantity: 1, createdAt: now };
+      const producer = await kafka.producer();
+      await producer.send([{ topic: ctx.names.topics.orders, messages: [{ key: 'hot', value: JSON.stringify(message), timestamp: now }] }]);
+      await producer.disconnect();
+      await new Promise((r) => setTimeout(r, 300));
+      // Both reservations are older than the bound by the clock, but the writer has not run.
+      const reaper = new Reaper({ sales: [ctx], registry: createRegistry(), logger, olderThanMs: 200, kafka });
+      assert.equal(await reaper.tick(), 0, 'nothing reaped while the writer lags');
+      assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 98 });
+
+      const writer = new OrderWriter({ ctx, kafka, pool, registry: createRegistry(), logger });
+      await writer.start();
+      try {
+        const admin = await kafka.admin();
+        await eventually(() => ordersDrained(admin, sale), { what: 'the writer drains the orders topic' });
+      } finally {
+        await writer.stop();
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await reaper.tick(), 1, 'the orphan, and only it');
+      const [rows] = await pool.query('SELECT order_id, status FROM orders WHERE sale = ?', [ctx.key]);
+      assert.deepEqual(rows, [{ order_id: queued.orderId, status: 'UNPAID' }]);
+      assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 99 });
+      assert.equal(await ctx.stock.holding('hot', 'uo'), 0);
     } finally {
       await removeSale(ctx, { kafka, redis });
     }

@@ -20,7 +20,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const registry = createRegistry();
   const saleCtx = saleContext(sale, redis);
   const writer = new OrderWriter({ ctx: saleCtx, kafka, pool, registry, logger });
-  const reaper = new Reaper({ sales: [saleCtx], registry, logger: logger.child({ worker: 'reaper' }) });
+  const reaper = new Reaper({ sales: [saleCtx], registry, logger: logger.child({ worker: 'reaper' }), kafka });
   let started = false;
   const { server, url } = await serveWorkerEndpoints(registry, config.httpPort, () => started && redis.status === 'ready', process.env.HTTP_HOST || '0.0.0.0');
   await writer.start();

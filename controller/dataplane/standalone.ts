@@ -66,7 +66,7 @@ export const startOrderWriters: WorkerStarter = async (env) =>
   );
 
 export const startReaper: WorkerStarter = async (env) => {
-  const reaper = new Reaper({ sales: env.sales, registry: env.registry, logger: env.logger.child({ worker: 'reaper' }) });
+  const reaper = new Reaper({ sales: env.sales, registry: env.registry, logger: env.logger.child({ worker: 'reaper' }), kafka: env.kafka });
   reaper.start();
   return { name: 'reaper', stop: () => reaper.stop() };
 };
