@@ -285,6 +285,34 @@ describe('operator end to end', () => {
     await eventually(async () => new RegExp(`flashsale_sku_sold\\{flashsale="${namespace}/rb",sku="phone-x"\\} 3\\n`).test(await (await fetch(`${op.url}/metrics`)).text()), { what: 'sold 3 (from MySQL) for phone-x' });
   });
 
+  it('Redis keys lost while orders wait in Kafka → StockReady WaitingForOrderWriter until the writer drained, then rebuilt', async () => {
+    const namespace = ns();
+    await operator(namespace, { env: { REBUILD_GRACE: '1s' } });
+    await apply(namespace, saleYaml('gate', baseSpec()));
+    await waitReady(namespace, 'gate');
+    const n = saleNames({ namespace, name: 'gate' });
+    // An order on its way: in the orders topic, not yet written (no writer pod runs here).
+    const producer = await kafka.producer();
+    await producer.send([{ topic: n.topics.orders, messages: [{ key: 'phone-x', value: '{}' }] }]);
+    await producer.disconnect();
+    await deleteRedisKeys(redis, n.redis.patterns);
+    const waiting = await waitFor(namespace, 'gate', (x) => cond(x, 'StockReady')?.reason === 'WaitingForOrderWriter', 'waiting for the writer');
+    assert.match(cond(waiting, 'StockReady')?.message ?? '', /rebuilt from MySQL once the order writer has written every order/);
+    assert.equal(await redis.get(n.redis.sku('phone-x').stock), null, 'nothing seeded while an order is in flight');
+    // The writer's group catches up (this one only commits).
+    const consumer = kafka.consumer({ groupId: n.groups.orderWriter, topics: [n.topics.orders], fromBeginning: true });
+    await consumer.start(async (batch, ctx) => {
+      const last = batch.messages.at(-1);
+      if (last) await ctx.commit(String(Number(last.offset) + 1));
+    });
+    try {
+      await waitFor(namespace, 'gate', (x) => cond(x, 'StockReady')?.status === 'True', 'stock rebuilt after the drain');
+    } finally {
+      await consumer.stop();
+    }
+    assert.equal(await redis.get(n.redis.sku('phone-x').stock), '100');
+  });
+
   it('unreachable Redis and MySQL map to RedisUnavailable / MySQLUnavailable conditions and Events; no workloads', async () => {
     const namespace = ns();
     await operator(namespace, { env: { REDIS_URL: 'redis://127.0.0.1:1', MYSQL_URL: 'mysql://root@127.0.0.1:1/fs_test_unreachable', STEP_TIMEOUT: '5s' } });

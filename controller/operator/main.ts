@@ -37,6 +37,7 @@ export interface OperatorOptions {
   scaleDownWindowMs: number;
   lagIntervalMs: number;
   stepTimeoutMs: number;
+  rebuildGraceMs: number;
   workers: number;
   worker: WorkerEnv;
 }
@@ -84,6 +85,7 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     scaleDownWindowMs: duration(env, 'SCALE_DOWN_STABILIZATION', '5m'),
     lagIntervalMs: duration(env, 'LAG_INTERVAL', '5s'),
     stepTimeoutMs: duration(env, 'STEP_TIMEOUT', '20s'),
+    rebuildGraceMs: duration(env, 'REBUILD_GRACE', '30s'),
     workers,
     worker: {
       image: env.WORKER_IMAGE || `flashsale-operator:${pkg.version}`,
@@ -145,6 +147,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const reconciler = new Reconciler({
     client, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, identity: o.identity,
     stepTimeoutMs: o.stepTimeoutMs,
+    rebuildGraceMs: o.rebuildGraceMs,
     requeueAfterMs: o.requeueAfterMs,
     onSale: (key, sale) => {
       const before = sales.size;

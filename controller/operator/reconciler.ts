@@ -37,6 +37,12 @@ export interface ReconcilerDeps {
   stepTimeoutMs: number;
   /** Valid sales are looked at again this often (lag-based scaling, drift repair). */
   requeueAfterMs: number;
+  /**
+   * How long a SKU's keys must have been missing before it is rebuilt from MySQL (besides the orders
+   * topic being drained): API replicas may still hold orders reserved before Redis lost the keys in
+   * their send buffer or producer retries. Not applied to a sale whose orders topic was never written.
+   */
+  rebuildGraceMs?: number;
   /** Called with each valid sale being provisioned, and with undefined when a sale is gone. */
   onSale?: (key: string, sale: FlashSale | undefined) => void;
 }
@@ -78,6 +84,8 @@ const UNAVAILABLE = new Set(['KafkaUnavailable', 'RedisUnavailable', 'MySQLUnava
 
 export class Reconciler {
   private readonly d: ReconcilerDeps;
+  /** When this leader first saw a sale's stock keys missing (see rebuildGraceMs). */
+  private readonly stockMissingSince = new Map<string, number>();
 
   constructor(deps: ReconcilerDeps) {
     this.d = deps;
@@ -176,7 +184,17 @@ export class Reconciler {
     const topics = await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
     const stock = await step('stock', 'stock', async () => {
       const admin = await this.d.kafka.admin();
-      return (await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key, { ordersDrained: () => ordersDrained(admin, sale) })).skus;
+      const drained = async () => {
+        const now = this.d.clock.now();
+        const since = this.stockMissingSince.get(key) ?? now;
+        this.stockMissingSince.set(key, since);
+        const written = (await admin.topicOffsets(saleNames(sale.metadata).topics.orders)).some((p) => BigInt(p.high) > 0n);
+        if (written && now - since < (this.d.rebuildGraceMs ?? 30_000)) return false;
+        return ordersDrained(admin, sale);
+      };
+      const out = await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key, { ordersDrained: drained });
+      this.stockMissingSince.delete(key);
+      return out.skus;
     });
 
     const selector = encodeURIComponent(`${LABEL_SALE}=${name},app.kubernetes.io/managed-by=${MANAGED_BY}`);
