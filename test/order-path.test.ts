@@ -7,6 +7,7 @@ import { OrderApi } from '../controller/dataplane/api.ts';
 import { parseTimeoutMessage, type DeadLetter, type OrderMessage } from '../controller/dataplane/messages.ts';
 import { orderIdGenerator } from '../controller/dataplane/order-id.ts';
 import { OrderWriter } from '../controller/dataplane/order-writer.ts';
+import { ordersDrained } from '../controller/dataplane/provision.ts';
 import { Reaper } from '../controller/dataplane/reaper.ts';
 import type { SaleContext } from '../controller/dataplane/sale-context.ts';
 import { BatchingProducer, type ConsumedMessage, type KafkaConsumer, type KafkaGateway, type KafkaProducer } from '../controller/infra/kafka.ts';
@@ -262,10 +263,11 @@ describe('2,000 concurrent buyers for 100 units', () => {
       const already = replies.filter((r) => r.status === 409 && r.body.error === 'ALREADY_ORDERED');
       assert.equal(accepted.length, 100);
       assert.equal(accepted.length + soldOut.length + already.length, replies.length, 'only 202 and 409 answers');
-      const rows = await eventually(async () => {
-        const r = await orderRows(db, s.key, 'hot');
-        return r.length >= 100 ? r : undefined;
-      }, { what: '100 rows', timeoutMs: 60_000 });
+      // Wait until the writer has committed everything in the orders topic (offsets are committed
+      // after MySQL), so a row written late would be seen, not just the first 100.
+      const admin = await kafka.admin();
+      await eventually(() => ordersDrained(admin, s.sale), { what: 'the writer drained the orders topic', timeoutMs: 60_000 });
+      const rows = await orderRows(db, s.key, 'hot');
       assert.equal(rows.length, 100);
       assert.equal(new Set(rows.map((r) => r.user_id)).size, 100, 'nobody twice');
       assert.deepEqual(new Set(rows.map((r) => r.order_id)), new Set(accepted.map((r) => r.body.orderId)));

@@ -79,6 +79,7 @@ describe('timeout recovery', () => {
       await exited;
       const atKill = await closedCount();
       logger.warn({ closedAtKill: atKill, of: n }, 'closer killed');
+      assert.ok(atKill > 0 && atKill < n, `killed mid-burst (${atKill} of ${n} closed), else the restart path is not exercised`);
       const second = spawnCloser();
       try {
         await eventually(async () => (await closedCount()) === n, { timeoutMs: 30_000, what: 'all closed after the restart' });
