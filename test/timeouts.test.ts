@@ -8,6 +8,7 @@ import type { OrderCloser } from '../controller/dataplane/close.ts';
 import { Compensator } from '../controller/dataplane/compensator.ts';
 import { eventually } from './support/infra.ts';
 import { logger, readTopic, saleFixture, sleepUntil, type SaleFixture } from './support/timeouts.ts';
+import { payOrder } from '../controller/dataplane/payment.ts';
 
 const fixtures: SaleFixture[] = [];
 after(async () => {
@@ -170,9 +171,8 @@ describe('timeout closer', () => {
     const paidOk = await Promise.all(
       orders.map(async (o) => {
         await sleepUntil(dueAt + Math.floor(Math.random() * 600));
-        // The API's conditional pay: it wins only while the order is still UNPAID.
-        const [res] = await f.pool.query(`UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ? AND status = 'UNPAID'`, [new Date(), o.orderId]);
-        return (res as { affectedRows: number }).affectedRows === 1;
+        // The API's own payment code: it wins only while the order is still UNPAID.
+        return payOrder(f.pool, f.names.key, o.orderId, new Date());
       }),
     );
     await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { what: 'every order decided' });

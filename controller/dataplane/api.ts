@@ -13,6 +13,7 @@ import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
 import type { OrderMessage } from './messages.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
+import { payOrder } from './payment.ts';
 import type { SaleContext } from './sale-context.ts';
 
 export interface ApiOptions {
@@ -418,14 +419,7 @@ export class OrderApi {
     req.resume();
     const orderId = decodeURIComponentSafe(rawId);
     if (orderId === null || !isOrderId(orderId)) return this.send(res, 404, '{"error":"ORDER_NOT_FOUND"}');
-    // Conditional: only UNPAID becomes PAID, so a payment can never resurrect a CLOSED order
-    // (the timeout closer's UPDATE is conditional on UNPAID too; one of them wins).
-    const [result] = await this.opts.pool.query("UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ? AND sale = ? AND status = 'UNPAID'", [
-      new Date(this.clock()),
-      orderId,
-      ctx.key,
-    ]);
-    if ((result as { affectedRows: number }).affectedRows === 1) return this.send(res, 200, '{"status":"PAID"}');
+    if (await payOrder(this.opts.pool, ctx.key, orderId, new Date(this.clock()))) return this.send(res, 200, '{"status":"PAID"}');
     const order = await this.findOrder(ctx, orderId);
     if (!order) return this.send(res, 404, '{"error":"ORDER_NOT_FOUND"}');
     if (order.status === 'PAID') return this.send(res, 200, '{"status":"PAID"}');
