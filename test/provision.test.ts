@@ -67,6 +67,11 @@ describe('stock provisioning after Redis lost a sale', () => {
       assert.deepEqual(outcome.rebuilt, ['hot']);
       assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 98 }, 'the two orders from Kafka are counted, not sold again');
       assert.equal(await ctx.stock.holding('hot', 'u1'), 1);
+      // A retried purchase still learns its order id after the rebuild.
+      assert.deepEqual(await ctx.stock.reserve({ orderId: '0190a000-0000-7000-8000-0000000000f1', userId: 'u1', skuId: 'hot', quantity: 1, reservedAt: Date.now() }, 1), {
+        outcome: 'already-ordered',
+        orderId: messages[0]?.orderId,
+      });
       assert.deepEqual(await ctx.stock.level('plenty'), { stock: 100000, remaining: 100000 });
     } finally {
       await removeSale(ctx, { kafka, redis });

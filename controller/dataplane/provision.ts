@@ -92,13 +92,15 @@ export async function skuLedger(pool: Pool, saleKey: string, skuId: string): Pro
     await conn.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
     await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY');
     const [held] = await conn.query(
-      `SELECT user_id, SUM(quantity) AS units FROM orders WHERE sale = ? AND sku_id = ? AND status IN ('UNPAID','PAID') GROUP BY user_id`,
+      // Order ids are UUIDv7 (time-ordered): MAX is the user's latest order.
+      `SELECT user_id, SUM(quantity) AS units, MAX(order_id) AS last_order FROM orders WHERE sale = ? AND sku_id = ? AND status IN ('UNPAID','PAID') GROUP BY user_id`,
       [saleKey, skuId],
     );
     const [closed] = await conn.query(`SELECT order_id FROM orders WHERE sale = ? AND sku_id = ? AND status = 'CLOSED'`, [saleKey, skuId]);
     await conn.query('COMMIT');
     return {
       heldByUser: new Map((held as { user_id: string; units: string | number }[]).map((r) => [r.user_id, Number(r.units)])),
+      lastOrderByUser: new Map((held as { user_id: string; last_order: string }[]).map((r) => [r.user_id, r.last_order])),
       closedOrderIds: (closed as { order_id: string }[]).map((r) => r.order_id),
     };
   } catch (err) {

@@ -100,11 +100,13 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2])
 local n = tonumber(ARGV[3])
-for i = 0, n - 1 do redis.call('HSET', KEYS[3], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
-for i = 4 + 2 * n, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[3], ARGV[4 + 3 * i], ARGV[5 + 3 * i])
+  redis.call('HSET', KEYS[5], ARGV[4 + 3 * i], ARGV[6 + 3 * i])
+end
+for i = 4 + 3 * n, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 return 1
 `;
-
 type Scripted = Redis & {
   fsReserve(...args: (string | number)[]): Promise<[number, string]>;
   fsRelease(...args: (string | number)[]): Promise<number>;
@@ -122,7 +124,7 @@ function withScripts(redis: Redis): Scripted {
     redis.defineCommand('fsClaim', { numberOfKeys: 3, lua: CLAIM });
     redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
     redis.defineCommand('fsAdjust', { numberOfKeys: 2, lua: ADJUST });
-    redis.defineCommand('fsRebuild', { numberOfKeys: 4, lua: REBUILD });
+    redis.defineCommand('fsRebuild', { numberOfKeys: 5, lua: REBUILD });
   }
   return r;
 }
@@ -151,6 +153,8 @@ export type AdjustResult = { outcome: 'changed' | 'unchanged' | 'not-seeded' } |
 /** Units a SKU holds in MySQL: UNPAID + PAID orders per user, and the ids of CLOSED orders. */
 export interface SkuLedger {
   heldByUser: Map<string, number>;
+  /** The latest UNPAID/PAID order id of each user in heldByUser. */
+  lastOrderByUser: Map<string, string>;
   closedOrderIds: string[];
 }
 
@@ -190,10 +194,11 @@ export class StockStore {
     const pairs: (string | number)[] = [];
     for (const [user, units] of ledger.heldByUser) {
       held += units;
-      pairs.push(user, units);
+      // The user's latest order, so a retried purchase still learns its order id after a rebuild.
+      pairs.push(user, units, ledger.lastOrderByUser.get(user) ?? '');
     }
     const remaining = Math.max(0, stock - held);
-    const res = await this.redis.fsRebuild(k.stock, k.seeded, k.holdings, k.released, stock, remaining, ledger.heldByUser.size, ...pairs, ...ledger.closedOrderIds);
+    const res = await this.redis.fsRebuild(k.stock, k.seeded, k.holdings, k.released, k.lastOrder, stock, remaining, ledger.heldByUser.size, ...pairs, ...ledger.closedOrderIds);
     return res === 1;
   }
 
