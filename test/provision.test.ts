@@ -150,3 +150,25 @@ describe('the reaper and a lagging order writer', () => {
     }
   });
 });
+
+describe('the per-user limit above 1', () => {
+  it('counts units across orders, also when one user sends many at once', async () => {
+    const sale = saleDoc(uniqueName('lim'), { perUserLimit: 3 });
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      let id = 0;
+      const reserve = (userId: string, quantity: number) =>
+        ctx.stock.reserve({ orderId: `0190a000-0000-7000-8000-${String(++id).padStart(12, '0')}`, userId, skuId: 'hot', quantity, reservedAt: Date.now() }, 3);
+      assert.equal((await reserve('a', 2)).outcome, 'reserved');
+      assert.equal((await reserve('a', 2)).outcome, 'already-ordered', '2 + 2 > 3');
+      assert.equal((await reserve('a', 1)).outcome, 'reserved');
+      assert.equal((await reserve('a', 1)).outcome, 'already-ordered');
+      const burst = await Promise.all(Array.from({ length: 50 }, () => reserve('b', 1)));
+      assert.equal(burst.filter((r) => r.outcome === 'reserved').length, 3);
+      assert.equal(await ctx.stock.holding('hot', 'b'), 3);
+      assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 94 });
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+});
