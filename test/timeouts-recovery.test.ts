@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { Compensator } from '../controller/dataplane/compensator.ts';
 import { RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
@@ -15,18 +15,9 @@ import type { OrderCloser } from '../controller/dataplane/close.ts';
 import { RedisLease } from '../controller/infra/lock.ts';
 import { createPool } from '../controller/infra/mysql.ts';
 import { eventually } from './support/infra.ts';
-import { logger, readTopic, saleDoc, saleFixture, sleepUntil, type SaleFixture } from './support/timeouts.ts';
+import { logger, readTopic, saleDoc, sleepUntil, trackedFixtures, type SaleFixture } from './support/timeouts.ts';
 
-const fixtures: SaleFixture[] = [];
-after(async () => {
-  for (const f of fixtures) await f.cleanup();
-});
-
-async function fixture(...args: Parameters<typeof saleFixture>): Promise<SaleFixture> {
-  const f = await saleFixture(...args);
-  fixtures.push(f);
-  return f;
-}
+const fixture = trackedFixtures();
 
 function compensator(f: SaleFixture, o: { graceMs?: number; useLock?: boolean; closer?: OrderCloser; chunkSize?: number } = {}): Compensator {
   return new Compensator({

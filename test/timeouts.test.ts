@@ -1,25 +1,16 @@
 // The timeout closer against the real Kafka, Redis and MariaDB: on time and never early, exactly
 // one release, pay-vs-close races, buckets per SKU, malformed messages, waiting without stalling.
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { splitDue, retryBackoffMs, RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
 import type { ConsumedMessage } from '../controller/infra/kafka.ts';
 import type { OrderCloser } from '../controller/dataplane/close.ts';
 import { Compensator } from '../controller/dataplane/compensator.ts';
 import { eventually } from './support/infra.ts';
-import { logger, readTopic, saleFixture, sleepUntil, type SaleFixture } from './support/timeouts.ts';
+import { logger, readTopic, sleepUntil, trackedFixtures, type SaleFixture } from './support/timeouts.ts';
 import { payOrder } from '../controller/dataplane/payment.ts';
 
-const fixtures: SaleFixture[] = [];
-after(async () => {
-  for (const f of fixtures) await f.cleanup();
-});
-
-async function fixture(...args: Parameters<typeof saleFixture>): Promise<SaleFixture> {
-  const f = await saleFixture(...args);
-  fixtures.push(f);
-  return f;
-}
+const fixture = trackedFixtures();
 
 async function startClosers(f: SaleFixture, buckets: string[], o: { closer?: OrderCloser; sessionTimeoutMs?: number; retryBaseMs?: number } = {}) {
   const closer = o.closer ?? f.closer();

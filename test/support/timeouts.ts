@@ -2,6 +2,7 @@
 // UNPAID orders the way the API + order writer leave them (stock reserved and claimed in Redis,
 // row in MySQL, timeout message on the bucket's delay topic).
 import { randomUUID } from 'node:crypto';
+import { after } from 'node:test';
 import type { Registry } from 'prom-client';
 import type { Config } from '../../controller/config.ts';
 import { OrderCloser, type Clock } from '../../controller/dataplane/close.ts';
@@ -174,3 +175,16 @@ export async function readTopic(kafka: KafkaGateway, topic: string, n: number, t
 export const sleepUntil = (t: number) => new Promise((r) => setTimeout(r, Math.max(0, t - Date.now())));
 
 export { logger };
+
+/** saleFixture for one test file: every fixture it made is cleaned up after the file's tests. */
+export function trackedFixtures(): (setup: SaleSetup) => Promise<SaleFixture> {
+  const made: SaleFixture[] = [];
+  after(async () => {
+    for (const f of made) await f.cleanup();
+  });
+  return async (setup) => {
+    const f = await saleFixture(setup);
+    made.push(f);
+    return f;
+  };
+}
