@@ -27,3 +27,9 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     sleep 0.5
   done
 }
+
+mvn_quiet() { # Maven's output only when it fails (even -q prints terminal codes).
+  local out; out=$(mktemp)
+  if ! mvn -B -q "$@" > "$out" 2>&1; then cat "$out" >&2; rm -f "$out"; return 1; fi
+  rm -f "$out"
+}

@@ -22,5 +22,5 @@ fi
 # helm-java (Helm's Go code as a native library) for the chart tests: jars into .cache/helm/libs.
 if ! ls "$CACHE"/helm/libs/linux-amd64-*.jar >/dev/null 2>&1; then
   log "resolving helm-java into $CACHE/helm/libs"
-  mvn -B -q -Dstyle.color=never -f "$ROOT/infra/helm/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/helm/libs" >&2
+  mvn_quiet -f "$ROOT/infra/helm/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/helm/libs" >&2
 fi

@@ -41,7 +41,7 @@ if ! kafka_ok >/dev/null 2>&1; then
   libs="$CACHE/kafka/libs"
   if ! ls "$libs"/kafka_2.13-3.9.1.jar >/dev/null 2>&1; then
     log "resolving the Kafka 3.9.1 jar set with mvn (cached in $libs)"
-    mvn -B -q -Dstyle.color=never -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
+    mvn_quiet -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
       -DoutputDirectory="$libs" -DincludeScope=runtime
   fi
   data="$STATE/kafka/data"; logs="$STATE/kafka/logs"
