@@ -14,7 +14,7 @@ kubectl_dir="$CACHE/kubernetes-client"
 if [ ! -x "$kubectl_dir/usr/bin/kubectl" ]; then
   log "unpacking Debian's kubernetes-client into $kubectl_dir"
   if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null; apt_updated=1; fi
-  mkdir -p "$CACHE/debs" && (cd "$CACHE/debs" && rm -f kubernetes-client_*.deb && apt-get download -qq kubernetes-client)
+  mkdir -p "$CACHE/debs" && (cd "$CACHE/debs" && rm -f kubernetes-client_*.deb && apt-get download -qq -o APT::Sandbox::User=root kubernetes-client)
   rm -rf "$kubectl_dir" && dpkg-deb -x "$CACHE"/debs/kubernetes-client_*.deb "$kubectl_dir"
 fi
 "$kubectl_dir/usr/bin/kubectl" version --client --short >/dev/null 2>&1 || { log "kubectl from kubernetes-client does not run"; exit 1; }
