@@ -93,6 +93,8 @@ function envVars(sale: FlashSale, env: WorkerEnv): V1EnvVar[] {
     { name: 'KAFKA_BROKERS', value: env.kafkaBrokers.join(',') },
     fromSecret('REDIS_URL', env.redisSecret, env.redisUrl),
     fromSecret('MYSQL_URL', env.mysqlSecret, env.mysqlUrl),
+    // Bind to the pod's own address: reachable through the Service, never on every interface.
+    { name: 'HTTP_HOST', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'HTTP_PORT', value: String(WORKER_PORT) },
     { name: 'LOG_LEVEL', value: env.logLevel },
   ];
