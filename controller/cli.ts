@@ -1,18 +1,10 @@
 // `flashsale`: one program, one subcommand per workload. Usage errors exit 2, configuration
 // errors exit 1 with one line naming the variable.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, loadConfig, type Config } from './config.ts';
-import { createLogger, type Logger } from './log.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import type { CommandContext, CommandValues } from './command.ts';
+import { createLogger } from './log.ts';
 import { InvalidSpecError } from './spec/flashsale.ts';
-
-export interface CommandContext {
-  config: Config;
-  logger: Logger;
-  /** Resolves when the process is asked to stop (SIGTERM/SIGINT). */
-  stopping: Promise<void>;
-}
-
-export type CommandValues = Record<string, string | boolean | undefined>;
 
 interface CommandDef {
   summary: string;

@@ -1,5 +1,5 @@
 // `flashsale api`: the HTTP API of one sale (a Deployment per sale in Kubernetes).
-import type { CommandContext, CommandValues } from '../cli.ts';
+import type { CommandContext, CommandValues } from '../command.ts';
 import { BatchingProducer, createKafkaGateway } from '../infra/kafka.ts';
 import { createPool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';

@@ -1,6 +1,6 @@
 // `flashsale compensator`: the periodic, locked compensation scan of one sale (see compensator.ts).
 import type { Registry } from 'prom-client';
-import type { CommandContext, CommandValues } from '../cli.ts';
+import type { CommandContext, CommandValues } from '../command.ts';
 import { createPool, type Pool } from '../infra/mysql.ts';
 import { createRedis, type Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';

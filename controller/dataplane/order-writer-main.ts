@@ -1,6 +1,6 @@
 // `flashsale order-writer`: consumes one sale's orders topic into MySQL (see order-writer.ts), and
 // runs the sale's reaper: every replica may, since a reservation is returned at most once.
-import type { CommandContext, CommandValues } from '../cli.ts';
+import type { CommandContext, CommandValues } from '../command.ts';
 import { createKafkaGateway } from '../infra/kafka.ts';
 import { createPool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';

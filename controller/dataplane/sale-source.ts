@@ -1,7 +1,7 @@
 // Where a worker learns its FlashSale: a YAML file (-f, standalone and local runs) or the
 // FLASHSALE_SPEC environment variable the operator sets on each Deployment.
 import { InvalidSpecError, loadFlashSales, validateFlashSale, type FlashSale } from '../spec/flashsale.ts';
-import type { CommandValues } from '../cli.ts';
+import type { CommandValues } from '../command.ts';
 
 export function resolveSale(values: CommandValues, env: Record<string, string | undefined> = process.env): FlashSale {
   const file = values.file as string | undefined;

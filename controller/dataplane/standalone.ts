@@ -3,7 +3,7 @@
 // starts one worker over the shared connections. A new worker (timeout closers, compensator, lag
 // collector) is one more entry in that list.
 import type { Registry } from 'prom-client';
-import type { CommandContext, CommandValues } from '../cli.ts';
+import type { CommandContext, CommandValues } from '../command.ts';
 import type { Config } from '../config.ts';
 import { BatchingProducer, createKafkaGateway, type KafkaGateway } from '../infra/kafka.ts';
 import { createPool, type Pool } from '../infra/mysql.ts';

@@ -1,7 +1,7 @@
 // `flashsale timeout-closer --bucket NAME`: the timeout closer of one bucket of one sale, plus the
 // sale's retry worker (retries are few; every closer replica sharing the retry group is enough).
 import type { Registry } from 'prom-client';
-import type { CommandContext, CommandValues } from '../cli.ts';
+import type { CommandContext, CommandValues } from '../command.ts';
 import { createKafkaGateway, type KafkaGateway } from '../infra/kafka.ts';
 import { createPool, type Pool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';

@@ -2,7 +2,7 @@
 // the leader Lease — reconciles them from a deduplicating work queue. See docs/operator.md.
 import { hostname } from 'node:os';
 import { KubeConfig } from '@kubernetes/client-node';
-import type { CommandContext, CommandValues } from '../cli.ts';
+import type { CommandContext, CommandValues } from '../command.ts';
 import { ConfigError, type Config } from '../config.ts';
 import { serveWorkerEndpoints } from '../dataplane/worker-http.ts';
 import { createKafkaGateway } from '../infra/kafka.ts';
