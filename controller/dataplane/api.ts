@@ -13,6 +13,7 @@ import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
 import type { OrderMessage } from './messages.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
+import { openapiDocument } from './openapi-document.ts';
 import { payOrder } from './payment.ts';
 import type { SaleContext } from './sale-context.ts';
 
@@ -51,6 +52,8 @@ type Route = 'order' | 'get_order' | 'pay' | 'sale' | 'health' | 'metrics' | 'ot
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 const ORDER_FIELDS = new Set(['userId', 'skuId', 'quantity']);
+/** docs/openapi.yaml, serialised once. */
+const OPENAPI_JSON = JSON.stringify(openapiDocument);
 
 class BadRequest extends Error {}
 
@@ -207,6 +210,7 @@ export class OrderApi {
       return;
     }
     if (req.method === 'GET' && path === '/healthz') return this.send(res, 200, '{"status":"ok"}');
+    if (req.method === 'GET' && path === '/openapi.json') return this.send(res, 200, OPENAPI_JSON);
     if (req.method === 'GET' && path === '/readyz') {
       return this.ready() ? this.send(res, 200, '{"status":"ready"}') : this.send(res, 503, '{"status":"not ready"}');
     }
