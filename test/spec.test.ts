@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { generate, generatedPath } from '../controller/spec/generate.ts';
 import { InvalidSpecError, loadFlashSales, parseDuration, validateFlashSale, validateSpec } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
+import { parse } from 'yaml';
 
 const minimal = () => ({
   skus: [{ id: 'phone-x', stock: 10, timeoutBucket: '30m' }],
@@ -52,7 +53,7 @@ describe('FlashSale spec', () => {
       workers: { orderWriter: { minReplicas: 4, maxReplicas: 2 } },
     });
     assert.deepEqual(p, [
-      'spec.timeoutBuckets[1].delay: must be at least 1s (got "0s")',
+      'spec.timeoutBuckets[1].delay: must be between 1s and 72h (got "0s")',
       'spec.skus[1].id: duplicate SKU id "phone-x" (also spec.skus[0])',
       'spec.skus[1].timeoutBucket: unknown bucket "45m" (defined: 30m, instant)',
       'spec.endTime: must be after spec.startTime (2026-11-11T02:00:00Z >= 2026-11-11T00:00:00Z)',
@@ -75,12 +76,73 @@ describe('FlashSale spec', () => {
       assert.ok(err instanceof InvalidSpecError);
       assert.deepEqual(err.problems, [
         'apiVersion: must be flashsale.dev/v1alpha1 (got "v1")',
-        'metadata.name: must be a DNS label of at most 40 characters (got "Bad_Name")',
+        `metadata.name: must be a DNS-1035 label (a lowercase letter, then lowercase letters, digits and '-') of at most 46 characters (got "Bad_Name")`,
       ]);
       return true;
     });
     const sale = validateFlashSale({ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name: 'ok' }, spec: minimal() });
     assert.equal(sale.metadata.namespace, 'default');
+  });
+
+  it('bounds durations as the CRD does', () => {
+    const spec = (c: object, b: object = {}) => ({ ...minimal(), timeoutBuckets: [{ name: '30m', delay: '30m', ...b }], compensation: c });
+    assert.deepEqual(problems(spec({ interval: '0s' })), ['spec.compensation.interval: must be between 1s and 1h (got "0s")']);
+    assert.deepEqual(problems(spec({ interval: '600h' })), ['spec.compensation.interval: must be between 1s and 1h (got "600h")']);
+    assert.deepEqual(problems(spec({ grace: '25h' })), ['spec.compensation.grace: must be at most 24h (got "25h")']);
+    assert.deepEqual(problems(spec({}, { delay: '73h' })), ['spec.timeoutBuckets[0].delay: must be between 1s and 72h (got "73h")']);
+    assert.ok(problems(spec({ interval: '1234567s' }))[0]?.startsWith('spec.compensation.interval: "1234567s" does not match'));
+    // The bounds themselves are accepted.
+    for (const ok of [spec({ interval: '1s', grace: '0s' }, { delay: '1s' }), spec({ interval: '1h', grace: '24h' }, { delay: '72h' })]) validateSpec(ok);
+  });
+
+  it('refuses sale names that do not make valid child names', () => {
+    const doc = (name: string, bucket = '30m') => ({
+      apiVersion: 'flashsale.dev/v1alpha1',
+      kind: 'FlashSale',
+      metadata: { name },
+      spec: { skus: [{ id: 'a', stock: 1, timeoutBucket: bucket }], timeoutBuckets: [{ name: bucket, delay: '1m' }] },
+    });
+    const refused = (d: unknown) => {
+      try {
+        validateFlashSale(d);
+      } catch (err) {
+        assert.ok(err instanceof InvalidSpecError);
+        return err.problems;
+      }
+      return [];
+    };
+    assert.match(refused(doc('1sale')).join(), /^metadata.name: must be a DNS-1035 label/, 'a Service name starts with a letter');
+    assert.match(refused(doc('a'.repeat(47), 'b')).join(), /^metadata.name: .* at most 46 characters/);
+    const longest = 'a'.repeat(46);
+    assert.deepEqual(refused(doc(longest, 'b')), []);
+    assert.equal(saleNames({ namespace: 'x', name: longest }).workloads.timeoutCloser('b').length, 63);
+    assert.deepEqual(refused(doc('a'.repeat(30), 'b'.repeat(18))), [
+      `spec.timeoutBuckets[0].name: the Deployment ${'a'.repeat(30)}-timeout-closer-${'b'.repeat(18)} would be longer than 63 characters (sale and bucket name may hold at most 47 together)`,
+    ]);
+    assert.deepEqual(refused(doc('a'.repeat(30), 'b'.repeat(17))), []);
+  });
+
+  it('keeps `all` out of the CRD categories and every spec field described', () => {
+    const crd = parse(readFileSync(new URL('../crds/flashsale.yaml', import.meta.url), 'utf8')) as {
+      spec: { names: { categories?: string[] }; versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] };
+    };
+    assert.ok(!(crd.spec.names.categories ?? []).includes('all'), '`kubectl delete all --all` must not delete sales');
+    const undescribed: string[] = [];
+    const walk = (s: Record<string, unknown>, at: string) => {
+      if (typeof s.description !== 'string' || s.description.length < 5) undescribed.push(at);
+      for (const [k, v] of Object.entries((s.properties ?? {}) as Record<string, Record<string, unknown>>)) walk(v, `${at}.${k}`);
+      if (s.items) walk(s.items as Record<string, unknown>, `${at}[]`);
+    };
+    const spec = (crd.spec.versions[0]?.schema.openAPIV3Schema.properties as Record<string, Record<string, unknown>>).spec;
+    assert.ok(spec);
+    walk(spec, 'spec');
+    // List items are described by their list; every named field must say what it is.
+    assert.deepEqual(undescribed.filter((p) => !p.endsWith('[]')), []);
+    assert.equal(
+      readFileSync(new URL('../crds/flashsale.yaml', import.meta.url), 'utf8'),
+      readFileSync(new URL('../charts/flashsale-operator/crds/flashsale.yaml', import.meta.url), 'utf8'),
+      'the chart ships the same CRD',
+    );
   });
 
   it('loads the example file', () => {

@@ -19,7 +19,7 @@ endTime?: string
  */
 perUserLimit?: number
 /**
- * The SKUs on sale. Ids are unique within the sale.
+ * The SKUs on sale, keyed by id (ids are unique within the sale).
  * 
  * @minItems 1
  * @maxItems 1000
@@ -39,7 +39,7 @@ stock: number
 timeoutBucket: string
 }[]
 /**
- * Order timeouts. Each bucket gets its own Kafka delay topic and timeout-closer workload.
+ * Order timeouts, keyed by name. Each bucket gets its own Kafka delay topic and timeout-closer workload.
  * 
  * @minItems 1
  * @maxItems 20
@@ -50,7 +50,7 @@ timeoutBuckets: {
  */
 name: string
 /**
- * How long an order may stay unpaid, as Ns, Nm or Nh; at least 1s.
+ * How long an order may stay unpaid, as Ns, Nm or Nh; from 1s to 72h.
  */
 delay: string
 }[]
@@ -120,11 +120,11 @@ lagThreshold?: number
  */
 compensation?: {
 /**
- * Time between scans, as Ns, Nm or Nh.
+ * Time between scans, as Ns, Nm or Nh; from 1s to 1h.
  */
 interval?: string
 /**
- * How far past its due time an order must be before the scan closes it, leaving the timeout closer the first chance.
+ * How far past its due time an order must be before the scan closes it, leaving the timeout closer the first chance; from 0s to 24h.
  */
 grace?: string
 }
@@ -152,14 +152,14 @@ endTime?: string
  */
 perUserLimit: number
 /**
- * The SKUs on sale. Ids are unique within the sale.
+ * The SKUs on sale, keyed by id (ids are unique within the sale).
  * 
  * @minItems 1
  * @maxItems 1000
  */
 skus: SkuSpec[]
 /**
- * Order timeouts. Each bucket gets its own Kafka delay topic and timeout-closer workload.
+ * Order timeouts, keyed by name. Each bucket gets its own Kafka delay topic and timeout-closer workload.
  * 
  * @minItems 1
  * @maxItems 20
@@ -193,7 +193,7 @@ export interface TimeoutBucketSpec {
  */
 name: string
 /**
- * How long an order may stay unpaid, as Ns, Nm or Nh; at least 1s.
+ * How long an order may stay unpaid, as Ns, Nm or Nh; from 1s to 72h.
  */
 delay: string
 }
@@ -265,11 +265,11 @@ lagThreshold: number
  */
 export interface CompensationSpec {
 /**
- * Time between scans, as Ns, Nm or Nh.
+ * Time between scans, as Ns, Nm or Nh; from 1s to 1h.
  */
 interval: string
 /**
- * How far past its due time an order must be before the scan closes it, leaving the timeout closer the first chance.
+ * How far past its due time an order must be before the scan closes it, leaving the timeout closer the first chance; from 0s to 24h.
  */
 grace: string
 }
@@ -402,6 +402,23 @@ overdue?: number
 export const flashSaleSchema = {
   "type": "object",
   "description": "A FlashSale sells a fixed stock of SKUs to a burst of buyers, closes unpaid orders after their SKU's timeout and returns their stock.",
+  "x-kubernetes-validations": [
+    {
+      "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+      "message": "metadata.name: must start with a lowercase letter and hold only lowercase letters, digits and '-' (a DNS-1035 label: it names the Service <sale>-api)",
+      "reason": "FieldValueInvalid"
+    },
+    {
+      "rule": "size(self.metadata.name) <= 46",
+      "message": "metadata.name: must be at most 46 characters (it names the Deployments <sale>-timeout-closer-<bucket>, at most 63 characters)",
+      "reason": "FieldValueInvalid"
+    },
+    {
+      "rule": "!has(self.spec) || !has(self.spec.timeoutBuckets) || self.spec.timeoutBuckets.all(b, size(self.metadata.name) + size(b.name) <= 47)",
+      "messageExpression": "'metadata.name and spec.timeoutBuckets[].name: the Deployment ' + self.metadata.name + '-timeout-closer-<bucket> must be at most 63 characters, so the sale name and each bucket name may hold at most 47 characters together; too long for bucket(s) ' + self.spec.timeoutBuckets.filter(b, size(self.metadata.name) + size(b.name) > 47).map(b, b.name).join(', ')",
+      "reason": "FieldValueInvalid"
+    }
+  ],
   "properties": {
     "apiVersion": {
       "type": "string",
@@ -412,7 +429,8 @@ export const flashSaleSchema = {
       "description": "Kind is a string value representing the REST resource this object represents."
     },
     "metadata": {
-      "type": "object"
+      "type": "object",
+      "description": "Standard object metadata. The name must be a DNS-1035 label of at most 46 characters (every child's name is derived from it)."
     },
     "spec": {
       "type": "object",
@@ -421,15 +439,31 @@ export const flashSaleSchema = {
         "skus",
         "timeoutBuckets"
       ],
+      "x-kubernetes-validations": [
+        {
+          "rule": "self.skus.all(s, self.timeoutBuckets.exists(b, b.name == s.timeoutBucket))",
+          "messageExpression": "'the timeoutBucket of every SKU must name a bucket of spec.timeoutBuckets (defined: ' + self.timeoutBuckets.map(b, b.name).join(', ') + '); unknown: ' + self.skus.filter(s, !self.timeoutBuckets.exists(b, b.name == s.timeoutBucket)).map(s, s.id + ' -> ' + s.timeoutBucket).join(', ')",
+          "fieldPath": ".skus",
+          "reason": "FieldValueInvalid"
+        },
+        {
+          "rule": "!has(self.startTime) || !has(self.endTime) || self.startTime < self.endTime",
+          "message": "must be after spec.startTime",
+          "fieldPath": ".endTime",
+          "reason": "FieldValueInvalid"
+        }
+      ],
       "properties": {
         "startTime": {
           "type": "string",
           "format": "date-time",
+          "maxLength": 64,
           "description": "When buying opens (RFC 3339). Absent means the sale is open now."
         },
         "endTime": {
           "type": "string",
           "format": "date-time",
+          "maxLength": 64,
           "description": "When buying closes (RFC 3339). Absent means the sale never ends by itself. Must be after startTime."
         },
         "perUserLimit": {
@@ -443,7 +477,11 @@ export const flashSaleSchema = {
           "type": "array",
           "minItems": 1,
           "maxItems": 1000,
-          "description": "The SKUs on sale. Ids are unique within the sale.",
+          "description": "The SKUs on sale, keyed by id (ids are unique within the sale).",
+          "x-kubernetes-list-type": "map",
+          "x-kubernetes-list-map-keys": [
+            "id"
+          ],
           "items": {
             "type": "object",
             "required": [
@@ -468,6 +506,7 @@ export const flashSaleSchema = {
               "timeoutBucket": {
                 "type": "string",
                 "minLength": 1,
+                "maxLength": 32,
                 "description": "Name of the timeoutBuckets entry whose delay closes this SKU's unpaid orders."
               }
             }
@@ -477,7 +516,11 @@ export const flashSaleSchema = {
           "type": "array",
           "minItems": 1,
           "maxItems": 20,
-          "description": "Order timeouts. Each bucket gets its own Kafka delay topic and timeout-closer workload.",
+          "description": "Order timeouts, keyed by name. Each bucket gets its own Kafka delay topic and timeout-closer workload.",
+          "x-kubernetes-list-type": "map",
+          "x-kubernetes-list-map-keys": [
+            "name"
+          ],
           "items": {
             "type": "object",
             "required": [
@@ -494,8 +537,16 @@ export const flashSaleSchema = {
               },
               "delay": {
                 "type": "string",
-                "pattern": "^[0-9]+(s|m|h)$",
-                "description": "How long an order may stay unpaid, as Ns, Nm or Nh; at least 1s."
+                "maxLength": 8,
+                "pattern": "^[0-9]{1,6}(s|m|h)$",
+                "x-kubernetes-validations": [
+                  {
+                    "rule": "!self.matches('^[0-9]{1,6}(s|m|h)$') || (duration(self) >= duration('1s') && duration(self) <= duration('72h'))",
+                    "message": "must be between 1s and 72h",
+                    "reason": "FieldValueInvalid"
+                  }
+                ],
+                "description": "How long an order may stay unpaid, as Ns, Nm or Nh; from 1s to 72h."
               }
             }
           }
@@ -510,6 +561,13 @@ export const flashSaleSchema = {
               "minimum": 1,
               "maximum": 1000,
               "default": 6,
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self >= oldSelf",
+                  "message": "may grow but never shrink (Kafka cannot remove partitions)",
+                  "reason": "FieldValueForbidden"
+                }
+              ],
               "description": "Partitions of every topic of the sale; the ceiling of consumer parallelism. May grow, never shrink."
             },
             "replicationFactor": {
@@ -517,6 +575,13 @@ export const flashSaleSchema = {
               "minimum": 1,
               "maximum": 10,
               "default": 1,
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self == oldSelf",
+                  "message": "is fixed at creation and cannot change",
+                  "reason": "FieldValueForbidden"
+                }
+              ],
               "description": "Replication factor of the sale's topics, fixed at creation."
             }
           }
@@ -544,6 +609,14 @@ export const flashSaleSchema = {
               "type": "object",
               "default": {},
               "description": "Consumers that write orders to MySQL; scaled on the orders topic's lag.",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self.minReplicas <= self.maxReplicas",
+                  "message": "must not exceed maxReplicas",
+                  "fieldPath": ".minReplicas",
+                  "reason": "FieldValueInvalid"
+                }
+              ],
               "properties": {
                 "minReplicas": {
                   "type": "integer",
@@ -562,6 +635,7 @@ export const flashSaleSchema = {
                 "lagThreshold": {
                   "type": "integer",
                   "minimum": 1,
+                  "maximum": 1000000000,
                   "default": 1000,
                   "description": "Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold)."
                 }
@@ -571,6 +645,14 @@ export const flashSaleSchema = {
               "type": "object",
               "default": {},
               "description": "Consumers that close unpaid orders; one Deployment per bucket, scaled on overdue (not scheduled) timeouts.",
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self.minReplicas <= self.maxReplicas",
+                  "message": "must not exceed maxReplicas",
+                  "fieldPath": ".minReplicas",
+                  "reason": "FieldValueInvalid"
+                }
+              ],
               "properties": {
                 "minReplicas": {
                   "type": "integer",
@@ -589,6 +671,7 @@ export const flashSaleSchema = {
                 "lagThreshold": {
                   "type": "integer",
                   "minimum": 1,
+                  "maximum": 1000000000,
                   "default": 1000,
                   "description": "Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold)."
                 }
@@ -603,15 +686,31 @@ export const flashSaleSchema = {
           "properties": {
             "interval": {
               "type": "string",
-              "pattern": "^[0-9]+(s|m|h)$",
+              "maxLength": 8,
+              "pattern": "^[0-9]{1,6}(s|m|h)$",
               "default": "30s",
-              "description": "Time between scans, as Ns, Nm or Nh."
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!self.matches('^[0-9]{1,6}(s|m|h)$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))",
+                  "message": "must be between 1s and 1h",
+                  "reason": "FieldValueInvalid"
+                }
+              ],
+              "description": "Time between scans, as Ns, Nm or Nh; from 1s to 1h."
             },
             "grace": {
               "type": "string",
-              "pattern": "^[0-9]+(s|m|h)$",
+              "maxLength": 8,
+              "pattern": "^[0-9]{1,6}(s|m|h)$",
               "default": "10s",
-              "description": "How far past its due time an order must be before the scan closes it, leaving the timeout closer the first chance."
+              "x-kubernetes-validations": [
+                {
+                  "rule": "!self.matches('^[0-9]{1,6}(s|m|h)$') || duration(self) <= duration('24h')",
+                  "message": "must be at most 24h",
+                  "reason": "FieldValueInvalid"
+                }
+              ],
+              "description": "How far past its due time an order must be before the scan closes it, leaving the timeout closer the first chance; from 0s to 24h."
             }
           }
         },
