@@ -15,7 +15,7 @@ import type { OrderMessage } from './messages.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
 import { openapiDocument } from './openapi-document.ts';
 import { payOrder } from './payment.ts';
-import type { SaleContext } from './sale-context.ts';
+import type { SaleContext, SkuInfo } from './sale-context.ts';
 
 export interface ApiOptions {
   /** The sales served, addressed by metadata.name in the URL. */
@@ -224,6 +224,8 @@ export class OrderApi {
       );
       return;
     }
+    // The probe and document paths exist for GET only (docs/openapi.yaml): another method is a 405, as on /v1.
+    if (path === '/healthz' || path === '/readyz' || path === '/metrics' || path === '/openapi.json') return this.send(res, 405, '{"error":"METHOD_NOT_ALLOWED"}');
     this.send(res, 404, '{"error":"NOT_FOUND"}');
   }
 
@@ -331,7 +333,13 @@ export class OrderApi {
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
     }
     this.metrics.stockRemaining.labels(ctx.key, body.skuId).set(result.remaining);
-    const message: OrderMessage = { v: 1, orderId: reservation.orderId, sale: ctx.key, skuId: body.skuId, userId: body.userId, quantity: body.quantity, createdAt: now };
+    // The bucket and due time travel with the order, so a writer that does not know this SKU yet
+    // (independent rollouts) still writes it and its timeout (see OrderMessage).
+    const sku = ctx.skus.get(body.skuId) as SkuInfo;
+    const message: OrderMessage = {
+      v: 1, orderId: reservation.orderId, sale: ctx.key, skuId: body.skuId, userId: body.userId, quantity: body.quantity, createdAt: now,
+      bucket: sku.bucket, dueAt: now + sku.delayMs,
+    };
     try {
       await this.opts.producer.send(ctx.names.topics.orders, { key: body.skuId, value: JSON.stringify(message), timestamp: now });
       this.producerFailedAt = null;

@@ -9,6 +9,7 @@ import { ensureSchema, ensureStock, ensureTopics } from '../../controller/datapl
 import { saleContext, type SaleContext } from '../../controller/dataplane/sale-context.ts';
 import { validateFlashSale, type FlashSale } from '../../controller/spec/flashsale.ts';
 import { deleteRedisKeys, deleteTopics } from './infra.ts';
+import { checkAnswer } from './openapi.ts';
 
 export function saleDoc(namespace: string, spec: Record<string, unknown> = {}, name = 'sale'): FlashSale {
   return validateFlashSale({
@@ -58,7 +59,14 @@ export interface Reply {
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 
-/** One HTTP request over a keep-alive pool (bounded sockets, so thousands of calls queue client-side). */
+/** Keys ("METHOD template status error") of every checked answer, for the OpenAPI coverage test. */
+export const answered = new Set<string>();
+
+/**
+ * One HTTP request over a keep-alive pool (bounded sockets, so thousands of calls queue client-side).
+ * Every answer is checked against docs/openapi.yaml: an undocumented status or a body that does not
+ * match the documented schema rejects, so every test using this helper also checks the document.
+ */
 export function http(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
@@ -73,7 +81,10 @@ export function http(method: string, url: string, body?: unknown, headers: Recor
         } catch {
           // Not JSON (e.g. /metrics): callers use `text`.
         }
-        resolve({ status: res.statusCode ?? 0, body: parsed, text });
+        const { problem, key } = checkAnswer(method, new URL(url).pathname, { status: res.statusCode ?? 0, contentType: res.headers['content-type'], text });
+        answered.add(key);
+        if (problem) reject(new Error(`answer not as documented in docs/openapi.yaml: ${problem}`));
+        else resolve({ status: res.statusCode ?? 0, body: parsed, text });
       });
     });
     req.on('error', reject);
