@@ -28,6 +28,8 @@ export interface AgentOptions {
   ipDir: string;
   /** `key=value`: pods of namespaces with this label are never bound ('' = bind everything). */
   ignoreNamespaceLabel: string;
+  /** Bind pending pods to this node (false: run only pods already bound to it). */
+  bind?: boolean;
   logger: Logger;
   /** Node 24 to run bin/flashsale.js with (default: the agent's own). */
   nodeBin?: string;
@@ -112,7 +114,8 @@ export class NodeAgent {
     const pending = this.informer('spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed', (pod, verb) => {
       if (verb !== 'delete') void this.bind(pod);
     });
-    this.informers.push(this.podInformer, pending);
+    this.informers.push(this.podInformer);
+    if (this.o.bind !== false) this.informers.push(pending);
     await Promise.all(this.informers.map((i) => i.start()));
     this.o.logger.info({ node: this.o.nodeName, stateDir: this.o.stateDir, apiserver: `${this.ctx.apiHost}:${this.ctx.apiPort}` }, 'node agent ready');
   }

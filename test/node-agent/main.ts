@@ -2,7 +2,7 @@
 //
 //   node test/node-agent/main.ts --kubeconfig <admin kubeconfig> --node-name <name> --state-dir <dir>
 //        [--ip-dir /tmp/flashsale-node-agent/ips] [--ignore-namespace-label nodeagent.flashsale.dev/ignore=true]
-//        [--log-level info]
+//        [--log-level info] [--no-bind]
 //
 // Run it with Node 24 (node_modules/.bin/node), as root (pods' runAsUser and the per-pod mount of
 // the ServiceAccount token need it). It registers Node <name>, binds every pending pod to it and
@@ -24,6 +24,8 @@ const { values } = parseArgs({
     'ip-dir': { type: 'string', default: '/tmp/flashsale-node-agent/ips' },
     'ignore-namespace-label': { type: 'string', default: DEFAULT_IGNORE_LABEL },
     'log-level': { type: 'string', default: process.env.LOG_LEVEL || 'info' },
+    // Only run pods already bound to this node (a second agent next to cluster:up's, in tests).
+    'no-bind': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -40,6 +42,7 @@ const agent = new NodeAgent({
   stateDir: resolve(values['state-dir']),
   ipDir: resolve(values['ip-dir']),
   ignoreNamespaceLabel: values['ignore-namespace-label'],
+  bind: !values['no-bind'],
   logger,
 });
 
