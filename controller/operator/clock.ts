@@ -6,12 +6,16 @@ export interface Timer {
 }
 
 export interface Clock {
+  /** Wall-clock time (Unix ms): for timestamps written into objects. */
   now(): number;
+  /** Monotonic ms from an arbitrary origin: for measuring durations (lease timing); never jumps with the wall clock. */
+  monotonic(): number;
   setTimer(fn: () => void, ms: number): Timer;
 }
 
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   setTimer(fn, ms) {
     const t = setTimeout(fn, Math.max(0, ms));
     return { cancel: () => clearTimeout(t) };
@@ -29,6 +33,11 @@ export class ManualClock implements Clock {
   }
 
   now(): number {
+    return this.t;
+  }
+
+  /** The same time as now(): a manual clock only moves forward, by advance(). */
+  monotonic(): number {
     return this.t;
   }
 
