@@ -1,0 +1,110 @@
+// Raw benchmark results: one JSON line per measured run, appended to test/bench/results/<bench>.jsonl.
+// Everything in RESULTS.md and the README's benchmark section is computed from these lines
+// (test/bench/report.ts); a line is never edited by hand.
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { GitInfo, Machine, Versions } from './system.ts';
+
+export const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
+
+export function resultsFile(bench: string, dir = RESULTS_DIR): string {
+  return join(dir, `${bench}.jsonl`);
+}
+
+/** Fields every line carries: which invocation (batch) it belongs to, and the environment it ran in. */
+export interface RunContext {
+  batch: string;
+  /** A run with shorter settings than the documented full run (validation only; the report skips it). */
+  smoke: boolean;
+  git: GitInfo;
+  machine: Machine;
+  versions: Versions;
+  pinning: string;
+}
+
+export function newBatchId(): string {
+  return `${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}-${randomBytes(2).toString('hex')}`;
+}
+
+/** CPU seconds per process role during the measured window, and µs per unit (request or order). */
+export interface CpuCost {
+  seconds: Record<string, number>;
+  total: number;
+  units: number;
+  usPerUnit: number;
+  /** Roles of the pipeline whose process was not found (their CPU is missing from the total). */
+  missing: string[];
+}
+
+export interface LatencyMs {
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+export interface SeckillRun extends RunContext {
+  bench: 'seckill';
+  timestamp: string;
+  /** bare = node:http ceiling, reject = API rejection path, accept = API accept path. */
+  which: 'bare' | 'reject' | 'accept';
+  /** The API run a bare run is the ceiling of (same wrk settings). */
+  ceilingOf?: 'reject' | 'accept';
+  pair: number;
+  params: { seconds: number; connections: number; threads: number };
+  requests: number;
+  rps: number;
+  non2xx: number;
+  socketErrors: { connect: number; read: number; write: number; timeout: number };
+  latencyMs: LatencyMs;
+  curve: [number, number][];
+  cpu: CpuCost;
+  /** Accept runs: orders in MySQL from the first request to the last row. */
+  accepted?: { orders: number; wrk2xx: number; toLastRowSeconds: number; ordersPerSecond: number };
+  checks: { what: string; ok: boolean }[];
+}
+
+export interface TimeoutsRun extends RunContext {
+  bench: 'timeouts';
+  timestamp: string;
+  /** closer = rows and messages written by the benchmark; api = orders POSTed to the API and written by the order writer; scan = no delay messages, compensation scan only. */
+  which: 'closer' | 'api' | 'scan';
+  round: number;
+  params: { orders: number; bucket: string; partitions: number; dueSpreadMs: number };
+  orders: number;
+  closed: number;
+  early: number;
+  closesPerSecond: number;
+  delayMs: { p50: number; p90: number; p99: number; max: number };
+  /** [percentile, ms] of the close delay. */
+  curve: [number, number][];
+  /** Conditional single-row UPDATE rate on the same table, measured right after the round. */
+  ceiling: { updatesPerSecond: number; rows: number; connections: number; perTransaction: number } | null;
+  notes: string[];
+  checks: { what: string; ok: boolean }[];
+}
+
+export type AnyRun = SeckillRun | TimeoutsRun;
+
+export function appendRun(file: string, run: AnyRun): void {
+  mkdirSync(dirname(file), { recursive: true });
+  appendFileSync(file, `${JSON.stringify(run)}\n`);
+}
+
+export function readRuns<T extends AnyRun>(file: string): T[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as T;
+      } catch {
+        throw new Error(`${file}:${i + 1}: not JSON`);
+      }
+    });
+}

@@ -1,0 +1,172 @@
+// Targets and summaries of a batch of runs, computed from raw result lines only: the benchmark
+// prints them at the end of a run and the report generator renders the same figures into
+// RESULTS.md and the README, so what is checked is what is shown.
+import type { SeckillRun, TimeoutsRun } from './results.ts';
+import { spread, type Spread } from './stats.ts';
+
+export const TARGETS = {
+  /** Accepted orders reaching MySQL per second ÷ bare node:http req/s with the same wrk settings. */
+  acceptRatio: 0.5,
+  /** Accept path HTTP p99 at ACCEPT_P99_CONNECTIONS connections, ms. */
+  acceptP99Ms: 50,
+  acceptP99Connections: 256,
+  /** Rejection path req/s ÷ bare node:http req/s. */
+  rejectRatio: 0.8,
+  /** Timeouts: close delay p99, ms, with zero early closes, for this many orders due within one second. */
+  closeP99Ms: 1000,
+  closeOrders: 100_000,
+};
+
+export interface Verdict {
+  what: string;
+  ok: boolean;
+  figure: string;
+}
+
+export interface SeckillSummary {
+  batch: string;
+  pairs: number;
+  first: SeckillRun;
+  bareReject: Spread;
+  reject: Spread;
+  rejectRatio: Spread;
+  rejectP99: Spread;
+  bareAccept: Spread;
+  bareAcceptP99: Spread;
+  acceptHttp: Spread;
+  acceptP50: Spread;
+  acceptP99: Spread;
+  ordersPerSecond: Spread;
+  acceptRatio: Spread;
+  cpuPerOrderUs: Spread;
+  cpuPerRejectUs: Spread;
+  cpuPerBareUs: Spread;
+  /** Median CPU µs per accepted order by process role. */
+  cpuPerOrderByRole: Record<string, Spread>;
+  /** Orders/s the measured CPU per order allows on all the machine's cores (median). */
+  budgetOrdersPerSecond: number;
+  /** Orders/s the accept target asks for (median bare × ratio). */
+  targetOrdersPerSecond: number;
+  verdicts: Verdict[];
+  checksFailed: string[];
+}
+
+const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+
+/** Runs grouped by batch, oldest batch first. */
+export function batches<T extends { batch: string }>(runs: T[]): T[][] {
+  const by = new Map<string, T[]>();
+  for (const r of runs) {
+    const list = by.get(r.batch) ?? [];
+    list.push(r);
+    by.set(r.batch, list);
+  }
+  return [...by.values()];
+}
+
+export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
+  const first = runs[0];
+  if (!first) throw new Error('no seckill runs');
+  const pairs = [...new Set(runs.map((r) => r.pair))].sort((a, b) => a - b);
+  const of = (pair: number, which: SeckillRun['which'], ceilingOf?: 'reject' | 'accept') =>
+    runs.find((r) => r.pair === pair && r.which === which && (ceilingOf === undefined || r.ceilingOf === ceilingOf));
+  const rejectRatios: number[] = [];
+  const acceptRatios: number[] = [];
+  for (const p of pairs) {
+    const b1 = of(p, 'bare', 'reject');
+    const rj = of(p, 'reject');
+    if (b1 && rj) rejectRatios.push(rj.rps / b1.rps);
+    const b2 = of(p, 'bare', 'accept');
+    const ac = of(p, 'accept');
+    if (b2 && ac?.accepted) acceptRatios.push(ac.accepted.ordersPerSecond / b2.rps);
+  }
+  const all = (which: SeckillRun['which'], ceilingOf?: 'reject' | 'accept') => runs.filter((r) => r.which === which && (ceilingOf === undefined || r.ceilingOf === ceilingOf));
+  const accepts = all('accept');
+  const roles = [...new Set(accepts.flatMap((r) => Object.keys(r.cpu.seconds)))];
+  const cpuPerOrderByRole: Record<string, Spread> = {};
+  for (const role of roles) cpuPerOrderByRole[role] = spread(accepts.map((r) => ((r.cpu.seconds[role] ?? NaN) / r.cpu.units) * 1e6));
+  const s = {
+    bareReject: spread(all('bare', 'reject').map((r) => r.rps)),
+    reject: spread(all('reject').map((r) => r.rps)),
+    rejectRatio: spread(rejectRatios),
+    rejectP99: spread(all('reject').map((r) => r.latencyMs.p99)),
+    bareAccept: spread(all('bare', 'accept').map((r) => r.rps)),
+    bareAcceptP99: spread(all('bare', 'accept').map((r) => r.latencyMs.p99)),
+    acceptHttp: spread(accepts.map((r) => r.rps)),
+    acceptP50: spread(accepts.map((r) => r.latencyMs.p50)),
+    acceptP99: spread(accepts.map((r) => r.latencyMs.p99)),
+    ordersPerSecond: spread(accepts.map((r) => r.accepted?.ordersPerSecond ?? NaN)),
+    acceptRatio: spread(acceptRatios),
+    cpuPerOrderUs: spread(accepts.map((r) => r.cpu.usPerUnit)),
+    cpuPerRejectUs: spread(all('reject').map((r) => r.cpu.usPerUnit)),
+    cpuPerBareUs: spread(all('bare').map((r) => r.cpu.usPerUnit)),
+  };
+  const cores = first.machine.cores;
+  const budgetOrdersPerSecond = (cores * 1e6) / s.cpuPerOrderUs.median;
+  const targetOrdersPerSecond = s.bareAccept.median * TARGETS.acceptRatio;
+  const acceptConnections = accepts[0]?.params.connections ?? NaN;
+  const verdicts: Verdict[] = [
+    {
+      what: `accepted orders into MySQL ≥ ${TARGETS.acceptRatio} of bare node:http (median of per-pair ratios)`,
+      ok: s.acceptRatio.median >= TARGETS.acceptRatio,
+      figure: `${f2(s.acceptRatio.median)} (${f2(s.acceptRatio.min)}–${f2(s.acceptRatio.max)}): ${f0(s.ordersPerSecond.median)} orders/s against ${f0(s.bareAccept.median)} req/s`,
+    },
+    {
+      what: `accept path p99 ≤ ${TARGETS.acceptP99Ms} ms at ${TARGETS.acceptP99Connections} connections`,
+      ok: s.acceptP99.median <= TARGETS.acceptP99Ms && acceptConnections === TARGETS.acceptP99Connections,
+      figure: `${f2(s.acceptP99.median)} ms (${f2(s.acceptP99.min)}–${f2(s.acceptP99.max)}) at ${acceptConnections} connections`,
+    },
+    {
+      what: `rejection path ≥ ${TARGETS.rejectRatio} of bare node:http (median of per-pair ratios)`,
+      ok: s.rejectRatio.median >= TARGETS.rejectRatio,
+      figure: `${f2(s.rejectRatio.median)} (${f2(s.rejectRatio.min)}–${f2(s.rejectRatio.max)}): ${f0(s.reject.median)} req/s against ${f0(s.bareReject.median)} req/s`,
+    },
+  ];
+  const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
+  return { batch: first.batch, pairs: pairs.length, first, ...s, cpuPerOrderByRole, budgetOrdersPerSecond, targetOrdersPerSecond, verdicts, checksFailed };
+}
+
+/** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
+export function budgetLine(s: SeckillSummary): string {
+  const cores = s.first.machine.cores;
+  const reach = s.budgetOrdersPerSecond >= s.targetOrdersPerSecond;
+  return (
+    `CPU budget: ${cores} cores ÷ ${f0(s.cpuPerOrderUs.median)} µs of CPU per accepted order (all pipeline processes) = at most ` +
+    `${f0(s.budgetOrdersPerSecond)} orders/s; the accept target asks for ${f0(s.targetOrdersPerSecond)} orders/s ` +
+    `(${TARGETS.acceptRatio} × bare). ${reach ? 'Within the budget.' : `Out of reach on ${cores} cores at this CPU cost: it must fall below ${f0((cores * 1e6) / s.targetOrdersPerSecond)} µs per order.`}`
+  );
+}
+
+export interface TimeoutsSummary {
+  batch: string;
+  first: TimeoutsRun;
+  rows: TimeoutsRun[];
+  verdicts: Verdict[];
+  checksFailed: string[];
+}
+
+export function timeoutsSummary(runs: TimeoutsRun[]): TimeoutsSummary {
+  const first = runs[0];
+  if (!first) throw new Error('no timeouts runs');
+  const closerRounds = runs.filter((r) => r.which === 'closer');
+  const apiRounds = runs.filter((r) => r.which === 'api');
+  const p99 = spread(closerRounds.map((r) => r.delayMs.p99));
+  const early = runs.reduce((s, r) => s + r.early, 0);
+  const orders = closerRounds[0]?.params.orders ?? 0;
+  const verdicts: Verdict[] = [
+    {
+      what: `${f0(TARGETS.closeOrders)} unpaid orders due within one second close with p99 ≤ ${TARGETS.closeP99Ms / 1000} s (worst closer round)`,
+      ok: closerRounds.length > 0 && p99.max <= TARGETS.closeP99Ms && orders >= TARGETS.closeOrders,
+      figure: closerRounds.length === 0 ? 'no closer round' : `p99 ${(p99.median / 1000).toFixed(3)} s (${(p99.min / 1000).toFixed(3)}–${(p99.max / 1000).toFixed(3)}) over ${closerRounds.length} rounds of ${f0(orders)} orders`,
+    },
+    ...apiRounds.map((r) => ({
+      what: `through the API and order writer (round ${r.round}): p99 ≤ ${TARGETS.closeP99Ms / 1000} s`,
+      ok: r.delayMs.p99 <= TARGETS.closeP99Ms,
+      figure: `p99 ${(r.delayMs.p99 / 1000).toFixed(3)} s for ${f0(r.orders)} orders due within ${(r.params.dueSpreadMs / 1000).toFixed(2)} s`,
+    })),
+    { what: 'zero early closes (every round, every mode)', ok: early === 0, figure: `${early} early` },
+  ];
+  const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} round ${r.round}: ${c.what}`));
+  return { batch: first.batch, first, rows: runs, verdicts, checksFailed };
+}

@@ -1,0 +1,217 @@
+// What a benchmark needs to know about the machine and the running systems: CPU time of every
+// process of the pipeline (from /proc/<pid>/stat), the versions the systems report themselves,
+// the git commit, and which cores to pin the load generator and the server under test to.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import type { Pool } from '../../../controller/infra/mysql.ts';
+import type { Redis } from '../../../controller/infra/redis.ts';
+
+/** Clock ticks per second of utime/stime in /proc/<pid>/stat (USER_HZ, 100 on Linux unless told otherwise). */
+const TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** utime + stime of a process (all its threads), in seconds; NaN when it is gone or unreadable. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may contain spaces: fields are counted after its closing paren.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+  } catch {
+    return '';
+  }
+}
+
+function comm(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function allPids(): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+}
+
+/** The shared systems of the pipeline, found by process name: pids per role (empty when not found). */
+export function infraPids(): { redis: number[]; mariadb: number[]; kafka: number[] } {
+  const found = { redis: [] as number[], mariadb: [] as number[], kafka: [] as number[] };
+  for (const pid of allPids()) {
+    const c = comm(pid);
+    if (c === 'redis-server') found.redis.push(pid);
+    else if (c === 'mariadbd' || c === 'mysqld') found.mariadb.push(pid);
+    else if (c === 'java' && / kafka\.Kafka( |$)/.test(` ${cmdline(pid)}`)) found.kafka.push(pid);
+  }
+  return found;
+}
+
+/** A set of named processes whose CPU time is read before and after a measured run. */
+export class CpuMeter {
+  private readonly roles = new Map<string, number[]>();
+  private start = new Map<string, number>();
+
+  constructor(roles: Record<string, number[]>) {
+    for (const [role, pids] of Object.entries(roles)) this.roles.set(role, pids);
+  }
+
+  private read(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const [role, pids] of this.roles) m.set(role, pids.reduce((s, p) => s + cpuSeconds(p), 0));
+    return m;
+  }
+
+  begin(): void {
+    this.start = this.read();
+  }
+
+  /** CPU seconds per role since begin(); NaN for a role whose process ended in between. */
+  end(): Record<string, number> {
+    const now = this.read();
+    const out: Record<string, number> = {};
+    for (const [role, v] of now) out[role] = v - (this.start.get(role) ?? NaN);
+    return out;
+  }
+}
+
+/** Roles of the pipeline that were not found: printed so that a CPU sum that misses a process says so. */
+export function missingRoles(roles: Record<string, number[]>): string[] {
+  return Object.entries(roles).filter(([, pids]) => pids.length === 0).map(([r]) => r);
+}
+
+/** Kafka's version from the running broker: the kafka_<scala>-<version>.jar its JVM holds open, else its classpath. */
+export function kafkaVersion(pid: number | undefined): string {
+  if (pid === undefined) return 'unknown (no kafka.Kafka JVM found)';
+  const pattern = /kafka_[\d.]+-(\d+\.\d+\.\d+[\w.-]*?)\.jar$/;
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = pattern.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) return m[1] as string;
+      } catch {
+        // fd closed meanwhile
+      }
+    }
+  } catch {
+    // not our process: fall through to the classpath
+  }
+  const cp = /-cp\s+(\S+)/.exec(cmdline(pid));
+  if (cp) {
+    const dir = (cp[1] as string).split(':')[0]?.replace(/\/\*$/, '') ?? '';
+    try {
+      for (const f of readdirSync(dir)) {
+        const m = pattern.exec(f);
+        if (m) return m[1] as string;
+      }
+    } catch {
+      // unreadable classpath
+    }
+  }
+  return 'unknown';
+}
+
+export interface Versions {
+  node: string;
+  kafka: string;
+  mariadb: string;
+  redis: string;
+  wrk: string;
+}
+
+/** Versions as the running systems report them (nothing hard-coded). */
+export async function readVersions(deps: { pool: Pool; redis: Redis; kafkaPid: number | undefined }): Promise<Versions> {
+  const [rows] = await deps.pool.query('SELECT VERSION() AS v');
+  const info = await deps.redis.info('server');
+  let wrk = 'unknown';
+  try {
+    execFileSync('wrk', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    // `wrk -v` prints its version and exits 1.
+    const out = `${(err as { stdout?: string }).stdout ?? ''}${(err as { stderr?: string }).stderr ?? ''}`;
+    wrk = /^wrk (\S+)/m.exec(out)?.[1] ?? 'unknown';
+  }
+  return {
+    node: process.version,
+    kafka: kafkaVersion(deps.kafkaPid),
+    mariadb: String((rows as { v: string }[])[0]?.v ?? 'unknown'),
+    redis: /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown',
+    wrk,
+  };
+}
+
+export interface GitInfo {
+  commit: string;
+  /** Files changed in the work tree at the time of the run (others' work in a shared tree included). */
+  dirty: boolean;
+}
+
+export function gitInfo(root: string): GitInfo {
+  try {
+    const commit = execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
+    const status = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim();
+    return { commit, dirty: status.length > 0 };
+  } catch {
+    return { commit: 'unknown', dirty: true };
+  }
+}
+
+export interface Machine {
+  cores: number;
+  model: string;
+  loadavg1: number;
+}
+
+export function machine(): Machine {
+  return { cores: availableParallelism(), model: cpus()[0]?.model.trim() ?? 'unknown', loadavg1: loadavg()[0] ?? NaN };
+}
+
+export interface Pinning {
+  /** Core of the load generator, or null when not pinned. */
+  loadCore: number | null;
+  /** Core of the server under test (bare server or API), or null when not pinned. */
+  serverCore: number | null;
+  note: string;
+}
+
+/** Load generator and server under test on different cores when this process may use two and taskset exists. */
+export function choosePinning(disabled = false): Pinning {
+  if (disabled) return { loadCore: null, serverCore: null, note: 'not pinned (--no-pin)' };
+  let allowed: number[] = [];
+  try {
+    execFileSync('taskset', ['-V'], { stdio: 'ignore' });
+    const out = execFileSync('taskset', ['-cp', String(process.pid)], { encoding: 'utf8' });
+    const list = /:\s*(\S+)\s*$/.exec(out.trim())?.[1] ?? '';
+    for (const part of list.split(',')) {
+      const [a, b] = part.split('-').map(Number);
+      if (a === undefined || Number.isNaN(a)) continue;
+      for (let c = a; c <= (b ?? a); c++) allowed.push(c);
+    }
+  } catch {
+    return { loadCore: null, serverCore: null, note: 'not pinned: taskset is not available' };
+  }
+  allowed = [...new Set(allowed)].sort((x, y) => x - y);
+  if (allowed.length < 2) return { loadCore: null, serverCore: null, note: `not pinned: this process may use only core(s) ${allowed.join(',') || '?'}` };
+  const serverCore = allowed[0] as number;
+  const loadCore = allowed[1] as number;
+  return { loadCore, serverCore, note: `wrk pinned to core ${loadCore}, server under test to core ${serverCore} (taskset); Kafka, Redis, MariaDB and the order writer float` };
+}
+
+/** argv prefixed with `taskset -c <core>` when core is not null. */
+export function pinned(core: number | null, argv: string[]): [string, string[]] {
+  if (core === null) return [argv[0] as string, argv.slice(1)];
+  return ['taskset', ['-c', String(core), ...argv]];
+}
