@@ -65,6 +65,19 @@ export class TokenBucket {
   }
 }
 
+/** Observers of the queue (client-go's queueMetrics): controller/metrics/operator.ts QueueMetrics implements them. */
+export interface WorkQueueMetrics {
+  /** `key` became dirty (counted once until it is got). */
+  add(key: string): void;
+  /** A worker took `key`. */
+  get(key: string): void;
+  /** The worker finished `key`. */
+  done(key: string): void;
+  /** A failed key was re-added with backoff. */
+  retry(): void;
+  shutdown(): void;
+}
+
 export class WorkQueue {
   private readonly queue: string[] = [];
   private readonly dirty = new Set<string>();
@@ -74,22 +87,31 @@ export class WorkQueue {
   private readonly clock: Clock;
   readonly backoff: ExponentialBackoff;
   private readonly bucket: TokenBucket;
+  private readonly metrics: WorkQueueMetrics | undefined;
   private closed = false;
 
-  constructor(opts: { clock?: Clock; backoff?: Partial<BackoffOptions>; qps?: number; burst?: number } = {}) {
+  constructor(opts: { clock?: Clock; backoff?: Partial<BackoffOptions>; qps?: number; burst?: number; metrics?: WorkQueueMetrics } = {}) {
     this.clock = opts.clock ?? systemClock;
     this.backoff = new ExponentialBackoff(opts.backoff);
     this.bucket = new TokenBucket(opts.qps ?? 10, opts.burst ?? 100, this.clock);
+    this.metrics = opts.metrics;
   }
 
   add(key: string): void {
     if (this.closed || this.dirty.has(key)) return;
+    this.metrics?.add(key);
     this.dirty.add(key);
     if (this.processing.has(key)) return;
+    this.push(key);
+  }
+
+  /** Hands a dirty key to a waiting worker, or queues it. */
+  private push(key: string): void {
     const waiter = this.waiters.shift();
     if (waiter) {
       this.dirty.delete(key);
       this.processing.add(key);
+      this.metrics?.get(key);
       waiter(key);
     } else {
       this.queue.push(key);
@@ -114,6 +136,7 @@ export class WorkQueue {
   /** Re-adds a key that failed, after the longer of its exponential backoff and the overall rate limit. Returns the delay. */
   addRateLimited(key: string): number {
     const delay = Math.max(this.backoff.next(key), this.bucket.reserve());
+    this.metrics?.retry();
     this.addAfter(key, delay);
     return delay;
   }
@@ -128,6 +151,7 @@ export class WorkQueue {
     if (key !== undefined) {
       this.dirty.delete(key);
       this.processing.add(key);
+      this.metrics?.get(key);
       return Promise.resolve(key);
     }
     if (this.closed) return Promise.resolve(undefined);
@@ -135,11 +159,10 @@ export class WorkQueue {
   }
 
   done(key: string): void {
+    this.metrics?.done(key);
     this.processing.delete(key);
-    if (this.dirty.has(key) && !this.closed) {
-      this.dirty.delete(key);
-      this.add(key);
-    }
+    // Added again while it was processed: already counted as an add then, so not counted again.
+    if (this.dirty.has(key) && !this.closed) this.push(key);
   }
 
   /** Keys waiting to be processed (not counting delayed ones). */
@@ -153,6 +176,7 @@ export class WorkQueue {
 
   shutdown(): void {
     this.closed = true;
+    this.metrics?.shutdown();
     for (const { timer } of this.delayed.values()) timer.cancel();
     this.delayed.clear();
     for (const w of this.waiters.splice(0)) w(undefined);
