@@ -12,10 +12,18 @@ export interface OrderMessage {
   quantity: number;
   /** Epoch ms when the API reserved the stock. */
   createdAt: number;
+  /**
+   * The SKU's timeout bucket and due time (createdAt + the bucket's delay) as the accepting API saw
+   * its spec. With them the order writer needs nothing from its own spec to write the order and its
+   * timeout message, so a writer that does not know a newly added SKU yet still writes it (rollouts
+   * of the api and order-writer Deployments are independent). Absent in messages of older APIs.
+   */
+  bucket?: string;
+  dueAt?: number;
 }
 
 /** delay topic of the SKU's bucket, key = order id: close this order at dueAt unless paid. */
-export interface TimeoutMessage extends OrderMessage {
+export interface TimeoutMessage extends Omit<OrderMessage, 'bucket' | 'dueAt'> {
   /** Epoch ms: createdAt + the bucket's delay, fixed by the writer so clocks and topic timestamps do not matter. */
   dueAt: number;
   bucket: string;
@@ -41,8 +49,19 @@ export interface DeadLetter {
   /** The original value, as text when it was UTF-8, else base64. */
   value: string | null;
   valueEncoding: 'utf8' | 'base64';
+  /** Size of the original value in bytes. */
+  valueBytes: number;
+  /** True when `value` holds only the first DEAD_LETTER_VALUE_BYTES of the original (see deadLetter). */
+  truncated: boolean;
   at: number;
 }
+
+/**
+ * Bytes of the original value a dead letter keeps. A poison message may be as large as its topic
+ * allows; wrapped in JSON (escaped, or base64) it could exceed the dead-letter topic's limit and then
+ * never be produced, blocking the partition it came from. 64 KiB is enough to diagnose it.
+ */
+export const DEAD_LETTER_VALUE_BYTES = 64 * 1024;
 
 export class MalformedMessageError extends Error {
   override name = 'MalformedMessageError';
@@ -79,8 +98,17 @@ function version(o: Json): 1 {
   return 1;
 }
 
+const BUCKET_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+function bucketName(o: Json): string {
+  const b = str(o, 'bucket', 32);
+  // It becomes part of a topic name: the CRD's pattern for bucket names.
+  if (!BUCKET_NAME.test(b)) throw new MalformedMessageError('field bucket: not a bucket name (lowercase letters, digits and -)');
+  return b;
+}
+
 /** The fields every message about one order carries. */
-function orderFields(o: Json): OrderMessage {
+function orderFields(o: Json): Omit<OrderMessage, 'bucket' | 'dueAt'> {
   return {
     v: version(o),
     orderId: str(o, 'orderId', 36),
@@ -93,12 +121,19 @@ function orderFields(o: Json): OrderMessage {
 }
 
 export function parseOrderMessage(raw: Buffer | string | null): OrderMessage {
-  return orderFields(object(raw));
+  const o = object(raw);
+  const m: OrderMessage = orderFields(o);
+  if (o.bucket !== undefined || o.dueAt !== undefined) {
+    m.bucket = bucketName(o);
+    m.dueAt = int(o, 'dueAt', 0);
+    if (m.dueAt < m.createdAt) throw new MalformedMessageError('field dueAt: before createdAt');
+  }
+  return m;
 }
 
 export function parseTimeoutMessage(raw: Buffer | string | null): TimeoutMessage {
   const o = object(raw);
-  return { ...orderFields(o), dueAt: int(o, 'dueAt', 0), bucket: str(o, 'bucket', 32) };
+  return { ...orderFields(o), dueAt: int(o, 'dueAt', 0), bucket: bucketName(o) };
 }
 
 export function parseRetryMessage(raw: Buffer | string | null): RetryMessage {
@@ -110,13 +145,18 @@ export function parseRetryMessage(raw: Buffer | string | null): RetryMessage {
 export function deadLetter(source: DeadLetter['source'], reason: string, m: { topic: string; partition: number; offset: string; key: string | null; value: Buffer | null }, now = Date.now()): DeadLetter {
   let value: string | null = null;
   let valueEncoding: DeadLetter['valueEncoding'] = 'utf8';
+  const valueBytes = m.value?.length ?? 0;
+  const truncated = valueBytes > DEAD_LETTER_VALUE_BYTES;
   if (m.value) {
-    const text = m.value.toString('utf8');
-    if (Buffer.from(text, 'utf8').equals(m.value)) value = text;
+    const kept = truncated ? m.value.subarray(0, DEAD_LETTER_VALUE_BYTES) : m.value;
+    const text = kept.toString('utf8');
+    if (Buffer.from(text, 'utf8').equals(kept)) value = text;
     else {
-      value = m.value.toString('base64');
+      value = kept.toString('base64');
       valueEncoding = 'base64';
     }
   }
-  return { v: 1, source, reason, topic: m.topic, partition: m.partition, offset: m.offset, key: m.key, value, valueEncoding, at: now };
+  // Keys are bounded by the same concern; an order key is a SKU id or an order id.
+  const key = m.key !== null && m.key.length > 1024 ? m.key.slice(0, 1024) : m.key;
+  return { v: 1, source, reason: reason.slice(0, 1024), topic: m.topic, partition: m.partition, offset: m.offset, key, value, valueEncoding, valueBytes, truncated, at: now };
 }

@@ -44,22 +44,46 @@ export interface WrittenRow {
   order: OrderMessage;
   status: 'UNPAID' | 'CLOSED';
   dueAt: number;
+  bucket: string;
 }
 
 // INSERT IGNORE skips rows whose order id is already there, and its affected-row count is the number
 // of new rows (ON DUPLICATE KEY UPDATE counts matched duplicates too under mysql2's FOUND_ROWS flag).
 // It would also turn out-of-range values into warnings, so every value is checked before (see
-// checkRanges) and such a message goes to the dead-letter topic instead.
+// placeOrder) and such a message goes to the dead-letter topic instead.
 const INSERT_SQL = 'INSERT IGNORE INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at) VALUES ?';
 
 const MAX_QUANTITY = 0xffff_ffff; // INT UNSIGNED
 const MIN_TIME = Date.UTC(2000, 0, 1);
 const MAX_TIME = Date.UTC(9999, 0, 1); // DATETIME ends at 9999-12-31
+/** The CRD's longest bucket delay. */
+const MAX_DELAY_MS = 72 * 3_600_000;
+/** Where an order's timeout goes: its bucket and due time. */
+export interface Placement {
+  bucket: string;
+  dueAt: number;
+}
 
-/** What the column types cannot hold; the parser already bounds the string lengths to the columns'. */
-function checkRanges(o: OrderMessage, delayMs: number): void {
+/**
+ * The order's bucket and due time: from the message (fixed by the API that accepted it), else from
+ * this writer's spec (messages of older APIs). Throws MalformedMessageError for what cannot be written.
+ */
+export function placeOrder(o: OrderMessage, ctx: Pick<SaleContext, 'key' | 'skus'>): Placement {
+  if (o.sale !== ctx.key) throw new MalformedMessageError(`sale ${o.sale} is not ${ctx.key}`);
+  let placement: Placement;
+  if (o.bucket !== undefined && o.dueAt !== undefined) placement = { bucket: o.bucket, dueAt: o.dueAt };
+  else {
+    const sku = ctx.skus.get(o.skuId);
+    if (!sku) throw new MalformedMessageError(`unknown SKU ${o.skuId}`);
+    placement = { bucket: sku.bucket, dueAt: o.createdAt + sku.delayMs };
+  }
+  // What the column types cannot hold; the parser already bounds the string lengths to the columns'.
   if (o.quantity > MAX_QUANTITY) throw new MalformedMessageError(`field quantity: at most ${MAX_QUANTITY}`);
-  if (o.createdAt < MIN_TIME || o.createdAt + delayMs >= MAX_TIME) throw new MalformedMessageError('field createdAt: outside the years 2000 to 9998');
+  if (o.createdAt < MIN_TIME || placement.dueAt >= MAX_TIME) throw new MalformedMessageError('field createdAt: outside the years 2000 to 9998');
+  // A createdAt far in the future is written as accepted (the buyer has a 202): its timeout message
+  // cannot hold the delay partition, the closer bounds the wait by the bucket's delay (DUE_SKEW_MS).
+  if (placement.dueAt - o.createdAt > MAX_DELAY_MS) throw new MalformedMessageError(`field dueAt: more than ${MAX_DELAY_MS / 3_600_000} h after createdAt`);
+  return placement;
 }
 
 export class OrderWriter {
@@ -103,20 +127,16 @@ export class OrderWriter {
     const last = batch.messages.at(-1);
     if (!last) return;
     const { ctx } = this.opts;
-    const orders: OrderMessage[] = [];
+    const orders: { order: OrderMessage; placement: Placement }[] = [];
     const dead: OutgoingMessage[] = [];
     for (const m of batch.messages) {
       try {
         const order = parseOrderMessage(m.value);
-        if (order.sale !== ctx.key) throw new MalformedMessageError(`sale ${order.sale} is not ${ctx.key}`);
-        const sku = ctx.skus.get(order.skuId);
-        if (!sku) throw new MalformedMessageError(`unknown SKU ${order.skuId}`);
-        checkRanges(order, sku.delayMs);
-        orders.push(order);
+        orders.push({ order, placement: placeOrder(order, ctx) });
       } catch (err) {
         if (!(err instanceof MalformedMessageError)) throw err;
         const letter = deadLetter('orders', err.message, m, this.clock());
-        dead.push({ key: m.key, value: JSON.stringify(letter) });
+        dead.push({ key: letter.key, value: JSON.stringify(letter) });
         this.metrics.deadLetters.labels(ctx.key, 'orders', reasonLabel(err.message)).inc();
         this.log.warn({ partition: m.partition, offset: m.offset, reason: err.message }, 'malformed order message → dead-letter topic');
       }
@@ -129,10 +149,9 @@ export class OrderWriter {
     const byTopic = new Map<string, OutgoingMessage[]>();
     for (const r of rows) {
       if (r.status !== 'UNPAID') continue;
-      const sku = ctx.skus.get(r.order.skuId);
-      if (!sku) continue;
-      const t: TimeoutMessage = { ...r.order, dueAt: r.dueAt, bucket: sku.bucket };
-      const topic = ctx.names.topics.delay(sku.bucket);
+      const { bucket: _b, dueAt: _d, ...order } = r.order;
+      const t: TimeoutMessage = { ...order, dueAt: r.dueAt, bucket: r.bucket };
+      const topic = ctx.names.topics.delay(r.bucket);
       const list = byTopic.get(topic) ?? [];
       list.push({ key: r.order.orderId, value: JSON.stringify(t), timestamp: r.order.createdAt });
       byTopic.set(topic, list);
@@ -146,21 +165,21 @@ export class OrderWriter {
   }
 
   /** Claims the reservations per SKU; reaped ones become CLOSED rows. */
-  private async claim(orders: OrderMessage[]): Promise<WrittenRow[]> {
+  private async claim(orders: { order: OrderMessage; placement: Placement }[]): Promise<WrittenRow[]> {
     const { ctx } = this.opts;
-    const bySku = new Map<string, OrderMessage[]>();
+    const bySku = new Map<string, { order: OrderMessage; placement: Placement }[]>();
     for (const o of orders) {
-      const list = bySku.get(o.skuId) ?? [];
+      const list = bySku.get(o.order.skuId) ?? [];
       list.push(o);
-      bySku.set(o.skuId, list);
+      bySku.set(o.order.skuId, list);
     }
     const rows: WrittenRow[] = [];
     await Promise.all(
       [...bySku].map(async ([skuId, list]) => {
-        const results: ClaimResult[] = await ctx.stock.claim(skuId, list.map((o) => o.orderId));
-        const delay = ctx.skus.get(skuId)?.delayMs ?? 0;
-        list.forEach((o, i) => {
-          rows.push({ order: o, status: results[i] === 'reaped' ? 'CLOSED' : 'UNPAID', dueAt: o.createdAt + delay });
+        // The SKU's keys are named from the sale and the SKU id alone: no spec entry needed.
+        const results: ClaimResult[] = await ctx.stock.claim(skuId, list.map((o) => o.order.orderId));
+        list.forEach(({ order, placement }, i) => {
+          rows.push({ order, status: results[i] === 'reaped' ? 'CLOSED' : 'UNPAID', dueAt: placement.dueAt, bucket: placement.bucket });
         });
       }),
     );
