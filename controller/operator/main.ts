@@ -10,7 +10,7 @@ import { createPool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';
 import { createRegistry } from '../metrics/dataplane.ts';
 import { LagCollector } from '../metrics/lag.ts';
-import { observeReconcile, operatorMetrics } from '../metrics/operator.ts';
+import { CONTROLLER_NAME, QueueMetrics, activeWorkers, initControllerMetrics, observeReconcile, operatorMetrics, setLeader } from '../metrics/operator.ts';
 import { parseDuration, type FlashSale } from '../spec/flashsale.ts';
 import { systemClock } from './clock.ts';
 import { ResilientInformer } from './informer.ts';
@@ -131,6 +131,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const client = createKubeClient(kc);
   const registry = createRegistry();
   const metrics = operatorMetrics(registry);
+  initControllerMetrics(metrics, o.workers);
   const clock = systemClock;
 
   let leading = false;
@@ -157,7 +158,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     },
   });
 
-  const queue = new WorkQueue({ clock, backoff: { baseDelayMs: 500, maxDelayMs: 60_000 } });
+  const queue = new WorkQueue({ clock, backoff: { baseDelayMs: 500, maxDelayMs: 60_000 }, metrics: new QueueMetrics(metrics, CONTROLLER_NAME, () => clock.monotonic()) });
   const keyOf = (obj: { metadata?: { namespace?: string; name?: string } }) => `${obj.metadata?.namespace}/${obj.metadata?.name}`;
   const enqueue = (key: string) => {
     if (!leading) return;
@@ -188,10 +189,13 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
       if (key === undefined) return;
       metrics.workQueueDepth.set(queue.len());
       const started = clock.now();
+      activeWorkers(metrics, 1);
+      // A record of when this replica reconciled (test/leader.test.ts proves no two replicas overlap).
+      logger.debug({ sale: key }, 'reconcile started');
       try {
         const out = await reconciler.reconcile(key);
         queue.forget(key);
-        observeReconcile(metrics, out.result, (clock.now() - started) / 1000);
+        observeReconcile(metrics, out.result, (clock.now() - started) / 1000, { requeueAfter: !!out.requeueAfterMs });
         if (out.requeueAfterMs) queue.addAfter(key, out.requeueAfterMs);
       } catch (err) {
         const delay = queue.addRateLimited(key);
@@ -200,6 +204,8 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
         const log = err instanceof RetryableError || conflict ? logger.warn.bind(logger) : logger.error.bind(logger);
         log({ sale: key, err: (err as Error).message, retryInMs: delay }, 'reconcile failed');
       } finally {
+        activeWorkers(metrics, -1);
+        logger.debug({ sale: key }, 'reconcile finished');
         queue.done(key);
       }
     }
@@ -217,7 +223,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     logger,
     onStartedLeading: () => {
       leading = true;
-      metrics.leader.set(1);
+      setLeader(metrics, o.leaseName, true);
       lag.start();
       for (let i = 0; i < o.workers; i++) loops.push(workerLoop());
       resyncAll();
@@ -225,12 +231,12 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     },
     onStoppedLeading: () => {
       // Another replica may already be reconciling: stop at once; the Deployment restarts us as a candidate.
-      metrics.leader.set(0);
+      setLeader(metrics, o.leaseName, false);
       logger.error('lost the leader lease; exiting so a fresh candidate takes over');
       process.exit(1);
     },
   });
-  metrics.leader.set(0);
+  setLeader(metrics, o.leaseName, false);
   await Promise.all([...saleInformers, ...deploymentInformers].map((i) => i.start()));
   elector.start();
 
