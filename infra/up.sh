@@ -30,7 +30,7 @@ if ! mysql_ok >/dev/null 2>&1; then
   start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$STATE/mariadb.pid" \
     --exec /usr/sbin/mariadbd -- --bind-address=127.0.0.1 --port=3306
   touch "$STATE/started-mariadb"
-  wait_for 60 mariadb mysql_ok
+  wait_for 300 mariadb mysql_ok  # first start on a loaded 2-core machine can take minutes
 fi
 
 # --- Kafka -------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ if ! kafka_ok >/dev/null 2>&1; then
     || { cat "$logs/format.log" >&2; exit 1; }
   nohup setsid "${jvm[@]}" kafka.Kafka "$STATE/kafka/server.properties" > "$logs/stdout.log" 2>&1 &
   echo $! > "$STATE/kafka.pid"
-  if ! wait_for 120 kafka kafka_ok; then tail -30 "$logs/stdout.log" "$logs/server.log" >&2 || true; exit 1; fi
+  if ! wait_for 300 kafka kafka_ok; then tail -30 "$logs/stdout.log" "$logs/server.log" >&2 || true; exit 1; fi
 fi
 
 echo "kafka: 127.0.0.1:9092"
