@@ -344,7 +344,7 @@ export async function rebuildLikeOperator(rig: Rig, timeoutMs = 120_000): Promis
       return;
     } catch (err) {
       if (!(err instanceof RebuildBlockedError) && Date.now() > deadline) throw err;
-      if (Date.now() > deadline) throw new Error(`stock not rebuilt within ${timeoutMs} ms: ${String(err)}`);
+      if (Date.now() > deadline) throw new Error(`stock not rebuilt within ${timeoutMs} ms: ${String(err)}`, { cause: err });
       await new Promise((r) => setTimeout(r, 250));
     }
   }
