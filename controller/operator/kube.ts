@@ -28,8 +28,14 @@ export interface KubeList<T> {
   items: T[];
 }
 
+/** Per-request options: `signal` aborts the request (e.g. the leader's renew deadline passed); `timeoutMs` overrides the client's. */
+export interface RequestOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
 export interface KubeClient {
-  request<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
+  request<T>(method: string, path: string, body?: unknown, contentType?: string, options?: RequestOptions): Promise<T>;
 }
 
 export function createKubeClient(kc: KubeConfig, options: { timeoutMs?: number } = {}): KubeClient {
@@ -38,7 +44,8 @@ export function createKubeClient(kc: KubeConfig, options: { timeoutMs?: number }
   const base = new URL(cluster.server);
   const timeoutMs = options.timeoutMs ?? 15_000;
   return {
-    async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+    async request<T>(method: string, path: string, body?: unknown, contentType = 'application/json', ro: RequestOptions = {}): Promise<T> {
+      ro.signal?.throwIfAborted();
       const opts: https.RequestOptions = { method, headers: {} };
       await kc.applyToHTTPSOptions(opts);
       const url = new URL(base.pathname.replace(/\/$/, '') + path, base);
@@ -50,8 +57,9 @@ export function createKubeClient(kc: KubeConfig, options: { timeoutMs?: number }
       }
       const isHttps = url.protocol === 'https:';
       const reqOpts: https.RequestOptions = isHttps
-        ? { ...opts, headers, method, hostname: url.hostname, port: url.port, path: url.pathname + url.search }
-        : { method, headers, hostname: url.hostname, port: url.port, path: url.pathname + url.search, auth: opts.auth };
+        ? { ...opts, headers, method, hostname: url.hostname, port: url.port, path: url.pathname + url.search, signal: ro.signal }
+        : { method, headers, hostname: url.hostname, port: url.port, path: url.pathname + url.search, auth: opts.auth, signal: ro.signal };
+      const limitMs = ro.timeoutMs ?? timeoutMs;
       return new Promise<T>((resolve, reject) => {
         const req = (isHttps ? https : http).request(reqOpts, (res) => {
           const chunks: Buffer[] = [];
@@ -71,7 +79,7 @@ export function createKubeClient(kc: KubeConfig, options: { timeoutMs?: number }
             reject(new KubeApiError(status, s.reason ?? String(status), `${method} ${path}: ${status} ${s.message ?? text.slice(0, 200)}`));
           });
         });
-        req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${path}: timed out after ${timeoutMs}ms`)));
+        req.setTimeout(limitMs, () => req.destroy(new Error(`${method} ${path}: timed out after ${limitMs}ms`)));
         req.on('error', reject);
         if (payload) req.write(payload);
         req.end();

@@ -105,20 +105,21 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
 export function leaseStore(client: KubeClient, namespace: string, name: string): LeaseStore {
   type Lease = { metadata: { resourceVersion: string }; spec?: LeaseSpec };
   return {
-    async get() {
+    // `signal` is the leader's: it aborts a request the moment the renew deadline leaves no time for it.
+    async get(signal) {
       try {
-        const l = await client.request<Lease>('GET', paths.lease(namespace, name));
+        const l = await client.request<Lease>('GET', paths.lease(namespace, name), undefined, undefined, { signal });
         return { spec: l.spec ?? {}, resourceVersion: l.metadata.resourceVersion };
       } catch (err) {
         if ((err as { status?: number }).status === 404) return null;
         throw err;
       }
     },
-    async create(spec) {
-      await client.request('POST', paths.leases(namespace), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec });
+    async create(spec, signal) {
+      await client.request('POST', paths.leases(namespace), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec }, undefined, { signal });
     },
-    async update(spec, resourceVersion) {
-      await client.request('PUT', paths.lease(namespace, name), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace, resourceVersion }, spec });
+    async update(spec, resourceVersion, signal) {
+      await client.request('PUT', paths.lease(namespace, name), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace, resourceVersion }, spec }, undefined, { signal });
     },
   };
 }
