@@ -2,11 +2,12 @@
 // driven with the real kubectl, provisioning the real Kafka, Redis and MariaDB.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { createKubeClient, paths, type KubeClient, type KubeList } from '../controller/operator/kube.ts';
 import type { Condition, FlashSaleStatus } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
@@ -72,14 +73,14 @@ async function getSale(namespace: string, name: string): Promise<Sale> {
 const cond = (s: Sale, type: string): Condition | undefined => s.status?.conditions?.find((c) => c.type === type);
 
 async function deployments(namespace: string) {
-  return (await client.request<KubeList<{ metadata: { name: string; ownerReferences?: { uid: string; controller?: boolean }[] }; spec: { replicas: number; template: { spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } }; status?: { readyReplicas?: number } }>>('GET', paths.deployments(namespace))).items;
+  return (await client.request<KubeList<{ metadata: { name: string; generation?: number; ownerReferences?: { uid: string; controller?: boolean }[] }; spec: { replicas: number; template: { spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } }; status?: { readyReplicas?: number; observedGeneration?: number } }>>('GET', paths.deployments(namespace))).items;
 }
 
 /** Marks every Deployment of the namespace that is not ready yet as ready (there is no kubelet here). */
 async function markReady(namespace: string): Promise<void> {
   const kc = kubeConfigFor(server);
   for (const d of await deployments(namespace)) {
-    if ((d.status?.readyReplicas ?? 0) < d.spec.replicas) await setDeploymentStatus(kc, namespace, d.metadata.name);
+    if ((d.status?.readyReplicas ?? 0) < d.spec.replicas || (d.status?.observedGeneration ?? 0) < (d.metadata.generation ?? 0)) await setDeploymentStatus(kc, namespace, d.metadata.name);
   }
 }
 
@@ -110,6 +111,16 @@ async function objectVersions(namespace: string): Promise<string[]> {
     for (const o of list.items) out.push(`${kind}/${o.metadata.name}@${o.metadata.resourceVersion}`);
   }
   return out.sort();
+}
+
+/** crds/flashsale.yaml without its x-kubernetes-validations (CEL) rules: the CRD as an older release shipped it. */
+function crdWithoutRules(): string {
+  const strip = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'x-kubernetes-validations').map(([k, x]) => [k, strip(x)]));
+    return v;
+  };
+  return stringify(strip(parse(readFileSync('crds/flashsale.yaml', 'utf8'))));
 }
 
 const jsonEqualArrays = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -163,7 +174,9 @@ describe('operator end to end', () => {
     }
     assert.deepEqual(sale.metadata.finalizers, ['flashsale.dev/cleanup']);
     assert.equal(sale.status?.skuCount, 2);
-    assert.equal(sale.status?.remaining, 51_000);
+    // Remaining stock is a metric, not status (it changes with every order).
+    assert.equal(sale.status?.remaining, undefined);
+    await eventually(async () => (await op.metricSum('flashsale_sku_remaining', { flashsale: `${namespace}/singles-day` })) === 51_000, { what: 'remaining 51,000 on /metrics' });
 
     const n = saleNames({ namespace, name: 'singles-day' });
     const { stdout } = await run('kcat', ['-b', config.kafkaBrokers[0]!, '-L', '-m', '10']);
@@ -187,8 +200,11 @@ describe('operator end to end', () => {
     // rounds and check that no object it manages was written (the Lease renewals are the only
     // writes, so the global resourceVersion moves; the objects' resourceVersions must not).
     // The lag collector's first round lands a moment after Ready; from then on nothing changes.
-    const settled = await waitFor(namespace, 'singles-day', (s) => (s.status?.lag ?? []).length === 4, 'lag of the 4 groups in status');
-    assert.deepEqual(settled.status?.lag?.map((l) => [l.lag, l.overdue]), [[0, 0], [0, 0], [0, 0], [0, 0]]);
+    const groups = async () => (await (await fetch(`${op.url}/metrics`)).text()).split('\n').filter((l) => l.startsWith('kafka_consumergroup_group_sum_lag{') && l.includes(`flashsale="${namespace}/singles-day"`));
+    await eventually(async () => (await groups()).length === 4, { what: 'lag of the 4 groups on /metrics' });
+    assert.deepEqual((await groups()).map((l) => l.slice(l.lastIndexOf(' ') + 1)), ['0', '0', '0', '0']);
+    const settled = await getSale(namespace, 'singles-day');
+    assert.equal(settled.status?.lag, undefined, 'lag is a metric, not status');
     const rv = await objectVersions(namespace);
     assert.ok(rv.length >= 8, rv.join(' '));
     const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
@@ -203,7 +219,7 @@ describe('operator end to end', () => {
 
   it('rolls out added SKUs, raised stock, more partitions and replicas; refuses partition decrease and stock cut below sold with NotSupported', async () => {
     const namespace = ns();
-    await operator(namespace);
+    const op = await operator(namespace);
     await apply(namespace, saleYaml('s1', baseSpec()));
     await waitReady(namespace, 's1');
     const n = saleNames({ namespace, name: 's1' });
@@ -223,7 +239,10 @@ describe('operator end to end', () => {
     assert.equal(await redis.get(n.redis.sku('phone-x').stock), '150');
     assert.equal(await topicPartitions(n.topics.orders), 3);
     assert.equal(await topicPartitions(n.topics.delay('30m')), 3);
-    assert.deepEqual(sale.status?.skus?.map((s) => [s.id, s.stock, s.remaining]), [['phone-x', 150, 150], ['ebook-y', 500, 500], ['case-z', 7, 7]]);
+    assert.deepEqual(sale.status?.skus?.map((s) => [s.id, s.stock, s.remaining]), [['phone-x', 150, undefined], ['ebook-y', 500, undefined], ['case-z', 7, undefined]]);
+    for (const [sku, units] of [['phone-x', 150], ['ebook-y', 500], ['case-z', 7]] as const) {
+      await eventually(async () => (await op.metricSum('flashsale_sku_remaining', { flashsale: `${namespace}/s1`, sku })) === units, { what: `${sku} remaining ${units} on /metrics` });
+    }
 
     // Partition decrease: refused, topics untouched.
     await apply(namespace, saleYaml('s1', baseSpec({ skus: [{ id: 'phone-x', stock: 150, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m' }, { id: 'case-z', stock: 7, timeoutBucket: '5m' }], kafka: { partitions: 2, replicationFactor: 1 }, workers: { api: { replicas: 3 } } })));
@@ -247,10 +266,21 @@ describe('operator end to end', () => {
   it('an invalid spec → Invalid with the precise message and an Event; nothing provisioned', async () => {
     const namespace = ns();
     await operator(namespace);
-    await apply(namespace, saleYaml('bad', baseSpec({ skus: [{ id: 'a', stock: 1, timeoutBucket: '5m' }, { id: 'a', stock: 2, timeoutBucket: 'later' }] })));
+    // The apiserver refuses what the CRD's schema and CEL rules catch, naming the field.
+    const dup = await kubectl.run(['apply', '--validate=false', '-n', namespace, '-f', '-'], { stdin: saleYaml('dup', baseSpec({ skus: [{ id: 'a', stock: 1, timeoutBucket: '5m' }, { id: 'a', stock: 2, timeoutBucket: '5m' }] })) });
+    assert.notEqual(dup.status, 0);
+    assert.match(dup.stderr, /spec\.skus\[1\]: Duplicate value/);
+    // The operator's own checks are the second line, for sales stored before a rule existed: store
+    // one under the CRD without its CEL rules, then put the rules back.
+    await kubectl.ok(['apply', '--validate=false', '-f', '-'], { stdin: crdWithoutRules() });
+    try {
+      await eventually(async () => (await kubectl.run(['apply', '--validate=false', '-n', namespace, '-f', '-'], { stdin: saleYaml('bad', baseSpec({ skus: [{ id: 'a', stock: 1, timeoutBucket: '5m' }, { id: 'b', stock: 2, timeoutBucket: 'later' }], workers: { orderWriter: { minReplicas: 4, maxReplicas: 2 } } })) })).status === 0, { what: 'the bad sale stored under the rule-less CRD' });
+    } finally {
+      await kubectl.ok(['apply', '--validate=false', '-f', 'crds/flashsale.yaml']);
+    }
     const sale = await waitFor(namespace, 'bad', (s) => s.status?.phase === 'Invalid', 'Invalid');
     const msg = cond(sale, 'Ready')?.message ?? '';
-    assert.match(msg, /spec\.skus\[1\]\.id: duplicate SKU id "a"/);
+    assert.match(msg, /spec\.workers\.orderWriter\.minReplicas: must not exceed maxReplicas/);
     assert.match(msg, /spec\.skus\[1\]\.timeoutBucket: unknown bucket "later"/);
     assert.equal(cond(sale, 'Ready')?.reason, 'InvalidSpec');
     assert.equal(sale.metadata.finalizers, undefined);
@@ -275,10 +305,11 @@ describe('operator end to end', () => {
       randomUUID(), n.key, 'phone-x', 'u3', 1, 'CLOSED', now, now,
     ]);
     await deleteRedisKeys(redis, n.redis.patterns);
-    const sale = await waitFor(namespace, 'rb', (s) => s.status?.skus?.find((x) => x.id === 'phone-x')?.remaining === 98 && s.status.phase === 'Ready', 'rebuilt');
+    await eventually(async () => (await op.metricSum('flashsale_sku_remaining', { flashsale: `${namespace}/rb`, sku: 'phone-x' })) === 98, { what: 'rebuilt: phone-x remaining 98' });
+    await waitFor(namespace, 'rb', (s) => s.status?.phase === 'Ready', 'Ready after the rebuild');
     assert.equal(await redis.get(n.redis.sku('phone-x').stock), '98', 'stock − UNPAID/PAID units, not the full 100');
     assert.equal(await redis.get(n.redis.sku('ebook-y').stock), '500');
-    assert.equal(sale.status?.remaining, 598);
+    assert.equal(await op.metricSum('flashsale_sku_remaining', { flashsale: `${namespace}/rb` }), 598);
     // Sold is read from MySQL (UNPAID + PAID), not derived from Redis: the stock-drift alert compares
     // the two. An order that exists only in MySQL makes them differ: sold 3 while stock − remaining is 2.
     await sql('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES (?,?,?,?,?,?,?,?)', [randomUUID(), n.key, 'phone-x', 'u4', 1, 'UNPAID', now, now]);
@@ -429,7 +460,7 @@ describe('operator end to end', () => {
 
   it('lag-based scaling: an orders backlog raises the order writer within bounds; scheduled delay messages do not scale closers', async () => {
     const namespace = ns();
-    await operator(namespace);
+    const op = await operator(namespace);
     await apply(namespace, saleYaml('lag', baseSpec({
       kafka: { partitions: 4, replicationFactor: 1 },
       workers: { orderWriter: { minReplicas: 1, maxReplicas: 3, lagThreshold: 10 }, timeoutCloser: { minReplicas: 1, maxReplicas: 4, lagThreshold: 10 } },
@@ -443,13 +474,16 @@ describe('operator end to end', () => {
       { topic: n.topics.delay('30m'), messages: Array.from({ length: 200 }, (_, i) => ({ key: `d${i}`, value: '{}' })) },
     ]);
     await eventually(async () => (await deployments(namespace)).find((d) => d.metadata.name === n.workloads.orderWriter)?.spec.replicas === 3, { timeoutMs: 30_000, what: 'order writer scaled to 3' });
-    const sale = await waitFor(namespace, 'lag', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.timeoutCloser('30m') && l.lag === 200), 'lag in status');
-    const closerLag = sale.status?.lag?.find((l) => l.group === n.groups.timeoutCloser('30m'));
-    assert.equal(closerLag?.overdue, 0);
+    await eventually(async () => (await op.metricSum('kafka_consumergroup_group_sum_lag', { group: n.groups.timeoutCloser('30m') })) === 200, { what: 'lag 200 of the 30m closer on /metrics' });
+    assert.equal(await op.metricSum('flashsale_timeouts_overdue', { flashsale: n.key, bucket: '30m' }), 0);
+    assert.equal(await op.metricSum('flashsale_timeouts_scheduled', { flashsale: n.key, bucket: '30m' }), 200);
     assert.equal((await deployments(namespace)).find((d) => d.metadata.name === n.workloads.timeoutCloser('30m'))?.spec.replicas, 1, 'scheduled timeouts are not backlog');
     // More backlog never goes past maxReplicas.
     await producer.send([{ topic: n.topics.orders, messages: Array.from({ length: 100 }, (_, i) => ({ key: `m${i}`, value: '{}' })) }]);
-    await waitFor(namespace, 'lag', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.orderWriter && l.lag === 125), 'lag 125 observed');
+    await eventually(async () => (await op.metricSum('kafka_consumergroup_group_sum_lag', { group: n.groups.orderWriter })) === 125, { what: 'lag 125 observed' });
+    // The operator acts on its own snapshot; let it reconcile with that lag (SCALE_INTERVAL=1s) before checking the bound.
+    const seen = (await op.metricSum('flashsale_operator_reconciles_total', { result: 'requeue' })) ?? 0;
+    await eventually(async () => ((await op.metricSum('flashsale_operator_reconciles_total', { result: 'requeue' })) ?? 0) >= seen + 2, { what: '2 more reconciles' });
     assert.equal((await deployments(namespace)).find((d) => d.metadata.name === n.workloads.orderWriter)?.spec.replicas, 3);
     // Timeouts created 10 minutes ago on the 5m bucket ARE due: overdue backlog scales its closer.
     const tenMinutesAgo = Date.now() - 10 * 60_000;
@@ -461,7 +495,7 @@ describe('operator end to end', () => {
 
   it('lag-based scaling down waits for the stabilization window once the backlog is consumed', async () => {
     const namespace = ns();
-    await operator(namespace, { env: { SCALE_DOWN_STABILIZATION: '6s' } });
+    const op = await operator(namespace, { env: { SCALE_DOWN_STABILIZATION: '6s' } });
     await apply(namespace, saleYaml('down', baseSpec({ kafka: { partitions: 3, replicationFactor: 1 }, workers: { orderWriter: { minReplicas: 1, maxReplicas: 3, lagThreshold: 5 } } })));
     await waitReady(namespace, 'down');
     const n = saleNames({ namespace, name: 'down' });
@@ -477,7 +511,7 @@ describe('operator end to end', () => {
       if (last) await ctx.commit(String(Number(last.offset) + 1));
     });
     try {
-      await waitFor(namespace, 'down', (s) => (s.status?.lag ?? []).some((l) => l.group === n.groups.orderWriter && l.lag === 0), 'backlog consumed', 40_000);
+      await eventually(async () => (await op.metricSum('kafka_consumergroup_group_sum_lag', { group: n.groups.orderWriter })) === 0, { what: 'backlog consumed', timeoutMs: 40_000 });
       assert.equal(await replicas(), 3, 'no scale-down inside the window');
       await eventually(async () => (await replicas()) === 1, { timeoutMs: 30_000, what: 'scaled down to minReplicas after the window' });
     } finally {

@@ -3,16 +3,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../controller/operator/clock.ts';
-import { buildStatus, decide, FINALIZER, planChildren, recommendations, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
+import { buildStatus, decide, FINALIZER, planChildren, recommendations, rolloutState, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
 import { ResilientInformer, type InformerLike } from '../controller/operator/informer.ts';
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
-import { covers, desiredDeployment, desiredService, merged, parseSecretRef, plannedWorkloads, type WorkerEnv } from '../controller/operator/workloads.ts';
+import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredService, parseSecretRef, plannedWorkloads, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
 import { TokenBucket, WorkQueue } from '../controller/operator/workqueue.ts';
 import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
 import { createLogger } from '../controller/log.ts';
 import type { KubeConfig } from '@kubernetes/client-node';
-import type { KubeClient } from '../controller/operator/kube.ts';
+import { createKubeClient, RequestRateLimiter, retryAfterMs, type KubeClient } from '../controller/operator/kube.ts';
+import { KubeConfig as RealKubeConfig } from '@kubernetes/client-node';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { saleNames } from '../controller/spec/names.ts';
 
 function rawSale(spec: Record<string, unknown> = {}, meta: Partial<RawSale['metadata']> = {}): RawSale {
@@ -123,13 +126,16 @@ describe('children', () => {
   it('plans a Deployment per workload (one closer per bucket) and the API Service, with owner references', () => {
     const sale = valid();
     const plan = planChildren(sale, env, {}, { deployments: [], services: [] });
-    const names = plan.create.map((o) => `${o.kind}/${o.metadata?.name}`).sort();
+    assert.ok(plan.apply.every((a) => a.existing === undefined));
+    const created = plan.apply.map((a) => a.desired);
+    const names = created.map((o) => `${o.kind}/${o.metadata?.name}`).sort();
     assert.deepEqual(names, ['Deployment/sd-api', 'Deployment/sd-compensator', 'Deployment/sd-order-writer', 'Deployment/sd-timeout-closer-30m', 'Deployment/sd-timeout-closer-5m', 'Service/sd-api']);
-    for (const o of plan.create) {
+    for (const o of created) {
       assert.deepEqual(o.metadata?.ownerReferences, [{ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', name: 'sd', uid: 'u-1', controller: true, blockOwnerDeletion: true }]);
       assert.equal(o.metadata?.labels?.['flashsale.dev/sale'], 'sd');
+      assert.match(o.metadata?.annotations?.[APPLIED_HASH_ANNOTATION] ?? '', /^[0-9a-f]{16}$/, 'apply configuration carries its hash');
     }
-    const closer = plan.create.find((o) => o.metadata?.name === 'sd-timeout-closer-5m') as ReturnType<typeof desiredDeployment>;
+    const closer = created.find((o) => o.metadata?.name === 'sd-timeout-closer-5m') as ReturnType<typeof desiredDeployment>;
     const c = closer.spec?.template.spec?.containers[0];
     assert.deepEqual(c?.args, ['timeout-closer', '--bucket', '5m']);
     assert.equal(c?.securityContext?.readOnlyRootFilesystem, true);
@@ -138,7 +144,29 @@ describe('children', () => {
     assert.equal(c?.readinessProbe?.httpGet?.path, '/readyz');
     assert.equal(c?.livenessProbe?.httpGet?.path, '/healthz');
     const spec = JSON.parse(c?.env?.find((e) => e.name === 'FLASHSALE_SPEC')?.value ?? '{}');
-    assert.deepEqual(validateFlashSale(spec).spec, sale.spec, 'workers can read their sale from FLASHSALE_SPEC');
+    const read = validateFlashSale(spec);
+    assert.deepEqual([read.metadata.namespace, read.metadata.name], ['shop', 'sd'], 'workers can read their sale from FLASHSALE_SPEC');
+    assert.deepEqual(read.spec.skus.map((k) => [k.id, k.timeoutBucket]), sale.spec.skus.map((k) => [k.id, k.timeoutBucket]));
+    assert.deepEqual(read.spec.timeoutBuckets, sale.spec.timeoutBuckets);
+    assert.equal(read.spec.perUserLimit, sale.spec.perUserLimit);
+  });
+
+  it('a worker\'s pod template carries no stock numbers: a stock, replica or partition change rolls no pod; a new SKU does', () => {
+    const sale = valid();
+    const templates = (s: FlashSale, replicas: Record<string, number> = {}) =>
+      Object.fromEntries(planChildren(s, env, replicas, { deployments: [], services: [] }).apply.filter((a) => a.desired.kind === 'Deployment').map((a) => [a.desired.metadata?.name, JSON.stringify((a.desired as ReturnType<typeof desiredDeployment>).spec?.template)]));
+    const before = templates(sale);
+    for (const k of sale.spec.skus) assert.equal(workerSpec(sale, 'api').skus.find((x) => x.id === k.id)?.stock, 0, 'stock is read from Redis, never from the pod');
+    const edited = valid(rawSale({
+      skus: [{ id: 'phone', stock: 999, timeoutBucket: '5m' }, { id: 'book', stock: 12345, timeoutBucket: '30m' }],
+      kafka: { partitions: 8, replicationFactor: 1 },
+      workers: { api: { replicas: 5 }, orderWriter: { minReplicas: 2, maxReplicas: 6, lagThreshold: 10 }, timeoutCloser: { minReplicas: 1, maxReplicas: 4, lagThreshold: 50 } },
+    }));
+    assert.deepEqual(templates(edited, { 'sd-order-writer': 4 }), before, 'no template changed');
+    const added = valid(rawSale({ skus: [{ id: 'phone', stock: 10, timeoutBucket: '5m' }, { id: 'book', stock: 20, timeoutBucket: '30m' }, { id: 'case', stock: 3, timeoutBucket: '5m' }] }));
+    assert.notEqual(templates(added)['sd-api'], before['sd-api'], 'the API must learn a new SKU');
+    assert.equal(workerSpec(sale, 'api').compensation, undefined, 'only the compensator reads compensation settings');
+    assert.deepEqual(workerSpec(sale, 'compensator').compensation, sale.spec.compensation);
   });
 
   it('takes connection URLs from Secrets when configured', () => {
@@ -153,15 +181,18 @@ describe('children', () => {
     assert.equal(e.find((x) => x.name === 'MYSQL_URL')?.value, env.mysqlUrl);
   });
 
-  it('updates only what differs in owned fields; server defaults do not cause updates', () => {
+  it('applies only what the operator last applied differently or what drifted; server defaults and others\' fields cause no apply', () => {
     const sale = valid();
     const first = planChildren(sale, env, {}, { deployments: [], services: [] });
-    const deployments = first.create.filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
-    const services = first.create.filter((o) => o.kind === 'Service') as ReturnType<typeof desiredService>[];
-    // What a real apiserver adds: defaults, status, clusterIP.
+    const deployments = first.apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const services = first.apply.map((a) => a.desired).filter((o) => o.kind === 'Service') as ReturnType<typeof desiredService>[];
+    // What a real apiserver stores: the applied configuration plus defaults, status, clusterIP,
+    // and other managers' fields (kubectl rollout restart's annotation).
     const stored = deployments.map((d) => {
       const copy = structuredClone(d);
       copy.metadata!.resourceVersion = '7';
+      copy.metadata!.annotations = { ...copy.metadata!.annotations, 'deployment.kubernetes.io/revision': '1' };
+      copy.spec!.template.metadata!.annotations = { 'kubectl.kubernetes.io/restartedAt': '2026-01-01T00:00:00Z' };
       copy.spec!.template.spec!.containers[0]!.imagePullPolicy = 'IfNotPresent';
       copy.spec!.template.spec!.containers[0]!.terminationMessagePath = '/dev/termination-log';
       copy.status = { readyReplicas: 1 };
@@ -169,14 +200,24 @@ describe('children', () => {
     });
     const storedSvc = services.map((s) => ({ ...structuredClone(s), spec: { ...s.spec, clusterIP: '10.0.0.1' } }));
     const same = planChildren(sale, env, {}, { deployments: stored, services: storedSvc });
-    assert.deepEqual([same.create.length, same.update.length, same.delete.length], [0, 0, 0]);
+    assert.deepEqual([same.apply.length, same.delete.length], [0, 0]);
 
     const ow = saleNames(sale.metadata).workloads.orderWriter;
     const scaled = planChildren(sale, env, { [ow]: 3 }, { deployments: stored, services: storedSvc });
-    assert.deepEqual(scaled.update.map((u) => u.desired.metadata?.name), [ow]);
-    const m = merged(scaled.update[0]!.existing, scaled.update[0]!.desired);
-    assert.equal(m.metadata?.resourceVersion, '7');
-    assert.equal((m as typeof stored[0]).spec?.replicas, 3);
+    assert.deepEqual(scaled.apply.map((u) => u.desired.metadata?.name), [ow]);
+    const apply = scaled.apply[0]!.desired as ReturnType<typeof desiredDeployment>;
+    assert.equal(apply.spec?.replicas, 3);
+    assert.equal(apply.metadata?.resourceVersion, undefined, 'an apply configuration carries no resourceVersion');
+    assert.equal(apply.spec?.template.metadata?.annotations, undefined, 'others\' template annotations are not in the apply configuration, so they survive');
+
+    // Someone changed a field the operator owns (drift): applied again, though the hash matches.
+    const drifted = structuredClone(stored);
+    drifted[0]!.spec!.template.spec!.containers[0]!.image = 'other:1';
+    assert.deepEqual(planChildren(sale, env, {}, { deployments: drifted, services: storedSvc }).apply.map((u) => u.desired.metadata?.name), [drifted[0]!.metadata?.name]);
+    // A stored object applied by an older operator (no or another hash): applied again.
+    const old = structuredClone(stored);
+    delete old[1]!.metadata!.annotations![APPLIED_HASH_ANNOTATION];
+    assert.deepEqual(planChildren(sale, env, {}, { deployments: old, services: storedSvc }).apply.map((u) => u.desired.metadata?.name), [old[1]!.metadata?.name]);
 
     const oneBucket = valid(rawSale({ skus: [{ id: 'phone', stock: 10, timeoutBucket: '5m' }], timeoutBuckets: [{ name: '5m', delay: '5m' }] }));
     const shrunk = planChildren(oneBucket, env, {}, { deployments: stored, services: storedSvc });
@@ -191,9 +232,31 @@ describe('children', () => {
   });
 });
 
+describe('rollout readiness (as kubectl rollout status)', () => {
+  const dep = (spec: number, status: Record<string, unknown>, generation = 2) => ({ metadata: { name: 'd', generation }, spec: { replicas: spec }, status }) as never;
+  it('is done only when the latest generation is observed and every replica is updated and available', () => {
+    assert.equal(rolloutState(dep(2, { observedGeneration: 2, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2 })).state, 'done');
+    assert.equal(rolloutState(dep(2, { observedGeneration: 1, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2 })).state, 'progressing', 'new generation not observed yet');
+    assert.equal(rolloutState(dep(2, { observedGeneration: 2, replicas: 3, updatedReplicas: 2, readyReplicas: 3, availableReplicas: 3 })).state, 'progressing', 'an old replica still runs');
+    assert.equal(rolloutState(dep(2, { observedGeneration: 2, replicas: 2, updatedReplicas: 1, readyReplicas: 2, availableReplicas: 2 })).state, 'progressing', 'ready but not updated');
+    assert.equal(rolloutState(dep(2, { observedGeneration: 2, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 1 })).state, 'progressing', 'ready but not yet available');
+  });
+
+  it('a rollout past its progress deadline is stuck: WorkloadsReady False ProgressDeadlineExceeded, phase Degraded', () => {
+    const stuck = dep(1, { observedGeneration: 2, replicas: 1, updatedReplicas: 1, unavailableReplicas: 1, conditions: [{ type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: 'ReplicaSet "d-1" has timed out progressing.' }] });
+    assert.equal(rolloutState(stuck).state, 'stuck');
+    const s = buildStatus(undefined, { generation: 1, now: 't', topics: { ok: true, value: [] }, schema: { ok: true, value: { version: 1 } }, stock: { ok: true, value: [] }, workloads: { deployments: [stuck] } });
+    const w = s.conditions?.find((c) => c.type === 'WorkloadsReady');
+    assert.equal(w?.status, 'False');
+    assert.equal(w?.reason, 'ProgressDeadlineExceeded');
+    assert.match(w?.message ?? '', /timed out progressing/);
+    assert.equal(s.phase, 'Degraded');
+  });
+});
+
 describe('status', () => {
   const ok = <T>(value: T) => ({ ok: true as const, value });
-  const readyDeployment = (name: string) => ({ metadata: { name }, spec: { replicas: 1 }, status: { readyReplicas: 1 } }) as never;
+  const readyDeployment = (name: string) => ({ metadata: { name, generation: 1 }, spec: { replicas: 1 }, status: { observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1, availableReplicas: 1 } }) as never;
 
   it('is Ready when every part is; an unchanged round keeps lastTransitionTime and compares equal', () => {
     const input = {
@@ -203,13 +266,20 @@ describe('status', () => {
       schema: ok({ version: 2 }),
       stock: ok([{ id: 'a', stock: 10, remaining: 7 }, { id: 'b', stock: 5, remaining: 5 }]),
       workloads: { deployments: [readyDeployment('x')] },
-      lag: [],
     };
     const s1 = buildStatus(undefined, input);
     assert.equal(s1.phase, 'Ready');
     assert.equal(s1.observedGeneration, 2);
-    assert.equal(s1.remaining, 12);
     assert.equal(s1.skuCount, 2);
+    // Remaining stock and lag change with every order: metrics only, so selling writes no status.
+    assert.deepEqual(s1.skus, [{ id: 'a', stock: 10 }, { id: 'b', stock: 5 }]);
+    assert.equal(s1.remaining, undefined);
+    assert.equal(s1.lag, undefined);
+    const sold = buildStatus(s1, { ...input, now: '2026-01-01T00:01:00Z', stock: ok([{ id: 'a', stock: 10, remaining: 1 }, { id: 'b', stock: 5, remaining: 0 }]) });
+    assert.ok(jsonEqual(s1, sold), 'units sold ⇒ same status ⇒ no write');
+    const legacy = buildStatus({ ...s1, remaining: 12, lag: [{ group: 'g', lag: 3, overdue: 0 }] }, input);
+    assert.equal(legacy.remaining, undefined, 'fields of an older operator are dropped');
+    assert.equal(legacy.lag, undefined);
     assert.deepEqual(s1.conditions?.map((c) => [c.type, c.status]), [['TopicsReady', 'True'], ['StockReady', 'True'], ['SchemaReady', 'True'], ['WorkloadsReady', 'True'], ['Ready', 'True']]);
     const s2 = buildStatus(s1, { ...input, now: '2026-01-01T00:05:00Z' });
     assert.ok(jsonEqual(s1, s2), 'nothing changed ⇒ same status ⇒ no write');
@@ -229,10 +299,12 @@ describe('status', () => {
   it('waits (Provisioning) while replicas are not ready', () => {
     const s = buildStatus(undefined, {
       generation: 1, now: 't', topics: ok([]), schema: ok({ version: 1 }), stock: ok([]),
-      workloads: { deployments: [{ metadata: { name: 'x' }, spec: { replicas: 2 }, status: { readyReplicas: 1 } } as never] },
+      workloads: { deployments: [{ metadata: { name: 'x', generation: 1 }, spec: { replicas: 2 }, status: { observedGeneration: 1, replicas: 2, updatedReplicas: 2, readyReplicas: 1, availableReplicas: 1 } } as never] },
     });
     assert.equal(s.phase, 'Provisioning');
-    assert.match(s.conditions?.find((c) => c.type === 'WorkloadsReady')?.message ?? '', /x 1\/2/);
+    const w = s.conditions?.find((c) => c.type === 'WorkloadsReady');
+    assert.equal(w?.reason, 'Progressing');
+    assert.match(w?.message ?? '', /x: 1 of 2 updated replicas available/);
   });
 
   it('Invalid carries the precise message on Ready', () => {
@@ -447,5 +519,88 @@ describe('resilient informer', () => {
     fake.emit('error', new Error('after stop'));
     clock.advance(1000);
     assert.equal(fake.starts, 7, 'a stopped informer is not restarted');
+  });
+});
+
+describe('informer predicates', () => {
+  it('drops updates whose fingerprint did not change (status-only), delivers spec changes and deletes', async () => {
+    type Obj = { metadata: { name: string; namespace: string; generation: number }; status?: unknown };
+    const handlers: Record<string, ((x: Obj) => void)[]> = {};
+    const fake: InformerLike<Obj> = {
+      on: ((verb: string, cb: (x: Obj) => void) => void (handlers[verb] ??= []).push(cb)) as InformerLike<Obj>['on'],
+      start: async () => {},
+      stop: async () => {},
+      list: () => [],
+    };
+    const seen: string[] = [];
+    const inf = new ResilientInformer<Obj>({
+      kc: {} as KubeConfig, client: {} as KubeClient, path: '/x', logger: createLogger('silent'), clock: new ManualClock(), make: () => fake,
+      fingerprint: (o) => String(o.metadata.generation),
+      onChange: (o, verb) => seen.push(`${verb}:${o.metadata.name}@${o.metadata.generation}`),
+    });
+    await inf.start();
+    const emit = (verb: string, o: Obj) => handlers[verb]?.forEach((cb) => cb(o));
+    const meta = { name: 's', namespace: 'ns' };
+    emit('add', { metadata: { ...meta, generation: 1 } });
+    emit('update', { metadata: { ...meta, generation: 1 }, status: { phase: 'Ready' } });
+    emit('update', { metadata: { ...meta, generation: 2 } });
+    emit('delete', { metadata: { ...meta, generation: 2 } });
+    emit('add', { metadata: { ...meta, generation: 2 } });
+    assert.deepEqual(seen, ['add:s@1', 'update:s@2', 'delete:s@2', 'add:s@2']);
+    await inf.stop();
+  });
+});
+
+describe('kube client', () => {
+  it('a token bucket bounds the request rate (QPS/burst, as client-go)', () => {
+    const clock = new ManualClock();
+    const l = new RequestRateLimiter(5, 2, clock);
+    assert.deepEqual([l.reserve(), l.reserve(), l.reserve(), l.reserve()], [0, 0, 200, 400]);
+    clock.advance(1_000);
+    assert.equal(l.reserve(), 0);
+  });
+
+  it('Retry-After is read in seconds, bounded, 1 s when absent or a date', () => {
+    assert.equal(retryAfterMs('3'), 3_000);
+    assert.equal(retryAfterMs(undefined), 1_000);
+    assert.equal(retryAfterMs('Wed, 21 Oct 2015 07:28:00 GMT'), 1_000);
+    assert.equal(retryAfterMs('3600'), 30_000);
+  });
+
+  it('retries a request answered 429 after its Retry-After, and gives up after maxRetries with the status', async () => {
+    let calls = 0;
+    let failFirst = 2;
+    const server = createServer((req, res) => {
+      calls++;
+      if (failFirst-- > 0) {
+        res.writeHead(429, { 'retry-after': '2', 'content-type': 'application/json' });
+        res.end(JSON.stringify({ kind: 'Status', reason: 'TooManyRequests', message: 'too many requests' }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: req.url }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const kc = new RealKubeConfig();
+      kc.loadFromOptions({
+        clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
+        users: [{ name: 'u' }],
+        contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+        currentContext: 'x',
+      });
+      // A clock whose timers fire at once but record what was asked: no real waiting in the test.
+      const waits: number[] = [];
+      const clock = Object.assign(new ManualClock(), { setTimer: (fn: () => void, ms: number) => { waits.push(ms); setImmediate(fn); return { cancel: () => {} }; } });
+      const client = createKubeClient(kc, { clock, qps: 1000, burst: 1000, maxRetries: 3 });
+      assert.deepEqual(await client.request('GET', '/api/v1/namespaces'), { ok: '/api/v1/namespaces' });
+      assert.equal(calls, 3);
+      assert.deepEqual(waits, [2_000, 2_000]);
+      failFirst = 10;
+      await assert.rejects(client.request('GET', '/api/v1/pods'), (err: Error & { status?: number; reason?: string }) => err.status === 429 && err.reason === 'TooManyRequests');
+      assert.equal(calls, 3 + 4, 'one try and three retries');
+    } finally {
+      server.close();
+    }
   });
 });

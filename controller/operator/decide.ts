@@ -2,10 +2,10 @@
 // outcome of each provisioning step) to what should exist and what status to report. No I/O here,
 // so every rule is unit-tested with plain objects.
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
-import { InvalidSpecError, validateFlashSale, type Condition, type FlashSale, type FlashSaleStatus, type LagStatus } from '../spec/flashsale.ts';
+import { InvalidSpecError, validateFlashSale, type Condition, type FlashSale, type FlashSaleStatus } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 import { recommendReplicas } from './scaling.ts';
-import { desiredDeployment, desiredService, needsUpdate, plannedWorkloads, type WorkerEnv } from './workloads.ts';
+import { applyConfiguration, desiredDeployment, desiredService, needsApply, plannedWorkloads, type WorkerEnv } from './workloads.ts';
 
 export const FINALIZER = 'flashsale.dev/cleanup';
 export const FORCE_DELETE_ANNOTATION = 'flashsale.dev/force-delete';
@@ -79,26 +79,25 @@ export function recommendations(sale: FlashSale, lag: LagObservation[], partitio
 }
 
 export interface ChildPlan {
-  create: (V1Deployment | V1Service)[];
-  update: { existing: V1Deployment | V1Service; desired: V1Deployment | V1Service }[];
+  /** Apply configurations (server-side apply) to send; `existing` is undefined for a child that does not exist yet. */
+  apply: { existing?: V1Deployment | V1Service; desired: V1Deployment | V1Service }[];
   delete: (V1Deployment | V1Service)[];
 }
 
-/** Which Deployments/Services to create, update or delete so the sale's data plane matches its spec. */
+/** Which Deployments/Services to apply or delete so the sale's data plane matches its spec. */
 export function planChildren(
   sale: FlashSale,
   env: WorkerEnv,
   replicas: Record<string, number>,
   existing: { deployments: V1Deployment[]; services: V1Service[] },
 ): ChildPlan {
-  const plan: ChildPlan = { create: [], update: [], delete: [] };
+  const plan: ChildPlan = { apply: [], delete: [] };
   const wanted = plannedWorkloads(sale, replicas).map((p) => desiredDeployment(sale, p, env));
   const compare = (desired: (V1Deployment | V1Service)[], actual: (V1Deployment | V1Service)[]) => {
     const byName = new Map(actual.map((a) => [a.metadata?.name, a]));
     for (const d of desired) {
       const a = byName.get(d.metadata?.name);
-      if (!a) plan.create.push(d);
-      else if (needsUpdate(a, d)) plan.update.push({ existing: a, desired: d });
+      if (!a || needsApply(a, d)) plan.apply.push({ existing: a, desired: applyConfiguration(d) });
     }
     const names = new Set(desired.map((d) => d.metadata?.name));
     for (const a of actual) if (!names.has(a.metadata?.name)) plan.delete.push(a);
@@ -121,7 +120,6 @@ export interface StatusInput {
   stock?: Step<{ id: string; stock: number; remaining: number }[]>;
   /** The Deployments as observed after acting; `failed` when applying them failed. */
   workloads?: { deployments: V1Deployment[]; failed?: { reason: string; message: string }; blocked?: string };
-  lag?: LagObservation[];
 }
 
 /**
@@ -141,8 +139,27 @@ export function setCondition(conditions: Condition[], next: Omit<Condition, 'las
   return prev ? conditions.map((x) => (x.type === next.type ? c : x)) : [...conditions, c];
 }
 
-function deploymentReady(d: V1Deployment): boolean {
-  return (d.status?.readyReplicas ?? 0) >= (d.spec?.replicas ?? 1);
+/**
+ * A Deployment's rollout as `kubectl rollout status` judges it: done once the controller observed
+ * the latest generation and every replica is updated and available; stuck once the Deployment
+ * controller reports `Progressing=False` with `ProgressDeadlineExceeded`.
+ */
+export function rolloutState(d: V1Deployment): { state: 'done' | 'progressing' | 'stuck'; message: string } {
+  const name = d.metadata?.name ?? '';
+  const want = d.spec?.replicas ?? 1;
+  const st = d.status ?? {};
+  const progressing = (st.conditions ?? []).find((c) => c.type === 'Progressing');
+  if (progressing?.status === 'False' && progressing.reason === 'ProgressDeadlineExceeded') {
+    return { state: 'stuck', message: `${name}: ${progressing.message ?? 'progress deadline exceeded'}` };
+  }
+  if ((st.observedGeneration ?? 0) < (d.metadata?.generation ?? 0)) return { state: 'progressing', message: `${name}: waiting for the Deployment controller to observe generation ${d.metadata?.generation}` };
+  const updated = st.updatedReplicas ?? 0;
+  const total = st.replicas ?? 0;
+  const available = st.availableReplicas ?? 0;
+  if (updated < want) return { state: 'progressing', message: `${name}: ${updated} of ${want} updated replicas` };
+  if (total > updated) return { state: 'progressing', message: `${name}: ${total - updated} old replicas pending termination` };
+  if (available < updated) return { state: 'progressing', message: `${name}: ${available} of ${updated} updated replicas available` };
+  return { state: 'done', message: `${name}: ${available}/${want}` };
 }
 
 /** The status to report, from the previous one and this round's observations. */
@@ -178,26 +195,27 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
   }
   if (input.stock) {
     if (input.stock.ok) {
-      status.skus = input.stock.value;
+      status.skus = input.stock.value.map((k) => ({ id: k.id, stock: k.stock }));
       status.skuCount = input.stock.value.length;
-      status.remaining = input.stock.value.reduce((sum, s) => sum + s.remaining, 0);
       set('StockReady', true, 'StockReady', `${input.stock.value.length} SKUs seeded`);
     } else set('StockReady', false, input.stock.reason, input.stock.message);
   }
   if (input.workloads) {
     const ds = [...input.workloads.deployments].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
     status.workloads = ds.map((d) => ({ name: d.metadata?.name ?? '', replicas: d.spec?.replicas ?? 0, readyReplicas: d.status?.readyReplicas ?? 0 }));
-    const waiting = ds.filter((d) => !deploymentReady(d));
+    const rollouts = ds.map(rolloutState);
+    const stuck = rollouts.filter((r) => r.state === 'stuck');
+    const waiting = rollouts.filter((r) => r.state === 'progressing');
     if (input.workloads.failed) set('WorkloadsReady', false, input.workloads.failed.reason, input.workloads.failed.message);
     else if (ds.length === 0) set('WorkloadsReady', false, 'Blocked', input.workloads.blocked ?? 'no workloads yet');
-    else if (waiting.length > 0) {
-      set('WorkloadsReady', false, 'Progressing', `waiting for ready replicas: ${waiting.map((d) => `${d.metadata?.name} ${d.status?.readyReplicas ?? 0}/${d.spec?.replicas ?? 1}`).join(', ')}`);
-    } else set('WorkloadsReady', true, 'AllReplicasReady', `${ds.length} Deployments ready`);
+    else if (stuck.length > 0) set('WorkloadsReady', false, 'ProgressDeadlineExceeded', `rollout stuck: ${stuck.map((r) => r.message).join('; ')}`);
+    else if (waiting.length > 0) set('WorkloadsReady', false, 'Progressing', `waiting for rollouts: ${waiting.map((r) => r.message).join(', ')}`);
+    else set('WorkloadsReady', true, 'AllReplicasReady', `${ds.length} Deployments rolled out and available`);
   }
-  if (input.lag) {
-    const lag: LagStatus[] = input.lag.map((l) => ({ group: l.group, lag: l.lag, overdue: l.overdue }));
-    status.lag = lag;
-  }
+  // Per-partition lag and remaining stock change with every order: they are metrics
+  // (kafka_consumergroup_*, flashsale_sku_remaining), not status, so selling writes no status.
+  delete status.lag;
+  delete status.remaining;
 
   if (input.deleting) {
     set('Ready', false, input.deleting.reason, input.deleting.message);

@@ -20,6 +20,12 @@ export interface ResilientInformerOptions<T> {
   maxBackoffMs?: number;
   /** The informer to wrap (default: client-node's makeInformer on `path`); tests pass a fake. */
   make?: () => InformerLike<T>;
+  /**
+   * What of an object matters to the handler: an update whose fingerprint equals the last one
+   * delivered for that object is dropped (e.g. a FlashSale's status-only update, which the
+   * operator wrote itself, must not requeue it). Default: every update is delivered.
+   */
+  fingerprint?: (obj: T) => string;
 }
 
 /** The part of client-node's Informer this wrapper uses. */
@@ -38,6 +44,7 @@ export class ResilientInformer<T extends KubernetesObject> {
   private backoffMs: number;
   private restartTimer: Timer | undefined;
   private stopped = false;
+  private readonly seen = new Map<string, string>();
   restarts = 0;
 
   constructor(o: ResilientInformerOptions<T>) {
@@ -49,6 +56,16 @@ export class ResilientInformer<T extends KubernetesObject> {
     for (const verb of ['add', 'update', 'delete'] as const) {
       this.informer.on(verb, (obj: T) => {
         this.backoffMs = o.minBackoffMs ?? 500;
+        if (o.fingerprint) {
+          const id = `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+          if (verb === 'delete') this.seen.delete(id);
+          else {
+            const fp = o.fingerprint(obj);
+            const unchanged = verb === 'update' && this.seen.get(id) === fp;
+            this.seen.set(id, fp);
+            if (unchanged) return;
+          }
+        }
         o.onChange(obj, verb);
       });
     }

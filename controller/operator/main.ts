@@ -1,7 +1,7 @@
 // `flashsale operator`: watches FlashSales (and the Deployments they own), and — while it holds
 // the leader Lease — reconciles them from a deduplicating work queue. See docs/operator.md.
 import { hostname } from 'node:os';
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig, type KubernetesObject, type V1Deployment, type V1Service } from '@kubernetes/client-node';
 import type { CommandContext, CommandValues } from '../command.ts';
 import { ConfigError, type Config } from '../config.ts';
 import { serveWorkerEndpoints } from '../dataplane/worker-http.ts';
@@ -16,9 +16,10 @@ import { systemClock } from './clock.ts';
 import { ResilientInformer } from './informer.ts';
 import { createKubeClient, isConflict, paths, type KubeClient } from './kube.ts';
 import { LeaderElector, type LeaseSpec, type LeaseStore } from './leader.ts';
-import { Reconciler, RetryableError } from './reconciler.ts';
+import type { RawSale } from './decide.ts';
+import { Reconciler, RetryableError, type ReconcileCache } from './reconciler.ts';
 import { Stabilizer } from './scaling.ts';
-import { LABEL_SALE, MANAGED_BY, parseSecretRef, type WorkerEnv } from './workloads.ts';
+import { MANAGED_BY, parseSecretRef, type WorkerEnv } from './workloads.ts';
 import { WorkQueue } from './workqueue.ts';
 import pkg from '../../package.json' with { type: 'json' };
 
@@ -130,6 +131,8 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const kc = new KubeConfig();
   kc.loadFromDefault();
   const client = createKubeClient(kc);
+  // Leader election gets its own client (own rate limiter), so a burst of reconciles never delays a renewal.
+  const leaseClient = createKubeClient(kc);
   const registry = createRegistry();
   const metrics = operatorMetrics(registry);
   initControllerMetrics(metrics, o.workers);
@@ -146,8 +149,23 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const lag = new LagCollector({ kafka, registry, intervalMs: o.lagIntervalMs, logger });
   const sales = new Map<string, FlashSale>();
   const stabilizer = new Stabilizer(o.scaleDownWindowMs, clock);
+  // Filled below: the informers are created after the reconciler they feed.
+  const caches: { sales: ResilientInformer<KubernetesObject>[]; deployments: ResilientInformer<V1Deployment>[]; services: ResilientInformer<V1Service>[] } = { sales: [], deployments: [], services: [] };
+  const ownedBy = <T extends V1Deployment | V1Service>(informers: ResilientInformer<T>[], namespace: string, uid: string): T[] =>
+    informers.flatMap((i) => i.list().filter((o) => o.metadata?.namespace === namespace && (o.metadata?.ownerReferences ?? []).some((r) => r.controller && r.uid === uid)));
+  const cache: ReconcileCache = {
+    sale: (namespace, name) => {
+      for (const i of caches.sales) {
+        const found = i.list().find((s) => s.metadata?.namespace === namespace && s.metadata?.name === name);
+        if (found) return structuredClone(found) as unknown as RawSale;
+      }
+      return undefined;
+    },
+    deployments: (namespace, uid) => ownedBy(caches.deployments, namespace, uid).map((d) => structuredClone(d)),
+    services: (namespace, uid) => ownedBy(caches.services, namespace, uid).map((d) => structuredClone(d)),
+  };
   const reconciler = new Reconciler({
-    client, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, identity: o.identity,
+    client, cache, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, identity: o.identity,
     stepTimeoutMs: o.stepTimeoutMs,
     rebuildGraceMs: o.rebuildGraceMs,
     requeueAfterMs: o.requeueAfterMs,
@@ -167,19 +185,27 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     metrics.workQueueDepth.set(queue.len());
   };
   const scopes = o.namespaces.length > 0 ? o.namespaces : [undefined];
+  // FlashSales: only a change the reconcile acts on requeues a sale (spec → generation, deletion,
+  // finalizers, annotations such as force-delete); the operator's own status writes do not.
   const saleInformers = scopes.map(
-    (ns) => new ResilientInformer<{ metadata?: { namespace?: string; name?: string } }>({ kc, client, path: paths.flashsales(ns), logger, onChange: (obj) => enqueue(keyOf(obj)) }),
-  );
-  const deploymentInformers = scopes.map(
     (ns) =>
-      new ResilientInformer<{ metadata?: { namespace?: string; labels?: Record<string, string> } }>({
-        kc, client, path: paths.deployments(ns), labelSelector: `app.kubernetes.io/managed-by=${MANAGED_BY}`, logger,
-        onChange: (d) => {
-          const sale = d.metadata?.labels?.[LABEL_SALE];
-          if (sale) enqueue(`${d.metadata?.namespace}/${sale}`);
-        },
+      new ResilientInformer<KubernetesObject>({
+        kc, client, path: paths.flashsales(ns), logger,
+        fingerprint: ({ metadata: m }) => JSON.stringify([m?.generation, m?.deletionTimestamp, m?.finalizers, m?.annotations]),
+        onChange: (obj) => enqueue(keyOf(obj)),
       }),
   );
+  // Owned children: any change (a Deployment's status during a rollout, a deleted Service) requeues the owning sale.
+  const enqueueOwner = (o: V1Deployment | V1Service) => {
+    const owner = (o.metadata?.ownerReferences ?? []).find((r) => r.controller && r.kind === 'FlashSale');
+    if (owner) enqueue(`${o.metadata?.namespace}/${owner.name}`);
+  };
+  const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+  const deploymentInformers = scopes.map((ns) => new ResilientInformer<V1Deployment>({ kc, client, path: paths.deployments(ns), labelSelector: managed, logger, onChange: enqueueOwner }));
+  const serviceInformers = scopes.map((ns) => new ResilientInformer<V1Service>({ kc, client, path: paths.services(ns), labelSelector: managed, logger, onChange: enqueueOwner }));
+  caches.sales = saleInformers;
+  caches.deployments = deploymentInformers;
+  caches.services = serviceInformers;
   const resyncAll = () => {
     for (const inf of saleInformers) for (const s of inf.list()) enqueue(keyOf(s));
   };
@@ -215,7 +241,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   let resyncTimer: NodeJS.Timeout | undefined;
   const loops: Promise<void>[] = [];
   const elector = new LeaderElector({
-    store: leaseStore(client, o.leaseNamespace, o.leaseName),
+    store: leaseStore(leaseClient, o.leaseNamespace, o.leaseName),
     identity: o.identity,
     leaseDurationMs: o.leaseDurationMs,
     renewDeadlineMs: o.renewDeadlineMs,
@@ -238,7 +264,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     },
   });
   setLeader(metrics, o.leaseName, false);
-  await Promise.all([...saleInformers, ...deploymentInformers].map((i) => i.start()));
+  await Promise.all([...saleInformers, ...deploymentInformers, ...serviceInformers].map((i) => i.start()));
   elector.start();
 
   await ctx.stopping;
@@ -250,7 +276,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   // reconciles a sale this replica is still writing.
   await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, o.stepTimeoutMs).unref())]);
   await elector.stop();
-  await Promise.allSettled([...saleInformers, ...deploymentInformers].map((i) => i.stop()));
+  await Promise.allSettled([...saleInformers, ...deploymentInformers, ...serviceInformers].map((i) => i.stop()));
   await lag.stop();
   server.close();
   await Promise.allSettled([kafka.close(), redis.quit(), pool.end()]);

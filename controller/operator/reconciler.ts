@@ -1,6 +1,7 @@
-// One reconcile of one FlashSale: gather (the sale, its children, lag) → decide (pure, decide.ts)
-// → act (provision topics/schema/stock, apply children) → write status only if it changed.
-// A round with nothing to change makes no write at all, to the API or elsewhere.
+// One reconcile of one FlashSale: gather (the sale and its children from the informer caches, lag)
+// → decide (pure, decide.ts) → act (provision topics/schema/stock, server-side apply of the
+// children under one field manager) → write status only if it changed. A round with nothing to
+// change makes no write at all, to the API or elsewhere, and no read of the API either.
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { MysqlConfig } from '../config.ts';
 import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, soldUnits } from '../dataplane/provision.ts';
@@ -16,12 +17,21 @@ import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
 import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
 import { microTime } from './leader.ts';
-import { isConflict, isNotFound, paths, type KubeClient, type KubeList } from './kube.ts';
+import { APPLY_PATCH, applyQuery, isConflict, isNotFound, paths, type KubeClient } from './kube.ts';
 import type { Stabilizer } from './scaling.ts';
-import { LABEL_SALE, MANAGED_BY, merged, type WorkerEnv } from './workloads.ts';
+import type { WorkerEnv } from './workloads.ts';
+
+/** What the reconciler reads: the informers' caches (never a GET per reconcile). */
+export interface ReconcileCache {
+  sale(namespace: string, name: string): RawSale | undefined;
+  /** Deployments / Services of the namespace whose controller owner reference is the sale `uid`. */
+  deployments(namespace: string, uid: string): V1Deployment[];
+  services(namespace: string, uid: string): V1Service[];
+}
 
 export interface ReconcilerDeps {
   client: KubeClient;
+  cache: ReconcileCache;
   kafka: Pick<KafkaGateway, 'admin'>;
   redis: Redis;
   pool: Pool;
@@ -35,8 +45,11 @@ export interface ReconcilerDeps {
   identity: string;
   /** Bound of one provisioning step, so an unreachable system fails the round instead of hanging it. */
   stepTimeoutMs: number;
-  /** Valid sales are looked at again this often (lag-based scaling, drift repair). */
+  /** Valid sales are looked at again this often (lag-based scaling, drift repair), plus jitter. */
   requeueAfterMs: number;
+  /** Requeues are spread by up to this fraction of requeueAfterMs (default 0.1), so 500 sales do not reconcile in lockstep. */
+  requeueJitter?: number;
+  random?: () => number;
   /**
    * How long a SKU's keys must have been missing before it is rebuilt from MySQL (besides the orders
    * topic being drained): API replicas may still hold orders reserved before Redis lost the keys in
@@ -93,11 +106,8 @@ export class Reconciler {
 
   async reconcile(key: string): Promise<ReconcileOutcome> {
     const [namespace, name] = key.split('/') as [string, string];
-    let raw: RawSale;
-    try {
-      raw = await this.d.client.request<RawSale>('GET', paths.flashsale(namespace, name));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
+    const raw = this.d.cache.sale(namespace, name);
+    if (!raw) {
       this.forget(key);
       return { result: 'success' };
     }
@@ -148,7 +158,11 @@ export class Reconciler {
       await this.event(raw, 'Normal', 'DataDeleted', "deleted the sale's Kafka topics and Redis keys (orders in MySQL are kept)");
     }
     const finalizers = (raw.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-    await this.d.client.request('PATCH', paths.flashsale(raw.metadata.namespace, raw.metadata.name), { metadata: { finalizers, resourceVersion: raw.metadata.resourceVersion } }, 'application/merge-patch+json');
+    try {
+      await this.d.client.request('PATCH', paths.flashsale(raw.metadata.namespace, raw.metadata.name), { metadata: { finalizers, resourceVersion: raw.metadata.resourceVersion } }, 'application/merge-patch+json');
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
     this.forget(key);
     return { result: 'success' };
   }
@@ -197,14 +211,9 @@ export class Reconciler {
       return out.skus;
     });
 
-    const selector = encodeURIComponent(`${LABEL_SALE}=${name},app.kubernetes.io/managed-by=${MANAGED_BY}`);
-    const owned = <T extends V1Deployment | V1Service>(list: KubeList<T>) =>
-      list.items.filter((o) => (o.metadata?.ownerReferences ?? []).some((r) => r.uid === raw.metadata.uid && r.controller));
-    const listChildren = async () => ({
-      deployments: owned(await this.d.client.request<KubeList<V1Deployment>>('GET', `${paths.deployments(namespace)}?labelSelector=${selector}`)),
-      services: owned(await this.d.client.request<KubeList<V1Service>>('GET', `${paths.services(namespace)}?labelSelector=${selector}`)),
-    });
-    let children = await listChildren();
+    // Children from the caches; what this round applies replaces them for the status below.
+    const uid = raw.metadata.uid ?? '';
+    const children = { deployments: this.d.cache.deployments(namespace, uid), services: this.d.cache.services(namespace, uid) };
 
     const lag = this.lagOf(key);
     let failed: { reason: string; message: string } | undefined;
@@ -217,29 +226,35 @@ export class Reconciler {
         replicas[workload] = this.d.stabilizer.stabilize(`${key}/${workload}`, rec, current);
       }
       const plan = planChildren(sale, this.d.env, replicas, children);
+      const itemPath = (o: V1Deployment | V1Service) =>
+        o.kind === 'Service' ? paths.service(namespace, o.metadata?.name ?? '') : paths.deployment(namespace, o.metadata?.name ?? '');
       try {
-        const pathOf = (o: V1Deployment | V1Service) => (o.kind === 'Service' ? paths.services(namespace) : paths.deployments(namespace));
-        const itemPath = (o: V1Deployment | V1Service) =>
-          o.kind === 'Service' ? paths.service(namespace, o.metadata?.name ?? '') : paths.deployment(namespace, o.metadata?.name ?? '');
-        for (const o of plan.create) {
-          await this.d.client.request('POST', pathOf(o), o);
-          await this.event(raw, 'Normal', 'Created', `created ${o.kind} ${o.metadata?.name}`);
-        }
-        for (const { existing, desired } of plan.update) {
-          await this.d.client.request('PUT', itemPath(desired), merged(existing, desired));
-          const before = (existing as V1Deployment).spec?.replicas;
+        for (const { existing, desired } of plan.apply) {
+          // Server-side apply: creates or updates exactly the fields the operator sets.
+          const applied = await this.d.client.request<V1Deployment & V1Service>('PATCH', itemPath(desired) + applyQuery, desired, APPLY_PATCH);
+          const list = (desired.kind === 'Service' ? children.services : children.deployments) as (V1Deployment | V1Service)[];
+          const i = list.findIndex((o) => o.metadata?.name === desired.metadata?.name);
+          if (i >= 0) list[i] = applied;
+          else list.push(applied);
+          const before = (existing as V1Deployment | undefined)?.spec?.replicas;
           const after = (desired as V1Deployment).spec?.replicas;
-          const what = desired.kind === 'Deployment' && before !== after ? `scaled ${desired.metadata?.name} from ${before} to ${after} replicas` : `updated ${desired.kind} ${desired.metadata?.name}`;
-          await this.event(raw, 'Normal', desired.kind === 'Deployment' && before !== after ? 'Scaled' : 'Updated', what);
+          if (!existing) await this.event(raw, 'Normal', 'Created', `created ${desired.kind} ${desired.metadata?.name}`);
+          else if (desired.kind === 'Deployment' && before !== after) await this.event(raw, 'Normal', 'Scaled', `scaled ${desired.metadata?.name} from ${before} to ${after} replicas`);
+          else await this.event(raw, 'Normal', 'Updated', `updated ${desired.kind} ${desired.metadata?.name}`);
         }
         for (const o of plan.delete) {
-          await this.d.client.request('DELETE', itemPath(o));
+          try {
+            await this.d.client.request('DELETE', itemPath(o));
+          } catch (err) {
+            if (!isNotFound(err)) throw err;
+          }
+          children.deployments = children.deployments.filter((d) => d !== o);
+          children.services = children.services.filter((d) => d !== o);
           await this.event(raw, 'Normal', 'Deleted', `deleted ${o.kind} ${o.metadata?.name} (no longer in the spec)`);
         }
       } catch (err) {
         failed = { reason: isConflict(err) ? 'Conflict' : 'ApplyFailed', message: (err as Error).message };
       }
-      if (plan.create.length + plan.update.length + plan.delete.length > 0) children = await listChildren();
     } else {
       blocked = 'workloads wait for topics, schema and stock';
     }
@@ -251,22 +266,24 @@ export class Reconciler {
       topics,
       stock,
       workloads: { deployments: children.deployments, failed, blocked },
-      lag,
     });
     await this.writeStatus(raw, status);
     if (this.d.metrics) {
       setSalePhase(this.d.metrics, key, (status.phase ?? 'Pending') as SalePhase);
       // Sold comes from MySQL, not from stock − remaining: the stock-drift alert compares the two.
-      const sold = await soldUnits(this.d.pool, key).catch(() => null);
-      for (const s of status.skus ?? []) {
-        const id = s.id ?? '';
-        const units = sold ? (sold.get(id) ?? 0) : (s.stock ?? 0) - (s.remaining ?? 0);
-        setSkuStock(this.d.metrics, key, { id, stock: s.stock ?? 0, remaining: s.remaining ?? 0, sold: units });
+      // Remaining is a metric only (not status): it changes with every order.
+      if (stock.ok) {
+        const sold = await soldUnits(this.d.pool, key).catch(() => null);
+        for (const s of stock.value) {
+          const units = sold ? (sold.get(s.id) ?? 0) : s.stock - s.remaining;
+          setSkuStock(this.d.metrics, key, { id: s.id, stock: s.stock, remaining: s.remaining, sold: units });
+        }
       }
     }
     const unavailable = [schema, topics, stock].find((s): s is { ok: false; reason: string; message: string } => !s.ok && UNAVAILABLE.has(s.reason));
     if (unavailable || failed) throw new RetryableError(unavailable?.message ?? failed?.message ?? 'retry');
-    return { result: 'requeue', requeueAfterMs: this.d.requeueAfterMs };
+    const jitter = this.d.requeueJitter ?? 0.1;
+    return { result: 'requeue', requeueAfterMs: Math.round(this.d.requeueAfterMs * (1 + jitter * (this.d.random ?? Math.random)())) };
   }
 
   private lagOf(key: string): LagObservation[] {

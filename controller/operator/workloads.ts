@@ -1,5 +1,8 @@
 // The Deployments and the Service of a sale's data plane, built as plain objects from the spec
-// (pure functions), and the comparison that decides whether an existing object needs an update.
+// (pure functions), and the comparison that decides whether they need to be applied again.
+// They are written with server-side apply under one field manager: the operator owns exactly the
+// fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
+import { createHash } from 'node:crypto';
 import type { V1Deployment, V1EnvVar, V1OwnerReference, V1Service } from '@kubernetes/client-node';
 import { API_VERSION, KIND, type FlashSale } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
@@ -80,16 +83,36 @@ function selector(sale: FlashSale, role: Role, bucket?: string): Record<string, 
   return { [LABEL_SALE]: sale.metadata.name, [LABEL_ROLE]: role, ...(bucket ? { [LABEL_BUCKET]: bucket } : {}) };
 }
 
-/** The sale as the workers read it from FLASHSALE_SPEC: identity and spec only, so status churn never restarts pods. */
-export function specForWorkers(sale: FlashSale): string {
-  return JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name: sale.metadata.name, namespace: sale.metadata.namespace }, spec: sale.spec });
+/**
+ * The sale as a worker of `role` reads it from FLASHSALE_SPEC: only what its process needs to start,
+ * so an edit that does not concern a worker changes no pod template and rolls no pod. Left out:
+ * stock numbers (workers read stock from Redis, where the operator applies a change: `stock: 0` is
+ * a placeholder the schema requires), replica counts and scaling bounds, partitions, the deletion
+ * policy, and the compensation settings for every role but the compensator.
+ */
+export function workerSpec(sale: FlashSale, role: Role): FlashSale['spec'] {
+  const s = sale.spec;
+  const spec: Record<string, unknown> = {
+    skus: s.skus.map((k) => ({ id: k.id, stock: 0, timeoutBucket: k.timeoutBucket })),
+    timeoutBuckets: s.timeoutBuckets,
+    perUserLimit: s.perUserLimit,
+  };
+  if (s.startTime !== undefined) spec.startTime = s.startTime;
+  if (s.endTime !== undefined) spec.endTime = s.endTime;
+  if (role === 'compensator') spec.compensation = s.compensation;
+  return spec as unknown as FlashSale['spec'];
 }
 
-function envVars(sale: FlashSale, env: WorkerEnv): V1EnvVar[] {
+/** FLASHSALE_SPEC of a worker: identity and its part of the spec (see workerSpec), never status. */
+export function specForWorkers(sale: FlashSale, role: Role): string {
+  return JSON.stringify({ apiVersion: API_VERSION, kind: KIND, metadata: { name: sale.metadata.name, namespace: sale.metadata.namespace }, spec: workerSpec(sale, role) });
+}
+
+function envVars(sale: FlashSale, env: WorkerEnv, role: Role): V1EnvVar[] {
   const fromSecret = (name: string, ref: SecretRef | undefined, plain: string): V1EnvVar =>
     ref ? { name, valueFrom: { secretKeyRef: { name: ref.name, key: ref.key } } } : { name, value: plain };
   return [
-    { name: 'FLASHSALE_SPEC', value: specForWorkers(sale) },
+    { name: 'FLASHSALE_SPEC', value: specForWorkers(sale, role) },
     { name: 'KAFKA_BROKERS', value: env.kafkaBrokers.join(',') },
     fromSecret('REDIS_URL', env.redisSecret, env.redisUrl),
     fromSecret('MYSQL_URL', env.mysqlSecret, env.mysqlUrl),
@@ -120,7 +143,7 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
               name: plan.role,
               image: env.image,
               args: plan.args,
-              env: envVars(sale, env),
+              env: envVars(sale, env, plan.role),
               ports: [{ name: 'http', containerPort: WORKER_PORT, protocol: 'TCP' }],
               resources: plan.role === 'api' ? { requests: { cpu: '250m', memory: '256Mi' } } : { requests: { cpu: '100m', memory: '128Mi' } },
               readinessProbe: probe('/readyz'),
@@ -160,7 +183,7 @@ export function desiredService(sale: FlashSale): V1Service {
 
 /**
  * True when every field the operator sets in `desired` has the same value in `actual`. Fields the
- * server defaults (or other controllers add) are not compared, so they never cause an update.
+ * server defaults (or other controllers add) are not compared, so they never cause a write.
  */
 export function covers(actual: unknown, desired: unknown): boolean {
   if (desired === undefined) return true;
@@ -174,24 +197,42 @@ export function covers(actual: unknown, desired: unknown): boolean {
   return actual === desired;
 }
 
-/** Whether `existing` (Deployment or Service) lacks something of `desired` in the parts the operator owns. */
-export function needsUpdate(existing: V1Deployment | V1Service, desired: V1Deployment | V1Service): boolean {
+/** Annotation holding the hash of the configuration the operator last applied to a child. */
+export const APPLIED_HASH_ANNOTATION = 'flashsale.dev/applied-hash';
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v !== null && typeof v === 'object') {
+    return Object.fromEntries(Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined).map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+  }
+  return v;
+}
+
+/** A stable hash of an object's configuration (key order ignored). */
+export function configHash(o: unknown): string {
+  return createHash('sha256').update(JSON.stringify(canonical(o))).digest('hex').slice(0, 16);
+}
+
+/**
+ * The apply configuration of a child: `desired` carrying the hash of itself in an annotation, so
+ * the next round can tell what the operator last applied without asking the apiserver.
+ */
+export function applyConfiguration<T extends V1Deployment | V1Service>(desired: T): T {
+  const hash = configHash(desired);
+  return { ...desired, metadata: { ...desired.metadata, annotations: { ...(desired.metadata?.annotations ?? {}), [APPLIED_HASH_ANNOTATION]: hash } } } as T;
+}
+
+/**
+ * Whether `desired` must be applied over `existing`: the operator last applied something else
+ * (hash annotation differs: covers removed fields too), or a field it sets was changed by someone
+ * else (drift). Server defaults and others' fields never cause an apply, so an idle round writes nothing.
+ */
+export function needsApply(existing: V1Deployment | V1Service, desired: V1Deployment | V1Service): boolean {
+  const want = applyConfiguration(desired);
+  if (existing.metadata?.annotations?.[APPLIED_HASH_ANNOTATION] !== want.metadata?.annotations?.[APPLIED_HASH_ANNOTATION]) return true;
   return !(
     covers(existing.metadata?.labels, desired.metadata?.labels) &&
     covers(existing.metadata?.ownerReferences, desired.metadata?.ownerReferences) &&
     covers(existing.spec, desired.spec)
   );
-}
-
-/** `existing` with the owned parts replaced by `desired` (resourceVersion kept for the optimistic-concurrency check). */
-export function merged<T extends V1Deployment | V1Service>(existing: T, desired: T): T {
-  return {
-    ...existing,
-    metadata: {
-      ...existing.metadata,
-      labels: { ...(existing.metadata?.labels ?? {}), ...(desired.metadata?.labels ?? {}) },
-      ownerReferences: desired.metadata?.ownerReferences,
-    },
-    spec: { ...(existing.spec ?? {}), ...(desired.spec ?? {}) },
-  } as T;
 }

@@ -17,6 +17,8 @@ export interface OperatorProcess {
   logs(): string;
   /** The value of a metric line (first sample matching `name{labels}`), or undefined. */
   metric(name: string, labels?: string): Promise<number | undefined>;
+  /** Sum of every sample of `name` whose labels include all of `labels` (any order); undefined when none. */
+  metricSum(name: string, labels?: Record<string, string>): Promise<number | undefined>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -69,6 +71,17 @@ export async function startOperator(opts: { kubeconfigYaml: string; config: Conf
       const text = await (await fetch(`${url}/metrics`)).text();
       const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}` : ''}`) && !l.startsWith('#'));
       return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : undefined;
+    },
+    async metricSum(name, labels = {}) {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      let sum: number | undefined;
+      for (const line of text.split('\n')) {
+        const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+        if (!m || m[1] !== name) continue;
+        const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+        if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum = (sum ?? 0) + Number(m[3]);
+      }
+      return sum;
     },
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
