@@ -81,9 +81,19 @@ function object(raw: Buffer | string | null): Json {
   return value as Json;
 }
 
+/** Length in Unicode code points (a character outside the BMP is two UTF-16 units, one character). */
+export function codePoints(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
+
 function str(o: Json, k: string, max = 128): string {
   const v = o[k];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new MalformedMessageError(`field ${k}: expected a non-empty string of at most ${max} characters`);
+  // Characters are code points, as the API counts them (docs/openapi.yaml) and MySQL's VARCHAR does.
+  if (typeof v !== 'string' || v.length === 0 || (v.length > max && (v.length > 2 * max || codePoints(v) > max))) {
+    throw new MalformedMessageError(`field ${k}: expected a non-empty string of at most ${max} characters`);
+  }
   return v;
 }
 

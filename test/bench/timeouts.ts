@@ -1,36 +1,94 @@
-// `npm run bench:timeouts`: a burst of N unpaid orders whose due times fall inside the same second
-// (bucket 2s), closed by the timeout closer; then the same burst with the closer stopped and
-// only the compensation scan (spec defaults: interval 30s, grace 10s) to show what losing the
-// Kafka delay messages costs. Real Kafka, Redis and MariaDB; the closer runs in this process.
-// Prints a table and replaces the "timeouts" section of test/bench/RESULTS.md.
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { cpus } from 'node:os';
+// `npm run bench:timeouts [-- --orders 100000 --rounds 3 --api-rounds 1 --modes closer,api,scan]`:
+// bursts of unpaid orders whose due times fall inside one second, closed by the timeout closer
+// (in this process, configured as timeout-closer-main.ts configures it). Real Kafka, Redis, MariaDB.
+//   - closer rounds: the benchmark places --orders orders itself (reserve + claim in Redis, rows in
+//     MySQL, timeout messages in due order), due uniformly inside one second;
+//   - api rounds: buyers POST orders to a `flashsale api` process for --api-seconds (wrk), a
+//     `flashsale order-writer` process inserts the rows and publishes the timeout messages, the
+//     closer closes them: the real path end to end (as many orders as the API accepts in that time);
+//   - scan: the same burst with no delay messages at all, closed only by the compensation scan.
+// After every closer and api round, the ceiling of the same run: the rate of raw conditional
+// `UPDATE orders SET status='CLOSED' WHERE order_id=? AND status='UNPAID'` on the same table
+// (--ceiling-connections connections, --ceiling-per-tx statements per transaction, as the closer's chunks).
+// One JSON line per round is appended to test/bench/results/timeouts.jsonl; `npm run bench:report`
+// renders RESULTS.md and the README from it. Exits non-zero, with the figure, on a missed target.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { Compensator } from '../../controller/dataplane/compensator.ts';
-import { parseDuration } from '../../controller/spec/flashsale.ts';
 import { RetryWorker, TimeoutCloser } from '../../controller/dataplane/timeout-closer.ts';
+import { parseDuration } from '../../controller/spec/flashsale.ts';
 import { eventually } from '../support/infra.ts';
 import { logger, saleFixture, sleepUntil, type PlacedOrder, type SaleFixture } from '../support/timeouts.ts';
+import { request } from './lib/http.ts';
+import { appendRun, newBatchId, resultsFile, type RunContext, type TimeoutsRun } from './lib/results.ts';
+import { percentile } from './lib/stats.ts';
+import { TARGETS, timeoutsSummary } from './lib/summary.ts';
+import { choosePinning, gitInfo, infraPids, machine, pinned, readVersions } from './lib/system.ts';
+import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
 
-const N = Number(process.env.BENCH_N ?? 20_000);
-const LEAD_MS = Number(process.env.BENCH_LEAD_MS ?? 10_000);
-if (!(N >= 1)) throw new Error('BENCH_N must be a positive number');
-
-interface Row {
-  mode: string;
-  orders: number;
-  closed: number;
-  early: number;
-  closesPerSec: number;
-  p50: number;
-  p99: number;
-  max: number;
-  placeMs: number;
+const { values: args } = parseArgs({
+  options: {
+    orders: { type: 'string', default: process.env.BENCH_N ?? String(TARGETS.closeOrders) },
+    rounds: { type: 'string', default: process.env.BENCH_ROUNDS ?? '3' },
+    'api-rounds': { type: 'string', default: '1' },
+    'api-seconds': { type: 'string', default: '1' },
+    'api-connections': { type: 'string', default: '256' },
+    'api-delay': { type: 'string', default: '10s' },
+    modes: { type: 'string', default: process.env.BENCH_MODES ?? 'closer,api,scan' },
+    'lead-ms': { type: 'string', default: process.env.BENCH_LEAD_MS },
+    'ceiling-connections': { type: 'string', default: '6' },
+    'ceiling-per-tx': { type: 'string', default: '500' },
+    port: { type: 'string', default: process.env.BENCH_PORT ?? '18490' },
+    results: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false },
+  },
+});
+function positive(name: string, v: string | undefined): number {
+  const n = Number(v);
+  if (!(n > 0) || !Number.isFinite(n)) throw new Error(`--${name}: "${v}" must be a positive number`);
+  return n;
 }
+const N = positive('orders', args.orders);
+const ROUNDS = positive('rounds', args.rounds);
+const API_ROUNDS = Number(args['api-rounds']);
+const API_SECONDS = positive('api-seconds', args['api-seconds']);
+const API_CONNECTIONS = positive('api-connections', args['api-connections']);
+const API_DELAY = args['api-delay'] as string;
+// Placing the burst must end before its due second: about 0.3 ms per order here, with room to spare.
+const LEAD_MS = args['lead-ms'] ? positive('lead-ms', args['lead-ms']) : Math.max(10_000, Math.ceil(N * 0.3));
+const CEILING_CONNECTIONS = positive('ceiling-connections', args['ceiling-connections']);
+const CEILING_PER_TX = positive('ceiling-per-tx', args['ceiling-per-tx']);
+const PORT = positive('port', args.port);
+const MODES = (args.modes as string).split(',');
+const FILE = args.results ?? resultsFile('timeouts');
+const SMOKE = N < TARGETS.closeOrders || ROUNDS < 3;
+const BUCKET = '2s';
+const PARTITIONS = 6;
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'timeouts-'));
+const pin = choosePinning(args['no-pin']);
 
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+/** The context of every line: versions read from the running systems through a throwaway fixture. */
+async function runContext(): Promise<RunContext> {
+  const f = await fixture({ skus: [{ id: 'sku', stock: 1, timeoutBucket: BUCKET }], buckets: [{ name: BUCKET, delay: BUCKET }], partitions: 1 });
+  try {
+    return {
+      batch: newBatchId(),
+      smoke: SMOKE,
+      git: gitInfo(root),
+      machine: machine(),
+      versions: await readVersions({ pool: f.pool, redis: f.redis, kafkaPid: infraPids().kafka[0] }),
+      pinning: MODES.includes('api') ? `${pin.note} (api rounds only)` : 'not pinned (no HTTP load)',
+    };
+  } finally {
+    await f.cleanup();
+  }
 }
 
 /** N orders, due uniformly inside one second starting at dueFrom; messages produced in due order (as the writer does). */
@@ -40,68 +98,250 @@ async function placeBurst(f: SaleFixture, dueFrom: number, produce: boolean): Pr
   const perCall = 2000;
   for (let i = 0; i < N; i += perCall) {
     const count = Math.min(perCall, N - i);
-    const part = await f.place('sku', count, { createdAt: dueFrom - 2000, dueAt: () => dueFrom + Math.floor(Math.random() * 1000), produce: false });
-    orders.push(...part);
+    orders.push(...(await f.place('sku', count, { createdAt: dueFrom - 2000, dueAt: () => dueFrom + Math.floor(Math.random() * 1000), produce: false })));
   }
   if (produce) await f.produceTimeouts([...orders].sort((a, b) => a.dueAt - b.dueAt));
   return { orders, placeMs: Date.now() - t0 };
 }
 
-async function measure(f: SaleFixture, mode: string, orders: PlacedOrder[], placeMs: number, committedAt: Map<string, number>): Promise<Row> {
+interface Measured {
+  closed: number;
+  early: number;
+  closesPerSecond: number;
+  delayMs: TimeoutsRun['delayMs'];
+  curve: [number, number][];
+  dueSpreadMs: number;
+}
+
+async function measure(f: SaleFixture, committedAt: Map<string, number>): Promise<Measured> {
   const [rows] = await f.pool.query(`SELECT order_id, due_at, closed_at FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key]);
   const list = rows as { order_id: string; due_at: Date; closed_at: Date }[];
   // Delay = when the close was durable (commit time seen by the closer, else closed_at) − due time.
-  const delays = list.map((r) => (committedAt.get(r.order_id) ?? r.closed_at.getTime()) - r.due_at.getTime()).sort((a, b) => a - b);
-  const early = list.filter((r) => r.closed_at.getTime() < r.due_at.getTime() || (committedAt.get(r.order_id) ?? Infinity) < r.due_at.getTime()).length;
-  const closeTimes = list.map((r) => committedAt.get(r.order_id) ?? r.closed_at.getTime());
-  const firstClose = Math.min(...closeTimes);
-  const lastClose = Math.max(...closeTimes);
+  const closeAt = (r: (typeof list)[number]) => committedAt.get(r.order_id) ?? r.closed_at.getTime();
+  const delays = list.map((r) => closeAt(r) - r.due_at.getTime()).sort((a, b) => a - b);
+  const early = list.filter((r) => r.closed_at.getTime() < r.due_at.getTime() || closeAt(r) < r.due_at.getTime()).length;
+  const closeTimes = list.map(closeAt);
+  const dues = list.map((r) => r.due_at.getTime());
+  const span = (xs: number[]) => (xs.length ? xs.reduce((m, x) => Math.max(m, x), -Infinity) - xs.reduce((m, x) => Math.min(m, x), Infinity) : 0);
   return {
-    mode,
-    orders: orders.length,
     closed: list.length,
     early,
-    closesPerSec: Math.round(list.length / Math.max(0.001, (lastClose - firstClose) / 1000)),
-    p50: pct(delays, 50),
-    p99: pct(delays, 99),
-    max: delays.at(-1) ?? NaN,
-    placeMs,
+    closesPerSecond: list.length / Math.max(0.001, span(closeTimes) / 1000),
+    delayMs: { p50: percentile(delays, 50), p90: percentile(delays, 90), p99: percentile(delays, 99), max: delays.at(-1) ?? NaN },
+    curve: CURVE_PERCENTILES.map((p) => [p, percentile(delays, p)]),
+    dueSpreadMs: span(dues),
   };
 }
 
-const breakdowns: string[] = [];
+/**
+ * The ceiling of the same run, on the same table: raw conditional UPDATEs closing `rows` fresh UNPAID
+ * rows, one row per statement (`WHERE order_id = ? AND status = 'UNPAID'`) and, as the closer
+ * batches them, one statement per chunk (`WHERE order_id IN (…) AND status = 'UNPAID'`); both over
+ * CEILING_CONNECTIONS connections in transactions of CEILING_PER_TX rows.
+ */
+async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<TimeoutsRun['ceiling']>> {
+  const rate = async (perStatement: 'one' | 'chunk') => {
+    const sale = `${f.names.key}/ceiling`;
+    const ids = Array.from({ length: rows }, () => randomUUID());
+    const now = new Date();
+    for (let i = 0; i < ids.length; i += 1000) {
+      await f.pool.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES ?', [
+        ids.slice(i, i + 1000).map((id, j) => [id, sale, 'sku', `ceiling-${i + j}`, 1, 'UNPAID', now, now]),
+      ]);
+    }
+    let next = 0;
+    let updated = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: CEILING_CONNECTIONS }, async () => {
+        const conn = await f.pool.getConnection();
+        try {
+          while (next < ids.length) {
+            const chunk = ids.slice(next, next + CEILING_PER_TX);
+            next += chunk.length;
+            await conn.beginTransaction();
+            if (perStatement === 'one') {
+              for (const id of chunk) {
+                const [r] = await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = NOW(3) WHERE order_id = ? AND status = 'UNPAID'", [id]);
+                updated += (r as { affectedRows: number }).affectedRows;
+              }
+            } else {
+              const [r] = await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = NOW(3) WHERE order_id IN (?) AND status = 'UNPAID'", [chunk]);
+              updated += (r as { affectedRows: number }).affectedRows;
+            }
+            await conn.commit();
+          }
+        } finally {
+          conn.release();
+        }
+      }),
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    await f.pool.query('DELETE FROM orders WHERE sale = ?', [sale]);
+    if (updated !== rows) throw new Error(`ceiling: ${updated} of ${rows} conditional UPDATEs changed a row`);
+    return rows / seconds;
+  };
+  const updatesPerSecond = await rate('one');
+  const chunkedPerSecond = await rate('chunk');
+  return { updatesPerSecond, chunkedPerSecond, rows, connections: CEILING_CONNECTIONS, perTransaction: CEILING_PER_TX };
+}
 
-async function withCloser(round: number): Promise<Row> {
-  const f = await saleFixture({ skus: [{ id: 'sku', stock: N, timeoutBucket: '2s' }], buckets: [{ name: '2s', delay: '2s' }], partitions: 6 });
-  const committedAt = new Map<string, number>();
-  try {
-    // As timeout-closer-main.ts configures it.
-    const closer = f.closer({ deferMarking: { idleMs: 200, maxMs: 5000 }, afterCommit: (ids) => {
+/** The closer and its retry worker, as timeout-closer-main.ts runs them; commit times recorded per order. */
+async function startCloser(f: SaleFixture, committedAt: Map<string, number>) {
+  const closer = f.closer({
+    deferMarking: { idleMs: 200, maxMs: 5000 },
+    afterCommit: (ids) => {
       const t = Date.now();
       for (const id of ids) committedAt.set(id, t);
-    } });
-    const common = { kafka: f.kafka, producer: f.producer, closer, names: f.names, logger, metrics: f.metrics };
-    const workers = [new TimeoutCloser({ ...common, bucket: '2s', partitionsConsumedConcurrently: Number(process.env.BENCH_CONC ?? 6) }), new RetryWorker(common)];
-    for (const w of workers) await w.start();
+    },
+  });
+  const common = { kafka: f.kafka, producer: f.producer, closer, names: f.names, logger, metrics: f.metrics };
+  const workers = [new TimeoutCloser({ ...common, bucket: f.sale.spec.timeoutBuckets[0]?.name as string, partitionsConsumedConcurrently: PARTITIONS }), new RetryWorker(common)];
+  for (const w of workers) await w.start();
+  return {
+    closer,
+    workers,
+    async stop() {
+      for (const w of workers) await w.stop();
+      await closer.flushMarks();
+    },
+  };
+}
+
+/** A fresh sale; provisioning is retried (topic creation on a busy broker can answer UNKNOWN_TOPIC_OR_PARTITION). */
+async function fixture(setup: Parameters<typeof saleFixture>[0]): Promise<SaleFixture> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await saleFixture(setup);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      process.stderr.write(`provisioning a sale failed (${String(err)}), attempt ${attempt + 1} of 3\n`);
+    }
+  }
+}
+
+const unpaid = (f: SaleFixture) => f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key]);
+
+const ctx = await runContext();
+process.stderr.write(`batch ${ctx.batch}${SMOKE ? ' (smoke: shorter than the full run, not reported)' : ''}; versions ${JSON.stringify(ctx.versions)}\n`);
+const lines: TimeoutsRun[] = [];
+
+function record(which: TimeoutsRun['which'], round: number, m: Measured, orders: number, bucket: string, ceil: TimeoutsRun['ceiling'], notes: string[], checks: TimeoutsRun['checks']): void {
+  const line: TimeoutsRun = {
+    bench: 'timeouts',
+    ...ctx,
+    timestamp: new Date().toISOString(),
+    which,
+    round,
+    params: { orders, bucket, partitions: PARTITIONS, dueSpreadMs: m.dueSpreadMs },
+    orders,
+    closed: m.closed,
+    early: m.early,
+    closesPerSecond: m.closesPerSecond,
+    delayMs: m.delayMs,
+    curve: m.curve,
+    ceiling: ceil,
+    notes,
+    checks: [{ what: `every order closed (${m.closed} of ${orders})`, ok: m.closed === orders }, { what: `no order closed before it was due (${m.early} early)`, ok: m.early === 0 }, ...checks],
+  };
+  appendRun(FILE, line);
+  lines.push(line);
+  const s = (ms: number) => (ms / 1000).toFixed(3);
+  process.stderr.write(
+    `${which} round ${round}: ${m.closed}/${orders} closed, ${m.early} early, due within ${s(m.dueSpreadMs)} s, delay p50 ${s(m.delayMs.p50)} s p99 ${s(m.delayMs.p99)} s max ${s(m.delayMs.max)} s, ` +
+      `${Math.round(m.closesPerSecond)} closes/s${ceil ? `, ceiling ${Math.round(ceil.updatesPerSecond)} rows/s one per UPDATE, ${Math.round(ceil.chunkedPerSecond)} rows/s ${ceil.perTransaction} per UPDATE` : ''}\n`,
+  );
+  for (const c of line.checks) if (!c.ok) process.stderr.write(`  FAIL: ${c.what}\n`);
+}
+
+async function closerRound(round: number): Promise<void> {
+  const f = await fixture({ skus: [{ id: 'sku', stock: N, timeoutBucket: BUCKET }], buckets: [{ name: BUCKET, delay: BUCKET }], partitions: PARTITIONS });
+  const committedAt = new Map<string, number>();
+  try {
+    const c = await startCloser(f, committedAt);
     const dueFrom = Date.now() + LEAD_MS;
     const { orders, placeMs } = await placeBurst(f, dueFrom, true);
-    if (Date.now() >= dueFrom) throw new Error(`placing ${N} orders took ${placeMs} ms, past the due second: raise BENCH_LEAD_MS`);
+    if (Date.now() >= dueFrom) throw new Error(`placing ${N} orders took ${placeMs} ms, past the due second: raise --lead-ms`);
     await sleepUntil(dueFrom);
-    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { timeoutMs: 120_000, intervalMs: 250, what: 'all closed' });
-    for (const w of workers) await w.stop();
-    await closer.flushMarks();
-    const st = workers[0]?.worker.stats;
-    const ms = Object.entries(closer.timings).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ');
-    breakdowns.push(`round ${round}: ${st?.batches} batches, ${st?.chunks} close transactions (avg ${Math.round(N / Math.max(1, st?.chunks ?? 1))} orders), ms summed over the concurrent chunks: ${ms}`);
-    process.stderr.write(`${breakdowns.at(-1)}\n`);
-    return await measure(f, `timeout closer, round ${round}`, orders, placeMs, committedAt);
+    await eventually(async () => (await unpaid(f)) === 0, { timeoutMs: 300_000, intervalMs: 250, what: 'every order closed' });
+    await c.stop();
+    const st = c.workers[0]?.worker.stats;
+    const timings = Object.entries(c.closer.timings).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ');
+    const m = await measure(f, committedAt);
+    record('closer', round, m, orders.length, BUCKET, await ceiling(f, N), [
+      `placed in ${placeMs} ms`,
+      `${st?.batches} batches, ${st?.chunks} close transactions (avg ${Math.round(N / Math.max(1, st?.chunks ?? 1))} orders); ms summed over concurrent chunks: ${timings}`,
+    ], []);
   } finally {
     await f.cleanup();
   }
 }
 
-async function scanOnly(): Promise<Row & { interval: string; grace: string }> {
-  const f = await saleFixture({ skus: [{ id: 'sku', stock: N, timeoutBucket: '2s' }], buckets: [{ name: '2s', delay: '2s' }], partitions: 6 });
+async function stopChild(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  c.kill('SIGTERM');
+  const timer = setTimeout(() => c.kill('SIGKILL'), 15_000);
+  await once(c, 'exit');
+  clearTimeout(timer);
+}
+
+async function apiRound(round: number): Promise<void> {
+  const STOCK = 10_000_000;
+  const f = await fixture({ skus: [{ id: 'sku', stock: STOCK, timeoutBucket: 'api' }], buckets: [{ name: 'api', delay: API_DELAY }], partitions: PARTITIONS });
+  const committedAt = new Map<string, number>();
+  const children: ChildProcess[] = [];
+  const flashsale = (command: string, port: number, core: number | null) => {
+    const [cmd, argv] = pinned(core, [process.execPath, '--disable-warning=TimeoutNegativeWarning', join(root, 'bin/flashsale.js'), command]);
+    const child = spawn(cmd, argv, {
+      env: {
+        ...process.env,
+        FLASHSALE_SPEC: JSON.stringify(f.sale),
+        MYSQL_URL: `mysql://${f.config.mysql.user}@${f.config.mysql.host}:${f.config.mysql.port}/${f.config.mysql.database}`,
+        HTTP_PORT: String(port),
+        HTTP_HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    children.push(child);
+    return child;
+  };
+  try {
+    const c = await startCloser(f, committedAt);
+    const api = flashsale('api', PORT, pin.serverCore);
+    const writer = flashsale('order-writer', PORT + 1, null);
+    for (const p of [PORT, PORT + 1]) await eventually(async () => (await request('GET', `http://127.0.0.1:${p}/readyz`)).status === 200, { timeoutMs: 30_000, what: `readyz on ${p}` });
+    const url = `http://127.0.0.1:${PORT}`;
+    const r = await wrk({
+      name: `api-${round}`, workDir: work, url, path: `/v1/sales/${f.sale.metadata.name}/orders`, skuId: 'sku', prefix: `t${round}-`, users: 0,
+      connections: API_CONNECTIONS, seconds: API_SECONDS, threads: 1, core: pin.loadCore,
+    });
+    await stopChild(api); // finishes the requests wrk hung up on, hands their orders off
+    const level = await f.stock.level('sku');
+    const accepted = STOCK - (level?.remaining ?? NaN);
+    const rows = await eventually(async () => {
+      const n = await f.count('SELECT COUNT(*) FROM orders WHERE sale = ?', [f.names.key]);
+      return n >= accepted ? n : undefined;
+    }, { timeoutMs: 120_000, intervalMs: 100, what: `${accepted} accepted orders in MySQL` });
+    await eventually(async () => (await unpaid(f)) === 0, { timeoutMs: 300_000 + parseDuration(API_DELAY), intervalMs: 250, what: 'every order closed' });
+    await c.stop();
+    await stopChild(writer);
+    const m = await measure(f, committedAt);
+    const wrk2xx = r.requests - r.non2xx;
+    record('api', round, m, accepted, `api (${API_DELAY})`, await ceiling(f, Math.max(accepted, 1000)), [
+      `wrk -c${API_CONNECTIONS} -d${API_SECONDS}s: ${wrk2xx} answers 202 seen by wrk, ${accepted} orders accepted (units reserved)`,
+    ], [
+      { what: `rows (${rows}) == orders accepted (${accepted})`, ok: rows === accepted },
+      { what: `wrk's 2xx (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + connections`, ok: wrk2xx <= accepted && accepted <= wrk2xx + API_CONNECTIONS },
+    ]);
+  } finally {
+    for (const ch of children) await stopChild(ch).catch(() => undefined);
+    await f.cleanup();
+  }
+}
+
+async function scanOnly(): Promise<void> {
+  const f = await fixture({ skus: [{ id: 'sku', stock: N, timeoutBucket: BUCKET }], buckets: [{ name: BUCKET, delay: BUCKET }], partitions: PARTITIONS });
   const { interval, grace } = f.sale.spec.compensation;
   const committedAt = new Map<string, number>();
   try {
@@ -114,57 +354,29 @@ async function scanOnly(): Promise<Row & { interval: string; grace: string }> {
       intervalMs: parseDuration(interval), graceMs: parseDuration(grace), logger, metrics: f.metrics,
     });
     const dueFrom = Date.now() + LEAD_MS;
-    const { orders, placeMs } = await placeBurst(f, dueFrom, false); // the delay messages are "lost"
+    const { orders } = await placeBurst(f, dueFrom, false); // the delay messages are "lost"
     scan.start();
-    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { timeoutMs: 180_000, intervalMs: 500, what: 'all closed by the scan' });
+    await eventually(async () => (await unpaid(f)) === 0, { timeoutMs: 300_000, intervalMs: 500, what: 'every order closed by the scan' });
     await scan.stop();
-    return { ...(await measure(f, `compensation scan only (interval ${interval}, grace ${grace})`, orders, placeMs, committedAt)), interval, grace };
+    record('scan', 1, await measure(f, committedAt), orders.length, BUCKET, null, [`compensation scan only: interval ${interval}, grace ${grace}`], []);
   } finally {
     await f.cleanup();
   }
 }
 
-const started = Date.now();
-// BENCH_MODES=closer runs only the first mode, BENCH_WRITE=0 leaves RESULTS.md alone (for tuning runs).
-const modes = (process.env.BENCH_MODES ?? 'closer,scan').split(',');
-const rows: Row[] = [];
-// The machine is shared, so one round can land on a busy moment: several rounds show the spread.
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-if (modes.includes('closer')) for (let r = 1; r <= rounds; r++) rows.push(await withCloser(r));
-if (modes.includes('scan')) rows.push(await scanOnly());
-const sec = (ms: number) => (ms / 1000).toFixed(3);
-const table = [
-  '| mode | orders | closed | closed early | closes/s | delay p50 (s) | delay p99 (s) | delay max (s) |',
-  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ...rows.map((r) => `| ${r.mode} | ${r.orders} | ${r.closed} | ${r.early} | ${r.closesPerSec} | ${sec(r.p50)} | ${sec(r.p99)} | ${sec(r.max)} |`),
-].join('\n');
-const section = `## timeouts
+if (MODES.includes('closer')) for (let r = 1; r <= ROUNDS; r++) await closerRound(r);
+if (MODES.includes('api')) for (let r = 1; r <= API_ROUNDS; r++) await apiRound(r);
+if (MODES.includes('scan')) await scanOnly();
 
-\`npm run bench:timeouts\` — ${new Date().toISOString()}, ${cpus().length} CPU(s) shared with other work, Kafka 3.9.1 / Redis / MariaDB on 127.0.0.1.
-N = ${N} unpaid orders of one SKU in bucket \`2s\`, due times uniform inside one second; timeout messages produced in due
-order to 6 partitions; closer in-process (6 partitions consumed concurrently, 500-order close transactions). Delay = commit
-time of the close − due time. closes/s = closed orders / (last close − first close); with the closer it cannot exceed the burst's own rate
-(N per second of due times), since nothing is closed before it is due.
-Target: p99 ≤ 1 s with zero early closes.
-
-${table}
-
-Each closer round is a fresh sale with its own burst. Where the closer's time went (MySQL statements of the close
-transaction, the Redis release script, marking releases applied):
-
-${breakdowns.map((b) => `- ${b}`).join('\n')}
-
-The last row is the same burst with no delay messages at all (the closer stopped / Kafka messages lost): only the
-compensation scan closes them, at most interval + grace after they fall due. Run took ${Math.round((Date.now() - started) / 1000)} s.
-`;
-process.stdout.write(`\n${table}\n`);
-if (process.env.BENCH_WRITE === '0') process.exit(0);
-const resultsFile = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
-const current = existsSync(resultsFile) ? readFileSync(resultsFile, 'utf8') : '# Benchmark results\n';
-// Replace only our section (between its markers, as the seckill section does), keep everything else.
-const block = `<!-- timeouts:begin -->\n${section.trimEnd()}\n<!-- timeouts:end -->`;
-const re = /<!-- timeouts:begin -->[\s\S]*?<!-- timeouts:end -->/;
-const next = re.test(current) ? current.replace(re, () => block) : `${current.trimEnd()}\n\n${block}\n`;
-writeFileSync(resultsFile, next);
-process.stdout.write(`wrote the timeouts section of ${resultsFile}\n`);
-process.exit(0);
+const s = timeoutsSummary(lines);
+process.stdout.write(
+  [
+    '',
+    `timeouts batch ${s.batch}: ${N} orders per closer round, ${ROUNDS} round(s), modes ${MODES.join(',')}`,
+    ...s.verdicts.map((v) => `  ${v.ok ? 'TARGET MET' : 'TARGET MISSED'}: ${v.what}: ${v.figure}`),
+    ...s.checksFailed.map((c) => `  CHECK FAILED: ${c}`),
+    `  raw results appended to ${FILE} (${lines.length} lines); \`npm run bench:report\` renders RESULTS.md and the README${SMOKE ? ' (this smoke batch is skipped by the report)' : ''}`,
+    '',
+  ].join('\n'),
+);
+process.exit(s.verdicts.every((v) => v.ok) && s.checksFailed.length === 0 ? 0 : 1);

@@ -66,7 +66,7 @@ export interface Rig {
   answers: Map<number, number>;
   /** Purchase requests sent but not answered yet. */
   outstanding(): number;
-  /** Starts buyers and payers; they stop at `stopStorm` or after `maxOrders` purchase attempts. */
+  /** Starts buyers and payers; they stop at `stopStorm` or after `maxOrders` answered purchase requests. */
   startStorm(opts?: { buyers?: number; maxOrders?: number; payEvery?: number }): void;
   stopStorm(): Promise<void>;
   attempts(): number;
@@ -158,8 +158,10 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
   const rnd = mulberry(opts.seed ?? 1);
   const orderUrl = `${api.url}/v1/sales/${sale.metadata.name}/orders`;
 
+  let answered = 0;
   const buyer = async (maxOrders: number, payEvery: number, s: { stop: boolean }) => {
-    while (!s.stop && attempts < maxOrders) {
+    // The budget counts requests the API answered: while it is down, refused attempts do not use it up.
+    while (!s.stop && answered < maxOrders) {
       attempts++;
       const userId = `u-${Math.floor(rnd() * 120)}`;
       const skuId = rnd() < 0.5 ? 'hot' : 'warm';
@@ -170,12 +172,13 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
       open.delete(seq);
       inFlight--;
       answers.set(r.status, (answers.get(r.status) ?? 0) + 1);
+      if (r.status !== 0) answered++;
       if (r.status === 202 && typeof r.body.orderId === 'string') {
         acknowledged.set(r.body.orderId, { userId, skuId, quantity: 1 });
         if (rnd() < 1 / payEvery) void payLater(r.body.orderId, s);
       } else if (r.status === 0 || r.status === 503) {
         // Down or unavailable: back off a little so a dead API does not turn into a busy loop.
-        await new Promise((res) => setTimeout(res, 50));
+        await new Promise((res) => setTimeout(res, 100));
       }
     }
   };

@@ -82,8 +82,11 @@ export interface TimeoutsRun extends RunContext {
   delayMs: { p50: number; p90: number; p99: number; max: number };
   /** [percentile, ms] of the close delay. */
   curve: [number, number][];
-  /** Conditional single-row UPDATE rate on the same table, measured right after the round. */
-  ceiling: { updatesPerSecond: number; rows: number; connections: number; perTransaction: number } | null;
+  /**
+   * Measured right after the round on the same table: rows/s closed by raw conditional UPDATEs, one
+   * row per statement (updatesPerSecond) and one statement per transaction's chunk (chunkedPerSecond).
+   */
+  ceiling: { updatesPerSecond: number; chunkedPerSecond: number; rows: number; connections: number; perTransaction: number } | null;
   notes: string[];
   checks: { what: string; ok: boolean }[];
 }

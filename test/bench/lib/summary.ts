@@ -28,10 +28,14 @@ export interface SeckillSummary {
   pairs: number;
   first: SeckillRun;
   bareReject: Spread;
+  bareRejectP50: Spread;
+  bareRejectP99: Spread;
   reject: Spread;
+  rejectP50: Spread;
   rejectRatio: Spread;
   rejectP99: Spread;
   bareAccept: Spread;
+  bareAcceptP50: Spread;
   bareAcceptP99: Spread;
   acceptHttp: Spread;
   acceptP50: Spread;
@@ -88,10 +92,14 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   for (const role of roles) cpuPerOrderByRole[role] = spread(accepts.map((r) => ((r.cpu.seconds[role] ?? NaN) / r.cpu.units) * 1e6));
   const s = {
     bareReject: spread(all('bare', 'reject').map((r) => r.rps)),
+    bareRejectP50: spread(all('bare', 'reject').map((r) => r.latencyMs.p50)),
+    bareRejectP99: spread(all('bare', 'reject').map((r) => r.latencyMs.p99)),
     reject: spread(all('reject').map((r) => r.rps)),
+    rejectP50: spread(all('reject').map((r) => r.latencyMs.p50)),
     rejectRatio: spread(rejectRatios),
     rejectP99: spread(all('reject').map((r) => r.latencyMs.p99)),
     bareAccept: spread(all('bare', 'accept').map((r) => r.rps)),
+    bareAcceptP50: spread(all('bare', 'accept').map((r) => r.latencyMs.p50)),
     bareAcceptP99: spread(all('bare', 'accept').map((r) => r.latencyMs.p99)),
     acceptHttp: spread(accepts.map((r) => r.rps)),
     acceptP50: spread(accepts.map((r) => r.latencyMs.p50)),

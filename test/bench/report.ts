@@ -1,0 +1,334 @@
+// `npm run bench:report`: renders the benchmark sections of test/bench/RESULTS.md, the README's
+// "Benchmarks" section and the SVG charts from the raw results in test/bench/results/*.jsonl.
+// Each section is a block between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`; only
+// the blocks named here are replaced (other generated blocks, e.g. chaos or operator benchmarks,
+// and text outside the blocks are left as they are). Smoke batches (shorter than the full run)
+// are skipped unless --include-smoke. Nothing here is typed by hand: every figure comes from a line.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { readRuns, resultsFile, RESULTS_DIR, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
+import { spread, type Spread } from './lib/stats.ts';
+import { batches, budgetLine, seckillSummary, TARGETS, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
+import { renderChart, type Series } from './lib/svg.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const benchDir = fileURLToPath(new URL('./', import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    'results-dir': { type: 'string', default: RESULTS_DIR },
+    markdown: { type: 'string', default: join(benchDir, 'RESULTS.md') },
+    readme: { type: 'string', default: join(root, 'README.md') },
+    'svg-dir': { type: 'string', default: benchDir },
+    'include-smoke': { type: 'boolean', default: false },
+  },
+});
+const MD = args.markdown as string;
+const README = args.readme as string;
+const SVG_DIR = args['svg-dir'] as string;
+const RESULTS = args['results-dir'] as string;
+
+/** Replaces the block NAME in text; appends it when absent (or throws, for files whose layout is not ours). */
+export function replaceBlock(text: string, name: string, body: string, appendIfMissing: boolean): string {
+  const begin = `<!-- generated:${name} -->`;
+  const end = `<!-- /generated:${name} -->`;
+  const block = `${begin}\n<!-- written by \`npm run bench:report\` from test/bench/results/*.jsonl: do not edit by hand -->\n${body.trim()}\n${end}`;
+  const i = text.indexOf(begin);
+  const j = text.indexOf(end);
+  if (i >= 0 && j > i) return text.slice(0, i) + block + text.slice(j + end.length);
+  if (!appendIfMissing) throw new Error(`no ${begin} … ${end} block to replace`);
+  return `${text.trimEnd()}\n\n${block}\n`;
+}
+
+const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
+const fd = (n: number, d: number) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
+const range = (s: Spread, fmt: (n: number) => string) => (s.n === 0 ? 'n/a' : s.n === 1 ? fmt(s.median) : `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})`);
+const ms2 = (n: number) => fd(n, 2);
+const verdictLines = (vs: Verdict[]) => vs.map((v) => `- **${v.ok ? 'met' : 'MISSED'}**: ${v.what}: ${v.figure}`);
+const day = (iso: string) => `${new Date(iso).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+
+function envLine(r: SeckillRun | TimeoutsRun): string {
+  const v = r.versions;
+  return (
+    `Batch \`${r.batch}\`, commit \`${r.git.commit.slice(0, 7)}\`${r.git.dirty ? ' (work tree had uncommitted changes)' : ''}, ` +
+    `${r.machine.cores} cores (${r.machine.model}), load average ${fd(r.machine.loadavg1, 1)} at the start; ` +
+    `Node ${v.node}, Kafka ${v.kafka}, MariaDB ${v.mariadb}, Redis ${v.redis}, wrk ${v.wrk} (read from the running systems); ${r.pinning}.`
+  );
+}
+
+interface Legacy {
+  note: string;
+  commit: string;
+  seckill: { settings: string; runs: { time: string; bareRps: number; rejectRps: number; ordersPerSecond: number; acceptP99Ms?: number }[] };
+  timeouts: { settings: string; time: string; rounds: { mode: string; orders: number; closed: number; early: number; closesPerSecond: number; p50Ms: number; p99Ms: number; maxMs: number }[] };
+}
+const legacyFile = join(RESULTS, 'legacy.json');
+const legacy: Legacy | null = existsSync(legacyFile) ? (JSON.parse(readFileSync(legacyFile, 'utf8')) as Legacy) : null;
+
+function usable<T extends SeckillRun | TimeoutsRun>(runs: T[]): T[][] {
+  return batches(runs.filter((r) => args['include-smoke'] || !r.smoke));
+}
+
+// ---------------------------------------------------------------------------------------------
+// seckill
+
+function seckillTable(s: SeckillSummary): string[] {
+  return [
+    '| measured run | req/s or orders/s | ratio to bare | p50 ms | p99 ms | CPU µs per request / order |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    `| bare node:http, rejection settings | ${range(s.bareReject, f0)} req/s | 1 | ${range(s.bareRejectP50, ms2)} | ${range(s.bareRejectP99, ms2)} | ${range(s.cpuPerBareUs, (n) => fd(n, 1))} (bare server, all bare runs) |`,
+    `| API rejection path (SOLD_OUT / ALREADY_ORDERED) | ${range(s.reject, f0)} req/s | ${range(s.rejectRatio, ms2)} | ${range(s.rejectP50, ms2)} | ${range(s.rejectP99, ms2)} | ${range(s.cpuPerRejectUs, (n) => fd(n, 1))} |`,
+    `| bare node:http, accept settings | ${range(s.bareAccept, f0)} req/s | 1 | ${range(s.bareAcceptP50, ms2)} | ${range(s.bareAcceptP99, ms2)} | |`,
+    `| API accept path, HTTP answers | ${range(s.acceptHttp, f0)} req/s | | ${range(s.acceptP50, ms2)} | ${range(s.acceptP99, ms2)} | |`,
+    `| accepted orders into MySQL, first request → last row | ${range(s.ordersPerSecond, f0)} orders/s | ${range(s.acceptRatio, ms2)} | | | ${range(s.cpuPerOrderUs, (n) => fd(n, 1))} (every pipeline process) |`,
+  ];
+}
+
+function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: string | null } {
+  const bs = usable(all);
+  const latest = bs.at(-1);
+  if (!latest) return legacySeckill();
+  const s = seckillSummary(latest);
+  const p = s.first.params;
+  const acceptRun = latest.find((r) => r.which === 'accept');
+  const rejectRun = latest.find((r) => r.which === 'reject');
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair (API run ÷ the bare run just before it).`;
+  const roles = Object.entries(s.cpuPerOrderByRole);
+  const history = bs.map((b) => seckillSummary(b));
+  const md = [
+    '## seckill',
+    '',
+    header,
+    '',
+    envLine(s.first),
+    '',
+    ...seckillTable(s),
+    '',
+    'Targets (checked by `npm run bench:seckill`, which exits non-zero on a miss):',
+    '',
+    ...verdictLines(s.verdicts),
+    '',
+    `${budgetLine(s)}`,
+    '',
+    'CPU per accepted order by process (µs, median (min–max)), read from /proc/<pid>/stat around each accept run' + (s.first.cpu?.missing?.length ? `; not found, so not counted: ${s.first.cpu.missing.join(', ')}` : '') + ':',
+    '',
+    `| ${roles.map(([k]) => k).join(' | ')} | total |`,
+    `| ${roles.map(() => '---:').join(' | ')} | ---: |`,
+    `| ${roles.map(([, v]) => range(v, (n) => fd(n, 1))).join(' | ')} | ${range(s.cpuPerOrderUs, (n) => fd(n, 1))} |`,
+    '',
+    s.checksFailed.length === 0 ? 'Correctness checks of every run passed (rows == orders accepted, nothing accepted on the sold-out SKU, answers 202 ≤ accepted ≤ 202 + connections).' : `Failed checks:\n\n${s.checksFailed.map((c) => `- ${c}`).join('\n')}`,
+    '',
+    '![Accept-path latency against bare node:http](seckill-latency.svg)',
+    '',
+    '### seckill: every full batch',
+    '',
+    '| batch (UTC) | commit | pairs | bare req/s (accept settings) | rejection ratio | orders/s into MySQL | accept ratio | accept p99 ms | CPU µs per order |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...history.map((h) => `| ${day(h.first.timestamp)} | \`${h.first.git.commit.slice(0, 7)}\` | ${h.pairs} | ${range(h.bareAccept, f0)} | ${range(h.rejectRatio, ms2)} | ${range(h.ordersPerSecond, f0)} | ${range(h.acceptRatio, ms2)} | ${range(h.acceptP99, ms2)} | ${range(h.cpuPerOrderUs, (n) => fd(n, 0))} |`),
+  ].join('\n');
+  const readme = [
+    `\`npm run bench:seckill\`, ${header}`,
+    '',
+    ...seckillTable(s),
+    '',
+    ...verdictLines(s.verdicts),
+    '',
+    budgetLine(s),
+    '',
+    '![Accept-path latency against bare node:http](test/bench/seckill-latency.svg)',
+  ].join('\n');
+  return { md, readme, svg: seckillSvg(latest, s) };
+}
+
+function seckillSvg(runs: SeckillRun[], s: SeckillSummary): string {
+  const style: Record<string, { color: string; legend: string; dashed?: boolean }> = {
+    'bare-reject': { color: '#9e9e9e', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'reject')?.params.connections}`, dashed: true },
+    reject: { color: '#1f77b4', legend: `API rejection path, -c${runs.find((r) => r.which === 'reject')?.params.connections}` },
+    'bare-accept': { color: '#333333', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'accept')?.params.connections}`, dashed: true },
+    accept: { color: '#d62728', legend: `API accept path, -c${runs.find((r) => r.which === 'accept')?.params.connections}` },
+  };
+  const series: Series[] = runs.map((r) => {
+    const k = r.which === 'bare' ? `bare-${r.ceilingOf}` : r.which;
+    const st = style[k] ?? { color: '#000', legend: k };
+    return { name: `${st.legend}, pair ${r.pair}`, legend: st.legend, color: st.color, dashed: st.dashed, points: r.curve.map(([p, ms]) => [p, Math.max(ms, 0.01)] as [number, number]) };
+  });
+  return renderChart({
+    title: 'HTTP latency by percentile: the API against bare node:http',
+    subtitle: `batch ${s.batch}: one line per measured run (${s.pairs} pairs), wrk's own histogram`,
+    x: { label: 'percentile of requests (log scale of nines; 100 = max)', scale: 'percentile', format: (p) => (p === 100 ? 'max' : `${p}%`) },
+    y: { label: 'latency (ms, log scale)', scale: 'log', format: (v) => (v >= 1 ? String(v) : v.toString()) },
+    series,
+    hlines: [{ y: TARGETS.acceptP99Ms, label: `target: accept p99 ≤ ${TARGETS.acceptP99Ms} ms`, color: '#2ca02c' }],
+    legend: 'bottom-right',
+  });
+}
+
+function legacySeckill(): { md: string; readme: string; svg: null } {
+  if (!legacy) return { md: '## seckill\n\nNo full run recorded yet: run `npm run bench:seckill`, then `npm run bench:report`.', readme: 'No full `bench:seckill` run recorded yet.', svg: null };
+  const L = legacy.seckill;
+  const ratio = spread(L.runs.map((r) => r.rejectRps / r.bareRps));
+  const ops = spread(L.runs.map((r) => r.ordersPerSecond));
+  const bare = spread(L.runs.map((r) => r.bareRps));
+  const table = [
+    '| run (UTC) | bare node:http req/s | API rejection req/s | rejection ratio | accepted orders/s into MySQL | orders/s ÷ bare |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    ...L.runs.map((r) => `| ${day(r.time)} | ${f0(r.bareRps)} | ${f0(r.rejectRps)} | ${fd(r.rejectRps / r.bareRps, 2)} | ${f0(r.ordersPerSecond)} | ${fd(r.ordersPerSecond / r.bareRps, 2)} |`),
+    `| **median (min–max)** | ${range(bare, f0)} | | ${range(ratio, ms2)} | ${range(ops, f0)} | |`,
+  ];
+  const last = L.runs.at(-1) as Legacy['seckill']['runs'][number];
+  const text = [
+    `**Previous benchmark (commit \`${legacy.commit}\`), not yet re-measured with the current one.** ${legacy.note}`,
+    `Settings: ${L.settings}. The bare ceiling there was measured at -c64 only, so "orders/s ÷ bare" compares different connection counts; the current benchmark measures bare at the accept path's own settings. No CPU or distribution data exists for these runs.`,
+    '',
+    ...table,
+    '',
+    `Accept path HTTP p99 in the last of those runs: ${fd(last.acceptP99Ms ?? NaN, 2)} ms at 256 connections (one run).`,
+  ].join('\n');
+  return { md: `## seckill\n\n${text}`, readme: `\`npm run bench:seckill\`: ${text}\n\nThe latency chart (test/bench/seckill-latency.svg) is rendered by the first full run of the current benchmark.`, svg: null };
+}
+
+// ---------------------------------------------------------------------------------------------
+// timeouts
+
+function timeoutsTable(s: TimeoutsSummary): string[] {
+  const sec = (ms: number) => fd(ms / 1000, 3);
+  return [
+    '| round | orders | due within (s) | closed | closed early | closes/s | delay p50 (s) | p90 | p99 | max | ceiling: rows/s, one per UPDATE | rows/s, chunk per UPDATE |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...s.rows.map((r) => {
+      const mode = r.which === 'closer' ? `closer, round ${r.round}` : r.which === 'api' ? `through the API + order writer, round ${r.round}` : 'compensation scan only (no delay messages)';
+      return `| ${mode} | ${f0(r.orders)} | ${fd(r.params.dueSpreadMs / 1000, 2)} | ${f0(r.closed)} | ${r.early} | ${f0(r.closesPerSecond)} | ${sec(r.delayMs.p50)} | ${sec(r.delayMs.p90)} | ${sec(r.delayMs.p99)} | ${sec(r.delayMs.max)} | ${r.ceiling ? f0(r.ceiling.updatesPerSecond) : ''} | ${r.ceiling ? f0(r.ceiling.chunkedPerSecond) : ''} |`;
+    }),
+  ];
+}
+
+function timeoutsSection(all: TimeoutsRun[]): { md: string; readme: string; svg: string | null } {
+  const bs = usable(all);
+  const latest = bs.at(-1);
+  if (!latest) return legacyTimeouts();
+  const s = timeoutsSummary(latest);
+  const closer = latest.find((r) => r.which === 'closer');
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${closer ? `${f0(closer.params.orders)} unpaid orders per closer round, due uniformly inside one second (bucket ${closer.params.bucket}, ${closer.params.partitions} partitions)` : 'no closer round'}; delay = commit time of the close − due time; closes/s = closed ÷ (last close − first close), bounded by the burst's own rate. Ceiling: conditional UPDATEs of as many fresh UNPAID rows on the same table right after the round (${closer?.ceiling ? `${closer.ceiling.connections} connections, ${closer.ceiling.perTransaction} rows per transaction` : 'n/a'}).`;
+  const history = bs.map((b) => timeoutsSummary(b));
+  const notes = latest.flatMap((r) => r.notes.map((n) => `- ${r.which} round ${r.round}: ${n}`));
+  const md = [
+    '## timeouts',
+    '',
+    header,
+    '',
+    envLine(s.first),
+    '',
+    ...timeoutsTable(s),
+    '',
+    'Targets (checked by `npm run bench:timeouts`, which exits non-zero on a miss):',
+    '',
+    ...verdictLines(s.verdicts),
+    '',
+    s.checksFailed.length === 0 ? 'Every round closed every order.' : `Failed checks:\n\n${s.checksFailed.map((c) => `- ${c}`).join('\n')}`,
+    '',
+    'Where the time went:',
+    '',
+    ...notes,
+    '',
+    '![Close delay, cumulative, per round](timeouts-close-delay.svg)',
+    '',
+    '### timeouts: every full batch',
+    '',
+    '| batch (UTC) | commit | orders per round | closer p99 (s), median (min–max) | API round p99 (s) | early |',
+    '| --- | --- | ---: | ---: | ---: | ---: |',
+    ...history.map((h) => {
+      const c = h.rows.filter((r) => r.which === 'closer');
+      const a = h.rows.filter((r) => r.which === 'api');
+      return `| ${day(h.first.timestamp)} | \`${h.first.git.commit.slice(0, 7)}\` | ${f0(c[0]?.params.orders ?? NaN)} | ${range(spread(c.map((r) => r.delayMs.p99)), (n) => fd(n / 1000, 3))} | ${range(spread(a.map((r) => r.delayMs.p99)), (n) => fd(n / 1000, 3))} | ${h.rows.reduce((n, r) => n + r.early, 0)} |`;
+    }),
+  ].join('\n');
+  const readme = [`\`npm run bench:timeouts\`, ${header}`, '', ...timeoutsTable(s), '', ...verdictLines(s.verdicts), '', '![Close delay, cumulative, per round](test/bench/timeouts-close-delay.svg)'].join('\n');
+  return { md, readme, svg: timeoutsSvg(latest, s) };
+}
+
+function timeoutsSvg(runs: TimeoutsRun[], s: TimeoutsSummary): string {
+  const closerColors = ['#1f77b4', '#17becf', '#9467bd', '#8c564b', '#e377c2'];
+  const shown = runs.filter((r) => r.which !== 'scan');
+  const series: Series[] = shown.map((r, i) => ({
+    name: r.which === 'api' ? `API + order writer, round ${r.round} (${f0(r.orders)} orders)` : `closer, round ${r.round} (${f0(r.orders)} orders)`,
+    color: r.which === 'api' ? '#d62728' : (closerColors[i % closerColors.length] as string),
+    points: r.curve.map(([p, ms]) => [ms / 1000, p / 100] as [number, number]),
+  }));
+  const scan = runs.find((r) => r.which === 'scan');
+  return renderChart({
+    title: 'Close delay of unpaid orders after their due time',
+    subtitle: `batch ${s.batch}: share of orders closed within x seconds of falling due${scan ? `; scan-only round not drawn (p50 ${fd(scan.delayMs.p50 / 1000, 1)} s)` : ''}`,
+    x: { label: 'close delay (s) = close committed − due time', scale: 'linear', min: 0, format: (v) => String(v) },
+    y: { label: 'share of the round’s orders closed', scale: 'linear', min: 0, max: 1, format: (v) => `${Math.round(v * 100)}%` },
+    series,
+    vlines: [{ x: TARGETS.closeP99Ms / 1000, label: `target: p99 ≤ ${TARGETS.closeP99Ms / 1000} s`, color: '#2ca02c' }],
+    hlines: [{ y: 0.99, label: 'p99', color: '#999999' }],
+    legend: 'bottom-right',
+  });
+}
+
+function legacyTimeouts(): { md: string; readme: string; svg: null } {
+  if (!legacy) return { md: '## timeouts\n\nNo full run recorded yet: run `npm run bench:timeouts`, then `npm run bench:report`.', readme: 'No full `bench:timeouts` run recorded yet.', svg: null };
+  const L = legacy.timeouts;
+  const sec = (ms: number) => fd(ms / 1000, 3);
+  const text = [
+    `**Previous benchmark (commit \`${legacy.commit}\`, run of ${day(L.time)}), not yet re-measured with the current one.** ${legacy.note}`,
+    `Settings: ${L.settings}.`,
+    '',
+    '| mode | orders | closed | closed early | closes/s | delay p50 (s) | delay p99 (s) | delay max (s) |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...L.rounds.map((r) => `| ${r.mode} | ${f0(r.orders)} | ${f0(r.closed)} | ${r.early} | ${f0(r.closesPerSecond)} | ${sec(r.p50Ms)} | ${sec(r.p99Ms)} | ${sec(r.maxMs)} |`),
+  ].join('\n');
+  return { md: `## timeouts\n\n${text}`, readme: `\`npm run bench:timeouts\`: ${text}\n\nThe close-delay chart (test/bench/timeouts-close-delay.svg) is rendered by the first full run of the current benchmark.`, svg: null };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const howto = `How to read and run these benchmarks.
+
+- \`npm run bench:seckill\` measures the order path against a bare \`node:http\` server on the same port
+  with the same wrk settings, in alternated runs (bare → API rejection path → bare → API accept path,
+  \`--pairs 3\` by default), wrk and the server under test pinned to different cores with \`taskset\`
+  when there are two. \`npm run bench:timeouts\` closes bursts of unpaid orders due within one second
+  (\`--orders ${TARGETS.closeOrders}\`, 3 closer rounds, 1 round through the real API and order writer, 1 scan-only round),
+  each with the ceiling of raw conditional UPDATEs on the same table measured right after it.
+- Each measured run appends one JSON line to \`test/bench/results/<bench>.jsonl\` (parameters, req/s,
+  latency percentiles, CPU time of every pipeline process, versions read from the running systems,
+  git commit, cores, time). \`npm run bench:report\` renders the tables below, the README's
+  Benchmarks section and the SVG charts from those lines only: medians and min–max across the runs
+  of the latest full batch, and one row per earlier batch. Runs shorter than the full settings are
+  marked smoke and left out.
+- Targets (issue 14), checked by the benchmark itself, a miss exits non-zero with the figure:
+  accepted orders into MySQL (first request → last row, acks=all, rows == orders accepted) ≥ ${TARGETS.acceptRatio} of
+  bare req/s; accept path p99 ≤ ${TARGETS.acceptP99Ms} ms at ${TARGETS.acceptP99Connections} connections; rejection path ≥ ${TARGETS.rejectRatio} of bare;
+  ${TARGETS.closeOrders.toLocaleString('en-US')} orders due within one second close with p99 ≤ ${TARGETS.closeP99Ms / 1000} s and none early.
+- CPU per accepted order is utime+stime from \`/proc/<pid>/stat\` of the API, the order writer,
+  redis-server, mariadbd and the Kafka JVM, read before and after each run, divided by the orders
+  accepted; it is steadier than wall-clock figures on a shared machine (but Redis, MariaDB and Kafka
+  count whatever else uses them at the time). The CPU budget line turns it into the most orders/s
+  the machine's cores allow: a target above it cannot be reached without a cheaper path.
+- Ratios only mean something against the bare run of the same pair; absolute figures depend on the
+  machine and what else runs on it. Full runs belong on an otherwise idle machine.`;
+
+const seck = seckillSection(readRuns<SeckillRun>(resultsFile('seckill', RESULTS)));
+const tout = timeoutsSection(readRuns<TimeoutsRun>(resultsFile('timeouts', RESULTS)));
+
+let md = existsSync(MD) ? readFileSync(MD, 'utf8') : '# Benchmark results\n';
+md = replaceBlock(md, 'howto', howto, true);
+md = replaceBlock(md, 'seckill', seck.md, true);
+md = replaceBlock(md, 'timeouts', tout.md, true);
+writeFileSync(MD, md);
+for (const [name, svg] of [['seckill-latency.svg', seck.svg], ['timeouts-close-delay.svg', tout.svg]] as const) {
+  if (svg) writeFileSync(join(SVG_DIR, name), svg);
+}
+const readmeText = readFileSync(README, 'utf8');
+const readmeBody = [
+  `Measured against the real Kafka, Redis and MariaDB, each figure against a ceiling measured in the same run; how to run and read them, every batch and the CPU breakdown: [test/bench/RESULTS.md](test/bench/RESULTS.md).`,
+  '',
+  seck.readme,
+  '',
+  tout.readme,
+].join('\n');
+writeFileSync(README, replaceBlock(readmeText, 'benchmarks', readmeBody, false));
+process.stdout.write(`wrote ${relative(process.cwd(), MD)}, ${relative(process.cwd(), README)}${seck.svg || tout.svg ? ` and SVGs in ${relative(process.cwd(), SVG_DIR) || '.'}` : ''}\n`);
