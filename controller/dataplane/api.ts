@@ -11,7 +11,7 @@ import type { Pool } from '../infra/mysql.ts';
 import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
-import type { OrderMessage } from './messages.ts';
+import { codePoints, type OrderMessage } from './messages.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
 import { openapiDocument } from './openapi-document.ts';
 import { payOrder } from './payment.ts';
@@ -63,6 +63,19 @@ function iso(v: Date | string | null): string | null {
   return (v instanceof Date ? v : new Date(v)).toISOString();
 }
 
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * A user or SKU id: 1..max characters counted in code points (as docs/openapi.yaml's JSON Schema and
+ * MySQL's VARCHAR count them), well-formed Unicode. A lone surrogate is refused: Redis and MySQL
+ * store UTF-8, where every lone surrogate becomes U+FFFD, so two distinct ids would merge.
+ */
+function isId(v: unknown, max: number): v is string {
+  if (typeof v !== 'string' || v.length === 0) return false;
+  if (v.length > max && (v.length > 2 * max || codePoints(v) > max)) return false;
+  return !LONE_SURROGATE.test(v);
+}
+
 function validateOrderBody(raw: string, perUserLimit: number): { userId: string; skuId: string; quantity: number } {
   let body: unknown;
   try {
@@ -74,8 +87,8 @@ function validateOrderBody(raw: string, perUserLimit: number): { userId: string;
   const o = body as Record<string, unknown>;
   for (const k in o) if (!ORDER_FIELDS.has(k)) throw new BadRequest(`unknown field "${k}"`);
   const { userId, skuId } = o;
-  if (typeof userId !== 'string' || userId.length === 0 || userId.length > 128) throw new BadRequest('userId: required string of 1 to 128 characters');
-  if (typeof skuId !== 'string' || skuId.length === 0 || skuId.length > 64) throw new BadRequest('skuId: required string of 1 to 64 characters');
+  if (!isId(userId, 128)) throw new BadRequest('userId: required string of 1 to 128 characters, well-formed Unicode');
+  if (!isId(skuId, 64)) throw new BadRequest('skuId: required string of 1 to 64 characters, well-formed Unicode');
   const quantity = o.quantity === undefined ? 1 : o.quantity;
   if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > perUserLimit) {
     throw new BadRequest(`quantity: must be an integer from 1 to ${perUserLimit} (the per-user limit)`);

@@ -416,12 +416,15 @@ export const openapiDocument: Record<string, unknown> = {
           "userId": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^\\P{Cs}*$",
+            "description": "Compared byte for byte (case, accents and spaces matter); no lone surrogates."
           },
           "skuId": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 64
+            "maxLength": 64,
+            "pattern": "^\\P{Cs}*$"
           },
           "quantity": {
             "type": "integer",
