@@ -44,7 +44,7 @@ before(async () => {
 after(async () => {
   await workers.killAll();
   closeHttpAgent();
-  await removeSale(ctx, { kafka, redis });
+  if (ctx) await removeSale(ctx, { kafka, redis });
   await kafka.close();
   redis.disconnect();
   await db.end();

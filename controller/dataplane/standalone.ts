@@ -18,7 +18,7 @@ import { OrderWriter } from './order-writer.ts';
 import { ensureSchema, ensureStock, ensureTopics, ordersDrained, RebuildBlockedError } from './provision.ts';
 import { Reaper } from './reaper.ts';
 import { saleContext, type SaleContext } from './sale-context.ts';
-import { startTimeoutWorkers } from './timeout-closer-main.ts';
+import { bucketDelays, startTimeoutWorkers } from './timeout-closer-main.ts';
 
 /** What every worker of the standalone process shares. */
 export interface StandaloneEnv {
@@ -84,7 +84,7 @@ export const startTimeoutClosers: WorkerStarter = async (env) =>
   Promise.all(
     env.sales.map(async (ctx) => {
       const buckets = ctx.sale.spec.timeoutBuckets.map((b) => b.name);
-      const w = await startTimeoutWorkers({ names: ctx.names, stock: ctx.stock, kafka: env.kafka, pool: env.pool, registry: env.registry, logger: env.logger, buckets });
+      const w = await startTimeoutWorkers({ names: ctx.names, stock: ctx.stock, kafka: env.kafka, pool: env.pool, registry: env.registry, logger: env.logger, buckets, delays: bucketDelays(ctx.sale) });
       return { name: `timeout closers ${ctx.key} (${buckets.join(', ')})`, stop: () => w.stop() };
     }),
   );

@@ -7,7 +7,7 @@ import { createPool, type Pool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import { createRegistry, dataPlaneMetrics } from '../metrics/dataplane.ts';
-import { InvalidSpecError, type FlashSale } from '../spec/flashsale.ts';
+import { InvalidSpecError, parseDuration, type FlashSale } from '../spec/flashsale.ts';
 import type { SaleNames } from '../spec/names.ts';
 import { OrderCloser } from './close.ts';
 import { resolveSale } from './sale-source.ts';
@@ -25,7 +25,14 @@ export interface TimeoutWorkersDeps {
   logger: Logger;
   /** Buckets to close; one consumer group each. */
   buckets: string[];
+  /** Delay of each bucket (bounds how far ahead a timeout message may be due, see TimeoutCloser). */
+  delays?: Map<string, number>;
   retryBaseMs?: number;
+}
+
+/** The delay of each timeout bucket of a sale, in ms. */
+export function bucketDelays(sale: FlashSale): Map<string, number> {
+  return new Map(sale.spec.timeoutBuckets.map((b) => [b.name, parseDuration(b.delay)]));
 }
 
 /** Starts the closers of the given buckets and the sale's retry worker over shared connections. */
@@ -35,7 +42,7 @@ export async function startTimeoutWorkers(d: TimeoutWorkersDeps): Promise<{ stop
   // Marks of applied releases are written after a burst, off the close path (see OrderCloser.applyReleases).
   const closer = new OrderCloser({ pool: d.pool, stock: d.stock, saleKey: d.names.key, metrics, deferMarking: { idleMs: 200, maxMs: 5000 } });
   const common = { kafka: d.kafka, producer, closer, names: d.names, logger: d.logger, metrics, retryBaseMs: d.retryBaseMs };
-  const workers = [...d.buckets.map((bucket) => new TimeoutCloser({ ...common, bucket })), new RetryWorker(common)];
+  const workers = [...d.buckets.map((bucket) => new TimeoutCloser({ ...common, bucket, delayMs: d.delays?.get(bucket) })), new RetryWorker(common)];
   for (const w of workers) await w.start();
   return {
     async stop() {
@@ -61,7 +68,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const sc = saleContext(sale, redis);
   let started = false;
   const { server, url } = await serveWorkerEndpoints(registry, config.httpPort, () => started && redis.status === 'ready', process.env.HTTP_HOST || '0.0.0.0');
-  const workers = await startTimeoutWorkers({ names: sc.names, stock: sc.stock, kafka, pool, registry, logger, buckets: [bucket] });
+  const workers = await startTimeoutWorkers({ names: sc.names, stock: sc.stock, kafka, pool, registry, logger, buckets: [bucket], delays: bucketDelays(sale) });
   started = true;
   logger.info({ url, sale: sc.key, bucket }, 'timeout closer running');
   await ctx.stopping;

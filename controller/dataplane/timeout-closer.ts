@@ -28,6 +28,9 @@ export function retryBackoffMs(attempt: number, baseMs: number): number {
 
 const MAX_TIMER_MS = 3_600_000;
 
+/** Clock difference tolerated between the writer (which fixes due times) and a closer. */
+export const DUE_SKEW_MS = 5 * 60_000;
+
 export type DueOf = (m: ConsumedMessage) => number | null;
 
 /**
@@ -179,6 +182,13 @@ export interface TimeoutCloserOptions {
   clock?: Clock;
   /** Backoff base of the first retry (then doubled per attempt). */
   retryBaseMs?: number;
+  /**
+   * The bucket's delay. A timeout message due more than this (plus DUE_SKEW_MS) after now cannot
+   * come from a writer of this bucket (poison: a clock far ahead, a forged message); it would hold
+   * the head of its partition until then, so it goes to the dead-letter topic at once. The order
+   * row stays UNPAID with its due time and the compensation scan closes it when due. Unset: no bound.
+   */
+  delayMs?: number;
   chunkSize?: number;
   partitionsConsumedConcurrently?: number;
   sessionTimeoutMs?: number;
@@ -232,7 +242,8 @@ class CloseHandling {
 
   deadLetterMessage(source: DeadLetter['source'], reason: string, m: ConsumedMessage, metricReason: string): OutgoingMessage {
     this.o.metrics?.deadLetters.inc({ flashsale: this.saleKey, source, reason: metricReason });
-    return { key: m.key, value: JSON.stringify(deadLetter(source, reason, m, this.clock.now())) };
+    const letter = deadLetter(source, reason, m, this.clock.now());
+    return { key: letter.key, value: JSON.stringify(letter) };
   }
 
   async send(retries: OutgoingMessage[], deadLetters: OutgoingMessage[]): Promise<void> {
@@ -261,6 +272,9 @@ export class TimeoutCloser {
     this.o = o;
     this.handling = new CloseHandling(o);
     const parse = parser(parseTimeoutMessage);
+    const clock = o.clock ?? systemClock;
+    const horizon = o.delayMs === undefined ? Infinity : o.delayMs + DUE_SKEW_MS;
+    const beyond = (t: TimeoutMessage, now: number) => t.dueAt > now + horizon;
     this.worker = new DelayedTopicWorker({
       ...consumerSettings(o),
       groupId: o.names.groups.timeoutCloser(o.bucket),
@@ -268,15 +282,20 @@ export class TimeoutCloser {
       logger: o.logger.child({ component: 'timeout-closer', bucket: o.bucket }),
       dueOf: (m) => {
         const p = parse(m);
-        return p.ok ? p.value.dueAt : null;
+        // null: handle now (poison goes to the dead-letter topic instead of holding the partition).
+        return p.ok && !beyond(p.value, clock.now()) ? p.value.dueAt : null;
       },
       handle: async (messages) => {
         const valid: TimeoutMessage[] = [];
         const dead: OutgoingMessage[] = [];
+        const now = clock.now();
         for (const m of messages) {
           const p = parse(m);
-          if (p.ok) valid.push(p.value);
-          else dead.push(this.handling.deadLetterMessage('timeouts', `malformed timeout message: ${p.reason}`, m, 'malformed'));
+          if (!p.ok) dead.push(this.handling.deadLetterMessage('timeouts', `malformed timeout message: ${p.reason}`, m, 'malformed'));
+          else if (beyond(p.value, now)) {
+            const reason = `timeout message due ${new Date(p.value.dueAt).toISOString()}, more than the bucket's delay (${o.delayMs} ms) plus ${DUE_SKEW_MS} ms from now: poison; the compensation scan closes the order when it is due`;
+            dead.push(this.handling.deadLetterMessage('timeouts', reason, m, 'due_beyond_delay'));
+          } else valid.push(p.value);
         }
         const retries: OutgoingMessage[] = [];
         if (valid.length > 0) {
@@ -313,6 +332,9 @@ export class RetryWorker {
     const full = { ...o, bucket: '' };
     this.handling = new CloseHandling(full);
     const parse = parser(parseRetryMessage);
+    const clock = o.clock ?? systemClock;
+    // A retry waits at most the capped backoff (retryBackoffMs); a later notBefore is poison.
+    const beyond = (r: RetryMessage, now: number) => r.notBefore > now + 60_000 + DUE_SKEW_MS;
     this.worker = new DelayedTopicWorker({
       ...consumerSettings(o),
       groupId: o.names.groups.retry,
@@ -320,15 +342,18 @@ export class RetryWorker {
       logger: o.logger.child({ component: 'close-retry' }),
       dueOf: (m) => {
         const p = parse(m);
-        return p.ok ? p.value.notBefore : null;
+        return p.ok && !beyond(p.value, clock.now()) ? p.value.notBefore : null;
       },
       handle: async (messages) => {
         const valid: { msg: RetryMessage; raw: ConsumedMessage }[] = [];
         const dead: OutgoingMessage[] = [];
+        const now = clock.now();
         for (const m of messages) {
           const p = parse(m);
-          if (p.ok) valid.push({ msg: p.value, raw: m });
-          else dead.push(this.handling.deadLetterMessage('retry', `malformed retry message: ${p.reason}`, m, 'malformed'));
+          if (!p.ok) dead.push(this.handling.deadLetterMessage('retry', `malformed retry message: ${p.reason}`, m, 'malformed'));
+          else if (beyond(p.value, now)) {
+            dead.push(this.handling.deadLetterMessage('retry', `retry message not before ${new Date(p.value.notBefore).toISOString()}, beyond the longest backoff: poison; the compensation scan closes the order when it is due`, m, 'due_beyond_delay'));
+          } else valid.push({ msg: p.value, raw: m });
         }
         const retries: OutgoingMessage[] = [];
         if (valid.length > 0) {
