@@ -8,6 +8,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { replaceBlock } from './lib/blocks.ts';
 import { readRuns, resultsFile, RESULTS_DIR, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
 import { batches, budgetLine, seckillSummary, TARGETS, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
@@ -28,18 +29,6 @@ const MD = args.markdown as string;
 const README = args.readme as string;
 const SVG_DIR = args['svg-dir'] as string;
 const RESULTS = args['results-dir'] as string;
-
-/** Replaces the block NAME in text; appends it when absent (or throws, for files whose layout is not ours). */
-export function replaceBlock(text: string, name: string, body: string, appendIfMissing: boolean): string {
-  const begin = `<!-- generated:${name} -->`;
-  const end = `<!-- /generated:${name} -->`;
-  const block = `${begin}\n<!-- written by \`npm run bench:report\` from test/bench/results/*.jsonl: do not edit by hand -->\n${body.trim()}\n${end}`;
-  const i = text.indexOf(begin);
-  const j = text.indexOf(end);
-  if (i >= 0 && j > i) return text.slice(0, i) + block + text.slice(j + end.length);
-  if (!appendIfMissing) throw new Error(`no ${begin} … ${end} block to replace`);
-  return `${text.trimEnd()}\n\n${block}\n`;
-}
 
 const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
 const fd = (n: number, d: number) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');

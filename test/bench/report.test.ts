@@ -1,0 +1,114 @@
+// The benchmark machinery without a benchmark: summaries and target checks computed from raw
+// lines, generated blocks that leave other blocks alone, the SVG renderer.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { replaceBlock } from './lib/blocks.ts';
+import type { SeckillRun, TimeoutsRun } from './lib/results.ts';
+import { spread } from './lib/stats.ts';
+import { budgetLine, seckillSummary, timeoutsSummary } from './lib/summary.ts';
+import { renderChart } from './lib/svg.ts';
+
+const context = {
+  batch: 'b1',
+  smoke: false,
+  git: { commit: 'abcdef0123', dirty: false },
+  machine: { cores: 2, model: 'test', loadavg1: 0 },
+  versions: { node: 'v24', kafka: '3.9.1', mariadb: '10.11', redis: '7.0', wrk: '4.1' },
+  pinning: 'test',
+};
+
+function seckillRun(which: SeckillRun['which'], pair: number, rps: number, o: { ceilingOf?: 'reject' | 'accept'; p99?: number; orders?: number; cpuUs?: number } = {}): SeckillRun {
+  const units = o.orders ?? rps * 10;
+  const cpuSeconds = ((o.cpuUs ?? 50) * units) / 1e6;
+  return {
+    bench: 'seckill', ...context, timestamp: '2026-12-01T00:00:00.000Z', which, ceilingOf: o.ceilingOf, pair,
+    params: { seconds: 10, connections: which === 'accept' || o.ceilingOf === 'accept' ? 256 : 64, threads: 1 },
+    requests: rps * 10, rps, non2xx: 0, socketErrors: { connect: 0, read: 0, write: 0, timeout: 0 },
+    latencyMs: { p50: 1, p90: 2, p99: o.p99 ?? 3, p999: 4, max: 5, mean: 1 }, curve: [[50, 1], [99, o.p99 ?? 3]],
+    cpu: { seconds: { api: cpuSeconds / 2, kafka: cpuSeconds / 2 }, total: cpuSeconds, units, usPerUnit: o.cpuUs ?? 50, missing: [] },
+    accepted: o.orders === undefined ? undefined : { orders: o.orders, wrk2xx: o.orders, toLastRowSeconds: 10, ordersPerSecond: o.orders / 10 },
+    checks: [{ what: 'ok', ok: true }],
+  };
+}
+
+function pairs(acceptOrdersPerSecond: number[], rejectRps: number, p99: number, cpuUs: number): SeckillRun[] {
+  return acceptOrdersPerSecond.flatMap((ops, i) => [
+    seckillRun('bare', i + 1, 10_000, { ceilingOf: 'reject' }),
+    seckillRun('reject', i + 1, rejectRps),
+    seckillRun('bare', i + 1, 10_000, { ceilingOf: 'accept' }),
+    seckillRun('accept', i + 1, ops, { orders: ops * 10, p99, cpuUs }),
+  ]);
+}
+
+test('spread: median of odd and even counts, min–max, NaN left out', () => {
+  assert.deepEqual(spread([3, 1, 2]), { n: 3, median: 2, min: 1, max: 3 });
+  assert.deepEqual(spread([4, 1, NaN, 2, 3]), { n: 4, median: 2.5, min: 1, max: 4 });
+  assert.equal(spread([]).n, 0);
+});
+
+test('seckill: targets computed from per-pair ratios; a miss is reported with its figure', () => {
+  const s = seckillSummary(pairs([4000, 4200, 3900], 8500, 40, 600));
+  const [accept, p99, reject] = s.verdicts;
+  assert.equal(accept?.ok, false);
+  assert.match(accept?.figure ?? '', /^0\.40 \(0\.39–0\.42\)/);
+  assert.equal(p99?.ok, true);
+  assert.equal(reject?.ok, true);
+  assert.equal(s.pairs, 3);
+  // 2 cores / 600 µs per order = 3,333 orders/s < 0.5 × 10,000: out of reach, and says so.
+  assert.equal(Math.round(s.budgetOrdersPerSecond), 3333);
+  assert.match(budgetLine(s), /Out of reach on 2 cores.*below 400 µs per order/);
+  assert.deepEqual(Object.keys(s.cpuPerOrderByRole).sort(), ['api', 'kafka']);
+});
+
+test('seckill: all targets met when the figures are', () => {
+  const s = seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100));
+  assert.ok(s.verdicts.every((v) => v.ok), JSON.stringify(s.verdicts));
+  assert.match(budgetLine(s), /Within the budget/);
+});
+
+test('seckill: the p99 target is not met at fewer connections than it names', () => {
+  const runs = pairs([6000], 9000, 20, 100).map((r) => (r.which === 'accept' ? { ...r, params: { ...r.params, connections: 64 } } : r));
+  assert.equal(seckillSummary(runs).verdicts[1]?.ok, false);
+});
+
+test('timeouts: an early close or a smaller burst than the target misses', () => {
+  const round = (which: TimeoutsRun['which'], orders: number, early: number, p99: number): TimeoutsRun => ({
+    bench: 'timeouts', ...context, timestamp: '2026-12-01T00:00:00.000Z', which, round: 1,
+    params: { orders, bucket: '2s', partitions: 6, dueSpreadMs: 999 }, orders, closed: orders, early, closesPerSecond: orders,
+    delayMs: { p50: p99 / 2, p90: p99, p99, max: p99 }, curve: [[99, p99]], ceiling: null, notes: [], checks: [],
+  });
+  assert.ok(timeoutsSummary([round('closer', 100_000, 0, 400), round('api', 9000, 0, 600)]).verdicts.every((v) => v.ok));
+  const early = timeoutsSummary([round('closer', 100_000, 1, 400)]).verdicts;
+  assert.deepEqual(early.map((v) => v.ok), [true, false]);
+  assert.equal(timeoutsSummary([round('closer', 2000, 0, 400)]).verdicts[0]?.ok, false);
+  assert.equal(timeoutsSummary([round('closer', 100_000, 0, 1001)]).verdicts[0]?.ok, false);
+});
+
+test('generated blocks: only the named block is replaced; text and other blocks stay', () => {
+  const doc = '# R\n\nintro\n\n<!-- generated:seckill -->\nold\n<!-- /generated:seckill -->\n\n<!-- generated:chaos -->\nchaos text\n<!-- /generated:chaos -->\n';
+  const next = replaceBlock(doc, 'seckill', 'new table', true);
+  assert.match(next, /<!-- generated:seckill -->\n<!-- written by[^\n]*-->\nnew table\n<!-- \/generated:seckill -->/);
+  assert.ok(!next.includes('\nold\n'));
+  assert.ok(next.includes('intro') && next.includes('<!-- generated:chaos -->\nchaos text\n<!-- /generated:chaos -->'));
+  assert.equal(replaceBlock(next, 'seckill', 'new table', true), next, 'idempotent');
+  assert.match(replaceBlock(doc, 'timeouts', 'x', true), /<!-- \/generated:chaos -->\n\n<!-- generated:timeouts -->/);
+  assert.throws(() => replaceBlock(doc, 'benchmarks', 'x', false), /no <!-- generated:benchmarks -->/);
+});
+
+test('svg: axes, labels, one polyline per series, escaped text', () => {
+  const svg = renderChart({
+    title: 'Latency <p99>',
+    x: { label: 'percentile', scale: 'percentile', format: (p) => `${p}%` },
+    y: { label: 'ms', scale: 'log' },
+    series: [
+      { name: 'a', color: '#f00', points: [[0, 0.5], [50, 1], [99, 20], [100, 40]] },
+      { name: 'b', color: '#00f', points: [[0, 0.2], [50, 0.4], [99.9, 2]], dashed: true },
+    ],
+    hlines: [{ y: 50, label: 'target', color: '#0a0' }],
+  });
+  assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  assert.equal(svg.match(/<polyline /g)?.length, 2);
+  assert.ok(svg.includes('Latency &lt;p99&gt;'));
+  for (const label of ['percentile', 'ms', 'target', '99%', '99.9%']) assert.ok(svg.includes(`>${label}<`), label);
+  assert.ok(!/NaN|Infinity/.test(svg));
+});
