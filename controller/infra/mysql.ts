@@ -46,6 +46,24 @@ export const migrations: { version: number; name: string; statements: string[] }
       ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
     ],
   },
+  {
+    version: 3,
+    name: 'binary_ids',
+    // Ids are compared byte for byte everywhere else (Redis, Kafka keys, JavaScript Maps): 'u-1',
+    // 'U-1', 'u-1 ' and 'ü-1' are four users. The default collation (utf8mb4_general_ci) merged them
+    // (case, accents, and trailing spaces under PAD SPACE), e.g. in the rebuild ledger's GROUP BY
+    // user_id. utf8mb4_nopad_bin is binary and keeps trailing spaces significant.
+    statements: [
+      `ALTER TABLE orders
+        MODIFY sale    VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+        MODIFY sku_id  VARCHAR(64)  CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+        MODIFY user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL`,
+      `ALTER TABLE stock_releases
+        MODIFY sale    VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+        MODIFY sku_id  VARCHAR(64)  CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+        MODIFY user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL`,
+    ],
+  },
 ];
 
 export function createPool(cfg: MysqlConfig, options: { connectionLimit?: number } = {}): Pool {
