@@ -123,12 +123,14 @@ export function renderChart(c: Chart): string {
   for (const l of c.hlines ?? []) {
     const y = num(Y(l.y));
     out.push(`<line x1="${m.left}" y1="${y}" x2="${m.left + plotW}" y2="${y}" stroke="${l.color}" stroke-width="1.5" stroke-dasharray="6 4"/>`);
-    out.push(`<text x="${m.left + plotW - 6}" y="${Number(y) + 4}" text-anchor="end" dominant-baseline="hanging" fill="${l.color}">${esc(l.label)}</text>`);
+    out.push(`<text x="${m.left + plotW - 6}" y="${Number(y) + 15}" text-anchor="end" fill="${l.color}">${esc(l.label)}</text>`);
   }
   for (const l of c.vlines ?? []) {
     const x = num(X(l.x));
     out.push(`<line x1="${x}" y1="${m.top}" x2="${x}" y2="${m.top + plotH}" stroke="${l.color}" stroke-width="1.5" stroke-dasharray="6 4"/>`);
-    out.push(`<text x="${Number(x) + 5}" y="${m.top + plotH - 8}" fill="${l.color}">${esc(l.label)}</text>`);
+    // Labels of lines near the right edge go on their left.
+    const left = Number(x) > m.left + plotW * 0.75;
+    out.push(`<text x="${Number(x) + (left ? -5 : 5)}" y="${m.top + 28}"${left ? ' text-anchor="end"' : ''} fill="${l.color}">${esc(l.label)}</text>`);
   }
   // Series.
   out.push(`<g fill="none" stroke-width="2" stroke-linejoin="round">`);
