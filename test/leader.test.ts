@@ -1,10 +1,20 @@
 // Leader election under a sick apiserver. Unit part (injected clock): every lease request is
 // aborted when the time left before the renew deadline runs out, leadership is dropped at the
-// deadline even while a request hangs, and lease timing is monotonic.
+// deadline even while a request hangs, and lease timing is monotonic. End to end: two real
+// operator processes against the real apiserver, the leader talking through a TCP proxy that is
+// then black-holed; the operators' own logs show the standby never reconciles while the old
+// leader still does.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { createServer, connect, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { parse, stringify } from 'yaml';
 import { ManualClock } from '../controller/operator/clock.ts';
+import { createKubeClient, paths } from '../controller/operator/kube.ts';
 import { LeaderElector, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
+import { deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
+import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { kubectlFor, type Kubectl } from './support/kubectl.ts';
+import { startOperator, type OperatorProcess } from './support/operator.ts';
 
 /** A Lease store in memory whose requests can be made to hang until aborted (a black-holed apiserver). */
 class SickLeaseStore implements LeaseStore {
@@ -150,3 +160,149 @@ describe('leader election: deadlines on an injected clock', () => {
     await a.stop();
   });
 });
+
+/**
+ * A TCP proxy (loopback) that can black-hole: afterwards it forwards nothing in either direction
+ * and accepts new connections without ever answering, keeping every socket open — a partition in
+ * which requests hang rather than fail.
+ */
+async function blackholeProxy(target: { host: string; port: number }) {
+  let holed = false;
+  const sockets = new Set<Socket>();
+  const track = (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+  };
+  const server = createServer((client) => {
+    track(client);
+    if (holed) return void client.resume(); // read and drop, never answer
+    const upstream = connect(target.port, target.host);
+    track(upstream);
+    client.on('data', (c: Buffer) => void (holed || upstream.write(c)));
+    upstream.on('data', (c: Buffer) => void (holed || client.write(c)));
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => holed || client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    blackhole: () => {
+      holed = true;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** The pino JSON lines of an operator's output: message and time (ms). */
+function records(text: string): { msg: string; at: number }[] {
+  const out: { msg: string; at: number }[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(line) as { msg?: string; time?: string | number };
+      if (j.msg !== undefined && j.time !== undefined) out.push({ msg: j.msg, at: typeof j.time === 'number' ? j.time : Date.parse(j.time) });
+    } catch {
+      // not a log line
+    }
+  }
+  return out;
+}
+
+describe('leader election on the real apiserver: the leader is cut off by a black-holed proxy', () => {
+  const config = testConfig();
+  let kafka: ReturnType<typeof testKafka> | undefined;
+  let redis: ReturnType<typeof testRedis> | undefined;
+  let cluster: TestCluster;
+  let kubectl: Kubectl;
+  let namespace: string;
+  const operators: OperatorProcess[] = [];
+  let proxy: Awaited<ReturnType<typeof blackholeProxy>> | undefined;
+
+  before(async () => {
+    kafka = testKafka();
+    redis = testRedis();
+    cluster = await testCluster();
+    kubectl = kubectlFor(cluster.kubeconfigYaml);
+    namespace = uniqueName('le');
+    // The node agent ignores this namespace: the sale's pods are never run (workers are not needed here).
+    await kubectl.ok(['apply', '-f', '-'], { stdin: stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace, labels: { 'nodeagent.flashsale.dev/ignore': 'true' } } }) });
+    await kubectl.ok(['apply', '--server-side', '--force-conflicts', '-f', new URL('../crds/flashsale.yaml', import.meta.url).pathname]);
+    await kubectl.ok(['wait', '--for=condition=Established', 'crd/flashsales.flashsale.dev', '--timeout=60s'], { timeoutMs: 70_000 });
+  });
+
+  after(async () => {
+    await Promise.allSettled(operators.map((o) => o.stop('SIGKILL')));
+    await proxy?.close();
+    if (namespace) {
+      await kubectl.run(['delete', 'flashsale', '--all', '-n', namespace, '--wait=false']);
+      await deleteNamespace(cluster.kc, namespace).catch(() => {});
+      if (kafka) await deleteTopics(kafka, `flashsale.${namespace}.`).catch(() => {});
+      if (redis) await deleteRedisKeys(redis, [`fs:{${namespace}/*`, `fs:${namespace}/*`]).catch(() => {});
+    }
+    await dropDatabase(config).catch(() => {});
+    kubectl?.cleanup();
+    await kafka?.close();
+    redis?.disconnect();
+  });
+
+  it('the standby never reconciles while the old leader still does', async () => {
+    const leaseName = `lease-${namespace}`;
+    const server = new URL(cluster.server);
+    proxy = await blackholeProxy({ host: server.hostname, port: Number(server.port) });
+    const viaProxy = parse(cluster.kubeconfigYaml) as { clusters: { cluster: { server: string } }[] };
+    for (const c of viaProxy.clusters) c.cluster.server = `https://127.0.0.1:${proxy.port}`;
+    // Renew deadline 3 s < lease 6 s: the old leader must stop 3 s before anyone may take over.
+    const env = { LOG_LEVEL: 'debug', LEASE_DURATION: '6s', LEASE_RENEW_DEADLINE: '3s', LEASE_RETRY_PERIOD: '1s', SCALE_INTERVAL: '1s' };
+    const a = await startOperator({ kubeconfigYaml: stringify(viaProxy), config, namespace, identity: 'op-a', leaseName, env });
+    operators.push(a);
+    const aExit = new Promise<number | null>((r) => (a.proc.exitCode !== null ? r(a.proc.exitCode) : a.proc.once('exit', (code) => r(code))));
+    const client = createKubeClient(cluster.kc);
+    const holder = async () => (await client.request<{ spec: { holderIdentity?: string; leaseTransitions?: number } }>('GET', paths.lease(namespace, leaseName)).catch(() => undefined))?.spec;
+    await eventually(async () => (await holder())?.holderIdentity === 'op-a', { timeoutMs: 30_000, what: 'op-a leading' });
+    const b = await startOperator({ kubeconfigYaml: cluster.kubeconfigYaml, config, namespace, identity: 'op-b', leaseName, env });
+    operators.push(b);
+
+    const sale = {
+      apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name: 'le', namespace },
+      spec: { skus: [{ id: 'phone-x', stock: 10, timeoutBucket: '5m' }], timeoutBuckets: [{ name: '5m', delay: '5m' }], kafka: { partitions: 1, replicationFactor: 1 } },
+    };
+    await kubectl.ok(['apply', '-f', '-'], { stdin: JSON.stringify(sale) });
+    const started = (logs: string) => records(logs).filter((r) => r.msg === 'reconcile started');
+    // The leader reconciles the sale again every second (SCALE_INTERVAL).
+    await eventually(() => started(a.logs()).length >= 3, { timeoutMs: 60_000, what: 'op-a reconciling' });
+    assert.equal(started(b.logs()).length, 0, 'the standby does not reconcile while the leader renews');
+
+    const cutAt = Date.now();
+    proxy.blackhole();
+    const code = await Promise.race([aExit, new Promise<'running'>((r) => setTimeout(() => r('running'), 30_000))]);
+    assert.equal(code, 1, 'the cut-off leader gave up (exit 1) on its own, with its lease requests hanging');
+    await eventually(() => started(b.logs()).length >= 1, { timeoutMs: 30_000, what: 'op-b reconciling' });
+    assert.equal((await holder())?.holderIdentity, 'op-b');
+
+    const ra = records(a.logs());
+    const rb = records(b.logs());
+    const aStop = ra.find((r) => r.msg.startsWith('lost leadership'))?.at;
+    assert.ok(aStop !== undefined, `op-a logged losing leadership:\n${a.logs().slice(-2000)}`);
+    assert.ok(aStop >= cutAt, 'op-a led until after the cut');
+    // op-a's reconciles: each from its start to its finish, or to aStop when the exit cut it short.
+    const aStarts = ra.filter((r) => r.msg === 'reconcile started').map((r) => r.at);
+    const aFinishes = ra.filter((r) => r.msg === 'reconcile finished').map((r) => r.at);
+    assert.ok(aStarts.every((t) => t <= aStop) && aFinishes.every((t) => t <= aStop), 'op-a did nothing after it stopped leading');
+    // Not vacuous: op-a was still reconciling after it was cut off (a reconcile started after the
+    // cut, or one in flight across it).
+    const inFlightAtCut = aStarts.filter((t) => t <= cutAt).length > aFinishes.filter((t) => t <= cutAt).length;
+    assert.ok(inFlightAtCut || aStarts.some((t) => t > cutAt), 'op-a was still reconciling while cut off');
+    const bLeader = rb.find((r) => r.msg === 'became leader')?.at;
+    const bStarts = rb.filter((r) => r.msg === 'reconcile started').map((r) => r.at);
+    assert.ok(bLeader !== undefined && bStarts.length > 0);
+    assert.ok(bLeader > aStop, `op-b became leader (${new Date(bLeader).toISOString()}) after op-a stopped (${new Date(aStop).toISOString()})`);
+    assert.ok(Math.min(...bStarts) > aStop, 'op-b reconciled only after op-a stopped: no overlap');
+    assert.ok(((await holder())?.leaseTransitions ?? 0) >= 1);
+  });
+});
+
