@@ -23,6 +23,8 @@ async function scenario(t: { diagnostic(m: string): void }, mode: Mode, fault: F
     await afterAttempts(rig, 60);
     const what = await inject(rig, fault);
     t.diagnostic(what);
+    // Load goes on after the fault is healed, with more timeouts falling due.
+    await afterAttempts(rig, 60);
     const result = await rig.quietAndCheck(120_000);
     t.diagnostic(`attempts ${rig.attempts()}, answers ${JSON.stringify(Object.fromEntries(rig.answers))}, acknowledged ${rig.acknowledged.size}, paid ${rig.paid.size}, summary ${JSON.stringify(result.summary)}`);
     assert.ok(rig.acknowledged.size > 0, 'the storm got orders accepted');

@@ -159,6 +159,8 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
   const orderUrl = `${api.url}/v1/sales/${sale.metadata.name}/orders`;
 
   let answered = 0;
+  let lastAcknowledgedAt = 0;
+  const maxDelayMs = Math.max(...sale.spec.timeoutBuckets.map((b) => durationMs(b.delay)));
   const buyer = async (maxOrders: number, payEvery: number, s: { stop: boolean }) => {
     // The budget counts requests the API answered: while it is down, refused attempts do not use it up.
     while (!s.stop && answered < maxOrders) {
@@ -175,6 +177,7 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
       if (r.status !== 0) answered++;
       if (r.status === 202 && typeof r.body.orderId === 'string') {
         acknowledged.set(r.body.orderId, { userId, skuId, quantity: 1 });
+        lastAcknowledgedAt = Date.now();
         if (rnd() < 1 / payEvery) void payLater(r.body.orderId, s);
       } else if (r.status === 0 || r.status === 503) {
         // Down or unavailable: back off a little so a dead API does not turn into a busy loop.
@@ -214,8 +217,10 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     async quietAndCheck(timeoutMs = 120_000) {
       await rig.stopStorm();
       await Promise.all(workers.map((w) => (w.running() ? Promise.resolve() : w.start())));
-      // Quiet: the writer drained, nothing overdue, no release pending; and past every due time of
-      // an acknowledged order (so every unpaid order had its chance to close).
+      // Every acknowledged order must have fallen due (due times are defined by the clock, so this
+      // waits on the clock), then quiet: the writer drained, nothing overdue, no release pending.
+      const allDue = lastAcknowledgedAt + maxDelayMs + 500;
+      await when(() => Date.now() > allDue, { what: 'every acknowledged order past its due time', timeoutMs: maxDelayMs + 60_000 });
       await waitQuiet({ pool, redis, kafka, sale, timeoutMs });
       return checkInvariants({ pool, redis, sale, acknowledged, paid, kafka });
     },
@@ -228,6 +233,13 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     },
   };
   return rig;
+}
+
+/** '3s', '5m', '1h' → ms (the spec's duration format). */
+export function durationMs(d: string): number {
+  const m = /^(\d+)(s|m|h)$/.exec(d);
+  if (!m) throw new Error(`bad duration ${d}`);
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 's' | 'm' | 'h'];
 }
 
 /** Small seeded PRNG: the chaos schedule and the buyers are reproducible from the printed seed. */
