@@ -173,6 +173,8 @@ function legacySeckill(): { md: string; readme: string; svg: null } {
     ...table,
     '',
     `Accept path HTTP p99 in the last of those runs: ${fd(last.acceptP99Ms ?? NaN, 2)} ms at 256 connections (one run).`,
+    '',
+    `Against the issue-14 targets: rejection ${range(ratio, ms2)} of bare (target ≥ ${TARGETS.rejectRatio}); accepted orders ${range(spread(L.runs.map((r) => r.ordersPerSecond / r.bareRps)), ms2)} of bare (target ≥ ${TARGETS.acceptRatio}); accept p99 ${fd(last.acceptP99Ms ?? NaN, 2)} ms (target ≤ ${TARGETS.acceptP99Ms} ms).`,
   ].join('\n');
   return { md: `## seckill\n\n${text}`, readme: `\`npm run bench:seckill\`: ${text}\n\nThe latency chart (test/bench/seckill-latency.svg) is rendered by the first full run of the current benchmark.`, svg: null };
 }
@@ -298,7 +300,22 @@ const howto = `How to read and run these benchmarks.
   count whatever else uses them at the time). The CPU budget line turns it into the most orders/s
   the machine's cores allow: a target above it cannot be reached without a cheaper path.
 - Ratios only mean something against the bare run of the same pair; absolute figures depend on the
-  machine and what else runs on it. Full runs belong on an otherwise idle machine.`;
+  machine and what else runs on it. Full runs belong on an otherwise idle machine.
+
+To produce committed results (infra up with \`npm run infra:up\`, nothing else running):
+
+\`\`\`sh
+npm run bench:seckill     # 3 pairs × (bare, rejection, bare, accept), 10 s each, -c64 / -c256; exits 1 on a missed target
+npm run bench:timeouts    # 3 closer rounds of 100,000 orders, 1 round through the API + order writer, 1 scan-only round
+npm run bench:report      # RESULTS.md blocks, README section, seckill-latency.svg, timeouts-close-delay.svg
+git add test/bench/results/*.jsonl test/bench/RESULTS.md test/bench/*.svg README.md
+\`\`\`
+
+A missed target still appends its lines (they are results too); run the pair of commands three
+times for three batches. Validation runs that should leave no trace: \`npm run bench:seckill --
+--duration 3s --connections 32 --pairs 1 --results /tmp/seckill.jsonl\` and \`npm run bench:timeouts
+-- --orders 2000 --rounds 1 --results /tmp/timeouts.jsonl\` (both are marked smoke; \`bench:report --
+--results-dir /tmp --include-smoke --markdown … --readme … --svg-dir …\` renders them elsewhere).`;
 
 const seck = seckillSection(readRuns<SeckillRun>(resultsFile('seckill', RESULTS)));
 const tout = timeoutsSection(readRuns<TimeoutsRun>(resultsFile('timeouts', RESULTS)));
