@@ -204,11 +204,16 @@ export class OrderCloser {
     if (rows.length === 0) return 0;
     // ioredis auto-pipelining sends these concurrent script calls in a few round trips.
     const t = performance.now();
-    const applied = await Promise.all(rows.map((r) => this.stock.releaseOrder(r)));
-    const n = applied.filter(Boolean).length;
+    const outcomes = await Promise.all(rows.map((r) => this.stock.releaseOrderOutcome(r)));
+    const n = outcomes.filter((o) => o === 'released').length;
     this.timings.redis += performance.now() - t;
     if (n > 0) this.metrics?.releasesApplied.inc({ flashsale: this.saleKey, source }, n);
-    const ids = rows.map((r) => r.orderId);
+    // A release that found the SKU's keys missing did nothing and stays unmarked: a rebuild may be
+    // reading the ledger from before this close (then it counts the order as held), so the scan
+    // applies it again once the keys are back; `released` makes that a no-op when the rebuild
+    // counted the order as closed.
+    const ids = rows.filter((_, i) => outcomes[i] !== 'no-stock-keys').map((r) => r.orderId);
+    if (ids.length === 0) return n;
     if (this.deferMarking && source === 'closer') this.queueMarks(ids);
     else await this.markApplied(ids);
     return n;

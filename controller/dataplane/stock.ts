@@ -8,6 +8,7 @@
 //   release   stock += q, holdings[user] -= q, order id added to `released`         (close, reaper, failed hand-off)
 // `claim` and the reservation-release both delete the reservation record first, so for an order
 // still in Kafka exactly one of them wins; `released` makes every release idempotent by order id.
+import { randomUUID } from 'node:crypto';
 import type { Redis } from '../infra/redis.ts';
 import type { FlashSale } from '../spec/flashsale.ts';
 import { saleNames, type NameOptions } from '../spec/names.ts';
@@ -15,6 +16,10 @@ import { saleNames, type NameOptions } from '../spec/names.ts';
 const RESERVE = `
 local stock = redis.call('GET', KEYS[1])
 if not stock then return {-1, ''} end
+-- Keyed by the order id the API chose before calling: when the reply of a first run was lost and the
+-- client resent the command, the re-run answers like the first one instead of reserving twice (or
+-- answering ALREADY_ORDERED for the buyer's own order, which would then never reach Kafka).
+if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 1 then return {1, stock} end
 local qty = tonumber(ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if held + qty > tonumber(ARGV[3]) then return {-2, redis.call('HGET', KEYS[3], ARGV[1]) or ''} end
@@ -93,27 +98,57 @@ redis.call('SET', KEYS[2], ARGV[1])
 return {1, 0}
 `;
 
-// KEYS: stock, seeded, holdings, released; ARGV: stock, remaining, then user/units pairs count n,
-// n*(user, units), then closed order ids. Rebuilds the SKU from MySQL after Redis lost it.
-const REBUILD = `
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('SET', KEYS[1], ARGV[2])
-local n = tonumber(ARGV[3])
-for i = 0, n - 1 do
-  redis.call('HSET', KEYS[3], ARGV[4 + 3 * i], ARGV[5 + 3 * i])
-  redis.call('HSET', KEYS[5], ARGV[4 + 3 * i], ARGV[6 + 3 * i])
+// A rebuild writes what MySQL knows (holders and closed order ids, possibly hundreds of thousands)
+// into staging keys in chunks, then one script moves them into place and sets the stock last. Until
+// then the SKU has no stock key, so no buyer can reserve from a half-built SKU, and no release can
+// apply (the release script needs the seeded key). Staging keys carry the rebuild's own token and a
+// TTL, so concurrent or crashed rebuilds never mix or leave garbage.
+// KEYS: seeded, staged holdings, staged last orders, staged released; ARGV: ttl s, kind, items...
+// kind 'holders': (user, units, last order) triples; kind 'closed': order ids.
+const REBUILD_STAGE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[2] == 'holders' then
+  for i = 3, #ARGV, 3 do
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
+  end
+else
+  for i = 3, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
 end
-for i = 4 + 3 * n, #ARGV do redis.call('SADD', KEYS[4], ARGV[i]) end
+for i = 2, 4 do if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end end
 return 1
 `;
+
+// KEYS: stock, seeded, holdings, last orders, released, staged holdings, staged last orders,
+// staged released; ARGV: stock, remaining. Returns 1 rebuilt, 0 the SKU was present (staging dropped).
+const REBUILD_FINISH = `
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])
+  return 0
+end
+for i = 3, 5 do
+  redis.call('DEL', KEYS[i])
+  if redis.call('EXISTS', KEYS[i + 3]) == 1 then
+    redis.call('RENAME', KEYS[i + 3], KEYS[i])
+    redis.call('PERSIST', KEYS[i])
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+`;
+
+/** Items per staging call of a rebuild: bounded so each script call stays small and short. */
+export const REBUILD_CHUNK = 5000;
+
 type Scripted = Redis & {
   fsReserve(...args: (string | number)[]): Promise<[number, string]>;
   fsRelease(...args: (string | number)[]): Promise<number>;
   fsClaim(...args: string[]): Promise<number[]>;
   fsSeed(...args: (string | number)[]): Promise<number>;
   fsAdjust(...args: (string | number)[]): Promise<[number, number]>;
-  fsRebuild(...args: (string | number)[]): Promise<number>;
+  fsRebuildStage(...args: (string | number)[]): Promise<number>;
+  fsRebuildFinish(...args: (string | number)[]): Promise<number>;
 };
 
 function withScripts(redis: Redis): Scripted {
@@ -124,7 +159,8 @@ function withScripts(redis: Redis): Scripted {
     redis.defineCommand('fsClaim', { numberOfKeys: 3, lua: CLAIM });
     redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
     redis.defineCommand('fsAdjust', { numberOfKeys: 2, lua: ADJUST });
-    redis.defineCommand('fsRebuild', { numberOfKeys: 5, lua: REBUILD });
+    redis.defineCommand('fsRebuildStage', { numberOfKeys: 4, lua: REBUILD_STAGE });
+    redis.defineCommand('fsRebuildFinish', { numberOfKeys: 8, lua: REBUILD_FINISH });
   }
   return r;
 }
@@ -187,19 +223,41 @@ export class StockStore {
     return { outcome: 'below-sold', sold: Number(sold) };
   }
 
-  /** Rebuilds a SKU whose keys Redis lost from what MySQL holds; false when the SKU was present. */
-  async rebuild(skuId: string, stock: number, ledger: SkuLedger): Promise<boolean> {
+  /**
+   * Rebuilds a SKU whose keys Redis lost from what MySQL holds; false when the SKU was present.
+   * Any size: staged in chunks of REBUILD_CHUNK, made visible at once by the last call (see REBUILD_STAGE).
+   */
+  async rebuild(skuId: string, stock: number, ledger: SkuLedger, chunk = REBUILD_CHUNK): Promise<boolean> {
     const k = this.keys(skuId);
+    const token = randomUUID();
+    const staged = [`${k.holdings}:rebuild:${token}`, `${k.lastOrder}:rebuild:${token}`, `${k.released}:rebuild:${token}`];
+    const ttl = 3600;
     let held = 0;
-    const pairs: (string | number)[] = [];
-    for (const [user, units] of ledger.heldByUser) {
-      held += units;
-      // The user's latest order, so a retried purchase still learns its order id after a rebuild.
-      pairs.push(user, units, ledger.lastOrderByUser.get(user) ?? '');
+    let triples: (string | number)[] = [];
+    const stage = async (kind: 'holders' | 'closed', items: (string | number)[]) => {
+      if (items.length === 0) return true;
+      return (await this.redis.fsRebuildStage(k.seeded, ...staged, ttl, kind, ...items)) === 1;
+    };
+    try {
+      for (const [user, units] of ledger.heldByUser) {
+        held += units;
+        // The user's latest order, so a retried purchase still learns its order id after a rebuild.
+        triples.push(user, units, ledger.lastOrderByUser.get(user) ?? '');
+        if (triples.length >= chunk * 3) {
+          if (!(await stage('holders', triples))) return false;
+          triples = [];
+        }
+      }
+      if (!(await stage('holders', triples))) return false;
+      for (let i = 0; i < ledger.closedOrderIds.length; i += chunk) {
+        if (!(await stage('closed', ledger.closedOrderIds.slice(i, i + chunk)))) return false;
+      }
+      const remaining = Math.max(0, stock - held);
+      return (await this.redis.fsRebuildFinish(k.stock, k.seeded, k.holdings, k.lastOrder, k.released, ...staged, stock, remaining)) === 1;
+    } finally {
+      // After success the staging keys were renamed away; after a refusal or an error, drop them now.
+      await this.redis.del(...staged).catch(() => undefined);
     }
-    const remaining = Math.max(0, stock - held);
-    const res = await this.redis.fsRebuild(k.stock, k.seeded, k.holdings, k.released, k.lastOrder, stock, remaining, ledger.heldByUser.size, ...pairs, ...ledger.closedOrderIds);
-    return res === 1;
   }
 
   /** Seeded stock and remaining units, or null when the SKU has no keys. */
@@ -242,7 +300,16 @@ export class StockStore {
    * is a call for a SKU whose keys Redis lost (the rebuild from MySQL returns those units).
    */
   async releaseOrder(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<boolean> {
-    return (await this.release(r, 'order')) === 1;
+    return (await this.releaseOrderOutcome(r)) === 'released';
+  }
+
+  /**
+   * releaseOrder with its outcome. `no-stock-keys` means nothing happened: the release is still owed
+   * (the rebuild may have counted the order as held, from a ledger read before the close committed).
+   */
+  async releaseOrderOutcome(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<'released' | 'released-before' | 'no-stock-keys'> {
+    const code = await this.release(r, 'order');
+    return code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys';
   }
 
   private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>, mode: 'order' | 'reservation') {
