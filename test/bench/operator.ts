@@ -1,0 +1,474 @@
+// npm run bench:operator [-- --sales 500 --idle-seconds 300 --smoke --report]
+//
+// The operator at scale on the real control plane (infra/cluster.sh): N FlashSales (partitions 1,
+// one bucket) applied at once, with the operator as a child process. Measured:
+//   - time from the apply until each sale is Ready (p50/p99/max), target: all within 120 s;
+//   - operator CPU (utime+stime from /proc/<pid>/stat) and RSS while they become Ready and while idle;
+//   - apiserver requests per second per sale while idle for `--idle-seconds` (default 300), target
+//     ≤ 0.05: the operator's own requests, counted by the apiserver in a FlowSchema that matches
+//     only the operator's ServiceAccount (apiserver_flowcontrol_dispatched_requests_total), and the
+//     apiserver's whole apiserver_request_total for context (that one includes every other
+//     client of the shared control plane);
+//   - memory with 100, 250 and 500 sales (a fresh operator watching 1, 2 or 3 namespaces holding
+//     100, 150 and 250 sales), target: linear (the 500-sale figure within 25 % of the straight
+//     line through the other two).
+// Workers need not run: the sales' namespaces carry the node agent's ignore label, every worker has
+// 0 replicas except the compensator (always 1), and this program plays the kubelet for those pods
+// only (binds them to a Node of its own and reports them Running and Ready), so a sale can be Ready.
+// Exits non-zero when a target is missed. One JSON line per run is appended to
+// test/bench/results/operator.jsonl; the block `operator` of test/bench/RESULTS.md and of the
+// README is rendered from those lines (`--report` renders only).
+import { readFileSync, writeFileSync, appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { createKubeClient, paths, type KubeClient, type KubeList } from '../../controller/operator/kube.ts';
+import { testCluster, type TestCluster } from '../support/cluster.ts';
+import { deleteRedisKeys, deleteTopics, dropDatabase, testConfig, testKafka, testRedis, runId } from '../support/infra.ts';
+import { kubectlFor, type Kubectl } from '../support/kubectl.ts';
+import { startOperator, type OperatorProcess } from '../support/operator.ts';
+import { replaceBlock } from './lib/blocks.ts';
+import { percentile } from './lib/stats.ts';
+import { cpuSeconds, gitInfo, machine } from './lib/system.ts';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const RESULTS = join(root, 'test/bench/results/operator.jsonl');
+const TARGET = { readySeconds: 120, idlePerSale: 0.05, linearTolerance: 0.25 };
+
+const { values: args } = parseArgs({
+  options: {
+    sales: { type: 'string', default: '500' },
+    'idle-seconds': { type: 'string', default: '300' },
+    smoke: { type: 'boolean', default: false },
+    report: { type: 'boolean', default: false },
+  },
+});
+
+interface OperatorRun {
+  bench: 'operator';
+  timestamp: string;
+  smoke: boolean;
+  git: { commit: string; dirty: boolean };
+  machine: { cores: number; model: string; loadavg1: number };
+  sales: number;
+  apply: { seconds: number };
+  ready: { all: boolean; readyCount: number; p50: number; p99: number; max: number };
+  cpu: { readyPhaseSeconds: number; idleSeconds: number; idleCpuSeconds: number; idleCpuPercent: number };
+  rssMiB: { afterReady: number; afterIdle: number };
+  idle: { seconds: number; operatorRequests: number; operatorPerSalePerSecond: number; apiserverRequests: number; apiserverPerSecond: number; byVerbResource: Record<string, number> };
+  memory: { sales: number; rssMiB: number; heapUsedMiB: number }[];
+  linear: { predicted500: number; measured500: number; deviation: number };
+  verdicts: { what: string; ok: boolean }[];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until `check` is truthy or the deadline passes (then returns undefined). */
+async function until<T>(check: () => Promise<T | undefined | false>, timeoutMs: number, everyMs = 1000): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() >= deadline) return undefined;
+    await sleep(everyMs);
+  }
+}
+
+function rssMiB(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Prometheus text → samples. */
+function samples(text: string): { name: string; labels: Record<string, string>; value: number }[] {
+  const out: { name: string; labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)/.exec(line);
+    if (!m) continue;
+    const labels = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1] as string, x[2] as string]));
+    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+interface ApiCounts {
+  operator: number;
+  total: number;
+  byVerbResource: Record<string, number>;
+}
+
+/** Sum of an operator metric's samples (all label sets). */
+async function opMetric(op: OperatorProcess, name: string): Promise<number | undefined> {
+  const s = samples(await (await fetch(`${op.url}/metrics`)).text()).filter((x) => x.name === name);
+  return s.length ? s.reduce((a, x) => a + x.value, 0) : undefined;
+}
+
+async function apiserverCounts(kubectl: Kubectl, flowSchema: string): Promise<ApiCounts> {
+  const s = samples(await kubectl.ok(['get', '--raw', '/metrics'], { timeoutMs: 60_000 }));
+  let operator = 0;
+  let total = 0;
+  const byVerbResource: Record<string, number> = {};
+  for (const x of s) {
+    if (x.name === 'apiserver_flowcontrol_dispatched_requests_total' && x.labels.flow_schema === flowSchema) operator += x.value;
+    if (x.name === 'apiserver_request_total') {
+      total += x.value;
+      const k = `${x.labels.verb} ${x.labels.resource}${x.labels.subresource ? `/${x.labels.subresource}` : ''}`;
+      byVerbResource[k] = (byVerbResource[k] ?? 0) + x.value;
+    }
+  }
+  return { operator, total, byVerbResource };
+}
+
+type Sale = { metadata: { name: string; namespace: string }; status?: { conditions?: { type: string; status: string }[] } };
+const isReady = (s: Sale) => s.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+
+/** Plays the kubelet for the sales' pods: binds them to `node` and reports them Running and Ready. */
+class FakeKubelet {
+  private readonly done = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private busy = false;
+  private readonly client: KubeClient;
+  private readonly node: string;
+  private readonly namespaces: string[];
+  constructor(client: KubeClient, node: string, namespaces: string[]) {
+    this.client = client;
+    this.node = node;
+    this.namespaces = namespaces;
+  }
+
+  async start(): Promise<void> {
+    const now = new Date().toISOString();
+    await this.client.request('POST', '/api/v1/nodes', {
+      apiVersion: 'v1', kind: 'Node',
+      metadata: { name: this.node, labels: { 'kubernetes.io/hostname': this.node, 'flashsale.dev/bench': 'operator' } },
+    }).catch((e: Error) => (/409|AlreadyExists/.test(e.message) ? undefined : Promise.reject(e)));
+    await this.client.request('PATCH', `/api/v1/nodes/${this.node}/status`, {
+      status: {
+        conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'bench:operator plays the kubelet', lastHeartbeatTime: now, lastTransitionTime: now }],
+        allocatable: { cpu: '1000', memory: '4000Gi', pods: '10000' },
+        capacity: { cpu: '1000', memory: '4000Gi', pods: '10000' },
+      },
+    }, 'application/merge-patch+json');
+    const renew = async () => {
+      const t = new Date().toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+      const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${this.node}`;
+      await this.client.request('PATCH', path, { spec: { renewTime: t } }, 'application/merge-patch+json').catch(() =>
+        this.client.request('POST', '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases', {
+          apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.node }, spec: { holderIdentity: this.node, leaseDurationSeconds: 40, renewTime: t },
+        }),
+      ).catch(() => {});
+    };
+    await renew();
+    this.leaseTimer = setInterval(() => void renew(), 10_000);
+    this.timer = setInterval(() => void this.round(), 1000);
+  }
+
+  private async round(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      for (const ns of this.namespaces) {
+        const pods = await this.client.request<KubeList<{ metadata: { name: string; uid: string }; spec: { nodeName?: string; containers: { name: string; image: string }[] }; status?: { phase?: string } }>>('GET', `/api/v1/namespaces/${ns}/pods`);
+        const todo = pods.items.filter((p) => !this.done.has(p.metadata.uid));
+        await Promise.all(todo.map((p) => this.runPod(ns, p).catch(() => {})));
+      }
+    } catch {
+      // next round
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async runPod(ns: string, p: { metadata: { name: string; uid: string }; spec: { nodeName?: string; containers: { name: string; image: string }[] } }): Promise<void> {
+    if (!p.spec.nodeName) {
+      await this.client.request('POST', `/api/v1/namespaces/${ns}/pods/${p.metadata.name}/binding`, {
+        apiVersion: 'v1', kind: 'Binding', metadata: { name: p.metadata.name }, target: { apiVersion: 'v1', kind: 'Node', name: this.node },
+      });
+    } else if (p.spec.nodeName !== this.node) return;
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    await this.client.request('PATCH', `/api/v1/namespaces/${ns}/pods/${p.metadata.name}/status`, {
+      status: {
+        phase: 'Running', hostIP: '127.0.0.1', podIP: '127.0.0.1', startTime: now,
+        conditions: ['PodScheduled', 'Initialized', 'ContainersReady', 'Ready'].map((type) => ({ type, status: 'True', lastTransitionTime: now })),
+        containerStatuses: p.spec.containers.map((c) => ({ name: c.name, image: c.image, imageID: '', ready: true, started: true, restartCount: 0, state: { running: { startedAt: now } } })),
+      },
+    }, 'application/merge-patch+json');
+    this.done.add(p.metadata.uid);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    clearInterval(this.leaseTimer);
+    await this.client.request('DELETE', `/api/v1/nodes/${this.node}`).catch(() => {});
+    await this.client.request('DELETE', `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${this.node}`).catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function saleDoc(name: string, namespace: string) {
+  return {
+    apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name, namespace },
+    spec: {
+      skus: [{ id: 'sku-1', stock: 100, timeoutBucket: '15m' }],
+      timeoutBuckets: [{ name: '15m', delay: '15m' }],
+      kafka: { partitions: 1, replicationFactor: 1 },
+      // Only the compensator (always one replica) has a pod: the benchmark plays its kubelet.
+      workers: { api: { replicas: 0 }, orderWriter: { minReplicas: 0, maxReplicas: 1 }, timeoutCloser: { minReplicas: 0, maxReplicas: 1 } },
+    },
+  };
+}
+
+async function listSales(client: KubeClient, namespaces: string[]): Promise<Sale[]> {
+  const lists = await Promise.all(namespaces.map((ns) => client.request<KubeList<Sale>>('GET', paths.flashsales(ns))));
+  return lists.flatMap((l) => l.items);
+}
+
+function fmt(n: number, digits = 1): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : '–';
+}
+
+function render(runs: OperatorRun[]): string {
+  const full = runs.filter((r) => !r.smoke);
+  const rows = (full.length ? full : runs).slice(-5);
+  if (rows.length === 0) return '## Operator at scale (`npm run bench:operator`)\n\nNo run recorded yet.';
+  const last = rows.at(-1) as OperatorRun;
+  const lines = [
+    '## Operator at scale (`npm run bench:operator`)',
+    '',
+    `${last.sales} FlashSales (partitions 1, one bucket) applied at once on the real control plane, the operator as a child process; targets: all Ready within ${TARGET.readySeconds} s, idle apiserver requests ≤ ${TARGET.idlePerSale}/s per sale, memory linear in the number of sales. Idle requests are the operator's own (a FlowSchema matching only its ServiceAccount); "apiserver, all clients" includes every other user of the shared control plane.${last.smoke ? ' **Smoke run** (shorter settings): no full run recorded yet.' : ''}`,
+    '',
+    '| run | commit | sales | all Ready | Ready p50 / p99 / max (s) | CPU to Ready (s) | idle CPU | idle requests/s per sale (operator) | apiserver, all clients (req/s) | RSS after Ready / idle (MiB) | targets |',
+    '| --- | --- | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |',
+    ...rows.map(
+      (r) =>
+        `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${fmt(r.idle.operatorPerSalePerSecond, 4)} | ${fmt(r.idle.apiserverPerSecond)} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
+    ),
+    '',
+    `Memory of a fresh operator by sales watched (latest run): ${last.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(last.linear.predicted500, 0)} MiB RSS at ${last.memory.at(-1)?.sales ?? 500}, measured ${fmt(last.linear.measured500, 0)} (${fmt(last.linear.deviation * 100, 0)} % off).`,
+    '',
+    `Idle requests by verb and resource (apiserver_request_total, all clients, latest run, per second): ${Object.entries(last.idle.byVerbResource).sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${fmt(v / last.idle.seconds, 2)}`).join(', ') || '–'}.`,
+  ];
+  return lines.join('\n');
+}
+
+function writeReports(): void {
+  const runs = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as OperatorRun) : [];
+  const body = render(runs);
+  for (const file of [join(root, 'test/bench/RESULTS.md'), join(root, 'README.md')]) {
+    writeFileSync(file, replaceBlock(readFileSync(file, 'utf8'), 'operator', body, true));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  if (args.report) {
+    writeReports();
+    return 0;
+  }
+  const total = Number(args.sales);
+  const idleSeconds = Number(args['idle-seconds']);
+  if (!Number.isInteger(total) || total < 3 || !Number.isFinite(idleSeconds) || idleSeconds < 1) throw new Error('--sales ≥ 3 and --idle-seconds ≥ 1');
+  // Three namespaces of 20 %, 30 % and 50 % of the sales: a fresh operator watching the first one,
+  // two, or all three gives the memory at 100, 250 and 500 sales.
+  const split = [Math.round(total * 0.2), Math.round(total * 0.3)];
+  split.push(total - split[0]! - split[1]!);
+  const namespaces = split.map((_, i) => `bench-op-${runId}-${i}`.slice(0, 63));
+  const cluster: TestCluster = await testCluster();
+  const kubectl = kubectlFor(cluster.kubeconfigYaml);
+  const admin = createKubeClient(cluster.kc, { qps: 200, burst: 400, timeoutMs: 60_000 });
+  const config = testConfig();
+  const kafka = testKafka();
+  const redis = testRedis();
+  const sa = 'bench-operator';
+  const flowSchema = `bench-operator-${runId}`.slice(0, 63);
+  const node = `bench-node-${runId}`.slice(0, 63);
+  const kubelet = new FakeKubelet(admin, node, namespaces);
+  let op: OperatorProcess | undefined;
+  const log = (msg: string) => process.stderr.write(`[bench:operator] ${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+  const verdicts: { what: string; ok: boolean }[] = [];
+
+  const startOp = async (watch: string[]) =>
+    startOperator({
+      kubeconfigYaml: saKubeconfig,
+      config,
+      namespace: watch[0] as string,
+      identity: `bench-${runId}`,
+      leaseName: `bench-${runId}`,
+      env: {
+        WATCH_NAMESPACES: watch.join(','),
+        LOG_LEVEL: 'warn',
+        // Production timing, not the tests' short intervals.
+        SCALE_INTERVAL: '15s', LAG_INTERVAL: '5s', STEP_TIMEOUT: '20s', RESYNC_PERIOD: '10m',
+        LEASE_DURATION: '15s', LEASE_RENEW_DEADLINE: '10s', LEASE_RETRY_PERIOD: '2s',
+      },
+    });
+  let saKubeconfig = '';
+  try {
+    log(`setup: ${namespaces.join(', ')} (${split.join(' + ')} sales), ServiceAccount ${sa}, FlowSchema ${flowSchema}, Node ${node}`);
+    await kubectl.ok(['apply', '--server-side', '--force-conflicts', '-f', join(root, 'crds/flashsale.yaml')]);
+    await kubectl.ok(['wait', '--for=condition=Established', 'crd/flashsales.flashsale.dev', '--timeout=60s'], { timeoutMs: 70_000 });
+    const objects = [
+      ...namespaces.map((ns) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'nodeagent.flashsale.dev/ignore': 'true', 'flashsale.dev/bench': 'operator' } } })),
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, namespace: namespaces[0] } },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: `bench-operator-${runId}` },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
+        subjects: [{ kind: 'ServiceAccount', name: sa, namespace: namespaces[0] }],
+      },
+      {
+        // Counts exactly the operator's requests (apiserver_flowcontrol_dispatched_requests_total{flow_schema}).
+        apiVersion: 'flowcontrol.apiserver.k8s.io/v1', kind: 'FlowSchema', metadata: { name: flowSchema },
+        spec: {
+          matchingPrecedence: 500, priorityLevelConfiguration: { name: 'workload-high' }, distinguisherMethod: { type: 'ByUser' },
+          rules: [{ subjects: [{ kind: 'ServiceAccount', serviceAccount: { name: sa, namespace: namespaces[0] } }], resourceRules: [{ verbs: ['*'], apiGroups: ['*'], resources: ['*'], clusterScope: true, namespaces: ['*'] }], nonResourceRules: [{ verbs: ['*'], nonResourceURLs: ['*'] }] }],
+        },
+      },
+    ];
+    await kubectl.ok(['apply', '-f', '-'], { stdin: objects.map((o) => stringify(o)).join('---\n') });
+    const token = (await kubectl.ok(['create', 'token', sa, '-n', namespaces[0] as string, '--duration=6h'])).trim();
+    const kcAdmin = cluster.kc;
+    const ca = kcAdmin.getCurrentCluster();
+    saKubeconfig = stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'bench',
+      clusters: [{ name: 'bench', cluster: { server: cluster.server, ...(ca?.caData ? { 'certificate-authority-data': ca.caData } : { 'certificate-authority': ca?.caFile }) } }],
+      users: [{ name: sa, user: { token } }],
+      contexts: [{ name: 'bench', context: { cluster: 'bench', user: sa } }],
+    });
+    await kubelet.start();
+
+    // Phase 1: every sale applied at once, the operator watching all three namespaces.
+    op = await startOp(namespaces);
+    const pid = op.proc.pid as number;
+    const leading = op;
+    await until(async () => (await opMetric(leading, 'leader_election_master_status')) === 1, 60_000);
+    const file = join(root, `.cache/bench-operator-${runId}.yaml`);
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, namespaces.flatMap((ns, i) => Array.from({ length: split[i] as number }, (_, j) => stringify(saleDoc(`s-${String(j).padStart(4, '0')}`, ns)))).join('---\n'));
+    const cpu0 = cpuSeconds(pid);
+    const t0 = Date.now();
+    await kubectl.ok(['apply', '--server-side', '-f', file], { timeoutMs: 300_000 });
+    const applySeconds = (Date.now() - t0) / 1000;
+    log(`applied ${total} sales in ${applySeconds.toFixed(1)} s; waiting for Ready (bound ${TARGET.readySeconds * 3} s)`);
+    const readyAt = new Map<string, number>();
+    await until(async () => {
+      for (const s of await listSales(admin, namespaces)) {
+        const key = `${s.metadata.namespace}/${s.metadata.name}`;
+        if (!readyAt.has(key) && isReady(s)) readyAt.set(key, (Date.now() - t0) / 1000);
+      }
+      return readyAt.size >= total;
+    }, TARGET.readySeconds * 3 * 1000);
+    const readyCpu = cpuSeconds(pid) - cpu0;
+    const times = [...readyAt.values()].sort((a, b) => a - b);
+    const ready = { all: readyAt.size === total, readyCount: readyAt.size, p50: percentile(times, 50), p99: percentile(times, 99), max: times.at(-1) ?? NaN };
+    log(`ready: ${readyAt.size}/${total}, p50 ${fmt(ready.p50)} s, p99 ${fmt(ready.p99)} s, max ${fmt(ready.max)} s, CPU ${fmt(readyCpu)} s`);
+    const rssAfterReady = rssMiB(pid);
+
+    // Phase 2: idle. Let the last status writes and requeues settle for one scale interval first.
+    await sleep(20_000);
+    const c0 = await apiserverCounts(kubectl, flowSchema);
+    const cpuIdle0 = cpuSeconds(pid);
+    const i0 = Date.now();
+    log(`idle for ${idleSeconds} s`);
+    await sleep(idleSeconds * 1000);
+    const c1 = await apiserverCounts(kubectl, flowSchema);
+    const idleWall = (Date.now() - i0) / 1000;
+    const idleCpu = cpuSeconds(pid) - cpuIdle0;
+    const byVerbResource: Record<string, number> = {};
+    for (const [k, v] of Object.entries(c1.byVerbResource)) {
+      const d = v - (c0.byVerbResource[k] ?? 0);
+      if (d > 0) byVerbResource[k] = d;
+    }
+    const idle = {
+      seconds: idleWall,
+      operatorRequests: c1.operator - c0.operator,
+      operatorPerSalePerSecond: (c1.operator - c0.operator) / idleWall / total,
+      apiserverRequests: c1.total - c0.total,
+      apiserverPerSecond: (c1.total - c0.total) / idleWall,
+      byVerbResource,
+    };
+    log(`idle: operator ${idle.operatorRequests} requests (${fmt(idle.operatorPerSalePerSecond, 4)}/s per sale); apiserver ${fmt(idle.apiserverPerSecond)} req/s from all clients; CPU ${fmt(idleCpu, 2)} s`);
+    const rssAfterIdle = rssMiB(pid);
+    await op.stop();
+    op = undefined;
+
+    // Phase 3: memory of a fresh operator watching 1, 2, 3 namespaces.
+    const memory: { sales: number; rssMiB: number; heapUsedMiB: number }[] = [];
+    for (let n = 1; n <= namespaces.length; n++) {
+      const watch = namespaces.slice(0, n);
+      const count = split.slice(0, n).reduce((a, b) => a + b, 0);
+      op = await startOp(watch);
+      const p = op.proc.pid as number;
+      const current = op;
+      // Every sale reconciled once and the queue empty: the state the operator keeps for `count` sales.
+      await until(async () => {
+        const done = (await opMetric(current, 'controller_runtime_reconcile_total')) ?? 0;
+        const depth = (await opMetric(current, 'workqueue_depth')) ?? 1;
+        return done >= count && depth === 0;
+      }, 300_000);
+      await sleep(10_000);
+      const heap = ((await opMetric(op, 'nodejs_heap_size_used_bytes')) ?? NaN) / 2 ** 20;
+      memory.push({ sales: count, rssMiB: rssMiB(p), heapUsedMiB: heap });
+      log(`memory: ${count} sales → RSS ${fmt(rssMiB(p), 0)} MiB, heap ${fmt(heap, 0)} MiB`);
+      if (n < namespaces.length) {
+        await op.stop();
+        op = undefined;
+      }
+    }
+    const [m1, m2, m3] = memory as [typeof memory[0], typeof memory[0], typeof memory[0]];
+    const slope = (m2.rssMiB - m1.rssMiB) / (m2.sales - m1.sales);
+    const predicted500 = m2.rssMiB + slope * (m3.sales - m2.sales);
+    const linear = { predicted500, measured500: m3.rssMiB, deviation: Math.abs(m3.rssMiB - predicted500) / predicted500 };
+
+    verdicts.push({ what: `all ${total} Ready within ${TARGET.readySeconds} s`, ok: ready.all && ready.max <= TARGET.readySeconds });
+    verdicts.push({ what: `idle ≤ ${TARGET.idlePerSale} requests/s per sale`, ok: idle.operatorPerSalePerSecond <= TARGET.idlePerSale });
+    verdicts.push({ what: `memory linear within ${TARGET.linearTolerance * 100} %`, ok: linear.deviation <= TARGET.linearTolerance });
+    const line: OperatorRun = {
+      bench: 'operator', timestamp: new Date().toISOString(), smoke: args.smoke || total < 500 || idleSeconds < 300,
+      git: gitInfo(root), machine: machine(), sales: total, apply: { seconds: applySeconds }, ready,
+      cpu: { readyPhaseSeconds: readyCpu, idleSeconds: idleWall, idleCpuSeconds: idleCpu, idleCpuPercent: (idleCpu / idleWall) * 100 },
+      rssMiB: { afterReady: rssAfterReady, afterIdle: rssAfterIdle }, idle, memory, linear, verdicts,
+    };
+    mkdirSync(dirname(RESULTS), { recursive: true });
+    appendFileSync(RESULTS, `${JSON.stringify(line)}\n`);
+    writeReports();
+    for (const v of verdicts) log(`${v.ok ? 'met   ' : 'MISSED'} ${v.what}`);
+    return verdicts.every((v) => v.ok) ? 0 : 1;
+  } finally {
+    log('cleanup');
+    // The operator (Retain) removes the finalizers; then everything the benchmark created goes.
+    if (!op && saKubeconfig) op = await startOp(namespaces).catch(() => undefined);
+    for (const ns of namespaces) await kubectl.run(['delete', 'flashsale', '--all', '-n', ns, '--wait=false'], { timeoutMs: 120_000 });
+    await until(async () => (await listSales(admin, namespaces).catch(() => [])).length === 0, 300_000, 2000);
+    await op?.stop();
+    await kubelet.stop();
+    await kubectl.run(['delete', 'namespace', ...namespaces, '--wait=false']);
+    await kubectl.run(['delete', 'clusterrolebinding', `bench-operator-${runId}`, '--ignore-not-found']);
+    await kubectl.run(['delete', 'flowschema', flowSchema, '--ignore-not-found']);
+    for (const ns of namespaces) {
+      await deleteTopics(kafka, `flashsale.${ns}.`).catch((e: Error) => log(`topics of ${ns}: ${e.message}`));
+      await deleteRedisKeys(redis, [`fs:{${ns}/*`, `fs:${ns}/*`]).catch(() => {});
+    }
+    await dropDatabase(config).catch(() => {});
+    await kafka.close().catch(() => {});
+    redis.disconnect();
+    kubectl.cleanup();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench:operator failed: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(2);
+  },
+);
