@@ -24,7 +24,7 @@ import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support
 import { request as http } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type SeckillRun } from './lib/results.ts';
 import { budgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
-import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, readVersions } from './lib/system.ts';
+import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
@@ -123,7 +123,7 @@ function cpuCost(seconds: Record<string, number>, units: number, missing: string
 const ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
 const base = `/v1/sales/${sale.metadata.name}/orders`;
 const url = `http://127.0.0.1:${PORT}`;
-const infra = infraPids();
+const infra = infraPids(pipelinePorts(config));
 const missing = missingRoles(infra);
 if (missing.length > 0) process.stderr.write(`CPU of ${missing.join(', ')} not measured: process not found on this machine\n`);
 const runContext: RunContext = {

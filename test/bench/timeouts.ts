@@ -29,7 +29,7 @@ import { request } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsSummary } from './lib/summary.ts';
-import { choosePinning, gitInfo, infraPids, machine, pinned, readVersions } from './lib/system.ts';
+import { choosePinning, gitInfo, infraPids, machine, pinned, pipelinePorts, readVersions } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
@@ -83,7 +83,7 @@ async function runContext(): Promise<RunContext> {
       smoke: SMOKE,
       git: gitInfo(root),
       machine: machine(),
-      versions: await readVersions({ pool: f.pool, redis: f.redis, kafkaPid: infraPids().kafka[0] }),
+      versions: await readVersions({ pool: f.pool, redis: f.redis, kafkaPid: infraPids(pipelinePorts(f.config)).kafka[0] }),
       pinning: MODES.includes('api') ? `${pin.note} (api rounds only)` : 'not pinned (no HTTP load)',
     };
   } finally {

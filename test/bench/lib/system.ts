@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
+import type { Config } from '../../../controller/config.ts';
 import type { Pool } from '../../../controller/infra/mysql.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
 
@@ -48,16 +49,67 @@ function allPids(): number[] {
   return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
 }
 
-/** The shared systems of the pipeline, found by process name: pids per role (empty when not found). */
-export function infraPids(): { redis: number[]; mariadb: number[]; kafka: number[] } {
-  const found = { redis: [] as number[], mariadb: [] as number[], kafka: [] as number[] };
+/** Pids of the processes holding a TCP socket that listens on `port` (from /proc/net/tcp{,6} and /proc/<pid>/fd). */
+export function pidsListeningOn(port: number): number[] {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is HEXIP:HEXPORT, st 0A is LISTEN, inode is field 10.
+      if (f.length > 9 && f[3] === '0A' && parseInt(f[1]?.split(':')[1] ?? '', 16) === port) inodes.add(f[9] as string);
+    }
+  }
+  if (inodes.size === 0) return [];
+  const found: number[] = [];
   for (const pid of allPids()) {
-    const c = comm(pid);
-    if (c === 'redis-server') found.redis.push(pid);
-    else if (c === 'mariadbd' || c === 'mysqld') found.mariadb.push(pid);
-    else if (c === 'java' && / kafka\.Kafka( |$)/.test(` ${cmdline(pid)}`)) found.kafka.push(pid);
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1] as string)) {
+          found.push(pid);
+          break;
+        }
+      }
+    } catch {
+      // gone, or not ours to read
+    }
   }
   return found;
+}
+
+/** The ports of Redis, MariaDB and (the first) Kafka broker the configuration points at. */
+export function pipelinePorts(config: Config): { redis: number; mariadb: number; kafka: number } {
+  return {
+    redis: Number(new URL(config.redisUrl).port || 6379),
+    mariadb: config.mysql.port,
+    kafka: Number(config.kafkaBrokers[0]?.split(':').at(-1) ?? 9092),
+  };
+}
+
+/**
+ * The shared systems of the pipeline: the processes listening on their ports (so a throwaway
+ * broker or Redis of another test is not counted), else found by process name.
+ */
+export function infraPids(ports: { redis: number; mariadb: number; kafka: number } = { redis: 6379, mariadb: 3306, kafka: 9092 }): { redis: number[]; mariadb: number[]; kafka: number[] } {
+  const byPort = { redis: pidsListeningOn(ports.redis), mariadb: pidsListeningOn(ports.mariadb), kafka: pidsListeningOn(ports.kafka) };
+  const byName = { redis: [] as number[], mariadb: [] as number[], kafka: [] as number[] };
+  for (const pid of allPids()) {
+    const c = comm(pid);
+    if (c === 'redis-server') byName.redis.push(pid);
+    else if (c === 'mariadbd' || c === 'mysqld') byName.mariadb.push(pid);
+    else if (c === 'java' && / kafka\.Kafka( |$)/.test(` ${cmdline(pid)}`)) byName.kafka.push(pid);
+  }
+  return {
+    redis: byPort.redis.length ? byPort.redis : byName.redis,
+    mariadb: byPort.mariadb.length ? byPort.mariadb : byName.mariadb,
+    kafka: byPort.kafka.length ? byPort.kafka : byName.kafka,
+  };
 }
 
 /** A set of named processes whose CPU time is read before and after a measured run. */
