@@ -260,12 +260,27 @@ function render(runs: OperatorRun[]): string {
   return lines.join('\n');
 }
 
+/** The README's short form: the latest run in one sentence, details in RESULTS.md. */
+function renderReadme(runs: OperatorRun[]): string {
+  const r = runs.filter((x) => !x.smoke).at(-1) ?? runs.at(-1);
+  if (!r) return '`npm run bench:operator` (500 FlashSales on the real control plane): no run recorded yet.';
+  return [
+    `\`npm run bench:operator\` (targets: ${r.sales} FlashSales all Ready within ${TARGET.readySeconds} s, idle ≤ ${TARGET.idlePerSale} apiserver requests/s per sale, memory linear), latest ${r.smoke ? 'smoke ' : ''}run (${r.timestamp.slice(0, 10)}):`,
+    '',
+    '| sales | all Ready | Ready p50 / p99 (s) | idle requests/s per sale | RSS at 100 / 250 / 500 sales (MiB) | targets |',
+    '| ---: | :---: | ---: | ---: | ---: | :---: |',
+    `| ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} | ${fmt(r.idle.operatorPerSalePerSecond, 4)} | ${r.memory.map((m) => fmt(m.rssMiB, 0)).join(' / ')} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
+    '',
+    'Details and every run: [test/bench/RESULTS.md](test/bench/RESULTS.md#operator-at-scale-npm-run-benchoperator).',
+  ].join('\n');
+}
+
 function writeReports(): void {
   const runs = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as OperatorRun) : [];
-  const body = render(runs);
-  for (const file of [join(root, 'test/bench/RESULTS.md'), join(root, 'README.md')]) {
-    writeFileSync(file, replaceBlock(readFileSync(file, 'utf8'), 'operator', body, true));
-  }
+  const results = join(root, 'test/bench/RESULTS.md');
+  writeFileSync(results, replaceBlock(readFileSync(results, 'utf8'), 'operator', render(runs), true));
+  const readme = join(root, 'README.md');
+  writeFileSync(readme, replaceBlock(readFileSync(readme, 'utf8'), 'operator', renderReadme(runs), false));
 }
 
 // ---------------------------------------------------------------------------------------------
