@@ -4,7 +4,7 @@ import kafkajs from 'kafkajs';
 import type { Consumer as KjsConsumer, EachBatchPayload, Kafka as KjsKafka, Producer as KjsProducer } from 'kafkajs';
 import type { Logger } from '../log.ts';
 
-const { Kafka, logLevel: KjsLogLevel, CompressionTypes, Partitioners } = kafkajs;
+const { Kafka, logLevel: KjsLogLevel, CompressionTypes, Partitioners, ConfigResourceTypes } = kafkajs;
 
 export interface OutgoingMessage {
   key?: string | null;
@@ -71,7 +71,12 @@ export interface KafkaAdmin {
 }
 
 export interface KafkaProducer {
-  /** Sends with acks=all through the idempotent producer; resolves once every message is acknowledged. */
+  /**
+   * Sends with acks=all through the idempotent producer; resolves once every message is acknowledged.
+   * Any number of messages: they go in as many produce requests as the topics' max.message.bytes
+   * require (order kept per topic). A message that alone exceeds its topic's limit is refused with
+   * MessageTooLargeError before anything is sent (callers bound what they build, see deadLetter).
+   */
   send(batches: { topic: string; messages: OutgoingMessage[] }[]): Promise<void>;
   disconnect(): Promise<void>;
 }
@@ -134,6 +139,87 @@ export interface KafkaGatewayOptions {
   retries?: number;
 }
 
+/** A message larger than its topic accepts: it can never be produced, retrying cannot help. */
+export class MessageTooLargeError extends Error {
+  override name = 'MessageTooLargeError';
+  readonly topic: string;
+  readonly bytes: number;
+  readonly limit: number;
+  constructor(topic: string, bytes: number, limit: number) {
+    super(`a message of about ${bytes} bytes exceeds the ${limit}-byte budget of topic ${topic} (max.message.bytes minus a safety margin)`);
+    this.topic = topic;
+    this.bytes = bytes;
+    this.limit = limit;
+  }
+}
+
+/** Kafka's default message.max.bytes, used when the topic's limit cannot be read. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
+
+/** Bytes a message takes in a record batch, over-estimated (record header, varints, headers). */
+export function recordBytes(m: OutgoingMessage): number {
+  let n = 64 + (typeof m.value === 'string' ? Buffer.byteLength(m.value) : m.value.length);
+  if (m.key) n += Buffer.byteLength(m.key);
+  for (const [k, v] of Object.entries(m.headers ?? {})) n += 16 + Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
+}
+
+/**
+ * What one produce request may carry for a topic whose max.message.bytes is `limit`. The broker
+ * checks each partition's record batch against it; a request is budgeted as if all its messages of
+ * a topic went to one partition, with a margin for the batch header and the estimate.
+ */
+export function requestBudget(limit: number): number {
+  return Math.floor(limit * 0.9) - 1024;
+}
+
+/**
+ * Splits batches into produce requests that each stay within every topic's budget, keeping the
+ * order of each topic's messages. Throws MessageTooLargeError for a message that fits no request.
+ */
+export function splitForLimits(
+  batches: { topic: string; messages: OutgoingMessage[] }[],
+  budgetOf: (topic: string) => number,
+): { topic: string; messages: OutgoingMessage[] }[][] {
+  for (const b of batches) {
+    const budget = budgetOf(b.topic);
+    for (const m of b.messages) {
+      const n = recordBytes(m);
+      if (n > budget) throw new MessageTooLargeError(b.topic, n, budget);
+    }
+  }
+  const requests: { topic: string; messages: OutgoingMessage[] }[][] = [];
+  let current = new Map<string, { messages: OutgoingMessage[]; bytes: number }>();
+  const flush = () => {
+    if (current.size > 0) requests.push([...current].map(([topic, v]) => ({ topic, messages: v.messages })));
+    current = new Map();
+  };
+  for (const b of batches) {
+    const budget = budgetOf(b.topic);
+    for (const m of b.messages) {
+      const n = recordBytes(m);
+      let slot = current.get(b.topic);
+      if (slot && slot.bytes + n > budget) {
+        flush();
+        slot = undefined;
+      }
+      if (!slot) current.set(b.topic, (slot = { messages: [], bytes: 0 }));
+      slot.messages.push(m);
+      slot.bytes += n;
+    }
+  }
+  flush();
+  return requests;
+}
+
+function isTooLarge(err: unknown): boolean {
+  for (let e = err as { type?: string; cause?: unknown; originalError?: unknown } | undefined, i = 0; e && i < 5; i++) {
+    if (e.type === 'MESSAGE_TOO_LARGE' || e.type === 'RECORD_LIST_TOO_LARGE') return true;
+    e = (e.originalError ?? e.cause) as typeof e;
+  }
+  return false;
+}
+
 function headersOf(raw: Record<string, unknown> | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw ?? {})) {
@@ -169,6 +255,21 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     const admin = kafka.admin();
     await admin.connect();
     closers.add(() => admin.disconnect());
+    /** Until every partition of the topics has a leader (a produce right after creation then succeeds). */
+    const waitForLeaders = async (topics: string[], timeoutMs = 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (let delay = 50; ; delay = Math.min(1000, delay * 2)) {
+        try {
+          const md = await admin.fetchTopicMetadata({ topics });
+          if (md.topics.length === topics.length && md.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+        } catch (err) {
+          const type = (err as { type?: string }).type;
+          if (type !== 'UNKNOWN_TOPIC_OR_PARTITION' && type !== 'LEADER_NOT_AVAILABLE' && !(err as Error).name?.includes('NumberOfRetriesExceeded')) throw err;
+        }
+        if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader ${timeoutMs} ms after creation`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    };
     const existing = async (topics: string[]) => {
       const all = new Set(await admin.listTopics());
       return topics.filter((t) => all.has(t));
@@ -180,7 +281,9 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         if (missing.length === 0) return;
         try {
           await admin.createTopics({
-            waitForLeaders: true,
+            // Waited for below: kafkajs's own wait gives up with UNKNOWN_TOPIC_OR_PARTITION when a
+            // busy KRaft broker takes a few seconds to propagate the new topics' metadata.
+            waitForLeaders: false,
             topics: missing.map((t) => ({
               topic: t.topic,
               numPartitions: t.partitions,
@@ -192,6 +295,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           // Another replica may have created the same topic a moment ago: that is success.
           if ((err as { type?: string }).type !== 'TOPIC_ALREADY_EXISTS') throw err;
         }
+        await waitForLeaders(missing.map((t) => t.topic));
       },
       async createPartitions(topic, count) {
         await admin.createPartitions({ topicPartitions: [{ topic, count }], validateOnly: false });
@@ -239,6 +343,29 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     },
 
     async producer() {
+      // Each topic's max.message.bytes, read once (a topic may set its own below the broker's).
+      const limits = new Map<string, number>();
+      const limitOf = async (topic: string): Promise<number> => {
+        let limit = limits.get(topic);
+        if (limit !== undefined) return limit;
+        limit = DEFAULT_MAX_MESSAGE_BYTES;
+        try {
+          const admin = kafka.admin();
+          await admin.connect();
+          try {
+            const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }] });
+            const v = Number(res.resources[0]?.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue);
+            if (Number.isSafeInteger(v) && v > 0) limit = v;
+          } finally {
+            await admin.disconnect();
+          }
+          limits.set(topic, limit);
+        } catch (err) {
+          // Not cached: the next send asks again. The default is Kafka's own.
+          log.warn({ topic, err: String(err) }, 'could not read max.message.bytes; assuming the default');
+        }
+        return limit;
+      };
       const producer: KjsProducer = kafka.producer({
         idempotent: true,
         maxInFlightRequests: 1,
@@ -250,21 +377,41 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       closers.add(close);
       return {
         async send(batches) {
-          await producer.sendBatch({
-            acks: -1,
-            compression: CompressionTypes.None,
-            topicMessages: batches
-              .filter((b) => b.messages.length > 0)
-              .map((b) => ({
-                topic: b.topic,
-                messages: b.messages.map((m) => ({
-                  key: m.key ?? null,
-                  value: m.value,
-                  headers: m.headers,
-                  timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+          const nonEmpty = batches.filter((b) => b.messages.length > 0);
+          if (nonEmpty.length === 0) return;
+          const budgets = new Map<string, number>();
+          for (const b of nonEmpty) if (!budgets.has(b.topic)) budgets.set(b.topic, requestBudget(await limitOf(b.topic)));
+          const sendOne = async (request: { topic: string; messages: OutgoingMessage[] }[]): Promise<void> => {
+            try {
+              await producer.sendBatch({
+                acks: -1,
+                compression: CompressionTypes.None,
+                topicMessages: request.map((b) => ({
+                  topic: b.topic,
+                  messages: b.messages.map((m) => ({
+                    key: m.key ?? null,
+                    value: m.value,
+                    headers: m.headers,
+                    timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+                  })),
                 })),
-              })),
-          });
+              });
+            } catch (err) {
+              // The estimate fell short (or the limit was lowered since it was read): halve and go on.
+              // A refused request wrote nothing, so sending its halves duplicates nothing.
+              const count = request.reduce((n, b) => n + b.messages.length, 0);
+              if (!isTooLarge(err) || count < 2) throw err;
+              limits.clear();
+              log.warn({ messages: count }, 'produce request too large for the broker; splitting it');
+              const halves = request.flatMap((b) => {
+                const mid = Math.ceil(b.messages.length / 2);
+                return [{ topic: b.topic, messages: b.messages.slice(0, mid) }, { topic: b.topic, messages: b.messages.slice(mid) }];
+              });
+              await sendOne(halves.filter((b, i) => i % 2 === 0 && b.messages.length > 0));
+              await sendOne(halves.filter((b, i) => i % 2 === 1 && b.messages.length > 0));
+            }
+          };
+          for (const request of splitForLimits(nonEmpty, (t) => budgets.get(t) ?? requestBudget(DEFAULT_MAX_MESSAGE_BYTES))) await sendOne(request);
         },
         async disconnect() {
           closers.delete(close);
