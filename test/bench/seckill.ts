@@ -14,7 +14,7 @@
 // that file. Exits non-zero, with the figure, when a target or a correctness check is missed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -317,5 +317,6 @@ try {
   redis.disconnect();
   await db.end();
   await dropDatabase(config);
+  rmSync(work, { recursive: true, force: true });
 }
 process.exit(exitCode);

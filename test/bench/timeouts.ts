@@ -15,7 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +66,7 @@ const CEILING_CONNECTIONS = positive('ceiling-connections', args['ceiling-connec
 const CEILING_PER_TX = positive('ceiling-per-tx', args['ceiling-per-tx']);
 const PORT = positive('port', args.port);
 const MODES = (args.modes as string).split(',');
+for (const m of MODES) if (!['closer', 'api', 'scan'].includes(m)) throw new Error(`--modes: "${m}" is not one of closer, api, scan`);
 const FILE = args.results ?? resultsFile('timeouts');
 const SMOKE = N < TARGETS.closeOrders || ROUNDS < 3;
 const BUCKET = '2s';
@@ -364,9 +365,13 @@ async function scanOnly(): Promise<void> {
   }
 }
 
-if (MODES.includes('closer')) for (let r = 1; r <= ROUNDS; r++) await closerRound(r);
-if (MODES.includes('api')) for (let r = 1; r <= API_ROUNDS; r++) await apiRound(r);
-if (MODES.includes('scan')) await scanOnly();
+try {
+  if (MODES.includes('closer')) for (let r = 1; r <= ROUNDS; r++) await closerRound(r);
+  if (MODES.includes('api')) for (let r = 1; r <= API_ROUNDS; r++) await apiRound(r);
+  if (MODES.includes('scan')) await scanOnly();
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
 
 const s = timeoutsSummary(lines);
 process.stdout.write(
