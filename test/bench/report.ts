@@ -100,7 +100,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     '',
     `${budgetLine(s)}`,
     '',
-    'CPU per accepted order by process (µs, median (min–max)), read from /proc/<pid>/stat around each accept run' + (s.first.cpu?.missing?.length ? `; not found, so not counted: ${s.first.cpu.missing.join(', ')}` : '') + ':',
+    'CPU per accepted order by process (µs, median (min–max)), read from /proc/<pid>/stat around each accept run' + (acceptRun?.cpu.missing.length ? `; not found, so not counted: ${acceptRun.cpu.missing.join(', ')}` : '') + ':',
     '',
     `| ${roles.map(([k]) => k).join(' | ')} | total |`,
     `| ${roles.map(() => '---:').join(' | ')} | ---: |`,
