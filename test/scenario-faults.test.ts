@@ -19,7 +19,7 @@ after(async () => {
 async function scenario(t: { diagnostic(m: string): void }, mode: Mode, fault: FaultKind): Promise<void> {
   const rig = await startRig(infra, { mode, seed: 10 });
   try {
-    rig.startStorm({ buyers: 6, maxOrders: 300, payEvery: 3 });
+    rig.startStorm({ buyers: 4, maxOrders: 1500, payEvery: 3 });
     await afterAttempts(rig, 60);
     const what = await inject(rig, fault);
     t.diagnostic(what);

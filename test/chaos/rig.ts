@@ -70,6 +70,8 @@ export interface Rig {
   startStorm(opts?: { buyers?: number; maxOrders?: number; payEvery?: number }): void;
   stopStorm(): Promise<void>;
   attempts(): number;
+  /** True once every buyer of the storm has stopped (budget used up or stopStorm). */
+  stormOver(): boolean;
   /** True once every purchase request numbered ≤ seq has been answered. */
   answeredUpTo(seq: number): boolean;
   quietAndCheck(timeoutMs?: number): Promise<CheckResult>;
@@ -159,6 +161,7 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
   const orderUrl = `${api.url}/v1/sales/${sale.metadata.name}/orders`;
 
   let answered = 0;
+  let buyersLeft = 0;
   let lastAcknowledgedAt = 0;
   const maxDelayMs = Math.max(...sale.spec.timeoutBuckets.map((b) => durationMs(b.delay)));
   const buyer = async (maxOrders: number, payEvery: number, s: { stop: boolean }) => {
@@ -202,10 +205,12 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     infra, sale, mode: opts.mode, api, workers, kafka, redis, pool, stock, acknowledged, paid, answers,
     outstanding: () => inFlight,
     attempts: () => attempts,
+    stormOver: () => buyersLeft === 0,
     answeredUpTo: (seq) => [...open].every((s) => s > seq),
     startStorm(o = {}) {
       const s = { stop: false, loops: [] as Promise<void>[] };
-      s.loops = Array.from({ length: o.buyers ?? 6 }, () => buyer(o.maxOrders ?? 400, o.payEvery ?? 3, s));
+      buyersLeft = o.buyers ?? 6;
+      s.loops = Array.from({ length: buyersLeft }, () => buyer(o.maxOrders ?? 400, o.payEvery ?? 3, s).finally(() => buyersLeft--));
       storm = s;
     },
     async stopStorm() {
@@ -274,7 +279,8 @@ const byRole = (rig: Rig, role: Worker['role']) => rig.workers.filter((w) => w.r
 /** Waits until `n` more purchase attempts were made: "under load", measured in requests, not time. */
 export function afterAttempts(rig: Rig, n: number, timeoutMs = 120_000): Promise<void> {
   const target = rig.attempts() + n;
-  return when(() => rig.attempts() >= target, { what: `${n} more purchase attempts`, timeoutMs });
+  // A storm that used up its budget makes no more attempts: waiting for them would only time out.
+  return when(() => rig.attempts() >= target || rig.stormOver(), { what: `${n} more purchase attempts`, timeoutMs });
 }
 
 /**

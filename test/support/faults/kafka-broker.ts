@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import { track } from './cleanup.ts';
 import { freePort } from './proxy.ts';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -33,10 +34,6 @@ export interface ThrowawayBroker {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of live) c.kill('SIGKILL');
-});
 
 function jvm(dir: string, mainClass: string, args: string[]): ChildProcess {
   return spawn('java', ['-Xms128m', '-Xmx512m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Djava.awt.headless=true', `-Dkafka.logs.dir=${join(dir, 'logs')}`, `-Dlog4j.configuration=file:${join(root, 'infra/kafka/log4j.properties')}`, '-cp', `${libs}/*`, mainClass, ...args], {
@@ -98,8 +95,7 @@ export async function startBroker(opts: { advertisedPort?: number; timeoutMs?: n
   const launch = async () => {
     child = jvm(dir, 'kafka.Kafka', [props]);
     const c = child;
-    live.add(c);
-    c.once('exit', () => live.delete(c));
+    track(c);
     const deadline = Date.now() + timeoutMs;
     while (!(await brokerAnswersOn(port))) {
       if (c.exitCode !== null || c.signalCode !== null) throw new Error(`throw-away broker exited (${c.exitCode ?? c.signalCode}); logs in ${dir}/logs`);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { FlashSale } from '../../../controller/spec/flashsale.ts';
+import { track } from './cleanup.ts';
 import { freePort } from './proxy.ts';
 
 const bin = fileURLToPath(new URL('../../../bin/flashsale.js', import.meta.url));
@@ -43,10 +44,6 @@ export interface Worker {
   metric(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of live) c.kill('SIGKILL');
-});
 
 /** Writes the sale as a YAML file for `-f` (the same file every worker reads). */
 export function saleFile(sale: FlashSale): string {
@@ -95,8 +92,7 @@ export async function worker(opts: WorkerOptions): Promise<Worker> {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       child = c;
-      live.add(c);
-      c.once('exit', () => live.delete(c));
+      track(c);
       c.stdout?.on('data', keep);
       c.stderr?.on('data', keep);
       const deadline = Date.now() + (opts.readyTimeoutMs ?? 90_000);

@@ -11,6 +11,7 @@ import { Redis as IORedis } from 'ioredis';
 import type { Redis } from '../../../controller/infra/redis.ts';
 import type { FlashSale } from '../../../controller/spec/flashsale.ts';
 import { saleNames } from '../../../controller/spec/names.ts';
+import { track } from './cleanup.ts';
 import { freePort } from './proxy.ts';
 
 export interface ThrowawayRedis {
@@ -22,10 +23,6 @@ export interface ThrowawayRedis {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const c of live) c.kill('SIGKILL');
-});
 
 export async function startRedis(opts: { port?: number } = {}): Promise<ThrowawayRedis> {
   const port = opts.port ?? (await freePort());
@@ -34,8 +31,7 @@ export async function startRedis(opts: { port?: number } = {}): Promise<Throwawa
   const launch = async () => {
     const c = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'ignore', 'ignore'] });
     child = c;
-    live.add(c);
-    c.once('exit', () => live.delete(c));
+    track(c);
     const deadline = Date.now() + 15_000;
     for (;;) {
       const probe = new IORedis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
