@@ -26,10 +26,10 @@ import { parseDuration } from '../../controller/spec/flashsale.ts';
 import { eventually } from '../support/infra.ts';
 import { logger, saleFixture, sleepUntil, type PlacedOrder, type SaleFixture } from '../support/timeouts.ts';
 import { request } from './lib/http.ts';
-import { appendRun, newBatchId, resultsFile, type RunContext, type TimeoutsRun } from './lib/results.ts';
+import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsSummary } from './lib/summary.ts';
-import { choosePinning, gitInfo, infraPids, machine, pinned, pipelinePorts, readVersions } from './lib/system.ts';
+import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
@@ -223,11 +223,23 @@ async function fixture(setup: Parameters<typeof saleFixture>[0]): Promise<SaleFi
 
 const unpaid = (f: SaleFixture) => f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key]);
 
+/** CPU of the closing: this process (the closer runs here), Redis, MariaDB, Kafka, and any extra process. */
+function closeMeter(f: SaleFixture, extra: Record<string, number[]> = {}) {
+  const roles = { closer: [process.pid], ...infraPids(pipelinePorts(f.config)), ...extra };
+  const meter = new CpuMeter(roles);
+  meter.begin();
+  return (closed: number): CpuCost => {
+    const seconds = meter.end();
+    const total = Object.values(seconds).reduce((a, b) => a + b, 0);
+    return { seconds, total, units: closed, usPerUnit: (total / closed) * 1e6, missing: missingRoles(roles) };
+  };
+}
+
 const ctx = await runContext();
 process.stderr.write(`batch ${ctx.batch}${SMOKE ? ' (smoke: shorter than the full run, not reported)' : ''}; versions ${JSON.stringify(ctx.versions)}\n`);
 const lines: TimeoutsRun[] = [];
 
-function record(which: TimeoutsRun['which'], round: number, m: Measured, orders: number, bucket: string, ceil: TimeoutsRun['ceiling'], notes: string[], checks: TimeoutsRun['checks']): void {
+function record(which: TimeoutsRun['which'], round: number, m: Measured, orders: number, bucket: string, ceil: TimeoutsRun['ceiling'], cpu: CpuCost, notes: string[], checks: TimeoutsRun['checks']): void {
   const line: TimeoutsRun = {
     bench: 'timeouts',
     ...ctx,
@@ -242,6 +254,7 @@ function record(which: TimeoutsRun['which'], round: number, m: Measured, orders:
     delayMs: m.delayMs,
     curve: m.curve,
     ceiling: ceil,
+    cpu,
     notes,
     checks: [{ what: `every order closed (${m.closed} of ${orders})`, ok: m.closed === orders }, { what: `no order closed before it was due (${m.early} early)`, ok: m.early === 0 }, ...checks],
   };
@@ -250,7 +263,7 @@ function record(which: TimeoutsRun['which'], round: number, m: Measured, orders:
   const s = (ms: number) => (ms / 1000).toFixed(3);
   process.stderr.write(
     `${which} round ${round}: ${m.closed}/${orders} closed, ${m.early} early, due within ${s(m.dueSpreadMs)} s, delay p50 ${s(m.delayMs.p50)} s p99 ${s(m.delayMs.p99)} s max ${s(m.delayMs.max)} s, ` +
-      `${Math.round(m.closesPerSecond)} closes/s${ceil ? `, ceiling ${Math.round(ceil.updatesPerSecond)} rows/s one per UPDATE, ${Math.round(ceil.chunkedPerSecond)} rows/s ${ceil.perTransaction} per UPDATE` : ''}\n`,
+      `${Math.round(m.closesPerSecond)} closes/s, CPU ${cpu.usPerUnit.toFixed(0)} µs per close${ceil ? `, ceiling ${Math.round(ceil.updatesPerSecond)} rows/s one per UPDATE, ${Math.round(ceil.chunkedPerSecond)} rows/s ${ceil.perTransaction} per UPDATE` : ''}\n`,
   );
   for (const c of line.checks) if (!c.ok) process.stderr.write(`  FAIL: ${c.what}\n`);
 }
@@ -264,12 +277,14 @@ async function closerRound(round: number): Promise<void> {
     const { orders, placeMs } = await placeBurst(f, dueFrom, true);
     if (Date.now() >= dueFrom) throw new Error(`placing ${N} orders took ${placeMs} ms, past the due second: raise --lead-ms`);
     await sleepUntil(dueFrom);
+    const cpu = closeMeter(f);
     await eventually(async () => (await unpaid(f)) === 0, { timeoutMs: 300_000, intervalMs: 250, what: 'every order closed' });
+    const cpuCost = cpu(orders.length);
     await c.stop();
     const st = c.workers[0]?.worker.stats;
     const timings = Object.entries(c.closer.timings).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ');
     const m = await measure(f, committedAt);
-    record('closer', round, m, orders.length, BUCKET, await ceiling(f, N), [
+    record('closer', round, m, orders.length, BUCKET, await ceiling(f, N), cpuCost, [
       `placed in ${placeMs} ms`,
       `${st?.batches} batches, ${st?.chunks} close transactions (avg ${Math.round(N / Math.max(1, st?.chunks ?? 1))} orders); ms summed over concurrent chunks: ${timings}`,
     ], []);
@@ -324,12 +339,17 @@ async function apiRound(round: number): Promise<void> {
       const n = await f.count('SELECT COUNT(*) FROM orders WHERE sale = ?', [f.names.key]);
       return n >= accepted ? n : undefined;
     }, { timeoutMs: 120_000, intervalMs: 100, what: `${accepted} accepted orders in MySQL` });
+    // From the first due time to the last close (the writer, idle by then, is counted too).
+    const [due] = await f.pool.query('SELECT MIN(due_at) AS first FROM orders WHERE sale = ?', [f.names.key]);
+    await sleepUntil(((due as { first: Date }[])[0]?.first ?? new Date()).getTime());
+    const cpu = closeMeter(f, { writer: [writer.pid as number] });
     await eventually(async () => (await unpaid(f)) === 0, { timeoutMs: 300_000 + parseDuration(API_DELAY), intervalMs: 250, what: 'every order closed' });
+    const cpuCost = cpu(accepted);
     await c.stop();
     await stopChild(writer);
     const m = await measure(f, committedAt);
     const wrk2xx = r.requests - r.non2xx;
-    record('api', round, m, accepted, `api (${API_DELAY})`, await ceiling(f, Math.max(accepted, 1000)), [
+    record('api', round, m, accepted, `api (${API_DELAY})`, await ceiling(f, Math.max(accepted, 1000)), cpuCost, [
       `wrk -c${API_CONNECTIONS} -d${API_SECONDS}s: ${wrk2xx} answers 202 seen by wrk, ${accepted} orders accepted (units reserved)`,
     ], [
       { what: `rows (${rows}) == orders accepted (${accepted})`, ok: rows === accepted },
@@ -356,10 +376,12 @@ async function scanOnly(): Promise<void> {
     });
     const dueFrom = Date.now() + LEAD_MS;
     const { orders } = await placeBurst(f, dueFrom, false); // the delay messages are "lost"
+    const cpu = closeMeter(f);
     scan.start();
     await eventually(async () => (await unpaid(f)) === 0, { timeoutMs: 300_000, intervalMs: 500, what: 'every order closed by the scan' });
+    const cpuCost = cpu(orders.length);
     await scan.stop();
-    record('scan', 1, await measure(f, committedAt), orders.length, BUCKET, null, [`compensation scan only: interval ${interval}, grace ${grace}`], []);
+    record('scan', 1, await measure(f, committedAt), orders.length, BUCKET, null, cpuCost, [`compensation scan only: interval ${interval}, grace ${grace}`], []);
   } finally {
     await f.cleanup();
   }

@@ -87,6 +87,8 @@ export interface TimeoutsRun extends RunContext {
    * row per statement (updatesPerSecond) and one statement per transaction's chunk (chunkedPerSecond).
    */
   ceiling: { updatesPerSecond: number; chunkedPerSecond: number; rows: number; connections: number; perTransaction: number } | null;
+  /** CPU of the closing (closer process, Redis, MariaDB, Kafka; writer in api rounds) per order closed; absent in lines written before it was measured. */
+  cpu?: CpuCost;
   notes: string[];
   checks: { what: string; ok: boolean }[];
 }
