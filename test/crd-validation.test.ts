@@ -25,7 +25,7 @@ const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegE
   {
     id: 'bucket-exists',
     spec: (s) => ({ ...s, skus: [{ id: 'phone-x', stock: 10, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 5, timeoutBucket: '45m' }] }),
-    message: /spec\.skus: Invalid value: .*timeoutBucket of every SKU must name a bucket of spec\.timeoutBuckets \(defined: 5m\); unknown: ebook-y -> 45m/,
+    message: /spec\.skus: Invalid value: .*the timeoutBucket of every SKU must name a bucket of spec\.timeoutBuckets/,
   },
   {
     id: 'start-before-end',
@@ -42,7 +42,7 @@ const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegE
     spec: (s) => ({ ...s, workers: { timeoutCloser: { minReplicas: 3, maxReplicas: 1 } } }),
     message: /spec\.workers\.timeoutCloser\.minReplicas: Invalid value: .*must not exceed maxReplicas/,
   },
-  { id: 'interval-min', spec: (s) => ({ ...s, compensation: { interval: '0s' } }), message: /spec\.compensation\.interval: Invalid value: .*must be between 1s and 1h/ },
+  { id: 'interval-min', spec: (s) => ({ ...s, compensation: { interval: '0s' } }), message: /spec\.compensation\.interval: Invalid value: "0s": must be between 1s and 1h/ },
   { id: 'interval-max', spec: (s) => ({ ...s, compensation: { interval: '600h' } }), message: /spec\.compensation\.interval: Invalid value: .*must be between 1s and 1h/ },
   { id: 'grace-max', spec: (s) => ({ ...s, compensation: { grace: '25h' } }), message: /spec\.compensation\.grace: Invalid value: .*must be at most 24h/ },
   {
@@ -71,7 +71,7 @@ const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegE
     id: 'name-and-bucket-length',
     name: `s${'a'.repeat(29)}`,
     spec: (s) => ({ ...s, skus: [{ id: 'a', stock: 1, timeoutBucket: `b${'x'.repeat(17)}` }], timeoutBuckets: [{ name: `b${'x'.repeat(17)}`, delay: '5m' }] }),
-    message: /metadata\.name and spec\.timeoutBuckets\[\]\.name: the Deployment sa{29}-timeout-closer-<bucket> must be at most 63 characters.*bx{17}/,
+    message: /metadata\.name and spec\.timeoutBuckets\[\]\.name: the Deployment <sale>-timeout-closer-<bucket> would be longer than 63 characters/,
   },
   {
     id: 'string-length',

@@ -415,7 +415,7 @@ export const flashSaleSchema = {
     },
     {
       "rule": "!has(self.spec) || !has(self.spec.timeoutBuckets) || self.spec.timeoutBuckets.all(b, size(self.metadata.name) + size(b.name) <= 47)",
-      "messageExpression": "'metadata.name and spec.timeoutBuckets[].name: the Deployment ' + self.metadata.name + '-timeout-closer-<bucket> must be at most 63 characters, so the sale name and each bucket name may hold at most 47 characters together; too long for bucket(s) ' + self.spec.timeoutBuckets.filter(b, size(self.metadata.name) + size(b.name) > 47).map(b, b.name).join(', ')",
+      "message": "metadata.name and spec.timeoutBuckets[].name: the Deployment <sale>-timeout-closer-<bucket> would be longer than 63 characters (sale and bucket name may hold at most 47 characters together)",
       "reason": "FieldValueInvalid"
     }
   ],
@@ -429,8 +429,7 @@ export const flashSaleSchema = {
       "description": "Kind is a string value representing the REST resource this object represents."
     },
     "metadata": {
-      "type": "object",
-      "description": "Standard object metadata. The name must be a DNS-1035 label of at most 46 characters (every child's name is derived from it)."
+      "type": "object"
     },
     "spec": {
       "type": "object",
@@ -442,7 +441,7 @@ export const flashSaleSchema = {
       "x-kubernetes-validations": [
         {
           "rule": "self.skus.all(s, self.timeoutBuckets.exists(b, b.name == s.timeoutBucket))",
-          "messageExpression": "'the timeoutBucket of every SKU must name a bucket of spec.timeoutBuckets (defined: ' + self.timeoutBuckets.map(b, b.name).join(', ') + '); unknown: ' + self.skus.filter(s, !self.timeoutBuckets.exists(b, b.name == s.timeoutBucket)).map(s, s.id + ' -> ' + s.timeoutBucket).join(', ')",
+          "message": "the timeoutBucket of every SKU must name a bucket of spec.timeoutBuckets",
           "fieldPath": ".skus",
           "reason": "FieldValueInvalid"
         },
@@ -611,7 +610,7 @@ export const flashSaleSchema = {
               "description": "Consumers that write orders to MySQL; scaled on the orders topic's lag.",
               "x-kubernetes-validations": [
                 {
-                  "rule": "self.minReplicas <= self.maxReplicas",
+                  "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
                   "message": "must not exceed maxReplicas",
                   "fieldPath": ".minReplicas",
                   "reason": "FieldValueInvalid"
@@ -647,7 +646,7 @@ export const flashSaleSchema = {
               "description": "Consumers that close unpaid orders; one Deployment per bucket, scaled on overdue (not scheduled) timeouts.",
               "x-kubernetes-validations": [
                 {
-                  "rule": "self.minReplicas <= self.maxReplicas",
+                  "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
                   "message": "must not exceed maxReplicas",
                   "fieldPath": ".minReplicas",
                   "reason": "FieldValueInvalid"
