@@ -221,46 +221,76 @@ async function bulkRows(): Promise<number> {
   return Number((r as { n: number }[])[0]?.n);
 }
 
+/** Orders the writer reports inserted (its /metrics): cheap to poll, unlike COUNT(*) on a growing table. */
+async function ordersWritten(): Promise<number> {
+  const text = (await http('GET', `http://127.0.0.1:${PORT + 1}/metrics`)).text;
+  return text.split('\n').filter((l) => l.startsWith('flashsale_orders_written_total')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
 async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
   const api = await startApi();
   const levelBefore = await ctx.stock.level('bulk');
   const rowsBefore = await bulkRows();
+  const writtenBefore = await ordersWritten();
   const acceptedBefore = metric((await http('GET', `${url}/metrics`)).text, 'flashsale_api_requests_total', 'outcome="accepted"');
   const meter = pipelineMeter(api, writer);
   meter.begin();
   const t0 = performance.now();
   const r = await wrk({ ...wrkCommon, name: `accept-${pair}`, skuId: 'bulk', prefix: `a${pair}-`, users: 0, connections: ACCEPT_CONNECTIONS });
   const apiCpu = meter.end().api as number;
-  // wrk hangs up with up to ACCEPT_CONNECTIONS requests still being decided; the API still answers
-  // them (to closed sockets). Its count of decided requests stops moving once they are all done:
-  // then its 202s are read, and the API is stopped (it hands every accepted order off before exiting).
-  let decided = -1;
-  const answered = await eventually(async () => {
-    const text = (await http('GET', `${url}/metrics`)).text;
-    const total = text.split('\n').filter((l) => l.startsWith('flashsale_api_requests_total{')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-    const settled = total === decided;
-    decided = total;
-    return settled ? metric(text, 'flashsale_api_requests_total', 'outcome="accepted"') - acceptedBefore : undefined;
-  }, { timeoutMs: 30_000, intervalMs: 250, what: 'the API to finish the requests wrk hung up on' });
-  await stopChild(api);
-  const levelAfter = await ctx.stock.level('bulk');
-  if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');
-  // Every 202 keeps its reservation (a failed hand-off gives it back), so units reserved = orders accepted.
-  const accepted = levelBefore.remaining - levelAfter.remaining;
-  let rows = 0;
-  await eventually(async () => (rows = (await bulkRows()) - rowsBefore) >= accepted, { timeoutMs: 120_000, intervalMs: 25, what: `${accepted} accepted orders in MySQL` });
-  const toLastRow = (performance.now() - t0) / 1000;
-  // The API process has exited: its CPU was read when wrk finished (the drain after it is not counted).
-  const cpu = { ...meter.end(), api: apiCpu };
-  const wrk2xx = r.requests - r.non2xx;
-  record('accept', pair, r, cpuCost(cpu, accepted, missing), ACCEPT_CONNECTIONS, {
-    accepted: { orders: accepted, wrk2xx, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
-    checks: [
-      { what: `no accepted order lost: rows (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted})`, ok: rows === accepted && rows === answered },
-      { what: `wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },
-      { what: `the bulk SKU did not sell out (${levelAfter.remaining} left)`, ok: levelAfter.remaining > 0 },
-    ],
-  });
+  // From here on, every change of the writer's count is noted with its time and the pipeline's CPU,
+  // so "last row" is when the last accepted order was written, not when this loop noticed it.
+  const trace: { t: number; written: number; cpu: Record<string, number> }[] = [];
+  let tracing = true;
+  const tracer = (async () => {
+    while (tracing) {
+      try {
+        const n = (await ordersWritten()) - writtenBefore;
+        if (trace.at(-1)?.written !== n) trace.push({ t: performance.now(), written: n, cpu: meter.end() });
+      } catch {
+        // the writer's endpoint did not answer this once: the next poll will (the wait below has a deadline)
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  try {
+    // wrk hangs up with up to ACCEPT_CONNECTIONS requests still being decided; the API still answers
+    // them (to closed sockets). Its count of decided requests stops moving once they are all done
+    // (unchanged for twice the slowest answer wrk saw, at least 1 s): then its 202s are read, and the
+    // API is stopped (it hands every accepted order off before exiting). Settling too early could only
+    // undercount the 202s, which fails the check below: it cannot hide a lost order.
+    const quietMs = Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max));
+    let decided = -1;
+    let changedAt = performance.now();
+    const answered = await eventually(async () => {
+      const text = (await http('GET', `${url}/metrics`)).text;
+      const total = text.split('\n').filter((l) => l.startsWith('flashsale_api_requests_total{')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+      if (total !== decided) [decided, changedAt] = [total, performance.now()];
+      return performance.now() - changedAt >= quietMs ? metric(text, 'flashsale_api_requests_total', 'outcome="accepted"') - acceptedBefore : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 100, what: 'the API to finish the requests wrk hung up on' });
+    await stopChild(api);
+    const levelAfter = await ctx.stock.level('bulk');
+    if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');
+    // Every 202 keeps its reservation (a failed hand-off gives it back), so units reserved = orders accepted.
+    const accepted = levelBefore.remaining - levelAfter.remaining;
+    const last = await eventually(() => trace.find((e) => e.written >= accepted), { timeoutMs: 120_000, intervalMs: 20, what: `${accepted} accepted orders written by the order writer` });
+    const rows = (await bulkRows()) - rowsBefore;
+    const toLastRow = (last.t - t0) / 1000;
+    // The API's CPU is read when wrk finished (answering the hung-up requests and /metrics polls are not counted).
+    const cpu = { ...last.cpu, api: apiCpu };
+    const wrk2xx = r.requests - r.non2xx;
+    record('accept', pair, r, cpuCost(cpu, accepted, missing), ACCEPT_CONNECTIONS, {
+      accepted: { orders: accepted, wrk2xx, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
+      checks: [
+        { what: `no accepted order lost: rows in MySQL (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted}) == orders the writer reports written (${last.written})`, ok: rows === accepted && rows === answered && last.written === accepted },
+        { what: `wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },
+        { what: `the bulk SKU did not sell out (${levelAfter.remaining} left)`, ok: levelAfter.remaining > 0 },
+      ],
+    });
+  } finally {
+    tracing = false;
+    await tracer;
+  }
 }
 
 let exitCode = 0;
