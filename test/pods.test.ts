@@ -17,7 +17,7 @@ import { stringify } from 'yaml';
 import { createKubeClient, type KubeClient } from '../controller/operator/kube.ts';
 import { createNamespace, deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { condition, container, pidOf, waitPod } from './node-agent/harness.ts';
+import { condition, container, pidOf, tokenClaims, waitPod } from './node-agent/harness.ts';
 
 const run = promisify(execFile);
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -106,9 +106,7 @@ describe('a FlashSale with pods that really run (issue 11)', () => {
     assert.match(op.status?.podIP ?? '', /^127\.0\.\d+\.\d+$/);
     const env = readFileSync(`/proc/${pidOf(op)}/environ`, 'utf8').split('\0');
     assert.ok(!env.some((kv) => kv.startsWith('KUBECONFIG=')), 'in-cluster config, not the admin kubeconfig');
-    const saDir = `/proc/${pidOf(op)}/root/var/run/secrets/kubernetes.io/serviceaccount`;
-    const claims = JSON.parse(Buffer.from((readFileSync(`${saDir}/token`, 'utf8').split('.')[1] ?? '').replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString()) as { sub: string };
-    assert.equal(claims.sub, `system:serviceaccount:${ns}:${op.spec?.serviceAccountName}`);
+    assert.equal(tokenClaims(pidOf(op)).sub, `system:serviceaccount:${ns}:${op.spec?.serviceAccountName}`);
   });
 
   it('a FlashSale → Deployments → ReplicaSets → Pods running the flashsale subcommands on their own addresses, Ready, the sale Ready', async () => {

@@ -1,7 +1,7 @@
 // The node agent: registers a Node, keeps its Lease and Ready condition fresh, binds pending pods
 // to itself (there is no scheduler), and runs every pod bound to it through a PodWorker.
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
@@ -235,7 +235,7 @@ export class NodeAgent {
       allocatable: resources,
       daemonEndpoints: { kubeletEndpoint: { Port: 0 } },
       nodeInfo: {
-        machineID: '', systemUUID: '', bootID: '', kernelVersion: '', osImage: 'flashsale node agent', containerRuntimeVersion: 'process://node-' + process.version,
+        machineID: '', systemUUID: '', bootID: '', kernelVersion: release(), osImage: 'flashsale node agent', containerRuntimeVersion: 'process://node-' + process.version,
         kubeletVersion: 'flashsale-node-agent', kubeProxyVersion: '', operatingSystem: 'linux', architecture: process.arch === 'x64' ? 'amd64' : process.arch,
       },
     };

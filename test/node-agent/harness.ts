@@ -1,7 +1,7 @@
 // Test helpers around the node agent: start one as a real process (test/node-agent/main.ts), wait
 // for a pod to reach a state (polling the real apiserver with a deadline), find a container's pid.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
@@ -97,4 +97,18 @@ export function pidOf(p: V1Pod, name?: string): number {
 export async function podEvents(client: KubeClient, ns: string, name: string): Promise<string[]> {
   const list = await client.request<{ items: { involvedObject: { name: string }; reason: string; message: string }[] }>('GET', `/api/v1/namespaces/${ns}/events`);
   return list.items.filter((e) => e.involvedObject.name === name).map((e) => `${e.reason}: ${e.message}`);
+}
+
+/**
+ * The ServiceAccount directory as the process `pid` sees it: through /proc/<pid>/root, which walks
+ * its mount namespace (the host's /var/run is a symlink to /run, resolved on the host first).
+ */
+export function serviceAccountDir(pid: number): string {
+  return `/proc/${pid}/root${realpathSync('/var/run/secrets/kubernetes.io')}/serviceaccount`;
+}
+
+/** The claims of the token the process `pid` sees at the in-cluster path. */
+export function tokenClaims(pid: number): { sub: string; 'kubernetes.io'?: { pod?: { name: string; uid: string } } } {
+  const payload = readFileSync(`${serviceAccountDir(pid)}/token`, 'utf8').split('.')[1] ?? '';
+  return JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
 }

@@ -143,7 +143,9 @@ export class PodWorker {
   /** The latest object from the informer. */
   update(pod: V1Pod): void {
     if (this.finished) return;
-    this.pod = pod;
+    // Watch events may trail our own status write (whose answer we already hold): never go back.
+    const rv = (p: V1Pod) => Number(p.metadata?.resourceVersion);
+    if (!(rv(pod) < rv(this.pod))) this.pod = pod;
     if (pod.metadata?.deletionTimestamp) {
       void this.terminate((pod.metadata.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000, true);
       return;
@@ -527,7 +529,7 @@ export class PodWorker {
     if (sameJson(mine, desired)) return;
     try {
       const updated = await this.ctx.client.request<V1Pod>('PATCH', `/api/v1/namespaces/${this.ns}/pods/${this.name}/status`, { metadata: { uid: this.uid }, status: desired as V1PodStatus }, 'application/merge-patch+json');
-      if (updated.metadata?.resourceVersion) this.pod = { ...this.pod, status: updated.status };
+      if (updated.metadata?.resourceVersion) this.pod = updated;
     } catch (err) {
       const status = (err as { status?: number }).status;
       if (status === 404 || status === 409) return; // gone (or replaced by a pod of the same name)
