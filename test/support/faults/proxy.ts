@@ -34,6 +34,12 @@ export interface Proxy {
   /** Delay each chunk by `ms` in both directions (0 = off). Order is preserved. */
   latency(ms: number): void;
   /**
+   * While on, connections are accepted but no byte moves either way (a black hole: a hung server or
+   * a partition, where requests wait for their timeouts instead of failing at once); when turned
+   * off, what was held is delivered in order, as TCP would after a partition heals.
+   */
+  stall(on: boolean): void;
+  /**
    * The next client→server chunk that matches (default: any) is forwarded; the server's reply to
    * it is discarded and that client connection is cut as soon as the reply starts to arrive.
    * Resolves when a reply was dropped.
@@ -61,6 +67,8 @@ export async function startProxy(opts: { target: string; listen?: number }): Pro
   const stats: ProxyStats = { accepted: 0, refused: 0, active: 0, droppedReplies: 0, cut: 0, bytesToServer: 0, bytesToClient: 0 };
   let refusing = false;
   let delayMs = 0;
+  let gate: Promise<void> = Promise.resolve();
+  let openGate: (() => void) | undefined;
   let dropAll: { match: (b: Buffer) => boolean } | undefined;
   const dropOnce: { match: (b: Buffer) => boolean; done: () => void }[] = [];
 
@@ -75,6 +83,8 @@ export async function startProxy(opts: { target: string; listen?: number }): Pro
     from.on('data', (chunk: Buffer) => {
       if (!onChunk(chunk)) return;
       const d = delayMs;
+      // `gate` is read when the chunk's turn comes, so a stall holds everything behind it.
+      chain = chain.then(() => gate);
       if (d <= 0) {
         chain = chain.then(() => {
           if (!to.destroyed) to.write(chunk);
@@ -167,6 +177,14 @@ export async function startProxy(opts: { target: string; listen?: number }): Pro
     latency(ms) {
       delayMs = Math.max(0, ms);
     },
+    stall(on) {
+      if (on && !openGate) gate = new Promise<void>((r) => (openGate = r));
+      if (!on && openGate) {
+        openGate();
+        openGate = undefined;
+        gate = Promise.resolve();
+      }
+    },
     dropNextReply(match = () => true) {
       return new Promise<void>((resolve) => dropOnce.push({ match, done: resolve }));
     },
@@ -176,6 +194,7 @@ export async function startProxy(opts: { target: string; listen?: number }): Pro
     stats: () => ({ ...stats }),
     close() {
       refusing = true;
+      openGate?.();
       for (const p of pairs) destroy(p);
       pairs.clear();
       stats.active = 0;
