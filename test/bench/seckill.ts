@@ -280,7 +280,7 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
     const cpu = { ...last.cpu, api: apiCpu };
     const wrk2xx = r.requests - r.non2xx;
     record('accept', pair, r, cpuCost(cpu, accepted, missing), ACCEPT_CONNECTIONS, {
-      accepted: { orders: accepted, wrk2xx, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
+      accepted: { orders: accepted, wrk2xx, api202: answered, rows, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
       checks: [
         { what: `no accepted order lost: rows in MySQL (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted}) == orders the writer reports written (${last.written})`, ok: rows === accepted && rows === answered && last.written === accepted },
         { what: `wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },

@@ -64,7 +64,7 @@ export interface SeckillRun extends RunContext {
   curve: [number, number][];
   cpu: CpuCost;
   /** Accept runs: orders in MySQL from the first request to the last row. */
-  accepted?: { orders: number; wrk2xx: number; toLastRowSeconds: number; ordersPerSecond: number };
+  accepted?: { orders: number; wrk2xx: number; api202?: number; rows?: number; toLastRowSeconds: number; ordersPerSecond: number };
   checks: { what: string; ok: boolean }[];
 }
 
