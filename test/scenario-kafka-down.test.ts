@@ -61,7 +61,7 @@ async function purchase(url: string, userId: string): Promise<{ status: number; 
   }
 }
 
-it('Kafka down past the reaper bound with sends queued in the API: no 202 order is written CLOSED before its due time', { timeout: 300_000 }, async (t) => {
+async function scenario9(t: { diagnostic(m: string): void }, reaperKafka: KafkaGateway): Promise<void> {
   const sale = validateFlashSale({
     apiVersion: 'flashsale.dev/v1alpha1',
     kind: 'FlashSale',
@@ -79,7 +79,8 @@ it('Kafka down past the reaper bound with sends queued in the API: no 202 order 
   workers.push(api, writer);
   await Promise.all([api.start(), writer.start()]);
   // The reaper's failed passes while Kafka is down are expected; keep them out of the test output.
-  reaper = new Reaper({ sales: [ctx], registry: createRegistry(), logger: createLogger('fatal', 'reaper'), kafka, olderThanMs: BOUND_MS, intervalMs: 100 });
+  await reaper?.stop();
+  reaper = new Reaper({ sales: [ctx], registry: createRegistry(), logger: createLogger('fatal', 'reaper'), kafka: reaperKafka, olderThanMs: BOUND_MS, intervalMs: 100 });
   reaper.start();
   const url = `${api.url}/v1/sales/${sale.metadata.name}/orders`;
 
@@ -90,6 +91,8 @@ it('Kafka down past the reaper bound with sends queued in the API: no 202 order 
   // Before the outage: orders flow.
   for (let i = 0; i < 20; i++) record(`before-${i}`, await purchase(url, `before-${i}`));
   assert.equal(acknowledged.size, 20);
+  // The writer has written and committed them all, so nothing older holds the reaper back.
+  await waitQuiet({ pool, redis, kafka, sale, timeoutMs: 60_000, noInFlight: true });
 
   // Kafka down as a black hole (a hung broker or a partition): connections open, nothing answers.
   // Refused connections would make the producer fail within its retries and the API answer 503 at
@@ -98,7 +101,7 @@ it('Kafka down past the reaper bound with sends queued in the API: no 202 order 
   const reservations = ctx.names.redis.sku('item').reservations;
   const during = Array.from({ length: 30 }, (_, i) => purchase(url, `during-${i}`).then((r) => record(`during-${i}`, r)));
   let seen = 0;
-  await when(async () => (seen = await redis.hlen(reservations)) >= 30, { what: '30 reservations waiting for Kafka', timeoutMs: 30_000 }).catch((err: unknown) => {
+  await when(async () => (seen = await redis.hlen(reservations)) === 30, { what: '30 reservations waiting for Kafka', timeoutMs: 30_000 }).catch((err: unknown) => {
     throw new Error(`${(err as Error).message} (saw ${seen}; answers so far ${acknowledged.size - 20} × 202)`, { cause: err });
   });
   const reservedBy = Date.now();
@@ -116,4 +119,18 @@ it('Kafka down past the reaper bound with sends queued in the API: no 202 order 
   assert.deepEqual(early.map((r) => r.order_id), [], 'acknowledged orders written CLOSED before their due time');
   const result = await checkInvariants({ pool, redis, sale, acknowledged, paid: new Set(), kafka });
   assert.deepEqual(result.violations, []);
+  await reaper.stop();
+  for (const w of [api, writer]) await w.stop();
+}
+
+it('Kafka down (a black hole for every client) past the reaper bound with sends queued in the API: no 202 order is written CLOSED before its due time', { timeout: 300_000 }, (t) => scenario9(t, kafka));
+
+it('the api and writer cut off from Kafka (a black hole) past the reaper bound while the reaper (another writer replica) still reaches it: no 202 order is written CLOSED before its due time', { timeout: 300_000 }, async (t) => {
+  const direct = createKafkaGateway({ brokers: [infra.broker.directAddress], clientId: `s9-direct-${uniqueName()}`, logger });
+  try {
+    await scenario9(t, direct);
+  } finally {
+    await reaper?.stop();
+    await direct.close().catch(() => undefined);
+  }
 });

@@ -24,6 +24,11 @@ export interface ThrowawayBroker {
   address: string;
   /** The port the broker itself listens on (behind a proxy this differs from the advertised one). */
   port: number;
+  /**
+   * A second listener (DIRECT) that advertises itself: clients bootstrapping here never go through
+   * the proxy. With it a test can partition some clients (through the proxy) and not others.
+   */
+  directAddress: string;
   dir: string;
   pid(): number | undefined;
   /** SIGKILL; resolves once the JVM is gone. */
@@ -54,6 +59,7 @@ export async function startBroker(opts: { advertisedPort?: number; timeoutMs?: n
   mkdirSync(join(dir, 'logs'));
   const port = await freePort();
   const controller = await freePort();
+  const direct = await freePort();
   const advertised = opts.advertisedPort ?? port;
   const props = join(dir, 'server.properties');
   writeFileSync(
@@ -62,11 +68,11 @@ export async function startBroker(opts: { advertisedPort?: number; timeoutMs?: n
       'process.roles=broker,controller',
       'node.id=1',
       `controller.quorum.voters=1@127.0.0.1:${controller}`,
-      `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controller}`,
-      `advertised.listeners=PLAINTEXT://127.0.0.1:${advertised}`,
+      `listeners=PLAINTEXT://127.0.0.1:${port},DIRECT://127.0.0.1:${direct},CONTROLLER://127.0.0.1:${controller}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${advertised},DIRECT://127.0.0.1:${direct}`,
       'controller.listener.names=CONTROLLER',
       'inter.broker.listener.name=PLAINTEXT',
-      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,DIRECT:PLAINTEXT,CONTROLLER:PLAINTEXT',
       `log.dirs=${join(dir, 'data')}`,
       'auto.create.topics.enable=false',
       'group.initial.rebalance.delay.ms=0',
@@ -120,6 +126,7 @@ export async function startBroker(opts: { advertisedPort?: number; timeoutMs?: n
   return {
     address,
     port,
+    directAddress: `127.0.0.1:${direct}`,
     dir,
     pid: () => child?.pid,
     kill9: () => kill('SIGKILL'),
