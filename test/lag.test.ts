@@ -1,6 +1,7 @@
 // Consumer-lag collector: the interpolation and the delay split as pure functions, then the whole
 // collector against the real broker (topics, groups and timestamps of its own sale).
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { ensureTopics } from '../controller/dataplane/provision.ts';
@@ -8,7 +9,7 @@ import type { KafkaGateway } from '../controller/infra/kafka.ts';
 import { LagCollector, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag, type LagAdmin } from '../controller/metrics/lag.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
-import { deleteTopics, testKafka, uniqueName } from './support/infra.ts';
+import { deleteTopics, eventually, testKafka, uniqueName } from './support/infra.ts';
 
 describe('WatermarkHistory', () => {
   it('interpolates the time the watermark passed an offset between recorded points', () => {
@@ -148,7 +149,7 @@ describe('LagCollector against the real broker', () => {
     );
   });
 
-  it('measures lag per partition, its fall to 0 after commits, and the delay split, served from memory', async () => {
+  it('measures lag per partition, its fall to 0 after commits, and the delay split, served from memory', { timeout: 60_000 }, async () => {
     const registry = new Registry();
     const collector = new LagCollector({ kafka, clock, registry });
     collector.setSales([sale]);
@@ -206,8 +207,7 @@ describe('LagCollector against the real broker', () => {
       const last = batch.messages.at(-1);
       if (last) await ctx.commit((BigInt(last.offset) + 1n).toString());
     });
-    const deadline = Date.now() + 30_000;
-    while (read < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await eventually(() => read >= 10, { what: 'the writer group read the 10 orders' });
     await consumer.stop();
     assert.equal(read, 10);
     assert.equal((await admin.groupOffsets(n.groups.orderWriter, [n.topics.orders])).length, 2);
@@ -231,20 +231,19 @@ describe('LagCollector against the real broker', () => {
     await producer.disconnect();
   });
 
-  it('rounds on its own interval and stops cleanly', async () => {
+  it('rounds on its own interval and stops cleanly', { timeout: 60_000 }, async () => {
     const registry = new Registry();
     const collector = new LagCollector({ kafka, registry, intervalMs: 50 });
     collector.setSales([sale]);
     collector.start();
-    const deadline = Date.now() + 20_000;
-    while (collector.snapshot().at === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await eventually(() => collector.snapshot().at > 0, { intervalMs: 20, timeoutMs: 20_000, what: 'a first round' });
     await collector.stop();
     assert.ok(collector.snapshot().at > 0, 'a round happened');
     assert.equal(collector.snapshot(`${namespace}/lagsale`).groups.length, 3);
     assert.equal(collector.snapshot('other/sale').groups.length, 0);
     assert.match(await registry.metrics(), /flashsale_lag_collections_total\{result="ok"\} [1-9]/);
   });
-  it('makes one fixed set of admin requests per round, and none per scrape', async () => {
+  it('makes one fixed set of admin requests per round, and none per scrape', { timeout: 60_000 }, async () => {
     const calls: string[] = [];
     const real = await kafka.admin();
     // The real admin, counted: which requests a round makes, and that scrapes make none.
@@ -275,7 +274,7 @@ describe('LagCollector against the real broker', () => {
     assert.equal(calls.length, 7);
   });
 
-  it('runs a single loop across stop and start (leadership changes)', async () => {
+  it('runs a single loop across stop and start (leadership changes)', { timeout: 60_000 }, async () => {
     let rounds = 0;
     let open: () => void = () => undefined;
     const gate = new Promise<void>((r) => (open = r));
@@ -292,17 +291,21 @@ describe('LagCollector against the real broker', () => {
     });
     collector.setSales([sale]);
     collector.start();
-    while (rounds === 0) await new Promise((r) => setTimeout(r, 5));
+    await eventually(() => rounds > 0, { intervalMs: 5, what: 'the first round' });
     void collector.stop(); // not awaited: the first loop's round is still running
     collector.start();
-    await new Promise((r) => setTimeout(r, 20));
+    const opened = performance.now();
     open();
-    await new Promise((r) => setTimeout(r, 1100));
+    await eventually(() => rounds >= 5, { intervalMs: 20, timeoutMs: 30_000, what: 'rounds of the new loop' });
+    const elapsed = performance.now() - opened;
     await collector.stop();
-    // One loop at 200 ms for ~1.1 s: about 6 rounds; two loops would make about 12.
-    assert.ok(rounds >= 3 && rounds <= 8, `${rounds} rounds`);
+    // One loop waits 200 ms after each round before the next, so it makes at most elapsed/200 + 1
+    // rounds after the first; two loops would make about twice that. A slow machine only makes fewer,
+    // so this bound holds however loaded it is (no lower bound on the rate).
     const after = rounds;
-    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(after - 1 <= elapsed / 200 + 1, `${after - 1} rounds in ${Math.round(elapsed)} ms: more than one loop`);
+    // Absence can only be watched for a while: three intervals with no round after stop.
+    await new Promise((r) => setTimeout(r, 600));
     assert.equal(rounds, after, 'no round after stop');
   });
 });
