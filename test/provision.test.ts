@@ -33,7 +33,7 @@ after(async () => {
 });
 
 describe('stock provisioning after Redis lost a sale', () => {
-  it('waits for the order writer to drain the orders topic, then rebuilds counting those orders', async () => {
+  it('waits for the order writer to drain the orders topic, then rebuilds counting those orders', { timeout: 60_000 }, async () => {
     const sale = saleDoc(uniqueName('prov'));
     const ctx = await provisionSale(sale, { config, kafka, redis, pool });
     try {
@@ -78,7 +78,7 @@ describe('stock provisioning after Redis lost a sale', () => {
     }
   });
 
-  it('counts an empty orders topic of a new sale as drained', async () => {
+  it('counts an empty orders topic of a new sale as drained', { timeout: 60_000 }, async () => {
     const sale = saleDoc(uniqueName('prov'));
     const ctx = await provisionSale(sale, { config, kafka, redis, pool });
     try {
@@ -90,7 +90,7 @@ describe('stock provisioning after Redis lost a sale', () => {
 });
 
 describe('giving a reservation back', () => {
-  it('tells released, claimed by the writer, released before and lost keys apart', async () => {
+  it('tells released, claimed by the writer, released before and lost keys apart', { timeout: 60_000 }, async () => {
     const sale = saleDoc(uniqueName('rel'));
     const ctx = await provisionSale(sale, { config, kafka, redis, pool });
     try {
@@ -113,7 +113,7 @@ describe('giving a reservation back', () => {
 });
 
 describe('the reaper and a lagging order writer', () => {
-  it('never reaps an order that waits in Kafka; reaps a true orphan once the writer has caught up', async () => {
+  it('never reaps an order that waits in Kafka; reaps a true orphan once the writer has caught up', { timeout: 60_000 }, async () => {
     const sale = saleDoc(uniqueName('reap'));
     const ctx = await provisionSale(sale, { config, kafka, redis, pool });
     try {
@@ -125,9 +125,10 @@ describe('the reaper and a lagging order writer', () => {
       const producer = await kafka.producer();
       await producer.send([{ topic: ctx.names.topics.orders, messages: [{ key: 'hot', value: JSON.stringify(message), timestamp: now }] }]);
       await producer.disconnect();
-      await new Promise((r) => setTimeout(r, 300));
-      // Both reservations are older than the bound by the clock, but the writer has not run.
-      const reaper = new Reaper({ sales: [ctx], registry: createRegistry(), logger, olderThanMs: 200, kafka });
+      // The reaper's clock is injected: both reservations are older than the bound by it (no sleep),
+      // but the writer has not run.
+      let reaperNow = now + 1000;
+      const reaper = new Reaper({ sales: [ctx], registry: createRegistry(), logger, olderThanMs: 200, kafka, clock: () => reaperNow });
       assert.equal(await reaper.tick(), 0, 'nothing reaped while the writer lags');
       assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 98 });
 
@@ -139,7 +140,7 @@ describe('the reaper and a lagging order writer', () => {
       } finally {
         await writer.stop();
       }
-      await new Promise((r) => setTimeout(r, 300));
+      reaperNow += 1000;
       assert.equal(await reaper.tick(), 1, 'the orphan, and only it');
       const [rows] = await pool.query('SELECT order_id, status FROM orders WHERE sale = ?', [ctx.key]);
       assert.deepEqual(rows, [{ order_id: queued.orderId, status: 'UNPAID' }]);
@@ -152,7 +153,7 @@ describe('the reaper and a lagging order writer', () => {
 });
 
 describe('the per-user limit above 1', () => {
-  it('counts units across orders, also when one user sends many at once', async () => {
+  it('counts units across orders, also when one user sends many at once', { timeout: 60_000 }, async () => {
     const sale = saleDoc(uniqueName('lim'), { perUserLimit: 3 });
     const ctx = await provisionSale(sale, { config, kafka, redis, pool });
     try {
