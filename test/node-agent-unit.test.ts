@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
-import { PodIPs, addressAt } from './node-agent/ips.ts';
+import { DEFAULT_POD_CIDR, PodIPs, inCidr } from './node-agent/ips.ts';
 import { automountToken, backoffMs, containerEnv, expand, flashsaleArgs, httpProbe, isProjectImage, podStatus, rfc3339, runAs, sameJson, type ContainerView } from './node-agent/podspec.ts';
 
 const pod = (spec: Partial<V1Pod['spec']> = {}): V1Pod => ({
@@ -151,29 +151,43 @@ describe('node agent: status', () => {
 });
 
 describe('node agent: pod addresses', () => {
-  it('distinct, never 127.0.0.1, kept for a pod, reclaimed from a dead agent, released', () => {
+  it('distinct, inside the pod CIDR, never .0/.1/broadcast, kept for a pod, reclaimed from a dead agent, released', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ips-'));
     try {
-      assert.equal(addressAt(0), '127.0.0.2');
-      assert.equal(addressAt(254), '127.0.1.0');
-      const a = new PodIPs(dir, process.pid);
+      const a = new PodIPs(dir, DEFAULT_POD_CIDR, process.pid);
+      assert.equal(a.addressAt(0), '10.244.0.2');
+      assert.equal(a.addressAt(254), '10.244.1.0');
       const ips = Array.from({ length: 300 }, (_, i) => a.allocate(`pod-${i}`));
       assert.equal(new Set(ips).size, 300);
-      assert.ok(!ips.includes('127.0.0.1'));
-      assert.ok(ips.every((ip) => !/\.(0|255)$/.test(ip)), 'no .0/.255 host parts');
+      assert.ok(ips.every((ip) => inCidr(ip, DEFAULT_POD_CIDR) && ip !== '10.244.0.0' && ip !== '10.244.0.1'));
       assert.equal(a.allocate('pod-3', ips[3]), ips[3], 'a pod keeps its address');
       // Another live agent's address is never taken, even when preferred.
-      const b = new PodIPs(dir, process.ppid);
+      const b = new PodIPs(dir, DEFAULT_POD_CIDR, process.ppid);
       const fromB = b.allocate('other', ips[0]);
       assert.notEqual(fromB, ips[0]);
       assert.ok(!ips.includes(fromB));
       // A dead agent's address is reclaimed (pid 2^22+1 does not exist).
-      writeFileSync(join(dir, '127.0.9.9'), `${2 ** 22 + 1} dead-pod\n`);
-      assert.equal(a.allocate('pod-new', '127.0.9.9'), '127.0.9.9');
+      writeFileSync(join(dir, '10.244.9.9'), `${2 ** 22 + 1} dead-pod\n`);
+      assert.equal(a.allocate('pod-new', '10.244.9.9'), '10.244.9.9');
+      assert.notEqual(a.allocate('pod-out', '192.168.0.9'), '192.168.0.9', 'a preferred address outside the CIDR is not used');
       a.release(ips[5] as string, 'pod-5');
       assert.ok(!a.held().includes(ips[5] as string));
       b.release(ips[6] as string, 'pod-6'); // not b's: kept
       assert.ok(a.held().includes(ips[6] as string));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a small CIDR is used up and then refused; bad CIDRs are refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ips-'));
+    try {
+      const a = new PodIPs(dir, '10.9.0.0/29');
+      const got = Array.from({ length: 5 }, (_, i) => a.allocate(`p${i}`));
+      assert.deepEqual(got, ['10.9.0.2', '10.9.0.3', '10.9.0.4', '10.9.0.5', '10.9.0.6']);
+      assert.throws(() => a.allocate('p5'), /no free pod address in 10.9.0.0\/29/);
+      assert.throws(() => new PodIPs(dir, '10.9.0.0'), /invalid pod CIDR/);
+      assert.throws(() => new PodIPs(dir, '300.1.1.1/16'), /invalid pod CIDR/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

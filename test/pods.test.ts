@@ -17,6 +17,7 @@ import { stringify } from 'yaml';
 import { createKubeClient, type KubeClient } from '../controller/operator/kube.ts';
 import { createNamespace, deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { DEFAULT_POD_CIDR, inCidr } from './node-agent/ips.ts';
 import { condition, container, pidOf, tokenClaims, waitPod } from './node-agent/harness.ts';
 
 const run = promisify(execFile);
@@ -103,7 +104,7 @@ describe('a FlashSale with pods that really run (issue 11)', () => {
   it('the operator runs as a pod of the chart, Ready through its probes, as its ServiceAccount', async () => {
     const op = await eventually(async () => (await pods('app.kubernetes.io/name=flashsale-operator')).find(ready), { timeoutMs: 90_000, what: 'a Ready operator pod' });
     assert.ok(op.spec?.nodeName, 'bound to a node by the agent');
-    assert.match(op.status?.podIP ?? '', /^127\.0\.\d+\.\d+$/);
+    assert.ok(inCidr(op.status?.podIP ?? '', DEFAULT_POD_CIDR), `pod address ${op.status?.podIP}`);
     const env = readFileSync(`/proc/${pidOf(op)}/environ`, 'utf8').split('\0');
     assert.ok(!env.some((kv) => kv.startsWith('KUBECONFIG=')), 'in-cluster config, not the admin kubeconfig');
     assert.equal(tokenClaims(pidOf(op)).sub, `system:serviceaccount:${ns}:${op.spec?.serviceAccountName}`);

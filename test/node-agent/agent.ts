@@ -1,5 +1,6 @@
 // The node agent: registers a Node, keeps its Lease and Ready condition fresh, binds pending pods
 // to itself (there is no scheduler), and runs every pod bound to it through a PodWorker.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -9,7 +10,7 @@ import { ResilientInformer } from '../../controller/operator/informer.ts';
 import { createKubeClient, type KubeClient, type KubeList } from '../../controller/operator/kube.ts';
 import type { Logger } from '../../controller/log.ts';
 import { EventRecorder } from './events.ts';
-import { PodIPs } from './ips.ts';
+import { DEFAULT_POD_CIDR, PodIPs, inCidr } from './ips.ts';
 import { PodWorker, caPem, type NodeContext } from './pod.ts';
 import { SA_MOUNT_PATH, rfc3339 } from './podspec.ts';
 
@@ -26,6 +27,8 @@ export interface AgentOptions {
   stateDir: string;
   /** Machine-wide directory of pod-address leases (shared by every agent on the machine). */
   ipDir: string;
+  /** Pod addresses (default 10.244.0.0/16), routed to `lo` as local addresses at start. */
+  podCidr?: string;
   /** `key=value`: pods of namespaces with this label are never bound ('' = bind everything). */
   ignoreNamespaceLabel: string;
   /** Bind pending pods to this node (false: run only pods already bound to it). */
@@ -64,7 +67,7 @@ export class NodeAgent {
       client: this.client,
       logger: o.logger,
       events: new EventRecorder(this.client, o.nodeName, o.logger),
-      ips: new PodIPs(o.ipDir),
+      ips: new PodIPs(o.ipDir, o.podCidr ?? DEFAULT_POD_CIDR),
       stateDir: o.stateDir,
       nodeBin: o.nodeBin ?? process.execPath,
       flashsaleJs: join(REPO_ROOT, 'bin', 'flashsale.js'),
@@ -100,8 +103,20 @@ export class NodeAgent {
     }
   }
 
+  /** Makes every address of the pod CIDR local (bindable, reachable on this machine): the AnyIP route. */
+  private routePodNetwork(): void {
+    const cidr = this.o.podCidr ?? DEFAULT_POD_CIDR;
+    if (inCidr('127.0.0.1', cidr)) return; // already local
+    try {
+      execFileSync('ip', ['route', 'replace', 'local', cidr, 'dev', 'lo'], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
+    } catch (err) {
+      throw new Error(`cannot route the pod network ${cidr} to lo (needs root and iproute2: ip route replace local ${cidr} dev lo): ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`, { cause: err });
+    }
+  }
+
   async start(): Promise<void> {
     this.killLeftovers();
+    this.routePodNetwork();
     if (this.ctx.isRoot) mkdirSync(SA_MOUNT_PATH, { recursive: true });
     await this.registerNode();
     await this.renewLease();
