@@ -145,6 +145,29 @@ describe('leader election: deadlines on an injected clock', () => {
     assert.equal(store.lease?.spec.holderIdentity, 'b');
   });
 
+  it('drops leadership even when its deadline timer fires a fraction of a millisecond early', async () => {
+    // libuv counts whole milliseconds: a timer may run when performance.now() is still just short
+    // of the time it was set for. This clock's monotonic time lags its timers by half a millisecond.
+    class EarlyTimers extends ManualClock {
+      override monotonic() {
+        return super.monotonic() - 0.5;
+      }
+    }
+    const clock = new EarlyTimers();
+    const store = new SickLeaseStore(clock);
+    const events: string[] = [];
+    const a = new LeaderElector({ store, identity: 'a', clock, ...timing, onStartedLeading: () => events.push('+'), onStoppedLeading: () => events.push('-') });
+    a.start();
+    await settle();
+    store.hang = true;
+    clock.advance(timing.renewDeadlineMs);
+    await settle();
+    clock.advance(1);
+    await settle();
+    assert.deepEqual(events, ['+', '-'], 'lost within a millisecond of the deadline, not never');
+    await a.stop();
+  });
+
   it('a leader that learns another replica holds the lease stops at once', async () => {
     const clock = new ManualClock();
     const store = new SickLeaseStore(clock);
@@ -250,7 +273,7 @@ describe('leader election on the real apiserver: the leader is cut off by a blac
     redis?.disconnect();
   });
 
-  it('the standby never reconciles while the old leader still does', async () => {
+  it('the standby never reconciles while the old leader still does', async (t) => {
     const leaseName = `lease-${namespace}`;
     const server = new URL(cluster.server);
     proxy = await blackholeProxy({ host: server.hostname, port: Number(server.port) });
@@ -280,7 +303,7 @@ describe('leader election on the real apiserver: the leader is cut off by a blac
     const cutAt = Date.now();
     proxy.blackhole();
     const code = await Promise.race([aExit, new Promise<'running'>((r) => setTimeout(() => r('running'), 30_000))]);
-    assert.equal(code, 1, 'the cut-off leader gave up (exit 1) on its own, with its lease requests hanging');
+    assert.equal(code, 1, `the cut-off leader gave up (exit 1) on its own, with its lease requests hanging; its log:\n${a.logs().split('\n').filter((l) => !l.includes('reconcile ')).slice(-30).join('\n')}`);
     await eventually(() => started(b.logs()).length >= 1, { timeoutMs: 30_000, what: 'op-b reconciling' });
     assert.equal((await holder())?.holderIdentity, 'op-b');
 
@@ -303,6 +326,11 @@ describe('leader election on the real apiserver: the leader is cut off by a blac
     assert.ok(bLeader > aStop, `op-b became leader (${new Date(bLeader).toISOString()}) after op-a stopped (${new Date(aStop).toISOString()})`);
     assert.ok(Math.min(...bStarts) > aStop, 'op-b reconciled only after op-a stopped: no overlap');
     assert.ok(((await holder())?.leaseTransitions ?? 0) >= 1);
+    const iso = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+    t.diagnostic(
+      `cut ${iso(cutAt)}; op-a: ${aStarts.length} reconciles, last started ${iso(Math.max(...aStarts))}, lost leadership ${iso(aStop)}; ` +
+        `op-b: became leader ${iso(bLeader)}, first reconcile ${iso(Math.min(...bStarts))} (${bLeader - aStop} ms after op-a stopped)`,
+    );
   });
 });
 

@@ -128,11 +128,14 @@ export class LeaderElector {
 
   private armDeadline(): void {
     this.deadline?.cancel();
-    const at = this.lastRenew + this.o.renewDeadlineMs;
-    this.deadline = this.o.clock.setTimer(() => {
-      // A renewal that succeeded since re-armed the timer; this one is stale only if lastRenew moved.
-      if (this.lastRenew + this.o.renewDeadlineMs <= this.o.clock.monotonic()) this.lose('could not renew within the renew deadline');
-    }, at - this.o.clock.monotonic());
+    const check = () => {
+      // Timers may fire a fraction of a millisecond early against the monotonic clock (libuv
+      // counts whole milliseconds): then wait for the rest instead of dropping the check.
+      const left = this.lastRenew + this.o.renewDeadlineMs - this.o.clock.monotonic();
+      if (left <= 0) this.lose('could not renew within the renew deadline');
+      else this.deadline = this.o.clock.setTimer(check, left);
+    };
+    this.deadline = this.o.clock.setTimer(check, this.lastRenew + this.o.renewDeadlineMs - this.o.clock.monotonic());
   }
 
   /** Runs rounds every retry period until stopped; calls the callbacks on changes of leadership. */
@@ -145,6 +148,7 @@ export class LeaderElector {
       const budget = this.budgetMs(started);
       let held = false;
       let definite = false;
+      if (this.leading && budget <= 0) this.lose('could not renew within the renew deadline');
       if (budget > 0) {
         const abort = new AbortController();
         this.inflight = abort;
