@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
+import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type SeckillRun } from './lib/results.ts';
 import { budgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
@@ -232,7 +233,7 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
   const levelBefore = await ctx.stock.level('bulk');
   const rowsBefore = await bulkRows();
   const writtenBefore = await ordersWritten();
-  const acceptedBefore = metric((await http('GET', `${url}/metrics`)).text, 'flashsale_api_requests_total', 'outcome="accepted"');
+  const acceptedBefore = await acceptedCount(url);
   const meter = pipelineMeter(api, writer);
   meter.begin();
   const t0 = performance.now();
@@ -255,19 +256,10 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
   })();
   try {
     // wrk hangs up with up to ACCEPT_CONNECTIONS requests still being decided; the API still answers
-    // them (to closed sockets). Its count of decided requests stops moving once they are all done
-    // (unchanged for twice the slowest answer wrk saw, at least 1 s): then its 202s are read, and the
-    // API is stopped (it hands every accepted order off before exiting). Settling too early could only
-    // undercount the 202s, which fails the check below: it cannot hide a lost order.
-    const quietMs = Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max));
-    let decided = -1;
-    let changedAt = performance.now();
-    const answered = await eventually(async () => {
-      const text = (await http('GET', `${url}/metrics`)).text;
-      const total = text.split('\n').filter((l) => l.startsWith('flashsale_api_requests_total{')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-      if (total !== decided) [decided, changedAt] = [total, performance.now()];
-      return performance.now() - changedAt >= quietMs ? metric(text, 'flashsale_api_requests_total', 'outcome="accepted"') - acceptedBefore : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 100, what: 'the API to finish the requests wrk hung up on' });
+    // them (to closed sockets). Its 202s are read once its count of decided requests has not moved for
+    // twice the slowest answer wrk saw (at least 1 s); then the API is stopped (it hands every accepted
+    // order off before exiting).
+    const answered = (await settledAcceptedCount(url, Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max)))) - acceptedBefore;
     await stopChild(api);
     const levelAfter = await ctx.stock.level('bulk');
     if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');

@@ -25,6 +25,7 @@ import { RetryWorker, TimeoutCloser } from '../../controller/dataplane/timeout-c
 import { parseDuration } from '../../controller/spec/flashsale.ts';
 import { eventually } from '../support/infra.ts';
 import { logger, saleFixture, sleepUntil, type PlacedOrder, type SaleFixture } from '../support/timeouts.ts';
+import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
@@ -328,11 +329,13 @@ async function apiRound(round: number): Promise<void> {
     const writer = flashsale('order-writer', PORT + 1, null);
     for (const p of [PORT, PORT + 1]) await eventually(async () => (await request('GET', `http://127.0.0.1:${p}/readyz`)).status === 200, { timeoutMs: 30_000, what: `readyz on ${p}` });
     const url = `http://127.0.0.1:${PORT}`;
+    const acceptedBefore = await acceptedCount(url);
     const r = await wrk({
       name: `api-${round}`, workDir: work, url, path: `/v1/sales/${f.sale.metadata.name}/orders`, skuId: 'sku', prefix: `t${round}-`, users: 0,
       connections: API_CONNECTIONS, seconds: API_SECONDS, threads: 1, core: pin.loadCore,
     });
-    await stopChild(api); // finishes the requests wrk hung up on, hands their orders off
+    const answered = (await settledAcceptedCount(url, Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max)))) - acceptedBefore;
+    await stopChild(api); // hands every accepted order off before it exits
     const level = await f.stock.level('sku');
     const accepted = STOCK - (level?.remaining ?? NaN);
     const rows = await eventually(async () => {
@@ -352,7 +355,7 @@ async function apiRound(round: number): Promise<void> {
     record('api', round, m, accepted, `api (${API_DELAY})`, await ceiling(f, Math.max(accepted, 1000)), cpuCost, [
       `wrk -c${API_CONNECTIONS} -d${API_SECONDS}s: ${wrk2xx} answers 202 seen by wrk, ${accepted} orders accepted (units reserved)`,
     ], [
-      { what: `rows (${rows}) == orders accepted (${accepted})`, ok: rows === accepted },
+      { what: `rows (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted})`, ok: rows === accepted && rows === answered },
       { what: `wrk's 2xx (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + connections`, ok: wrk2xx <= accepted && accepted <= wrk2xx + API_CONNECTIONS },
     ]);
   } finally {

@@ -1,0 +1,35 @@
+// Reading the API's own counts from its /metrics (Prometheus text).
+import { eventually } from '../../support/infra.ts';
+import { request } from './http.ts';
+
+/** Sum of the samples of `name` whose line contains `labels` (all of them when labels is ''). */
+export function metricSum(text: string, name: string, labels = ''): number {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
+    .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
+/** The API's count of purchase requests answered 202 so far. */
+export async function acceptedCount(apiUrl: string): Promise<number> {
+  return metricSum((await request('GET', `${apiUrl}/metrics`)).text, 'flashsale_api_requests_total', 'outcome="accepted"');
+}
+
+/**
+ * The API's count of 202 answers once the requests a load generator hung up on are all decided:
+ * its count of decided requests unchanged for quietMs. Settling too early can only undercount the
+ * 202s, which makes a "rows == 202s" check fail: it cannot hide a lost order.
+ */
+export async function settledAcceptedCount(apiUrl: string, quietMs: number): Promise<number> {
+  let decided = -1;
+  let changedAt = performance.now();
+  return eventually(
+    async () => {
+      const text = (await request('GET', `${apiUrl}/metrics`)).text;
+      const total = metricSum(text, 'flashsale_api_requests_total');
+      if (total !== decided) [decided, changedAt] = [total, performance.now()];
+      return performance.now() - changedAt >= quietMs ? metricSum(text, 'flashsale_api_requests_total', 'outcome="accepted"') : undefined;
+    },
+    { timeoutMs: quietMs + 60_000, intervalMs: 100, what: 'the API to finish the requests the load generator hung up on' },
+  );
+}
