@@ -15,7 +15,7 @@ import type { Pool } from '../controller/infra/mysql.ts';
 import type { Redis } from '../controller/infra/redis.ts';
 import { dataPlaneMetrics } from '../controller/metrics/dataplane.ts';
 import { dropDatabase, eventually, logger, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, http, orderRows, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { closeHttpAgent, doubleClick, http, orderRows, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
 
 const config = testConfig();
 let kafka: KafkaGateway;
@@ -73,7 +73,7 @@ after(async () => {
 });
 
 describe('order API', () => {
-  it('accepts an order (202), writes it UNPAID with its due time, and answers a retry with ALREADY_ORDERED and the same id', async () => {
+  it('accepts an order (202), writes it UNPAID with its due time, and answers a retry with ALREADY_ORDERED and the same id', { timeout: 60_000 }, async () => {
     const first = await http('POST', `${url}/orders`, { userId: 'alice', skuId: 'plenty' });
     assert.equal(first.status, 202);
     assert.equal(first.body.status, 'QUEUED');
@@ -93,7 +93,7 @@ describe('order API', () => {
     assert.equal(Date.parse(got.body.dueAt as string) - Date.parse(got.body.createdAt as string), 30 * 60_000);
   });
 
-  it('answers SOLD_OUT once the stock is gone and reports stock and remaining per SKU', async () => {
+  it('answers SOLD_OUT once the stock is gone and reports stock and remaining per SKU', { timeout: 60_000 }, async () => {
     const a = await http('POST', `${url}/orders`, { userId: 'bob', skuId: 'one' });
     assert.equal(a.status, 202);
     const b = await http('POST', `${url}/orders`, { userId: 'carol', skuId: 'one' });
@@ -106,7 +106,7 @@ describe('order API', () => {
     assert.deepEqual(skus.find((s) => s.id === 'hot'), { id: 'hot', stock: 100, remaining: 100 });
   });
 
-  it('answers rejections of a sold-out SKU from a short-lived copy: a retry still learns its order id, returned stock sells again after the TTL', async () => {
+  it('answers rejections of a sold-out SKU from a short-lived copy: a retry still learns its order id, returned stock sells again after the TTL', { timeout: 60_000 }, async () => {
     let now = Date.now();
     const p = await kafka.producer();
     const local = new OrderApi({ sales: [ctx], redis, pool: db, producer: new BatchingProducer(p), registry: new Registry(), logger, clock: () => now, soldOutTtlMs: 1000 });
@@ -134,7 +134,7 @@ describe('order API', () => {
     }
   });
 
-  it('rejects bad requests with 400 INVALID_REQUEST and a message, reserving nothing', async () => {
+  it('rejects bad requests with 400 INVALID_REQUEST and a message, reserving nothing', { timeout: 60_000 }, async () => {
     const cases: [string, unknown][] = [
       ['not json', '{"userId": '],
       ['array', '[1]'],
@@ -160,7 +160,7 @@ describe('order API', () => {
     assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 100 });
   });
 
-  it('answers 404 SALE_NOT_FOUND, SKU_NOT_FOUND and ORDER_NOT_FOUND, 404/405 for other paths', async () => {
+  it('answers 404 SALE_NOT_FOUND, SKU_NOT_FOUND and ORDER_NOT_FOUND, 404/405 for other paths', { timeout: 60_000 }, async () => {
     const base = url.replace(/\/sale$/, '');
     assert.deepEqual(await http('POST', `${base}/nope/orders`, { userId: 'x', skuId: 'hot' }).then((r) => [r.status, r.body]), [404, { error: 'SALE_NOT_FOUND' }]);
     assert.deepEqual(await http('GET', `${base}/nope`).then((r) => [r.status, r.body]), [404, { error: 'SALE_NOT_FOUND' }]);
@@ -173,7 +173,7 @@ describe('order API', () => {
     assert.equal((await http('GET', `${url.replace(/\/v1.*$/, '')}/elsewhere`)).status, 404);
   });
 
-  it('answers 403 SALE_NOT_STARTED before startTime and SALE_ENDED from endTime (injected clock)', async () => {
+  it('answers 403 SALE_NOT_STARTED before startTime and SALE_ENDED from endTime (injected clock)', { timeout: 60_000 }, async () => {
     let now = Date.parse('2019-12-31T23:59:59Z');
     const p = await kafka.producer();
     const timed = new OrderApi({ sales: [ctx], redis, pool: db, producer: new BatchingProducer(p), registry: new Registry(), logger, clock: () => now });
@@ -191,7 +191,7 @@ describe('order API', () => {
     }
   });
 
-  it('pays UNPAID → PAID idempotently and never resurrects a CLOSED order (409 ORDER_CLOSED)', async () => {
+  it('pays UNPAID → PAID idempotently and never resurrects a CLOSED order (409 ORDER_CLOSED)', { timeout: 60_000 }, async () => {
     const placed = await http('POST', `${url}/orders`, { userId: 'erin', skuId: 'plenty' });
     const orderId = placed.body.orderId as string;
     await eventually(async () => (await count('SELECT COUNT(*) AS n FROM orders WHERE order_id = ?', [orderId])) === 1, { what: 'row' });
@@ -207,7 +207,7 @@ describe('order API', () => {
     assert.equal((await http('GET', `${url}/orders/${other}`)).body.status, 'CLOSED');
   });
 
-  it('serves /healthz, /readyz and /metrics with outcome counters', async () => {
+  it('serves /healthz, /readyz and /metrics with outcome counters', { timeout: 60_000 }, async () => {
     const root = url.replace(/\/v1.*$/, '');
     assert.equal((await http('GET', `${root}/healthz`)).status, 200);
     assert.equal((await http('GET', `${root}/readyz`)).status, 200);
@@ -219,7 +219,7 @@ describe('order API', () => {
     assert.match(metrics.text, new RegExp(`flashsale_orders_written_total\\{flashsale="${ctx.key}"\\} [1-9]`));
   });
 
-  it('gives the reservation back and answers 503 UNAVAILABLE when the hand-off to Kafka fails; readyz is 503 for 5 s', async () => {
+  it('gives the reservation back and answers 503 UNAVAILABLE when the hand-off to Kafka fails; readyz is 503 for 5 s', { timeout: 60_000 }, async () => {
     const dead = await kafka.producer();
     await dead.disconnect();
     let now = Date.now();
@@ -244,8 +244,23 @@ describe('order API', () => {
   });
 });
 
+describe('double clicks', () => {
+  it('two identical purchases in flight at once make one order; the other click learns its id', { timeout: 60_000 }, async () => {
+    const clicked = await Promise.all(Array.from({ length: 100 }, (_, i) => doubleClick('POST', `${url}/orders`, { userId: `clicker-${i}`, skuId: 'plenty' })));
+    for (const [i, c] of clicked.entries()) {
+      assert.ok(c.overlapped, `pair ${i}: both requests in flight at once`);
+      const statuses = c.replies.map((r) => r.status).sort();
+      assert.deepEqual(statuses, [202, 409], `pair ${i}: exactly one order`);
+      const won = c.replies.find((r) => r.status === 202) as (typeof c.replies)[0];
+      const lost = c.replies.find((r) => r.status === 409) as (typeof c.replies)[0];
+      assert.deepEqual(lost.body, { error: 'ALREADY_ORDERED', orderId: won.body.orderId }, `pair ${i}`);
+      assert.equal(await ctx.stock.holding('plenty', `clicker-${i}`), 1);
+    }
+  });
+});
+
 describe('2,000 concurrent buyers for 100 units', () => {
-  it('sells exactly 100, nobody twice, remaining 0', async () => {
+  it('sells exactly 100, nobody twice, remaining 0', { timeout: 120_000 }, async () => {
     const s = await provisionSale(saleDoc(uniqueName('rush')), { config, kafka, redis, pool: db });
     sales.push(s);
     const p = await kafka.producer();
@@ -254,10 +269,21 @@ describe('2,000 concurrent buyers for 100 units', () => {
     await w.start();
     const base = `${await rushApi.listen(0)}/v1/sales/sale`;
     try {
-      // 2,000 buyers; 200 of them press the button twice at the same moment.
+      // 2,000 buyers; 200 of them press the button twice at the same moment: each pair is in flight
+      // at once on two connections (doubleClick proves the overlap), amid the other 1,800 requests.
       const buyers = Array.from({ length: 2000 }, (_, i) => `buyer-${i}`);
-      const requests = [...buyers, ...buyers.slice(0, 200)].map((userId) => http('POST', `${base}/orders`, { userId, skuId: 'hot' }));
-      const replies = await Promise.all(requests);
+      const pairs = buyers.slice(0, 200).map((userId) => doubleClick('POST', `${base}/orders`, { userId, skuId: 'hot' }));
+      const singles = buyers.slice(200).map((userId) => http('POST', `${base}/orders`, { userId, skuId: 'hot' }));
+      const clicked = await Promise.all(pairs);
+      const replies = [...(await Promise.all(singles)), ...clicked.flatMap((c) => c.replies)];
+      for (const [i, c] of clicked.entries()) {
+        assert.ok(c.overlapped, `pair ${i}: both requests in flight at once`);
+        const [x, y] = c.replies;
+        assert.ok(!(x.status === 202 && y.status === 202), `pair ${i}: one order per double click`);
+        const won = [x, y].find((r) => r.status === 202);
+        const other = won === x ? y : x;
+        if (won && other.body.error === 'ALREADY_ORDERED') assert.equal(other.body.orderId, won.body.orderId, `pair ${i}: the second click learns the first click's order`);
+      }
       const accepted = replies.filter((r) => r.status === 202);
       const soldOut = replies.filter((r) => r.status === 409 && r.body.error === 'SOLD_OUT');
       const already = replies.filter((r) => r.status === 409 && r.body.error === 'ALREADY_ORDERED');
@@ -283,7 +309,7 @@ describe('2,000 concurrent buyers for 100 units', () => {
 });
 
 describe('order writer', () => {
-  it('redelivery of a whole batch writes no duplicate rows and still publishes every timeout', async () => {
+  it('redelivery of a whole batch writes no duplicate rows and still publishes every timeout', { timeout: 60_000 }, async () => {
     const s = await provisionSale(saleDoc(uniqueName('redo')), { config, kafka, redis, pool: db });
     sales.push(s);
     const p = await kafka.producer();
@@ -342,7 +368,7 @@ describe('order writer', () => {
     }
   });
 
-  it('sends malformed and foreign messages to the dead-letter topic with the reason and keeps going', async () => {
+  it('sends malformed and foreign messages to the dead-letter topic with the reason and keeps going', { timeout: 60_000 }, async () => {
     const dlq = collect(`${ctx.names.groups.orderWriter}.probe-dlq`, ctx.names.topics.deadLetter);
     const good = (await http('POST', `${url}/orders`, { userId: 'after-poison', skuId: 'plenty' })).body.orderId as string;
     await producer.send([
@@ -372,7 +398,7 @@ describe('order writer', () => {
 });
 
 describe('reaper', () => {
-  it('returns an orphaned reservation older than the bound, leaves young ones, and a late order is written CLOSED', async () => {
+  it('returns an orphaned reservation older than the bound, leaves young ones, and a late order is written CLOSED', { timeout: 60_000 }, async () => {
     const now = Date.now();
     const next = orderIdGenerator();
     const orphan = { orderId: next(), userId: 'orphan', skuId: 'hot', quantity: 1, reservedAt: now - 10 * 60_000 };

@@ -93,6 +93,55 @@ export function http(method: string, url: string, body?: unknown, headers: Recor
   });
 }
 
+/**
+ * A "double click": the same request twice, truly at once. Each goes on its own new connection;
+ * both send their headers and all but the last byte of the body, and only when both are flushed to
+ * the socket are the two last bytes written, in the same turn of the event loop. The server cannot
+ * answer either before its body is complete, so both are in flight together; `overlapped` reports
+ * it (no answer arrived before both bodies were complete).
+ */
+export async function doubleClick(method: string, url: string, body: unknown): Promise<{ replies: [Reply, Reply]; overlapped: boolean }> {
+  const payload = Buffer.from(JSON.stringify(body));
+  const head = payload.subarray(0, payload.length - 1);
+  const tail = payload.subarray(payload.length - 1);
+  let ended = 0;
+  let early = false;
+  const start = () => {
+    const req = request(url, { method, agent: false, headers: { 'content-type': 'application/json', 'content-length': String(payload.length) } });
+    const reply = new Promise<Reply>((resolve, reject) => {
+      req.on('response', (res) => {
+        if (ended < 2) early = true;
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const { problem, key } = checkAnswer(method, new URL(url).pathname, { status: res.statusCode ?? 0, contentType: res.headers['content-type'], text });
+          answered.add(key);
+          if (problem) return reject(new Error(`answer not as documented in docs/openapi.yaml: ${problem}`));
+          let parsed: Record<string, unknown> = {};
+          try {
+            parsed = JSON.parse(text) as Record<string, unknown>;
+          } catch {
+            // checked above: documented answers of this route are JSON
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, text });
+        });
+      });
+      req.on('error', reject);
+    });
+    const flushed = new Promise<void>((resolve, reject) => req.write(head, (err) => (err ? reject(err) : resolve())));
+    return { req, reply, flushed };
+  };
+  const a = start();
+  const b = start();
+  await Promise.all([a.flushed, b.flushed]);
+  for (const x of [a, b]) {
+    x.req.end(tail);
+    ended++;
+  }
+  return { replies: await Promise.all([a.reply, b.reply]), overlapped: !early };
+}
+
 export function closeHttpAgent(): void {
   agent.destroy();
 }
