@@ -160,7 +160,7 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
   appendRun(FILE, line);
   lines.push(line);
   const us = Number.isFinite(cpu.usPerUnit) ? cpu.usPerUnit.toFixed(0) : 'n/a';
-  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'}\n`);
+  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'}${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}\n`);
   for (const c of line.checks) {
     if (!c.ok) failed = true;
     process.stderr.write(`  ${c.ok ? 'PASS' : 'FAIL'}: ${c.what}\n`);
