@@ -322,8 +322,12 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
     case 'redis-older-snapshot': {
       const snap: RedisSnapshot = await snapshot(rig.redis, saleKeys(rig.sale));
       await afterAttempts(rig, 60);
+      const restoredAt = rig.attempts();
       await restore(rig.redis, snap);
-      return 'redis-older-snapshot: the sale\'s keys DUMPed, 60 purchase attempts later RESTOREd (REPLACE)';
+      // The operator reconciles the stock again (ensureStock; a no-op while the keys look healthy).
+      await when(() => rig.answeredUpTo(restoredAt) && (rig.attempts() >= restoredAt + 20 || rig.stormOver()), { what: 'load after the restore' });
+      await rebuildLikeOperator(rig);
+      return 'redis-older-snapshot: the sale\'s keys DUMPed, 60 purchase attempts later RESTOREd (REPLACE), then the operator\'s ensureStock';
     }
     case 'mysql-unreachable': {
       // Past the closer's retry budget (attempts after 1 s, 2 s, 4 s): refused for 30 purchase
