@@ -11,19 +11,20 @@ import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { Compensator } from '../controller/dataplane/compensator.ts';
 import { RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
-import type { OrderCloser } from '../controller/dataplane/close.ts';
+import type { Clock, OrderCloser } from '../controller/dataplane/close.ts';
 import { RedisLease } from '../controller/infra/lock.ts';
 import { createPool } from '../controller/infra/mysql.ts';
 import { eventually } from './support/infra.ts';
-import { logger, readTopic, saleDoc, sleepUntil, trackedFixtures, type SaleFixture } from './support/timeouts.ts';
+import { logger, readTopic, saleDoc, trackedFixtures, type SaleFixture } from './support/timeouts.ts';
 
 const fixture = trackedFixtures();
 
-function compensator(f: SaleFixture, o: { graceMs?: number; useLock?: boolean; closer?: OrderCloser; chunkSize?: number } = {}): Compensator {
+function compensator(f: SaleFixture, o: { graceMs?: number; useLock?: boolean; closer?: OrderCloser; chunkSize?: number; clock?: Clock } = {}): Compensator {
   return new Compensator({
     pool: f.pool,
     redis: f.redis,
-    closer: o.closer ?? f.closer(),
+    closer: o.closer ?? f.closer({ clock: o.clock }),
+    clock: o.clock,
     saleKey: f.names.key,
     lockKey: f.names.redis.compensationLock,
     intervalMs: 60_000,
@@ -47,7 +48,7 @@ async function assertAllClosedOnce(f: SaleFixture, skuId: string, stock: number,
 }
 
 describe('timeout recovery', () => {
-  it('a closer process killed mid-batch and restarted: every due order closed once, every release applied once', async () => {
+  it('a closer process killed mid-batch and restarted: every due order closed once, every release applied once', { timeout: 120_000 }, async () => {
     const n = 4000;
     const f = await fixture({ skus: [{ id: 'sku', stock: n, timeoutBucket: 'b2' }], buckets: [{ name: 'b2', delay: '2s' }] });
     const dir = mkdtempSync(join(tmpdir(), 'fs-timeouts-'));
@@ -60,17 +61,24 @@ describe('timeout recovery', () => {
         stdio: ['ignore', 'ignore', 'inherit'],
       });
     const closedCount = () => f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key]);
+    // Mid-burst by construction, not by timing: the test holds row locks on the last 200 orders
+    // placed (the tail of every partition), so the killed closer cannot have closed them, while
+    // the chunks before them close.
+    const locker = await f.pool.getConnection();
     try {
-      const dueAt = Date.now() + 4000;
-      await f.place('sku', n, { dueAt });
+      const orders = await f.place('sku', n, { dueAt: Date.now() - 1 });
+      const held = orders.slice(-200).map((o) => o.orderId);
+      await locker.beginTransaction();
+      await locker.query('SELECT order_id FROM orders WHERE order_id IN (?) FOR UPDATE', [held]);
       const first = spawnCloser();
       const exited = new Promise((r) => first.once('exit', r));
-      await eventually(async () => (await closedCount()) > 0, { intervalMs: 5, timeoutMs: 20_000, what: 'the first closes' });
+      await eventually(async () => (await closedCount()) > 0, { intervalMs: 20, timeoutMs: 30_000, what: 'the first closes' });
       first.kill('SIGKILL');
       await exited;
+      await locker.rollback();
       const atKill = await closedCount();
       logger.warn({ closedAtKill: atKill, of: n }, 'closer killed');
-      assert.ok(atKill > 0 && atKill < n, `killed mid-burst (${atKill} of ${n} closed), else the restart path is not exercised`);
+      assert.ok(atKill > 0 && atKill <= n - held.length, `killed mid-burst (${atKill} of ${n} closed), else the restart path is not exercised`);
       const second = spawnCloser();
       try {
         await eventually(async () => (await closedCount()) === n, { timeoutMs: 30_000, what: 'all closed after the restart' });
@@ -86,11 +94,13 @@ describe('timeout recovery', () => {
         await new Promise((r) => second.once('exit', r));
       }
     } finally {
+      await locker.rollback().catch(() => undefined);
+      locker.release();
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('a crash between the MySQL commit and the Redis release is finished later, exactly once', async () => {
+  it('a crash between the MySQL commit and the Redis release is finished later, exactly once', { timeout: 60_000 }, async () => {
     const f = await fixture({ skus: [{ id: 'sku', stock: 100, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }], partitions: 1 });
     let crashes = 0;
     const closer = f.closer({
@@ -128,19 +138,24 @@ describe('timeout recovery', () => {
     for (const w of workers) await w.stop();
   });
 
-  it('delay messages never produced: the scan closes the orders after grace, and two scanners at once close each once', async () => {
+  it('delay messages never produced: the scan closes the orders after grace, and two scanners at once close each once', { timeout: 60_000 }, async () => {
     const n = 1200;
     const f = await fixture({ skus: [{ id: 'sku', stock: n, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }] });
-    const dueAt = Date.now() + 500;
-    await f.place('sku', n, { dueAt, produce: false });
+    const dueAt = Date.parse('2030-01-01T00:00:00.000Z');
+    await f.place('sku', n, { dueAt, createdAt: dueAt - 1000, produce: false });
     const graceMs = 1000;
+    // The scanners and their closers run on an injected clock: no sleeping into the grace period.
+    let now = dueAt + 200;
+    const clock = { now: () => now };
     // No lock: the conditional UPDATE alone must keep the two scanners from closing an order twice.
-    const a = compensator(f, { graceMs, useLock: false, chunkSize: 100 });
-    const b = compensator(f, { graceMs, useLock: false, chunkSize: 100 });
-    await sleepUntil(dueAt + 200);
+    const a = compensator(f, { graceMs, useLock: false, chunkSize: 100, clock });
+    const b = compensator(f, { graceMs, useLock: false, chunkSize: 100, clock });
     const before = await Promise.all([a.scanOnce(), b.scanOnce()]);
     assert.equal(before[0].closed + before[1].closed, 0, 'nothing closed inside the grace period');
-    await sleepUntil(dueAt + graceMs);
+    now = dueAt + graceMs - 1;
+    const edge = await Promise.all([a.scanOnce(), b.scanOnce()]);
+    assert.equal(edge[0].closed + edge[1].closed, 0, 'nothing closed 1 ms before the grace ends');
+    now = dueAt + graceMs;
     const results = await Promise.all([a.scanOnce(), b.scanOnce()]);
     logger.warn({ a: results[0].closed, b: results[1].closed }, 'two scanners');
     assert.equal(results[0].closed + results[1].closed, n, 'each order closed by exactly one scanner');
@@ -150,7 +165,7 @@ describe('timeout recovery', () => {
     for (const s of (await f.statuses()).values()) assert.ok((s.closedAt as number) >= s.dueAt + graceMs, 'closed only after the grace');
   });
 
-  it('the scan lock: one holder; only the token holder renews or releases it', async () => {
+  it('the scan lock: one holder; only the token holder renews or releases it', { timeout: 60_000 }, async () => {
     const f = await fixture({ skus: [{ id: 'sku', stock: 10, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }], partitions: 1 });
     const key = f.names.redis.compensationLock;
     const one = new RedisLease(f.redis, key, 5000);
@@ -175,7 +190,7 @@ describe('timeout recovery', () => {
     assert.equal(await f.redis.exists(key), 0, 'released after the scan');
   });
 
-  it('a failing database: 3 retries, then the dead-letter topic; nothing lost once the database returns and the scan runs', async () => {
+  it('a failing database: 3 retries, then the dead-letter topic; nothing lost once the database returns and the scan runs', { timeout: 60_000 }, async () => {
     const n = 20;
     const f = await fixture({ skus: [{ id: 'sku', stock: 50, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }] });
     // A pool pointing at a port where no database listens.
