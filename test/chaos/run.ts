@@ -38,7 +38,7 @@ export async function runChaos(opts: { minutes: number; seed: number; mode?: Mod
   const kinds = opts.faults ?? (mode === 'run' ? runFaults : separateFaults);
   const rnd = mulberry(opts.seed);
   const t0 = Date.now();
-  let deadline = t0 + opts.minutes * 60_000;
+  let deadline: number;
   log(`chaos: seed ${opts.seed}, mode ${mode}, ${opts.minutes} min, faults from [${kinds.join(', ')}]`);
   const infra = await startInfra();
   const result: ChaosResult = {
