@@ -72,7 +72,7 @@ after(async () => {
   await dropDatabase(config);
 });
 
-it('a writer killed mid-backlog and restarted loses nothing, duplicates nothing, and keeps the stock invariant', { timeout: 180_000 }, async (t) => {
+it('a writer killed mid-backlog and restarted loses nothing, duplicates nothing, and keeps the stock invariant', { timeout: 120_000 }, async (t) => {
   const t0 = Date.now();
   // What the API does for each accepted order: reserve in Redis, then hand the order to Kafka.
   const nextId = orderIdGenerator();
@@ -95,13 +95,34 @@ it('a writer killed mid-backlog and restarted loses nothing, duplicates nothing,
     assert.equal((await ctx.stock.reserve({ orderId: nextId(), userId: `orphan-${i}`, skuId: 'plenty', quantity: 1, reservedAt: now }, 1)).outcome, 'reserved');
   }
 
-  const first = startWriter();
-  const atKill = await eventually(async () => {
-    const n = await rows();
-    return n > 0 ? n : undefined;
-  }, { intervalMs: 5, timeoutMs: 60_000, what: 'the first rows' });
-  first.kill('SIGKILL');
-  await once(first, 'exit');
+  // Mid-backlog by construction, not by racing a poll against the writer: the test holds a gap lock
+  // where one order of the backlog (60% in) must be inserted, between two sentinel rows of another
+  // sale, so the writer cannot have written that order when it is killed, while rows before it go in.
+  const held = accepted.filter((o) => o.skuId === 'plenty' && /[1-9a-e]$/.test(o.orderId)).at(Math.floor(accepted.length * 0.6) - 500) as OrderMessage;
+  const beside = (id: string, d: number) => id.slice(0, -1) + (parseInt(id.at(-1) as string, 16) + d).toString(16);
+  const ids = new Set(accepted.map((o) => o.orderId));
+  assert.ok(!ids.has(beside(held.orderId, -1)) && !ids.has(beside(held.orderId, 1)), 'sentinel ids are free');
+  await db.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES ?', [
+    [-1, 1].map((d) => [beside(held.orderId, d), 'sentinel/none', 'x', 'x', 1, 'CLOSED', new Date(now), new Date(now)]),
+  ]);
+  const locker = await db.getConnection();
+  await locker.beginTransaction();
+  await locker.query('SELECT order_id FROM orders WHERE order_id = ? FOR UPDATE', [held.orderId]);
+  let atKill: number;
+  try {
+    const first = startWriter();
+    atKill = await eventually(async () => {
+      const n = await rows();
+      return n > 0 ? n : undefined;
+    }, { intervalMs: 20, timeoutMs: 60_000, what: 'the first rows' });
+    first.kill('SIGKILL');
+    await once(first, 'exit');
+    const [[heldRow]] = (await db.query('SELECT COUNT(*) AS n FROM orders WHERE order_id = ?', [held.orderId])) as unknown as [{ n: number }[]];
+    assert.equal(Number(heldRow?.n), 0, 'the held order was not written before the kill');
+  } finally {
+    await locker.rollback();
+    locker.release();
+  }
   assert.ok(atKill < accepted.length, `killed mid-backlog (${atKill} of ${accepted.length} rows written)`);
 
   const delays: ConsumedMessage[] = [];
