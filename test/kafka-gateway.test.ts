@@ -34,7 +34,7 @@ function collect(groupId: string, topics: string[]): { received: ConsumedMessage
 }
 
 describe('kafka gateway', () => {
-  it('round-trips messages with keys and headers', async () => {
+  it('round-trips messages with keys and headers', { timeout: 60_000 }, async () => {
     const t = await topic('roundtrip');
     const producer = await kafka.producer();
     await producer.send([{ topic: t, messages: [{ key: 'k1', value: 'hello', headers: { kind: 'greeting' } }] }]);
@@ -47,7 +47,7 @@ describe('kafka gateway', () => {
     await producer.disconnect();
   });
 
-  it('keeps messages of one key on one partition, in order', async () => {
+  it('keeps messages of one key on one partition, in order', { timeout: 60_000 }, async () => {
     const t = await topic('keyed', 6);
     const producer = await kafka.producer();
     const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50 });
@@ -67,7 +67,7 @@ describe('kafka gateway', () => {
     await producer.disconnect();
   });
 
-  it('resumes from the committed offset after a consumer restart', async () => {
+  it('resumes from the committed offset after a consumer restart', { timeout: 60_000 }, async () => {
     const t = await topic('commit', 1);
     const producer = await kafka.producer();
     await producer.send([{ topic: t, messages: Array.from({ length: 10 }, (_, i) => ({ value: String(i) })) }]);
@@ -94,7 +94,7 @@ describe('kafka gateway', () => {
     await producer.disconnect();
   });
 
-  it('pauses a partition at an offset and redelivers from there after resume', async () => {
+  it('pauses a partition at an offset and redelivers from there after resume', { timeout: 60_000 }, async () => {
     const t = await topic('pause', 1);
     const producer = await kafka.producer();
     await producer.send([{ topic: t, messages: Array.from({ length: 5 }, (_, i) => ({ value: String(i) })) }]);
@@ -124,7 +124,7 @@ describe('kafka gateway', () => {
     await producer.disconnect();
   });
 
-  it('creates partitions, describes topics and reports offsets', async () => {
+  it('creates partitions, describes topics and reports offsets', { timeout: 60_000 }, async () => {
     const t = await topic('grow', 2);
     const admin = await kafka.admin();
     await admin.createTopics([{ topic: t, partitions: 2, replicationFactor: 1 }]); // idempotent
@@ -140,7 +140,7 @@ describe('kafka gateway', () => {
     await producer.disconnect();
   });
 
-  it('reports a send to a missing topic as an error (no auto-create)', async () => {
+  it('reports a send to a missing topic as an error (no auto-create)', { timeout: 60_000 }, async () => {
     const producer = await kafka.producer();
     await assert.rejects(producer.send([{ topic: `${prefix}.nope`, messages: [{ value: 'x' }] }]));
     await producer.disconnect();
@@ -148,7 +148,7 @@ describe('kafka gateway', () => {
 });
 
 describe('kafka gateway time index', () => {
-  it('finds the first offset at or after a timestamp', async () => {
+  it('finds the first offset at or after a timestamp', { timeout: 60_000 }, async () => {
     const t = await topic('time', 1);
     const producer = await kafka.producer();
     const base = Date.now() - 60_000;

@@ -172,6 +172,10 @@ export async function readTopic(kafka: KafkaGateway, topic: string, n: number, t
   }
 }
 
+/**
+ * Waits until epoch ms `t`. Only for load schedules (e.g. payments sent around a due instant), never
+ * as a synchronisation: what a test asserts after it must hold however late it wakes.
+ */
 export const sleepUntil = (t: number) => new Promise((r) => setTimeout(r, Math.max(0, t - Date.now())));
 
 export { logger };
