@@ -135,6 +135,8 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
   // The harness talks to the broker itself (through the advertised proxy port), to Redis and MySQL directly.
   const kafka = createKafkaGateway({ brokers: [infra.kafkaProxy.address], clientId: `rig-${randomBytes(3).toString('hex')}`, logger });
   const redis = createRedis(infra.redis.url);
+  // Redis restarts are faults here: reconnecting is expected, not an unhandled error.
+  redis.on('error', () => undefined);
   const pool = createPool(config.mysql, { connectionLimit: 4 });
   const stock = new StockStore(redis, sale);
   await ensureTopics(await kafka.admin(), sale);
