@@ -260,10 +260,23 @@ describe('node agent on the real apiserver', () => {
     assert.equal(alive(pid), false);
   });
 
-  it('a pending pod without nodeName is bound by an agent (the one cluster:up started) and runs', async () => {
-    await create(`/api/v1/namespaces/${ns}/pods`, { metadata: { name: 'unbound' }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: IMAGE, args: ['--help'] }] } });
-    const p = await waitPod(client, ns, 'unbound', (x) => x.status?.phase === 'Succeeded', 'bound and Succeeded');
-    assert.ok(p.spec?.nodeName);
-    assert.equal(condition(p, 'PodScheduled'), 'True');
+  it('a pending pod without nodeName is bound by an agent (the one cluster:up started) and runs; namespaces labelled ignore are left alone', async () => {
+    const pod = (name: string) => ({ metadata: { name }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: IMAGE, args: ['--help'] }] } });
+    const ignoredNs = `${ns}-ignored`;
+    await createNamespace(cluster.kc, ignoredNs);
+    try {
+      await client.request('PATCH', `/api/v1/namespaces/${ignoredNs}`, { metadata: { labels: { 'nodeagent.flashsale.dev/ignore': 'true' } } }, 'application/merge-patch+json');
+      await create(`/api/v1/namespaces/${ignoredNs}/pods`, pod('ignored'));
+      await create(`/api/v1/namespaces/${ns}/pods`, pod('unbound'));
+      const p = await waitPod(client, ns, 'unbound', (x) => x.status?.phase === 'Succeeded', 'bound and Succeeded');
+      assert.ok(p.spec?.nodeName);
+      assert.equal(condition(p, 'PodScheduled'), 'True');
+      // Created first, still unbound after the later pod ran to completion.
+      const ignored = await getPod(client, ignoredNs, 'ignored');
+      assert.equal(ignored?.spec?.nodeName, undefined);
+      assert.equal(ignored?.status?.phase, 'Pending');
+    } finally {
+      await deleteNamespace(cluster.kc, ignoredNs);
+    }
   });
 });

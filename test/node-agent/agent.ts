@@ -121,7 +121,8 @@ export class NodeAgent {
     await this.registerNode();
     await this.renewLease();
     this.every(RENEW_MS, () => this.renewLease());
-    this.every(NODE_STATUS_MS, () => this.writeNodeStatus(true));
+    // A Node deleted behind our back is registered again.
+    this.every(NODE_STATUS_MS, () => this.writeNodeStatus(true).catch((err: unknown) => ((err as { status?: number }).status === 404 ? this.registerNode() : Promise.reject(err))));
     this.every(RESYNC_MS, async () => this.resync());
 
     const node = encodeURIComponent(this.o.nodeName);

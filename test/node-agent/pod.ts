@@ -178,6 +178,9 @@ export class PodWorker {
     // The pod's address is in its status before any process starts (HTTP_HOST comes from it).
     this.markDirty();
     void this.annotateLogs();
+    if ((this.pod.spec?.initContainers?.length ?? 0) > 0) {
+      this.event('Warning', 'Failed', 'the flashsale node agent does not run init containers: they are skipped');
+    }
     for (const c of this.containers) {
       if (!isProjectImage(c.spec.image)) {
         c.fatal = true;
