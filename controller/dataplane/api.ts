@@ -112,6 +112,8 @@ export class OrderApi {
   private readonly soldOut = new Map<string, SoldOutCopy>();
   private readonly soldOutLoading = new Map<string, Promise<void>>();
   private readonly soldOutTtl: number;
+  /** Highest counter a reserve returned per sale/SKU (restore-fence.ts). */
+  private readonly seqSeen = new Map<string, number>();
 
   constructor(opts: ApiOptions) {
     this.opts = opts;
@@ -344,6 +346,20 @@ export class OrderApi {
         this.opts.logger.error({ sale: ctx.key, sku: body.skuId }, 'SKU has no stock in Redis (not provisioned?)');
         this.count(ctx.key, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
+    }
+    // Redis never lowers a SKU's counter: a value at or below one this process saw means it went
+    // back in time (restored from an older snapshot) and this reservation was made on stale stock.
+    // Fence the SKU (503 until the rebuild from MySQL, see restore-fence.ts); nothing reached Kafka.
+    const seqKey = `${ctx.key}\0${body.skuId}`;
+    if (result.seq > 0) {
+      if (result.seq <= (this.seqSeen.get(seqKey) ?? 0)) {
+        this.opts.logger.error({ sale: ctx.key, sku: body.skuId, seq: result.seq, seen: this.seqSeen.get(seqKey) }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
+        this.seqSeen.delete(seqKey);
+        await ctx.stock.fence(body.skuId).catch(() => undefined);
+        this.count(ctx.key, 'unavailable');
+        return this.send(res, 503, '{"error":"UNAVAILABLE"}');
+      }
+      this.seqSeen.set(seqKey, result.seq);
     }
     this.metrics.stockRemaining.labels(ctx.key, body.skuId).set(result.remaining);
     // The bucket and due time travel with the order, so a writer that does not know this SKU yet

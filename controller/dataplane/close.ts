@@ -12,6 +12,7 @@
 // mirror condition (status='UNPAID'), and InnoDB row locks serialise the two.
 import type { Pool } from '../infra/mysql.ts';
 import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
+import { recordMarks } from './restore-fence.ts';
 import type { StockStore } from './stock.ts';
 
 export interface CloseRequest {
@@ -204,9 +205,17 @@ export class OrderCloser {
     if (rows.length === 0) return 0;
     // ioredis auto-pipelining sends these concurrent script calls in a few round trips.
     const t = performance.now();
-    const outcomes = await Promise.all(rows.map((r) => this.stock.releaseOrderOutcome(r)));
+    const applied = await Promise.all(rows.map((r) => this.stock.releaseOrderWithSeq(r)));
+    const outcomes = applied.map((a) => a.outcome);
     const n = outcomes.filter((o) => o === 'released').length;
     this.timings.redis += performance.now() - t;
+    // The highest counter each SKU showed, recorded so a Redis that goes back is noticed (restore-fence.ts).
+    const seen = new Map<string, number>();
+    rows.forEach((r, i) => {
+      const seq = applied[i]?.seq ?? 0;
+      if (seq > (seen.get(r.skuId) ?? 0)) seen.set(r.skuId, seq);
+    });
+    if (seen.size > 0) await recordMarks(this.pool, this.saleKey, seen, new Date(this.clock.now()));
     if (n > 0) this.metrics?.releasesApplied.inc({ flashsale: this.saleKey, source }, n);
     // A release that found the SKU's keys missing did nothing and stays unmarked: a rebuild may be
     // reading the ledger from before this close (then it counts the order as held), so the scan

@@ -38,6 +38,7 @@ export function startCompensator(d: CompensatorDeps): Compensator {
     graceMs: parseDuration(d.sale.spec.compensation.grace),
     logger: d.logger.child({ component: 'compensator', sale: d.names.key }),
     metrics,
+    stock: d.stock,
   });
   compensator.start();
   return compensator;

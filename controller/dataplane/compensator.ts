@@ -12,6 +12,8 @@ import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
 import { systemClock, type Clock, type OrderCloser, type ReleaseRow } from './close.ts';
+import { readMarks } from './restore-fence.ts';
+import type { StockStore } from './stock.ts';
 
 export interface CompensatorOptions {
   pool: Pool;
@@ -30,25 +32,29 @@ export interface CompensatorOptions {
   leaseMs?: number;
   /** false runs without the lock (tests prove the fence holds without it). */
   useLock?: boolean;
+  /** With the sale's stock, each scan also checks that Redis did not go back in time (restore-fence.ts). */
+  stock?: StockStore;
 }
 
 export interface ScanResult {
   /** False when another replica held the lock (nothing was scanned). */
   ran: boolean;
+  /** SKUs fenced because their Redis counter was below the recorded mark (absent when none). */
+  fenced?: string[];
   closed: number;
   applied: number;
   pending: number;
 }
 
 export class Compensator {
-  private readonly o: Required<Omit<CompensatorOptions, 'metrics'>> & { metrics: DataPlaneMetrics | undefined };
+  private readonly o: Required<Omit<CompensatorOptions, 'metrics' | 'stock'>> & { metrics: DataPlaneMetrics | undefined; stock: StockStore | undefined };
   private readonly lease: RedisLease;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
   private stopped = false;
 
   constructor(o: CompensatorOptions) {
-    this.o = { ...o, clock: o.clock ?? systemClock, chunkSize: o.chunkSize ?? 500, leaseMs: o.leaseMs ?? 30_000, useLock: o.useLock ?? true, metrics: o.metrics };
+    this.o = { ...o, clock: o.clock ?? systemClock, chunkSize: o.chunkSize ?? 500, leaseMs: o.leaseMs ?? 30_000, useLock: o.useLock ?? true, metrics: o.metrics, stock: o.stock };
     this.lease = new RedisLease(o.redis, o.lockKey, this.o.leaseMs);
   }
 
@@ -80,6 +86,8 @@ export class Compensator {
     if (this.o.useLock && !(await this.lease.acquire())) return result;
     result.ran = true;
     try {
+      const fenced = await this.fenceRestored();
+      if (fenced.length > 0) result.fenced = fenced;
       await this.closeOverdue(result);
       await this.applyPending(result);
       result.pending = await this.pendingCount();
@@ -88,6 +96,26 @@ export class Compensator {
     } finally {
       if (this.o.useLock) await this.lease.release().catch(() => undefined);
     }
+  }
+
+  /**
+   * A SKU whose Redis counter is below the mark MySQL recorded went back in time (restored from an
+   * older snapshot, keys present but stale): fence it so the rebuild from MySQL replaces it.
+   */
+  private async fenceRestored(): Promise<string[]> {
+    const stock = this.o.stock;
+    if (!stock) return [];
+    const fenced: string[] = [];
+    // Marks first: every mark was a value Redis had produced before, so a healthy counter is at least as high.
+    for (const [skuId, mark] of await readMarks(this.o.pool, this.o.saleKey)) {
+      if ((await stock.level(skuId)) === null) continue; // lost, not stale: the rebuild is on its way
+      const seq = await stock.seq(skuId);
+      if (seq >= mark) continue;
+      this.o.logger.error({ sale: this.o.saleKey, sku: skuId, seq, mark }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
+      await stock.fence(skuId);
+      fenced.push(skuId);
+    }
+    return fenced;
   }
 
   /** Between chunks: keep the lease, or stop when another replica has it now. */

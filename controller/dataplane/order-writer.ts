@@ -21,6 +21,7 @@ import type { Pool } from '../infra/mysql.ts';
 import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
 import { deadLetter, MalformedMessageError, parseOrderMessage, type OrderMessage, type TimeoutMessage } from './messages.ts';
+import { readMarks, recordMarks } from './restore-fence.ts';
 import type { SaleContext } from './sale-context.ts';
 import type { ClaimResult } from './stock.ts';
 
@@ -141,8 +142,10 @@ export class OrderWriter {
         this.log.warn({ partition: m.partition, offset: m.offset, reason: err.message }, 'malformed order message → dead-letter topic');
       }
     }
-    const rows = await this.claim(orders);
+    const { rows, seen } = await this.claim(orders);
     await this.insert(rows);
+    // After the rows: a mark is recorded only for what MySQL holds (restore-fence.ts).
+    await recordMarks(this.opts.pool, ctx.key, seen, new Date(this.clock()));
     await this.opts.afterInsert?.(batch);
     await bctx.heartbeat();
 
@@ -165,7 +168,12 @@ export class OrderWriter {
   }
 
   /** Claims the reservations per SKU; reaped ones become CLOSED rows. */
-  private async claim(orders: { order: OrderMessage; placement: Placement }[]): Promise<WrittenRow[]> {
+  /**
+   * Claims the reservations per SKU; reaped ones become CLOSED rows. Returns the SKUs' counters seen
+   * (to record as marks); a SKU whose Redis went back in time is fenced instead (restore-fence.ts).
+   * Its orders are written all the same: the API accepted them.
+   */
+  private async claim(orders: { order: OrderMessage; placement: Placement }[]): Promise<{ rows: WrittenRow[]; seen: Map<string, number> }> {
     const { ctx } = this.opts;
     const bySku = new Map<string, { order: OrderMessage; placement: Placement }[]>();
     for (const o of orders) {
@@ -174,16 +182,33 @@ export class OrderWriter {
       bySku.set(o.order.skuId, list);
     }
     const rows: WrittenRow[] = [];
+    const seen = new Map<string, number>();
+    // Read before the claims: a counter at or below a mark read earlier means Redis went back.
+    const marks = bySku.size > 0 ? await readMarks(this.opts.pool, ctx.key, [...bySku.keys()]) : new Map<string, number>();
     await Promise.all(
       [...bySku].map(async ([skuId, list]) => {
         // The SKU's keys are named from the sale and the SKU id alone: no spec entry needed.
-        const results: ClaimResult[] = await ctx.stock.claim(skuId, list.map((o) => o.order.orderId));
+        const { results, seq }: { results: ClaimResult[]; seq: number } = await ctx.stock.claimWithSeq(skuId, list.map((o) => o.order.orderId));
+        const unknown = list.filter((_, i) => results[i] === 'unknown').map((o) => o.order.orderId);
+        // An order Redis never heard of is fine when MySQL has it (a replay after a rebuild).
+        const missing = unknown.length > 0 ? await this.notInMysql(unknown) : [];
+        const mark = marks.get(skuId) ?? 0;
+        if ((seq > 0 && seq <= mark) || missing.length > 0) {
+          this.log.error({ sku: skuId, seq, mark, unknownOrders: missing.slice(0, 5) }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
+          await ctx.stock.fence(skuId);
+        } else if (seq > 0) seen.set(skuId, seq);
         list.forEach(({ order, placement }, i) => {
           rows.push({ order, status: results[i] === 'reaped' ? 'CLOSED' : 'UNPAID', dueAt: placement.dueAt, bucket: placement.bucket });
         });
       }),
     );
-    return rows;
+    return { rows, seen };
+  }
+
+  private async notInMysql(orderIds: string[]): Promise<string[]> {
+    const [rows] = await this.opts.pool.query('SELECT order_id FROM orders WHERE order_id IN (?)', [orderIds]);
+    const found = new Set((rows as { order_id: string }[]).map((r) => r.order_id));
+    return orderIds.filter((id) => !found.has(id));
   }
 
   private async insert(rows: WrittenRow[]): Promise<void> {

@@ -97,8 +97,10 @@ export async function skuLedger(pool: Pool, saleKey: string, skuId: string): Pro
       [saleKey, skuId],
     );
     const [closed] = await conn.query(`SELECT order_id FROM orders WHERE sale = ? AND sku_id = ? AND status = 'CLOSED'`, [saleKey, skuId]);
+    const [mark] = await conn.query('SELECT seq FROM sku_marks WHERE sale = ? AND sku_id = ?', [saleKey, skuId]);
     await conn.query('COMMIT');
     return {
+      mark: Number((mark as { seq: string | number }[])[0]?.seq ?? 0),
       heldByUser: new Map((held as { user_id: string; units: string | number }[]).map((r) => [r.user_id, Number(r.units)])),
       lastOrderByUser: new Map((held as { user_id: string; last_order: string }[]).map((r) => [r.user_id, r.last_order])),
       closedOrderIds: (closed as { order_id: string }[]).map((r) => r.order_id),

@@ -19,7 +19,7 @@ if not stock then return {-1, ''} end
 -- Keyed by the order id the API chose before calling: when the reply of a first run was lost and the
 -- client resent the command, the re-run answers like the first one instead of reserving twice (or
 -- answering ALREADY_ORDERED for the buyer's own order, which would then never reach Kafka).
-if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 1 then return {1, stock} end
+if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 1 then return {1, stock, 0} end
 local qty = tonumber(ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if held + qty > tonumber(ARGV[3]) then return {-2, redis.call('HGET', KEYS[3], ARGV[1]) or ''} end
@@ -29,49 +29,62 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
-return {1, tostring(tonumber(stock) - qty)}
+return {1, tostring(tonumber(stock) - qty), redis.call('INCR', KEYS[6])}
 `;
 
-// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released, seeded
+// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released, seeded, seq
 // ARGV: orderId, userId, quantity, mode ('order' = closed order, idempotent by `released`;
 //       'reservation' = only while the reservation record still exists, i.e. not yet claimed)
-// Returns 1 released now, 2 the writer claimed the reservation (mode 'reservation' only),
-// 3 released before, -1 the SKU has no keys (Redis lost them; the rebuild counts this order).
+// Returns {code, seq}: code 1 released now (seq: the SKU's counter after it, see restore-fence.ts),
+// 2 the writer claimed the reservation (mode 'reservation' only), 3 released before, -1 the SKU has
+// no keys (Redis lost them; the rebuild counts this order); seq 0 unless code 1.
 const RELEASE = `
 -- A SKU whose keys Redis lost gets its units back from the rebuild (which counts CLOSED orders as
 -- returned); INCRBY here would create a stock key the API could sell from before the rebuild.
-if redis.call('EXISTS', KEYS[7]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[7]) == 0 then return {-1, 0} end
 if ARGV[4] == 'reservation' then
   if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then
-    if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then return 3 end
-    return 2
+    if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then return {3, 0} end
+    return {2, 0}
   end
 else
   redis.call('HDEL', KEYS[4], ARGV[1])
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
-if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return 3 end
+if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return {3, 0} end
 local qty = tonumber(ARGV[3])
 redis.call('INCRBY', KEYS[1], qty)
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -qty) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
 if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
-return 1
+return {1, redis.call('INCR', KEYS[8])}
 `;
 
-// KEYS: reservations, reservationTimes, released; ARGV: order ids.
-// Returns per order: 1 claimed now, 2 claimed before (redelivery), 0 reaped (stock already returned).
+// KEYS: reservations, reservationTimes, released, claimed, seq, seeded; ARGV: order ids.
+// Returns per order: 1 claimed now, 2 claimed before (redelivery), 0 reaped (stock already returned),
+// 3 unknown (Redis neither reserved, claimed nor released it: Redis lost or went back, unless the
+// order is in MySQL already); then the SKU's counter after this claim (see restore-fence.ts), 0 when
+// the SKU has no keys (lost: every order counts as claimed before, the rebuild counts them).
 const CLAIM = `
 local out = {}
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  for i = 1, #ARGV do out[i] = 2 end
+  out[#ARGV + 1] = 0
+  return out
+end
 for i, id in ipairs(ARGV) do
   if redis.call('HDEL', KEYS[1], id) == 1 then
     redis.call('ZREM', KEYS[2], id)
+    redis.call('SADD', KEYS[4], id)
     out[i] = 1
   elseif redis.call('SISMEMBER', KEYS[3], id) == 1 then
     out[i] = 0
-  else
+  elseif redis.call('SISMEMBER', KEYS[4], id) == 1 then
     out[i] = 2
+  else
+    out[i] = 3
   end
 end
+out[#ARGV + 1] = redis.call('INCR', KEYS[5])
 return out
 `;
 
@@ -120,7 +133,8 @@ return 1
 `;
 
 // KEYS: stock, seeded, holdings, last orders, released, staged holdings, staged last orders,
-// staged released; ARGV: stock, remaining. Returns 1 rebuilt, 0 the SKU was present (staging dropped).
+// staged released, seq, claimed; ARGV: stock, remaining, counter (above the SKU's recorded mark).
+// Returns 1 rebuilt, 0 the SKU was present (staging dropped).
 const REBUILD_FINISH = `
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])
@@ -133,17 +147,29 @@ for i = 3, 5 do
     redis.call('PERSIST', KEYS[i])
   end
 end
+redis.call('DEL', KEYS[10])
+redis.call('SET', KEYS[9], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 `;
 
+/**
+ * The counter a rebuilt SKU starts from: the next multiple of 2^32 above the recorded mark, an epoch
+ * far above any value a worker may have seen but not recorded before Redis lost the SKU (reserves
+ * whose claims found the keys missing), so no API replica mistakes the rebuilt SKU for a restore.
+ * Exact in doubles far beyond any realistic number of rebuilds.
+ */
+export function rebuiltCounter(mark: number): number {
+  return (Math.floor(mark / 2 ** 32) + 1) * 2 ** 32;
+}
+
 /** Items per staging call of a rebuild: bounded so each script call stays small and short. */
 export const REBUILD_CHUNK = 5000;
 
 type Scripted = Redis & {
-  fsReserve(...args: (string | number)[]): Promise<[number, string]>;
-  fsRelease(...args: (string | number)[]): Promise<number>;
+  fsReserve(...args: (string | number)[]): Promise<[number, string, number?]>;
+  fsRelease(...args: (string | number)[]): Promise<[number, number]>;
   fsClaim(...args: string[]): Promise<number[]>;
   fsSeed(...args: (string | number)[]): Promise<number>;
   fsAdjust(...args: (string | number)[]): Promise<[number, number]>;
@@ -154,13 +180,13 @@ type Scripted = Redis & {
 function withScripts(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.fsReserve !== 'function') {
-    redis.defineCommand('fsReserve', { numberOfKeys: 5, lua: RESERVE });
-    redis.defineCommand('fsRelease', { numberOfKeys: 7, lua: RELEASE });
-    redis.defineCommand('fsClaim', { numberOfKeys: 3, lua: CLAIM });
+    redis.defineCommand('fsReserve', { numberOfKeys: 6, lua: RESERVE });
+    redis.defineCommand('fsRelease', { numberOfKeys: 8, lua: RELEASE });
+    redis.defineCommand('fsClaim', { numberOfKeys: 6, lua: CLAIM });
     redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
     redis.defineCommand('fsAdjust', { numberOfKeys: 2, lua: ADJUST });
     redis.defineCommand('fsRebuildStage', { numberOfKeys: 4, lua: REBUILD_STAGE });
-    redis.defineCommand('fsRebuildFinish', { numberOfKeys: 8, lua: REBUILD_FINISH });
+    redis.defineCommand('fsRebuildFinish', { numberOfKeys: 10, lua: REBUILD_FINISH });
   }
   return r;
 }
@@ -175,12 +201,13 @@ export interface Reservation {
 }
 
 export type ReserveResult =
-  | { outcome: 'reserved'; remaining: number }
+  /** seq: the SKU's counter after this reserve (restore-fence.ts); 0 when it answered a re-run of the same order. */
+  | { outcome: 'reserved'; remaining: number; seq: number }
   | { outcome: 'sold-out' }
   | { outcome: 'already-ordered'; orderId: string }
   | { outcome: 'sku-not-found' };
 
-export type ClaimResult = 'claimed' | 'claimed-before' | 'reaped';
+export type ClaimResult = 'claimed' | 'claimed-before' | 'reaped' | 'unknown';
 
 export type ReservationRelease = 'released' | 'claimed' | 'released-before' | 'no-stock-keys';
 
@@ -192,6 +219,8 @@ export interface SkuLedger {
   /** The latest UNPAID/PAID order id of each user in heldByUser. */
   lastOrderByUser: Map<string, string>;
   closedOrderIds: string[];
+  /** The SKU's recorded counter mark (sku_marks, see restore-fence.ts); the rebuild sets the counter above it. */
+  mark?: number;
 }
 
 export class StockStore {
@@ -253,7 +282,7 @@ export class StockStore {
         if (!(await stage('closed', ledger.closedOrderIds.slice(i, i + chunk)))) return false;
       }
       const remaining = Math.max(0, stock - held);
-      return (await this.redis.fsRebuildFinish(k.stock, k.seeded, k.holdings, k.lastOrder, k.released, ...staged, stock, remaining)) === 1;
+      return (await this.redis.fsRebuildFinish(k.stock, k.seeded, k.holdings, k.lastOrder, k.released, ...staged, k.seq, k.claimed, stock, remaining, rebuiltCounter(ledger.mark ?? 0))) === 1;
     } finally {
       // After success the staging keys were renamed away; after a refusal or an error, drop them now.
       await this.redis.del(...staged).catch(() => undefined);
@@ -270,13 +299,13 @@ export class StockStore {
 
   async reserve(r: Reservation, perUserLimit: number): Promise<ReserveResult> {
     const k = this.keys(r.skuId);
-    const [code, detail] = await this.redis.fsReserve(
-      k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes,
+    const [code, detail, seq] = await this.redis.fsReserve(
+      k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq,
       r.userId, r.quantity, perUserLimit, r.orderId, JSON.stringify(r), r.reservedAt,
     );
     switch (code) {
       case 1:
-        return { outcome: 'reserved', remaining: Number(detail) };
+        return { outcome: 'reserved', remaining: Number(detail), seq: Number(seq ?? 0) };
       case -2:
         return { outcome: 'already-ordered', orderId: detail };
       case -3:
@@ -291,7 +320,7 @@ export class StockStore {
    * returned units now; `claimed` means the order writer has the order (it reached Kafka).
    */
   async releaseReservation(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<ReservationRelease> {
-    const code = await this.release(r, 'reservation');
+    const [code] = await this.release(r, 'reservation');
     return code === 1 ? 'released' : code === 2 ? 'claimed' : code === 3 ? 'released-before' : 'no-stock-keys';
   }
 
@@ -308,21 +337,45 @@ export class StockStore {
    * (the rebuild may have counted the order as held, from a ledger read before the close committed).
    */
   async releaseOrderOutcome(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<'released' | 'released-before' | 'no-stock-keys'> {
-    const code = await this.release(r, 'order');
-    return code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys';
+    return (await this.releaseOrderWithSeq(r)).outcome;
+  }
+
+  /** releaseOrderOutcome with the SKU's counter after a release applied now (0 otherwise). */
+  async releaseOrderWithSeq(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<{ outcome: 'released' | 'released-before' | 'no-stock-keys'; seq: number }> {
+    const [code, seq] = await this.release(r, 'order');
+    return { outcome: code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys', seq: Number(seq) };
   }
 
   private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>, mode: 'order' | 'reservation') {
     const k = this.keys(r.skuId);
-    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, r.orderId, r.userId, r.quantity, mode);
+    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, k.seq, r.orderId, r.userId, r.quantity, mode);
   }
 
   /** Marks the orders of one SKU as on their way into MySQL (see the file comment). */
   async claim(skuId: string, orderIds: string[]): Promise<ClaimResult[]> {
-    if (orderIds.length === 0) return [];
+    return (await this.claimWithSeq(skuId, orderIds)).results;
+  }
+
+  /** claim, with the SKU's counter after it (0 when the SKU has no keys; see restore-fence.ts). */
+  async claimWithSeq(skuId: string, orderIds: string[]): Promise<{ results: ClaimResult[]; seq: number }> {
+    if (orderIds.length === 0) return { results: [], seq: 0 };
     const k = this.keys(skuId);
-    const codes = await this.redis.fsClaim(k.reservations, k.reservationTimes, k.released, ...orderIds);
-    return codes.map((c) => (c === 1 ? 'claimed' : c === 2 ? 'claimed-before' : 'reaped'));
+    const codes = await this.redis.fsClaim(k.reservations, k.reservationTimes, k.released, k.claimed, k.seq, k.seeded, ...orderIds);
+    const seq = Number(codes.pop() ?? 0);
+    return { results: codes.map((c) => (c === 1 ? 'claimed' : c === 2 ? 'claimed-before' : c === 0 ? 'reaped' : 'unknown')), seq };
+  }
+
+  /** The SKU's counter in Redis (0 when absent). */
+  async seq(skuId: string): Promise<number> {
+    return Number((await this.redis.get(this.keys(skuId).seq)) ?? 0);
+  }
+
+  /**
+   * Deletes every key of the SKU at once (Redis went back in time, see restore-fence.ts): the API
+   * answers 503 and releases stay owed until the rebuild from MySQL, as after a loss.
+   */
+  async fence(skuId: string): Promise<void> {
+    await this.redis.del(...Object.values(this.keys(skuId)));
   }
 
   /** Reservations of a SKU made before `olderThanMs` (epoch ms) that no writer has claimed. */

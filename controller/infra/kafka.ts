@@ -261,10 +261,15 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       for (let delay = 50; ; delay = Math.min(1000, delay * 2)) {
         try {
           const md = await admin.fetchTopicMetadata({ topics });
-          if (md.topics.length === topics.length && md.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+          if (md.topics.length === topics.length && md.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
+            // The leader in the metadata may not serve the partition yet: ask it for the offsets.
+            for (const t of topics) await admin.fetchTopicOffsets(t);
+            return;
+          }
         } catch (err) {
           const type = (err as { type?: string }).type;
-          if (type !== 'UNKNOWN_TOPIC_OR_PARTITION' && type !== 'LEADER_NOT_AVAILABLE' && !(err as Error).name?.includes('NumberOfRetriesExceeded')) throw err;
+          const transient = ['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE', 'NOT_LEADER_FOR_PARTITION'];
+          if (!transient.includes(type ?? '') && !(err as Error).name?.includes('NumberOfRetriesExceeded')) throw err;
         }
         if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader ${timeoutMs} ms after creation`);
         await new Promise((r) => setTimeout(r, delay));

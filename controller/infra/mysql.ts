@@ -64,6 +64,21 @@ export const migrations: { version: number; name: string; statements: string[] }
         MODIFY user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL`,
     ],
   },
+  {
+    version: 4,
+    name: 'sku_marks',
+    // The highest value of each SKU's Redis counter (names.ts `seq`) a worker saw; Redis restored from
+    // an older snapshot shows a lower one (see dataplane/restore-fence.ts).
+    statements: [
+      `CREATE TABLE sku_marks (
+        sale        VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+        sku_id      VARCHAR(64)  CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+        seq         BIGINT UNSIGNED NOT NULL,
+        updated_at  DATETIME(3)  NOT NULL,
+        PRIMARY KEY (sale, sku_id)
+      ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+    ],
+  },
 ];
 
 export function createPool(cfg: MysqlConfig, options: { connectionLimit?: number } = {}): Pool {

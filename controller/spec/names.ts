@@ -55,6 +55,14 @@ export function saleNames(sale: SaleRef, options: NameOptions = {}) {
           reservationTimes: `${tag}:reservation-times`,
           /** Set of order ids whose stock was released: makes a release idempotent. */
           released: `${tag}:released`,
+          /** Set of order ids the order writer claimed: tells a redelivery from an order Redis never knew. */
+          claimed: `${tag}:claimed`,
+          /**
+           * Counter raised by every reserve, claim and release. MySQL records the highest value the
+           * workers saw (sku_marks): a lower value in Redis means Redis went back in time (restored
+           * from an older snapshot).
+           */
+          seq: `${tag}:seq`,
         };
       },
       /** Lock that keeps compensation scans of one sale from overlapping. */

@@ -1,0 +1,112 @@
+// Issue 13, scenario 3: Redis restored from an older snapshot (DUMP/RESTORE of a SKU's keys taken
+// earlier: keys present, stale). Real api, order-writer, timeout-closer and compensator processes.
+//  a) Units sold after the snapshot come back to stock with the restore: the next reserve must not
+//     sell them again (oversell). The API sees the SKU's counter below one it saw, fences the SKU
+//     (503), and the rebuild from MySQL restores the truth.
+//  b) Releases applied after the snapshot are undone by the restore: the compensator sees the
+//     counter below the mark MySQL recorded, fences the SKU, and the rebuild gives the units back
+//     once (not lost, not twice).
+// Then the invariant checker over everything acknowledged.
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+import { ensureStock, ordersDrained } from '../controller/dataplane/provision.ts';
+import type { SaleContext } from '../controller/dataplane/sale-context.ts';
+import type { KafkaGateway } from '../controller/infra/kafka.ts';
+import type { Pool } from '../controller/infra/mysql.ts';
+import type { Redis } from '../controller/infra/redis.ts';
+import { assertInvariants, type AcknowledgedOrder } from './support/checker.ts';
+import { restore, snapshot } from './support/faults/redis.ts';
+import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { closeHttpAgent, http, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { Workers } from './support/scenarios.ts';
+
+const config = testConfig();
+const sale = saleDoc(uniqueName('stale'), {
+  skus: [
+    { id: 'a', stock: 2, timeoutBucket: 'long' },
+    { id: 'b', stock: 2, timeoutBucket: 'fast' },
+  ],
+  timeoutBuckets: [
+    { name: 'long', delay: '30m' },
+    { name: 'fast', delay: '2s' },
+  ],
+  compensation: { interval: '1s', grace: '1s' },
+});
+const workers = new Workers();
+let kafka: KafkaGateway;
+let redis: Redis;
+let db: Pool;
+let ctx: SaleContext;
+const acknowledged = new Map<string, AcknowledgedOrder>();
+
+before(async () => {
+  kafka = testKafka();
+  redis = testRedis();
+  db = makePool(config);
+  ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
+});
+
+after(async () => {
+  await workers.killAll();
+  closeHttpAgent();
+  if (ctx) await removeSale(ctx, { kafka, redis });
+  await kafka.close();
+  redis.disconnect();
+  await db.end();
+  await dropDatabase(config);
+});
+
+const skuKeys = (skuId: string) => Object.values(ctx.names.redis.sku(skuId));
+
+it('a SKU restored from an older snapshot is detected and fenced, then rebuilt from MySQL: no oversell, releases neither lost nor doubled', { timeout: 240_000 }, async () => {
+  await workers.start('order-writer', sale, config);
+  const api = await workers.start('api', sale, config);
+  await workers.start('timeout-closer', sale, config, { args: ['--bucket', 'fast'] });
+  await workers.start('compensator', sale, config);
+  const orders = `${api.url}/v1/sales/sale/orders`;
+  const admin = await kafka.admin();
+  const buy = async (userId: string, skuId: string) => {
+    const r = await http('POST', orders, { userId, skuId });
+    if (r.status === 202) acknowledged.set(r.body.orderId as string, { userId, skuId, quantity: 1 });
+    return r;
+  };
+  const rebuild = async () => {
+    await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'the writer drained the orders topic' });
+    return ensureStock(ctx.stock, db, sale, ctx.key, { ordersDrained: () => ordersDrained(admin, sale) });
+  };
+
+  // a) The snapshot is taken before anything is sold; two units are sold after it.
+  const before = await snapshot(redis, skuKeys('a'));
+  const a1 = await buy('a-1', 'a');
+  assert.equal(a1.status, 202);
+  assert.equal((await buy('a-2', 'a')).status, 202);
+  await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'a-1 and a-2 written' });
+  await restore(redis, before); // Redis thinks nothing of 'a' was sold
+  const a3 = await buy('a-3', 'a');
+  assert.equal(a3.status, 503, `no sale from the stale stock: ${a3.text}`);
+  assert.equal(await ctx.stock.level('a'), null, 'the SKU is fenced until the rebuild');
+  assert.deepEqual((await rebuild()).rebuilt, ['a']);
+  assert.deepEqual(await ctx.stock.level('a'), { stock: 2, remaining: 0 });
+  assert.deepEqual((await buy('a-3', 'a')).body, { error: 'SOLD_OUT' });
+  assert.deepEqual((await buy('a-1', 'a')).body, { error: 'ALREADY_ORDERED', orderId: a1.body.orderId });
+
+  // b) Two orders are sold, snapshot, then both close and their units come back; the restore undoes that.
+  assert.equal((await buy('b-1', 'b')).status, 202);
+  assert.equal((await buy('b-2', 'b')).status, 202);
+  await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'b-1 and b-2 written' });
+  const sold = await snapshot(redis, skuKeys('b'));
+  await eventually(async () => (await ctx.stock.level('b'))?.remaining === 2, { timeoutMs: 60_000, what: 'b-1 and b-2 closed and released' });
+  await restore(redis, sold);
+  // The compensator notices (counter below the mark the closer recorded) and fences the SKU.
+  await eventually(async () => (await ctx.stock.level('b')) === null, { timeoutMs: 60_000, what: 'the compensator fences the restored SKU' });
+  assert.deepEqual((await rebuild()).rebuilt, ['b']);
+  assert.deepEqual(await ctx.stock.level('b'), { stock: 2, remaining: 2 }, 'both releases back, once');
+  assert.equal(await redis.scard(ctx.names.redis.sku('b').released), 2);
+  assert.equal((await buy('b-3', 'b')).status, 202);
+  assert.equal((await buy('b-1', 'b')).status, 202, "b-1's closed order no longer counts against the limit");
+  assert.deepEqual((await buy('b-4', 'b')).body, { error: 'SOLD_OUT' });
+
+  await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'the last orders written' });
+  await eventually(async () => (await ctx.stock.inFlight('b')).length === 0, { what: 'no reservation in flight' });
+  await assertInvariants({ pool: db, redis, sale, acknowledged, paid: new Set(), kafka });
+});
