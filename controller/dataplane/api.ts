@@ -129,6 +129,15 @@ export class OrderApi {
     this.metrics = dataPlaneMetrics(opts.registry);
     this.server = createServer((req, res) => this.handle(req, res));
     this.server.keepAliveTimeout = 65_000;
+    // A request Node's parser refuses (unknown method, bad header, headers over 16 KiB) never
+    // reaches handle(): answer it in JSON too (docs/openapi.yaml, MalformedRequest), not a bare 400.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+      const [status, error] =
+        err.code === 'HPE_HEADER_OVERFLOW' ? ['431 Request Header Fields Too Large', 'HEADERS_TOO_LARGE'] : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['408 Request Timeout', 'REQUEST_TIMEOUT'] : ['400 Bad Request', 'BAD_REQUEST'];
+      const body = `{"error":"${error}"}`;
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    });
   }
 
   /** Listens and resolves with the base URL (port 0 picks a free port). */

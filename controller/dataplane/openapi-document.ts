@@ -6,7 +6,7 @@ export const openapiDocument: Record<string, unknown> = {
   "info": {
     "title": "flashsale API",
     "version": "0.1.0",
-    "description": "Purchases, order lookups and payment of a FlashSale. `{sale}` is the FlashSale's\n`metadata.name`. Every answer except `GET /metrics` has a JSON body. Lengths of strings are\ncounted in Unicode code points (as JSON Schema counts them), and strings must be well-formed\nUnicode (no lone surrogates). Paths not listed here answer `404 {\"error\":\"NOT_FOUND\"}`\n(components.responses.NotFound); a listed path with a method not listed for it answers\n`405 {\"error\":\"METHOD_NOT_ALLOWED\"}` (components.responses.MethodNotAllowed).\n",
+    "description": "Purchases, order lookups and payment of a FlashSale. `{sale}` is the FlashSale's\n`metadata.name`. Every answer except `GET /metrics` has a JSON body. Lengths of strings are\ncounted in Unicode code points (as JSON Schema counts them), and strings must be well-formed\nUnicode (no lone surrogates). Paths not listed here answer `404 {\"error\":\"NOT_FOUND\"}`\n(components.responses.NotFound); a listed path with a method not listed for it answers\n`405 {\"error\":\"METHOD_NOT_ALLOWED\"}` (components.responses.MethodNotAllowed). A request that\nis not valid HTTP/1.1 (unknown method, malformed header or request line, headers over 16 KiB)\nis answered `400 {\"error\":\"BAD_REQUEST\"}`, `431 {\"error\":\"HEADERS_TOO_LARGE\"}` or\n`408 {\"error\":\"REQUEST_TIMEOUT\"}` and the connection closed (components.responses.MalformedRequest).\n",
     "license": {
       "name": "Apache-2.0",
       "identifier": "Apache-2.0"
@@ -399,6 +399,29 @@ export const openapiDocument: Record<string, unknown> = {
           "application/json": {
             "schema": {
               "$ref": "#/components/schemas/NotFound"
+            }
+          }
+        }
+      },
+      "MalformedRequest": {
+        "description": "Not valid HTTP/1.1 (400), headers too large (431), or the request took too long to arrive (408); the connection is closed.",
+        "content": {
+          "application/json": {
+            "schema": {
+              "type": "object",
+              "required": [
+                "error"
+              ],
+              "additionalProperties": false,
+              "properties": {
+                "error": {
+                  "enum": [
+                    "BAD_REQUEST",
+                    "HEADERS_TOO_LARGE",
+                    "REQUEST_TIMEOUT"
+                  ]
+                }
+              }
             }
           }
         }
