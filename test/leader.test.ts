@@ -262,6 +262,8 @@ describe('leader election on the real apiserver: the leader is cut off by a blac
     await Promise.allSettled(operators.map((o) => o.stop('SIGKILL')));
     await proxy?.close();
     if (namespace) {
+      // No operator is left to remove the finalizer (Retain): drop it, or the namespace stays Terminating.
+      await kubectl.run(['patch', 'flashsale', 'le', '-n', namespace, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
       await kubectl.run(['delete', 'flashsale', '--all', '-n', namespace, '--wait=false']);
       await deleteNamespace(cluster.kc, namespace).catch(() => {});
       if (kafka) await deleteTopics(kafka, `flashsale.${namespace}.`).catch(() => {});
