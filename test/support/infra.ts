@@ -53,16 +53,27 @@ export async function deleteTopics(kafka: KafkaGateway, prefix: string): Promise
   await admin.deleteTopics(topics);
 }
 
-/** Polls `check` until it returns a truthy value or the deadline passes. */
+/**
+ * Polls `check` until it returns a truthy value or the deadline passes. The deadline also bounds a
+ * check that never settles (a hung query or request): it is abandoned when the time is up.
+ */
 export async function eventually<T>(check: () => Promise<T | undefined | false | null> | T | undefined | false | null, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  const expired = Symbol('expired');
   let last: unknown;
   while (Date.now() < deadline) {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const v = await check();
+      const v = await Promise.race([
+        Promise.resolve().then(check),
+        new Promise<typeof expired>((r) => (timer = setTimeout(() => r(expired), Math.max(0, deadline - Date.now())))),
+      ]);
+      if (v === expired) break;
       if (v) return v;
     } catch (err) {
       last = err;
+    } finally {
+      clearTimeout(timer);
     }
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
   }
