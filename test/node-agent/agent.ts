@@ -110,7 +110,7 @@ export class NodeAgent {
     try {
       execFileSync('ip', ['route', 'replace', 'local', cidr, 'dev', 'lo'], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
     } catch (err) {
-      throw new Error(`cannot route the pod network ${cidr} to lo (needs root and iproute2: ip route replace local ${cidr} dev lo): ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`, { cause: err });
+      throw new Error(`cannot route the pod network ${cidr} to lo (needs root and iproute2 — apt-get install iproute2 — to run: ip route replace local ${cidr} dev lo): ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`, { cause: err });
     }
   }
 
