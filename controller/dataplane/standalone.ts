@@ -116,7 +116,32 @@ export const startStock: WorkerStarter = async (env) => {
       }
     }
   }
-  return [];
+  // What the operator's periodic reconcile does in a cluster: a SKU whose keys went missing later
+  // (Redis lost them, or a worker fenced a SKU whose Redis went back in time, restore-fence.ts) is
+  // rebuilt from MySQL once the writer drained. Cheap while every SKU is present (one MGET each).
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+  const tick = () => {
+    running = (async () => {
+      for (const ctx of env.sales) {
+        try {
+          const out = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, { ordersDrained: () => ordersDrained(admin, ctx.sale) });
+          if (out.rebuilt.length > 0 || out.seeded.length > 0) env.logger.warn({ sale: ctx.key, rebuilt: out.rebuilt, seeded: out.seeded }, 'stock rebuilt from MySQL');
+        } catch (err) {
+          if (!(err instanceof RebuildBlockedError)) env.logger.error({ sale: ctx.key, err: String(err) }, 'stock check failed');
+        }
+      }
+    })().finally(() => {
+      if (!stopped) timer = setTimeout(tick, 5000);
+    });
+  };
+  timer = setTimeout(tick, 5000);
+  return [{ name: 'stock check', stop: async () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    await running;
+  } }];
 };
 
 /** Started in this order, stopped in reverse (the API stops taking orders before the writers stop). */
