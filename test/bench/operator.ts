@@ -19,7 +19,8 @@
 // Exits non-zero when a target is missed. One JSON line per run is appended to
 // test/bench/results/operator.jsonl; the block `operator` of test/bench/RESULTS.md and of the
 // README is rendered from those lines (`--report` renders only).
-import { readFileSync, writeFileSync, appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, appendFileSync, existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import https from 'node:https';
@@ -30,7 +31,7 @@ import { createKubeClient, paths, type KubeClient, type KubeList } from '../../c
 import { testCluster, type TestCluster } from '../support/cluster.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, testConfig, testKafka, testRedis, runId } from '../support/infra.ts';
 import { kubectlFor } from '../support/kubectl.ts';
-import { startOperator, type OperatorProcess } from '../support/operator.ts';
+import type { Config } from '../../controller/config.ts';
 import { replaceBlock } from './lib/blocks.ts';
 import { percentile } from './lib/stats.ts';
 import { cpuSeconds, gitInfo, machine } from './lib/system.ts';
@@ -117,6 +118,48 @@ function samples(text: string): { name: string; labels: Record<string, string>; 
 interface ApiCounts {
   total: number;
   byVerbResource: Record<string, number>;
+}
+
+interface OperatorProcess {
+  proc: ChildProcess;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The operator as a child process (`bin/flashsale.js operator`), its output in a log file under
+ * .cache (kept for a look afterwards). A loaded machine can take a while to start it: up to 2 min.
+ */
+async function spawnOperator(o: { kubeconfigYaml: string; config: Config; namespaces: string[]; identity: string; leaseName: string; env: Record<string, string>; logFile: string }): Promise<OperatorProcess> {
+  const kubeconfig = `${o.logFile}.kubeconfig`;
+  writeFileSync(kubeconfig, o.kubeconfigYaml, { mode: 0o600 });
+  const m = o.config.mysql;
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '', HOME: dirname(o.logFile), KUBECONFIG: kubeconfig,
+    KAFKA_BROKERS: o.config.kafkaBrokers.join(','), REDIS_URL: o.config.redisUrl,
+    MYSQL_URL: `mysql://${m.user}${m.password ? `:${m.password}` : ''}@${m.host}:${m.port}/${m.database}`,
+    HTTP_PORT: '0', HTTP_HOST: '127.0.0.1', POD_NAME: o.identity, POD_NAMESPACE: o.namespaces[0] as string, WORKER_IMAGE: 'flashsale-operator:bench',
+    ...o.env,
+  };
+  const fd = openSync(o.logFile, 'a');
+  const proc = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    const t = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+    await exited;
+    clearTimeout(t);
+  };
+  const url = await until(async () => {
+    if (proc.exitCode !== null) throw new Error('exited');
+    return /"url":"(http:\/\/[^"]+)"/.exec(readFileSync(o.logFile, 'utf8'))?.[1];
+  }, 120_000, 500);
+  if (!url) {
+    await stop();
+    throw new Error(`the operator did not serve its endpoint within 120 s (log: ${o.logFile})`);
+  }
+  return { proc, url, stop };
 }
 
 /** Sum of an operator metric's samples (all label sets). */
@@ -348,16 +391,17 @@ async function main(): Promise<number> {
   const log = (msg: string) => process.stderr.write(`[bench:operator] ${new Date().toISOString().slice(11, 19)} ${msg}\n`);
   const verdicts: { what: string; ok: boolean }[] = [];
 
+  let starts = 0;
   const startOp = async (watch: string[]) =>
-    startOperator({
+    spawnOperator({
       kubeconfigYaml: saKubeconfig,
       config,
-      namespace: watch[0] as string,
+      namespaces: watch,
       identity: `bench-${runId}`,
       leaseName: `bench-${runId}`,
+      logFile: join(root, `.cache/bench-operator-${runId}-${++starts}.log`),
       env: {
-        WATCH_NAMESPACES: watch.join(','),
-        LOG_LEVEL: 'info', // startOperator reads the endpoint's URL from the info line
+        LOG_LEVEL: 'info', // the endpoint's URL is read from the info line
         // Production timing, not the tests' short intervals.
         SCALE_INTERVAL: '15s', LAG_INTERVAL: '5s', STEP_TIMEOUT: '20s', RESYNC_PERIOD: '10m',
         LEASE_DURATION: '15s', LEASE_RENEW_DEADLINE: '10s', LEASE_RETRY_PERIOD: '2s',
