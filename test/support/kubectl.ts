@@ -1,5 +1,6 @@
-// Runs the real kubectl (Debian's kubernetes-client v1.20, unpacked by infra/tools.sh; override
-// with $KUBECTL) against a kubeconfig, with a discovery cache directory of the test's own.
+// Runs the real kubectl (built from k8s.io/kubernetes at the control plane's release into
+// .cache/bin by `infra/cluster.sh build`; override with $KUBECTL) against a kubeconfig, with a
+// discovery cache directory of the test's own.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const KUBECTL = process.env.KUBECTL ?? join(repo, '.cache/kubernetes-client/usr/bin/kubectl');
+export const KUBECTL = process.env.KUBECTL ?? join(repo, '.cache/bin/kubectl');
 
 export interface KubectlResult {
   stdout: string;
