@@ -6,6 +6,9 @@
 //  b) Releases applied after the snapshot are undone by the restore: the compensator sees the
 //     counter below the mark MySQL recorded, fences the SKU, and the rebuild gives the units back
 //     once (not lost, not twice).
+//  c) The same as a), but the api process that sold the unit is replaced after the restore (no
+//     memory of the counter) and no compensator runs: the new process reads the marks MySQL recorded
+//     before its first reserve, sees the counter below them and fences the SKU.
 // Then the invariant checker over everything acknowledged.
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
@@ -25,6 +28,7 @@ const sale = saleDoc(uniqueName('stale'), {
   skus: [
     { id: 'a', stock: 2, timeoutBucket: 'long' },
     { id: 'b', stock: 2, timeoutBucket: 'fast' },
+    { id: 'c', stock: 1, timeoutBucket: 'long' },
   ],
   timeoutBuckets: [
     { name: 'long', delay: '30m' },
@@ -62,8 +66,8 @@ it('a SKU restored from an older snapshot is detected and fenced, then rebuilt f
   await workers.start('order-writer', sale, config);
   const api = await workers.start('api', sale, config);
   await workers.start('timeout-closer', sale, config, { args: ['--bucket', 'fast'] });
-  await workers.start('compensator', sale, config);
-  const orders = `${api.url}/v1/sales/sale/orders`;
+  const compensator = await workers.start('compensator', sale, config);
+  let orders = `${api.url}/v1/sales/sale/orders`;
   const admin = await kafka.admin();
   const buy = async (userId: string, skuId: string) => {
     const r = await http('POST', orders, { userId, skuId });
@@ -105,6 +109,21 @@ it('a SKU restored from an older snapshot is detected and fenced, then rebuilt f
   assert.equal((await buy('b-3', 'b')).status, 202);
   assert.equal((await buy('b-1', 'b')).status, 202, "b-1's closed order no longer counts against the limit");
   assert.deepEqual((await buy('b-4', 'b')).body, { error: 'SOLD_OUT' });
+
+  // c) Only the order writer and a fresh api process remain to notice.
+  await compensator.kill();
+  const empty = await snapshot(redis, skuKeys('c'));
+  assert.equal((await buy('c-1', 'c')).status, 202);
+  await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'c-1 written' });
+  await api.kill();
+  await restore(redis, empty);
+  const api2 = await workers.start('api', sale, config, { label: 'api (restarted)' });
+  orders = `${api2.url}/v1/sales/sale/orders`;
+  const c2 = await buy('c-2', 'c');
+  assert.equal(c2.status, 503, `no sale from the stale stock by a process that never saw the counter: ${c2.text}`);
+  assert.equal(await ctx.stock.level('c'), null, 'fenced');
+  assert.deepEqual((await rebuild()).rebuilt, ['c']);
+  assert.deepEqual((await buy('c-2', 'c')).body, { error: 'SOLD_OUT' });
 
   await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'the last orders written' });
   await eventually(async () => (await ctx.stock.inFlight('b')).length === 0, { what: 'no reservation in flight' });

@@ -15,6 +15,7 @@ import { codePoints, type OrderMessage } from './messages.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
 import { openapiDocument } from './openapi-document.ts';
 import { payOrder } from './payment.ts';
+import { readMarks } from './restore-fence.ts';
 import type { SaleContext, SkuInfo } from './sale-context.ts';
 
 export interface ApiOptions {
@@ -112,8 +113,11 @@ export class OrderApi {
   private readonly soldOut = new Map<string, SoldOutCopy>();
   private readonly soldOutLoading = new Map<string, Promise<void>>();
   private readonly soldOutTtl: number;
-  /** Highest counter a reserve returned per sale/SKU (restore-fence.ts). */
+  /** Highest counter per sale/SKU a reserve returned or MySQL recorded (restore-fence.ts). */
   private readonly seqSeen = new Map<string, number>();
+  /** When each sale's recorded marks were last read (epoch ms), and a read in progress. */
+  private readonly marksReadAt = new Map<string, number>();
+  private readonly marksReading = new Map<string, Promise<void>>();
 
   constructor(opts: ApiOptions) {
     this.opts = opts;
@@ -334,6 +338,14 @@ export class OrderApi {
       return this.send(res, 409, '{"error":"SOLD_OUT"}');
     }
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
+    // The highest counter known before this reserve is sent: every value in it was produced by Redis
+    // before, so a healthy Redis answers above it (restore-fence.ts). A new process waits for its
+    // first read of the recorded marks once; later reads run in the background, once a second.
+    const seqKey = `${ctx.key}\0${body.skuId}`;
+    const readAt = this.marksReadAt.get(ctx.key);
+    if (readAt === undefined) await this.readMarks(ctx);
+    else if (now - readAt > 1000) void this.readMarks(ctx);
+    const floor = this.seqSeen.get(seqKey) ?? 0;
     let result;
     try {
       result = await ctx.stock.reserve(reservation, ctx.perUserLimit);
@@ -359,16 +371,14 @@ export class OrderApi {
     // Redis never lowers a SKU's counter: a value at or below one this process saw means it went
     // back in time (restored from an older snapshot) and this reservation was made on stale stock.
     // Fence the SKU (503 until the rebuild from MySQL, see restore-fence.ts); nothing reached Kafka.
-    const seqKey = `${ctx.key}\0${body.skuId}`;
     if (result.seq > 0) {
-      if (result.seq <= (this.seqSeen.get(seqKey) ?? 0)) {
-        this.opts.logger.error({ sale: ctx.key, sku: body.skuId, seq: result.seq, seen: this.seqSeen.get(seqKey) }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
-        this.seqSeen.delete(seqKey);
+      if (result.seq <= floor) {
+        this.opts.logger.error({ sale: ctx.key, sku: body.skuId, seq: result.seq, seen: floor }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
         await ctx.stock.fence(body.skuId).catch(() => undefined);
         this.count(ctx.key, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
       }
-      this.seqSeen.set(seqKey, result.seq);
+      if (result.seq > (this.seqSeen.get(seqKey) ?? 0)) this.seqSeen.set(seqKey, result.seq);
     }
     this.metrics.stockRemaining.labels(ctx.key, body.skuId).set(result.remaining);
     // The bucket and due time travel with the order, so a writer that does not know this SKU yet
@@ -400,6 +410,28 @@ export class OrderApi {
     }
     this.count(ctx.key, 'accepted');
     this.send(res, 202, `{"orderId":"${reservation.orderId}","status":"QUEUED"}`);
+  }
+
+  /** Reads the sale's recorded marks into seqSeen (one read at a time; a failure is retried a second later). */
+  private readMarks(ctx: SaleContext): Promise<void> {
+    let reading = this.marksReading.get(ctx.key);
+    if (reading) return reading;
+    reading = readMarks(this.opts.pool, ctx.key)
+      .then(
+        (marks) => {
+          for (const [sku, mark] of marks) {
+            const k = `${ctx.key}\0${sku}`;
+            if (mark > (this.seqSeen.get(k) ?? 0)) this.seqSeen.set(k, mark);
+          }
+        },
+        (err: unknown) => this.opts.logger.warn({ err: String(err), sale: ctx.key }, 'could not read the recorded stock counters'),
+      )
+      .finally(() => {
+        this.marksReadAt.set(ctx.key, this.clock());
+        this.marksReading.delete(ctx.key);
+      });
+    this.marksReading.set(ctx.key, reading);
+    return reading;
   }
 
   /** Loads the holders of a sold-out SKU in the background (one load at a time per SKU). */
