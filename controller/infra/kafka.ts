@@ -279,6 +279,15 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       const all = new Set(await admin.listTopics());
       return topics.filter((t) => all.has(t));
     };
+    // kafkajs puts a topic asked about in the client's metadata target list while it retries; every
+    // other metadata refresh of this admin (createTopics' included) then fails with
+    // UNKNOWN_TOPIC_OR_PARTITION. The lag collector asks for offsets of topics the reconciler has not
+    // created yet, so a missing topic is refused here, before kafkajs sees it.
+    const mustExist = async (topic: string) => {
+      if ((await existing([topic])).length === 0) {
+        throw Object.assign(new Error(`topic ${topic} does not exist`), { type: 'UNKNOWN_TOPIC_OR_PARTITION' });
+      }
+    };
     return {
       async createTopics(topics) {
         const present = new Set(await existing(topics.map((t) => t.topic)));
@@ -328,10 +337,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         );
       },
       async topicOffsets(topic) {
+        await mustExist(topic);
         const res = await admin.fetchTopicOffsets(topic);
         return res.map((p) => ({ partition: p.partition, high: p.high, low: p.low }));
       },
       async topicOffsetsAt(topic, timestampMs) {
+        await mustExist(topic);
         const res = await admin.fetchTopicOffsetsByTimestamp(topic, timestampMs);
         return res.map((p) => ({ partition: p.partition, offset: p.offset }));
       },
