@@ -79,11 +79,13 @@ before(async () => {
 });
 
 after(async () => {
-  await agent?.stop();
   if (cluster) {
+    // While our agent still runs: it stops the namespace's pods, so the namespace can go.
     await deleteNamespace(cluster.kc, ns);
-    await client.request('DELETE', `/api/v1/nodes/${nodeName}`).catch(() => undefined);
+    await eventually(async () => (await client.request('GET', `/api/v1/namespaces/${ns}`).then(() => false, (err: { status?: number }) => err.status === 404)), { timeoutMs: 90_000, what: `namespace ${ns} deleted` }).catch((err: unknown) => console.error(String(err)));
   }
+  await agent?.stop();
+  if (cluster) await client.request('DELETE', `/api/v1/nodes/${nodeName}`).catch(() => undefined);
   if (agent) removeStateDir(agent);
 });
 

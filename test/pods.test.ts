@@ -92,7 +92,11 @@ before(async () => {
 });
 
 after(async () => {
-  if (cluster) await deleteNamespace(cluster.kc, ns).catch(() => undefined);
+  if (cluster) {
+    // Waiting for the namespace to go also waits for the node agent to stop every pod process.
+    await deleteNamespace(cluster.kc, ns).catch(() => undefined);
+    await eventually(async () => (await client.request('GET', `/api/v1/namespaces/${ns}`).then(() => false, (err: { status?: number }) => err.status === 404)), { timeoutMs: 90_000, what: `namespace ${ns} deleted` }).catch((err: unknown) => console.error(String(err)));
+  }
   await deleteTopics(kafka, `flashsale.${ns}.`).catch(() => undefined);
   await deleteRedisKeys(redis, [`fs:{${ns}/*`, `fs:${ns}/*`]).catch(() => undefined);
   await dropDatabase(config).catch(() => undefined);
