@@ -1,16 +1,21 @@
-// The Helm chart, checked with the real Helm (helm-java): lint, and the manifests `helm template`
-// renders for the default values, every switch on, namespaced mode, the example values files, and
-// values the schema must reject.
+// The Helm chart, checked with the real Helm (the helm binary built at the pinned release) and the
+// real control plane (test/support/cluster.ts): lint, the manifests `helm template` renders for the
+// default values, every switch on, namespaced mode and the example values files (each also
+// validated by the apiserver with a server-side dry run), values the schema must reject, and a
+// real `helm install` / `helm upgrade` / `helm uninstall`.
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { desiredDeployment, parseSecretRef, plannedWorkloads } from '../controller/operator/workloads.ts';
 import { loadFlashSales } from '../controller/spec/flashsale.ts';
-import { HelmError, helmInstallDryRun, helmLint, helmTemplate, type Manifest } from './support/helm.ts';
+import { createNamespace, deleteNamespace, testCluster, watchUntil, type TestCluster } from './support/cluster.ts';
+import { HelmError, helm, helmInstallDryRun, helmLint, helmTemplate, parseManifests, releaseArgs, type Manifest } from './support/helm.ts';
+import { uniqueName } from './support/infra.ts';
+import { kubectlFor, type Kubectl } from './support/kubectl.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const chart = join(root, 'charts/flashsale-operator');
@@ -141,6 +146,42 @@ function assertInvariants(manifests: Manifest[], namespace: string) {
 }
 
 describe('Helm chart', () => {
+  let cluster: TestCluster;
+  let kubectl: Kubectl;
+  // Every server-side check and the real release live in this namespace.
+  const ns = uniqueName('helm');
+
+  before(async () => {
+    cluster = await testCluster();
+    kubectl = kubectlFor(cluster.kubeconfigYaml);
+    await createNamespace(cluster.kc, ns);
+  });
+  after(async () => {
+    if (cluster) await deleteNamespace(cluster.kc, ns);
+    kubectl?.cleanup();
+  });
+
+  /**
+   * A server-side dry run of every rendered object: the apiserver validates each one as it would
+   * on install (namespaced objects are moved to the test namespace). The Prometheus Operator's
+   * kinds are left out: their CRDs are not installed on the test cluster.
+   */
+  async function serverDryRun(manifests: Manifest[]): Promise<{ status: number; stdout: string; stderr: string; count: number }> {
+    const objects = manifests
+      .filter((m) => !m.apiVersion.startsWith('monitoring.coreos.com/'))
+      .map((m) => (m.metadata.namespace ? { ...m, metadata: { ...m.metadata, namespace: ns } } : m));
+    const r = await kubectl.run(['apply', '--server-side', '--dry-run=server', '--field-manager=helm-test', '-f', '-'], {
+      stdin: objects.map((o) => stringify(o)).join('---\n'),
+    });
+    return { ...r, count: objects.length };
+  }
+
+  async function assertServerAccepts(manifests: Manifest[]) {
+    const r = await serverDryRun(manifests);
+    assert.equal(r.status, 0, `the apiserver refused: ${r.stderr}`);
+    assert.equal(r.stdout.split('\n').filter((l) => l.endsWith('serverside-applied (server dry run)')).length, r.count, r.stdout);
+  }
+
   it('carries the CRD byte for byte and the package version as appVersion', () => {
     assert.equal(
       readFileSync(join(chart, 'crds/flashsale.yaml'), 'utf8'),
@@ -208,9 +249,9 @@ describe('Helm chart', () => {
     }
   });
 
-  describe('NOTES.txt (client-only `helm install --dry-run`)', () => {
+  describe('NOTES.txt (`helm install --dry-run=client`)', () => {
     it('says what to apply next and how to watch it', async () => {
-      const out = await helmInstallDryRun(chart, { namespace: 'flashsale-system' });
+      const out = await helmInstallDryRun(chart, { namespace: 'flashsale-system', kubeconfig: cluster.kubeconfigPath });
       assert.match(out, /^STATUS: pending-install$/m);
       const notes = out.slice(out.indexOf('NOTES:'));
       assert.match(notes, /manages FlashSales in every namespace/);
@@ -225,6 +266,7 @@ describe('Helm chart', () => {
     it('points at a watched namespace and drops the plain-URL notes with existing Secrets', async () => {
       const out = await helmInstallDryRun(chart, {
         namespace: 'flashsale-system',
+        kubeconfig: cluster.kubeconfigPath,
         values: { operator: { watchNamespaces: ['shop-a'] }, redis: { existingSecret: { name: 'r', key: 'k' } }, mysql: { existingSecret: { name: 'm', key: 'k' } } },
       });
       const notes = out.slice(out.indexOf('NOTES:'));
@@ -249,6 +291,10 @@ describe('Helm chart', () => {
       const binding = only(manifests, 'ClusterRoleBinding');
       assert.equal(binding.roleRef.name, only(manifests, 'ClusterRole').metadata.name);
       assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: serviceAccountName(manifests), namespace: 'flashsale-system' }]);
+    });
+
+    it('is accepted by the apiserver (server-side dry run of every object)', async () => {
+      await assertServerAccepts(manifests);
     });
 
     it('wires plain connection settings and the appVersion image', () => {
@@ -299,6 +345,11 @@ describe('Helm chart', () => {
       assert.equal(c.image, 'registry.example.com/fs/op:9.9.9');
       assert.ok(c.args.includes('--lease-name=fs-leader'));
       assert.equal(only(manifests, 'Role', `${fullname}-leader-election`).rules[1].resourceNames[0], 'fs-leader');
+    });
+
+    it('is accepted by the apiserver (server-side dry run of every object but the Prometheus Operator kinds)', async () => {
+      assert.deepEqual(manifests.filter((m) => m.apiVersion.startsWith('monitoring.coreos.com/')).map((m) => m.kind).sort(), ['PodMonitor', 'PrometheusRule', 'ServiceMonitor']);
+      await assertServerAccepts(manifests);
     });
 
     it('renders a PodDisruptionBudget over the operator pods', () => {
@@ -397,6 +448,10 @@ describe('Helm chart', () => {
       assert.equal(env(manifests).get('WATCH_NAMESPACES')?.value, 'shop-a,shop-b');
       assert.deepEqual(only(manifests, 'PodMonitor').spec.namespaceSelector, { matchNames: ['shop-a', 'shop-b'] });
     });
+
+    it('is accepted by the apiserver (server-side dry run)', async () => {
+      await assertServerAccepts(manifests);
+    });
   });
 
   describe('values the schema rejects', () => {
@@ -427,7 +482,87 @@ describe('Helm chart', () => {
       it(`examples/${file} renders and keeps the invariants`, async () => {
         const manifests = await helmTemplate(chart, { namespace: 'flashsale-system', valuesFiles: [join(root, 'examples', file)] });
         assertInvariants(manifests, 'flashsale-system');
+        await assertServerAccepts(manifests);
       });
     }
+  });
+
+  it('leaves to the apiserver what the values schema cannot know: an invalid label value is refused by name', async () => {
+    // values.schema.json takes any string as a label value; Kubernetes' validation does not.
+    const manifests = await helmTemplate(chart, { namespace: 'flashsale-system', values: { podLabels: { team: 'not a label value!' } } });
+    const r = await serverDryRun(manifests);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /spec\.template\.labels: Invalid value: "not a label value!"/);
+  });
+
+  describe('a real release on the control plane: helm install, upgrade, uninstall', () => {
+    const release = uniqueName('fs');
+    const instance = `app.kubernetes.io/instance=${release}`;
+    const helmOn = (args: string[]) => helm(args, { kubeconfig: cluster.kubeconfigPath });
+
+    /** The objects Helm's stored manifest lists for the release, each read back from the server. */
+    async function releaseObjects(): Promise<Manifest[]> {
+      const rendered = parseManifests((await helmOn(['get', 'manifest', release, '--namespace', ns])).stdout);
+      assert.ok(rendered.length > 0);
+      const live: Manifest[] = [];
+      for (const m of rendered) {
+        const ref = `${m.kind}.${m.apiVersion.includes('/') ? m.apiVersion.split('/')[0] : ''}`.replace(/\.$/, '');
+        live.push(JSON.parse(await kubectl.ok(['get', ref, m.metadata.name, ...(m.metadata.namespace ? ['-n', m.metadata.namespace] : []), '-o', 'json'])) as Manifest);
+      }
+      return live;
+    }
+
+    it('installs: the CRD and every object are created by the apiserver', async () => {
+      const { args, cleanup } = releaseArgs(chart, { name: release, namespace: ns });
+      let out: string;
+      try {
+        out = (await helmOn(['install', ...args, '--timeout', '2m'])).stdout;
+      } finally {
+        cleanup();
+      }
+      assert.match(out, /^STATUS: deployed$/m);
+      assert.match(out, /^REVISION: 1$/m);
+      const crd = JSON.parse(await kubectl.ok(['get', 'crd', 'flashsales.flashsale.dev', '-o', 'json'])) as { spec: { names: { kind: string } } };
+      assert.equal(crd.spec.names.kind, 'FlashSale');
+      const live = await releaseObjects();
+      assert.deepEqual(live.map((m) => m.kind).sort(), ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+      for (const m of live) {
+        assert.equal(m.metadata.labels?.['app.kubernetes.io/instance'], release, `${m.kind} ${m.metadata.name}`);
+        if (!m.kind.startsWith('Cluster')) assert.equal(m.metadata.namespace, ns);
+      }
+      // The apiserver filled in defaults: proof the objects went through it, not just Helm.
+      const deployment = live.find((m) => m.kind === 'Deployment')!;
+      assert.equal(deployment.spec.strategy.type, 'RollingUpdate');
+      assert.equal(deployment.spec.template.spec.containers[0].terminationMessagePath, '/dev/termination-log');
+    });
+
+    it('upgrades: changed values reach the objects in revision 2', async () => {
+      const out = (await helmOn(['upgrade', release, chart, '--namespace', ns, '--reuse-values', '--set', 'replicaCount=2', '--set', 'operator.logLevel=debug', '--timeout', '2m'])).stdout;
+      assert.match(out, /^REVISION: 2$/m);
+      const deployment = JSON.parse(await kubectl.ok(['get', 'deployment', '-n', ns, '-l', instance, '-o', 'json'])) as { items: Manifest[] };
+      assert.equal(deployment.items.length, 1);
+      assert.equal(deployment.items[0]!.spec.replicas, 2);
+      const envs = deployment.items[0]!.spec.template.spec.containers[0].env as EnvVar[];
+      assert.equal(envs.find((e) => e.name === 'LOG_LEVEL')?.value, 'debug');
+      const history = JSON.parse((await helmOn(['history', release, '--namespace', ns, '-o', 'json'])).stdout) as { revision: number; status: string }[];
+      assert.deepEqual(history.map((h) => [h.revision, h.status]), [[1, 'superseded'], [2, 'deployed']]);
+    });
+
+    it('uninstalls: nothing of the release is left', async () => {
+      const out = (await helmOn(['uninstall', release, '--namespace', ns, '--wait', '--timeout', '2m'])).stdout;
+      assert.match(out, new RegExp(`release "${release}" uninstalled`));
+      const left = await kubectl.ok(['get', 'deployments,replicasets,services,serviceaccounts,roles,rolebindings,configmaps,secrets,poddisruptionbudgets', '-n', ns, '-l', instance, '-o', 'name']);
+      assert.equal(left.trim(), '');
+      assert.equal((await kubectl.ok(['get', 'clusterroles,clusterrolebindings', '-l', instance, '-o', 'name'])).trim(), '');
+      // Helm's own release records (Secrets owner=helm) are gone too.
+      assert.equal((await kubectl.ok(['get', 'secrets', '-n', ns, '-l', `owner=helm,name=${release}`, '-o', 'name'])).trim(), '');
+      // The operator's pods (if the node agent ran them) are deleted by the garbage collector.
+      await watchUntil(
+        cluster.kc,
+        { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespace: ns, labelSelector: instance },
+        (pods) => pods.every((p) => p.metadata?.deletionTimestamp),
+        { what: "the release's pods deleted" },
+      );
+    });
   });
 });

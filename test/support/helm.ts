@@ -1,18 +1,27 @@
-// The real Helm for the chart tests: helm-java (Helm's Go code as a native library) driven by
-// infra/helm/Launcher.java, one JVM per call (about a second each). The jars are resolved into
-// .cache/helm/libs by infra/tools.sh.
+// The real Helm for the chart tests: the helm binary built from helm.sh/helm/v3 at the pinned
+// release into .cache/bin by `infra/cluster.sh build` (override with $HELM). Each process gets
+// its own Helm home (config, cache, data) so tests never read or write the user's.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, stringify } from 'yaml';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const libs = join(root, '.cache/helm/libs');
-const launcher = join(root, 'infra/helm/Launcher.java');
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const HELM = process.env.HELM ?? join(repo, '.cache/bin/helm');
 
-/** Helm refused the chart or the values; `message` is Helm's own text. */
+let helmHome: string | undefined;
+function home(): string {
+  if (!helmHome) {
+    const dir = mkdtempSync(join(tmpdir(), 'helm-home-'));
+    helmHome = dir;
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return helmHome;
+}
+
+/** Helm refused the chart, the values or the release; `message` is Helm's own text. */
 export class HelmError extends Error {
   override name = 'HelmError';
 }
@@ -33,28 +42,37 @@ export interface TemplateOptions {
   set?: Record<string, string>;
 }
 
-function java(args: string[]): Promise<{ stdout: string; stderr: string }> {
-  if (!existsSync(libs) || !readdirSync(libs).some((f) => f.startsWith('linux-amd64-'))) {
-    throw new Error(`helm-java is not resolved in ${libs}: run \`bash infra/tools.sh\``);
-  }
-  return new Promise((resolve, reject) => {
-    execFile('java', ['-cp', `${libs}/*`, launcher, ...args], { maxBuffer: 64 << 20, timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') reject(new Error('java is not installed: run `bash infra/tools.sh`'));
-      else if (err && typeof err.code === 'number') reject(new HelmError(`${stderr.trim() || stdout.trim()}`));
-      else if (err) reject(err);
-      else resolve({ stdout, stderr });
+/** Runs `helm ARGS`; resolves with its output, rejects with HelmError (Helm's message) when it fails. */
+export function helm(args: string[], opts: { kubeconfig?: string; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string }> {
+  if (!existsSync(HELM)) throw new Error(`${HELM} is not built: run \`bash infra/cluster.sh build\``);
+  const h = home();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    HELM_CONFIG_HOME: join(h, 'config'),
+    HELM_CACHE_HOME: join(h, 'cache'),
+    HELM_DATA_HOME: join(h, 'data'),
+  };
+  // No kubeconfig: Helm must not find one in the environment (client-only commands).
+  if (opts.kubeconfig) env.KUBECONFIG = opts.kubeconfig;
+  else delete env.KUBECONFIG;
+  return new Promise((done, fail) => {
+    execFile(HELM, args, { env, maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 120_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code === 'number') fail(new HelmError(`helm ${args[0]} failed (${err.code}): ${stderr.trim() || stdout.trim()}\n${stdout.trim()}`));
+      else if (err) fail(err);
+      else done({ stdout, stderr });
     });
   });
 }
 
-/** `helm lint CHART [--strict]`; resolves with Helm's messages, rejects with HelmError when lint fails. */
+/** `helm lint CHART [--strict]`; resolves with Helm's messages ([INFO] …), rejects with HelmError when lint fails. */
 export async function helmLint(chartDir: string, opts: { strict?: boolean } = {}): Promise<string[]> {
-  const { stdout } = await java(['lint', chartDir, ...(opts.strict ? ['--strict'] : [])]);
-  return stdout.split('\n').filter(Boolean);
+  const { stdout } = await helm(['lint', chartDir, ...(opts.strict ? ['--strict'] : [])]);
+  return stdout.split('\n').filter((line) => /^\[[A-Z]+\]/.test(line));
 }
 
-function renderArgs(command: string, chartDir: string, opts: TemplateOptions): { args: string[]; cleanup: () => void } {
-  const args = [command, chartDir, '--name', opts.name ?? 'flashsale'];
+/** `[NAME, CHART, flags…]` for install/upgrade/template; cleanup() removes the temporary values file. */
+export function releaseArgs(chartDir: string, opts: TemplateOptions): { args: string[]; cleanup: () => void } {
+  const args = [opts.name ?? 'flashsale', chartDir];
   if (opts.namespace) args.push('--namespace', opts.namespace);
   for (const file of opts.valuesFiles ?? []) args.push('--values', file);
   let tmp: string | undefined;
@@ -68,27 +86,34 @@ function renderArgs(command: string, chartDir: string, opts: TemplateOptions): {
   return { args, cleanup: () => tmp && rmSync(tmp, { recursive: true, force: true }) };
 }
 
-/** `helm template` with the given values; resolves with the rendered objects, in order. */
+/** Parses a multi-document YAML stream into objects, in order (empty documents dropped). */
+export function parseManifests(text: string): Manifest[] {
+  return parseAllDocuments(text)
+    .map((doc) => {
+      if (doc.errors.length > 0) throw new Error(`helm rendered invalid YAML: ${doc.errors[0]!.message}`);
+      return doc.toJS() as Manifest | null;
+    })
+    .filter((m): m is Manifest => m !== null);
+}
+
+/** `helm template` with the given values (client-only); resolves with the rendered objects, in order. */
 export async function helmTemplate(chartDir: string, opts: TemplateOptions = {}): Promise<Manifest[]> {
-  const { args, cleanup } = renderArgs('template', chartDir, opts);
+  const { args, cleanup } = releaseArgs(chartDir, opts);
   try {
-    const { stdout } = await java(args);
-    return parseAllDocuments(stdout)
-      .map((doc) => {
-        if (doc.errors.length > 0) throw new Error(`helm rendered invalid YAML: ${doc.errors[0]!.message}`);
-        return doc.toJS() as Manifest | null;
-      })
-      .filter((m): m is Manifest => m !== null);
+    return parseManifests((await helm(['template', ...args])).stdout);
   } finally {
     cleanup();
   }
 }
 
-/** A client-only `helm install --dry-run` (no cluster); resolves with what `helm install` prints, NOTES included. */
-export async function helmInstallDryRun(chartDir: string, opts: TemplateOptions = {}): Promise<string> {
-  const { args, cleanup } = renderArgs('install-dry-run', chartDir, opts);
+/**
+ * `helm install --dry-run=client`: nothing is created, but Helm still asks the cluster at
+ * `kubeconfig` for its version; resolves with what `helm install` prints, NOTES included.
+ */
+export async function helmInstallDryRun(chartDir: string, opts: TemplateOptions & { kubeconfig: string }): Promise<string> {
+  const { args, cleanup } = releaseArgs(chartDir, opts);
   try {
-    return (await java(args)).stdout;
+    return (await helm(['install', ...args, '--dry-run=client'], { kubeconfig: opts.kubeconfig })).stdout;
   } finally {
     cleanup();
   }
