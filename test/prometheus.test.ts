@@ -3,10 +3,12 @@
 // Targets scraped every second:
 // - `flashsale run` (standalone, child process) for sale "shop": API, order writer, reaper and the
 //   lag collector in one process, under a small bounded load;
-// - the real operator (`flashsale operator`, child process) against the test apiserver, managing
-//   sale "stalled": it provisions it, reports its phase and stock, and exports its consumer lag;
-// - `flashsale api` and `flashsale order-writer` for "stalled" as their own child processes (there
-//   is no kubelet to run the operator's Deployments), so the test can stop and restart the writer.
+// - the real operator (`flashsale operator`, child process) against the real control plane
+//   (test/support/cluster.ts), managing sale "stalled": it provisions it, applies its Deployments,
+//   reports its phase and stock, and exports its consumer lag;
+// - `flashsale api` and `flashsale order-writer` for "stalled" as their own child processes, so the
+//   test can stop and restart the writer: the sale's namespace is labelled for the node agent to
+//   ignore, so the operator's Deployments run no pods there (and no closer consumes bucket "fast").
 // The rules are the shipped file with every `for:` shortened to 2s (expressions untouched), so the
 // chosen alerts go pending → firing within the test. Every PromQL expression of the dashboard and
 // every alert rule is evaluated through the HTTP API.
@@ -27,7 +29,7 @@ import { createKubeClient, paths, type KubeClient, type KubeList } from '../cont
 import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { kubeConfigFor, setDeploymentStatus, startApiServer, type ApiServer } from './support/kube.ts';
+import { createNamespace, deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
 import { kubectlFor, type Kubectl } from './support/kubectl.ts';
 import { startOperator, type OperatorProcess } from './support/operator.ts';
 
@@ -74,7 +76,7 @@ let writer: ChildProcess | undefined;
 let prometheus: ChildProcess;
 let promUrl: string;
 let apiUrl: string;
-let server: ApiServer;
+let cluster: TestCluster;
 let kubectl: Kubectl;
 let kube: KubeClient;
 let operator: OperatorProcess;
@@ -185,23 +187,25 @@ before(async () => {
   await flashsale(['run', '-f', join(dir, 'shop.yaml')], runPort, /listening on/);
   apiUrl = `http://127.0.0.1:${runPort}`;
 
-  // "stalled": the operator provisions it from the FlashSale applied to the test apiserver.
-  server = await startApiServer();
-  kubectl = kubectlFor(server.kubeconfigYaml());
-  kube = createKubeClient(kubeConfigFor(server));
-  await kubectl.ok(['apply', '--validate=false', '-f', join(repo, 'crds/flashsale.yaml')]);
-  await eventually(async () => (await kubectl.run(['get', 'flashsales', '-A'])).status === 0, { what: 'CRD served' });
-  operator = await startOperator({ kubeconfigYaml: server.kubeconfigYaml(), config, namespace, identity: `op-${namespace}` });
-  await kubectl.ok(['apply', '--validate=false', '-n', namespace, '-f', join(dir, 'stalled.yaml')]);
-  // No kubelet: once the operator created the Deployments, report them ready so the sale becomes Ready.
-  // All of them (api, order writer, compensator, one closer per bucket): a Deployment created after
-  // the statuses were written would never be ready and the sale never Ready.
+  // "stalled": the operator provisions it from the FlashSale applied to the real apiserver, in a
+  // namespace whose pods the node agent leaves alone (the test runs its api and writer itself).
+  cluster = await testCluster();
+  kubectl = kubectlFor(cluster.kubeconfigYaml);
+  kube = createKubeClient(cluster.kc);
+  await kubectl.ok(['apply', '--server-side', '--force-conflicts', '-f', join(repo, 'crds/flashsale.yaml')]);
+  await kubectl.ok(['wait', '--for=condition=Established', '--timeout=30s', 'crd/flashsales.flashsale.dev']);
+  await createNamespace(cluster.kc, namespace);
+  await kubectl.ok(['label', 'namespace', namespace, 'nodeagent.flashsale.dev/ignore=true']);
+  operator = await startOperator({ kubeconfigYaml: cluster.kubeconfigYaml, config, namespace, identity: `op-${namespace}` });
+  await kubectl.ok(['apply', '-n', namespace, '-f', join(dir, 'stalled.yaml')]);
+  // Every Deployment applied (api, order writer, compensator, one closer per bucket) and the sale
+  // provisioned: topics, stock and schema True; its workloads wait for pods that never run here.
   const expected = 3 + stalled.spec.timeoutBuckets.length;
   await eventually(async () => (await kube.request<KubeList<unknown>>('GET', paths.deployments(namespace))).items.length >= expected, { what: `${expected} Deployments of stalled`, timeoutMs: 60_000 });
-  const kc = kubeConfigFor(server);
-  for (const d of (await kube.request<KubeList<{ metadata: { name: string } }>>('GET', paths.deployments(namespace))).items) await setDeploymentStatus(kc, namespace, d.metadata.name);
+  type Status = { status?: { phase?: string; conditions?: { type: string; status: string; reason?: string }[] } };
+  const provisioned = (s: Status) => ['TopicsReady', 'StockReady', 'SchemaReady'].every((t) => s.status?.conditions?.some((c) => c.type === t && c.status === 'True'));
   try {
-    await eventually(async () => (await kube.request<{ status?: { phase?: string } }>('GET', paths.flashsale(namespace, 'stalled'))).status?.phase === 'Ready', { what: 'stalled Ready', timeoutMs: 60_000 });
+    await eventually(async () => provisioned(await kube.request<Status>('GET', paths.flashsale(namespace, 'stalled'))), { what: 'stalled provisioned', timeoutMs: 60_000 });
   } catch (err) {
     // Say why, so a failure in CI can be diagnosed from its output alone.
     const sale = await kube.request<{ status?: unknown }>('GET', paths.flashsale(namespace, 'stalled')).catch(() => undefined);
@@ -235,8 +239,12 @@ before(async () => {
 after(async () => {
   for (const c of children) await stop(c);
   await operator?.stop();
+  if (cluster) {
+    // No operator any more: release the sale's finalizer so its namespace can go.
+    await kube.request('PATCH', paths.flashsale(namespace, 'stalled'), { metadata: { finalizers: null } }, 'application/merge-patch+json').catch(() => undefined);
+    await deleteNamespace(cluster.kc, namespace).catch(() => undefined);
+  }
   kubectl?.cleanup();
-  await server?.close();
   await producer?.disconnect();
   await deleteTopics(kafka, `flashsale.${namespace}.`).catch(() => undefined);
   const redis = testRedis();
