@@ -7,6 +7,8 @@
 #                                  and the node agent; last line: KUBECONFIG=<admin kubeconfig>
 #   bash infra/cluster.sh down     stop what `up` started
 #   bash infra/cluster.sh status   exit 0 when the control plane answers
+# Files in .cache/cluster: admin.kubeconfig, cluster.json (written once healthy), logs/ (etcd,
+# kube-apiserver, kube-controller-manager, launcher, node-agent), pki/, node-agent/ (pod logs).
 # Sources: test/cluster (Go module pinning k8s.io/kubernetes + etcd), test/cluster/helm (helm).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -108,7 +110,7 @@ stop_pid() { # stop_pid FILE PATTERN SECONDS: SIGTERM, then SIGKILL after SECOND
   rm -f "$1"
 }
 
-start_node_agent() {
+spawn_node_agent() { # starts the node agent unless it runs; returns at once
   [ -f "$NODE_AGENT" ] || return 0
   if ! pid_of "$DIR/node-agent.pid" node-agent >/dev/null; then
     local node="$ROOT/node_modules/.bin/node"
@@ -118,6 +120,11 @@ start_node_agent() {
       --node-name "$NODE_NAME" --state-dir "$DIR/node-agent" > "$DIR/logs/node-agent.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$DIR/node-agent.pid"
   fi
+}
+
+start_node_agent() { # spawn_node_agent, then wait until its Node is Ready
+  [ -f "$NODE_AGENT" ] || return 0
+  spawn_node_agent
   local pid deadline=$((SECONDS + 30))
   pid=$(cat "$DIR/node-agent.pid")
   until node_ready; do
@@ -138,12 +145,14 @@ up() {
   else
     stop_pid "$DIR/node-agent.pid" node-agent 35
     stop_pid "$DIR/launcher.pid" kube-testcluster 30
-    rm -f "$DIR/cluster.json"
+    rm -f "$DIR/cluster.json" "$DIR/apiserver-ready"
     # (9>&-: the up/down lock must not be inherited by what keeps running)
     setsid nohup "$BIN/kube-testcluster" -dir "$DIR" -bin "$BIN" > "$DIR/logs/launcher.log" 2>&1 < /dev/null 9>&- &
     local pid=$! deadline=$((SECONDS + 120))
     echo $pid > "$DIR/launcher.pid"
     until [ -f "$DIR/cluster.json" ]; do
+      # The node agent needs only the apiserver: it boots while the controllers start.
+      [ ! -f "$DIR/apiserver-ready" ] || spawn_node_agent
       if ! kill -0 $pid 2>/dev/null; then
         clog "the control plane did not start; $DIR/logs/launcher.log:"; tail -n 30 "$DIR/logs/launcher.log" >&2
         rm -f "$DIR/launcher.pid"; exit 1

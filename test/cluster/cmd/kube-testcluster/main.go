@@ -104,6 +104,10 @@ func run(dir, binDir string, timeout time.Duration) error {
 	}
 	statePath := filepath.Join(dir, "cluster.json")
 	_ = os.Remove(statePath)
+	// apiserver-ready: the apiserver answers /readyz (the controllers may still be starting).
+	apiserverReady := filepath.Join(dir, "apiserver-ready")
+	_ = os.Remove(apiserverReady)
+	defer os.Remove(apiserverReady)
 	pki, err := ensurePKI(filepath.Join(dir, "pki"))
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
@@ -174,6 +178,9 @@ func run(dir, binDir string, timeout time.Duration) error {
 	}
 	if err := waitHealthy(ctx, adminClient, server+"/readyz", deadline, children); err != nil {
 		return fmt.Errorf("kube-apiserver: %w (log: %s)", err, logPath(dir, "kube-apiserver"))
+	}
+	if err := os.WriteFile(apiserverReady, []byte(server+"\n"), 0o600); err != nil {
+		return err
 	}
 
 	kcm, err := startChild(dir, binDir, "kube-controller-manager",
