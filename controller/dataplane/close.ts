@@ -79,6 +79,8 @@ export class OrderCloser {
   private firstUnmarkedAt = 0;
   private markTimer: NodeJS.Timeout | undefined;
   private marking: Promise<void> = Promise.resolve();
+  /** Highest counters seen per SKU, not yet recorded (deferred with the applied_at marks). */
+  private unrecorded = new Map<string, number>();
 
   constructor(o: OrderCloserOptions) {
     this.pool = o.pool;
@@ -215,7 +217,9 @@ export class OrderCloser {
       const seq = applied[i]?.seq ?? 0;
       if (seq > (seen.get(r.skuId) ?? 0)) seen.set(r.skuId, seq);
     });
-    if (seen.size > 0) await recordMarks(this.pool, this.saleKey, seen, new Date(this.clock.now()));
+    const defer = !!this.deferMarking && source === 'closer';
+    if (defer) for (const [sku, seq] of seen) this.unrecorded.set(sku, Math.max(seq, this.unrecorded.get(sku) ?? 0));
+    else if (seen.size > 0) await recordMarks(this.pool, this.saleKey, seen, new Date(this.clock.now()));
     if (n > 0) this.metrics?.releasesApplied.inc({ flashsale: this.saleKey, source }, n);
     // A release that found the SKU's keys missing did nothing and stays unmarked: a rebuild may be
     // reading the ledger from before this close (then it counts the order as held), so the scan
@@ -223,7 +227,9 @@ export class OrderCloser {
     // counted the order as closed.
     const ids = rows.filter((_, i) => outcomes[i] !== 'no-stock-keys').map((r) => r.orderId);
     if (ids.length === 0) return n;
-    if (this.deferMarking && source === 'closer') this.queueMarks(ids);
+    // Deferred, the counter marks go with the applied_at marks (a mark recorded late only detects a
+    // restore a little later; the writer and the API record and check too).
+    if (defer) this.queueMarks(ids);
     else await this.markApplied(ids);
     return n;
   }
@@ -251,7 +257,12 @@ export class OrderCloser {
     this.markTimer = undefined;
     const ids = this.unmarked;
     this.unmarked = [];
-    this.marking = this.marking.then(() => (ids.length > 0 ? this.markApplied(ids).catch(() => undefined) : undefined));
+    const seqs = this.unrecorded;
+    this.unrecorded = new Map();
+    this.marking = this.marking.then(async () => {
+      if (ids.length > 0) await this.markApplied(ids).catch(() => undefined);
+      if (seqs.size > 0) await recordMarks(this.pool, this.saleKey, seqs, new Date(this.clock.now())).catch(() => undefined);
+    });
     return this.marking;
   }
 }
