@@ -4,10 +4,12 @@
 //
 // Lifecycle of the units of one order:
 //   reserve   stock -= q, holdings[user] += q, reservation record written          (API)
-//   claim     reservation record removed: the order is on its way into MySQL        (order writer)
+//   claim     reservation record removed, order id added to `claimed`: on its way into MySQL (order writer)
 //   release   stock += q, holdings[user] -= q, order id added to `released`         (close, reaper, failed hand-off)
 // `claim` and the reservation-release both delete the reservation record first, so for an order
 // still in Kafka exactly one of them wins; `released` makes every release idempotent by order id.
+// Each of the three also raises the SKU's counter `seq` and returns it: workers remember the highest
+// value, and a lower one shows that Redis went back in time (restore-fence.ts).
 import { randomUUID } from 'node:crypto';
 import type { Redis } from '../infra/redis.ts';
 import type { FlashSale } from '../spec/flashsale.ts';
