@@ -12,4 +12,5 @@ it(`a one-minute seeded chaos run (seed ${SEED}) ends with no invariant violatio
   assert.ok(result.faults.length > 0, 'faults were injected');
   assert.ok(result.acknowledged > 0, 'orders were acknowledged');
   assert.deepEqual(result.violations, [], `seed ${SEED}: ${result.violations.join('\n')}`);
+  assert.deepEqual(result.faultErrors, [], 'every fault was injected and healed');
 });

@@ -30,6 +30,7 @@ export function renderChaos(runs: ChaosResult[], minMinutes: number): string {
     `**Violations: ${full.violations.length}**${full.violations.length ? '' : ' (every rule of the checker held).'}`,
   );
   if (full.violations.length) lines.push('', ...full.violations.map((v) => `- ${v.replace(/\|/g, '\\|')}`));
+  if (full.faultErrors?.length) lines.push('', `Faults the harness could not complete (${full.faultErrors.length}):`, '', ...full.faultErrors.map((v) => `- ${v}`));
   lines.push('', 'Order of faults (seconds from start):', '', full.faults.map((f) => `${f.at}s ${f.kind}`).join(' · ') || '(none)');
   if (runs.length > 1) {
     lines.push('', 'All recorded runs:', '', '| when | commit | minutes | seed | mode | faults | acknowledged | violations |', '| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |');

@@ -96,9 +96,11 @@ export function chaosSale(namespace: string, bucket = '3s'): FlashSale {
   });
 }
 
-const agent = new Agent({ keepAlive: true, maxSockets: 32 });
+// Buyers and payers on separate pools: payments waiting on a slow API must not queue purchases behind them.
+const buyerAgent = new Agent({ keepAlive: true, maxSockets: 16 });
+const payerAgent = new Agent({ keepAlive: true, maxSockets: 16 });
 
-function post(url: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+function post(url: string, body?: unknown, agent = buyerAgent): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve) => {
     const payload = body === undefined ? '' : JSON.stringify(body);
     const req = request(url, { method: 'POST', agent, timeout: 30_000, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } }, (res) => {
@@ -183,7 +185,8 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
       if (r.status === 202 && typeof r.body.orderId === 'string') {
         acknowledged.set(r.body.orderId, { userId, skuId, quantity: 1 });
         lastAcknowledgedAt = Date.now();
-        if (rnd() < 1 / payEvery) void payLater(r.body.orderId, s);
+        // At most 8 payments under way: a payer is a person, not an unbounded retry loop.
+        if (rnd() < 1 / payEvery && paying < 8) void payLater(r.body.orderId, s);
       } else if (r.status === 0 || r.status === 503) {
         // Down or unavailable: back off a little so a dead API does not turn into a busy loop.
         await new Promise((res) => setTimeout(res, 100));
@@ -191,15 +194,21 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     }
   };
   // A payer pays once the order is in MySQL (ORDER_QUEUED → retry); 200 PAID is recorded, 409 ORDER_CLOSED is fine.
+  let paying = 0;
   const payLater = async (orderId: string, s: { stop: boolean }) => {
-    for (let i = 0; i < 40 && !s.stop; i++) {
-      const r = await post(`${api.url}/v1/sales/${sale.metadata.name}/orders/${orderId}/pay`);
-      if (r.status === 200 && r.body.status === 'PAID') {
-        paid.add(orderId);
-        return;
+    paying++;
+    try {
+      for (let i = 0; i < 40 && !s.stop; i++) {
+        const r = await post(`${api.url}/v1/sales/${sale.metadata.name}/orders/${orderId}/pay`, undefined, payerAgent);
+        if (r.status === 200 && r.body.status === 'PAID') {
+          paid.add(orderId);
+          return;
+        }
+        if (r.status === 409 && r.body.error === 'ORDER_CLOSED') return;
+        await new Promise((res) => setTimeout(res, 100));
       }
-      if (r.status === 409 && r.body.error === 'ORDER_CLOSED') return;
-      await new Promise((res) => setTimeout(res, 100));
+    } finally {
+      paying--;
     }
   };
 
@@ -317,7 +326,10 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
       // The operator's part after Redis lost a sale: once every order the API was handing to Kafka
       // is there (every request sent before the loss answered: the operator waits REBUILD_GRACE for
       // this) and the writer drained the topic, rebuild the stock from MySQL (ensureStock).
-      await when(() => rig.attempts() >= before + 20 && rig.answeredUpTo(before), { what: 'load after the restart, and every earlier request answered' });
+      await when(() => (rig.attempts() >= before + 20 || rig.stormOver()) && rig.answeredUpTo(before), {
+        what: `load after the restart, and every earlier request answered (attempts ${before} → ${rig.attempts()}, ${rig.outstanding()} outstanding, storm over: ${rig.stormOver()})`,
+        timeoutMs: 120_000,
+      });
       await rebuildLikeOperator(rig);
       return 'redis-restarted-empty: redis-server SIGKILLed and started with nothing; stock rebuilt from MySQL after the writer drained';
     }
@@ -327,7 +339,7 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
       const restoredAt = rig.attempts();
       await restore(rig.redis, snap);
       // The operator reconciles the stock again (ensureStock; a no-op while the keys look healthy).
-      await when(() => rig.answeredUpTo(restoredAt) && (rig.attempts() >= restoredAt + 20 || rig.stormOver()), { what: 'load after the restore' });
+      await when(() => rig.answeredUpTo(restoredAt) && (rig.attempts() >= restoredAt + 20 || rig.stormOver()), { what: 'load after the restore', timeoutMs: 120_000 });
       await rebuildLikeOperator(rig);
       return 'redis-older-snapshot: the sale\'s keys DUMPed, 60 purchase attempts later RESTOREd (REPLACE), then the operator\'s ensureStock';
     }

@@ -26,6 +26,8 @@ export interface ChaosResult {
   paid: number;
   summary: Record<string, number>;
   violations: string[];
+  /** Faults the harness could not complete (the run fails, the check still ran). */
+  faultErrors: string[];
   error?: string;
   durationS: number;
 }
@@ -43,7 +45,7 @@ export async function runChaos(opts: { minutes: number; seed: number; mode?: Mod
   const infra = await startInfra();
   const result: ChaosResult = {
     at: new Date().toISOString(), commit: gitCommit(), seed: opts.seed, mode, minutes: opts.minutes, faults: [], faultsByKind: {},
-    attempts: 0, answers: {}, acknowledged: 0, paid: 0, summary: {}, violations: [], durationS: 0,
+    attempts: 0, answers: {}, acknowledged: 0, paid: 0, summary: {}, violations: [], faultErrors: [], durationS: 0,
   };
   try {
     const rig = await startRig(infra, { mode, seed: opts.seed });
@@ -60,7 +62,15 @@ export async function runChaos(opts: { minutes: number; seed: number; mode?: Mod
         const kind = kinds[Math.floor(rnd() * kinds.length)] as FaultKind;
         const at = Math.round((Date.now() - t0) / 1000);
         log(`[${at}s] injecting ${kind}`);
-        const what = await inject(rig, kind);
+        let what: string;
+        try {
+          what = await inject(rig, kind);
+        } catch (err) {
+          // A fault that could not be completed is reported (and fails the run), but the check still
+          // runs: what was acknowledged so far must hold whatever the harness did.
+          what = `FAULT NOT COMPLETED: ${(err as Error).message}`;
+          result.faultErrors.push(`${kind} at ${at}s: ${(err as Error).message}`);
+        }
         result.faults.push({ kind, at, what });
         result.faultsByKind[kind] = (result.faultsByKind[kind] ?? 0) + 1;
         log(`[${Math.round((Date.now() - t0) / 1000)}s] healed: ${what}`);
@@ -85,6 +95,7 @@ export async function runChaos(opts: { minutes: number; seed: number; mode?: Mod
   result.durationS = Math.round((Date.now() - t0) / 1000);
   log(`chaos: seed ${result.seed}; faults injected ${result.faults.length} ${JSON.stringify(result.faultsByKind)}; attempts ${result.attempts}; answers ${JSON.stringify(result.answers)}; orders acknowledged ${result.acknowledged}; paid ${result.paid}; rows ${JSON.stringify(result.summary)}`);
   log(`chaos: violations ${result.violations.length}${result.violations.length ? `\n  ${result.violations.join('\n  ')}` : ''}`);
+  if (result.faultErrors.length) log(`chaos: faults not completed ${result.faultErrors.length}\n  ${result.faultErrors.join('\n  ')}`);
   return result;
 }
 
@@ -107,7 +118,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(values.out), { recursive: true });
   appendFileSync(values.out, `${JSON.stringify(result)}\n`);
   process.stdout.write(`chaos: result appended to ${values.out}\n`);
-  process.exitCode = result.violations.length > 0 ? 1 : 0;
+  process.exitCode = result.violations.length > 0 || result.faultErrors.length > 0 ? 1 : 0;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
