@@ -21,10 +21,10 @@ let agent: AgentProcess;
 const ns = uniqueName('na');
 const nodeName = uniqueName('node');
 
+/** Running (a zombie waiting for an absent reaper counts as dead). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return false;
   }
@@ -243,6 +243,19 @@ describe('node agent on the real apiserver', () => {
     const after = await waitPod(client, ns, 'op-1', (x) => (container(x)?.restartCount ?? 0) === restarts + 1 && running(x) && ready(x), 'restarted by the new agent');
     assert.equal(after.status?.podIP, before.status?.podIP);
     assert.equal(container(after)?.lastState?.terminated?.reason, 'Unknown');
+  });
+
+  it('agent crash (SIGKILL): the next agent kills the process group left behind and restarts the pod', async () => {
+    const before = await waitPod(client, ns, 'op-1', (x) => running(x) && ready(x), 'Ready');
+    const pid = pidOf(before);
+    const restarts = container(before)?.restartCount ?? 0;
+    await agent.stop('SIGKILL');
+    assert.equal(alive(pid), true, 'a crashed agent leaves its pod processes running');
+    agent = await startAgent({ kubeconfigPath: cluster.kubeconfigPath, nodeName, stateDir: agent.stateDir, bind: false });
+    assert.equal(alive(pid), false, 'killed by the new agent before it runs pods');
+    const after = await waitPod(client, ns, 'op-1', (x) => (container(x)?.restartCount ?? 0) === restarts + 1 && running(x) && ready(x), 'restarted by the new agent');
+    assert.notEqual(pidOf(after), pid);
+    assert.equal(after.status?.podIP, before.status?.podIP, 'same address: the dead agent\'s lease is reclaimed');
   });
 
   it('deleting a pod stops its process (SIGTERM) and the pod disappears', async () => {

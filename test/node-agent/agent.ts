@@ -108,7 +108,7 @@ export class NodeAgent {
     const cidr = this.o.podCidr ?? DEFAULT_POD_CIDR;
     if (inCidr('127.0.0.1', cidr)) return; // already local
     try {
-      execFileSync('ip', ['route', 'replace', 'local', cidr, 'dev', 'lo'], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
+      execFileSync('ip', ['route', 'replace', 'local', cidr, 'dev', 'lo'], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000, env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin` } });
     } catch (err) {
       throw new Error(`cannot route the pod network ${cidr} to lo (needs root and iproute2 — apt-get install iproute2 — to run: ip route replace local ${cidr} dev lo): ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`, { cause: err });
     }
