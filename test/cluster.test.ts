@@ -4,6 +4,8 @@
 // (Deployment → ReplicaSet → Pods, EndpointSlices, garbage collection).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import http from 'node:http';
+import https from 'node:https';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +59,29 @@ describe('the Kubernetes control plane', () => {
     assert.equal(v.serverVersion.gitVersion, release);
     assert.deepEqual([v.serverVersion.major, v.serverVersion.minor], ['1', '36']);
     assert.match(c.server, /^https:\/\/127\.0\.0\.1:\d+$/, 'HTTPS on loopback only');
+  });
+
+  it('serves HTTPS only; without credentials a request is anonymous and forbidden', async () => {
+    const url = new URL(c.server);
+    const plain = await new Promise<{ status?: number; body: string }>((done, fail) => {
+      http.get({ host: url.hostname, port: url.port, path: '/version' }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => done({ status: res.statusCode, body }));
+      }).on('error', fail);
+    });
+    assert.equal(plain.status, 400);
+    assert.match(plain.body, /HTTP request to an HTTPS server/);
+    const ca = Buffer.from(c.kc.getCurrentCluster()!.caData!, 'base64');
+    const anonymous = await new Promise<{ status?: number; body: string }>((done, fail) => {
+      https.get({ host: url.hostname, port: url.port, path: '/api/v1/namespaces', ca }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => done({ status: res.statusCode, body }));
+      }).on('error', fail);
+    });
+    assert.equal(anonymous.status, 403);
+    assert.match(anonymous.body, /system:anonymous/);
   });
 
   it('accepts crds/flashsale.yaml (structural schema checked by Kubernetes) and validates FlashSales with it', async () => {
@@ -177,6 +202,9 @@ current-context: sa
       { what: 'two Pods owned by the ReplicaSet' },
     );
     for (const pod of pods) assert.equal(pod.spec.serviceAccountName, 'default', 'ServiceAccount admission set the pod ServiceAccount');
+    // --use-service-account-credentials: each controller acts as its own ServiceAccount.
+    const controllerAccounts = (await core.listNamespacedServiceAccount({ namespace: 'kube-system' })).items.map((a) => a.metadata!.name);
+    for (const name of ['deployment-controller', 'replicaset-controller', 'generic-garbage-collector']) assert.ok(controllerAccounts.includes(name), `kube-system/${name}`);
 
     const slice = await watchUntil(
       c.kc,
