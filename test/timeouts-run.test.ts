@@ -15,6 +15,7 @@ import { createPool } from '../controller/infra/mysql.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { closeHttpAgent, http } from './support/order-path.ts';
 import { saleDoc } from './support/timeouts.ts';
 
 const namespace = uniqueName('tr');
@@ -32,6 +33,7 @@ writeFileSync(file, stringify(doc));
 let child: ChildProcess | undefined;
 
 after(async () => {
+  closeHttpAgent();
   if (child && child.exitCode === null && child.signalCode === null) {
     child.kill('SIGTERM');
     await new Promise((r) => child?.once('exit', r));
@@ -61,15 +63,16 @@ describe('flashsale run closes unpaid orders', () => {
     const stock = new StockStore(redis, sale);
     try {
       const buy = async (userId: string, skuId: string) => {
-        const res = await fetch(`${api}/v1/sales/${sale.metadata.name}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ userId, skuId, quantity: 1 }) });
+        // The order-path client checks every answer against docs/openapi.yaml.
+        const res = await http('POST', `${api}/v1/sales/${sale.metadata.name}/orders`, { userId, skuId, quantity: 1 });
         assert.ok(res.status < 300, `buy answered ${res.status}`);
-        return ((await res.json()) as { orderId: string }).orderId;
+        return res.body.orderId as string;
       };
       const status = async (orderId: string) => {
         const [rows] = await pool.query('SELECT status, due_at, closed_at FROM orders WHERE order_id = ?', [orderId]);
         return (rows as { status: string; due_at: Date; closed_at: Date | null }[])[0];
       };
-      const pay = (orderId: string) => fetch(`${api}/v1/sales/${sale.metadata.name}/orders/${orderId}/pay`, { method: 'POST' });
+      const pay = (orderId: string) => http('POST', `${api}/v1/sales/${sale.metadata.name}/orders/${orderId}/pay`);
 
       const unpaid = await buy('alice', 'ebook');
       // The order to pay is in the 1 h bucket: in the 2 s bucket a slow machine could let the closer
@@ -93,7 +96,7 @@ describe('flashsale run closes unpaid orders', () => {
       assert.ok((closed.closed_at as Date).getTime() >= closed.due_at.getTime(), 'not before due');
       const late = await pay(unpaid);
       assert.equal(late.status, 409);
-      assert.deepEqual(await late.json(), { error: 'ORDER_CLOSED' });
+      assert.deepEqual(late.body, { error: 'ORDER_CLOSED' });
       assert.equal((await status(paid))?.status, 'PAID');
       await eventually(async () => (await stock.level('ebook'))?.remaining === 10, { what: 'the closed unit back on sale' });
       assert.equal(await stock.holding('ebook', 'alice'), 0, 'alice may buy again');
