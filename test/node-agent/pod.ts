@@ -175,8 +175,6 @@ export class PodWorker {
     const home = join(this.podDir, 'home');
     mkdirSync(home, { recursive: true });
     this.ip = this.ctx.ips.allocate(this.uid, this.pod.status?.podIP);
-    // The pod's address is in its status before any process starts (HTTP_HOST comes from it).
-    this.markDirty();
     void this.annotateLogs();
     if ((this.pod.spec?.initContainers?.length ?? 0) > 0) {
       this.event('Warning', 'Failed', 'the flashsale node agent does not run init containers: they are skipped');
@@ -189,7 +187,8 @@ export class PodWorker {
         this.event('Warning', 'Failed', `Failed to pull image "${c.spec.image}": ${msg}`, c.spec.name);
       }
     }
-    this.markDirty();
+    // Written (or at least tried) before any process starts: the pod's address is in the API first.
+    await this.flush();
     for (const c of this.containers) if (!c.fatal) void this.startContainer(c);
   }
 
