@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AppsV1Api, AuthenticationV1Api, CoreV1Api, RbacAuthorizationV1Api, type V1Deployment } from '@kubernetes/client-node';
-import { createNamespace, deleteNamespace, testCluster, watchUntil, type TestCluster } from './support/cluster.ts';
+import { createNamespace, deleteNamespace, startControlPlane, testCluster, watchUntil, type TestCluster } from './support/cluster.ts';
 import { uniqueName } from './support/infra.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
@@ -229,5 +229,27 @@ current-context: sa
       (items) => items.every((p) => p.metadata?.deletionTimestamp),
       { what: 'the Pods garbage-collected' },
     );
+  });
+});
+
+describe('a control plane of a test\'s own (startControlPlane)', () => {
+  it('starts, answers with the pinned release, and stops completely', async () => {
+    const own = await startControlPlane();
+    let stopped = false;
+    try {
+      const shared = await testCluster();
+      assert.notEqual(own.server, shared.server, 'its own apiserver');
+      const r = await run(shared.kubectl, [`--kubeconfig=${own.kubeconfigPath}`, 'version', '-o', 'json']);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { serverVersion: { gitVersion: string } }).serverVersion.gitVersion, release);
+      await own.stop();
+      stopped = true;
+      // The launcher and its children are gone: the apiserver no longer answers.
+      assert.throws(() => process.kill(own.pid, 0), /ESRCH/);
+      const after = await run(shared.kubectl, [`--kubeconfig=${own.kubeconfigPath}`, '--request-timeout=5s', 'version']);
+      assert.notEqual(after.status, 0);
+    } finally {
+      if (!stopped) await own.stop();
+    }
   });
 });

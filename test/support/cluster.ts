@@ -3,8 +3,9 @@
 // `npm test` starts it once and exports KUBECONFIG; a test file run on its own starts it here
 // (`bash infra/cluster.sh up`, reused by later files; `npm run cluster:down` stops it).
 // Tests isolate themselves by namespace (createNamespace / deleteNamespace).
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubeConfig, KubernetesObjectApi, Watch, type V1ObjectMeta } from '@kubernetes/client-node';
@@ -54,6 +55,71 @@ function clusterUp(): Promise<string> {
       else done(last.slice('KUBECONFIG='.length));
     });
   });
+}
+
+/** A control plane of a test's own (no node agent): for tests that stop or break it. */
+export interface PrivateControlPlane {
+  dir: string;
+  kubeconfigPath: string;
+  kubeconfigYaml: string;
+  kc: KubeConfig;
+  server: string;
+  /** The launcher's process id (it supervises etcd, kube-apiserver and kube-controller-manager). */
+  pid: number;
+  /** SIGTERM, wait for the launcher to stop everything (SIGKILL after 30 s), remove the directory. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts etcd + kube-apiserver + kube-controller-manager in a fresh temporary directory (the
+ * binaries must be built: `bash infra/cluster.sh build`); resolves once all answer their health
+ * checks, as the launcher's "ready:" line says.
+ */
+export async function startControlPlane(opts: { timeoutMs?: number } = {}): Promise<PrivateControlPlane> {
+  const dir = mkdtempSync(join(tmpdir(), 'kube-testcluster-'));
+  const child = spawn(join(bin, 'kube-testcluster'), ['-dir', dir, '-bin', bin], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const hard = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(hard);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  try {
+    await new Promise<void>((done, fail) => {
+      const timer = setTimeout(() => fail(new Error(`kube-testcluster not ready within ${timeoutMs} ms (logs: ${dir}/logs)`)), timeoutMs);
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/^ready: /m.test(out)) {
+          clearTimeout(timer);
+          done();
+        }
+      });
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        fail(err);
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        fail(new Error(`kube-testcluster exited (${code ?? signal}): ${stderr}`));
+      });
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const kubeconfigPath = join(dir, 'admin.kubeconfig');
+  const kubeconfigYaml = readFileSync(kubeconfigPath, 'utf8');
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigYaml);
+  return { dir, kubeconfigPath, kubeconfigYaml, kc, server: kc.getCurrentCluster()!.server, pid: child.pid!, stop };
 }
 
 /** Creates namespace `name` and waits for its default ServiceAccount (pods need it). */
