@@ -214,6 +214,11 @@ describe('children', () => {
     const drifted = structuredClone(stored);
     drifted[0]!.spec!.template.spec!.containers[0]!.image = 'other:1';
     assert.deepEqual(planChildren(sale, env, {}, { deployments: drifted, services: storedSvc }).apply.map((u) => u.desired.metadata?.name), [drifted[0]!.metadata?.name]);
+    // Another manager's env var or sidecar container survives server-side apply: not drift.
+    const injected = structuredClone(stored);
+    injected[0]!.spec!.template.spec!.containers[0]!.env!.push({ name: 'EXTRA', value: '1' });
+    injected[0]!.spec!.template.spec!.containers.push({ name: 'sidecar', image: 'proxy:1' });
+    assert.equal(planChildren(sale, env, {}, { deployments: injected, services: storedSvc }).apply.length, 0);
     // A stored object applied by an older operator (no or another hash): applied again.
     const old = structuredClone(stored);
     delete old[1]!.metadata!.annotations![APPLIED_HASH_ANNOTATION];
@@ -229,6 +234,10 @@ describe('children', () => {
     assert.equal(covers({ a: 1 }, { a: 2 }), false);
     assert.equal(covers([1, 2], [1]), false);
     assert.equal(covers(undefined, { a: 1 }), false);
+    // Named lists (containers, env, ports) match by name: others' extra entries are theirs.
+    assert.equal(covers([{ name: 'sidecar', image: 'x' }, { name: 'api', image: 'a' }], [{ name: 'api', image: 'a' }]), true);
+    assert.equal(covers([{ name: 'api', image: 'b' }], [{ name: 'api', image: 'a' }]), false);
+    assert.equal(covers([{ name: 'A', value: '1' }], [{ name: 'A', value: '1' }, { name: 'B', value: '2' }]), false, 'an owned entry removed by someone else is drift');
   });
 });
 

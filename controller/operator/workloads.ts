@@ -188,7 +188,16 @@ export function desiredService(sale: FlashSale): V1Service {
 export function covers(actual: unknown, desired: unknown): boolean {
   if (desired === undefined) return true;
   if (Array.isArray(desired)) {
-    return Array.isArray(actual) && actual.length === desired.length && desired.every((d, i) => covers(actual[i], d));
+    if (!Array.isArray(actual)) return false;
+    // Lists keyed by name (containers, env, ports — list-maps for server-side apply): each desired
+    // entry must be there; entries other managers added (a sidecar, an env var) are theirs and
+    // survive the apply, so they must not make every round apply again.
+    const named = desired.length > 0 && desired.every((d) => d !== null && typeof d === 'object' && typeof (d as { name?: unknown }).name === 'string');
+    if (named) {
+      const byName = new Map(actual.map((a) => [(a as { name?: unknown } | null)?.name, a]));
+      return desired.every((d) => covers(byName.get((d as { name: string }).name), d));
+    }
+    return actual.length === desired.length && desired.every((d, i) => covers(actual[i], d));
   }
   if (desired !== null && typeof desired === 'object') {
     if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return false;
