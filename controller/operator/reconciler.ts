@@ -141,6 +141,21 @@ export class Reconciler {
     if (cleanup === 'force') {
       await this.event(raw, 'Warning', 'ForceDeleted', `finalizer removed by the ${FORCE_DELETE_ANNOTATION} annotation; the sale's topics and Redis keys were not cleaned up`);
     } else if (cleanup === 'delete-data' && sale) {
+      // Workers stop first: a running api or order writer would write Redis keys (and, with topic
+      // auto-creation, topics) back while they are being deleted. Foreground deletion: a Deployment
+      // is gone from the API only once its ReplicaSets and pods are; its delete event requeues us.
+      const workers = this.d.cache.deployments(raw.metadata.namespace, raw.metadata.uid ?? '');
+      if (workers.length > 0) {
+        for (const d of workers) {
+          if (d.metadata?.deletionTimestamp) continue;
+          try {
+            await this.d.client.request('DELETE', `${paths.deployment(raw.metadata.namespace, d.metadata?.name ?? '')}?propagationPolicy=Foreground`);
+          } catch (err) {
+            if (!isNotFound(err)) throw err;
+          }
+        }
+        return { result: 'requeue', requeueAfterMs: 2000 };
+      }
       try {
         const admin = await withTimeout(this.d.kafka.admin(), this.d.stepTimeoutMs, 'Kafka');
         await withTimeout(deleteSaleData(admin, this.d.redis, sale), this.d.stepTimeoutMs, 'cleanup');
