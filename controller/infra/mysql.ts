@@ -81,6 +81,8 @@ export const migrations: { version: number; name: string; statements: string[] }
   },
 ];
 
+const MYSQL_CONNECT_TIMEOUT_MS = 20_000;
+
 export function createPool(cfg: MysqlConfig, options: { connectionLimit?: number } = {}): Pool {
   return mysql.createPool({
     host: cfg.host,
@@ -93,14 +95,15 @@ export function createPool(cfg: MysqlConfig, options: { connectionLimit?: number
     timezone: 'Z',
     dateStrings: false,
     supportBigNumbers: true,
-    connectTimeout: 5000,
+    // A busy MariaDB can take seconds to accept a connection; a short bound made workers fail at start.
+    connectTimeout: MYSQL_CONNECT_TIMEOUT_MS,
     enableKeepAlive: true,
   });
 }
 
 /** Creates the database if needed and applies pending migrations under a named lock. Returns the versions applied now. */
 export async function migrate(cfg: MysqlConfig): Promise<number[]> {
-  const admin = await mysql.createConnection({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password, connectTimeout: 5000 });
+  const admin = await mysql.createConnection({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password, connectTimeout: MYSQL_CONNECT_TIMEOUT_MS });
   try {
     await admin.query(`CREATE DATABASE IF NOT EXISTS \`${cfg.database}\` CHARACTER SET utf8mb4`);
     await admin.query(`USE \`${cfg.database}\``);
