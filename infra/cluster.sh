@@ -155,9 +155,9 @@ up() {
       [ ! -f "$DIR/apiserver-ready" ] || spawn_node_agent
       if ! kill -0 $pid 2>/dev/null; then
         clog "the control plane did not start; $DIR/logs/launcher.log:"; tail -n 30 "$DIR/logs/launcher.log" >&2
-        rm -f "$DIR/launcher.pid"; exit 1
+        rm -f "$DIR/launcher.pid"; stop_pid "$DIR/node-agent.pid" node-agent 35; exit 1
       fi
-      if [ $SECONDS -ge $deadline ]; then clog "the control plane was not healthy within 120s (logs: $DIR/logs)"; exit 1; fi
+      if [ $SECONDS -ge $deadline ]; then clog "the control plane was not healthy within 120s (logs: $DIR/logs)"; down; exit 1; fi
       sleep 0.2
     done
     control_plane_healthy || { clog "the control plane does not answer (logs: $DIR/logs)"; exit 1; }
