@@ -19,7 +19,7 @@ K8S_BUILD_DATE=2026-07-22T18:07:38Z # the release's commit time, so a rebuild is
 BIN="$CACHE/bin"
 DIR="${CLUSTER_DIR:-$CACHE/cluster}" # another directory (and CLUSTER_NODE_NAME) for a second cluster
 SRC="$ROOT/test/cluster"
-NODE_NAME="${CLUSTER_NODE_NAME:-local-node}"
+NODE_NAME="${CLUSTER_NODE_NAME:-$(cat "$DIR/node-name" 2>/dev/null || echo local-node)}"
 NODE_AGENT="$ROOT/test/node-agent/main.ts"
 KUBECONFIG_PATH="$DIR/admin.kubeconfig"
 
@@ -119,6 +119,7 @@ spawn_node_agent() { # starts the node agent unless it runs; returns at once
     setsid nohup "$node" --disable-warning=TimeoutNegativeWarning "$NODE_AGENT" --kubeconfig "$KUBECONFIG_PATH" \
       --node-name "$NODE_NAME" --state-dir "$DIR/node-agent" > "$DIR/logs/node-agent.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$DIR/node-agent.pid"
+    echo "$NODE_NAME" > "$DIR/node-name"
   fi
 }
 
