@@ -34,16 +34,17 @@ if ! mysql_ok >/dev/null 2>&1; then
 fi
 
 # --- Kafka -------------------------------------------------------------------------------
+# The jar set is resolved even when a broker already answers: tests start throw-away brokers from it.
+command -v java >/dev/null || apt_install default-jre-headless
+command -v mvn >/dev/null || apt_install maven
+libs="$CACHE/kafka/libs"
+if ! ls "$libs"/kafka_2.13-3.9.1.jar >/dev/null 2>&1; then
+  log "resolving the Kafka 3.9.1 jar set with mvn (cached in $libs)"
+  mvn_quiet -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$libs" -DincludeScope=runtime
+fi
 if ! kafka_ok >/dev/null 2>&1; then
   if port_open 9092; then log "something else listens on 127.0.0.1:9092 and is not a Kafka broker"; exit 1; fi
-  command -v java >/dev/null || apt_install default-jre-headless
-  command -v mvn >/dev/null || apt_install maven
-  libs="$CACHE/kafka/libs"
-  if ! ls "$libs"/kafka_2.13-3.9.1.jar >/dev/null 2>&1; then
-    log "resolving the Kafka 3.9.1 jar set with mvn (cached in $libs)"
-    mvn_quiet -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs" -DincludeScope=runtime
-  fi
   data="$STATE/kafka/data"; logs="$STATE/kafka/logs"
   rm -rf "$data"; mkdir -p "$data" "$logs"
   sed "s#@DATA_DIR@#$data#" "$ROOT/infra/kafka/server.properties" > "$STATE/kafka/server.properties"
