@@ -391,6 +391,21 @@ export class OrderApi {
     try {
       await this.opts.producer.send(ctx.names.topics.orders, { key: body.skuId, value: JSON.stringify(message), timestamp: now });
       this.producerFailedAt = null;
+      // The send may have outlasted the reaper's bound (issue 13, scenario 9): keep the reaper off
+      // this reservation now, or learn it returned the units first — then the writer records the
+      // order CLOSED and the buyer must not be told 202. If Redis does not answer, the order stands
+      // as before (the reaper's bound against the writer's progress still protects it).
+      let handOff: 'kept' | 'reaped' = 'kept';
+      try {
+        handOff = await ctx.stock.confirmHandOff(reservation);
+      } catch (confirmErr) {
+        this.opts.logger.warn({ err: String(confirmErr), orderId: reservation.orderId }, 'could not confirm the hand-off in Redis');
+      }
+      if (handOff === 'reaped') {
+        this.opts.logger.warn({ orderId: reservation.orderId }, 'the reaper returned this reservation before the hand-off completed; answering 503');
+        this.count(ctx.key, 'unavailable');
+        return this.send(res, 503, '{"error":"UNAVAILABLE"}');
+      }
     } catch (err) {
       this.producerFailedAt = this.clock();
       this.opts.logger.warn({ err: String(err), orderId: reservation.orderId }, 'hand-off to Kafka failed; giving the reservation back');

@@ -169,10 +169,27 @@ export function rebuiltCounter(mark: number): number {
 /** Items per staging call of a rebuild: bounded so each script call stays small and short. */
 export const REBUILD_CHUNK = 5000;
 
+// KEYS: reservations, reservationTimes, claimed, released; ARGV: order id.
+// The API's send succeeded: the order is in Kafka, so the reaper must not return it however long the
+// hand-off took (a black-holed broker holds a send for minutes, longer than the reaper's bound).
+// Takes the reservation out of the reaper's index while the record still exists. Returns 1 the order
+// stands (still reserved, or already claimed by the writer, or Redis lost the SKU: the rebuild counts
+// it), 0 the reaper returned it first (the writer will record it CLOSED). Safe to run twice.
+const CONFIRM = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 1 end
+if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return 0 end
+return 1
+`;
+
 type Scripted = Redis & {
   fsReserve(...args: (string | number)[]): Promise<[number, string, number?]>;
   fsRelease(...args: (string | number)[]): Promise<[number, number]>;
   fsClaim(...args: string[]): Promise<number[]>;
+  fsConfirm(...args: string[]): Promise<number>;
   fsSeed(...args: (string | number)[]): Promise<number>;
   fsAdjust(...args: (string | number)[]): Promise<[number, number]>;
   fsRebuildStage(...args: (string | number)[]): Promise<number>;
@@ -185,6 +202,7 @@ function withScripts(redis: Redis): Scripted {
     redis.defineCommand('fsReserve', { numberOfKeys: 6, lua: RESERVE });
     redis.defineCommand('fsRelease', { numberOfKeys: 8, lua: RELEASE });
     redis.defineCommand('fsClaim', { numberOfKeys: 6, lua: CLAIM });
+    redis.defineCommand('fsConfirm', { numberOfKeys: 4, lua: CONFIRM });
     redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
     redis.defineCommand('fsAdjust', { numberOfKeys: 2, lua: ADJUST });
     redis.defineCommand('fsRebuildStage', { numberOfKeys: 4, lua: REBUILD_STAGE });
@@ -324,6 +342,16 @@ export class StockStore {
   async releaseReservation(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<ReservationRelease> {
     const [code] = await this.release(r, 'reservation');
     return code === 1 ? 'released' : code === 2 ? 'claimed' : code === 3 ? 'released-before' : 'no-stock-keys';
+  }
+
+  /**
+   * After a successful hand-off to Kafka: keeps the reaper off the reservation (see CONFIRM).
+   * `reaped` means the reaper returned the units before the send completed: the order must not be
+   * acknowledged (the writer will record it CLOSED).
+   */
+  async confirmHandOff(r: Pick<Reservation, 'orderId' | 'skuId'>): Promise<'kept' | 'reaped'> {
+    const k = this.keys(r.skuId);
+    return (await this.redis.fsConfirm(k.reservations, k.reservationTimes, k.claimed, k.released, r.orderId)) === 1 ? 'kept' : 'reaped';
   }
 
   /**

@@ -7,7 +7,9 @@
 //   R1 every 202 order id is in MySQL exactly once (with the user, SKU and quantity it was accepted for)
 //   R2 units in UNPAID + PAID ≤ stock, per SKU
 //   R3 no user above perUserLimit (UNPAID + PAID units) per SKU
-//   R4 no CLOSED order with closed_at < due_at (never an early close)
+//   R4 no CLOSED order with closed_at < due_at (never an early close): every order closed by the
+//      closer or the scan (release record) and every acknowledged order; a late order the writer
+//      recorded CLOSED on arrival after its reservation was reaped (never UNPAID, not acknowledged) is not a close
 //   R5 every CLOSED order released to Redis exactly once: its id is in the SKU's `released` set, its
 //      release row (if any) is applied, and Redis remaining = stock − units held by UNPAID/PAID
 //      − units still reserved in flight (a double release shows as remaining too high, a lost one
@@ -162,7 +164,11 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
   if (unknownSku.length) violations.push(`R2 orders of SKUs not in the sale: ${ids(unknownSku)}`);
 
   // R4
-  const early = rows.filter((r) => r.status === 'CLOSED' && (r.closed_at === null || r.closed_at.getTime() < r.due_at.getTime()));
+  // An order the writer recorded CLOSED on arrival because the reaper had returned its units (no
+  // release record: it was never UNPAID, and the API did not acknowledge it) is a late order kept
+  // for the record, not a close; every other CLOSED row — a close by the closer or the scan (it has
+  // a release record) or any acknowledged order — must not be before its due time.
+  const early = rows.filter((r) => r.status === 'CLOSED' && (acknowledged.has(r.order_id) || releases.has(r.order_id)) && (r.closed_at === null || r.closed_at.getTime() < r.due_at.getTime()));
   if (early.length) violations.push(`R4 closed before due: ${ids(early.map((r) => `${r.order_id} (closed ${r.closed_at?.toISOString() ?? 'null'} < due ${r.due_at.toISOString()}${acknowledged.has(r.order_id) ? ', acknowledged 202' : ''})`))}`);
 
   // R6
