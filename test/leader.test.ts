@@ -283,13 +283,14 @@ describe('leader election on the real apiserver: the leader is cut off by a blac
     for (const c of viaProxy.clusters) c.cluster.server = `https://127.0.0.1:${proxy.port}`;
     // Renew deadline 3 s < lease 6 s: the old leader must stop 3 s before anyone may take over.
     const env = { LOG_LEVEL: 'debug', LEASE_DURATION: '6s', LEASE_RENEW_DEADLINE: '3s', LEASE_RETRY_PERIOD: '1s', SCALE_INTERVAL: '1s' };
-    const a = await startOperator({ kubeconfigYaml: stringify(viaProxy), config, namespace, identity: 'op-a', leaseName, env });
+    const startTimeoutMs = 90_000; // a loaded 2-core machine can take a while to start a Node process
+    const a = await startOperator({ kubeconfigYaml: stringify(viaProxy), config, namespace, identity: 'op-a', leaseName, env, startTimeoutMs });
     operators.push(a);
     const aExit = new Promise<number | null>((r) => (a.proc.exitCode !== null ? r(a.proc.exitCode) : a.proc.once('exit', (code) => r(code))));
     const client = createKubeClient(cluster.kc);
     const holder = async () => (await client.request<{ spec: { holderIdentity?: string; leaseTransitions?: number } }>('GET', paths.lease(namespace, leaseName)).catch(() => undefined))?.spec;
     await eventually(async () => (await holder())?.holderIdentity === 'op-a', { timeoutMs: 30_000, what: 'op-a leading' });
-    const b = await startOperator({ kubeconfigYaml: cluster.kubeconfigYaml, config, namespace, identity: 'op-b', leaseName, env });
+    const b = await startOperator({ kubeconfigYaml: cluster.kubeconfigYaml, config, namespace, identity: 'op-b', leaseName, env, startTimeoutMs });
     operators.push(b);
 
     const sale = {

@@ -22,7 +22,7 @@ export interface OperatorProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startOperator(opts: { kubeconfigYaml: string; config: Config; namespace: string; identity: string; leaseName?: string; env?: Record<string, string> }): Promise<OperatorProcess> {
+export async function startOperator(opts: { kubeconfigYaml: string; config: Config; namespace: string; identity: string; leaseName?: string; env?: Record<string, string>; /** How long it may take to serve its endpoint (default 20 s; a loaded machine needs more). */ startTimeoutMs?: number }): Promise<OperatorProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'operator-'));
   const kubeconfig = join(dir, 'kubeconfig');
   writeFileSync(kubeconfig, opts.kubeconfigYaml, { mode: 0o600 });
@@ -61,8 +61,11 @@ export async function startOperator(opts: { kubeconfigYaml: string; config: Conf
       if (proc.exitCode !== null) throw new Error(`operator exited ${proc.exitCode}: ${out}`);
       return /"url":"(http:\/\/[^"]+)"/.exec(out)?.[1];
     },
-    { timeoutMs: 20_000, what: 'operator HTTP endpoint' },
-  );
+    { timeoutMs: opts.startTimeoutMs ?? 20_000, what: 'operator HTTP endpoint' },
+  ).catch((err: unknown) => {
+    proc.kill('SIGKILL'); // never leave a half-started operator behind
+    throw err;
+  });
   return {
     proc,
     url,
