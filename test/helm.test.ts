@@ -54,15 +54,14 @@ interface Rule {
   resourceNames?: string[];
 }
 
-/** The data-plane rules every mode must grant, exactly. */
+/** The data-plane rules every mode must grant, exactly (what the operator uses: test/journey.test.ts checks it against the audit log). */
 const dataPlaneRules: Rule[] = [
-  { apiGroups: ['flashsale.dev'], resources: ['flashsales'], verbs: ['get', 'list', 'watch', 'update', 'patch'] },
-  { apiGroups: ['flashsale.dev'], resources: ['flashsales/status'], verbs: ['get', 'update', 'patch'] },
+  { apiGroups: ['flashsale.dev'], resources: ['flashsales'], verbs: ['list', 'watch', 'patch'] },
+  { apiGroups: ['flashsale.dev'], resources: ['flashsales/status'], verbs: ['update'] },
   { apiGroups: ['flashsale.dev'], resources: ['flashsales/finalizers'], verbs: ['update'] },
-  { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
-  { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
-  { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
-  { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+  { apiGroups: ['apps'], resources: ['deployments'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+  { apiGroups: [''], resources: ['services'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+  { apiGroups: [''], resources: ['events'], verbs: ['create'] },
 ];
 
 function assertLeaderElection(manifests: Manifest[], namespace: string) {
@@ -74,7 +73,7 @@ function assertLeaderElection(manifests: Manifest[], namespace: string) {
   assert.ok(args.includes(`--lease-namespace=${namespace}`), 'the Lease lives in the release namespace');
   assert.deepEqual(role.rules, [
     { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
-    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [leaseName], verbs: ['get', 'update', 'patch'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [leaseName], verbs: ['get', 'update'] },
   ]);
   const binding = only(manifests, 'RoleBinding', `${fullname}-leader-election`);
   assert.equal(binding.metadata.namespace, namespace);

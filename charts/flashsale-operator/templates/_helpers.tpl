@@ -55,27 +55,31 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 The rules the operator needs on FlashSales and the data plane it creates, for the ClusterRole or
 for each namespaced Role. Leases are granted separately, only in the release namespace.
+Exactly the requests the operator makes (test/journey.test.ts compares them with the apiserver's
+audit log): reads are informers (list, watch); children are written by server-side apply (patch;
+an apply that creates the object is also authorized as create); the finalizer is a merge patch;
+status is a PUT; Events are core/v1 POSTs.
 */}}
 {{- define "flashsale-operator.rules" -}}
 - apiGroups: [flashsale.dev]
   resources: [flashsales]
-  verbs: [get, list, watch, update, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [flashsale.dev]
   resources: [flashsales/status]
-  verbs: [get, update, patch]
+  verbs: [update]
+# Owner references with blockOwnerDeletion (checked by OwnerReferencesPermissionEnforcement).
 - apiGroups: [flashsale.dev]
   resources: [flashsales/finalizers]
   verbs: [update]
+# delete: a closer of a removed bucket; the workers first when a sale with deletionPolicy Delete goes.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [list, watch, create, patch, delete]
+# delete: an owned Service that is no longer in the plan.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
