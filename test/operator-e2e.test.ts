@@ -58,8 +58,14 @@ async function ns(opts: { pods: boolean }): Promise<string> {
   return n;
 }
 
+/**
+ * The operator under test. Lease timing is the production default (15 s / 10 s / 2 s): on a loaded
+ * 2-core machine a renewal can take seconds, and a leader that misses its renew deadline exits. The
+ * leader-election test passes its own short timing.
+ */
 async function operator(namespace: string, extra: { identity?: string; leaseName?: string; env?: Record<string, string>; kubeconfigYaml?: string } = {}) {
-  const op = await startOperator({ kubeconfigYaml: extra.kubeconfigYaml ?? cluster.kubeconfigYaml, config, namespace, identity: extra.identity ?? `op-${namespace}`, leaseName: extra.leaseName, env: extra.env });
+  const env = { LEASE_DURATION: '15s', LEASE_RENEW_DEADLINE: '10s', LEASE_RETRY_PERIOD: '2s', ...extra.env };
+  const op = await startOperator({ kubeconfigYaml: extra.kubeconfigYaml ?? cluster.kubeconfigYaml, config, namespace, identity: extra.identity ?? `op-${namespace}`, leaseName: extra.leaseName, env });
   operators.push(op);
   return op;
 }
@@ -109,7 +115,10 @@ async function waitFor(namespace: string, name: string, check: (s: Sale) => bool
       return check(last) ? last : undefined;
     }, { timeoutMs, intervalMs: 200, what });
   } catch (err) {
-    throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}`, { cause: err });
+    // The operator's last lines too, so a failure in CI can be diagnosed from its output alone.
+    const op = operators.at(-1);
+    const tail = op ? `; operator (exit ${op.proc.exitCode ?? 'running'}) log tail:\n${op.logs().split('\n').slice(-25).join('\n')}` : '';
+    throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}${tail}`, { cause: err });
   }
 }
 
@@ -557,8 +566,9 @@ describe('operator end to end', () => {
   it('two replicas: one leader; kill it and the other takes over within the lease duration', async () => {
     const namespace = await ns({ pods: false });
     const leaseName = `lease-${namespace}`;
-    const a = await operator(namespace, { identity: 'op-a', leaseName });
-    const b = await operator(namespace, { identity: 'op-b', leaseName });
+    const short = { LEASE_DURATION: '4s', LEASE_RENEW_DEADLINE: '3s', LEASE_RETRY_PERIOD: '1s' };
+    const a = await operator(namespace, { identity: 'op-a', leaseName, env: short });
+    const b = await operator(namespace, { identity: 'op-b', leaseName, env: short });
     const holder = async () => (await client.request<{ spec: { holderIdentity?: string; renewTime?: string } }>('GET', paths.lease(namespace, leaseName)).catch(() => undefined))?.spec;
     const first = await eventually(async () => (await holder())?.holderIdentity, { what: 'a leader' });
     assert.match((await holder())?.renewTime ?? '', /\.\d{6}Z$/);
@@ -585,7 +595,7 @@ describe('operator end to end', () => {
     assert.ok((lease.spec.leaseTransitions ?? 0) >= 1, 'a takeover counts a transition');
 
     // SIGTERM: the leader releases the Lease, so a fresh candidate need not wait for expiry.
-    const c = await operator(namespace, { identity: 'op-c', leaseName });
+    const c = await operator(namespace, { identity: 'op-c', leaseName, env: short });
     await eventually(async () => (await c.metric('flashsale_operator_leader')) === 0, { what: 'op-c standing by' });
     const termAt = Date.now();
     assert.equal(await standby.stop('SIGTERM'), 0, 'clean exit on SIGTERM');
