@@ -29,6 +29,10 @@ async function scenario(t: { diagnostic(m: string): void }, mode: Mode, fault: F
     t.diagnostic(`attempts ${rig.attempts()}, answers ${JSON.stringify(Object.fromEntries(rig.answers))}, acknowledged ${rig.acknowledged.size}, paid ${rig.paid.size}, summary ${JSON.stringify(result.summary)}`);
     assert.ok(rig.acknowledged.size > 0, 'the storm got orders accepted');
     assert.deepEqual(result.violations, [], `${fault}: invariant violations:\n${result.violations.join('\n')}`);
+  } catch (err) {
+    // What the workers said last, to tell a product defect from a slow machine.
+    for (const w of rig.workers) t.diagnostic(`${w.name} (running ${w.running()}):\n${w.output().split('\n').slice(-12).join('\n')}`);
+    throw err;
   } finally {
     await rig.close();
   }

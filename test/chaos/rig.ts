@@ -212,6 +212,29 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     }
   };
 
+  // The operator's part, as a periodic reconcile: a SKU whose keys are gone (Redis lost them, or a
+  // fence deleted stale ones) is rebuilt from MySQL by ensureStock once every purchase request sent
+  // before the loss was answered (what the operator's REBUILD_GRACE waits for) and the writer
+  // drained the orders topic (ensureStock's own check). One reconcile at a time.
+  let operatorOn = true;
+  const missingSince = new Map<string, number>();
+  const operator = (async () => {
+    while (operatorOn) {
+      try {
+        const levels = await Promise.all(sale.spec.skus.map((sk) => stock.level(sk.id)));
+        const missing = sale.spec.skus.filter((_, i) => !levels[i]).map((sk) => sk.id);
+        for (const id of missing) if (!missingSince.has(id)) missingSince.set(id, attempts);
+        for (const id of [...missingSince.keys()]) if (!missing.includes(id)) missingSince.delete(id);
+        if (missing.length > 0 && missing.every((id) => [...open].every((q) => q > (missingSince.get(id) ?? 0)))) {
+          await ensureStock(stock, pool, sale, names.key, { ordersDrained: async () => ordersDrained(await kafka.admin(), sale) });
+        }
+      } catch (err) {
+        if (!(err instanceof RebuildBlockedError) && process.env.FAULTS_VERBOSE) process.stderr.write(`[operator] ${String(err)}\n`);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
+
   const rig: Rig = {
     infra, sale, mode: opts.mode, api, workers, kafka, redis, pool, stock, acknowledged, paid, answers,
     outstanding: () => inFlight,
@@ -242,6 +265,8 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     },
     async close() {
       await rig.stopStorm().catch(() => undefined);
+      operatorOn = false;
+      await operator;
       await Promise.all(workers.map((w) => w.stop()));
       await kafka.close().catch(() => undefined);
       redis.disconnect();
@@ -375,16 +400,6 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
 
 /** What the operator does after Redis lost a sale: wait until the writer drained, then ensureStock rebuilds from MySQL. */
 export async function rebuildLikeOperator(rig: Rig, timeoutMs = 120_000): Promise<void> {
-  const names = saleNames(rig.sale.metadata);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await ensureStock(rig.stock, rig.pool, rig.sale, names.key, { ordersDrained: async () => ordersDrained(await rig.kafka.admin(), rig.sale) });
-      return;
-    } catch (err) {
-      if (!(err instanceof RebuildBlockedError) && Date.now() > deadline) throw err;
-      if (Date.now() > deadline) throw new Error(`stock not rebuilt within ${timeoutMs} ms: ${String(err)}`, { cause: err });
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
+  // The rig's operator loop does the rebuild; this waits until every SKU has its stock again.
+  await when(async () => (await Promise.all(rig.sale.spec.skus.map((sk) => rig.stock.level(sk.id)))).every((l) => l !== null), { what: 'the stock rebuilt by the operator loop', timeoutMs });
 }
