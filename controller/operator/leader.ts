@@ -94,7 +94,11 @@ export class LeaderElector {
     const rec = current.spec;
     this.observe(rec, mono);
     const holder = rec.holderIdentity ?? '';
-    const mine = holder === identity;
+    // Ours only while this process leads: a restarted process with the same identity (the pod name)
+    // finds its predecessor's record and must wait for it to expire like any candidate, so a standby
+    // that has been watching longer takes over (controller-runtime gets the same by a fresh UUID in
+    // the identity); renewing it at once would hand the lease to a process that never held it.
+    const mine = holder === identity && this.leading;
     const expired = !holder || (this.observed?.at ?? mono) + (rec.leaseDurationSeconds ?? 0) * 1000 <= mono;
     if (!mine && !expired) return false;
     const next: LeaseSpec = mine
