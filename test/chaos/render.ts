@@ -25,7 +25,8 @@ export function renderChaos(runs: ChaosResult[], minMinutes: number): string {
     '',
     `Purchase attempts ${full.attempts} (answers ${Object.entries(full.answers).map(([s, n]) => `${s === '0' ? 'no answer (API down)' : s}: ${n}`).join(', ')}); ` +
       `**orders acknowledged (202) ${full.acknowledged}**, paid (200 PAID) ${full.paid}; rows in MySQL ${full.summary.rows ?? '?'} ` +
-      `(UNPAID ${full.summary.unpaid ?? '?'}, PAID ${full.summary.paid ?? '?'}, CLOSED ${full.summary.closed ?? '?'}); dead letters ${full.summary.deadLetters ?? '?'}.`,
+      `(UNPAID ${full.summary.unpaid ?? '?'}, PAID ${full.summary.paid ?? '?'}, CLOSED ${full.summary.closed ?? '?'}); dead letters ${full.summary.deadLetters ?? '?'}.` +
+      (full.loadEndedEarly ? ' The buyers used up their budget before the minutes were over: the last faults ran without load.' : full.loadEndedEarly === false ? ' The load lasted the whole run.' : ''),
     '',
     `**Violations: ${full.violations.length}**${full.violations.length ? '' : ' (every rule of the checker held).'}`,
   );

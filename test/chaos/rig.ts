@@ -67,7 +67,7 @@ export interface Rig {
   /** Purchase requests sent but not answered yet. */
   outstanding(): number;
   /** Starts buyers and payers; they stop at `stopStorm` or after `maxOrders` answered purchase requests. */
-  startStorm(opts?: { buyers?: number; maxOrders?: number; payEvery?: number }): void;
+  startStorm(opts?: { buyers?: number; maxOrders?: number; payEvery?: number; users?: number; pauseAfterRejectMs?: number }): void;
   stopStorm(): Promise<void>;
   attempts(): number;
   /** True once every buyer of the storm has stopped (budget used up or stopStorm). */
@@ -165,6 +165,8 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
   const orderUrl = `${api.url}/v1/sales/${sale.metadata.name}/orders`;
 
   let answered = 0;
+  let users = 120;
+  let pauseAfterRejectMs = 0;
   let buyersLeft = 0;
   let lastAcknowledgedAt = 0;
   const maxDelayMs = Math.max(...sale.spec.timeoutBuckets.map((b) => durationMs(b.delay)));
@@ -172,7 +174,7 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     // The budget counts requests the API answered: while it is down, refused attempts do not use it up.
     while (!s.stop && answered < maxOrders) {
       attempts++;
-      const userId = `u-${Math.floor(rnd() * 120)}`;
+      const userId = `u-${Math.floor(rnd() * users)}`;
       const skuId = rnd() < 0.5 ? 'hot' : 'warm';
       inFlight++;
       const seq = attempts;
@@ -190,6 +192,10 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
       } else if (r.status === 0 || r.status === 503) {
         // Down or unavailable: back off a little so a dead API does not turn into a busy loop.
         await new Promise((res) => setTimeout(res, 100));
+      } else if (pauseAfterRejectMs > 0) {
+        // A buyer told 409 tries again a little later: rejections answered from the sold-out copy
+        // take microseconds and would otherwise use up the storm's budget in seconds.
+        await new Promise((res) => setTimeout(res, pauseAfterRejectMs));
       }
     }
   };
@@ -244,6 +250,8 @@ export async function startRig(infra: Infra, opts: { mode: Mode; bucket?: string
     startStorm(o = {}) {
       const s = { stop: false, loops: [] as Promise<void>[] };
       buyersLeft = o.buyers ?? 6;
+      users = o.users ?? 120;
+      pauseAfterRejectMs = o.pauseAfterRejectMs ?? 0;
       s.loops = Array.from({ length: buyersLeft }, () => buyer(o.maxOrders ?? 400, o.payEvery ?? 3, s).finally(() => buyersLeft--));
       storm = s;
     },

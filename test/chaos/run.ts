@@ -28,6 +28,8 @@ export interface ChaosResult {
   violations: string[];
   /** Faults the harness could not complete (the run fails, the check still ran). */
   faultErrors: string[];
+  /** True when the buyers used up their budget before the minutes were over (later faults ran without load). */
+  loadEndedEarly?: boolean;
   error?: string;
   durationS: number;
 }
@@ -54,7 +56,9 @@ export async function runChaos(opts: { minutes: number; seed: number; mode?: Mod
     log(`[${Math.round((Date.now() - t0) / 1000)}s] workers ready, storm starts`);
     try {
       // The budget bounds the run by count as well as by time (buyers answer ~15 requests/s on 2 cores).
-      rig.startStorm({ buyers: 4, maxOrders: Math.ceil(opts.minutes * 2000) + 300, payEvery: 3 });
+      // 1,000 users so the limit does not turn the storm into rejections only; a rejected buyer waits
+      // 20 ms before the next try.
+      rig.startStorm({ buyers: 4, maxOrders: Math.ceil(opts.minutes * 3000) + 300, payEvery: 4, users: 1000, pauseAfterRejectMs: 20 });
       while (Date.now() < deadline) {
         // Faults at random points of the load (20–80 purchase attempts apart), in seeded order.
         await afterAttempts(rig, 20 + Math.floor(rnd() * 60), Math.max(30_000, deadline - Date.now() + 30_000)).catch(() => undefined);
@@ -75,6 +79,8 @@ export async function runChaos(opts: { minutes: number; seed: number; mode?: Mod
         result.faultsByKind[kind] = (result.faultsByKind[kind] ?? 0) + 1;
         log(`[${Math.round((Date.now() - t0) / 1000)}s] healed: ${what}`);
       }
+      result.loadEndedEarly = rig.stormOver();
+      if (rig.stormOver()) log('chaos: note: the storm used up its budget before the time was up');
       log('chaos: stopping the storm, waiting for the system to be quiet, then checking');
       const check = await rig.quietAndCheck(180_000);
       result.violations = check.violations;
