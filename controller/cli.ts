@@ -81,6 +81,25 @@ export function usage(): string {
 
 class UsageError extends Error {}
 
+/**
+ * How long a stop may take after SIGTERM/SIGINT: 20 s by default, under Kubernetes' 30 s grace period.
+ * A stop can hang for reasons outside our code (kafkajs's disconnect during a group join, a broker
+ * that stopped answering); the process then exits anyway instead of waiting for the SIGKILL.
+ */
+export function shutdownDeadlineMs(raw: string | undefined): number {
+  const ms = raw === undefined || raw === '' ? 20_000 : Number(raw);
+  if (!Number.isInteger(ms) || ms < 1) throw new ConfigError(`SHUTDOWN_DEADLINE_MS must be a positive integer (milliseconds), got "${raw}"`);
+  return ms;
+}
+
+function armShutdownDeadline(logger: { error(o: object, msg: string): void }, ms: number): void {
+  // unref: a stop that completes lets the process end at once; the timer only fires on a hang.
+  setTimeout(() => {
+    logger.error({ deadlineMs: ms }, 'stop did not complete within the shutdown deadline: exiting');
+    process.exit(1);
+  }, ms).unref();
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
@@ -103,9 +122,23 @@ export async function main(argv: string[]): Promise<void> {
     }
     const config = loadConfig();
     const logger = createLogger(config.logLevel, name);
+    const deadlineMs = shutdownDeadlineMs(process.env.SHUTDOWN_DEADLINE_MS);
     const stopping = new Promise<void>((resolve) => {
-      for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve());
+      let signalled = false;
+      for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+        process.on(sig, () => {
+          if (signalled) {
+            logger.error({ signal: sig }, 'second stop signal: exiting now');
+            process.exit(1);
+          }
+          signalled = true;
+          armShutdownDeadline(logger, deadlineMs);
+          resolve();
+        });
+      }
     });
+    // Logged once a stop signal is handled (a stop during startup ends the process too).
+    logger.info({ command: name, shutdownDeadlineMs: deadlineMs }, 'starting');
     const mod = await def.load();
     await mod.command(parsed.values as CommandValues, { config, logger, stopping });
   } catch (err) {

@@ -77,6 +77,7 @@ export class DelayedTopicWorker {
   private readonly timers = new Map<string, { timer: NodeJS.Timeout; topic: string; partition: number; until: number }>();
   /** Group joins seen (1 after start); a test reads it to prove waiting causes no rebalance. */
   joins = 0;
+  private stopped = false;
   /** Counters for benchmarks: batches delivered, handle() calls, messages handled, ms inside handle(), pauses. */
   readonly stats = { batches: 0, chunks: 0, messages: 0, handleMs: 0, pauses: 0 };
 
@@ -111,6 +112,7 @@ export class DelayedTopicWorker {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
     await this.consumer?.stop();
@@ -124,6 +126,9 @@ export class DelayedTopicWorker {
   private pauseUntil(batch: Batch, ctx: BatchContext, offset: string, until: number): void {
     ctx.pauseAt(offset);
     this.stats.pauses++;
+    // A batch still running while stop() disconnects must not leave a timer (up to an hour) behind:
+    // it kept a stopped closer's process alive after SIGTERM.
+    if (this.stopped) return;
     const key = `${batch.topic}:${batch.partition}`;
     const old = this.timers.get(key);
     if (old) clearTimeout(old.timer);
@@ -133,6 +138,8 @@ export class DelayedTopicWorker {
       this.timers.delete(key);
       this.consumer?.resume(batch.topic, batch.partition);
     }, Math.min(MAX_TIMER_MS, Math.max(0, until - this.clock.now())));
+    // The consumer keeps the process alive while it runs; a pause timer alone must not.
+    timer.unref();
     this.timers.set(key, { timer, topic: batch.topic, partition: batch.partition, until });
   }
 

@@ -1,0 +1,155 @@
+// Every worker entry point ends after SIGTERM, whenever it arrives: right after the stop handler is
+// installed (startup still under way: Kafka, Redis, MySQL connecting), and once the worker is ready.
+// A stop that hangs (here: a Kafka that never answers) ends at the shutdown deadline, logged, instead
+// of running until Kubernetes' SIGKILL (a closer once ran 58 minutes after its SIGTERM).
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import type { Config } from '../controller/config.ts';
+import { ensureSchema, ensureTopics } from '../controller/dataplane/provision.ts';
+import type { KafkaGateway } from '../controller/infra/kafka.ts';
+import { validateFlashSale } from '../controller/spec/flashsale.ts';
+import { deleteTopics, dropDatabase, testConfig, testKafka, uniqueName } from './support/infra.ts';
+
+const repo = new URL('..', import.meta.url).pathname;
+const namespace = uniqueName('stop');
+const sale = validateFlashSale({
+  apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name: 'shop', namespace },
+  spec: { skus: [{ id: 'gadget', stock: 5, timeoutBucket: 'quick' }], timeoutBuckets: [{ name: 'quick', delay: '10m' }], kafka: { partitions: 1 } },
+});
+const DEADLINE_MS = 8000;
+
+let config: Config;
+let kafka: KafkaGateway;
+let dir: string;
+const children: ChildProcess[] = [];
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+interface Worker {
+  child: ChildProcess;
+  output: () => string;
+  /** Resolves when the output matches (rejects after 90 s or when the process exits first). */
+  waitFor: (re: RegExp) => Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+async function startWorker(args: string[], env: Record<string, string> = {}): Promise<Worker> {
+  const { host, port, user, database } = config.mysql;
+  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', join(repo, 'bin/flashsale.js'), ...args, '-f', join(dir, 'sale.yaml')], {
+    env: { ...process.env, HTTP_PORT: String(await freePort()), HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', SHUTDOWN_DEADLINE_MS: String(DEADLINE_MS), MYSQL_URL: `mysql://${user}@${host}:${port}/${database}`, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  const listeners = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    for (const l of listeners) l();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  return {
+    child,
+    output: () => out,
+    exited,
+    waitFor: (re) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (!re.test(out)) return;
+          done();
+          resolve();
+        };
+        const timer = setTimeout(() => { done(); reject(new Error(`no ${re} in 90 s:\n${out}`)); }, 90_000);
+        const done = () => { clearTimeout(timer); listeners.delete(check); };
+        listeners.add(check);
+        void exited.then(() => { if (!re.test(out)) { done(); reject(new Error(`exited before ${re}:\n${out}`)); } });
+        check();
+      }),
+  };
+}
+
+/** Sends SIGTERM and waits for the exit; fails (and SIGKILLs) when it takes longer than the deadline plus slack. */
+async function terminate(w: Worker): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  w.child.kill('SIGTERM');
+  // The worker's own deadline bounds the stop; the margin covers a loaded machine.
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<'hung'>((r) => { timer = setTimeout(() => r('hung'), DEADLINE_MS + 30_000); });
+  const result = await Promise.race([w.exited, limit]);
+  clearTimeout(timer);
+  if (result === 'hung') {
+    w.child.kill('SIGKILL');
+    assert.fail(`still running ${DEADLINE_MS + 30_000} ms after SIGTERM:\n${w.output().slice(-3000)}`);
+  }
+  return result;
+}
+
+const workers: { name: string; args: string[]; ready: RegExp }[] = [
+  { name: 'api', args: ['api'], ready: /api listening/ },
+  { name: 'order-writer', args: ['order-writer'], ready: /order writer running/ },
+  { name: 'timeout-closer', args: ['timeout-closer', '--bucket', 'quick'], ready: /timeout closer running/ },
+  { name: 'compensator', args: ['compensator'], ready: /compensator running/ },
+];
+
+before(async () => {
+  config = testConfig();
+  kafka = testKafka();
+  dir = mkdtempSync(join(tmpdir(), 'fs-stop-'));
+  writeFileSync(join(dir, 'sale.yaml'), stringify({ apiVersion: sale.apiVersion, kind: sale.kind, metadata: sale.metadata, spec: sale.spec }));
+  await ensureSchema(config.mysql);
+  await ensureTopics(await kafka.admin(), sale);
+});
+
+after(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await deleteTopics(kafka, `flashsale.${namespace}.`).catch(() => undefined);
+  await kafka.close();
+  if (config) await dropDatabase(config);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('SIGTERM ends every worker within the shutdown deadline', () => {
+  for (const w of workers) {
+    it(`${w.name}: SIGTERM during startup (handler installed, not ready yet)`, async () => {
+      const p = await startWorker(w.args);
+      await p.waitFor(/"msg":"starting"/);
+      const r = await terminate(p);
+      assert.equal(r.signal, null, `ended by its own exit, not by the signal's default action:\n${p.output().slice(-2000)}`);
+      assert.equal(r.code, 0, `clean stop:\n${p.output().slice(-2000)}`);
+    });
+
+    it(`${w.name}: SIGTERM right after it is ready`, async () => {
+      const p = await startWorker(w.args);
+      await p.waitFor(w.ready);
+      const r = await terminate(p);
+      assert.deepEqual(r, { code: 0, signal: null }, p.output().slice(-2000));
+    });
+  }
+
+  it('a stop that hangs (Kafka never answers) ends at the deadline, logged, with exit code 1', async () => {
+    // A listener that accepts connections and never answers: kafkajs's connect waits on it.
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    try {
+      const p = await startWorker(['timeout-closer', '--bucket', 'quick'], { KAFKA_BROKERS: `127.0.0.1:${(silent.address() as { port: number }).port}` });
+      await p.waitFor(/"msg":"starting"/);
+      const r = await terminate(p);
+      assert.deepEqual(r, { code: 1, signal: null }, p.output().slice(-2000));
+      assert.match(p.output(), /stop did not complete within the shutdown deadline/);
+    } finally {
+      silent.close();
+    }
+  });
+});
