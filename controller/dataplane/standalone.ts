@@ -31,6 +31,8 @@ export interface StandaloneEnv {
   registry: Registry;
   /** Where the API listens; 127.0.0.1 for a local run. */
   host: string;
+  /** How long a SKU's keys must have been missing before the periodic check rebuilds it (default REBUILD_GRACE_MS). */
+  rebuildGraceMs?: number;
 }
 
 export interface RunningWorker {
@@ -96,6 +98,9 @@ export const startCompensators: WorkerStarter = async (env) =>
     return { name: `compensator ${ctx.key}`, stop: () => c.stop() };
   });
 
+/** How long a SKU's keys must have been missing before the periodic check rebuilds it (the operator's default). */
+export const REBUILD_GRACE_MS = 30_000;
+
 /**
  * Stock of every sale, provisioned after the order writers started: a SKU whose Redis keys are
  * missing while orders of an earlier run are still in the orders topic is rebuilt from MySQL only
@@ -119,6 +124,20 @@ export const startStock: WorkerStarter = async (env) => {
   // What the operator's periodic reconcile does in a cluster: a SKU whose keys went missing later
   // (Redis lost them, or a worker fenced a SKU whose Redis went back in time, restore-fence.ts) is
   // rebuilt from MySQL once the writer drained. Cheap while every SKU is present (one MGET each).
+  // Unlike the first provisioning (no API of this process had started), the API now runs: orders it
+  // reserved before the keys went missing may still sit in its producer (batching, retries) and are
+  // neither in the orders topic nor in MySQL. A rebuild that reads MySQL then would count their units
+  // as unsold and sell them twice. So, as the operator does (rebuildGraceMs), the keys must have been
+  // missing for REBUILD_GRACE_MS as well as the topic drained.
+  const missingSince = new Map<string, number>();
+  const blockedLogged = new Set<string>();
+  const drainedAfterGrace = (ctx: SaleContext) => async () => {
+    const now = Date.now();
+    const since = missingSince.get(ctx.key) ?? now;
+    missingSince.set(ctx.key, since);
+    if (now - since < (env.rebuildGraceMs ?? REBUILD_GRACE_MS)) return false;
+    return ordersDrained(admin, ctx.sale);
+  };
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
@@ -126,10 +145,16 @@ export const startStock: WorkerStarter = async (env) => {
     running = (async () => {
       for (const ctx of env.sales) {
         try {
-          const out = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, { ordersDrained: () => ordersDrained(admin, ctx.sale) });
+          const out = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, { ordersDrained: drainedAfterGrace(ctx) });
+          missingSince.delete(ctx.key);
+          blockedLogged.delete(ctx.key);
           if (out.rebuilt.length > 0 || out.seeded.length > 0) env.logger.warn({ sale: ctx.key, rebuilt: out.rebuilt, seeded: out.seeded }, 'stock rebuilt from MySQL');
         } catch (err) {
           if (!(err instanceof RebuildBlockedError)) env.logger.error({ sale: ctx.key, err: String(err) }, 'stock check failed');
+          else if (!blockedLogged.has(ctx.key)) {
+            blockedLogged.add(ctx.key);
+            env.logger.warn({ sale: ctx.key, graceMs: env.rebuildGraceMs ?? REBUILD_GRACE_MS }, `stock rebuild waiting: ${err.message}`);
+          }
         }
       }
     })().finally(() => {
