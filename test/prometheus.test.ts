@@ -156,6 +156,12 @@ async function post(path: string, body: unknown, base = apiUrl): Promise<{ statu
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
+async function getOrder(orderId: string): Promise<{ status: string }> {
+  const res = await fetch(`${apiUrl}/v1/sales/shop/orders/${orderId}`);
+  assert.equal(res.status, 200, `order ${orderId}`);
+  return (await res.json()) as { status: string };
+}
+
 /** Places orders of SKU widget of "stalled" through its own API process. */
 async function stalledOrders(count: number, prefix: string): Promise<void> {
   for (let i = 0; i < count; i++) {
@@ -267,10 +273,16 @@ describe('observability against a real Prometheus', () => {
     const gadgetOrders: string[] = [];
     for (let i = 0; i < 40; i++) {
       const r = await post(`/v1/sales/shop/orders`, { userId: `u${i}`, skuId: 'gadget' });
-      assert.ok([202, 409].includes(r.status), `gadget order: ${r.status} ${JSON.stringify(r.json)}`);
+      assert.ok(r.status === 202 || (r.status === 409 && r.json.error === 'SOLD_OUT'), `gadget order: ${r.status} ${JSON.stringify(r.json)}`);
       if (r.status === 202) gadgetOrders.push(String(r.json.orderId));
     }
-    assert.equal(gadgetOrders.length, 20, 'exactly the stock was accepted');
+    // Unpaid gadgets close 2 s after they were placed and their units come back: on a loaded machine
+    // the 40 requests can outlast that, and a later buyer rightly gets a returned unit (21 accepted
+    // for 20 was seen that way). A unit comes back only after its order's close committed, so every
+    // acceptance beyond the stock needs an order already CLOSED: exactly 20 when none closed yet.
+    const closedDuringLoop = (await Promise.all(gadgetOrders.map((id) => getOrder(id)))).filter((o) => o.status === 'CLOSED').length;
+    assert.ok(gadgetOrders.length >= 20, `every unit sold: ${gadgetOrders.length} accepted`);
+    assert.ok(gadgetOrders.length <= 20 + closedDuringLoop, `no more accepted than the stock plus units returned: ${gadgetOrders.length} accepted, ${closedDuringLoop} closed`);
     for (let i = 0; i < 10; i++) assert.equal((await post(`/v1/sales/shop/orders`, { userId: `b${i}`, skuId: 'book' })).status, 202);
     for (let i = 0; i < 3; i++) assert.equal((await post(`/v1/sales/shop/orders`, '{"userId": 42}')).status, 400);
     // A poison message on the orders topic: the writer dead-letters it.
@@ -293,6 +305,10 @@ describe('observability against a real Prometheus', () => {
     await eventually(async () => (await value(`sum(flashsale_timeouts_overdue${fast})`)) === 5 && (await value(`sum(flashsale_timeouts_scheduled${fast})`)) === 4, { what: '5 overdue / 4 scheduled in bucket fast', timeoutMs: 12_000, intervalMs: 250 });
     // Unpaid gadgets close after 2 s: wait until Prometheus has seen closes and written orders.
     await eventually(async () => ((await value(`sum(flashsale_timeout_closes_total{flashsale="${shopNames.key}",outcome="closed"})`)) ?? 0) >= 18, { what: 'gadget closes scraped', timeoutMs: 60_000, intervalMs: 500 });
+    // Once every accepted gadget is closed, all 20 units are back: none was counted twice.
+    await eventually(async () => (await Promise.all(gadgetOrders.map((id) => getOrder(id)))).every((o) => o.status === 'CLOSED'), { what: 'every unpaid gadget closed', timeoutMs: 60_000, intervalMs: 500 });
+    const shopState = (await (await fetch(`${apiUrl}/v1/sales/shop`)).json()) as { skus: { id: string; stock: number; remaining: number | null }[] };
+    assert.deepEqual(shopState.skus.find((s) => s.id === 'gadget'), { id: 'gadget', stock: 20, remaining: 20 });
     await eventually(async () => ((await value(`sum(flashsale_orders_written_total{flashsale="${stalledNames.key}"})`)) ?? 0) >= 6, { what: 'stalled orders written', timeoutMs: 30_000, intervalMs: 500 });
     await eventually(async () => ((await value(`sum(kafka_consumergroup_group_sum_lag{flashsale="${shopNames.key}",role="order-writer"})`)) ?? 1) === 0, { what: 'standalone lag of shop scraped at 0', timeoutMs: 30_000, intervalMs: 500 });
 
