@@ -343,14 +343,23 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
       const targets = byRole(rig, role);
       if (targets.length === 0) return `${kind}: no ${role} process in this mode`;
       for (const w of targets) await w.kill9();
-      await afterAttempts(rig, 30);
-      for (const w of targets) await w.start();
+      try {
+        await afterAttempts(rig, 30);
+      } finally {
+        // Healed whatever happened while waiting: a fault never outlives its injection.
+        for (const w of targets) await w.start();
+      }
       return `${kind}: SIGKILL, restarted after 30 more purchase attempts`;
     }
     case 'broker-restart': {
       await infra.broker.kill9();
-      await afterAttempts(rig, 20);
-      await infra.broker.restart();
+      try {
+        // Purchases hang while the broker is gone (each until the producer gives up): a few answered
+        // per buyer is enough of an outage.
+        await afterAttempts(rig, 8, 180_000);
+      } finally {
+        await infra.broker.restart();
+      }
       return 'broker-restart: SIGKILL of the broker, restarted on the same log directory';
     }
     case 'redis-restarted-empty': {
@@ -381,15 +390,19 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
       // attempts and at least until a retry was dead-lettered or 10 s passed (bounded either way).
       infra.mysqlProxy.refuse(true);
       infra.mysqlProxy.cut();
-      await afterAttempts(rig, 30);
-      const until = Date.now() + 10_000;
-      await when(() => Date.now() >= until, { what: 'the retry budget to run out', timeoutMs: 15_000 });
-      infra.mysqlProxy.refuse(false);
+      try {
+        await afterAttempts(rig, 30);
+        const until = Date.now() + 10_000;
+        await when(() => Date.now() >= until, { what: 'the retry budget to run out', timeoutMs: 15_000 });
+      } finally {
+        infra.mysqlProxy.refuse(false);
+      }
       return 'mysql-unreachable: MariaDB refused and cut for >10 s (past 1+2+4 s of retries)';
     }
     case 'group-reset-earliest': {
       const writers = byRole(rig, rig.mode === 'run' ? 'run' : 'order-writer');
       for (const w of writers) await w.stop();
+      try {
       const names = saleNames(rig.sale.metadata);
       // An active group's offsets cannot be moved; the session of the stopped member may linger.
       await when(async () => {
@@ -400,7 +413,9 @@ export async function inject(rig: Rig, kind: FaultKind): Promise<string> {
           return false;
         }
       }, { what: 'the order-writer group reset to earliest', timeoutMs: 60_000 });
-      for (const w of writers) await w.start();
+      } finally {
+        for (const w of writers) await w.start();
+      }
       return 'group-reset-earliest: order writer stopped, its group set back to the earliest offsets (full replay), restarted';
     }
   }
