@@ -24,7 +24,7 @@ import type { FlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { checkInvariants, waitQuiet, type AcknowledgedOrder } from './support/checker.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, runId, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { condition, pidOf, removeStateDir, startAgent, tokenClaims, type AgentProcess } from './node-agent/harness.ts';
+import { condition, pidOf, startAgent, tokenClaims, type AgentProcess } from './node-agent/harness.ts';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(repo, '.cache/bin');
@@ -310,9 +310,6 @@ after(async () => {
   await helm('uninstall', RELEASE, '-n', OPS, '--wait', '--timeout=60s').catch(() => undefined);
   for (const ns of [SHOP, OPS]) await kubectl('delete', 'namespace', ns, '--ignore-not-found', '--wait=false').catch(() => undefined);
   await stopControlPlane();
-  // JOURNEY_KEEP_LOGS=1 keeps the pods' logs (the node agent's state dir) for a look after a failure.
-  if (agent && !process.env.JOURNEY_KEEP_LOGS) removeStateDir(agent);
-  else if (agent) process.stdout.write(`# pod logs kept in ${agent.stateDir}/logs\n`);
   await deleteTopics(kafka, names.topics.prefix).catch(() => undefined);
   await deleteRedisKeys(redis, [`fs:{${names.key}/*`]).catch(() => undefined);
   await pool?.end().catch(() => undefined);
@@ -320,6 +317,9 @@ after(async () => {
   await kafka.close();
   redis.disconnect();
   rmSync(work, { recursive: true, force: true });
+  // JOURNEY_KEEP_LOGS=1 keeps the pods' logs (the node agent's state dir) for a look after a failure.
+  if (agent && process.env.JOURNEY_KEEP_LOGS) process.stdout.write(`# pod logs kept in ${agent.stateDir}/logs\n`);
+  else if (agent) rmSync(agent.stateDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 });
 
 describe('the journey: helm install → kubectl apply → a live sale → kubectl delete → helm uninstall (issue 12)', { concurrency: 1 }, () => {
