@@ -5,17 +5,13 @@
 // no second reservation (perUserLimit 2, quantity 1), no ALREADY_ORDERED for the buyer's own order
 // that would then never reach Kafka (quantity 2 = the limit). Then the invariant checker.
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
-import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import type { Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
+import { it } from 'node:test';
 import { assertInvariants, type AcknowledgedOrder } from './support/checker.ts';
 import { respHas, startProxy, type Proxy } from './support/faults/proxy.ts';
-import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, http, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { eventually, testConfig, uniqueName } from './support/infra.ts';
+import { http, saleDoc } from './support/order-path.ts';
 import { ordersDrained } from '../controller/dataplane/provision.ts';
-import { Workers } from './support/scenarios.ts';
+import { useSale } from './support/scenarios.ts';
 
 const config = testConfig();
 const sale = saleDoc(uniqueName('lostreply'), {
@@ -23,34 +19,21 @@ const sale = saleDoc(uniqueName('lostreply'), {
   skus: [{ id: 'sku', stock: 10, timeoutBucket: 'long' }],
   timeoutBuckets: [{ name: 'long', delay: '30m' }],
 });
-const workers = new Workers();
-let kafka: KafkaGateway;
-let redis: Redis;
-let db: Pool;
-let ctx: SaleContext;
 let proxy: Proxy;
-
-before(async () => {
-  kafka = testKafka();
-  redis = testRedis();
-  db = makePool(config);
-  ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
-  const target = new URL(config.redisUrl);
-  proxy = await startProxy({ target: `${target.hostname}:${target.port || 6379}` });
+const fixture = useSale(sale, {
+  config,
+  async setUp() {
+    const target = new URL(config.redisUrl);
+    proxy = await startProxy({ target: `${target.hostname}:${target.port || 6379}` });
+  },
+  tearDown: async () => {
+    await proxy?.close();
+  },
 });
-
-after(async () => {
-  await workers.killAll();
-  closeHttpAgent();
-  await proxy?.close();
-  if (ctx) await removeSale(ctx, { kafka, redis });
-  await kafka.close();
-  redis.disconnect();
-  await db.end();
-  await dropDatabase(config);
-});
+const { workers } = fixture;
 
 it('a reserve whose reply was lost runs again on the resend and answers as the first run did: one reservation, 202, the order in MySQL', { timeout: 180_000 }, async () => {
+  const { kafka, redis, db, ctx } = fixture;
   const redisUrl = `redis://127.0.0.1:${proxy.port}`;
   await workers.start('order-writer', sale, config);
   const api = await workers.start('api', sale, config, { redisUrl });
