@@ -5,16 +5,12 @@
 // and an ordinary order behind it in the same partition closes on time. The same for a retry message
 // whose notBefore is a year ahead. The far-future order is never closed early.
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
+import { it } from 'node:test';
 import type { DeadLetter, OrderMessage, RetryMessage } from '../controller/dataplane/messages.ts';
 import { orderIdGenerator } from '../controller/dataplane/order-id.ts';
-import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import type { KafkaGateway, KafkaProducer } from '../controller/infra/kafka.ts';
-import type { Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
-import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
-import { Workers } from './support/scenarios.ts';
+import { eventually, testConfig, uniqueName } from './support/infra.ts';
+import { saleDoc } from './support/order-path.ts';
+import { useSale } from './support/scenarios.ts';
 import { readTopic } from './support/timeouts.ts';
 
 const config = testConfig();
@@ -23,35 +19,13 @@ const sale = saleDoc(uniqueName('future'), {
   timeoutBuckets: [{ name: 'fast', delay: '2s' }],
   kafka: { partitions: 1, replicationFactor: 1 },
 });
-const workers = new Workers();
-let kafka: KafkaGateway;
-let redis: Redis;
-let db: Pool;
-let ctx: SaleContext;
-let producer: KafkaProducer;
+const fixture = useSale(sale, { config, producer: true });
+const { workers } = fixture;
 const YEAR = 365 * 24 * 3_600_000;
-
-before(async () => {
-  kafka = testKafka();
-  redis = testRedis();
-  db = makePool(config);
-  ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
-  producer = await kafka.producer();
-});
-
-after(async () => {
-  await workers.killAll();
-  closeHttpAgent();
-  await producer?.disconnect();
-  if (ctx) await removeSale(ctx, { kafka, redis });
-  await kafka.close();
-  redis.disconnect();
-  await db.end();
-  await dropDatabase(config);
-});
 
 /** What the API does: reserve in Redis, then hand the order to Kafka, with the given clock reading. */
 async function accept(userId: string, createdAt: number): Promise<OrderMessage> {
+  const { ctx, producer } = fixture;
   const orderId = orderIdGenerator()();
   const r = await ctx.stock.reserve({ orderId, userId, skuId: 'sku', quantity: 1, reservedAt: createdAt }, 1);
   assert.equal(r.outcome, 'reserved');
@@ -62,6 +36,7 @@ async function accept(userId: string, createdAt: number): Promise<OrderMessage> 
 
 /** An order already in MySQL (reserved, claimed, written UNPAID) whose timeout message was lost. */
 async function written(userId: string, createdAt: number): Promise<OrderMessage> {
+  const { ctx, db } = fixture;
   const orderId = orderIdGenerator()();
   assert.equal((await ctx.stock.reserve({ orderId, userId, skuId: 'sku', quantity: 1, reservedAt: createdAt }, 1)).outcome, 'reserved');
   assert.deepEqual(await ctx.stock.claim('sku', [orderId]), ['claimed']);
@@ -70,11 +45,12 @@ async function written(userId: string, createdAt: number): Promise<OrderMessage>
 }
 
 async function row(orderId: string) {
-  const [rows] = await db.query('SELECT status, due_at, closed_at FROM orders WHERE order_id = ?', [orderId]);
+  const [rows] = await fixture.db.query('SELECT status, due_at, closed_at FROM orders WHERE order_id = ?', [orderId]);
   return (rows as { status: string; due_at: Date; closed_at: Date | null }[])[0];
 }
 
 it('a timeout or retry message due far in the future is dead-lettered as poison; the orders behind it close on time, none early', { timeout: 180_000 }, async () => {
+  const { kafka, ctx, producer } = fixture;
   await workers.start('order-writer', sale, config);
   await workers.start('timeout-closer', sale, config, { args: ['--bucket', 'fast'] });
 

@@ -4,15 +4,12 @@
 // makes the id columns utf8mb4_nopad_bin, also for tables that already hold orders.
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { ensureStock, ordersDrained, skuLedger } from '../controller/dataplane/provision.ts';
-import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import { migrate, migrations, type Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
-import { deleteRedisKeys, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, http, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
-import { Workers } from './support/scenarios.ts';
+import { migrate, migrations } from '../controller/infra/mysql.ts';
+import { deleteRedisKeys, dropDatabase, eventually, testConfig, uniqueName } from './support/infra.ts';
+import { http, saleDoc } from './support/order-path.ts';
+import { useSale } from './support/scenarios.ts';
 
 const USERS = ['u-1', 'U-1', 'u-1 ', 'ú-1'];
 
@@ -64,30 +61,11 @@ describe('ids through the real api and order-writer processes, and the rebuild a
     ],
     timeoutBuckets: [{ name: 'long', delay: '30m' }],
   });
-  const workers = new Workers();
-  let kafka: KafkaGateway;
-  let redis: Redis;
-  let db: Pool;
-  let ctx: SaleContext;
-
-  before(async () => {
-    kafka = testKafka();
-    redis = testRedis();
-    db = makePool(config);
-    ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
-  });
-
-  after(async () => {
-    await workers.killAll();
-    closeHttpAgent();
-    if (ctx) await removeSale(ctx, { kafka, redis });
-    await kafka.close();
-    redis.disconnect();
-    await db.end();
-    await dropDatabase(config);
-  });
+  const fixture = useSale(sale, { config });
+  const { workers } = fixture;
 
   it('four users and two SKUs that differ only in case, accent or a trailing space each hold their own order, also after a rebuild', { timeout: 180_000 }, async () => {
+    const { kafka, redis, db, ctx } = fixture;
     await workers.start('order-writer', sale, config);
     const api = await workers.start('api', sale, config);
     const orders = `${api.url}/v1/sales/sale/orders`;

@@ -4,14 +4,10 @@
 // SKU nor its bucket. The order must be written UNPAID with the due time the API gave it, closed by
 // the new bucket's closer when due, its unit given back once, and nothing dead-lettered or reaped.
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
-import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import type { Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
-import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, http, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
-import { Workers } from './support/scenarios.ts';
+import { it } from 'node:test';
+import { eventually, testConfig, uniqueName } from './support/infra.ts';
+import { http, saleDoc } from './support/order-path.ts';
+import { useSale } from './support/scenarios.ts';
 
 const config = testConfig();
 const namespace = uniqueName('rollout');
@@ -27,31 +23,12 @@ const newSpec = {
 };
 const oldSale = saleDoc(namespace, oldSpec);
 const newSale = saleDoc(namespace, newSpec);
-const workers = new Workers();
-let kafka: KafkaGateway;
-let redis: Redis;
-let db: Pool;
-let ctx: SaleContext;
-
-before(async () => {
-  kafka = testKafka();
-  redis = testRedis();
-  db = makePool(config);
-  // The operator's order: topics (incl. the new bucket's delay topic) and stock before any workload.
-  ctx = await provisionSale(newSale, { config, kafka, redis, pool: db });
-});
-
-after(async () => {
-  await workers.killAll();
-  closeHttpAgent();
-  if (ctx) await removeSale(ctx, { kafka, redis });
-  await kafka.close();
-  redis.disconnect();
-  await db.end();
-  await dropDatabase(config);
-});
+// The operator's order: topics (incl. the new bucket's delay topic) and stock before any workload.
+const fixture = useSale(newSale, { config });
+const { workers } = fixture;
 
 it('an order writer that does not know a new SKU yet writes its order with the due time the API fixed; it closes on time, nothing dead-lettered or reaped', { timeout: 180_000 }, async () => {
+  const { kafka, redis, db, ctx } = fixture;
   const writer = await workers.start('order-writer', oldSale, config, { label: 'writer(old spec)' });
   const api = await workers.start('api', newSale, config, { label: 'api(new spec)' });
   await workers.start('timeout-closer', newSale, config, { args: ['--bucket', 'quick'], label: 'closer(quick)' });
