@@ -4,17 +4,14 @@
 // process must write every order, publish every timeout message (in produce requests under the
 // topic's limit) and dead-letter the poison (trimmed, with the reason) without wedging the partition.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { DEAD_LETTER_VALUE_BYTES, type DeadLetter, type OrderMessage } from '../controller/dataplane/messages.ts';
 import { orderIdGenerator } from '../controller/dataplane/order-id.ts';
 import { ordersDrained } from '../controller/dataplane/provision.ts';
-import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import { MessageTooLargeError, recordBytes, requestBudget, splitForLimits, type KafkaGateway, type KafkaProducer, type OutgoingMessage } from '../controller/infra/kafka.ts';
-import type { Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
-import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
-import { Workers } from './support/scenarios.ts';
+import { MessageTooLargeError, recordBytes, requestBudget, splitForLimits, type OutgoingMessage } from '../controller/infra/kafka.ts';
+import { eventually, testConfig, uniqueName } from './support/infra.ts';
+import { saleDoc } from './support/order-path.ts';
+import { useSale } from './support/scenarios.ts';
 import { readTopic } from './support/timeouts.ts';
 
 describe('splitting produce requests (pure)', () => {
@@ -40,33 +37,11 @@ const sale = saleDoc(uniqueName('limits'), {
   kafka: { partitions: 1, replicationFactor: 1 },
 });
 const N = 6000;
-const workers = new Workers();
-let kafka: KafkaGateway;
-let redis: Redis;
-let db: Pool;
-let ctx: SaleContext;
-let producer: KafkaProducer;
-
-before(async () => {
-  kafka = testKafka();
-  redis = testRedis();
-  db = makePool(config);
-  ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
-  producer = await kafka.producer();
-});
-
-after(async () => {
-  await workers.killAll();
-  closeHttpAgent();
-  await producer?.disconnect();
-  if (ctx) await removeSale(ctx, { kafka, redis });
-  await kafka.close();
-  redis.disconnect();
-  await db.end();
-  await dropDatabase(config);
-});
+const fixture = useSale(sale, { config, producer: true });
+const { workers } = fixture;
 
 it(`a one-partition backlog of ${N} orders and an oversized poison message: every order written, every timeout published, the poison dead-lettered trimmed`, { timeout: 300_000 }, async () => {
+  const { kafka, db, ctx, producer } = fixture;
   const nextId = orderIdGenerator();
   const now = Date.now();
   const orders: OrderMessage[] = Array.from({ length: N }, (_, i) => ({
