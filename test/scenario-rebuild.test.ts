@@ -6,39 +6,25 @@
 //  6. A SKU with 200,000 closed orders and 50,000 holders is rebuilt (it used to be one script call
 //     with every id as an argument, which failed), and no reader ever sees a half-built SKU.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { OrderCloser } from '../controller/dataplane/close.ts';
 import { Compensator } from '../controller/dataplane/compensator.ts';
 import { orderIdGenerator } from '../controller/dataplane/order-id.ts';
 import { ensureStock, skuLedger } from '../controller/dataplane/provision.ts';
 import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import type { Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
-import { deleteRedisKeys, dropDatabase, logger, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { deleteRedisKeys, logger, uniqueName } from './support/infra.ts';
+import { provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { useServices } from './support/scenarios.ts';
 
-const config = testConfig();
-let kafka: KafkaGateway;
-let redis: Redis;
-let db: Pool;
 const sales: SaleContext[] = [];
-
-before(() => {
-  kafka = testKafka();
-  redis = testRedis();
-  db = makePool(config);
-});
-
-after(async () => {
-  for (const s of sales) await removeSale(s, { kafka, redis });
-  await kafka.close();
-  redis.disconnect();
-  await db.end();
-  await dropDatabase(config);
+const services = useServices(undefined, {
+  async tearDown() {
+    for (const s of sales) await removeSale(s, { kafka: services.kafka, redis: services.redis });
+  },
 });
 
 async function newSale(prefix: string, stock: number): Promise<SaleContext> {
+  const { config, kafka, redis, db } = services;
   const s = await provisionSale(saleDoc(uniqueName(prefix), { skus: [{ id: 'sku', stock, timeoutBucket: 'short' }], timeoutBuckets: [{ name: 'short', delay: '1s' }] }), { config, kafka, redis, pool: db });
   sales.push(s);
   return s;
@@ -46,6 +32,7 @@ async function newSale(prefix: string, stock: number): Promise<SaleContext> {
 
 /** Orders reserved, claimed and written UNPAID, as the API and the writer leave them; the first one due. */
 async function placeDue(s: SaleContext, users: string[]): Promise<string[]> {
+  const { db } = services;
   const nextId = orderIdGenerator();
   const past = Date.now() - 60_000;
   const ids: string[] = [];
@@ -63,16 +50,18 @@ async function placeDue(s: SaleContext, users: string[]): Promise<string[]> {
 }
 
 function compensator(s: SaleContext, closer: OrderCloser): Compensator {
+  const { redis, db } = services;
   return new Compensator({ pool: db, redis, closer, saleKey: s.key, lockKey: s.names.redis.compensationLock, intervalMs: 60_000, graceMs: 0, logger, useLock: false });
 }
 
 async function pending(s: SaleContext): Promise<number> {
-  const [r] = await db.query('SELECT COUNT(*) AS n FROM stock_releases WHERE sale = ? AND applied_at IS NULL', [s.key]);
+  const [r] = await services.db.query('SELECT COUNT(*) AS n FROM stock_releases WHERE sale = ? AND applied_at IS NULL', [s.key]);
   return Number((r as { n: number }[])[0]?.n);
 }
 
 describe('scenario 4: a close committed while a rebuild reads the ledger', () => {
   it('the ledger read before the close counts the order as held: its release stays owed and is applied once, after the rebuild', async () => {
+    const { redis, db } = services;
     const s = await newSale('race-early', 10);
     const [x] = await placeDue(s, ['ann', 'bob', 'cid']);
     const closer = new OrderCloser({ pool: db, stock: s.stock, saleKey: s.key });
@@ -97,6 +86,7 @@ describe('scenario 4: a close committed while a rebuild reads the ledger', () =>
   });
 
   it('the ledger read after the close counts the order as closed: the owed release is then a no-op, marked applied', async () => {
+    const { redis, db } = services;
     const s = await newSale('race-late', 10);
     const [x] = await placeDue(s, ['ann', 'bob', 'cid']);
     const closer = new OrderCloser({ pool: db, stock: s.stock, saleKey: s.key });
@@ -114,6 +104,7 @@ describe('scenario 4: a close committed while a rebuild reads the ledger', () =>
 
 describe('scenario 6: a large SKU rebuilt after Redis loss', () => {
   it('200,000 closed orders and 50,000 holders: rebuilt in chunks; no reader sees a half-built SKU', { timeout: 600_000 }, async () => {
+    const { redis, db } = services;
     const HOLDERS = 50_000;
     const CLOSED = 200_000;
     const STOCK = 60_000;
