@@ -11,17 +11,13 @@
 //     before its first reserve, sees the counter below them and fences the SKU.
 // Then the invariant checker over everything acknowledged.
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
+import { it } from 'node:test';
 import { ensureStock, ordersDrained } from '../controller/dataplane/provision.ts';
-import type { SaleContext } from '../controller/dataplane/sale-context.ts';
-import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import type { Pool } from '../controller/infra/mysql.ts';
-import type { Redis } from '../controller/infra/redis.ts';
 import { assertInvariants, type AcknowledgedOrder } from './support/checker.ts';
 import { restore, snapshot } from './support/faults/redis.ts';
-import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
-import { closeHttpAgent, http, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
-import { Workers } from './support/scenarios.ts';
+import { eventually, testConfig, uniqueName } from './support/infra.ts';
+import { http, saleDoc } from './support/order-path.ts';
+import { useSale } from './support/scenarios.ts';
 
 const config = testConfig();
 const sale = saleDoc(uniqueName('stale'), {
@@ -36,33 +32,14 @@ const sale = saleDoc(uniqueName('stale'), {
   ],
   compensation: { interval: '1s', grace: '1s' },
 });
-const workers = new Workers();
-let kafka: KafkaGateway;
-let redis: Redis;
-let db: Pool;
-let ctx: SaleContext;
+const fixture = useSale(sale, { config });
+const { workers } = fixture;
 const acknowledged = new Map<string, AcknowledgedOrder>();
 
-before(async () => {
-  kafka = testKafka();
-  redis = testRedis();
-  db = makePool(config);
-  ctx = await provisionSale(sale, { config, kafka, redis, pool: db });
-});
-
-after(async () => {
-  await workers.killAll();
-  closeHttpAgent();
-  if (ctx) await removeSale(ctx, { kafka, redis });
-  await kafka.close();
-  redis.disconnect();
-  await db.end();
-  await dropDatabase(config);
-});
-
-const skuKeys = (skuId: string) => Object.values(ctx.names.redis.sku(skuId));
+const skuKeys = (skuId: string) => Object.values(fixture.ctx.names.redis.sku(skuId));
 
 it('a SKU restored from an older snapshot is detected and fenced, then rebuilt from MySQL: no oversell, releases neither lost nor doubled', { timeout: 240_000 }, async () => {
+  const { kafka, redis, db, ctx } = fixture;
   await workers.start('order-writer', sale, config);
   const api = await workers.start('api', sale, config);
   await workers.start('timeout-closer', sale, config, { args: ['--bucket', 'fast'] });
