@@ -2,9 +2,8 @@
 // restarted: no order lost, none written twice, every UNPAID order has its timeout message, and
 // for every SKU stock = remaining + units in UNPAID/PAID orders + units in flight.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { after, before, it } from 'node:test';
 import { parseTimeoutMessage, type OrderMessage } from '../controller/dataplane/messages.ts';
 import { orderIdGenerator } from '../controller/dataplane/order-id.ts';
@@ -14,6 +13,7 @@ import type { Pool } from '../controller/infra/mysql.ts';
 import type { Redis } from '../controller/infra/redis.ts';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { spawnWorker } from './support/scenarios.ts';
 
 const config = testConfig();
 const sale = saleDoc(uniqueName('crash'), {
@@ -32,18 +32,7 @@ let producer: KafkaProducer;
 const children: ChildProcess[] = [];
 
 function startWriter(): ChildProcess {
-  const bin = fileURLToPath(new URL('../bin/flashsale.js', import.meta.url));
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', bin, 'order-writer'], {
-    env: {
-      ...process.env,
-      FLASHSALE_SPEC: JSON.stringify(sale),
-      MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`,
-      HTTP_PORT: '0',
-      HTTP_HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawnWorker('order-writer', sale, config);
   child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[writer ${child.pid}] ${d.toString()}`));
   children.push(child);
   return child;
