@@ -7,7 +7,7 @@
 // end: the process is alive, /healthz is 200, the orders topic holds exactly the 202 orders, and
 // Redis holds exactly their units. FUZZ_SEED replays a run, FUZZ_RUNS sets its size.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
@@ -21,8 +21,8 @@ import type { Redis } from '../controller/infra/redis.ts';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { checkAnswer, validateAt } from './support/openapi.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
+import { spawnWorker } from './support/scenarios.ts';
 import { readTopic } from './support/timeouts.ts';
-import { fileURLToPath } from 'node:url';
 
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 2000);
@@ -53,18 +53,7 @@ before(async () => {
   // MariaDB may refuse a connect for a few seconds on a loaded machine (connectTimeout 5 s in
   // migrate): provisioning is retried until a deadline, it is not what this test is about.
   ctx = await eventually(() => provisionSale(sale, { config, kafka, redis, pool: db }), { timeoutMs: 60_000, intervalMs: 1000, what: 'the sale provisioned' });
-  const bin = fileURLToPath(new URL('../bin/flashsale.js', import.meta.url));
-  child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', bin, 'api'], {
-    env: {
-      ...process.env,
-      FLASHSALE_SPEC: JSON.stringify(sale),
-      MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`,
-      HTTP_PORT: '0',
-      HTTP_HOST: '127.0.0.1',
-      LOG_LEVEL: 'info',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  child = spawnWorker('api', sale, config, { env: { LOG_LEVEL: 'info' }, stdout: true });
   let out = '';
   const errors: string[] = [];
   child.stderr?.on('data', (d: Buffer) => errors.push(d.toString()));
