@@ -27,7 +27,7 @@ import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, te
 const namespace = uniqueName('rebuild');
 const sale = validateFlashSale({
   apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name: 'shop', namespace },
-  spec: { skus: [{ id: 'gadget', stock: 1, timeoutBucket: 'slow' }], timeoutBuckets: [{ name: 'slow', delay: '10m' }], kafka: { partitions: 1 } },
+  spec: { skus: [{ id: 'gadget', stock: 1, timeoutBucket: 'slow' }, { id: 'book', stock: 10, timeoutBucket: 'slow' }], timeoutBuckets: [{ name: 'slow', delay: '10m' }], kafka: { partitions: 1 } },
 });
 const names = saleNames(sale.metadata);
 
@@ -118,5 +118,25 @@ describe('flashsale run: the periodic rebuild and an order still being handed to
     assert.equal(sold, 1, `units held in MySQL for a stock of 1 (y answered ${y.status} ${JSON.stringify(y.body)}, check said: ${line})`);
     assert.deepEqual({ status: z.status, body: z.body }, { status: 409, body: { error: 'SOLD_OUT' } });
     assert.deepEqual(await stock.level('gadget'), { stock: 1, remaining: 0 });
+  });
+});
+
+describe('GET of an order the writer has claimed but not yet committed', () => {
+  it('answers the order (not 404) once its row is in MySQL', async () => {
+    const url = running.find((w) => w.url)?.url as string;
+    const stock = env.sales[0]!.stock;
+    const now = Date.now();
+    const orderId = orderIdGenerator()();
+    // The API's reserve, then the writer's first step (the claim), before its INSERT.
+    assert.equal((await stock.reserve({ orderId, userId: 'w', skuId: 'book', quantity: 1, reservedAt: now }, 1)).outcome, 'reserved');
+    assert.deepEqual(await stock.claim('book', [orderId]), ['claimed']);
+    const answer = fetch(`${url}/v1/sales/shop/orders/${orderId}`).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
+    // The order message reaches the writer, which writes the row (the claim is answered 'claimed before').
+    const message: OrderMessage = { v: 1, orderId, sale: names.key, skuId: 'book', userId: 'w', quantity: 1, createdAt: now, bucket: 'slow', dueAt: now + 600_000 };
+    await producer.send([{ topic: names.topics.orders, messages: [{ key: 'book', value: JSON.stringify(message), timestamp: now }] }]);
+    const got = await answer;
+    assert.equal(got.status, 200, JSON.stringify(got.body));
+    assert.equal(got.body.status, 'UNPAID');
+    assert.equal(got.body.orderId, orderId);
   });
 });

@@ -97,6 +97,9 @@ function validateOrderBody(raw: string, perUserLimit: number): { userId: string;
   return { userId, skuId, quantity };
 }
 
+/** How long GET/pay wait for the row of an order the writer has claimed but not committed yet. */
+const CLAIMED_ORDER_WAIT_MS = 5000;
+
 export class OrderApi {
   readonly server: Server;
   private readonly sales = new Map<string, SaleContext>();
@@ -501,8 +504,16 @@ export class OrderApi {
         createdAt: iso(new Date(found.reservedAt)), dueAt: iso(new Date(found.reservedAt + delay)),
       };
     }
-    // The writer may have claimed it between the two reads: one more look at MySQL.
-    return fromMysql();
+    // The writer claims an order in Redis before its INSERT commits: in between neither read finds
+    // it, and an accepted order was answered 404 (seen by test/prometheus.test.ts on a loaded
+    // machine). An order in a SKU's claimed set is on its way: wait for its row, bounded.
+    const claimed = (await Promise.all([...ctx.skus.keys()].map((sku) => ctx.stock.isClaimed(sku, orderId)))).some(Boolean);
+    const deadline = Date.now() + (claimed ? CLAIMED_ORDER_WAIT_MS : 0);
+    for (;;) {
+      const row = await fromMysql();
+      if (row || Date.now() >= deadline) return row;
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   private async getOrder(ctx: SaleContext, rawId: string, res: ServerResponse): Promise<void> {

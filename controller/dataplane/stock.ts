@@ -422,6 +422,11 @@ export class StockStore {
     return Number((await this.redis.hget(this.keys(skuId).holdings, userId)) ?? 0);
   }
 
+  /** True when the order writer has claimed the order (on its way into MySQL, or written). */
+  async isClaimed(skuId: string, orderId: string): Promise<boolean> {
+    return (await this.redis.sismember(this.keys(skuId).claimed, orderId)) === 1;
+  }
+
   /** The unclaimed reservation of an order, or null (claimed by the writer, released, or unknown). */
   async reservation(skuId: string, orderId: string): Promise<Reservation | null> {
     const raw = await this.redis.hget(this.keys(skuId).reservations, orderId);
