@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { ensureStock, ordersDrained } from '../controller/dataplane/provision.ts';
+import { readMarks } from '../controller/dataplane/restore-fence.ts';
 import { assertInvariants, type AcknowledgedOrder } from './support/checker.ts';
 import { restore, snapshot } from './support/faults/redis.ts';
 import { eventually, testConfig, uniqueName } from './support/infra.ts';
@@ -77,6 +78,14 @@ it('a SKU restored from an older snapshot is detected and fenced, then rebuilt f
   await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'b-1 and b-2 written' });
   const sold = await snapshot(redis, skuKeys('b'));
   await eventually(async () => (await ctx.stock.level('b'))?.remaining === 2, { timeoutMs: 60_000, what: 'b-1 and b-2 closed and released' });
+  // The closer writes applied_at and its counter mark shortly after the release (deferred). The
+  // restore must come after both: else the scan applies the still-owed releases again to the
+  // restored keys (healing them, raising the counter) and the mark never exceeds it.
+  await eventually(async () => {
+    const [owed] = await db.query('SELECT COUNT(*) AS n FROM stock_releases WHERE sale = ? AND applied_at IS NULL', [ctx.key]);
+    const mark = (await readMarks(db, ctx.key, ['b'])).get('b') ?? 0;
+    return Number((owed as { n: number }[])[0]?.n) === 0 && mark >= Number(await redis.get(ctx.names.redis.sku('b').seq));
+  }, { timeoutMs: 60_000, what: "b-1's and b-2's releases marked applied and the closer's counter mark recorded" });
   await restore(redis, sold);
   // The compensator notices (counter below the mark the closer recorded) and fences the SKU.
   await eventually(async () => (await ctx.stock.level('b')) === null, { timeoutMs: 60_000, what: 'the compensator fences the restored SKU' });
