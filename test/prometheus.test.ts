@@ -156,6 +156,18 @@ async function post(path: string, body: unknown, base = apiUrl): Promise<{ statu
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
+/** The operator's lag rounds and its log lines about lag: why a lag check did not see what it waited for. */
+async function withLagDiagnostics<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    const metrics = await fetch(`${operator.url}/metrics`).then((r) => r.text()).catch((e: Error) => `metrics unavailable: ${e.message}`);
+    const rounds = metrics.split('\n').filter((l) => l.startsWith('flashsale_lag_collection')).join('\n');
+    const logs = operator.logs().split('\n').filter((l) => /lag|kafka/i.test(l)).slice(-20).join('\n');
+    throw new Error(`${(err as Error).message}\noperator lag rounds:\n${rounds}\noperator log (lag/kafka, last 20):\n${logs}`, { cause: err });
+  }
+}
+
 async function getOrder(orderId: string): Promise<{ status: string }> {
   const res = await fetch(`${apiUrl}/v1/sales/shop/orders/${orderId}`);
   assert.equal(res.status, 200, `order ${orderId}`);
@@ -268,7 +280,7 @@ describe('observability against a real Prometheus', () => {
     assert.match(r.stdout, /SUCCESS: \d+ rules found/);
   });
 
-  it('under load, every dashboard query and every alert rule evaluates and returns series', async () => {
+  it('under load, every dashboard query and every alert rule evaluates and returns series', async (t) => {
     // Load "shop": 40 buyers for 20 gadgets, 10 books, a few bad requests, two payments.
     const gadgetOrders: string[] = [];
     for (let i = 0; i < 40; i++) {
@@ -281,6 +293,7 @@ describe('observability against a real Prometheus', () => {
     // for 20 was seen that way). A unit comes back only after its order's close committed, so every
     // acceptance beyond the stock needs an order already CLOSED: exactly 20 when none closed yet.
     const closedDuringLoop = (await Promise.all(gadgetOrders.map((id) => getOrder(id)))).filter((o) => o.status === 'CLOSED').length;
+    t.diagnostic(`gadgets: ${gadgetOrders.length} accepted of 40, ${closedDuringLoop} of them CLOSED right after the loop`);
     assert.ok(gadgetOrders.length >= 20, `every unit sold: ${gadgetOrders.length} accepted`);
     assert.ok(gadgetOrders.length <= 20 + closedDuringLoop, `no more accepted than the stock plus units returned: ${gadgetOrders.length} accepted, ${closedDuringLoop} closed`);
     for (let i = 0; i < 10; i++) assert.equal((await post(`/v1/sales/shop/orders`, { userId: `b${i}`, skuId: 'book' })).status, 202);
@@ -296,13 +309,15 @@ describe('observability against a real Prometheus', () => {
         topic: stalledNames.topics.delay('fast'),
         messages: [
           ...Array.from({ length: 5 }, (_, i) => timeoutMessage(`due${i}`, now - 60_000)),
-          ...Array.from({ length: 4 }, (_, i) => timeoutMessage(`later${i}`, now)),
+          // Placed 45 s ahead (due 60 s after sending): the split must be seen while they are not due,
+          // and a loaded machine may take many seconds for an operator round plus a scrape.
+          ...Array.from({ length: 4 }, (_, i) => timeoutMessage(`later${i}`, now + 45_000)),
         ],
       },
     ]);
-    // Bucket "fast" as the operator exports it, scraped: five overdue, four scheduled (due 15 s after sending).
+    // Bucket "fast" as the operator exports it, scraped: five overdue, four scheduled (due 60 s after sending).
     const fast = `{flashsale="${stalledNames.key}",bucket="fast"}`;
-    await eventually(async () => (await value(`sum(flashsale_timeouts_overdue${fast})`)) === 5 && (await value(`sum(flashsale_timeouts_scheduled${fast})`)) === 4, { what: '5 overdue / 4 scheduled in bucket fast', timeoutMs: 12_000, intervalMs: 250 });
+    await withLagDiagnostics(eventually(async () => (await value(`sum(flashsale_timeouts_overdue${fast})`)) === 5 && (await value(`sum(flashsale_timeouts_scheduled${fast})`)) === 4, { what: '5 overdue / 4 scheduled in bucket fast', timeoutMs: 40_000, intervalMs: 250 }));
     // Unpaid gadgets close after 2 s: wait until Prometheus has seen closes and written orders.
     await eventually(async () => ((await value(`sum(flashsale_timeout_closes_total{flashsale="${shopNames.key}",outcome="closed"})`)) ?? 0) >= 18, { what: 'gadget closes scraped', timeoutMs: 60_000, intervalMs: 500 });
     // Once every accepted gadget is closed, all 20 units are back: none was counted twice.
@@ -364,7 +379,7 @@ describe('observability against a real Prometheus', () => {
     const sent = 30;
     await stalledOrders(sent, 'late');
     // Scraped per partition, the lag adds up to what was sent while nobody reads.
-    await eventually(async () => (await value(`sum(kafka_consumergroup_group_lag{group="${group}"})`)) === sent, { what: 'lag of the stopped writer', timeoutMs: 20_000, intervalMs: 500 });
+    await withLagDiagnostics(eventually(async () => (await value(`sum(kafka_consumergroup_group_lag{group="${group}"})`)) === sent, { what: 'lag of the stopped writer', timeoutMs: 20_000, intervalMs: 500 }));
     const partitions = await query(`kafka_consumergroup_group_lag{group="${group}"}`);
     // Orders are keyed by SKU: all thirty wait on the SKU's partition, the other two have none.
     assert.deepEqual(partitions.map((p) => Number(p.value[1])).sort((a, b) => a - b), [0, 0, sent]);
@@ -394,7 +409,8 @@ describe('observability against a real Prometheus', () => {
   it('splits a delay topic into scheduled and overdue, alerts on overdue, and dead letters alert', async () => {
     const sel = `{flashsale="${stalledNames.key}",bucket="fast"}`;
     // The four messages scheduled in the first test (5 overdue / 4 scheduled then) have fallen due.
-    await eventually(async () => (await value(`sum(flashsale_timeouts_overdue${sel})`)) === 9 && (await value(`sum(flashsale_timeouts_scheduled${sel})`)) === 0, { what: 'all nine overdue', timeoutMs: 30_000, intervalMs: 500 });
+    // They fall due 60 s after they were sent in the first test.
+    await withLagDiagnostics(eventually(async () => (await value(`sum(flashsale_timeouts_overdue${sel})`)) === 9 && (await value(`sum(flashsale_timeouts_scheduled${sel})`)) === 0, { what: 'all nine overdue', timeoutMs: 90_000, intervalMs: 500 }));
     // The writer's own timeouts (bucket "long", 10 minutes) are scheduled, not overdue.
     const long = `{flashsale="${stalledNames.key}",bucket="long"}`;
     assert.equal(await value(`sum(flashsale_timeouts_scheduled${long})`), 36);
