@@ -55,6 +55,8 @@ export class LeaderElector {
   /** Monotonic time at which the last successful renewal was *sent* (conservative: the apiserver saw it later). */
   private lastRenew = 0;
   private leading = false;
+  /** This process wrote the current record (created, acquired or renewed it) and has not lost it since. */
+  private holds = false;
   private stopped = false;
   private timer: Timer | undefined;
   private deadline: Timer | undefined;
@@ -89,16 +91,17 @@ export class LeaderElector {
     if (!current) {
       await store.create(desired, signal);
       this.observe(desired, mono);
+      this.holds = true;
       return true;
     }
     const rec = current.spec;
     this.observe(rec, mono);
     const holder = rec.holderIdentity ?? '';
-    // Ours only while this process leads: a restarted process with the same identity (the pod name)
+    // Ours only if this process wrote it: a restarted process with the same identity (the pod name)
     // finds its predecessor's record and must wait for it to expire like any candidate, so a standby
     // that has been watching longer takes over (controller-runtime gets the same by a fresh UUID in
     // the identity); renewing it at once would hand the lease to a process that never held it.
-    const mine = holder === identity && this.leading;
+    const mine = holder === identity && this.holds;
     const expired = !holder || (this.observed?.at ?? mono) + (rec.leaseDurationSeconds ?? 0) * 1000 <= mono;
     if (!mine && !expired) return false;
     const next: LeaseSpec = mine
@@ -106,6 +109,7 @@ export class LeaderElector {
       : { ...desired, leaseTransitions: (rec.leaseTransitions ?? 0) + 1 };
     await store.update(next, current.resourceVersion, signal);
     this.observe(next, mono);
+    this.holds = true;
     return true;
   }
 
@@ -121,6 +125,7 @@ export class LeaderElector {
 
   /** Drops leadership at once: aborts the lease request in flight and tells the owner. */
   private lose(why: string): void {
+    this.holds = false;
     if (!this.leading) return;
     this.leading = false;
     this.deadline?.cancel();
@@ -192,6 +197,7 @@ export class LeaderElector {
     this.timer?.cancel();
     this.deadline?.cancel();
     this.inflight?.abort(new Error('stopping'));
+    this.holds = false;
     if (!this.leading) return;
     this.leading = false;
     const abort = new AbortController();
