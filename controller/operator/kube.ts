@@ -8,6 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { systemClock, type Clock } from './clock.ts';
+import { TokenBucket } from './workqueue.ts';
 
 export class KubeApiError extends Error {
   override name = 'KubeApiError';
@@ -54,34 +55,18 @@ export const applyQuery = `?fieldManager=${FIELD_MANAGER}&force=true`;
  * at once, then `qps` per second. `wait()` resolves when a token is available; waits are served in
  * order, so a burst of reconciles queues instead of flooding the apiserver.
  */
-export class RequestRateLimiter {
-  private tokens: number;
-  private last: number;
-  private readonly qps: number;
-  private readonly burst: number;
-  private readonly clock: Clock;
+export class RequestRateLimiter extends TokenBucket {
+  private readonly timers: Clock;
 
   constructor(qps: number, burst: number, clock: Clock = systemClock) {
-    this.qps = qps;
-    this.burst = burst;
-    this.clock = clock;
-    this.tokens = burst;
-    this.last = clock.now();
-  }
-
-  /** Takes one token; returns how long (ms) the caller must wait before using it. */
-  reserve(): number {
-    const now = this.clock.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.qps);
-    this.last = now;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / this.qps) * 1000);
+    super(qps, burst, clock);
+    this.timers = clock;
   }
 
   wait(): Promise<void> {
     const ms = this.reserve();
     if (ms === 0) return Promise.resolve();
-    return new Promise((r) => this.clock.setTimer(r, ms));
+    return new Promise((r) => this.timers.setTimer(r, ms));
   }
 }
 
