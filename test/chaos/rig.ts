@@ -33,7 +33,15 @@ export interface Infra {
 export async function startInfra(): Promise<Infra> {
   const config = testConfig();
   const kafkaPort = await freePort();
-  const [broker, redis] = await Promise.all([startBroker({ advertisedPort: kafkaPort }), startRedis()]);
+  // Started together; when one fails the other is stopped, so a failed start leaves no child behind
+  // (a leftover redis-server kept the test file's process alive after its before hook failed).
+  const [brokerStart, redisStart] = await Promise.allSettled([startBroker({ advertisedPort: kafkaPort }), startRedis()]);
+  if (brokerStart.status === 'rejected' || redisStart.status === 'rejected') {
+    await Promise.allSettled([brokerStart.status === 'fulfilled' ? brokerStart.value.stop() : undefined, redisStart.status === 'fulfilled' ? redisStart.value.stop() : undefined]);
+    throw brokerStart.status === 'rejected' ? brokerStart.reason : (redisStart as PromiseRejectedResult).reason;
+  }
+  const broker = brokerStart.value;
+  const redis = redisStart.value;
   const kafkaProxy = await startProxy({ target: `127.0.0.1:${broker.port}`, listen: kafkaPort });
   const redisProxy = await startProxy({ target: `127.0.0.1:${redis.port}` });
   const mysqlProxy = await startProxy({ target: `${config.mysql.host}:${config.mysql.port}` });
