@@ -89,7 +89,11 @@ export async function startBroker(opts: { advertisedPort?: number; timeoutMs?: n
       '',
     ].join('\n'),
   );
-  const clusterId = randomBytes(16).toString('base64url').slice(0, 22);
+  // A base64url id may start with '-', which StorageTool's argument parser takes for an option
+  // (format exits 1: one start in 64 failed that way in a fresh-clone run); draw again.
+  let clusterId: string;
+  do clusterId = randomBytes(16).toString('base64url').slice(0, 22);
+  while (clusterId.startsWith('-'));
   const format = jvm(dir, 'kafka.tools.StorageTool', ['format', '-t', clusterId, '-c', props]);
   const [code] = (await once(format, 'exit')) as [number | null];
   if (code !== 0) throw new Error(`formatting the throw-away broker's storage failed (exit ${code}); see ${dir}`);
