@@ -13,7 +13,6 @@
 // test/bench/results/seckill.jsonl; `npm run bench:report` renders RESULTS.md and the README from
 // that file. Exits non-zero, with the figure, when a target or a correctness check is missed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +24,7 @@ import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type SeckillRun } from './lib/results.ts';
 import { budgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
-import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions } from './lib/system.ts';
+import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
@@ -70,14 +69,6 @@ process.stderr.write(`${pin.note}\n`);
 
 async function waitFor(url: string, timeoutMs = 30_000): Promise<void> {
   await eventually(async () => (await http('GET', url)).status === 200, { timeoutMs, intervalMs: 100, what: url });
-}
-
-async function stopChild(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  c.kill('SIGTERM');
-  const timer = setTimeout(() => c.kill('SIGKILL'), 15_000);
-  await once(c, 'exit');
-  clearTimeout(timer);
 }
 
 function metric(text: string, name: string, labels: string): number {

@@ -14,7 +14,6 @@
 // renders RESULTS.md and the README from it. Exits non-zero, with the figure, on a missed target.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +29,7 @@ import { request } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsSummary } from './lib/summary.ts';
-import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions } from './lib/system.ts';
+import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
@@ -292,14 +291,6 @@ async function closerRound(round: number): Promise<void> {
   } finally {
     await f.cleanup();
   }
-}
-
-async function stopChild(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  c.kill('SIGTERM');
-  const timer = setTimeout(() => c.kill('SIGKILL'), 15_000);
-  await once(c, 'exit');
-  clearTimeout(timer);
 }
 
 async function apiRound(round: number): Promise<void> {

@@ -1,7 +1,8 @@
 // What a benchmark needs to know about the machine and the running systems: CPU time of every
 // process of the pipeline (from /proc/<pid>/stat), the versions the systems report themselves,
 // the git commit, and which cores to pin the load generator and the server under test to.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import type { Config } from '../../../controller/config.ts';
@@ -266,4 +267,13 @@ export function choosePinning(disabled = false): Pinning {
 export function pinned(core: number | null, argv: string[]): [string, string[]] {
   if (core === null) return [argv[0] as string, argv.slice(1)];
   return ['taskset', ['-c', String(core), ...argv]];
+}
+
+/** Stops a child process of the benchmark: SIGTERM, SIGKILL after 15 s. */
+export async function stopChild(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  c.kill('SIGTERM');
+  const timer = setTimeout(() => c.kill('SIGKILL'), 15_000);
+  await once(c, 'exit');
+  clearTimeout(timer);
 }
