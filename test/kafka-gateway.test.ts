@@ -1,8 +1,8 @@
 // Contract of the Kafka gateway, against the real broker.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { BatchingProducer, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
-import { deleteTopics, eventually, testKafka, uniqueName } from './support/infra.ts';
+import { BatchingProducer, createKafkaGateway, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
+import { deleteTopics, eventually, logger, testKafka, uniqueName } from './support/infra.ts';
 
 const prefix = `gw.${uniqueName()}`;
 let kafka: KafkaGateway;
@@ -144,6 +144,77 @@ describe('kafka gateway', () => {
     const producer = await kafka.producer();
     await assert.rejects(producer.send([{ topic: `${prefix}.nope`, messages: [{ value: 'x' }] }]));
     await producer.disconnect();
+  });
+});
+
+describe('kafka gateway under lost broker state and handler failures', () => {
+  it('goes on with a new producer id when the broker lost this producer\'s sequence state', { timeout: 30_000 }, async () => {
+    // What a broker restarted after kill -9 answered in scenario 10: every later request of the
+    // producer id is refused with the same non-retriable error. The kafkajs client is a fake here,
+    // so the answer comes exactly when wanted; the real broker restart is scenario 10's.
+    const producers: { id: number; sent: string[]; connected: boolean }[] = [];
+    let refuse = 1;
+    const fake = {
+      producer() {
+        const p = { id: producers.length + 1, sent: [] as string[], connected: false };
+        producers.push(p);
+        return {
+          async connect() {
+            p.connected = true;
+          },
+          async disconnect() {
+            p.connected = false;
+          },
+          async sendBatch(req: { topicMessages: { messages: { value: string }[] }[] }) {
+            if (p.id === 1 && refuse-- > 0) {
+              const cause = Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: false });
+              throw Object.assign(new Error(cause.message, { cause }), { name: 'KafkaJSNonRetriableError', retriable: false });
+            }
+            for (const t of req.topicMessages) for (const m of t.messages) p.sent.push(String(m.value));
+          },
+        };
+      },
+      admin() {
+        return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
+      },
+    };
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => fake as never });
+    const producer = await gw.producer();
+    await producer.send([{ topic: 't', messages: [{ value: 'one' }] }]);
+    await producer.send([{ topic: 't', messages: [{ value: 'two' }] }]);
+    assert.equal(producers.length, 2, 'a second producer (new id) replaced the refused one');
+    assert.deepEqual(producers[0]?.sent, []);
+    assert.equal(producers[0]?.connected, false, 'the refused producer is disconnected');
+    assert.deepEqual(producers[1]?.sent, ['one', 'two'], 'the refused request was sent again, then the next one');
+    await producer.disconnect();
+    await gw.close();
+  });
+
+  it('keeps consuming after the handler threw an error kafkajs deems non-retriable', { timeout: 90_000 }, async () => {
+    const t = await topic('nonretriable', 1);
+    const producer = await kafka.producer();
+    await producer.send([{ topic: t, messages: [{ key: 'k', value: 'a' }] }]);
+    let attempts = 0;
+    const handled: string[] = [];
+    const consumer = kafka.consumer({ groupId: `${prefix}.g-nonretriable`, topics: [t] });
+    await consumer.start(async (batch, ctx) => {
+      attempts++;
+      // A TypeError and a KafkaJS error marked non-retriable used to stop kafkajs's consumer for good.
+      if (attempts === 1) throw new TypeError('a bug in a handler');
+      if (attempts === 2) throw Object.assign(new Error('The broker received an out of order sequence number'), { name: 'KafkaJSNonRetriableError', retriable: false });
+      for (const m of batch.messages) handled.push(String(m.value));
+      const last = batch.messages.at(-1);
+      if (last) await ctx.commit((BigInt(last.offset) + 1n).toString());
+    });
+    try {
+      await eventually(() => handled.includes('a'), { what: 'the batch handled after two failures', timeoutMs: 60_000 });
+      await producer.send([{ topic: t, messages: [{ key: 'k', value: 'b' }] }]);
+      await eventually(() => handled.includes('b'), { what: 'a later message handled' });
+      assert.equal(attempts >= 3, true);
+    } finally {
+      await consumer.stop();
+      await producer.disconnect();
+    }
   });
 });
 

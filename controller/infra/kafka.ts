@@ -137,6 +137,8 @@ export interface KafkaGatewayOptions {
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
   retries?: number;
+  /** Builds the kafkajs client (tests inject a fake one to produce broker answers on demand). */
+  client?: (config: ConstructorParameters<typeof Kafka>[0]) => KjsKafka;
 }
 
 /** A message larger than its topic accepts: it can never be produced, retrying cannot help. */
@@ -213,11 +215,29 @@ export function splitForLimits(
 }
 
 function isTooLarge(err: unknown): boolean {
+  return errorTypes(err).some((t) => t === 'MESSAGE_TOO_LARGE' || t === 'RECORD_LIST_TOO_LARGE');
+}
+
+/** Errors after which the broker refuses every later request of this idempotent producer id. */
+const PRODUCER_STATE_LOST = ['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'DUPLICATE_SEQUENCE_NUMBER'];
+
+function errorTypes(err: unknown): string[] {
+  const out: string[] = [];
   for (let e = err as { type?: string; cause?: unknown; originalError?: unknown } | undefined, i = 0; e && i < 5; i++) {
-    if (e.type === 'MESSAGE_TOO_LARGE' || e.type === 'RECORD_LIST_TOO_LARGE') return true;
+    if (e.type) out.push(e.type);
     e = (e.originalError ?? e.cause) as typeof e;
   }
-  return false;
+  return out;
+}
+
+/** What kafkajs's retrier gives up on at once (and its consumer then never restarts after). */
+function stopsConsumer(err: unknown): boolean {
+  const e = err as { retriable?: boolean; name?: string } | undefined;
+  return e?.retriable === false || ['RangeError', 'ReferenceError', 'SyntaxError', 'TypeError'].includes(e?.name ?? '');
+}
+
+export function isProducerStateLost(err: unknown): boolean {
+  return errorTypes(err).some((t) => PRODUCER_STATE_LOST.includes(t));
 }
 
 function headersOf(raw: Record<string, unknown> | undefined): Record<string, string> {
@@ -231,7 +251,7 @@ function headersOf(raw: Record<string, unknown> | undefined): Record<string, str
 
 export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
   const log = options.logger.child({ component: 'kafka' });
-  const kafka: KjsKafka = new Kafka({
+  const kafka: KjsKafka = (options.client ?? ((config) => new Kafka(config)))({
     clientId: options.clientId,
     brokers: options.brokers,
     connectionTimeout: options.connectionTimeoutMs ?? 3000,
@@ -382,13 +402,31 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         }
         return limit;
       };
-      const producer: KjsProducer = kafka.producer({
-        idempotent: true,
-        maxInFlightRequests: 1,
-        allowAutoTopicCreation: false,
-        createPartitioner: Partitioners.DefaultPartitioner,
-      });
+      const makeProducer = (): KjsProducer =>
+        kafka.producer({
+          idempotent: true,
+          maxInFlightRequests: 1,
+          allowAutoTopicCreation: false,
+          createPartitioner: Partitioners.DefaultPartitioner,
+        });
+      let producer = makeProducer();
       await producer.connect();
+      // A broker that lost or rejects this producer id's sequence state (it restarted, the state
+      // expired) answers every later request with the same non-retriable error: kafkajs never
+      // recovers that producer. Like the Java client's epoch bump, a new producer (new id, sequences
+      // from 0) replaces it; the old one's unacknowledged messages are sent again by the caller.
+      let renewing: Promise<void> | undefined;
+      const renew = (failed: KjsProducer): Promise<void> => {
+        if (producer !== failed) return renewing ?? Promise.resolve();
+        const next = makeProducer();
+        producer = next;
+        failed.disconnect().catch(() => undefined);
+        log.warn({ clientId: options.clientId }, 'idempotent producer state lost on the broker; continuing with a new producer id');
+        renewing = next.connect().finally(() => {
+          renewing = undefined;
+        });
+        return renewing;
+      };
       const close = () => producer.disconnect();
       closers.add(close);
       return {
@@ -397,9 +435,11 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           if (nonEmpty.length === 0) return;
           const budgets = new Map<string, number>();
           for (const b of nonEmpty) if (!budgets.has(b.topic)) budgets.set(b.topic, requestBudget(await limitOf(b.topic)));
-          const sendOne = async (request: { topic: string; messages: OutgoingMessage[] }[]): Promise<void> => {
+          const sendOne = async (request: { topic: string; messages: OutgoingMessage[] }[], renewed = false): Promise<void> => {
+            await renewing;
+            const used = producer;
             try {
-              await producer.sendBatch({
+              await used.sendBatch({
                 acks: -1,
                 compression: CompressionTypes.None,
                 topicMessages: request.map((b) => ({
@@ -413,6 +453,10 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
                 })),
               });
             } catch (err) {
+              if (isProducerStateLost(err) && !renewed) {
+                await renew(used);
+                return sendOne(request, true);
+              }
               // The estimate fell short (or the limit was lowered since it was read): halve and go on.
               // A refused request wrote nothing, so sending its halves duplicates nothing.
               const count = request.reduce((n, b) => n + b.messages.length, 0);
@@ -455,13 +499,26 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         );
         for (const l of rebalanceListeners) l();
       });
+      let stopped = false;
+      let rerun: (() => Promise<void>) | undefined;
+      let rerunTimer: NodeJS.Timeout | undefined;
       consumer.on(consumer.events.CRASH, (e) => {
         log.error({ groupId: opts.groupId, err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed');
+        // kafkajs restarts only after errors it deems retriable; after any other it has stopped
+        // for good and the process would live on without consuming. Run it again, after a pause.
+        if (e.payload.restart || stopped || !rerun) return;
+        const again = rerun;
+        clearTimeout(rerunTimer);
+        rerunTimer = setTimeout(() => {
+          if (stopped) return;
+          log.warn({ groupId: opts.groupId }, 'running the stopped consumer again');
+          again().catch((err: unknown) => log.error({ groupId: opts.groupId, err: String(err) }, 'running the consumer again failed; next try after the next crash'));
+        }, 5000);
       });
-      let stopped = false;
       const stop = async () => {
         if (stopped) return;
         stopped = true;
+        clearTimeout(rerunTimer);
         closers.delete(stop);
         await consumer.disconnect();
       };
@@ -470,45 +527,58 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         async start(handler) {
           await consumer.connect();
           await consumer.subscribe({ topics: opts.topics, fromBeginning: opts.fromBeginning ?? true });
-          await consumer.run({
+          const run = () => consumer.run({
             autoCommit: false,
             eachBatchAutoResolve: false,
             partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently ?? 1,
             eachBatch: async (payload: EachBatchPayload) => {
               const { batch } = payload;
               let pausedHere = false;
-              await handler(
-                {
-                  topic: batch.topic,
-                  partition: batch.partition,
-                  highWatermark: batch.highWatermark,
-                  messages: batch.messages.map((m) => ({
+              try {
+                await handler(
+                  {
                     topic: batch.topic,
                     partition: batch.partition,
-                    offset: m.offset,
-                    key: m.key ? m.key.toString('utf8') : null,
-                    value: m.value,
-                    headers: headersOf(m.headers as Record<string, unknown>),
-                    timestamp: Number(m.timestamp),
-                  })),
-                },
-                {
-                  async commit(nextOffset) {
-                    // resolveOffset moves the in-memory fetch position; commitOffsets makes it durable.
-                    payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
-                    await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
+                    highWatermark: batch.highWatermark,
+                    messages: batch.messages.map((m) => ({
+                      topic: batch.topic,
+                      partition: batch.partition,
+                      offset: m.offset,
+                      key: m.key ? m.key.toString('utf8') : null,
+                      value: m.value,
+                      headers: headersOf(m.headers as Record<string, unknown>),
+                      timestamp: Number(m.timestamp),
+                    })),
                   },
-                  pauseAt(offset) {
-                    pausedHere = true;
-                    consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
-                    consumer.seek({ topic: batch.topic, partition: batch.partition, offset });
+                  {
+                    async commit(nextOffset) {
+                      // resolveOffset moves the in-memory fetch position; commitOffsets makes it durable.
+                      payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
+                      await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
+                    },
+                    pauseAt(offset) {
+                      pausedHere = true;
+                      consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
+                      consumer.seek({ topic: batch.topic, partition: batch.partition, offset });
+                    },
+                    heartbeat: () => payload.heartbeat(),
+                    isActive: () => !pausedHere && payload.isRunning() && !payload.isStale(),
                   },
-                  heartbeat: () => payload.heartbeat(),
-                  isActive: () => !pausedHere && payload.isRunning() && !payload.isStale(),
-                },
-              );
+                );
+              } catch (err) {
+                // The batch is not committed and comes again either way. kafkajs retries a
+                // retriable error with backoff and then restarts the consumer, but a non-retriable
+                // one (a Kafka error so classified, a TypeError) would stop the consumer for good.
+                if (!stopsConsumer(err)) throw err;
+                throw Object.assign(new Error(`batch of ${batch.topic}[${batch.partition}] failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }), { retriable: true });
+              }
             },
           });
+          rerun = async () => {
+            await consumer.connect();
+            await run();
+          };
+          await run();
         },
         pause(topic, partition) {
           consumer.pause([{ topic, partitions: [partition] }]);
