@@ -78,6 +78,46 @@ describe('stock provisioning after Redis lost a sale', () => {
     }
   });
 
+  it('seeds a SKU added mid-sale at once, while a lost SKU still waits for the order writer', { timeout: 60_000 }, async () => {
+    const sale = saleDoc(uniqueName('prov'));
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      // An accepted order is in Kafka, not yet in MySQL (no writer runs): the topic is not drained.
+      const order: OrderMessage = { v: 1, orderId: '0190a000-0000-7000-8000-0000000000c1', sale: ctx.key, skuId: 'hot', userId: 'u1', quantity: 1, createdAt: Date.now() };
+      assert.equal((await ctx.stock.reserve({ ...order, reservedAt: order.createdAt }, 1)).outcome, 'reserved');
+      const producer = await kafka.producer();
+      await producer.send([{ topic: ctx.names.topics.orders, messages: [{ key: order.skuId, value: JSON.stringify(order), timestamp: order.createdAt }] }]);
+      await producer.disconnect();
+      const admin = await kafka.admin();
+      assert.equal(await ordersDrained(admin, sale), false);
+
+      // The user adds a SKU: it was never seeded, so no order for it can exist anywhere.
+      const grown = saleDoc(sale.metadata.namespace ?? '', { skus: [...sale.spec.skus, { id: 'new', stock: 5, timeoutBucket: 'short' }] });
+      let drainAsked = 0;
+      const drained = async () => {
+        drainAsked++;
+        return ordersDrained(admin, grown);
+      };
+      const outcome = await ensureStock(ctx.stock, pool, grown, ctx.key, { ordersDrained: drained });
+      assert.deepEqual(outcome.seeded, ['new']);
+      assert.equal(drainAsked, 0, 'a new SKU does not wait for the order writer');
+      assert.deepEqual(await ctx.stock.level('new'), { stock: 5, remaining: 5 });
+
+      // Redis loses 'hot' (seeded before, an order in flight) and 'new': 'new' is not new any more.
+      await redis.del(...Object.values(ctx.names.redis.sku('hot')), ...Object.values(ctx.names.redis.sku('new')));
+      await assert.rejects(ensureStock(ctx.stock, pool, grown, ctx.key, { ordersDrained: drained }), (err: Error) => err instanceof RebuildBlockedError && /hot, new/.test(err.message));
+      assert.equal(await ctx.stock.level('hot'), null, 'nothing seeded for a lost SKU while orders are in flight');
+      assert.equal(await ctx.stock.level('new'), null);
+
+      // A third SKU added while the others wait is still seeded at once (and the wait still reported).
+      const third = saleDoc(sale.metadata.namespace ?? '', { skus: [...grown.spec.skus, { id: 'third', stock: 7, timeoutBucket: 'long' }] });
+      await assert.rejects(ensureStock(ctx.stock, pool, third, ctx.key, { ordersDrained: drained }), RebuildBlockedError);
+      assert.deepEqual(await ctx.stock.level('third'), { stock: 7, remaining: 7 });
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+
   it('counts an empty orders topic of a new sale as drained', { timeout: 60_000 }, async () => {
     const sale = saleDoc(uniqueName('prov'));
     const ctx = await provisionSale(sale, { config, kafka, redis, pool });

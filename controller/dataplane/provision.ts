@@ -133,8 +133,13 @@ export interface StockOutcome {
 /**
  * Seeds each SKU once; applies stock changes (a raise adds the difference, a cut below what is sold
  * is refused); rebuilds a SKU whose keys Redis lost from the orders in MySQL instead of re-seeding it.
- * With `ordersDrained`, missing keys are seeded or rebuilt only once no order is left between Kafka
- * and MySQL (RebuildBlockedError otherwise); a new sale's empty orders topic counts as drained.
+ *
+ * A SKU without keys is either new (never seeded: no order for it can exist, since the API reserves
+ * only against seeded keys) or lost (Redis forgot it). MySQL tells them apart: a seeded marker
+ * (sku_marks row) is written before the first seeding. A new SKU is seeded at once, so a SKU added
+ * mid-sale sells as soon as the API knows it. With `ordersDrained`, a lost SKU is rebuilt only once
+ * no order is left between Kafka and MySQL (RebuildBlockedError otherwise, after the new SKUs were
+ * seeded); a new sale's empty orders topic counts as drained.
  */
 export async function ensureStock(
   stock: StockStore,
@@ -145,18 +150,22 @@ export async function ensureStock(
 ): Promise<StockOutcome> {
   const levels = await Promise.all(sale.spec.skus.map(async (s) => ({ sku: s, level: await stock.level(s.id) })));
   const missing = levels.filter((l) => !l.level).map((l) => l.sku.id);
-  if (missing.length > 0 && options.ordersDrained && !(await options.ordersDrained())) {
-    throw new RebuildBlockedError(`stock of ${missing.join(', ')} is missing in Redis; it is rebuilt from MySQL once the order writer has written every order still in the orders topic`);
-  }
+  const seededBefore = missing.length > 0 ? await seededSkus(pool, saleKey, missing) : new Set<string>();
+  const lost = missing.filter((id) => seededBefore.has(id));
+  const blocked = lost.length > 0 && options.ordersDrained !== undefined && !(await options.ordersDrained());
   const cuts = levels.filter(({ sku, level }) => level && sku.stock < level.stock - level.remaining);
   if (cuts.length > 0) {
     throw new NotSupportedError(
       `stock cannot go below what is already sold: ${cuts.map(({ sku, level }) => `${sku.id} has sold ${(level?.stock ?? 0) - (level?.remaining ?? 0)}, spec asks ${sku.stock}`).join('; ')}`,
     );
   }
+  const fresh = missing.filter((id) => !seededBefore.has(id));
+  // Durable before any key exists: a crash after this line makes the SKU "lost", the safe side.
+  if (fresh.length > 0) await markSeeded(pool, saleKey, fresh);
   const outcome: StockOutcome = { skus: [], seeded: [], rebuilt: [], adjusted: [] };
   for (const { sku, level } of levels) {
     if (!level) {
+      if (blocked && seededBefore.has(sku.id)) continue;
       const ledger = await skuLedger(pool, saleKey, sku.id);
       const fromOrders = ledger.heldByUser.size > 0 || ledger.closedOrderIds.length > 0;
       if (await stock.rebuild(sku.id, sku.stock, ledger)) (fromOrders ? outcome.rebuilt : outcome.seeded).push(sku.id);
@@ -168,7 +177,31 @@ export async function ensureStock(
     const now = await stock.level(sku.id);
     outcome.skus.push({ id: sku.id, stock: now?.stock ?? sku.stock, remaining: now?.remaining ?? 0 });
   }
+  if (blocked) {
+    throw new RebuildBlockedError(`stock of ${lost.join(', ')} is missing in Redis; it is rebuilt from MySQL once the order writer has written every order still in the orders topic`);
+  }
   return outcome;
+}
+
+/**
+ * SKUs of the sale that were seeded before: a sku_marks row exists (the seeded marker, or a counter
+ * mark a worker recorded), or MySQL holds an order for it (SKUs seeded before markers existed).
+ */
+export async function seededSkus(pool: Pool, saleKey: string, skuIds: string[]): Promise<Set<string>> {
+  const [marked] = await pool.query('SELECT sku_id FROM sku_marks WHERE sale = ? AND sku_id IN (?)', [saleKey, skuIds]);
+  const out = new Set((marked as { sku_id: string }[]).map((r) => r.sku_id));
+  const rest = skuIds.filter((id) => !out.has(id));
+  if (rest.length > 0) {
+    const [ordered] = await pool.query('SELECT DISTINCT sku_id FROM orders WHERE sale = ? AND sku_id IN (?)', [saleKey, rest]);
+    for (const r of ordered as { sku_id: string }[]) out.add(r.sku_id);
+  }
+  return out;
+}
+
+/** Records that the SKUs are being seeded (a mark of 0 fences nothing: restore-fence.ts). */
+async function markSeeded(pool: Pool, saleKey: string, skuIds: string[]): Promise<void> {
+  const now = new Date();
+  await pool.query('INSERT IGNORE INTO sku_marks (sale, sku_id, seq, updated_at) VALUES ?', [skuIds.map((id) => [saleKey, id, 0, now])]);
 }
 
 /** deletionPolicy: Delete — removes the sale's topics and Redis keys. Orders in MySQL stay. */
