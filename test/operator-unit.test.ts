@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { ManualClock } from '../controller/operator/clock.ts';
 import { buildStatus, decide, FINALIZER, planChildren, recommendations, rolloutState, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
 import { ResilientInformer, type InformerLike } from '../controller/operator/informer.ts';
+import { EventRecorder } from '../controller/operator/events.ts';
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
 import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredService, parseSecretRef, plannedWorkloads, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
@@ -611,5 +612,52 @@ describe('kube client', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('event recorder (events.ts)', () => {
+  const target = { apiVersion: 'flashsale.dev/v1alpha1', metadata: { namespace: 'ns', name: 'sale', uid: 'u1' } };
+  const gatedClient = () => {
+    const sent: { path: string; body: { reason: string; involvedObject: { uid: string } } }[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const client: KubeClient = {
+      async request<T>(_method: string, path: string, body?: unknown): Promise<T> {
+        await gate;
+        const b = body as { reason: string; involvedObject: { uid: string } };
+        if (b.reason === 'Refused') throw new Error('forbidden');
+        sent.push({ path, body: b });
+        return {} as T;
+      },
+    };
+    return { client, sent, open };
+  };
+
+  it('returns at once while the apiserver has not answered, then sends every event in order', async () => {
+    const { client, sent, open } = gatedClient();
+    const rec = new EventRecorder({ client, clock: new ManualClock(1_700_000_000_000), logger: createLogger('silent'), identity: 'op-0' });
+    rec.record(target, 'Normal', 'Created', 'created Deployment a');
+    rec.record(target, 'Warning', 'Refused', 'x');
+    rec.record(target, 'Normal', 'Ready', 'ready');
+    // Nothing was sent yet and record() did not wait: a reconcile is never held up by an Event.
+    assert.equal(sent.length, 0);
+    open();
+    await rec.flush(5000);
+    assert.deepEqual(sent.map((s) => s.body.reason), ['Created', 'Ready']);
+    assert.equal(sent[0]?.path, '/api/v1/namespaces/ns/events');
+    assert.equal(sent[0]?.body.involvedObject.uid, 'u1');
+    assert.equal(rec.failed, 1, 'a refused event is counted (and logged), not retried for ever');
+    assert.equal(rec.pending(), 0);
+  });
+
+  it('drops the newest events when its queue is full, and counts them', async () => {
+    const { client, sent, open } = gatedClient();
+    const rec = new EventRecorder({ client, clock: new ManualClock(1_700_000_000_000), logger: createLogger('silent'), identity: 'op-0', queueSize: 3 });
+    for (let i = 0; i < 10; i++) rec.record(target, 'Normal', `R${i}`, 'm');
+    // The first is being sent (taken off the queue), three wait, six are dropped.
+    assert.equal(rec.dropped, 6);
+    open();
+    await rec.flush(5000);
+    assert.deepEqual(sent.map((s) => s.body.reason), ['R0', 'R1', 'R2', 'R3']);
   });
 });

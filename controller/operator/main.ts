@@ -15,6 +15,7 @@ import { parseDuration, type FlashSale } from '../spec/flashsale.ts';
 import { systemClock } from './clock.ts';
 import { ResilientInformer } from './informer.ts';
 import { createKubeClient, isConflict, paths, type KubeClient } from './kube.ts';
+import { EventRecorder } from './events.ts';
 import { LeaderElector, type LeaseSpec, type LeaseStore } from './leader.ts';
 import type { RawSale } from './decide.ts';
 import { Reconciler, RetryableError, type ReconcileCache } from './reconciler.ts';
@@ -131,8 +132,10 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const kc = new KubeConfig();
   kc.loadFromDefault();
   const client = createKubeClient(kc);
-  // Leader election gets its own client (own rate limiter), so a burst of reconciles never delays a renewal.
+  // Leader election gets its own client (own rate limiter), so a burst of reconciles never delays a
+  // renewal; Events too (like client-go's broadcaster), so they never spend the reconcilers' budget.
   const leaseClient = createKubeClient(kc);
+  const events = new EventRecorder({ client: createKubeClient(kc), clock: systemClock, logger, identity: o.identity });
   const registry = createRegistry();
   const metrics = operatorMetrics(registry);
   initControllerMetrics(metrics, o.workers);
@@ -165,7 +168,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     services: (namespace, uid) => ownedBy(caches.services, namespace, uid).map((d) => structuredClone(d)),
   };
   const reconciler = new Reconciler({
-    client, cache, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, identity: o.identity,
+    client, cache, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, events,
     stepTimeoutMs: o.stepTimeoutMs,
     rebuildGraceMs: o.rebuildGraceMs,
     requeueAfterMs: o.requeueAfterMs,
@@ -275,6 +278,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   // Let in-flight reconciles finish (bounded) before releasing the Lease, so the successor never
   // reconciles a sale this replica is still writing.
   await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, o.stepTimeoutMs).unref())]);
+  await events.flush(2000);
   await elector.stop();
   await Promise.allSettled([...saleInformers, ...deploymentInformers, ...serviceInformers].map((i) => i.stop()));
   await lag.stop();

@@ -15,8 +15,8 @@ import { forgetSale, setSalePhase, setSkuStock, type OperatorMetrics, type SaleP
 import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
+import type { EventSink } from './events.ts';
 import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
-import { microTime } from './leader.ts';
 import { APPLY_PATCH, applyQuery, isConflict, isNotFound, paths, type KubeClient } from './kube.ts';
 import type { Stabilizer } from './scaling.ts';
 import type { WorkerEnv } from './workloads.ts';
@@ -42,7 +42,8 @@ export interface ReconcilerDeps {
   clock: Clock;
   metrics?: OperatorMetrics;
   logger: Logger;
-  identity: string;
+  /** Where Events go (an EventRecorder: queued, sent by a loop of its own). */
+  events: EventSink;
   /** Bound of one provisioning step, so an unreachable system fails the round instead of hanging it. */
   stepTimeoutMs: number;
   /** Valid sales are looked at again this often (lag-based scaling, drift repair), plus jitter. */
@@ -139,7 +140,7 @@ export class Reconciler {
 
   private async finalize(raw: RawSale, key: string, cleanup: 'delete-data' | 'retain' | 'force', sale?: FlashSale): Promise<ReconcileOutcome> {
     if (cleanup === 'force') {
-      await this.event(raw, 'Warning', 'ForceDeleted', `finalizer removed by the ${FORCE_DELETE_ANNOTATION} annotation; the sale's topics and Redis keys were not cleaned up`);
+      this.event(raw, 'Warning', 'ForceDeleted', `finalizer removed by the ${FORCE_DELETE_ANNOTATION} annotation; the sale's topics and Redis keys were not cleaned up`);
     } else if (cleanup === 'delete-data' && sale) {
       // Workers stop first: a running api or order writer would write Redis keys (and, with topic
       // auto-creation, topics) back while they are being deleted. Foreground deletion: a Deployment
@@ -167,10 +168,10 @@ export class Reconciler {
         const reason = /redis|max retries/i.test(String((err as Error).message)) ? 'RedisUnavailable' : 'KafkaUnavailable';
         const message = `cannot delete the sale's data, the finalizer stays until it can (or set annotation flashsale.dev/force-delete: "true"): ${(err as Error).message}`;
         const status = buildStatus(raw.status, { generation: raw.metadata.generation ?? 0, now: this.now(), deleting: { reason, message } });
-        if (await this.writeStatus(raw, status)) await this.event(raw, 'Warning', reason, message);
+        if (await this.writeStatus(raw, status)) this.event(raw, 'Warning', reason, message);
         throw new RetryableError(message);
       }
-      await this.event(raw, 'Normal', 'DataDeleted', "deleted the sale's Kafka topics and Redis keys (orders in MySQL are kept)");
+      this.event(raw, 'Normal', 'DataDeleted', "deleted the sale's Kafka topics and Redis keys (orders in MySQL are kept)");
     }
     const finalizers = (raw.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     try {
@@ -253,9 +254,9 @@ export class Reconciler {
           else list.push(applied);
           const before = (existing as V1Deployment | undefined)?.spec?.replicas;
           const after = (desired as V1Deployment).spec?.replicas;
-          if (!existing) await this.event(raw, 'Normal', 'Created', `created ${desired.kind} ${desired.metadata?.name}`);
-          else if (desired.kind === 'Deployment' && before !== after) await this.event(raw, 'Normal', 'Scaled', `scaled ${desired.metadata?.name} from ${before} to ${after} replicas`);
-          else await this.event(raw, 'Normal', 'Updated', `updated ${desired.kind} ${desired.metadata?.name}`);
+          if (!existing) this.event(raw, 'Normal', 'Created', `created ${desired.kind} ${desired.metadata?.name}`);
+          else if (desired.kind === 'Deployment' && before !== after) this.event(raw, 'Normal', 'Scaled', `scaled ${desired.metadata?.name} from ${before} to ${after} replicas`);
+          else this.event(raw, 'Normal', 'Updated', `updated ${desired.kind} ${desired.metadata?.name}`);
         }
         for (const o of plan.delete) {
           try {
@@ -265,7 +266,7 @@ export class Reconciler {
           }
           children.deployments = children.deployments.filter((d) => d !== o);
           children.services = children.services.filter((d) => d !== o);
-          await this.event(raw, 'Normal', 'Deleted', `deleted ${o.kind} ${o.metadata?.name} (no longer in the spec)`);
+          this.event(raw, 'Normal', 'Deleted', `deleted ${o.kind} ${o.metadata?.name} (no longer in the spec)`);
         }
       } catch (err) {
         failed = { reason: isConflict(err) ? 'Conflict' : 'ApplyFailed', message: (err as Error).message };
@@ -316,42 +317,19 @@ export class Reconciler {
     for (const c of status.conditions ?? []) {
       const before = raw.status?.conditions?.find((p: Condition) => p.type === c.type);
       if (before && before.status === c.status && before.reason === c.reason && before.message === c.message) continue;
-      if (c.type === 'Ready' && c.status === 'True') await this.event(raw, 'Normal', 'Ready', c.message ?? 'ready');
+      if (c.type === 'Ready' && c.status === 'True') this.event(raw, 'Normal', 'Ready', c.message ?? 'ready');
       else if (c.status === 'False' && !['Progressing', 'Blocked', 'Pending'].includes(c.reason ?? '')) {
         if (c.type === 'Ready' && status.conditions?.some((x) => x.type !== 'Ready' && x.status === 'False' && x.reason === c.reason)) continue;
-        await this.event(raw, 'Warning', c.reason ?? 'Failed', `${c.type}: ${c.message ?? ''}`);
+        this.event(raw, 'Warning', c.reason ?? 'Failed', `${c.type}: ${c.message ?? ''}`);
       }
     }
     return true;
   }
 
-  /** A core/v1 Event on the FlashSale; failures are logged, never fail the round. */
-  private async event(raw: RawSale, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const { namespace, name, uid } = raw.metadata;
-    const now = this.d.clock.now();
-    const ts = new Date(now).toISOString().replace(/\.\d{3}Z$/, 'Z');
-    const body = {
-      apiVersion: 'v1',
-      kind: 'Event',
-      metadata: { name: `${name}.${now.toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`, namespace },
-      involvedObject: { apiVersion: raw.apiVersion ?? 'flashsale.dev/v1alpha1', kind: 'FlashSale', name, namespace, uid },
-      reason,
-      message: message.slice(0, 1024),
-      type,
-      count: 1,
-      firstTimestamp: ts,
-      lastTimestamp: ts,
-      eventTime: microTime(now),
-      source: { component: 'flashsale-operator' },
-      reportingComponent: 'flashsale.dev/operator',
-      reportingInstance: this.d.identity,
-      action: reason,
-    };
-    try {
-      await this.d.client.request('POST', paths.events(namespace), body);
-    } catch (err) {
-      this.d.logger.warn({ sale: `${namespace}/${name}`, reason, err: (err as Error).message }, 'could not record an event');
-    }
+  /** A core/v1 Event on the FlashSale, sent off the reconcile path (events.ts); never fails the round. */
+  private event(raw: RawSale, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    this.d.events.record(raw, type, reason, message);
   }
+
 }
 
