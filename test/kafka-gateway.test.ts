@@ -218,6 +218,65 @@ describe('kafka gateway under lost broker state and handler failures', () => {
   });
 });
 
+describe('kafka gateway admin at scale', () => {
+  it('answers concurrent questions about topics from one listing, and sees a topic it just created', { timeout: 30_000 }, async () => {
+    // A fake kafkajs admin counts the listings (each one is the metadata of every topic of the cluster).
+    const topics = new Set(Array.from({ length: 2000 }, (_, i) => `t${i}`));
+    let listings = 0;
+    const opened = Promise.resolve();
+    let gate: Promise<void> = opened;
+    let createEntered!: () => void;
+    const entered = new Promise<void>((r) => (createEntered = r));
+    let finishCreate!: () => void;
+    const createGate = new Promise<void>((r) => (finishCreate = r));
+    const fakeAdmin = {
+      connect: async () => undefined,
+      disconnect: async () => undefined,
+      async listTopics() {
+        listings++;
+        const snapshot = [...topics];
+        await gate;
+        return snapshot;
+      },
+      async fetchTopicMetadata({ topics: asked }: { topics: string[] }) {
+        return { topics: asked.map((name) => ({ name, partitions: [{ partitionId: 0, leader: 1 }] })) };
+      },
+      async createTopics({ topics: created }: { topics: { topic: string }[] }) {
+        createEntered();
+        await createGate;
+        for (const t of created) topics.add(t.topic);
+        return true;
+      },
+      fetchTopicOffsets: async () => [{ partition: 0, offset: '0', high: '0', low: '0' }],
+    };
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => ({ admin: () => fakeAdmin }) as never });
+    const admin = await gw.admin();
+    let release!: () => void;
+    gate = new Promise<void>((r) => (release = r));
+    const answers = Promise.all(Array.from({ length: 500 }, (_, i) => admin.describeTopics([`t${i}`, 'missing'])));
+    release();
+    const described = await answers;
+    assert.equal(listings, 1, '500 concurrent questions, one listing');
+    assert.deepEqual(described[7], [{ topic: 't7', partitions: 1 }]);
+
+    // A listing started while a create is under way, still in flight when the create ends, is not
+    // joined by a question asked after the create.
+    gate = opened;
+    const creating = admin.createTopics([{ topic: 'fresh', partitions: 1, replicationFactor: 1 }]);
+    await entered;
+    gate = new Promise<void>((r) => (release = r));
+    const stale = admin.describeTopics(['fresh']);
+    finishCreate();
+    await creating;
+    gate = opened;
+    const after = admin.describeTopics(['fresh']);
+    release();
+    assert.deepEqual(await stale, []);
+    assert.deepEqual(await after, [{ topic: 'fresh', partitions: 1 }], 'a question after the create sees the new topic');
+    await gw.close();
+  });
+});
+
 describe('kafka gateway time index', () => {
   it('finds the first offset at or after a timestamp', { timeout: 60_000 }, async () => {
     const t = await topic('time', 1);
