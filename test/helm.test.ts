@@ -71,10 +71,10 @@ function assertLeaderElection(manifests: Manifest[], namespace: string) {
   const leaseName = args.find((a) => a.startsWith('--lease-name='))?.split('=')[1];
   assert.ok(leaseName, 'the operator is given its Lease name');
   assert.ok(args.includes(`--lease-namespace=${namespace}`), 'the Lease lives in the release namespace');
-  assert.deepEqual(role.rules, [
-    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
-    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [leaseName], verbs: ['get', 'update'] },
-  ]);
+  assert.deepEqual(role.rules, [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [leaseName], verbs: ['get', 'update'] }]);
+  // The release owns the Lease (so helm uninstall removes it); the operator never creates it.
+  const lease = only(manifests, 'Lease', leaseName);
+  assert.equal(lease.metadata.namespace, namespace);
   const binding = only(manifests, 'RoleBinding', `${fullname}-leader-election`);
   assert.equal(binding.metadata.namespace, namespace);
   assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name });
@@ -284,7 +284,7 @@ describe('Helm chart', () => {
     it('renders the operator with cluster-wide least-privilege RBAC', () => {
       assertInvariants(manifests, 'flashsale-system');
       assert.deepEqual(manifests.map((m) => m.kind).sort(), [
-        'ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount',
+        'ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Lease', 'Role', 'RoleBinding', 'Service', 'ServiceAccount',
       ]);
       assert.deepEqual(only(manifests, 'ClusterRole').rules, dataPlaneRules);
       const binding = only(manifests, 'ClusterRoleBinding');
@@ -343,7 +343,8 @@ describe('Helm chart', () => {
       const c = container(manifests);
       assert.equal(c.image, 'registry.example.com/fs/op:9.9.9');
       assert.ok(c.args.includes('--lease-name=fs-leader'));
-      assert.equal(only(manifests, 'Role', `${fullname}-leader-election`).rules[1].resourceNames[0], 'fs-leader');
+      assert.equal(only(manifests, 'Role', `${fullname}-leader-election`).rules[0].resourceNames[0], 'fs-leader');
+      assert.equal(only(manifests, 'Lease').metadata.name, 'fs-leader');
     });
 
     it('is accepted by the apiserver (server-side dry run of every object but the Prometheus Operator kinds)', async () => {
@@ -524,7 +525,7 @@ describe('Helm chart', () => {
       const crd = JSON.parse(await kubectl.ok(['get', 'crd', 'flashsales.flashsale.dev', '-o', 'json'])) as { spec: { names: { kind: string } } };
       assert.equal(crd.spec.names.kind, 'FlashSale');
       const live = await releaseObjects();
-      assert.deepEqual(live.map((m) => m.kind).sort(), ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+      assert.deepEqual(live.map((m) => m.kind).sort(), ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Lease', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
       for (const m of live) {
         assert.equal(m.metadata.labels?.['app.kubernetes.io/instance'], release, `${m.kind} ${m.metadata.name}`);
         if (!m.kind.startsWith('Cluster')) assert.equal(m.metadata.namespace, ns);
