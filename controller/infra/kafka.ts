@@ -272,9 +272,46 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
   const closers = new Set<() => Promise<void>>();
 
   async function makeAdmin(): Promise<KafkaAdmin> {
-    const admin = kafka.admin();
+    let admin = kafka.admin();
     await admin.connect();
     closers.add(() => admin.disconnect());
+    // kafkajs's admin reads partition leaders from a metadata cache that it refreshes only every
+    // 5 minutes or when it is asked about a topic it has never seen. A refresh that raced a topic's
+    // creation caches the topic without usable partitions; every offsets question about it then
+    // fails inside kafkajs with a TypeError ("Cannot destructure property 'partitions' of
+    // 'low.pop(...)'"), for minutes: 500 sales created at once hit it dozens of times. Such a
+    // question is asked again on a new admin (fresh metadata); renewals are at most one a second.
+    let renewedAt = 0;
+    let renewal: Promise<void> | undefined;
+    const renew = (stale: typeof admin): Promise<void> => {
+      if (admin !== stale) return renewal ?? Promise.resolve();
+      if (renewal) return renewal;
+      const wait = Math.max(0, renewedAt + 1000 - Date.now());
+      renewal = (async () => {
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const next = kafka.admin();
+        await next.connect();
+        admin = next;
+        renewedAt = Date.now();
+        log.debug({ clientId: options.clientId }, 'kafkajs admin renewed after a stale metadata cache');
+        // Questions still running on the old admin finish first.
+        setTimeout(() => void stale.disconnect().catch(() => undefined), 30_000).unref();
+      })().finally(() => {
+        renewal = undefined;
+      });
+      return renewal;
+    };
+    const freshOffsets = async <T>(ask: (a: typeof admin) => Promise<T>): Promise<T> => {
+      await renewal;
+      const used = admin;
+      try {
+        return await ask(used);
+      } catch (err) {
+        if (!(err instanceof TypeError)) throw err;
+        await renew(used);
+        return ask(admin);
+      }
+    };
     /** Until every partition of the topics has a leader (a produce right after creation then succeeds). */
     const waitForLeaders = async (topics: string[], timeoutMs = 60_000) => {
       const deadline = Date.now() + timeoutMs;
@@ -283,13 +320,14 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           const md = await admin.fetchTopicMetadata({ topics });
           if (md.topics.length === topics.length && md.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
             // The leader in the metadata may not serve the partition yet: ask it for the offsets.
-            for (const t of topics) await admin.fetchTopicOffsets(t);
+            for (const t of topics) await freshOffsets((a) => a.fetchTopicOffsets(t));
             return;
           }
         } catch (err) {
           const type = (err as { type?: string }).type;
           const transient = ['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE', 'NOT_LEADER_FOR_PARTITION'];
-          if (!transient.includes(type ?? '') && !(err as Error).name?.includes('NumberOfRetriesExceeded')) throw err;
+          // A TypeError is kafkajs reading a partition-less cache entry (see renew above): not yet.
+          if (!transient.includes(type ?? '') && !(err as Error).name?.includes('NumberOfRetriesExceeded') && !(err instanceof TypeError)) throw err;
         }
         if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader ${timeoutMs} ms after creation`);
         await new Promise((r) => setTimeout(r, delay));
@@ -388,12 +426,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       },
       async topicOffsets(topic) {
         await mustExist(topic);
-        const res = await admin.fetchTopicOffsets(topic);
+        const res = await freshOffsets((a) => a.fetchTopicOffsets(topic));
         return res.map((p) => ({ partition: p.partition, high: p.high, low: p.low }));
       },
       async topicOffsetsAt(topic, timestampMs) {
         await mustExist(topic);
-        const res = await admin.fetchTopicOffsetsByTimestamp(topic, timestampMs);
+        const res = await freshOffsets((a) => a.fetchTopicOffsetsByTimestamp(topic, timestampMs));
         return res.map((p) => ({ partition: p.partition, offset: p.offset }));
       },
     };

@@ -32,7 +32,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-const serviceCIDR = "10.0.0.0/24"
+// A /16 like a real cluster's: 500 sales are 500 api Services (a /24 ran out at 254, "range is full").
+const serviceCIDR = "10.0.0.0/16"
 
 // Controllers the tests rely on (workloads, garbage collection, namespaces, service accounts
 // and their tokens, endpoints); the ones that need a cloud, volumes or a scheduler stay off.
