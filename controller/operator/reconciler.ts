@@ -13,7 +13,7 @@ import type { Logger } from '../log.ts';
 import type { LagSnapshot } from '../metrics/lag.ts';
 import { forgetSale, setSalePhase, setSkuStock, type OperatorMetrics, type SalePhase } from '../metrics/operator.ts';
 import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts';
-import { saleNames } from '../spec/names.ts';
+import { saleNames, type TopicPurpose } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
 import type { EventSink } from './events.ts';
 import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
@@ -57,6 +57,11 @@ export interface ReconcilerDeps {
    * their send buffer or producer retries. Not applied to a sale whose orders topic was never written.
    */
   rebuildGraceMs?: number;
+  /**
+   * How long a sale's schema and topics, found in place for its current generation, are trusted
+   * before they are checked again (default 60 s); a spec change checks them at once.
+   */
+  externalRecheckMs?: number;
   /** Called with each valid sale being provisioned, and with undefined when a sale is gone. */
   onSale?: (key: string, sale: FlashSale | undefined) => void;
 }
@@ -100,6 +105,8 @@ export class Reconciler {
   private readonly d: ReconcilerDeps;
   /** When this leader first saw a sale's stock keys missing (see rebuildGraceMs). */
   private readonly stockMissingSince = new Map<string, number>();
+  /** Per sale: the generation whose schema and topics were last found in place, and when. */
+  private readonly verified = new Map<string, { generation: number; at: number; schema: { version: number }; topics: { name: string; partitions: number; purpose: TopicPurpose }[] }>();
 
   constructor(deps: ReconcilerDeps) {
     this.d = deps;
@@ -133,6 +140,7 @@ export class Reconciler {
   }
 
   private forget(key: string): void {
+    this.verified.delete(key);
     this.d.stabilizer.forget(`${key}/`);
     this.d.onSale?.(key, undefined);
     if (this.d.metrics) void forgetSale(this.d.metrics, key);
@@ -207,11 +215,22 @@ export class Reconciler {
     // Gather + act on the external systems. Each ensure* checks before it changes anything, so a
     // round with nothing to do only reads.
     // One cheap query when the schema is current; the locked migration only when it is not.
-    const schema = await step('schema', 'mysql', async () => {
-      const version = await schemaVersion(this.d.pool).catch(() => 0);
-      return { version: version >= latestSchemaVersion ? version : (await ensureSchema(this.d.mysql)).version };
-    });
-    const topics = await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
+    // The schema and the topics are checked again only when the spec changed or `externalRecheckMs`
+    // passed: a sale being created is reconciled again for each status change of its Deployments,
+    // and with 500 sales those repeated checks (each listing the cluster's topics) were most of the
+    // work. The stock is checked every round (a cheap read that notices a Redis that lost the sale).
+    const generation = raw.metadata.generation ?? 0;
+    const known = this.verified.get(key);
+    const fresh = known !== undefined && known.generation === generation && this.d.clock.now() - known.at < (this.d.externalRecheckMs ?? 60_000);
+    const schema = fresh
+      ? ({ ok: true, value: known.schema } as const)
+      : await step('schema', 'mysql', async () => {
+          const version = await schemaVersion(this.d.pool).catch(() => 0);
+          return { version: version >= latestSchemaVersion ? version : (await ensureSchema(this.d.mysql)).version };
+        });
+    const topics = fresh ? ({ ok: true, value: known.topics } as const) : await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
+    if (!fresh && schema.ok && topics.ok) this.verified.set(key, { generation, at: this.d.clock.now(), schema: schema.value, topics: topics.value });
+    else if (!fresh) this.verified.delete(key);
     const stock = await step('stock', 'stock', async () => {
       const admin = await this.d.kafka.admin();
       const drained = async () => {
