@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { ensureTopics } from '../controller/dataplane/provision.ts';
 import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import { LagCollector, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag, type LagAdmin } from '../controller/metrics/lag.ts';
+import { LagCollector, mapLimit, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag, type LagAdmin } from '../controller/metrics/lag.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { deleteTopics, eventually, testKafka, uniqueName } from './support/infra.ts';
@@ -307,5 +307,31 @@ describe('LagCollector against the real broker', () => {
     // Absence can only be watched for a while: three intervals with no round after stop.
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(rounds, after, 'no round after stop');
+  });
+});
+
+describe('mapLimit (the lag round\'s bound on admin requests in flight)', () => {
+  it('keeps at most `limit` calls in flight and returns results in input order', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const gates: (() => void)[] = [];
+    const done = mapLimit(Array.from({ length: 50 }, (_, i) => i), 8, async (i) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise<void>((r) => gates.push(r));
+      inFlight--;
+      return i * 2;
+    });
+    // Release calls one by one as they arrive (each release lets the next call start).
+    for (let released = 0; released < 50; released++) {
+      for (let turns = 0; gates.length === 0; turns++) {
+        if (turns > 1000) throw new Error(`no call waiting after ${released} releases`);
+        await new Promise((r) => setImmediate(r));
+      }
+      (gates.shift() as () => void)();
+    }
+    const out = await done;
+    assert.equal(most, 8);
+    assert.deepEqual(out, Array.from({ length: 50 }, (_, i) => i * 2));
   });
 });

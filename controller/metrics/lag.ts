@@ -202,6 +202,23 @@ export interface LagCollectorOptions {
   /** Names of the sales' topics and groups (tests use their own prefix). */
   nameOptions?: NameOptions;
   logger?: Logger;
+  /**
+   * Admin requests of a round in flight at once (default 8). A round asks a few questions per sale;
+   * with 500 sales thousands at once queued inside kafkajs behind its metadata lock (lock timeouts)
+   * and ahead of the reconciler's own requests on the same client.
+   */
+  concurrency?: number;
+}
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; results in input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i] as T);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+  return out;
 }
 
 const kafkaLabels = ['group', 'topic', 'partition', 'flashsale', 'role'] as const;
@@ -233,6 +250,7 @@ export class LagCollector {
   private readonly kafka: LagCollectorOptions['kafka'];
   private readonly clock: () => number;
   private readonly intervalMs: number;
+  private readonly concurrency: number;
   private readonly historyPoints: number;
   private readonly nameOptions: NameOptions;
   private readonly logger: Logger | undefined;
@@ -248,6 +266,7 @@ export class LagCollector {
     this.kafka = options.kafka;
     this.clock = options.clock ?? Date.now;
     this.intervalMs = options.intervalMs ?? 5000;
+    this.concurrency = options.concurrency ?? 8;
     this.historyPoints = options.historyPoints ?? 64;
     this.nameOptions = options.nameOptions ?? {};
     this.logger = options.logger;
@@ -310,11 +329,12 @@ export class LagCollector {
       const now = this.clock();
       const topics = [...new Set(targets.map((t) => t.topic))];
       // Everything of the round is asked at once; a topic that does not exist yet just has no lag.
+      const limit = this.concurrency;
       const [watermarks, committed, boundaries] = await Promise.all([
-        Promise.all(topics.map((t) => admin.topicOffsets(t).catch((err: unknown) => this.missing(t, err)))),
-        Promise.all(targets.map((t) => admin.groupOffsets(t.group, [t.topic]))),
-        Promise.all(
-          targets.map((t) => (t.delayMs === undefined ? undefined : admin.topicOffsetsAt(t.topic, now - t.delayMs).catch((err: unknown) => this.missing(t.topic, err)))),
+        mapLimit(topics, limit, (t) => admin.topicOffsets(t).catch((err: unknown) => this.missing(t, err))),
+        mapLimit(targets, limit, (t) => admin.groupOffsets(t.group, [t.topic])),
+        mapLimit(targets, limit, async (t) =>
+          t.delayMs === undefined ? undefined : admin.topicOffsetsAt(t.topic, now - t.delayMs).catch((err: unknown) => this.missing(t.topic, err)),
         ),
       ]);
       const byTopic = new Map(topics.map((t, i) => [t, watermarks[i]]));
