@@ -43,6 +43,13 @@ function build(registry: Registry) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
+    reconcileStepDuration: new Histogram({
+      name: 'flashsale_operator_reconcile_step_duration_seconds',
+      help: 'Duration of one step of a reconcile (schema, topics, stock, children, status), to tell which external system a slow reconcile waited on.',
+      labelNames: ['step'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
     workQueueDepth: new Gauge({
       name: 'flashsale_operator_workqueue_depth',
       help: 'FlashSale keys waiting in the work queue (not counting the ones being reconciled).',

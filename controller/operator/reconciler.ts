@@ -204,9 +204,17 @@ export class Reconciler {
       sale = { ...sale, metadata: { ...sale.metadata, resourceVersion: updated.metadata.resourceVersion, finalizers: updated.metadata.finalizers } };
     }
     this.d.onSale?.(key, sale);
+    const timed = async <T>(what: string, run: () => Promise<T>): Promise<T> => {
+      const started = this.d.clock.monotonic();
+      try {
+        return await run();
+      } finally {
+        this.d.metrics?.reconcileStepDuration.labels(what).observe((this.d.clock.monotonic() - started) / 1000);
+      }
+    };
     const step = async <T>(what: string, system: 'kafka' | 'redis' | 'mysql' | 'stock', run: () => Promise<T>): Promise<Step<T>> => {
       try {
-        return { ok: true, value: await withTimeout(run(), this.d.stepTimeoutMs, what) };
+        return { ok: true, value: await timed(what, () => withTimeout(run(), this.d.stepTimeoutMs, what)) };
       } catch (err) {
         this.d.logger.warn({ sale: key, step: what, err: (err as Error).message }, 'provisioning step failed');
         return { ok: false, reason: reasonOf(err, system), message: (err as Error).message };
@@ -266,7 +274,7 @@ export class Reconciler {
       try {
         for (const { existing, desired } of plan.apply) {
           // Server-side apply: creates or updates exactly the fields the operator sets.
-          const applied = await this.d.client.request<V1Deployment & V1Service>('PATCH', itemPath(desired) + applyQuery, desired, APPLY_PATCH);
+          const applied = await timed('apply', () => this.d.client.request<V1Deployment & V1Service>('PATCH', itemPath(desired) + applyQuery, desired, APPLY_PATCH));
           const list = (desired.kind === 'Service' ? children.services : children.deployments) as (V1Deployment | V1Service)[];
           const i = list.findIndex((o) => o.metadata?.name === desired.metadata?.name);
           if (i >= 0) list[i] = applied;
@@ -302,13 +310,13 @@ export class Reconciler {
       stock,
       workloads: { deployments: children.deployments, failed, blocked },
     });
-    await this.writeStatus(raw, status);
+    await timed('status', () => this.writeStatus(raw, status));
     if (this.d.metrics) {
       setSalePhase(this.d.metrics, key, (status.phase ?? 'Pending') as SalePhase);
       // Sold comes from MySQL, not from stock − remaining: the stock-drift alert compares the two.
       // Remaining is a metric only (not status): it changes with every order.
       if (stock.ok) {
-        const sold = await soldUnits(this.d.pool, key).catch(() => null);
+        const sold = await timed('sold', () => soldUnits(this.d.pool, key).catch(() => null));
         for (const s of stock.value) {
           const units = sold ? (sold.get(s.id) ?? 0) : s.stock - s.remaining;
           setSkuStock(this.d.metrics, key, { id: s.id, stock: s.stock, remaining: s.remaining, sold: units });

@@ -59,7 +59,7 @@ interface OperatorRun {
   apply: { seconds: number };
   ready: { all: boolean; readyCount: number; p50: number; p99: number; max: number; boundSeconds: number };
   /** The operator's own account of the ready phase: reconciles done, mean seconds each, workers (the cause when Ready is slow). */
-  reconciles: { count: number; meanSeconds: number; workers: number; byResult: Record<string, number> };
+  reconciles: { count: number; meanSeconds: number; workers: number; byResult: Record<string, number>; steps?: Record<string, { seconds: number; count: number }> };
   cpu: { readyPhaseSeconds: number; idleSeconds: number; idleCpuSeconds: number; idleCpuPercent: number };
   rssMiB: { afterReady: number; afterIdle: number };
   /** null when the sales were not all Ready within the bound: the operator was still provisioning, so an idle window would measure work, not idling. */
@@ -338,7 +338,7 @@ function render(runs: OperatorRun[]): string {
         `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${r.idle ? `${fmt(r.idle.apiserverPerSecond, 2)} / ${fmt(r.idle.baselinePerSecond, 2)}` : 'not measured'} | ${r.idle ? fmt(r.idle.operatorPerSalePerSecond, 4) : '–'} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
     ),
     '',
-    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}: ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s.`),
+    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}: ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
     '',
     measured
       ? `Memory of a fresh operator by sales watched (run ${measured.timestamp.slice(0, 16)}, ${measured.sales} sales): ${measured.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(measured.linear.predicted500, 0)} MiB RSS at ${measured.memory.at(-1)?.sales}, measured ${fmt(measured.linear.measured500, 0)} (${fmt(measured.linear.deviation * 100, 0)} % off).`
@@ -477,7 +477,16 @@ async function main(): Promise<number> {
     for (const x of opSamples) if (x.name === 'controller_runtime_reconcile_total') byResult[x.labels.result as string] = x.value;
     const rtSum = opSamples.find((x) => x.name === 'controller_runtime_reconcile_time_seconds_sum')?.value ?? NaN;
     const rtCount = opSamples.find((x) => x.name === 'controller_runtime_reconcile_time_seconds_count')?.value ?? NaN;
-    const reconciles = { count: rtCount, meanSeconds: rtSum / rtCount, workers: opSamples.find((x) => x.name === 'controller_runtime_max_concurrent_reconciles')?.value ?? NaN, byResult };
+    // Where the reconciles' time went: seconds spent per step (sum over all reconciles) and calls.
+    const steps: Record<string, { seconds: number; count: number }> = {};
+    for (const x of opSamples) {
+      const step = x.labels.step as string | undefined;
+      if (!step) continue;
+      if (x.name === 'flashsale_operator_reconcile_step_duration_seconds_sum') (steps[step] ??= { seconds: 0, count: 0 }).seconds = x.value;
+      if (x.name === 'flashsale_operator_reconcile_step_duration_seconds_count') (steps[step] ??= { seconds: 0, count: 0 }).count = x.value;
+    }
+    const reconciles = { count: rtCount, meanSeconds: rtSum / rtCount, workers: opSamples.find((x) => x.name === 'controller_runtime_max_concurrent_reconciles')?.value ?? NaN, byResult, steps };
+    log(`reconcile time by step (total s / calls): ${Object.entries(steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} / ${v.count}`).join(', ') || 'none'}`);
     log(`ready: ${readyAt.size}/${total}, p50 ${fmt(ready.p50)} s, p99 ${fmt(ready.p99)} s, max ${fmt(ready.max)} s, CPU ${fmt(readyCpu)} s; ${reconciles.count} reconciles, ${fmt(reconciles.meanSeconds, 2)} s each, ${reconciles.workers} workers`);
     const rssAfterReady = rssMiB(pid);
     const base = {
