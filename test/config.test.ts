@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../controller/config.ts';
+import { operatorOptions } from '../controller/operator/main.ts';
 
 const cli = new URL('../bin/flashsale.js', import.meta.url).pathname;
 
@@ -50,5 +51,22 @@ describe('configuration', () => {
     const badFlag = spawnSync(process.execPath, [cli, 'api', '--frobnicate'], { encoding: 'utf8' });
     assert.equal(badFlag.status, 2);
     assert.match(badFlag.stderr, /Unknown option '--frobnicate'[\s\S]*Usage: flashsale api/);
+  });
+});
+
+describe('operator settings from the environment (the chart\'s contract)', () => {
+  const base = loadConfig({});
+  it('defaults to 4 workers and client-go-like 20 QPS / 30 burst', () => {
+    const o = operatorOptions({}, base, {});
+    assert.equal(o.workers, 4);
+    assert.equal(o.kubeApiQps, 20);
+    assert.equal(o.kubeApiBurst, 30);
+  });
+  it('takes OPERATOR_WORKERS, KUBE_API_QPS and KUBE_API_BURST, and names a bad one', () => {
+    const o = operatorOptions({}, base, { OPERATOR_WORKERS: '8', KUBE_API_QPS: '50.5', KUBE_API_BURST: '100' });
+    assert.deepEqual([o.workers, o.kubeApiQps, o.kubeApiBurst], [8, 50.5, 100]);
+    assert.throws(() => operatorOptions({}, base, { OPERATOR_WORKERS: '0' }), /OPERATOR_WORKERS/);
+    assert.throws(() => operatorOptions({}, base, { KUBE_API_QPS: '-1' }), /KUBE_API_QPS/);
+    assert.throws(() => operatorOptions({}, base, { KUBE_API_BURST: '2.5' }), /KUBE_API_BURST/);
   });
 });

@@ -41,6 +41,9 @@ export interface OperatorOptions {
   stepTimeoutMs: number;
   rebuildGraceMs: number;
   workers: number;
+  /** The reconcilers' client-side rate limit (client-go's QPS and Burst). */
+  kubeApiQps: number;
+  kubeApiBurst: number;
   worker: WorkerEnv;
 }
 
@@ -72,8 +75,12 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     if (!ref) throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected secret-name/key`);
     return ref;
   };
-  const workers = Number(env.OPERATOR_WORKERS || '2');
+  const workers = Number(env.OPERATOR_WORKERS || '4');
   if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new ConfigError(`invalid OPERATOR_WORKERS=${JSON.stringify(env.OPERATOR_WORKERS)}: expected 1..32`);
+  const kubeApiQps = Number(env.KUBE_API_QPS || '20');
+  if (!Number.isFinite(kubeApiQps) || kubeApiQps <= 0 || kubeApiQps > 10_000) throw new ConfigError(`invalid KUBE_API_QPS=${JSON.stringify(env.KUBE_API_QPS)}: expected a number in (0, 10000]`);
+  const kubeApiBurst = Number(env.KUBE_API_BURST || '30');
+  if (!Number.isInteger(kubeApiBurst) || kubeApiBurst < 1 || kubeApiBurst > 10_000) throw new ConfigError(`invalid KUBE_API_BURST=${JSON.stringify(env.KUBE_API_BURST)}: expected 1..10000`);
   const o: OperatorOptions = {
     namespaces,
     leaseName: (values['lease-name'] as string | undefined) || env.LEASE_NAME || 'flashsale-operator',
@@ -89,6 +96,8 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     stepTimeoutMs: duration(env, 'STEP_TIMEOUT', '20s'),
     rebuildGraceMs: duration(env, 'REBUILD_GRACE', '30s'),
     workers,
+    kubeApiQps,
+    kubeApiBurst,
     worker: {
       image: env.WORKER_IMAGE || `flashsale-operator:${pkg.version}`,
       kafkaBrokers: config.kafkaBrokers,
@@ -131,11 +140,11 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const o = operatorOptions(values, config);
   const kc = new KubeConfig();
   kc.loadFromDefault();
-  const client = createKubeClient(kc);
+  const client = createKubeClient(kc, { qps: o.kubeApiQps, burst: o.kubeApiBurst });
   // Leader election gets its own client (own rate limiter), so a burst of reconciles never delays a
   // renewal; Events too (like client-go's broadcaster), so they never spend the reconcilers' budget.
   const leaseClient = createKubeClient(kc);
-  const events = new EventRecorder({ client: createKubeClient(kc), clock: systemClock, logger, identity: o.identity });
+  const events = new EventRecorder({ client: createKubeClient(kc, { qps: o.kubeApiQps, burst: o.kubeApiBurst }), clock: systemClock, logger, identity: o.identity });
   const registry = createRegistry();
   const metrics = operatorMetrics(registry);
   initControllerMetrics(metrics, o.workers);
