@@ -56,11 +56,11 @@ describe('configuration', () => {
 
 describe('operator settings from the environment (the chart\'s contract)', () => {
   const base = loadConfig({});
-  it('defaults to 4 workers and client-go-like 20 QPS / 30 burst', () => {
+  it('defaults to 8 workers and 50 QPS / 100 burst', () => {
     const o = operatorOptions({}, base, {});
-    assert.equal(o.workers, 4);
-    assert.equal(o.kubeApiQps, 20);
-    assert.equal(o.kubeApiBurst, 30);
+    assert.equal(o.workers, 8);
+    assert.equal(o.kubeApiQps, 50);
+    assert.equal(o.kubeApiBurst, 100);
   });
   it('takes OPERATOR_WORKERS, KUBE_API_QPS and KUBE_API_BURST, and names a bad one', () => {
     const o = operatorOptions({}, base, { OPERATOR_WORKERS: '8', KUBE_API_QPS: '50.5', KUBE_API_BURST: '100' });

@@ -75,11 +75,11 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     if (!ref) throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected secret-name/key`);
     return ref;
   };
-  const workers = Number(env.OPERATOR_WORKERS || '4');
+  const workers = Number(env.OPERATOR_WORKERS || '8');
   if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new ConfigError(`invalid OPERATOR_WORKERS=${JSON.stringify(env.OPERATOR_WORKERS)}: expected 1..32`);
-  const kubeApiQps = Number(env.KUBE_API_QPS || '20');
+  const kubeApiQps = Number(env.KUBE_API_QPS || '50');
   if (!Number.isFinite(kubeApiQps) || kubeApiQps <= 0 || kubeApiQps > 10_000) throw new ConfigError(`invalid KUBE_API_QPS=${JSON.stringify(env.KUBE_API_QPS)}: expected a number in (0, 10000]`);
-  const kubeApiBurst = Number(env.KUBE_API_BURST || '30');
+  const kubeApiBurst = Number(env.KUBE_API_BURST || '100');
   if (!Number.isInteger(kubeApiBurst) || kubeApiBurst < 1 || kubeApiBurst > 10_000) throw new ConfigError(`invalid KUBE_API_BURST=${JSON.stringify(env.KUBE_API_BURST)}: expected 1..10000`);
   const o: OperatorOptions = {
     namespaces,
