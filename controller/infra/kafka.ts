@@ -322,7 +322,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           const md = await admin.fetchTopicMetadata({ topics });
           if (md.topics.length === topics.length && md.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
             // The leader in the metadata may not serve the partition yet: ask it for the offsets.
-            for (const t of topics) await freshOffsets((a) => a.fetchTopicOffsets(t));
+            await Promise.all(topics.map((t) => freshOffsets((a) => a.fetchTopicOffsets(t))));
             return;
           }
         } catch (err) {
