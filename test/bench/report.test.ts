@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { replaceBlock } from './lib/blocks.ts';
 import type { SeckillRun, TimeoutsRun } from './lib/results.ts';
 import { spread } from './lib/stats.ts';
-import { budgetLine, seckillSummary, timeoutsSummary } from './lib/summary.ts';
+import { budgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { renderChart } from './lib/svg.ts';
 
 const context = {
@@ -111,4 +111,14 @@ test('svg: axes, labels, one polyline per series, escaped text', () => {
   assert.ok(svg.includes('Latency &lt;p99&gt;'));
   for (const label of ['percentile', 'ms', 'target', '99%', '99.9%']) assert.ok(svg.includes(`>${label}<`), label);
   assert.ok(!/NaN|Infinity/.test(svg));
+});
+
+test('timeouts ceiling sentence: a burst the raw UPDATE rate cannot close within the target is called out of reach', () => {
+  const withCeiling = (rate: number): TimeoutsRun => ({
+    bench: 'timeouts', ...context, timestamp: '2026-12-01T00:00:00.000Z', which: 'closer', round: 1,
+    params: { orders: 100_000, bucket: '2s', partitions: 6, dueSpreadMs: 1000 }, orders: 100_000, closed: 100_000, early: 0, closesPerSecond: 10_000,
+    delayMs: { p50: 2000, p90: 3500, p99: 4000, max: 4000 }, curve: [[99, 4000]], notes: [], checks: [], ceiling: { updatesPerSecond: rate / 4, chunkedPerSecond: rate, rows: 100_000, connections: 4, perTransaction: 500 } });
+  // 100,000 orders at 40,000 rows/s: 2.5 s of UPDATEs for dues spread over 1 s → p99 ≥ 0.99 × 1.5 s = 1.485 s.
+  assert.match(timeoutsBudgetLine(timeoutsSummary([withCeiling(40_000)])), /p99 is at least 1\.48 s.*needs ≥ 49,749 rows\/s: out of reach/);
+  assert.match(timeoutsBudgetLine(timeoutsSummary([withCeiling(200_000)])), /p99 is at least 0\.00 s.*within that bound/);
 });

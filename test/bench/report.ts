@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { replaceBlock } from './lib/blocks.ts';
 import { readRuns, resultsFile, RESULTS_DIR, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
-import { batches, budgetLine, seckillSummary, TARGETS, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
+import { batches, budgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
 import { renderChart, type Series } from './lib/svg.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -216,6 +216,8 @@ function timeoutsSection(all: TimeoutsRun[]): { md: string; readme: string; svg:
     '',
     ...verdictLines(s.verdicts),
     '',
+    timeoutsBudgetLine(s),
+    '',
     s.checksFailed.length === 0 ? 'Every round closed every order.' : `Failed checks:\n\n${s.checksFailed.map((c) => `- ${c}`).join('\n')}`,
     '',
     'Where the time went:',
@@ -234,7 +236,7 @@ function timeoutsSection(all: TimeoutsRun[]): { md: string; readme: string; svg:
       return `| ${day(h.first.timestamp)} | \`${h.first.git.commit.slice(0, 7)}\` | ${f0(c[0]?.params.orders ?? NaN)} | ${range(spread(c.map((r) => r.delayMs.p99)), (n) => fd(n / 1000, 3))} | ${range(spread(a.map((r) => r.delayMs.p99)), (n) => fd(n / 1000, 3))} | ${h.rows.reduce((n, r) => n + r.early, 0)} |`;
     }),
   ].join('\n');
-  const readme = [`\`npm run bench:timeouts\`, ${header}`, '', ...timeoutsTable(s), '', ...verdictLines(s.verdicts), '', '![Close delay, cumulative, per round](test/bench/timeouts-close-delay.svg)'].join('\n');
+  const readme = [`\`npm run bench:timeouts\`, ${header}`, '', ...timeoutsTable(s), '', ...verdictLines(s.verdicts), '', timeoutsBudgetLine(s), '', '![Close delay, cumulative, per round](test/bench/timeouts-close-delay.svg)'].join('\n');
   return { md, readme, svg: timeoutsSvg(latest, s) };
 }
 

@@ -28,7 +28,7 @@ import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
-import { TARGETS, timeoutsSummary } from './lib/summary.ts';
+import { TARGETS, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
 
@@ -394,6 +394,7 @@ process.stdout.write(
   [
     '',
     `timeouts batch ${s.batch}: ${N} orders per closer round, ${ROUNDS} round(s), modes ${MODES.join(',')}`,
+    `  ${timeoutsBudgetLine(s)}`,
     ...s.verdicts.map((v) => `  ${v.ok ? 'TARGET MET' : 'TARGET MISSED'}: ${v.what}: ${v.figure}`),
     ...s.checksFailed.map((c) => `  CHECK FAILED: ${c}`),
     `  raw results appended to ${FILE} (${lines.length} lines); \`npm run bench:report\` renders RESULTS.md and the README${SMOKE ? ' (this smoke batch is skipped by the report)' : ''}`,

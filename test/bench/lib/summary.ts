@@ -178,3 +178,28 @@ export function timeoutsSummary(runs: TimeoutsRun[]): TimeoutsSummary {
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} round ${r.round}: ${c.what}`));
   return { batch: first.batch, first, rows: runs, verdicts, checksFailed };
 }
+
+/**
+ * The ceiling sentence of a timeouts batch: how fast raw conditional UPDATEs close rows on the same
+ * table bounds the close delay from below. Closing the k-th of N orders (dues spread evenly over S
+ * seconds) cannot end before k ÷ ceiling s after the first due, so the 99th percentile of the delay
+ * is at least 0.99 × (N ÷ ceiling − S).
+ */
+export function timeoutsBudgetLine(s: TimeoutsSummary): string {
+  const rounds = s.rows.filter((r) => r.which === 'closer' && r.ceiling);
+  const first = rounds[0];
+  if (!first?.ceiling) return 'No ceiling measured in this batch.';
+  const ceiling = spread(rounds.map((r) => r.ceiling?.chunkedPerSecond ?? NaN));
+  const orders = first.params.orders;
+  const spreadS = first.params.dueSpreadMs / 1000;
+  const targetS = TARGETS.closeP99Ms / 1000;
+  const floorP99 = Math.max(0, 0.99 * (orders / ceiling.max - spreadS));
+  const need = (0.99 * orders) / (targetS + 0.99 * spreadS);
+  return (
+    `Ceiling: raw conditional UPDATEs close ${f0(ceiling.median)} (${f0(ceiling.min)}–${f0(ceiling.max)}) rows/s on the same table ` +
+    `(${first.ceiling.perTransaction} rows per transaction, ${first.ceiling.connections} connections). At the best of them, ${f0(orders)} orders due within ` +
+    `${spreadS.toFixed(2)} s take ${(orders / ceiling.max).toFixed(2)} s of UPDATEs alone, so the close delay's p99 is at least ${floorP99.toFixed(2)} s ` +
+    `whatever the closer does. ${floorP99 <= targetS ? 'The p99 target is within that bound.' : `The p99 ≤ ${targetS} s target needs ≥ ${f0(need)} rows/s: out of reach on this machine.`}`
+  );
+}
+
