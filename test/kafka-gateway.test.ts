@@ -190,6 +190,41 @@ describe('kafka gateway under lost broker state and handler failures', () => {
     await gw.close();
   });
 
+  it('connects the new producer again on the next send when its first connects failed (broker still away)', { timeout: 30_000 }, async () => {
+    const producers: { id: number; sent: string[]; connects: number }[] = [];
+    const fake = {
+      producer() {
+        const p = { id: producers.length + 1, sent: [] as string[], connects: 0 };
+        producers.push(p);
+        return {
+          async connect() {
+            p.connects++;
+            // The replacement's first two connects fail: the broker is not back yet.
+            if (p.id === 2 && p.connects <= 2) throw new Error('Connection error: ECONNREFUSED');
+          },
+          async disconnect() {},
+          async sendBatch(req: { topicMessages: { messages: { value: string }[] }[] }) {
+            if (p.id === 1) {
+              const cause = Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: false });
+              throw Object.assign(new Error(cause.message, { cause }), { name: 'KafkaJSNonRetriableError', retriable: false });
+            }
+            for (const t of req.topicMessages) for (const m of t.messages) p.sent.push(String(m.value));
+          },
+        };
+      },
+      admin() {
+        return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
+      },
+    };
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => fake as never });
+    const producer = await gw.producer();
+    await assert.rejects(producer.send([{ topic: 't', messages: [{ value: 'one' }] }]), /ECONNREFUSED/);
+    await producer.send([{ topic: 't', messages: [{ value: 'two' }] }]);
+    assert.equal(producers.length, 2, 'no third producer: the replacement is connected again, not replaced');
+    assert.deepEqual(producers[1]?.sent, ['two']);
+    await gw.close();
+  });
+
   it('keeps consuming after the handler threw an error kafkajs deems non-retriable', { timeout: 90_000 }, async () => {
     const t = await topic('nonretriable', 1);
     const producer = await kafka.producer();

@@ -485,17 +485,27 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       // expired) answers every later request with the same non-retriable error: kafkajs never
       // recovers that producer. Like the Java client's epoch bump, a new producer (new id, sequences
       // from 0) replaces it; the old one's unacknowledged messages are sent again by the caller.
-      let renewing: Promise<void> | undefined;
+      // The current producer's connection; a failed connect is tried again by the next send.
+      let ready: Promise<void> = Promise.resolve();
       const renew = (failed: KjsProducer): Promise<void> => {
-        if (producer !== failed) return renewing ?? Promise.resolve();
-        const next = makeProducer();
-        producer = next;
-        failed.disconnect().catch(() => undefined);
-        log.warn({ clientId: options.clientId }, 'idempotent producer state lost on the broker; continuing with a new producer id');
-        renewing = next.connect().finally(() => {
-          renewing = undefined;
-        });
-        return renewing;
+        if (producer === failed) {
+          const next = makeProducer();
+          producer = next;
+          failed.disconnect().catch(() => undefined);
+          log.warn({ clientId: options.clientId }, 'idempotent producer state lost on the broker; continuing with a new producer id');
+          ready = next.connect();
+        }
+        return ready;
+      };
+      const connected = async (): Promise<KjsProducer> => {
+        const used = producer;
+        try {
+          await ready;
+        } catch {
+          if (used === producer) ready = used.connect();
+          await ready;
+        }
+        return used;
       };
       const close = () => producer.disconnect();
       closers.add(close);
@@ -506,8 +516,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           const budgets = new Map<string, number>();
           for (const b of nonEmpty) if (!budgets.has(b.topic)) budgets.set(b.topic, requestBudget(await limitOf(b.topic)));
           const sendOne = async (request: { topic: string; messages: OutgoingMessage[] }[], renewed = false): Promise<void> => {
-            await renewing;
-            const used = producer;
+            const used = await connected();
             try {
               await used.sendBatch({
                 acks: -1,
@@ -524,7 +533,8 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
               });
             } catch (err) {
               if (isProducerStateLost(err) && !renewed) {
-                await renew(used);
+                // A failed connect of the replacement is tried once more by connected() below.
+                await renew(used).catch(() => undefined);
                 return sendOne(request, true);
               }
               // The estimate fell short (or the limit was lowered since it was read): halve and go on.
@@ -579,11 +589,19 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         if (e.payload.restart || stopped || !rerun) return;
         const again = rerun;
         clearTimeout(rerunTimer);
-        rerunTimer = setTimeout(() => {
-          if (stopped) return;
-          log.warn({ groupId: opts.groupId }, 'running the stopped consumer again');
-          again().catch((err: unknown) => log.error({ groupId: opts.groupId, err: String(err) }, 'running the consumer again failed; next try after the next crash'));
-        }, 5000);
+        // Tried again with backoff until it runs (a broker still down fails the connect, and then no
+        // crash would come to trigger another try).
+        const attempt = (delayMs: number) => {
+          rerunTimer = setTimeout(() => {
+            if (stopped) return;
+            log.warn({ groupId: opts.groupId }, 'running the stopped consumer again');
+            again().catch((err: unknown) => {
+              log.error({ groupId: opts.groupId, err: String(err), retryInMs: Math.min(delayMs * 2, 60_000) }, 'running the consumer again failed');
+              attempt(Math.min(delayMs * 2, 60_000));
+            });
+          }, delayMs);
+        };
+        attempt(5000);
       });
       const stop = async () => {
         if (stopped) return;
