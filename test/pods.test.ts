@@ -71,7 +71,7 @@ async function chartManifests(): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'pods-values-'));
   try {
     writeFileSync(join(dir, 'values.yaml'), stringify(values));
-    const only = ['serviceaccount', 'rbac', 'deployment'].flatMap((t) => ['--show-only', `templates/${t}.yaml`]);
+    const only = ['serviceaccount', 'rbac', 'lease', 'deployment'].flatMap((t) => ['--show-only', `templates/${t}.yaml`]);
     const r = await run(cluster.helm, ['template', 'flashsale', join(repo, 'charts/flashsale-operator'), '--namespace', ns, '-f', join(dir, 'values.yaml'), ...only], { timeout: 60_000, env: { ...process.env, HOME: dir } });
     return r.stdout;
   } finally {
