@@ -148,28 +148,34 @@ describe('kafka gateway', () => {
 });
 
 describe('kafka gateway under lost broker state and handler failures', () => {
-  it('goes on with a new producer id when the broker lost this producer\'s sequence state', { timeout: 30_000 }, async () => {
-    // What a broker restarted after kill -9 answered in scenario 10: every later request of the
-    // producer id is refused with the same non-retriable error. The kafkajs client is a fake here,
-    // so the answer comes exactly when wanted; the real broker restart is scenario 10's.
-    const producers: { id: number; sent: string[]; connected: boolean }[] = [];
-    let refuse = 1;
-    const fake = {
+  /** What a broker that lost this producer id's state answers (kafkajs wraps it as non-retriable). */
+  const stateLost = () => {
+    const cause = Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: false });
+    return Object.assign(new Error(cause.message, { cause }), { name: 'KafkaJSNonRetriableError', retriable: false });
+  };
+
+  /**
+   * A gateway over a fake kafkajs client: producer n (1, 2, …) refuses a send with stateLost() while
+   * `refuses(n)` says so and fails its k-th connect while `connectFails(n, k)` does. The renewal paths
+   * cannot be provoked on demand from a real broker; scenario 10's broker restart is their real test.
+   */
+  function fakeGateway(o: { refuses: (id: number) => boolean; connectFails?: (id: number, attempt: number) => boolean }) {
+    const producers: { id: number; sent: string[]; connected: boolean; connects: number }[] = [];
+    const client = {
       producer() {
-        const p = { id: producers.length + 1, sent: [] as string[], connected: false };
+        const p = { id: producers.length + 1, sent: [] as string[], connected: false, connects: 0 };
         producers.push(p);
         return {
           async connect() {
+            p.connects++;
+            if (o.connectFails?.(p.id, p.connects)) throw new Error('Connection error: ECONNREFUSED');
             p.connected = true;
           },
           async disconnect() {
             p.connected = false;
           },
           async sendBatch(req: { topicMessages: { messages: { value: string }[] }[] }) {
-            if (p.id === 1 && refuse-- > 0) {
-              const cause = Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: false });
-              throw Object.assign(new Error(cause.message, { cause }), { name: 'KafkaJSNonRetriableError', retriable: false });
-            }
+            if (o.refuses(p.id)) throw stateLost();
             for (const t of req.topicMessages) for (const m of t.messages) p.sent.push(String(m.value));
           },
         };
@@ -178,7 +184,14 @@ describe('kafka gateway under lost broker state and handler failures', () => {
         return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
       },
     };
-    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => fake as never });
+    return { producers, gateway: createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => client as never }) };
+  }
+
+  it('goes on with a new producer id when the broker lost this producer\'s sequence state', { timeout: 30_000 }, async () => {
+    // What a broker restarted after kill -9 answered in scenario 10: every later request of the
+    // producer id is refused with the same non-retriable error.
+    let refuse = 1;
+    const { producers, gateway: gw } = fakeGateway({ refuses: (id) => id === 1 && refuse-- > 0 });
     const producer = await gw.producer();
     await producer.send([{ topic: 't', messages: [{ value: 'one' }] }]);
     await producer.send([{ topic: 't', messages: [{ value: 'two' }] }]);
@@ -191,32 +204,8 @@ describe('kafka gateway under lost broker state and handler failures', () => {
   });
 
   it('connects the new producer again on the next send when its first connects failed (broker still away)', { timeout: 30_000 }, async () => {
-    const producers: { id: number; sent: string[]; connects: number }[] = [];
-    const fake = {
-      producer() {
-        const p = { id: producers.length + 1, sent: [] as string[], connects: 0 };
-        producers.push(p);
-        return {
-          async connect() {
-            p.connects++;
-            // The replacement's first two connects fail: the broker is not back yet.
-            if (p.id === 2 && p.connects <= 2) throw new Error('Connection error: ECONNREFUSED');
-          },
-          async disconnect() {},
-          async sendBatch(req: { topicMessages: { messages: { value: string }[] }[] }) {
-            if (p.id === 1) {
-              const cause = Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: false });
-              throw Object.assign(new Error(cause.message, { cause }), { name: 'KafkaJSNonRetriableError', retriable: false });
-            }
-            for (const t of req.topicMessages) for (const m of t.messages) p.sent.push(String(m.value));
-          },
-        };
-      },
-      admin() {
-        return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
-      },
-    };
-    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => fake as never });
+    // The replacement's first two connects fail: the broker is not back yet.
+    const { producers, gateway: gw } = fakeGateway({ refuses: (id) => id === 1, connectFails: (id, attempt) => id === 2 && attempt <= 2 });
     const producer = await gw.producer();
     await assert.rejects(producer.send([{ topic: 't', messages: [{ value: 'one' }] }]), /ECONNREFUSED/);
     await producer.send([{ topic: 't', messages: [{ value: 'two' }] }]);
