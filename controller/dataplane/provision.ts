@@ -24,6 +24,13 @@ export class RebuildBlockedError extends Error {
   readonly reason = 'WaitingForOrderWriter';
 }
 
+/**
+ * How long a SKU's keys must have been missing before they are rebuilt from MySQL (besides the orders
+ * topic being drained): orders an API reserved before the loss may still sit in its producer. The
+ * operator's REBUILD_GRACE default and `flashsale run`'s periodic check.
+ */
+export const REBUILD_GRACE_MS = 30_000;
+
 /** True when the order writer's group has committed everything in the orders topic. */
 export async function ordersDrained(admin: KafkaAdmin, sale: FlashSale, nameOptions: NameOptions = {}): Promise<boolean> {
   const n = saleNames(sale.metadata, nameOptions);

@@ -15,7 +15,7 @@ import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashs
 import { OrderApi } from './api.ts';
 import { startCompensator } from './compensator-main.ts';
 import { OrderWriter } from './order-writer.ts';
-import { ensureSchema, ensureStock, ensureTopics, ordersDrained, RebuildBlockedError } from './provision.ts';
+import { ensureSchema, ensureStock, ensureTopics, ordersDrained, REBUILD_GRACE_MS, RebuildBlockedError } from './provision.ts';
 import { Reaper } from './reaper.ts';
 import { saleContext, type SaleContext } from './sale-context.ts';
 import { bucketDelays, startTimeoutWorkers } from './timeout-closer-main.ts';
@@ -97,9 +97,6 @@ export const startCompensators: WorkerStarter = async (env) =>
     const c = startCompensator({ sale: ctx.sale, names: ctx.names, stock: ctx.stock, pool: env.pool, redis: env.redis, registry: env.registry, logger: env.logger });
     return { name: `compensator ${ctx.key}`, stop: () => c.stop() };
   });
-
-/** How long a SKU's keys must have been missing before the periodic check rebuilds it (the operator's default). */
-export const REBUILD_GRACE_MS = 30_000;
 
 /**
  * Stock of every sale, provisioned after the order writers started: a SKU whose Redis keys are

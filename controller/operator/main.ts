@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { KubeConfig, type KubernetesObject, type V1Deployment, type V1Service } from '@kubernetes/client-node';
 import type { CommandContext, CommandValues } from '../command.ts';
 import { ConfigError, type Config } from '../config.ts';
+import { REBUILD_GRACE_MS } from '../dataplane/provision.ts';
 import { serveWorkerEndpoints } from '../dataplane/worker-http.ts';
 import { createKafkaGateway } from '../infra/kafka.ts';
 import { createPool } from '../infra/mysql.ts';
@@ -47,6 +48,17 @@ export interface OperatorOptions {
   worker: WorkerEnv;
 }
 
+/** A numeric setting from the environment (unset or empty: `fallback`), refused out of its range. */
+function numberSetting(env: Env, name: string, fallback: number, range: { integer?: boolean; min: number; minExclusive?: boolean; max: number }): number {
+  const raw = env[name];
+  const n = raw ? Number(raw) : fallback;
+  const above = range.minExclusive ? n > range.min : n >= range.min;
+  if (!Number.isFinite(n) || (range.integer && !Number.isInteger(n)) || !above || n > range.max) {
+    throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected ${range.integer ? 'an integer' : 'a number'} in ${range.minExclusive ? '(' : '['}${range.min}, ${range.max}]`);
+  }
+  return n;
+}
+
 function duration(env: Env, name: string, fallback: string): number {
   const raw = env[name] || fallback;
   try {
@@ -75,12 +87,9 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     if (!ref) throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected secret-name/key`);
     return ref;
   };
-  const workers = Number(env.OPERATOR_WORKERS || '8');
-  if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new ConfigError(`invalid OPERATOR_WORKERS=${JSON.stringify(env.OPERATOR_WORKERS)}: expected 1..32`);
-  const kubeApiQps = Number(env.KUBE_API_QPS || '50');
-  if (!Number.isFinite(kubeApiQps) || kubeApiQps <= 0 || kubeApiQps > 10_000) throw new ConfigError(`invalid KUBE_API_QPS=${JSON.stringify(env.KUBE_API_QPS)}: expected a number in (0, 10000]`);
-  const kubeApiBurst = Number(env.KUBE_API_BURST || '100');
-  if (!Number.isInteger(kubeApiBurst) || kubeApiBurst < 1 || kubeApiBurst > 10_000) throw new ConfigError(`invalid KUBE_API_BURST=${JSON.stringify(env.KUBE_API_BURST)}: expected 1..10000`);
+  const workers = numberSetting(env, 'OPERATOR_WORKERS', 8, { integer: true, min: 1, max: 32 });
+  const kubeApiQps = numberSetting(env, 'KUBE_API_QPS', 50, { min: 0, minExclusive: true, max: 10_000 });
+  const kubeApiBurst = numberSetting(env, 'KUBE_API_BURST', 100, { integer: true, min: 1, max: 10_000 });
   const o: OperatorOptions = {
     namespaces,
     leaseName: (values['lease-name'] as string | undefined) || env.LEASE_NAME || 'flashsale-operator',
@@ -94,7 +103,7 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     scaleDownWindowMs: duration(env, 'SCALE_DOWN_STABILIZATION', '5m'),
     lagIntervalMs: duration(env, 'LAG_INTERVAL', '5s'),
     stepTimeoutMs: duration(env, 'STEP_TIMEOUT', '20s'),
-    rebuildGraceMs: duration(env, 'REBUILD_GRACE', '30s'),
+    rebuildGraceMs: duration(env, 'REBUILD_GRACE', `${REBUILD_GRACE_MS / 1000}s`),
     workers,
     kubeApiQps,
     kubeApiBurst,

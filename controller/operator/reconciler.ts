@@ -4,7 +4,7 @@
 // change makes no write at all, to the API or elsewhere, and no read of the API either.
 import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import type { MysqlConfig } from '../config.ts';
-import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, soldUnits } from '../dataplane/provision.ts';
+import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, REBUILD_GRACE_MS, soldUnits, type TopicsOutcome } from '../dataplane/provision.ts';
 import { StockStore } from '../dataplane/stock.ts';
 import type { KafkaGateway } from '../infra/kafka.ts';
 import { latestSchemaVersion, schemaVersion, type Pool } from '../infra/mysql.ts';
@@ -13,7 +13,7 @@ import type { Logger } from '../log.ts';
 import type { LagSnapshot } from '../metrics/lag.ts';
 import { forgetSale, setSalePhase, setSkuStock, type OperatorMetrics, type SalePhase } from '../metrics/operator.ts';
 import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts';
-import { saleNames, type TopicPurpose } from '../spec/names.ts';
+import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
 import type { EventSink } from './events.ts';
 import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
@@ -106,7 +106,7 @@ export class Reconciler {
   /** When this leader first saw a sale's stock keys missing (see rebuildGraceMs). */
   private readonly stockMissingSince = new Map<string, number>();
   /** Per sale: the generation whose schema and topics were last found in place, and when. */
-  private readonly verified = new Map<string, { generation: number; at: number; schema: { version: number }; topics: { name: string; partitions: number; purpose: TopicPurpose }[] }>();
+  private readonly verified = new Map<string, { generation: number; at: number; schema: { version: number }; topics: TopicsOutcome['topics'] }>();
 
   constructor(deps: ReconcilerDeps) {
     this.d = deps;
@@ -246,7 +246,7 @@ export class Reconciler {
         const since = this.stockMissingSince.get(key) ?? now;
         this.stockMissingSince.set(key, since);
         const written = (await admin.topicOffsets(saleNames(sale.metadata).topics.orders)).some((p) => BigInt(p.high) > 0n);
-        if (written && now - since < (this.d.rebuildGraceMs ?? 30_000)) return false;
+        if (written && now - since < (this.d.rebuildGraceMs ?? REBUILD_GRACE_MS)) return false;
         return ordersDrained(admin, sale);
       };
       const out = await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key, { ordersDrained: drained });
