@@ -1,5 +1,6 @@
 // Contract of the Kafka gateway, against the real broker.
 import assert from 'node:assert/strict';
+import kafkajs from 'kafkajs';
 import { after, before, describe, it } from 'node:test';
 import { BatchingProducer, createKafkaGateway, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
 import { deleteTopics, eventually, logger, testKafka, uniqueName } from './support/infra.ts';
@@ -138,6 +139,21 @@ describe('kafka gateway', () => {
     assert.equal(offsets.reduce((s, p) => s + Number(p.high), 0), 2);
     assert.deepEqual(await admin.groupOffsets(`${prefix}.nobody`, [t]).then((o) => o.map((x) => x.offset)), [null, null, null, null]);
     await producer.disconnect();
+  });
+
+  it('creates concurrent callers\' topics and refuses only the one the broker cannot create', { timeout: 60_000 }, async () => {
+    // The per-topic errors of a shared CreateTopics request, as the real broker and kafkajs give them:
+    // a replication factor of 3 on this one-broker cluster is refused, the other callers' topics are made.
+    const admin = await kafka.admin();
+    const names = ['shared-a', 'shared-b', 'shared-c'].map((n) => `${prefix}.${n}`);
+    const [a, b, c] = await Promise.allSettled(
+      names.map((t, i) => admin.createTopics([{ topic: t, partitions: 1, replicationFactor: i === 1 ? 3 : 1 }])),
+    );
+    assert.equal(a?.status, 'fulfilled');
+    assert.equal(c?.status, 'fulfilled');
+    assert.equal(b?.status, 'rejected');
+    assert.equal(((b as PromiseRejectedResult).reason as { type?: string }).type, 'INVALID_REPLICATION_FACTOR');
+    assert.deepEqual((await admin.describeTopics(names)).map((d) => d.topic).sort(), [names[0], names[2]]);
   });
 
   it('reports a send to a missing topic as an error (no auto-create)', { timeout: 60_000 }, async () => {
@@ -340,5 +356,198 @@ describe('kafka gateway time index', () => {
     assert.deepEqual(await admin.topicOffsetsAt(t, base), [{ partition: 0, offset: '0' }]);
     assert.deepEqual(await admin.topicOffsetsAt(t, base + 31_000), [{ partition: 0, offset: '4' }], 'high watermark when all are older');
     await producer.disconnect();
+  });
+});
+
+describe('kafka gateway topic creation for many sales at once', () => {
+  type ErrorClass = new (...args: unknown[]) => Error;
+  const { KafkaJSAggregateError, KafkaJSCreateTopicError, KafkaJSNonRetriableError } = kafkajs as unknown as Record<'KafkaJSAggregateError' | 'KafkaJSCreateTopicError' | 'KafkaJSNonRetriableError', ErrorClass>;
+  const protocolError = (type: string) => ({ type, code: 38, retriable: false, message: `broker refused: ${type}` });
+
+  /**
+   * A fake kafkajs admin that answers like kafkajs 2.2.4 over one broker: createTopics rejects the whole
+   * request with a KafkaJSAggregateError of per-topic KafkaJSCreateTopicErrors (and returns false when
+   * they are all TOPIC_ALREADY_EXISTS), its client-side checks refuse a request with a
+   * KafkaJSNonRetriableError, and fetchTopicMetadata fails the whole request for one topic the broker
+   * does not know yet. Every request is recorded.
+   */
+  function fakeBroker() {
+    const f = {
+      topics: new Set<string>(),
+      /** Created by someone else after our listing: the create answers TOPIC_ALREADY_EXISTS. */
+      existsOnCreate: new Set<string>(),
+      /** Refused by the broker with this error type. */
+      refuse: new Map<string, string>(),
+      /** Created, but not yet in the broker's metadata (UNKNOWN_TOPIC_OR_PARTITION). */
+      unknown: new Set<string>(),
+      leaderless: new Set<string>(),
+      createRequests: [] as string[][],
+      metadataRequests: [] as string[][],
+      probes: [] as string[],
+      createGate: Promise.resolve(),
+      createEntered: [] as (() => void)[],
+      askedListeners: [] as { names: string[]; done: () => void }[],
+    };
+    /** Resolves once one metadata request asks about all of `names` together. */
+    const asked = (names: string[]) => new Promise<void>((done) => f.askedListeners.push({ names, done }));
+    const admin = {
+      connect: async () => undefined,
+      disconnect: async () => undefined,
+      listTopics: async () => [...f.topics],
+      async createTopics({ topics }: { topics: { topic: string; configEntries: { name: string; value: unknown }[] }[] }) {
+        f.createRequests.push(topics.map((t) => t.topic));
+        for (const e of f.createEntered.splice(0)) e();
+        await f.createGate;
+        for (const { topic, configEntries } of topics) {
+          if (configEntries.some((c) => typeof c.value !== 'string')) {
+            throw new KafkaJSNonRetriableError(`Invalid configEntries for topic "${topic}". Entry 0 must have a valid "value" property`);
+          }
+        }
+        const errors: Error[] = [];
+        for (const { topic } of topics) {
+          const refused = f.refuse.get(topic);
+          if (refused) errors.push(new KafkaJSCreateTopicError(protocolError(refused), topic));
+          else if (f.topics.has(topic) || f.existsOnCreate.has(topic)) {
+            f.topics.add(topic);
+            errors.push(new KafkaJSCreateTopicError(protocolError('TOPIC_ALREADY_EXISTS'), topic));
+          } else f.topics.add(topic);
+        }
+        if (errors.length === 0) return true;
+        if (errors.every((e) => (e as { type?: string }).type === 'TOPIC_ALREADY_EXISTS')) return false;
+        throw new KafkaJSAggregateError('Topic creation errors', errors);
+      },
+      async fetchTopicMetadata({ topics }: { topics: string[] }) {
+        f.metadataRequests.push([...topics]);
+        f.askedListeners = f.askedListeners.filter((l) => (l.names.every((n) => topics.includes(n)) ? (l.done(), false) : true));
+        if (topics.some((t) => f.unknown.has(t))) throw Object.assign(new Error('This server does not host this topic-partition'), { name: 'KafkaJSProtocolError', type: 'UNKNOWN_TOPIC_OR_PARTITION' });
+        return { topics: topics.filter((t) => f.topics.has(t)).map((name) => ({ name, partitions: [{ partitionId: 0, leader: f.leaderless.has(name) ? -1 : 1 }] })) };
+      },
+      async fetchTopicOffsets(topic: string) {
+        f.probes.push(topic);
+        return [{ partition: 0, offset: '0', high: '0', low: '0' }];
+      },
+    };
+    return { f, asked, admin };
+  }
+  const saleTopics = (sale: string, n = 4) => Array.from({ length: n }, (_, i) => ({ topic: `${sale}.t${i}`, partitions: 3, replicationFactor: 1 }));
+  const settled = <T>(p: Promise<T>) => {
+    const s = { done: false };
+    p.then(() => (s.done = true), () => (s.done = true));
+    return s;
+  };
+
+  it('sends one CreateTopics request for concurrent callers and polls their leaders together', { timeout: 30_000 }, async () => {
+    const { f, admin: fake } = fakeBroker();
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => ({ admin: () => fake }) as never });
+    const admin = await gw.admin();
+    const sales = Array.from({ length: 8 }, (_, i) => saleTopics(`s${i}`));
+    await Promise.all(sales.map((s) => admin.createTopics(s)));
+    assert.ok(f.createRequests.length < 8, `8 concurrent callers, ${f.createRequests.length} CreateTopics requests`);
+    const all = sales.flat().map((t) => t.topic).sort();
+    assert.deepEqual(f.createRequests.flat().sort(), all, 'every topic asked for once');
+    assert.ok(f.metadataRequests.length < 8, `8 callers waiting for leaders, ${f.metadataRequests.length} metadata requests`);
+    assert.deepEqual([...f.probes].sort(), all, 'each new topic probed for offsets once');
+
+    // Callers that come while a request is in flight go together in the next one.
+    let open!: () => void;
+    f.createGate = new Promise<void>((r) => (open = r));
+    const entered = new Promise<void>((r) => f.createEntered.push(r));
+    const first = admin.createTopics(saleTopics('w0'));
+    await entered;
+    const rest = Array.from({ length: 5 }, (_, i) => admin.createTopics(saleTopics(`w${i + 1}`)));
+    const second = new Promise<void>((r) => f.createEntered.push(r));
+    open();
+    await second;
+    await Promise.all([first, ...rest]);
+    assert.deepEqual(f.createRequests.slice(-2).map((r) => r.length), [4, 20], 'the first caller alone, then the five that came meanwhile');
+
+    // Bounded: 60 sales of 4 topics go in requests of at most 200 topics.
+    const before = f.createRequests.length;
+    await Promise.all(Array.from({ length: 60 }, (_, i) => admin.createTopics(saleTopics(`b${i}`))));
+    const big = f.createRequests.slice(before);
+    assert.ok(big.length >= 2 && big.length < 60, `${big.length} requests for 60 callers`);
+    assert.ok(big.every((r) => r.length <= 200), 'no request above 200 topics');
+    assert.equal(big.flat().length, 240);
+    await gw.close();
+  });
+
+  it('reports a topic the broker refused to its own caller only; the request\'s other callers succeed', { timeout: 30_000 }, async () => {
+    const { f, admin: fake } = fakeBroker();
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => ({ admin: () => fake }) as never });
+    const admin = await gw.admin();
+    f.refuse.set('bad.t1', 'INVALID_REPLICATION_FACTOR');
+    f.refuse.set('worse.t0', 'INVALID_CONFIG');
+    f.refuse.set('worse.t2', 'POLICY_VIOLATION');
+    for (const t of saleTopics('taken')) f.existsOnCreate.add(t.topic);
+    const [good, bad, worse, taken] = await Promise.allSettled(['good', 'bad', 'worse', 'taken'].map((s) => admin.createTopics(saleTopics(s))));
+    assert.equal(f.createRequests.length, 1, 'the four callers shared one request');
+    assert.equal(good?.status, 'fulfilled');
+    assert.equal(taken?.status, 'fulfilled', 'TOPIC_ALREADY_EXISTS is success');
+    assert.equal(bad?.status, 'rejected');
+    const badErr = (bad as PromiseRejectedResult).reason as { type?: string; topic?: string };
+    assert.equal(badErr.type, 'INVALID_REPLICATION_FACTOR');
+    assert.equal(badErr.topic, 'bad.t1');
+    assert.equal(worse?.status, 'rejected');
+    const worseErr = (worse as PromiseRejectedResult).reason as Error & { errors?: unknown[] };
+    assert.equal(worseErr.errors?.length, 2, 'both of its refused topics, and no other caller\'s');
+    assert.match(worseErr.message, /worse\.t0: .*INVALID_CONFIG.*worse\.t2: .*POLICY_VIOLATION/);
+    assert.doesNotMatch(worseErr.message, /bad\.t1/);
+    await gw.close();
+  });
+
+  it('asks again caller by caller when a shared request fails for no named topic', { timeout: 30_000 }, async () => {
+    const { f, admin: fake } = fakeBroker();
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => ({ admin: () => fake }) as never });
+    const admin = await gw.admin();
+    // A setting of the wrong type (from a hand-written spec) makes kafkajs refuse the whole request.
+    const poisoned = [{ topic: 'poison.t0', partitions: 1, replicationFactor: 1, configs: { 'retention.ms': 1000 as unknown as string } }];
+    const [good, poison] = await Promise.allSettled([admin.createTopics(saleTopics('good')), admin.createTopics(poisoned)]);
+    assert.equal(good?.status, 'fulfilled');
+    assert.equal(poison?.status, 'rejected');
+    assert.match(String((poison as PromiseRejectedResult).reason), /Invalid configEntries for topic "poison\.t0"/);
+    assert.equal(f.createRequests.length, 3, 'the shared request, then one per caller');
+    assert.deepEqual(f.createRequests[0]?.length, 5);
+    assert.ok(saleTopics('good').every((t) => f.topics.has(t.topic)));
+    await gw.close();
+  });
+
+  it('gives each caller waiting for leaders its own deadline', { timeout: 30_000 }, async () => {
+    const { f, asked, admin: fake } = fakeBroker();
+    let clock = 1_000_000;
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, now: () => clock, client: () => ({ admin: () => fake }) as never });
+    const admin = await gw.admin();
+    f.leaderless.add('a.t0');
+    f.leaderless.add('c.t0');
+    const a = admin.createTopics(saleTopics('a', 1));
+    const aState = settled(a);
+    await asked(['a.t0']);
+    // A caller whose topic is ready is answered while another still waits.
+    await admin.createTopics(saleTopics('b', 1));
+    assert.equal(aState.done, false);
+    clock += 30_000;
+    const c = admin.createTopics(saleTopics('c', 1));
+    const cState = settled(c);
+    await asked(['a.t0', 'c.t0']);
+    clock += 30_001;
+    await assert.rejects(a, /topics a\.t0 have no leader 60000 ms after creation/);
+    assert.equal(cState.done, false, 'the later caller keeps its own deadline');
+    f.leaderless.delete('c.t0');
+    await c;
+    await gw.close();
+  });
+
+  it('does not hold a caller whose topics are known while another request\'s topics are not yet', { timeout: 30_000 }, async () => {
+    const { f, asked, admin: fake } = fakeBroker();
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => ({ admin: () => fake }) as never });
+    const admin = await gw.admin();
+    f.unknown.add('y.t0');
+    const y = admin.createTopics(saleTopics('y', 1));
+    const yState = settled(y);
+    await asked(['y.t0']);
+    await admin.createTopics(saleTopics('x', 1));
+    assert.equal(yState.done, false);
+    f.unknown.delete('y.t0');
+    await y;
+    await gw.close();
   });
 });

@@ -139,6 +139,8 @@ export interface KafkaGatewayOptions {
   retries?: number;
   /** Builds the kafkajs client (tests inject a fake one to produce broker answers on demand). */
   client?: (config: ConstructorParameters<typeof Kafka>[0]) => KjsKafka;
+  /** Clock (epoch ms) for the deadline of the wait for new topics' leaders; tests inject one. */
+  now?: () => number;
 }
 
 /** A message larger than its topic accepts: it can never be produced, retrying cannot help. */
@@ -312,29 +314,131 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         return ask(admin);
       }
     };
-    /** Until every partition of the topics has a leader (a produce right after creation then succeeds). */
-    const waitForLeaders = async (topics: string[], timeoutMs = 60_000) => {
-      const deadline = Date.now() + timeoutMs;
-      // Polled every 250 ms at most: a new topic usually has its leaders within a few hundred ms, and a
-      // wait rounded up to the next 1 s poll added most of a sale's topic step.
-      for (let delay = 50; ; delay = Math.min(250, delay * 2)) {
+    // Not an answer yet, poll again: the broker has not propagated the new topic, or kafkajs read
+    // a partition-less cache entry (a TypeError, see renew above), or it gave up retrying one.
+    const notYet = (err: unknown): boolean => {
+      const type = (err as { type?: string } | undefined)?.type;
+      return ['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE', 'NOT_LEADER_FOR_PARTITION'].includes(type ?? '')
+        || Boolean((err as Error | undefined)?.name?.includes('NumberOfRetriesExceeded'))
+        || err instanceof TypeError;
+    };
+    // Until every partition of a caller's topics has a leader (a produce right after creation then
+    // succeeds). With 500 sales created at once, each caller polling on its own (8 reconcile workers,
+    // 8 loops, 4 offsets probes each) was much of the broker's work: one loop polls for every caller,
+    // one metadata request for all topics being waited on, and each caller is answered when its own
+    // topics are ready, or fails at its own deadline.
+    interface LeaderWaiter {
+      topics: string[];
+      /** Topics not yet seen with leaders that answer. */
+      left: Set<string>;
+      /** The CreateTopics request that made them: its topics appear in the broker's metadata together. */
+      batch: number;
+      since: number;
+      deadline: number;
+      timeoutMs: number;
+      resolve: () => void;
+      reject: (err: unknown) => void;
+    }
+    const now = options.now ?? Date.now;
+    const waiters = new Set<LeaderWaiter>();
+    let polling = false;
+    let pollDelay = 50;
+    let hurry = false;
+    let wake: (() => void) | undefined;
+    // A batch whose topics are still unknown after this long is polled caller by caller, so one topic
+    // that never appears (deleted meanwhile) cannot hold the other callers of its batch.
+    const SPLIT_BATCH_AFTER_MS = 2000;
+    const pollRound = async (pending: LeaderWaiter[]): Promise<void> => {
+      const leadered = new Set<string>();
+      const failed = new Map<string, unknown>();
+      const ask = async (group: LeaderWaiter[]): Promise<boolean> => {
+        const names = [...new Set(group.flatMap((w) => [...w.left]))];
         try {
-          const md = await admin.fetchTopicMetadata({ topics });
-          if (md.topics.length === topics.length && md.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
-            // The leader in the metadata may not serve the partition yet: ask it for the offsets.
-            await Promise.all(topics.map((t) => freshOffsets((a) => a.fetchTopicOffsets(t))));
-            return;
-          }
+          const md = await admin.fetchTopicMetadata({ topics: names });
+          for (const t of md.topics) if (t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)) leadered.add(t.name);
+          return true;
         } catch (err) {
-          const type = (err as { type?: string }).type;
-          const transient = ['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE', 'NOT_LEADER_FOR_PARTITION'];
-          // A TypeError is kafkajs reading a partition-less cache entry (see renew above): not yet.
-          if (!transient.includes(type ?? '') && !(err as Error).name?.includes('NumberOfRetriesExceeded') && !(err instanceof TypeError)) throw err;
+          if (!notYet(err)) for (const n of names) failed.set(n, err);
+          return false;
         }
-        if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader ${timeoutMs} ms after creation`);
-        await new Promise((r) => setTimeout(r, delay));
+      };
+      // kafkajs fails a whole metadata request for one topic the broker does not know yet: then each
+      // group is asked on its own (a batch while it is young, a caller after that).
+      if (!(await ask(pending))) {
+        const groups = new Map<unknown, LeaderWaiter[]>();
+        for (const w of pending) {
+          const key = now() - w.since < SPLIT_BATCH_AFTER_MS ? `batch ${w.batch}` : w;
+          groups.set(key, [...(groups.get(key) ?? []), w]);
+        }
+        if (groups.size > 1) {
+          failed.clear();
+          await Promise.all([...groups.values()].map(ask));
+        }
+      }
+      // The leader in the metadata may not serve the partition yet: ask it for the offsets, once per topic.
+      const ready = new Set<string>();
+      await Promise.all(
+        [...leadered].map(async (t) => {
+          try {
+            await freshOffsets((a) => a.fetchTopicOffsets(t));
+            ready.add(t);
+          } catch (err) {
+            if (!notYet(err)) failed.set(t, err);
+          }
+        }),
+      );
+      for (const w of pending) {
+        for (const t of ready) w.left.delete(t);
+        const err = w.topics.map((t) => failed.get(t)).find((e) => e !== undefined);
+        if (err !== undefined) w.reject(err);
+        else if (w.left.size === 0) w.resolve();
+        else if (now() > w.deadline) w.reject(new Error(`topics ${[...w.left].join(', ')} have no leader ${w.timeoutMs} ms after creation`));
+        else continue;
+        waiters.delete(w);
       }
     };
+    const pollLeaders = async (): Promise<void> => {
+      polling = true;
+      try {
+        while (waiters.size > 0) {
+          // Polled every 250 ms at most: a new topic usually has its leaders within a few hundred ms,
+          // and a wait rounded up to the next 1 s poll added most of a sale's topic step. New callers
+          // are polled for at once (after the current tick, so one batch's callers share the poll).
+          await new Promise<void>((r) => {
+            const go = () => {
+              clearTimeout(timer);
+              wake = undefined;
+              r();
+            };
+            const timer = setTimeout(go, hurry ? 0 : pollDelay);
+            wake = go;
+          });
+          const delay = hurry ? 50 : pollDelay;
+          hurry = false;
+          const pending = [...waiters];
+          try {
+            await pollRound(pending);
+          } catch (err) {
+            // A bug here must not leave callers waiting for ever.
+            for (const w of pending) {
+              w.reject(err);
+              waiters.delete(w);
+            }
+          }
+          pollDelay = Math.min(250, delay * 2);
+        }
+      } finally {
+        polling = false;
+      }
+    };
+    const waitForLeaders = (topics: string[], batch: number, timeoutMs = 60_000): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const since = now();
+        waiters.add({ topics, left: new Set(topics), batch, since, deadline: since + timeoutMs, timeoutMs, resolve, reject });
+        hurry = true;
+        wake?.();
+        if (!polling) void pollLeaders();
+      });
     // Listing the topics fetches the metadata of every topic of the cluster: with 500 sales (2,000
     // topics) and the lag collector asking about each topic and group every few seconds, one listing
     // per question was most of the operator's and the broker's work. Concurrent questions share one
@@ -371,30 +475,155 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         throw Object.assign(new Error(`topic ${topic} does not exist`), { type: 'UNKNOWN_TOPIC_OR_PARTITION' });
       }
     };
+    // CreateTopics requests are coalesced: with 500 sales created at once, each reconcile worker sent
+    // its own request for its sale's 4 topics. Calls that come while a request is in flight (or in the
+    // same tick) go together in the next one. At most 200 topics and 4,000 partitions per request: the
+    // KRaft controller commits one request's records as one batch and must answer within the request's
+    // timeout (5 s), and a refused request should cost its callers a bounded retry, so a request stays
+    // far below both while 200 topics (50 sales) is already a few requests for a 500-sale burst.
+    const MAX_TOPICS_PER_CREATE = 200;
+    const MAX_PARTITIONS_PER_CREATE = 4000;
+    interface CreateCall {
+      specs: TopicSpec[];
+      /** With the id of the request that created the topics (see LeaderWaiter.batch). */
+      resolve: (batch: number) => void;
+      reject: (err: unknown) => void;
+    }
+    const createQueue: CreateCall[] = [];
+    let creating = false;
+    let createScheduled = false;
+    let batches = 0;
+    const requestCreate = async (specs: TopicSpec[]): Promise<void> => {
+      try {
+        await admin.createTopics({
+          // Waited for below: kafkajs's own wait gives up with UNKNOWN_TOPIC_OR_PARTITION when a
+          // busy KRaft broker takes a few seconds to propagate the new topics' metadata.
+          waitForLeaders: false,
+          topics: specs.map((t) => ({
+            topic: t.topic,
+            numPartitions: t.partitions,
+            replicationFactor: t.replicationFactor,
+            configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
+          })),
+        });
+      } finally {
+        changed();
+      }
+    };
+    /**
+     * The failed topics of a refused request, when the error names them: kafkajs rejects the whole
+     * request with a KafkaJSAggregateError of one KafkaJSCreateTopicError (type, topic) per failed
+     * topic, and the broker created every topic not listed. TOPIC_ALREADY_EXISTS is success: another
+     * replica may have created the topic a moment ago. Undefined when the error names no topic.
+     */
+    const failedTopics = (err: unknown, asked: Set<string>): Map<string, unknown> | undefined => {
+      const e = err as { name?: string; type?: string; errors?: unknown } | undefined;
+      if (e?.type === 'TOPIC_ALREADY_EXISTS') return new Map();
+      if (e?.name !== 'KafkaJSAggregateError' || !Array.isArray(e.errors) || e.errors.length === 0) return undefined;
+      const errors = e.errors as { topic?: unknown; type?: string }[];
+      if (!errors.every((x) => typeof x?.topic === 'string' && asked.has(x.topic))) return undefined;
+      return new Map(errors.filter((x) => x.type !== 'TOPIC_ALREADY_EXISTS').map((x) => [x.topic as string, x]));
+    };
+    /** An error of the connection or the broker, not of any topic: asking again topic by topic cannot help. */
+    const requestWide = (err: unknown): boolean => {
+      const names = ['KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSRequestTimeoutError', 'KafkaJSBrokerNotFound', 'KafkaJSNoBrokerAvailableError', 'KafkaJSNumberOfRetriesExceeded'];
+      // A protocol error outside the aggregate came from the metadata refresh or the controller lookup.
+      for (let e = err as { name?: string; type?: string; cause?: unknown } | undefined, i = 0; e && i < 5; i++, e = e.cause as typeof e) {
+        if (names.includes(e.name ?? '') || e.type) return true;
+      }
+      return false;
+    };
+    /** Settles each call from its own topics' fate; false when the error cannot be told apart by topic. */
+    const settle = (calls: CreateCall[], batch: number, err: unknown): boolean => {
+      const failed = failedTopics(err, new Set(calls.flatMap((c) => c.specs.map((s) => s.topic))));
+      if (!failed) return false;
+      for (const c of calls) {
+        const mine = c.specs.flatMap((s) => (failed.has(s.topic) ? [failed.get(s.topic)] : []));
+        if (mine.length === 0) c.resolve(batch);
+        else if (mine.length === 1) c.reject(mine[0]);
+        else {
+          const message = `Topic creation errors: ${mine.map((m) => `${(m as { topic?: string }).topic}: ${(m as Error).message}`).join('; ')}`;
+          c.reject(Object.assign(new Error(message), { name: 'KafkaJSAggregateError', errors: mine }));
+        }
+      }
+      return true;
+    };
+    const sendCreate = async (calls: CreateCall[]): Promise<void> => {
+      const batch = ++batches;
+      const specs = new Map<string, TopicSpec>();
+      for (const c of calls) for (const s of c.specs) if (!specs.has(s.topic)) specs.set(s.topic, s);
+      try {
+        await requestCreate([...specs.values()]);
+        for (const c of calls) c.resolve(batch);
+        return;
+      } catch (err) {
+        if (settle(calls, batch, err)) return;
+        if (calls.length === 1 || requestWide(err)) {
+          for (const c of calls) c.reject(err);
+          return;
+        }
+        log.warn({ callers: calls.length, err: String(err) }, 'coalesced topic creation failed for no named topic; asking again caller by caller');
+      }
+      // Which topic the request failed for is unknown (a client-side check of one topic's settings
+      // refuses the whole request): each caller's topics in a request of its own, as before coalescing.
+      await Promise.all(
+        calls.map(async (c) => {
+          const own = ++batches;
+          try {
+            await requestCreate(c.specs);
+            c.resolve(own);
+          } catch (err) {
+            if (!settle([c], own, err)) c.reject(err);
+          }
+        }),
+      );
+    };
+    const flushCreates = async (): Promise<void> => {
+      if (creating || createQueue.length === 0) return;
+      creating = true;
+      const calls: CreateCall[] = [];
+      let topicCount = 0;
+      let partitionCount = 0;
+      for (let next = createQueue[0]; next; next = createQueue[0]) {
+        const p = next.specs.reduce((n, s) => n + s.partitions, 0);
+        // A single call above the bounds still goes (alone), as it did before coalescing.
+        if (calls.length > 0 && (topicCount + next.specs.length > MAX_TOPICS_PER_CREATE || partitionCount + p > MAX_PARTITIONS_PER_CREATE)) break;
+        calls.push(next);
+        createQueue.shift();
+        topicCount += next.specs.length;
+        partitionCount += p;
+      }
+      try {
+        await sendCreate(calls);
+      } catch (err) {
+        for (const c of calls) c.reject(err);
+      } finally {
+        creating = false;
+        scheduleCreate();
+      }
+    };
+    function scheduleCreate(): void {
+      if (creating || createScheduled || createQueue.length === 0) return;
+      createScheduled = true;
+      // After the current tick: the callers that resolved from one shared topic listing come together.
+      setImmediate(() => {
+        createScheduled = false;
+        void flushCreates();
+      });
+    }
+    /** Creates the topics in the next coalesced request; rejects with this caller's own error. */
+    const createCoalesced = (specs: TopicSpec[]): Promise<number> =>
+      new Promise<number>((resolve, reject) => {
+        createQueue.push({ specs, resolve, reject });
+        scheduleCreate();
+      });
     return {
       async createTopics(topics) {
         const present = new Set(await existing(topics.map((t) => t.topic)));
         const missing = topics.filter((t) => !present.has(t.topic));
         if (missing.length === 0) return;
-        try {
-          await admin.createTopics({
-            // Waited for below: kafkajs's own wait gives up with UNKNOWN_TOPIC_OR_PARTITION when a
-            // busy KRaft broker takes a few seconds to propagate the new topics' metadata.
-            waitForLeaders: false,
-            topics: missing.map((t) => ({
-              topic: t.topic,
-              numPartitions: t.partitions,
-              replicationFactor: t.replicationFactor,
-              configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
-            })),
-          });
-        } catch (err) {
-          // Another replica may have created the same topic a moment ago: that is success.
-          if ((err as { type?: string }).type !== 'TOPIC_ALREADY_EXISTS') throw err;
-        } finally {
-          changed();
-        }
-        await waitForLeaders(missing.map((t) => t.topic));
+        const batch = await createCoalesced(missing);
+        await waitForLeaders(missing.map((t) => t.topic), batch);
       },
       async createPartitions(topic, count) {
         await admin.createPartitions({ topicPartitions: [{ topic, count }], validateOnly: false });
