@@ -2,6 +2,7 @@
 // → orders topic → order writer → MySQL (+ delay topic), the reaper and the dead-letter topic.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Redis as IORedis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { OrderApi } from '../controller/dataplane/api.ts';
 import { parseTimeoutMessage, type DeadLetter, type OrderMessage } from '../controller/dataplane/messages.ts';
@@ -9,11 +10,13 @@ import { orderIdGenerator } from '../controller/dataplane/order-id.ts';
 import { OrderWriter } from '../controller/dataplane/order-writer.ts';
 import { ordersDrained } from '../controller/dataplane/provision.ts';
 import { Reaper } from '../controller/dataplane/reaper.ts';
+import { StockStore } from '../controller/dataplane/stock.ts';
 import type { SaleContext } from '../controller/dataplane/sale-context.ts';
 import { BatchingProducer, type ConsumedMessage, type KafkaConsumer, type KafkaGateway, type KafkaProducer } from '../controller/infra/kafka.ts';
 import type { Pool } from '../controller/infra/mysql.ts';
 import type { Redis } from '../controller/infra/redis.ts';
 import { dataPlaneMetrics } from '../controller/metrics/dataplane.ts';
+import { loadConfig } from '../controller/config.ts';
 import { dropDatabase, eventually, logger, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { closeHttpAgent, doubleClick, http, orderRows, pool as makePool, provisionSale, removeSale, saleDoc } from './support/order-path.ts';
 
@@ -430,5 +433,42 @@ describe('reaper', () => {
     assert.equal((await ctx.stock.level('hot'))?.remaining, (levelBefore?.remaining ?? 0) - 1);
     // Tidy: the young reservation is this test's own.
     assert.equal(await ctx.stock.releaseReservation(young), 'released');
+  });
+
+  it('confirms the hand-offs of one turn in one script call per SKU, each order with its own outcome', { timeout: 60_000 }, async () => {
+    const next = orderIdGenerator();
+    const now = Date.now();
+    const order = (userId: string) => ({ orderId: next(), userId, skuId: 'hot', quantity: 1, reservedAt: now });
+    const [kept, reaped, claimed] = [order('confirm-kept'), order('confirm-reaped'), order('confirm-claimed')];
+    for (const r of [kept, reaped, claimed]) assert.equal((await ctx.stock.reserve(r, 1)).outcome, 'reserved');
+    assert.equal(await ctx.stock.releaseReservation(reaped), 'released', 'the reaper returned this one first');
+    assert.deepEqual(await ctx.stock.claim('hot', [claimed.orderId]), ['claimed']);
+    // Count the script calls: a store on a client of its own without auto-pipelining (ioredis's
+    // auto-pipeline calls the command function again, which a counting wrapper would break).
+    const plain = new IORedis(loadConfig({}).redisUrl);
+    const store = new StockStore(plain, ctx.sale);
+    const scripted = plain as unknown as { fsConfirm: (...a: string[]) => Promise<number[]> };
+    const original = scripted.fsConfirm;
+    let calls = 0;
+    scripted.fsConfirm = (...a: string[]) => {
+      calls++;
+      return original.apply(plain, a);
+    };
+    try {
+      const outcomes = await Promise.all([kept, reaped, claimed, order('confirm-unknown')].map((r) => store.confirmHandOff(r)));
+      assert.deepEqual(outcomes, ['kept', 'reaped', 'kept', 'kept']);
+      assert.equal(calls, 1, 'four confirmations made in one turn: one script call');
+    } finally {
+      plain.disconnect();
+    }
+    // A kept reservation left the reaper's index: the reaper never returns it, however old.
+    const reg = new Registry();
+    const reaper = new Reaper({ sales: [ctx], registry: reg, logger, clock: () => now + 3_600_000, olderThanMs: 5 * 60_000 });
+    await reaper.tick();
+    assert.equal(await ctx.stock.holding('hot', 'confirm-kept'), 1);
+    assert.equal(await ctx.stock.holding('hot', 'confirm-reaped'), 0);
+    // Tidy: give the test's own units back.
+    await ctx.stock.releaseOrder(kept);
+    await ctx.stock.releaseOrder(claimed);
   });
 });

@@ -13,16 +13,17 @@
 // test/bench/results/seckill.jsonl; `npm run bench:report` renders RESULTS.md and the README from
 // that file. Exits non-zero, with the figure, when a target or a correctness check is missed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
 import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
-import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type SeckillRun } from './lib/results.ts';
+import { API_STEPS, attribute, WRITER_STEPS, type CpuProfile, type StepRule } from './lib/profile.ts';
+import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type RunContext, type SeckillRun } from './lib/results.ts';
 import { budgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
@@ -36,6 +37,11 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: process.env.BENCH_PORT ?? '18480' },
     results: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
+    // Runs the API and the order writer under V8's sampling profiler and charges their CPU to the
+    // steps of the purchase path (test/bench/lib/profile.ts). The profiler slows them down: such a
+    // batch is recorded as a smoke batch (its throughput is not reported) and its step costs go to
+    // results/profile.jsonl.
+    profile: { type: 'boolean', default: false },
   },
 });
 
@@ -58,8 +64,10 @@ const ACCEPT_CONNECTIONS = positive('accept-connections', args['accept-connectio
 const PAIRS = positive('pairs', args.pairs);
 const PORT = positive('port', args.port);
 const FILE = args.results ?? resultsFile('seckill');
+const PROFILE = args.profile as boolean;
+const PROFILE_FILE = args.results ? join(dirname(args.results), 'profile.jsonl') : resultsFile('profile');
 // Anything shorter than the documented full run is a smoke run: recorded, but not reported.
-const SMOKE = SECONDS < 10 || PAIRS < 3 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
+const SMOKE = PROFILE || SECONDS < 10 || PAIRS < 3 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
 const SCARCE = 1000;
 const BULK = 50_000_000;
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -89,8 +97,16 @@ const sale = saleDoc(uniqueName('bench'), {
 });
 const children: ChildProcess[] = [];
 
-function flashsale(command: string, core: number | null): ChildProcess {
-  const [cmd, argv] = pinned(core, [process.execPath, '--disable-warning=TimeoutNegativeWarning', join(root, 'bin/flashsale.js'), command]);
+/** With --profile: the directory a process writes its V8 profile into on exit. */
+function profileDir(name: string): string {
+  const dir = join(work, 'profiles', name);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+function flashsale(command: string, core: number | null, profileTo?: string): ChildProcess {
+  const prof = profileTo ? ['--cpu-prof', `--cpu-prof-dir=${profileTo}`] : [];
+  const [cmd, argv] = pinned(core, [process.execPath, '--disable-warning=TimeoutNegativeWarning', ...prof, join(root, 'bin/flashsale.js'), command]);
   // taskset execs the command, so the child's pid is the server's pid (its CPU time is what we read).
   const child = spawn(cmd, argv, {
     env: {
@@ -159,6 +175,19 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
   return line;
 }
 
+/** Reads the one profile a stopped process wrote and appends its step costs to PROFILE_FILE. */
+function recordProfile(dir: string, proc: ProfileRun['process'], which: ProfileRun['which'], units: number, unit: ProfileRun['unit'], rules: StepRule[]): void {
+  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  if (files.length !== 1) throw new Error(`${dir}: expected one CPU profile, found ${files.length}`);
+  const cost = attribute(JSON.parse(readFileSync(join(dir, files[0] as string), 'utf8')) as CpuProfile, rules);
+  const line: ProfileRun = { bench: 'profile', ...runContext, timestamp: new Date().toISOString(), process: proc, which, units, unit, ...cost };
+  appendRun(PROFILE_FILE, line);
+  process.stderr.write(`profile of the ${proc} (${which}): ${cost.cpuMs.toFixed(0)} ms of CPU for ${units} ${unit}s = ${((cost.cpuMs * 1000) / units).toFixed(1)} µs per ${unit} under the profiler\n`);
+  for (const [step, ms] of Object.entries(cost.steps).sort((a, b) => b[1] - a[1])) {
+    process.stderr.write(`  ${((ms * 1000) / units).toFixed(1).padStart(7)} µs  ${step}\n`);
+  }
+}
+
 const wrkCommon = { workDir: work, url, path: base, threads: 1, seconds: SECONDS, core: pin.loadCore };
 
 async function bareRun(pair: number, ceilingOf: 'reject' | 'accept', connections: number): Promise<void> {
@@ -178,8 +207,8 @@ async function bareRun(pair: number, ceilingOf: 'reject' | 'accept', connections
   record('bare', pair, r, cpuCost(cpu, r.requests, []), connections, { ceilingOf });
 }
 
-async function startApi(): Promise<ChildProcess> {
-  const api = flashsale('api', pin.serverCore);
+async function startApi(profileTo?: string): Promise<ChildProcess> {
+  const api = flashsale('api', pin.serverCore, profileTo);
   await waitFor(`${url}/readyz`);
   return api;
 }
@@ -189,7 +218,8 @@ function pipelineMeter(api: ChildProcess, writer: ChildProcess): CpuMeter {
 }
 
 async function rejectRun(pair: number, writer: ChildProcess): Promise<void> {
-  const api = await startApi();
+  const prof = PROFILE ? profileDir(`api-reject-${pair}`) : undefined;
+  const api = await startApi(prof);
   const before = (await http('GET', `${url}/metrics`)).text;
   const meter = pipelineMeter(api, writer);
   meter.begin();
@@ -197,6 +227,7 @@ async function rejectRun(pair: number, writer: ChildProcess): Promise<void> {
   const cpu = meter.end();
   const after = (await http('GET', `${url}/metrics`)).text;
   await stopChild(api);
+  if (prof) recordProfile(prof, 'api', 'reject', r.requests, 'request', API_STEPS);
   const delta = (outcome: string) => metric(after, 'flashsale_api_requests_total', `outcome="${outcome}"`) - metric(before, 'flashsale_api_requests_total', `outcome="${outcome}"`);
   const soldOut = delta('sold_out');
   const already = delta('already_ordered');
@@ -220,7 +251,8 @@ async function ordersWritten(): Promise<number> {
 }
 
 async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
-  const api = await startApi();
+  const prof = PROFILE ? profileDir(`api-accept-${pair}`) : undefined;
+  const api = await startApi(prof);
   const levelBefore = await ctx.stock.level('bulk');
   const rowsBefore = await bulkRows();
   const writtenBefore = await ordersWritten();
@@ -256,6 +288,7 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
     if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');
     // Every 202 keeps its reservation (a failed hand-off gives it back), so units reserved = orders accepted.
     const accepted = levelBefore.remaining - levelAfter.remaining;
+    if (prof) recordProfile(prof, 'api', 'accept', accepted, 'order', API_STEPS);
     const last = await eventually(() => trace.find((e) => e.written >= accepted), { timeoutMs: 120_000, intervalMs: 20, what: `${accepted} accepted orders written by the order writer` });
     const rows = (await bulkRows()) - rowsBefore;
     const toLastRow = (last.t - t0) / 1000;
@@ -278,7 +311,8 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
 
 let exitCode = 0;
 try {
-  const writer = flashsale('order-writer', null);
+  const writerProfile = PROFILE ? profileDir('writer') : undefined;
+  const writer = flashsale('order-writer', null, writerProfile);
   await waitFor(`http://127.0.0.1:${PORT + 1}/readyz`);
   // The scarce SKU sold to u-0..u-999: the rejection runs then see half repeat buyers, half new ones.
   const api = await startApi();
@@ -292,7 +326,9 @@ try {
     await bareRun(pair, 'accept', ACCEPT_CONNECTIONS);
     await acceptRun(pair, writer);
   }
+  const writtenInAll = await ordersWritten();
   await stopChild(writer);
+  if (writerProfile) recordProfile(writerProfile, 'writer', 'all', writtenInAll, 'order', WRITER_STEPS);
 
   // Whole-sale checks, after every run.
   const [counts] = await db.query("SELECT sku_id, COUNT(*) AS n, SUM(quantity) AS units FROM orders WHERE sale = ? AND status = 'UNPAID' GROUP BY sku_id", [ctx.key]);

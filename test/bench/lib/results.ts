@@ -93,7 +93,26 @@ export interface TimeoutsRun extends RunContext {
   checks: { what: string; ok: boolean }[];
 }
 
-export type AnyRun = SeckillRun | TimeoutsRun;
+/**
+ * One profiled process of a `bench:seckill -- --profile` batch: its CPU (from the V8 profile, so
+ * with the profiler's overhead) charged to the steps of test/bench/lib/profile.ts.
+ */
+export interface ProfileRun extends RunContext {
+  bench: 'profile';
+  timestamp: string;
+  /** api: one API process (one measured run); writer: the order writer over the whole batch. */
+  process: 'api' | 'writer';
+  which: 'accept' | 'reject' | 'all';
+  /** Orders (accept, writer) or requests (reject) the process handled. */
+  units: number;
+  unit: 'order' | 'request';
+  cpuMs: number;
+  idleMs: number;
+  /** CPU ms per step. */
+  steps: Record<string, number>;
+}
+
+export type AnyRun = SeckillRun | TimeoutsRun | ProfileRun;
 
 export function appendRun(file: string, run: AnyRun): void {
   mkdirSync(dirname(file), { recursive: true });

@@ -1,0 +1,109 @@
+// Where a process's CPU goes, step by step, from a V8 CPU profile (`node --cpu-prof`). Each sample
+// is charged to the first step that claims a frame of its stack, walked from the leaf up; frames of
+// Node's plumbing (streams, sockets, timers, promise queues) and native leaves claim nothing, so a
+// socket write is charged to whoever wrote (ioredis, kafkajs, the HTTP response), and JSON.parse to
+// the function that parsed. Used by `npm run bench:seckill -- --profile` (docs in test/bench/RESULTS.md).
+
+/** The parts of a .cpuprofile file used here. */
+export interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+export interface StepRule {
+  step: string;
+  /** Matched against the frame's URL (file path or node: module). */
+  url?: RegExp;
+  /** Matched against the frame's function name. */
+  fn?: RegExp;
+}
+
+/** Samples no step claimed and that are not idle. */
+export const UNATTRIBUTED = 'other (V8 and Node internals, unattributed)';
+export const STARTUP = 'start-up (module loading, compilation)';
+export const GC = 'garbage collection';
+
+// Order matters: the first rule matching a frame wins for that frame.
+const COMMON: StepRule[] = [
+  { step: STARTUP, url: /node:internal\/modules\/|node:internal\/deps\/amaro|node:internal\/bootstrap/ },
+  { step: STARTUP, fn: /^(compileSourceTextModule|wrapSafe|compileForInternalLoader|readFileUtf8)$/ },
+  { step: 'metrics (prom-client)', url: /prom-client\/|controller\/metrics\// },
+  { step: 'logging (pino)', url: /\/pino\/|\/pino-|sonic-boom/ },
+];
+
+/** Steps of the API process on the purchase path. */
+export const API_STEPS: StepRule[] = [
+  ...COMMON,
+  { step: 'Kafka hand-off: batching, encoding, produce (kafkajs + gateway)', url: /kafkajs\/|controller\/infra\/kafka\.ts/ },
+  { step: 'Redis: reserve + hand-off confirmation (ioredis + StockStore)', url: /ioredis\/|redis-parser|standard-as-callback|cluster-key-slot|denque|controller\/dataplane\/stock\.ts/ },
+  { step: 'request validation (JSON.parse, field checks)', fn: /^(validateOrderBody|isId|codePoints)$/ },
+  { step: 'request body read', fn: /^readBody$/ },
+  { step: 'order id (UUIDv7)', url: /controller\/dataplane\/order-id\.ts/ },
+  { step: 'purchase logic: sale window, fences, message JSON (placeOrder)', fn: /^placeOrder$/ },
+  { step: 'HTTP routing, counters (handle, count, observe)', url: /controller\/dataplane\/api\.ts/ },
+  { step: 'HTTP parse + respond (node:http)', url: /^node:_http_|^node:internal\/http/ },
+  { step: 'HTTP parse + respond (node:http)', fn: /^parserOn/ },
+];
+
+/** Steps of the order writer's loop. */
+export const WRITER_STEPS: StepRule[] = [
+  ...COMMON,
+  { step: 'Kafka fetch + decode (kafkajs consumer)', url: /kafkajs\/src\/(consumer|protocol\/requests\/fetch|protocol\/recordBatch|protocol\/messageSet)/ },
+  { step: 'Kafka produce of timeout messages (kafkajs producer)', url: /kafkajs\/src\/(producer|protocol\/requests\/produce)/ },
+  { step: 'Kafka offset commit (kafkajs)', url: /kafkajs\/src\/protocol\/requests\/offsetCommit/ },
+  { step: 'Kafka protocol + network (kafkajs, shared)', url: /kafkajs\/|controller\/infra\/kafka\.ts/ },
+  { step: 'MySQL insert (mysql2)', url: /mysql2\/|sqlstring|lru-cache|controller\/infra\/mysql\.ts/ },
+  { step: 'Redis claim (ioredis + StockStore)', url: /ioredis\/|redis-parser|standard-as-callback|denque|controller\/dataplane\/stock\.ts/ },
+  { step: 'order message parsing + checks', url: /controller\/dataplane\/messages\.ts/ },
+  { step: 'writer loop (claim/insert/produce/commit logic)', url: /controller\/dataplane\/order-writer\.ts/ },
+  { step: 'metrics endpoint polled by the benchmark (node:http)', url: /^node:_http_|controller\/dataplane\/worker-http\.ts/ },
+];
+
+// Frames that only carry work on behalf of their callers.
+const PLUMBING = /^node:(net|events|buffer|stream|internal\/(streams|stream_base_commons|process\/task_queues|timers|buffer|util|async_hooks|event_target|errors|validators|url|perf)|timers|util|string_decoder)/;
+
+export interface StepCost {
+  /** CPU ms per step (idle excluded). */
+  steps: Record<string, number>;
+  /** CPU ms in all (idle excluded). */
+  cpuMs: number;
+  idleMs: number;
+}
+
+/** Charges every sample of the profile to a step (see the file comment). */
+export function attribute(profile: CpuProfile, rules: StepRule[]): StepCost {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const stepOf = new Map<number, string>();
+  const claim = (id: number): string => {
+    const known = stepOf.get(id);
+    if (known !== undefined) return known;
+    const f = (byId.get(id) as CpuProfile['nodes'][number]).callFrame;
+    let step: string | undefined;
+    if (f.functionName === '(garbage collector)') step = GC;
+    else if (f.functionName === '(idle)') step = '(idle)';
+    else if (f.url !== '' && !PLUMBING.test(f.url)) step = rules.find((r) => (!r.url || r.url.test(f.url)) && (!r.fn || r.fn.test(f.functionName)))?.step;
+    else if (f.url === '' && rules.some((r) => r.fn?.test(f.functionName))) step = rules.find((r) => !r.url && r.fn?.test(f.functionName))?.step;
+    if (step === undefined) {
+      const up = parent.get(id);
+      step = up === undefined ? UNATTRIBUTED : claim(up);
+    }
+    stepOf.set(id, step);
+    return step;
+  };
+  const steps: Record<string, number> = {};
+  let cpuMs = 0;
+  let idleMs = 0;
+  profile.samples.forEach((id, i) => {
+    const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+    const step = claim(id);
+    if (step === '(idle)') idleMs += ms;
+    else {
+      steps[step] = (steps[step] ?? 0) + ms;
+      cpuMs += ms;
+    }
+  });
+  return { steps, cpuMs, idleMs };
+}

@@ -1,0 +1,47 @@
+// The step attribution of test/bench/lib/profile.ts on a hand-made profile: a sample goes to the
+// first step claiming a frame from the leaf up, through Node's plumbing; idle is not CPU.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { API_STEPS, attribute, GC, UNATTRIBUTED, type CpuProfile } from './lib/profile.ts';
+
+const API = 'file:///app/controller/dataplane/api.ts';
+const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url, lineNumber: 1 }, children });
+
+describe('CPU profile attribution', () => {
+  it('charges socket writes to their writer, JSON.parse to its caller, idle to nobody', () => {
+    const profile: CpuProfile = {
+      nodes: [
+        frame(1, '(root)', '', [2, 9, 10, 11, 12]),
+        frame(2, 'processTicksAndRejections', 'node:internal/process/task_queues', [3]),
+        frame(3, 'placeOrder', API, [4, 6, 13]),
+        frame(4, 'sendCommand', 'file:///app/node_modules/ioredis/built/Redis.js', [5]),
+        frame(5, 'Socket._writeGeneric', 'node:net', [14]),
+        frame(6, 'send', API, [7]),
+        frame(7, 'end', 'node:_http_outgoing', [8]),
+        frame(8, 'writeUtf8String', ''),
+        frame(9, '(idle)', ''),
+        frame(10, '(garbage collector)', ''),
+        frame(11, '(program)', ''),
+        frame(12, 'parserOnIncoming', 'node:_http_server', [15]),
+        frame(13, 'validateOrderBody', API, [16]),
+        frame(14, 'writeBuffer', ''),
+        frame(15, 'handle', API),
+        frame(16, 'parse', ''),
+      ],
+      samples: [14, 8, 9, 10, 11, 3, 15, 16],
+      timeDeltas: [1000, 2000, 50_000, 3000, 4000, 5000, 6000, 7000],
+    };
+    const cost = attribute(profile, API_STEPS);
+    assert.equal(cost.idleMs, 50);
+    assert.equal(cost.cpuMs, 28);
+    assert.deepEqual(cost.steps, {
+      'Redis: reserve + hand-off confirmation (ioredis + StockStore)': 1,
+      'HTTP parse + respond (node:http)': 2,
+      [GC]: 3,
+      [UNATTRIBUTED]: 4,
+      'purchase logic: sale window, fences, message JSON (placeOrder)': 5,
+      'HTTP routing, counters (handle, count, observe)': 6,
+      'request validation (JSON.parse, field checks)': 7,
+    });
+  });
+});
