@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { replaceBlock } from './lib/blocks.ts';
 import type { SeckillRun, TimeoutsRun } from './lib/results.ts';
 import { spread } from './lib/stats.ts';
-import { budgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
+import { budgetLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { renderChart } from './lib/svg.ts';
 
 const context = {
@@ -57,6 +57,10 @@ test('seckill: targets computed from per-pair ratios; a miss is reported with it
   // 2 cores / 600 µs per order = 3,333 orders/s < 0.5 × 10,000: out of reach, and says so.
   assert.equal(Math.round(s.budgetOrdersPerSecond), 3333);
   assert.match(budgetLine(s), /Out of reach on 2 cores.*below 400 µs per order/);
+  // 256 connections ÷ 3,333 orders/s = 76.8 ms mean at best; bare's p99 is 3 × its mean here.
+  assert.match(latencyBudgetLine(s), /at least 76\.8 ms.*3\.0 × its mean.*near 230 ms.*out of reach/);
+  // Bare and rejection runs both cost 50 µs per request: within a budget of 50 ÷ 0.8 = 62.5 µs.
+  assert.match(rejectBudgetLine(s), /at most 62\.5 µs.*spent 50\.0 µs.*about 1\.00 of bare\. Within the budget/);
   assert.deepEqual(Object.keys(s.cpuPerOrderByRole).sort(), ['api', 'kafka']);
 });
 
@@ -64,6 +68,7 @@ test('seckill: all targets met when the figures are', () => {
   const s = seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100));
   assert.ok(s.verdicts.every((v) => v.ok), JSON.stringify(s.verdicts));
   assert.match(budgetLine(s), /Within the budget/);
+  assert.match(latencyBudgetLine(s), /at least 12\.8 ms.*near 38 ms.*within reach/);
 });
 
 test('seckill: the p99 target is not met at fewer connections than it names', () => {

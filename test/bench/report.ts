@@ -9,9 +9,10 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { replaceBlock } from './lib/blocks.ts';
-import { readRuns, resultsFile, RESULTS_DIR, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
+import { STARTUP } from './lib/profile.ts';
+import { readRuns, resultsFile, RESULTS_DIR, type ProfileRun, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
-import { batches, budgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
+import { batches, budgetLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
 import { renderChart, type Series } from './lib/svg.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -98,7 +99,11 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     '',
     ...verdictLines(s.verdicts),
     '',
-    `${budgetLine(s)}`,
+    budgetLine(s),
+    '',
+    latencyBudgetLine(s),
+    '',
+    rejectBudgetLine(s),
     '',
     'CPU per accepted order by process (µs, median (min–max)), read from /proc/<pid>/stat around each accept run' + (acceptRun?.cpu.missing.length ? `; not found, so not counted: ${acceptRun.cpu.missing.join(', ')}` : '') + ':',
     '',
@@ -124,6 +129,10 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     ...verdictLines(s.verdicts),
     '',
     budgetLine(s),
+    '',
+    latencyBudgetLine(s),
+    '',
+    rejectBudgetLine(s),
     '',
     '![Accept-path latency against bare node:http](test/bench/seckill-latency.svg)',
   ].join('\n');
@@ -177,6 +186,47 @@ function legacySeckill(): { md: string; readme: string; svg: null } {
     `Against the issue-14 targets: rejection ${range(ratio, ms2)} of bare (target ≥ ${TARGETS.rejectRatio}); accepted orders ${range(spread(L.runs.map((r) => r.ordersPerSecond / r.bareRps)), ms2)} of bare (target ≥ ${TARGETS.acceptRatio}); accept p99 ${fd(last.acceptP99Ms ?? NaN, 2)} ms (target ≤ ${TARGETS.acceptP99Ms} ms).`,
   ].join('\n');
   return { md: `## seckill\n\n${text}`, readme: `\`npm run bench:seckill\`: ${text}\n\nThe latency chart (test/bench/seckill-latency.svg) is rendered by the first full run of the current benchmark.`, svg: null };
+}
+
+// ---------------------------------------------------------------------------------------------
+// profile (bench:seckill --profile)
+
+/** µs per unit by step, start-up left out (once per process, not per order). */
+function perUnit(r: ProfileRun): { steps: [string, number][]; total: number; startupMs: number } {
+  const steps = Object.entries(r.steps)
+    .filter(([k]) => k !== STARTUP)
+    .map(([k, ms]) => [k, (ms * 1000) / r.units] as [string, number])
+    .sort((a, b) => b[1] - a[1]);
+  return { steps, total: steps.reduce((n, [, us]) => n + us, 0), startupMs: r.steps[STARTUP] ?? 0 };
+}
+
+function profileSection(all: ProfileRun[]): string {
+  const latest = batches(all).at(-1);
+  if (!latest) return '## Where the CPU goes\n\nNo profile recorded yet: run `npm run bench:seckill -- --profile --pairs 1`, then `npm run bench:report`.';
+  const first = latest[0] as ProfileRun;
+  const table = (r: ProfileRun | undefined, what: string): string[] => {
+    if (!r) return [`No ${what} in this batch.`];
+    const u = perUnit(r);
+    return [
+      `**${what}**: ${f0(r.units)} ${r.unit}s, ${fd(u.total, 1)} µs of CPU per ${r.unit} under the profiler (start-up, ${f0(u.startupMs)} ms once per process, left out).`,
+      '',
+      `| step | µs per ${r.unit} | share |`,
+      '| --- | ---: | ---: |',
+      ...u.steps.map(([k, us]) => `| ${k} | ${fd(us, 1)} | ${fd((100 * us) / u.total, 0)} % |`),
+    ];
+  };
+  const pick = (proc: ProfileRun['process'], which: ProfileRun['which']) => latest.filter((r) => r.process === proc && r.which === which).at(-1);
+  return [
+    '## Where the CPU goes',
+    '',
+    `Batch \`${first.batch}\`, ${day(first.timestamp)}, commit \`${first.git.commit.slice(0, 7)}\`${first.git.dirty ? ' (work tree had uncommitted changes)' : ''}: \`npm run bench:seckill -- --profile\` ran the API and the order writer under V8's sampling profiler (\`--cpu-prof\`) and charged every sample to a step of the purchase path (test/bench/lib/profile.ts: the first step claiming a frame from the leaf up; socket writes go to whoever wrote). The profiler slows both processes, and a sample measures time on the thread, so a write that wakes another process may carry some of the wait: read the shares, not the absolute figures; the CPU per order of the unprofiled runs is in the seckill section above.`,
+    '',
+    ...table(pick('api', 'accept'), 'API, accept path'),
+    '',
+    ...table(pick('api', 'reject'), 'API, rejection path'),
+    '',
+    ...table(pick('writer', 'all'), 'Order writer, whole batch'),
+  ].join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,6 +351,10 @@ const howto = `How to read and run these benchmarks.
   accepted; it is steadier than wall-clock figures on a shared machine (but Redis, MariaDB and Kafka
   count whatever else uses them at the time). The CPU budget line turns it into the most orders/s
   the machine's cores allow: a target above it cannot be reached without a cheaper path.
+- Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` runs the API and the order
+  writer under V8's profiler and appends their CPU per step of the purchase path to
+  \`test/bench/results/profile.jsonl\` (its seckill lines are marked smoke: the profiler slows the
+  processes); the "Where the CPU goes" section is rendered from the latest such batch.
 - Ratios only mean something against the bare run of the same pair; absolute figures depend on the
   machine and what else runs on it. Full runs belong on an otherwise idle machine.
 
@@ -321,11 +375,13 @@ times for three batches. Validation runs that should leave no trace: \`npm run b
 
 const seck = seckillSection(readRuns<SeckillRun>(resultsFile('seckill', RESULTS)));
 const tout = timeoutsSection(readRuns<TimeoutsRun>(resultsFile('timeouts', RESULTS)));
+const prof = profileSection(readRuns<ProfileRun>(resultsFile('profile', RESULTS)));
 
 let md = existsSync(MD) ? readFileSync(MD, 'utf8') : '# Benchmark results\n';
 md = replaceBlock(md, 'howto', howto, true);
 md = replaceBlock(md, 'seckill', seck.md, true);
 md = replaceBlock(md, 'timeouts', tout.md, true);
+md = replaceBlock(md, 'profile', prof, true);
 writeFileSync(MD, md);
 for (const [name, svg] of [['seckill-latency.svg', seck.svg], ['timeouts-close-delay.svg', tout.svg]] as const) {
   if (svg) writeFileSync(join(SVG_DIR, name), svg);

@@ -24,7 +24,7 @@ import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { API_STEPS, attribute, WRITER_STEPS, type CpuProfile, type StepRule } from './lib/profile.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type RunContext, type SeckillRun } from './lib/results.ts';
-import { budgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
+import { budgetLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 
@@ -362,6 +362,8 @@ try {
       `  accepted orders into MySQL:         ${range(s.ordersPerSecond)} orders/s, ratio ${range(s.acceptRatio, 2)}`,
       `  CPU per accepted order:             ${range(s.cpuPerOrderUs, 1)} µs (${Object.entries(s.cpuPerOrderByRole).map(([k, v]) => `${k} ${v.median.toFixed(1)}`).join(', ')})`,
       `  ${budgetLine(s)}`,
+      `  ${latencyBudgetLine(s)}`,
+      `  ${rejectBudgetLine(s)}`,
       ...s.verdicts.map((v) => `  ${v.ok ? 'TARGET MET' : 'TARGET MISSED'}: ${v.what}: ${v.figure}`),
       `  raw results appended to ${FILE} (${lines.length} lines); \`npm run bench:report\` renders RESULTS.md and the README${SMOKE ? ' (this smoke batch is skipped by the report)' : ''}`,
       `  ${f0(lines.filter((l) => l.which === 'accept').reduce((n, l) => n + (l.accepted?.orders ?? 0), 0))} orders accepted in all; checks ${failed ? 'FAILED (above)' : 'passed'}`,

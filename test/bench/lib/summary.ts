@@ -37,6 +37,8 @@ export interface SeckillSummary {
   bareAccept: Spread;
   bareAcceptP50: Spread;
   bareAcceptP99: Spread;
+  /** Mean latency of the bare runs at the accept settings (wrk's own mean). */
+  bareAcceptMean: Spread;
   acceptHttp: Spread;
   acceptP50: Spread;
   acceptP99: Spread;
@@ -101,6 +103,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     bareAccept: spread(all('bare', 'accept').map((r) => r.rps)),
     bareAcceptP50: spread(all('bare', 'accept').map((r) => r.latencyMs.p50)),
     bareAcceptP99: spread(all('bare', 'accept').map((r) => r.latencyMs.p99)),
+    bareAcceptMean: spread(all('bare', 'accept').map((r) => r.latencyMs.mean)),
     acceptHttp: spread(accepts.map((r) => r.rps)),
     acceptP50: spread(accepts.map((r) => r.latencyMs.p50)),
     acceptP99: spread(accepts.map((r) => r.latencyMs.p99)),
@@ -143,6 +146,38 @@ export function budgetLine(s: SeckillSummary): string {
     `CPU budget: ${cores} cores ÷ ${f0(s.cpuPerOrderUs.median)} µs of CPU per accepted order (all pipeline processes) = at most ` +
     `${f0(s.budgetOrdersPerSecond)} orders/s; the accept target asks for ${f0(s.targetOrdersPerSecond)} orders/s ` +
     `(${TARGETS.acceptRatio} × bare). ${reach ? 'Within the budget.' : `Out of reach on ${cores} cores at this CPU cost: it must fall below ${f0((cores * 1e6) / s.targetOrdersPerSecond)} µs per order.`}`
+  );
+}
+
+/**
+ * The rejection target as a CPU budget: the server under test has one core (wrk has the other), so
+ * at the target ratio the rejection path may cost at most the bare server's CPU per request ÷ the ratio.
+ */
+export function rejectBudgetLine(s: SeckillSummary): string {
+  const allowed = s.cpuPerBareUs.median / TARGETS.rejectRatio;
+  const reach = s.cpuPerRejectUs.median <= allowed;
+  return (
+    `Rejection budget: the bare server spends ${s.cpuPerBareUs.median.toFixed(1)} µs of CPU per request; at ${TARGETS.rejectRatio} of its rate on the same core ` +
+    `the rejection path may spend at most ${allowed.toFixed(1)} µs. It spent ${s.cpuPerRejectUs.median.toFixed(1)} µs (every pipeline process), ` +
+    `which allows about ${(s.cpuPerBareUs.median / s.cpuPerRejectUs.median).toFixed(2)} of bare. ${reach ? 'Within the budget.' : `Out of reach at this cost: ${(s.cpuPerRejectUs.median - allowed).toFixed(1)} µs per request too many (where they go: the profile below).`}`
+  );
+}
+
+/**
+ * The accept latency target against the CPU budget: with a fixed number of connections each waiting
+ * for its answer, the mean latency is connections ÷ throughput (Little's law), so the most orders/s
+ * the CPU allows sets the lowest mean latency; the bare server's own tail (p99 ÷ mean at the same
+ * settings) shows how far above the mean a p99 lands on this machine.
+ */
+export function latencyBudgetLine(s: SeckillSummary): string {
+  const connections = TARGETS.acceptP99Connections;
+  const minMeanMs = (connections / s.budgetOrdersPerSecond) * 1000;
+  const tail = s.bareAcceptP99.median / s.bareAcceptMean.median;
+  const p99 = minMeanMs * tail;
+  return (
+    `Latency budget: at ${connections} connections the mean latency is ${connections} ÷ throughput (Little's law); at the CPU budget's ${f0(s.budgetOrdersPerSecond)} orders/s ` +
+    `it is at least ${minMeanMs.toFixed(1)} ms. The bare server's p99 at the same settings is ${tail.toFixed(1)} × its mean, so a p99 near ${p99.toFixed(0)} ms is the best to expect` +
+    ` at that rate (target ${TARGETS.acceptP99Ms} ms: ${p99 <= TARGETS.acceptP99Ms ? 'within reach' : 'out of reach on this machine'}).`
   );
 }
 
