@@ -39,6 +39,9 @@ import { cpuSeconds, gitInfo, machine } from './lib/system.ts';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESULTS = join(root, 'test/bench/results/operator.jsonl');
 const TARGET = { readySeconds: 120, idlePerSale: 0.05, linearTolerance: 0.25 };
+// Operator settings a run may change from the benchmark's environment, e.g.
+// `KUBE_API_QPS=100 npm run bench:operator`; recorded with the results.
+const SETTINGS = Object.fromEntries(['OPERATOR_WORKERS', 'KUBE_API_QPS', 'KUBE_API_BURST'].flatMap((k) => (process.env[k] ? [[k, process.env[k] as string]] : [])));
 
 const { values: args } = parseArgs({
   options: {
@@ -60,6 +63,8 @@ interface OperatorRun {
   ready: { all: boolean; readyCount: number; p50: number; p99: number; max: number; boundSeconds: number };
   /** The operator's own account of the ready phase: reconciles done, mean seconds each, workers (the cause when Ready is slow). */
   reconciles: { count: number; meanSeconds: number; workers: number; byResult: Record<string, number>; steps?: Record<string, { seconds: number; count: number }> };
+  /** Operator settings taken from the benchmark's own environment (absent: the operator's defaults). */
+  settings?: Record<string, string>;
   cpu: { readyPhaseSeconds: number; idleSeconds: number; idleCpuSeconds: number; idleCpuPercent: number };
   rssMiB: { afterReady: number; afterIdle: number };
   /** null when the sales were not all Ready within the bound: the operator was still provisioning, so an idle window would measure work, not idling. */
@@ -339,7 +344,7 @@ function render(runs: OperatorRun[]): string {
         `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${r.idle ? `${fmt(r.idle.apiserverPerSecond, 2)} / ${fmt(r.idle.baselinePerSecond, 2)}` : 'not measured'} | ${r.idle ? fmt(r.idle.operatorPerSalePerSecond, 4) : '–'} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
     ),
     '',
-    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}: ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
+    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
     '',
     measured
       ? `Memory of a fresh operator by sales watched (run ${measured.timestamp.slice(0, 16)}, ${measured.sales} sales): ${measured.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(measured.linear.predicted500, 0)} MiB ${measured.linear.basis === 'heap' ? 'heap used (lowest of 15 readings)' : 'RSS'} at ${measured.memory.at(-1)?.sales}, measured ${fmt(measured.linear.measured500, 0)} (${fmt(measured.linear.deviation * 100, 0)} % off).`
@@ -420,6 +425,7 @@ async function main(): Promise<number> {
         // Production timing, not the tests' short intervals.
         SCALE_INTERVAL: '15s', LAG_INTERVAL: '5s', STEP_TIMEOUT: '20s', RESYNC_PERIOD: '10m',
         LEASE_DURATION: '15s', LEASE_RENEW_DEADLINE: '10s', LEASE_RETRY_PERIOD: '2s',
+        ...SETTINGS,
       },
     });
   let saKubeconfig = '';
@@ -492,7 +498,7 @@ async function main(): Promise<number> {
     const rssAfterReady = rssMiB(pid);
     const base = {
       bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: machine(), sales: total,
-      apply: { seconds: applySeconds }, ready, reconciles,
+      apply: { seconds: applySeconds }, ready, reconciles, settings: SETTINGS,
     };
     if (!ready.all) {
       // Still provisioning: an idle window now would measure work. Record what was measured and stop.
