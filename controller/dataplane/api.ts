@@ -109,7 +109,8 @@ export class OrderApi {
   private readonly maxBody: number;
   private readonly metrics: ReturnType<typeof dataPlaneMetrics>;
   // prom-client children are looked up once per label set; the hot path only increments.
-  private readonly outcomeCounters = new Map<string, { inc(): void }>();
+  private readonly outcomeCounters = new Map<string, Map<Outcome, { inc(): void }>>();
+  private readonly stockGauges = new Map<string, { set(v: number): void }>();
   private readonly durations = new Map<string, { observe(v: number): void }>();
   /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
   private producerFailedAt: number | null = null;
@@ -177,13 +178,28 @@ export class OrderApi {
   }
 
   private count(sale: string, outcome: Outcome): void {
-    const k = `${sale}\0${outcome}`;
-    let c = this.outcomeCounters.get(k);
+    let bySale = this.outcomeCounters.get(sale);
+    if (!bySale) {
+      bySale = new Map();
+      this.outcomeCounters.set(sale, bySale);
+    }
+    let c = bySale.get(outcome);
     if (!c) {
       c = this.metrics.apiRequests.labels(sale, outcome);
-      this.outcomeCounters.set(k, c);
+      bySale.set(outcome, c);
     }
     c.inc();
+  }
+
+  /** The stock gauge of a SKU, resolved once (prom-client hashes the label set on every labels()). */
+  private stockGauge(sale: string, sku: string): { set(v: number): void } {
+    const k = `${sale}\0${sku}`;
+    let g = this.stockGauges.get(k);
+    if (!g) {
+      g = this.metrics.stockRemaining.labels(sale, sku);
+      this.stockGauges.set(k, g);
+    }
+    return g;
   }
 
   private observe(sale: string, route: Route, started: number): void {
@@ -383,7 +399,7 @@ export class OrderApi {
       }
       if (result.seq > (this.seqSeen.get(seqKey) ?? 0)) this.seqSeen.set(seqKey, result.seq);
     }
-    this.metrics.stockRemaining.labels(ctx.key, body.skuId).set(result.remaining);
+    this.stockGauge(ctx.key, body.skuId).set(result.remaining);
     // The bucket and due time travel with the order, so a writer that does not know this SKU yet
     // (independent rollouts) still writes it and its timeout (see OrderMessage).
     const sku = ctx.skus.get(body.skuId) as SkuInfo;

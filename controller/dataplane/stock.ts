@@ -265,8 +265,17 @@ export class StockStore {
     this.names = saleNames(sale.metadata, nameOptions);
   }
 
+  /** Key names per SKU, built once: reserve runs for every purchase. Bounded by the SKUs asked about. */
+  private readonly keyCache = new Map<string, ReturnType<ReturnType<typeof saleNames>['redis']['sku']>>();
+
   private keys(skuId: string) {
-    return this.names.redis.sku(skuId);
+    let k = this.keyCache.get(skuId);
+    if (!k) {
+      k = this.names.redis.sku(skuId);
+      // A SKU id comes from a validated request or message; the bound keeps a stream of unknown ids harmless.
+      if (this.keyCache.size < 10_000) this.keyCache.set(skuId, k);
+    }
+    return k;
   }
 
   /** Seeds a SKU's stock once; returns true when this call seeded it. */
