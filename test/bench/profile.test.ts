@@ -2,7 +2,7 @@
 // first step claiming a frame from the leaf up, through Node's plumbing; idle is not CPU.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { API_STEPS, attribute, GC, UNATTRIBUTED, type CpuProfile } from './lib/profile.ts';
+import { API_STEPS, attribute, GC, UNATTRIBUTED, WRITER_STEPS, type CpuProfile } from './lib/profile.ts';
 
 const API = 'file:///app/controller/dataplane/api.ts';
 const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url, lineNumber: 1 }, children });
@@ -42,6 +42,30 @@ describe('CPU profile attribution', () => {
       'purchase logic: sale window, fences, message JSON (placeOrder)': 5,
       'HTTP routing, counters (handle, count, observe)': 6,
       'request validation (JSON.parse, field checks)': 7,
+    });
+  });
+
+  it('charges a shared layer to the caller that says which use it serves, else to the layer', () => {
+    const NM = 'file:///app/node_modules/kafkajs/src';
+    const profile: CpuProfile = {
+      nodes: [
+        frame(1, '(root)', '', [2, 5, 7]),
+        frame(2, 'fetch', `${NM}/consumer/fetchManager.js`, [3]),
+        frame(3, 'sendRequest', `${NM}/network/connection.js`, [4]),
+        frame(4, 'writeBuffer', ''),
+        frame(5, 'processTicksAndRejections', 'node:internal/process/task_queues', [6]),
+        frame(6, 'sendRequest', `${NM}/network/connection.js`, [9]),
+        frame(7, 'handleBatch', 'file:///app/controller/dataplane/order-writer.ts', [8]),
+        frame(8, 'sendRequest', `${NM}/network/connection.js`, [10]),
+        frame(9, 'writeBuffer', ''),
+        frame(10, 'writeBuffer', ''),
+      ],
+      samples: [4, 9, 10],
+      timeDeltas: [1000, 2000, 4000],
+    };
+    assert.deepEqual(attribute(profile, WRITER_STEPS).steps, {
+      'Kafka fetch + decode (kafkajs consumer)': 1,
+      'Kafka protocol + network (kafkajs, shared)': 6,
     });
   });
 });

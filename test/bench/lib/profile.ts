@@ -17,6 +17,11 @@ export interface StepRule {
   url?: RegExp;
   /** Matched against the frame's function name. */
   fn?: RegExp;
+  /**
+   * A shared layer (e.g. kafkajs's network code, used by its producer and its consumer alike): the
+   * walk goes on up, and one of these steps claiming a caller takes the sample; otherwise this step does.
+   */
+  refinedBy?: string[];
 }
 
 /** Samples no step claimed and that are not idle. */
@@ -46,13 +51,17 @@ export const API_STEPS: StepRule[] = [
   { step: 'HTTP parse + respond (node:http)', fn: /^parserOn/ },
 ];
 
+const KAFKA_FETCH = 'Kafka fetch + decode (kafkajs consumer)';
+const KAFKA_PRODUCE = 'Kafka produce of timeout messages (kafkajs producer)';
+const KAFKA_COMMIT = 'Kafka offset commit (kafkajs)';
+
 /** Steps of the order writer's loop. */
 export const WRITER_STEPS: StepRule[] = [
   ...COMMON,
-  { step: 'Kafka fetch + decode (kafkajs consumer)', url: /kafkajs\/src\/(consumer|protocol\/requests\/fetch|protocol\/recordBatch|protocol\/messageSet)/ },
-  { step: 'Kafka produce of timeout messages (kafkajs producer)', url: /kafkajs\/src\/(producer|protocol\/requests\/produce)/ },
-  { step: 'Kafka offset commit (kafkajs)', url: /kafkajs\/src\/protocol\/requests\/offsetCommit/ },
-  { step: 'Kafka protocol + network (kafkajs, shared)', url: /kafkajs\/|controller\/infra\/kafka\.ts/ },
+  { step: KAFKA_FETCH, url: /kafkajs\/src\/(consumer|protocol\/requests\/fetch)/ },
+  { step: KAFKA_PRODUCE, url: /kafkajs\/src\/(producer|protocol\/requests\/produce)/ },
+  { step: KAFKA_COMMIT, url: /kafkajs\/src\/protocol\/requests\/offsetCommit/ },
+  { step: 'Kafka protocol + network (kafkajs, shared)', url: /kafkajs\/|controller\/infra\/kafka\.ts/, refinedBy: [KAFKA_FETCH, KAFKA_PRODUCE, KAFKA_COMMIT] },
   { step: 'MySQL insert (mysql2)', url: /mysql2\/|sqlstring|lru-cache|controller\/infra\/mysql\.ts/ },
   { step: 'Redis claim (ioredis + StockStore)', url: /ioredis\/|redis-parser|standard-as-callback|denque|controller\/dataplane\/stock\.ts/ },
   { step: 'order message parsing + checks', url: /controller\/dataplane\/messages\.ts/ },
@@ -81,14 +90,17 @@ export function attribute(profile: CpuProfile, rules: StepRule[]): StepCost {
     const known = stepOf.get(id);
     if (known !== undefined) return known;
     const f = (byId.get(id) as CpuProfile['nodes'][number]).callFrame;
+    let rule: StepRule | undefined;
     let step: string | undefined;
     if (f.functionName === '(garbage collector)') step = GC;
     else if (f.functionName === '(idle)') step = '(idle)';
-    else if (f.url !== '' && !PLUMBING.test(f.url)) step = rules.find((r) => (!r.url || r.url.test(f.url)) && (!r.fn || r.fn.test(f.functionName)))?.step;
-    else if (f.url === '' && rules.some((r) => r.fn?.test(f.functionName))) step = rules.find((r) => !r.url && r.fn?.test(f.functionName))?.step;
+    else if (f.url !== '' && !PLUMBING.test(f.url)) rule = rules.find((r) => (!r.url || r.url.test(f.url)) && (!r.fn || r.fn.test(f.functionName)));
+    else if (f.url === '') rule = rules.find((r) => !r.url && r.fn?.test(f.functionName));
+    if (rule && !rule.refinedBy) step = rule.step;
     if (step === undefined) {
       const up = parent.get(id);
       step = up === undefined ? UNATTRIBUTED : claim(up);
+      if (rule?.refinedBy && !rule.refinedBy.includes(step)) step = rule.step;
     }
     stepOf.set(id, step);
     return step;
