@@ -24,6 +24,7 @@ import { readFileSync, writeFileSync, appendFileSync, existsSync, mkdirSync, ope
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import https from 'node:https';
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
@@ -58,6 +59,8 @@ interface OperatorRun {
   smoke: boolean;
   git: { commit: string; dirty: boolean };
   machine: { cores: number; model: string; loadavg1: number };
+  /** When machine.loadavg1 was read: as the sales were applied (absent in older lines: after the ready phase). */
+  loadavgWhen?: 'apply';
   sales: number;
   apply: { seconds: number };
   ready: { all: boolean; readyCount: number; p50: number; p99: number; max: number; boundSeconds: number };
@@ -344,7 +347,7 @@ function render(runs: OperatorRun[]): string {
         `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${r.idle ? `${fmt(r.idle.apiserverPerSecond, 2)} / ${fmt(r.idle.baselinePerSecond, 2)}` : 'not measured'} | ${r.idle ? fmt(r.idle.operatorPerSalePerSecond, 4) : '–'} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
     ),
     '',
-    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
+    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
     '',
     measured
       ? `Memory of a fresh operator by sales watched (run ${measured.timestamp.slice(0, 16)}, ${measured.sales} sales): ${measured.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(measured.linear.predicted500, 0)} MiB ${measured.linear.basis === 'heap' ? 'heap used (lowest of 15 readings)' : 'RSS'} at ${measured.memory.at(-1)?.sales}, measured ${fmt(measured.linear.measured500, 0)} (${fmt(measured.linear.deviation * 100, 0)} % off).`
@@ -430,7 +433,17 @@ async function main(): Promise<number> {
     });
   let saKubeconfig = '';
   try {
-    log(`setup: ${namespaces.join(', ')} (${split.join(' + ')} sales), ServiceAccount ${sa}, Node ${node}`);
+    // An earlier run's cleanup deletes its namespaces without waiting: the controller manager then
+    // deletes thousands of objects for minutes. A run started meanwhile shares the machine with that
+    // (p99 116 s and 173 s for the same code, back to back): wait until they are gone.
+    const waitStarted = Date.now();
+    const leftovers = await until(async () => {
+      const ns = await admin.request<KubeList<{ metadata: { name: string } }>>('GET', '/api/v1/namespaces?labelSelector=flashsale.dev%2Fbench%3Doperator');
+      return ns.items.length === 0 ? 'gone' : undefined;
+    }, 900_000, 5000);
+    if (!leftovers) throw new Error('namespaces of an earlier run still terminating after 15 min');
+    if (Date.now() - waitStarted > 5000) log(`waited ${((Date.now() - waitStarted) / 1000).toFixed(0)} s for an earlier run's namespaces to be deleted`);
+    log(`setup: ${namespaces.join(', ')} (${split.join(' + ')} sales), ServiceAccount ${sa}, Node ${node}; load average ${loadavg()[0]?.toFixed(2)}`);
     await kubectl.ok(['apply', '--server-side', '--force-conflicts', '-f', join(root, 'crds/flashsale.yaml')]);
     await kubectl.ok(['wait', '--for=condition=Established', 'crd/flashsales.flashsale.dev', '--timeout=60s'], { timeoutMs: 70_000 });
     const objects = [
@@ -463,6 +476,8 @@ async function main(): Promise<number> {
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, namespaces.flatMap((ns, i) => Array.from({ length: split[i] as number }, (_, j) => stringify(saleDoc(`s-${String(j).padStart(4, '0')}`, ns)))).join('---\n'));
     const cpu0 = cpuSeconds(pid);
+    // The machine as the sales are applied (load average included: what else was running).
+    const atApply = machine();
     const t0 = Date.now();
     await kubectl.ok(['apply', '--server-side', '-f', file], { timeoutMs: 300_000 });
     const applySeconds = (Date.now() - t0) / 1000;
@@ -497,7 +512,7 @@ async function main(): Promise<number> {
     log(`ready: ${readyAt.size}/${total}, p50 ${fmt(ready.p50)} s, p99 ${fmt(ready.p99)} s, max ${fmt(ready.max)} s, CPU ${fmt(readyCpu)} s; ${reconciles.count} reconciles, ${fmt(reconciles.meanSeconds, 2)} s each, ${reconciles.workers} workers`);
     const rssAfterReady = rssMiB(pid);
     const base = {
-      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: machine(), sales: total,
+      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, sales: total,
       apply: { seconds: applySeconds }, ready, reconciles, settings: SETTINGS,
     };
     if (!ready.all) {
