@@ -35,7 +35,7 @@ import { kubectlFor } from '../support/kubectl.ts';
 import type { Config } from '../../controller/config.ts';
 import { replaceBlock } from './lib/blocks.ts';
 import { percentile } from './lib/stats.ts';
-import { cpuSeconds, gitInfo, machine } from './lib/system.ts';
+import { controlPlanePids, cpuSeconds, CpuMeter, gitInfo, infraPids, machine } from './lib/system.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESULTS = join(root, 'test/bench/results/operator.jsonl');
@@ -61,6 +61,8 @@ interface OperatorRun {
   machine: { cores: number; model: string; loadavg1: number };
   /** When machine.loadavg1 was read: as the sales were applied (absent in older lines: after the ready phase). */
   loadavgWhen?: 'apply';
+  /** CPU time ÷ wall time of each process from the apply to the last Ready (absent in older lines). */
+  readyPhaseCores?: Record<string, number>;
   sales: number;
   apply: { seconds: number };
   ready: { all: boolean; readyCount: number; p50: number; p99: number; max: number; boundSeconds: number };
@@ -347,7 +349,7 @@ function render(runs: OperatorRun[]): string {
         `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${r.idle ? `${fmt(r.idle.apiserverPerSecond, 2)} / ${fmt(r.idle.baselinePerSecond, 2)}` : 'not measured'} | ${r.idle ? fmt(r.idle.operatorPerSalePerSecond, 4) : '–'} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
     ),
     '',
-    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
+    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.readyPhaseCores ? `; cores used from the apply to the last Ready: ${Object.entries(r.readyPhaseCores).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')} (all ${fmt(Object.values(r.readyPhaseCores).reduce((a, b) => a + b, 0), 2)} of ${r.machine.cores})` : ''}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
     '',
     measured
       ? `Memory of a fresh operator by sales watched (run ${measured.timestamp.slice(0, 16)}, ${measured.sales} sales): ${measured.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(measured.linear.predicted500, 0)} MiB ${measured.linear.basis === 'heap' ? 'heap used (lowest of 15 readings)' : 'RSS'} at ${measured.memory.at(-1)?.sales}, measured ${fmt(measured.linear.measured500, 0)} (${fmt(measured.linear.deviation * 100, 0)} % off).`
@@ -476,6 +478,10 @@ async function main(): Promise<number> {
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, namespaces.flatMap((ns, i) => Array.from({ length: split[i] as number }, (_, j) => stringify(saleDoc(`s-${String(j).padStart(4, '0')}`, ns)))).join('---\n'));
     const cpu0 = cpuSeconds(pid);
+    // Who uses the two cores while the sales are provisioned: every process of the control plane,
+    // the broker, the databases, the operator, and this benchmark (kubectl, its fake kubelet).
+    const meter = new CpuMeter({ operator: [pid], ...controlPlanePids(), ...infraPids(), benchmark: [process.pid] });
+    meter.begin();
     // The machine as the sales are applied (load average included: what else was running).
     const atApply = machine();
     const t0 = Date.now();
@@ -492,6 +498,9 @@ async function main(): Promise<number> {
       return readyAt.size >= total;
     }, boundSeconds * 1000);
     const readyCpu = cpuSeconds(pid) - cpu0;
+    const readyWall = (Date.now() - t0) / 1000;
+    const cores = Object.fromEntries(Object.entries(meter.end()).map(([role, sec]) => [role, sec / readyWall]));
+    log(`cores used in the ready phase (${readyWall.toFixed(0)} s): ${Object.entries(cores).map(([r, c]) => `${r} ${c.toFixed(2)}`).join(', ')}; all ${Object.values(cores).reduce((a, b) => a + b, 0).toFixed(2)} of ${atApply.cores}`);
     const times = [...readyAt.values()].sort((a, b) => a - b);
     const ready = { all: readyAt.size === total, readyCount: readyAt.size, p50: percentile(times, 50), p99: percentile(times, 99), max: times.at(-1) ?? NaN, boundSeconds };
     const opSamples = samples(await (await fetch(`${op.url}/metrics`)).text());
@@ -512,7 +521,7 @@ async function main(): Promise<number> {
     log(`ready: ${readyAt.size}/${total}, p50 ${fmt(ready.p50)} s, p99 ${fmt(ready.p99)} s, max ${fmt(ready.max)} s, CPU ${fmt(readyCpu)} s; ${reconciles.count} reconciles, ${fmt(reconciles.meanSeconds, 2)} s each, ${reconciles.workers} workers`);
     const rssAfterReady = rssMiB(pid);
     const base = {
-      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, sales: total,
+      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, readyPhaseCores: cores, sales: total,
       apply: { seconds: applySeconds }, ready, reconciles, settings: SETTINGS,
     };
     if (!ready.all) {

@@ -113,6 +113,21 @@ export function infraPids(ports: { redis: number; mariadb: number; kafka: number
   };
 }
 
+/**
+ * Pids of the test control plane by role, from the executable's name: the apiserver, the controller
+ * manager and the launcher that embeds etcd (infra/cluster.sh).
+ */
+export function controlPlanePids(): { apiserver: number[]; 'controller-manager': number[]; etcd: number[] } {
+  const out = { apiserver: [] as number[], 'controller-manager': [] as number[], etcd: [] as number[] };
+  for (const pid of allPids()) {
+    const exe = (cmdline(pid).split(' ')[0] ?? '').split('/').at(-1);
+    if (exe === 'kube-apiserver') out.apiserver.push(pid);
+    else if (exe === 'kube-controller-manager') out['controller-manager'].push(pid);
+    else if (exe === 'kube-testcluster') out.etcd.push(pid);
+  }
+  return out;
+}
+
 /** A set of named processes whose CPU time is read before and after a measured run. */
 export class CpuMeter {
   private readonly roles = new Map<string, number[]>();
