@@ -316,7 +316,10 @@ export class Reconciler {
       // Sold comes from MySQL, not from stock − remaining: the stock-drift alert compares the two.
       // Remaining is a metric only (not status): it changes with every order.
       if (stock.ok) {
-        const sold = await timed('sold', () => soldUnits(this.d.pool, key).catch(() => null));
+        // Bounded like every step: a MySQL that stalls reads held the whole reconcile (and the sale's
+        // lag scaling) for as long as the stall lasted. Without an answer the metric falls back to
+        // stock − remaining for this round.
+        const sold = await timed('sold', () => withTimeout(soldUnits(this.d.pool, key), this.d.stepTimeoutMs, 'sold units').catch(() => null));
         for (const s of stock.value) {
           const units = sold ? (sold.get(s.id) ?? 0) : s.stock - s.remaining;
           setSkuStock(this.d.metrics, key, { id: s.id, stock: s.stock, remaining: s.remaining, sold: units });
