@@ -58,6 +58,7 @@ export interface KafkaAdmin {
   createPartitions(topic: string, count: number): Promise<void>;
   /** Descriptions of the named topics that exist; missing topics are omitted. */
   describeTopics(topics: string[]): Promise<TopicDescription[]>;
+  /** Every topic of the cluster, listed now (existence questions may be answered from a listing up to LISTING_TTL_MS old). */
   listTopics(): Promise<string[]>;
   deleteTopics(topics: string[]): Promise<void>;
   listGroups(): Promise<string[]>;
@@ -655,7 +656,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         const md = await admin.fetchTopicMetadata({ topics: present });
         return md.topics.map((t) => ({ topic: t.name, partitions: t.partitions.length }));
       },
-      listTopics: async () => [...(await topicSet())],
+      // A listing is a question about now (the deletion's check for leftovers, tests): always fresh,
+      // and kept for the existence questions that follow.
+      listTopics: async () => {
+        changed();
+        return [...(await topicSet())];
+      },
       async deleteTopics(topics) {
         const present = await existing(topics);
         if (present.length === 0) return;
