@@ -58,7 +58,6 @@ export interface KafkaAdmin {
   createPartitions(topic: string, count: number): Promise<void>;
   /** Descriptions of the named topics that exist; missing topics are omitted. */
   describeTopics(topics: string[]): Promise<TopicDescription[]>;
-  /** Every topic of the cluster, listed now (existence questions may be answered from a listing up to LISTING_TTL_MS old). */
   listTopics(): Promise<string[]>;
   deleteTopics(topics: string[]): Promise<void>;
   listGroups(): Promise<string[]>;
@@ -222,9 +221,6 @@ function isTooLarge(err: unknown): boolean {
 }
 
 /** Errors after which the broker refuses every later request of this idempotent producer id. */
-/** How long a finished topic listing answers existence questions (see topicSet in the admin). */
-export const LISTING_TTL_MS = 2000;
-
 const PRODUCER_STATE_LOST = ['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'DUPLICATE_SEQUENCE_NUMBER'];
 
 function errorTypes(err: unknown): string[] {
@@ -446,40 +442,25 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     // Listing the topics fetches the metadata of every topic of the cluster: with 500 sales (2,000
     // topics) and the lag collector asking about each topic and group every few seconds, one listing
     // per question was most of the operator's and the broker's work. Concurrent questions share one
-    // listing, and a finished listing answers for LISTING_TTL_MS more: 500 sales created at once
-    // asked ~800 times in two minutes, each answer the metadata of up to 2,000 topics. This admin's
-    // own creates and deletes are applied to the kept listing; a listing still in flight during
-    // one of them is not joined afterwards (it may not show it), and a failed create or delete drops
-    // the listing. Others' changes show within the TTL: a topic created elsewhere looks missing (a
-    // create then answers TOPIC_ALREADY_EXISTS, which is success), one deleted elsewhere looks present.
+    // listing; one started before this admin's last create or delete is not joined (it may not show it).
     let changes = 0;
-    let listing: { changes: number; topics: Promise<Set<string>>; settled?: Set<string>; at: number } | undefined;
+    let listing: { changes: number; topics: Promise<Set<string>> } | undefined;
     const topicSet = (): Promise<Set<string>> => {
-      if (listing && listing.changes === changes && (listing.settled === undefined || now() - listing.at < LISTING_TTL_MS)) return listing.topics;
-      const current: NonNullable<typeof listing> = { changes, at: now(), topics: admin.listTopics().then((t) => new Set(t)) };
-      current.topics.then(
-        (set) => {
-          current.settled = set;
-          current.at = now();
-        },
-        () => {
+      if (listing && listing.changes === changes) return listing.topics;
+      const current = {
+        changes,
+        topics: admin.listTopics().then((t) => new Set(t)),
+      };
+      current.topics
+        .finally(() => {
           if (listing === current) listing = undefined;
-        },
-      );
+        })
+        .catch(() => undefined);
       listing = current;
       return current.topics;
     };
     const changed = () => {
       changes++;
-    };
-    /** This admin created or deleted these topics: update a kept listing, or stop joining one in flight. */
-    const learned = (topics: string[], exist: boolean) => {
-      const kept = listing?.changes === changes ? listing.settled : undefined;
-      if (!kept) return changed();
-      for (const t of topics) {
-        if (exist) kept.add(t);
-        else kept.delete(t);
-      }
     };
     const existing = async (topics: string[]) => {
       const all = await topicSet();
@@ -513,7 +494,6 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     let createScheduled = false;
     let batches = 0;
     const requestCreate = async (specs: TopicSpec[]): Promise<void> => {
-      let ok = false;
       try {
         await admin.createTopics({
           // Waited for below: kafkajs's own wait gives up with UNKNOWN_TOPIC_OR_PARTITION when a
@@ -526,10 +506,8 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
             configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
           })),
         });
-        ok = true;
       } finally {
-        if (ok) learned(specs.map((t) => t.topic), true);
-        else changed();
+        changed();
       }
     };
     /**
@@ -656,22 +634,14 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         const md = await admin.fetchTopicMetadata({ topics: present });
         return md.topics.map((t) => ({ topic: t.name, partitions: t.partitions.length }));
       },
-      // A listing is a question about now (the deletion's check for leftovers, tests): always fresh,
-      // and kept for the existence questions that follow.
-      listTopics: async () => {
-        changed();
-        return [...(await topicSet())];
-      },
+      listTopics: async () => [...(await topicSet())],
       async deleteTopics(topics) {
         const present = await existing(topics);
         if (present.length === 0) return;
-        let ok = false;
         try {
           await admin.deleteTopics({ topics: present });
-          ok = true;
         } finally {
-          if (ok) learned(present, false);
-          else changed();
+          changed();
         }
       },
       async listGroups() {
