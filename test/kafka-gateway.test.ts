@@ -258,6 +258,89 @@ describe('kafka gateway under lost broker state and handler failures', () => {
   });
 });
 
+describe('kafka gateway: a produce request the broker wrote but whose reply was lost', () => {
+  /**
+   * A fake kafkajs client over a one-partition fake broker that keeps Kafka's idempotence rules:
+   * a batch whose sequence range equals the producer id's last written one is a retry (acknowledged,
+   * not written again); any other range that does not follow on is OUT_OF_ORDER_SEQUENCE_NUMBER.
+   * Each producer numbers its batches like kafkajs: taken before sending, given back when the send
+   * fails. `lostReply(value)` makes the broker write a batch and the connection drop before the
+   * reply (a broker killed mid-request).
+   */
+  function fakeBroker(lostReply: (first: string) => boolean) {
+    const log: string[] = [];
+    const lastBatch = new Map<number, { first: number; count: number }>();
+    let producerIds = 0;
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const client = {
+      producer() {
+        let id = -1;
+        let sequence = 0;
+        return {
+          async connect() {
+            id = ++producerIds;
+            sequence = 0;
+          },
+          async disconnect() {},
+          async sendBatch(req: { topicMessages: { messages: { value: string }[] }[] }) {
+            const values = req.topicMessages.flatMap((t) => t.messages.map((m) => String(m.value)));
+            const first = sequence;
+            sequence += values.length;
+            inFlight++;
+            maxInFlight = Math.max(maxInFlight, inFlight);
+            try {
+              // The request travels: other sends may start meanwhile.
+              await new Promise((r) => setImmediate(r));
+              const last = lastBatch.get(id);
+              if (last && last.first === first && last.count === values.length) return; // a "retry"
+              const expected = last ? last.first + last.count : 0;
+              if (first !== expected) {
+                const cause = Object.assign(new Error('out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: false });
+                throw Object.assign(new Error(cause.message, { cause }), { name: 'KafkaJSNonRetriableError', retriable: false });
+              }
+              log.push(...values);
+              lastBatch.set(id, { first, count: values.length });
+              if (lostReply(values[0] as string)) throw Object.assign(new Error('Closed connection'), { name: 'KafkaJSNonRetriableError', retriable: false });
+            } catch (err) {
+              sequence -= values.length; // kafkajs gives the numbers back
+              throw err;
+            } finally {
+              inFlight--;
+            }
+          },
+        };
+      },
+      admin() {
+        return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
+      },
+    };
+    const gateway = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => client as never });
+    return { log, gateway, producerIds: () => producerIds, maxInFlight: () => maxInFlight };
+  }
+
+  it('the next request is written, not taken for a retry of the written one (an acknowledged message is in the log)', { timeout: 30_000 }, async () => {
+    const broker = fakeBroker((first) => first === 'a');
+    const producer = await broker.gateway.producer();
+    await assert.rejects(producer.send([{ topic: 't', messages: [{ value: 'a' }] }]), /Closed connection/);
+    await producer.send([{ topic: 't', messages: [{ value: 'b' }] }]);
+    assert.deepEqual(broker.log, ['a', 'b'], "'b' was acknowledged, so it is in the log");
+    assert.equal(broker.producerIds(), 2, 'the request after the failed one went with a new producer id');
+    await broker.gateway.close();
+  });
+
+  it('concurrent sends go one at a time, so none takes numbers a failed one gave back', { timeout: 30_000 }, async () => {
+    const broker = fakeBroker((first) => first === 'a');
+    const producer = await broker.gateway.producer();
+    const outcomes = await Promise.allSettled(['a', 'b', 'c', 'd'].map((value) => producer.send([{ topic: 't', messages: [{ value }] }])));
+    const acknowledged = ['a', 'b', 'c', 'd'].filter((_, i) => outcomes[i]?.status === 'fulfilled');
+    assert.deepEqual(acknowledged, ['b', 'c', 'd']);
+    for (const v of acknowledged) assert.ok(broker.log.includes(v), `acknowledged '${v}' is in the log`);
+    assert.equal(broker.maxInFlight(), 1);
+    await broker.gateway.close();
+  });
+});
+
 describe('kafka gateway admin at scale', () => {
   it('answers concurrent questions about topics from one listing, and sees a topic it just created', { timeout: 30_000 }, async () => {
     // A fake kafkajs admin counts the listings (each one is the metadata of every topic of the cluster).

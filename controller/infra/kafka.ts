@@ -716,12 +716,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       // from 0) replaces it; the old one's unacknowledged messages are sent again by the caller.
       // The current producer's connection; a failed connect is tried again by the next send.
       let ready: Promise<void> = Promise.resolve();
-      const renew = (failed: KjsProducer): Promise<void> => {
+      const renew = (failed: KjsProducer, err: unknown): Promise<void> => {
         if (producer === failed) {
           const next = makeProducer();
           producer = next;
           failed.disconnect().catch(() => undefined);
-          log.warn({ clientId: options.clientId }, 'idempotent producer state lost on the broker; continuing with a new producer id');
+          log.warn({ clientId: options.clientId, err: String(err) }, isProducerStateLost(err) ? 'idempotent producer state lost on the broker; continuing with a new producer id' : 'a produce request failed (the broker may have written it); continuing with a new producer id');
           ready = next.connect();
         }
         return ready;
@@ -736,6 +736,18 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         }
         return used;
       };
+      // One sendBatch at a time on this producer, and a failed one replaced before the next starts.
+      // kafkajs takes a failed request's sequence numbers back; if the broker did write it (the reply
+      // was lost: a broker killed mid-request), the next request reuses them, and when it holds as
+      // many messages the broker takes it for a retry of the written one: acknowledged, never
+      // written (scenario 10, broker-restart: a 202 order missing from MySQL). A request of another
+      // caller taking those numbers during kafkajs's own retry backoff is the same loss.
+      let queue: Promise<unknown> = Promise.resolve();
+      const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+        const run = queue.then(fn, fn);
+        queue = run.catch(() => undefined);
+        return run;
+      };
       const close = () => producer.disconnect();
       closers.add(close);
       return {
@@ -745,9 +757,10 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           const budgets = new Map<string, number>();
           for (const b of nonEmpty) if (!budgets.has(b.topic)) budgets.set(b.topic, requestBudget(await limitOf(b.topic)));
           const sendOne = async (request: { topic: string; messages: OutgoingMessage[] }[], renewed = false): Promise<void> => {
-            const used = await connected();
-            try {
-              await used.sendBatch({
+            const sent = await exclusive(async () => {
+              const used = await connected();
+              try {
+                await used.sendBatch({
                 acks: -1,
                 compression: CompressionTypes.None,
                 topicMessages: request.map((b) => ({
@@ -759,13 +772,19 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
                     timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
                   })),
                 })),
-              });
-            } catch (err) {
-              if (isProducerStateLost(err) && !renewed) {
-                // A failed connect of the replacement is tried once more by connected() below.
-                await renew(used).catch(() => undefined);
-                return sendOne(request, true);
+                });
+                return null;
+              } catch (err) {
+                // Whatever the error, the broker may have written the request: a new producer id
+                // (sequences from 0) for the next one. Not awaited: the next send waits for its
+                // connect in connected(), which also tries a failed connect once more.
+                renew(used, err).catch(() => undefined);
+                return { err };
               }
+            });
+            if (sent !== null) {
+              const { err } = sent;
+              if (isProducerStateLost(err) && !renewed) return sendOne(request, true);
               // The estimate fell short (or the limit was lowered since it was read): halve and go on.
               // A refused request wrote nothing, so sending its halves duplicates nothing.
               const count = request.reduce((n, b) => n + b.messages.length, 0);
