@@ -236,6 +236,8 @@ describe('timeout closer', () => {
     else t.diagnostic('the slow-bucket look completed after its due time (loaded machine)');
     await eventually(async () => (await closedOf(slow)) === 20, { what: 'slow bucket closed' });
     for (const s of (await f.statuses()).values()) assert.ok((s.closedAt as number) >= s.dueAt);
+    await f.releasesApplied('ebook');
+    await f.releasesApplied('phone');
     assert.equal((await f.stock.level('ebook'))?.remaining, 50);
     assert.equal((await f.stock.level('phone'))?.remaining, 50);
     await w.stop();
@@ -275,6 +277,7 @@ describe('timeout closer', () => {
     assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status <> 'UNPAID'`, [f.names.key]), 0, 'nothing closed while waiting');
     await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key])) === orders.length, { what: 'all closed' });
     for (const s of (await f.statuses()).values()) assert.ok((s.closedAt as number) >= s.dueAt, 'never early');
+    await f.releasesApplied('sku');
     assert.equal((await f.stock.level('sku'))?.remaining, 100);
     await first.stop();
     await second.stop();

@@ -44,6 +44,12 @@ export interface SaleFixture {
   statuses(): Promise<Map<string, { status: string; dueAt: number; closedAt: number | null }>>;
   count(sql: string, params?: unknown[]): Promise<number>;
   metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /**
+   * Waits (with a deadline) until Redis has applied the release of every CLOSED order of the SKU.
+   * A close commits in MySQL before its release reaches Redis, so a test that saw the rows CLOSED
+   * must wait for this before it reads the stock.
+   */
+  releasesApplied(skuId: string): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -128,6 +134,10 @@ export async function saleFixture(setup: SaleSetup): Promise<SaleFixture> {
     async count(sql, params = []) {
       const [rows] = await pool.query(sql, params);
       return Number(Object.values((rows as Record<string, unknown>[])[0] ?? {})[0] ?? 0);
+    },
+    async releasesApplied(skuId) {
+      const closed = () => f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND sku_id = ? AND status = 'CLOSED'`, [names.key, skuId]);
+      await eventually(async () => (await redis.scard(names.redis.sku(skuId).released)) === (await closed()), { what: `releases of ${skuId}'s closed orders applied in Redis` });
     },
     async metric(name, labels = {}) {
       const m = registry.getSingleMetric(name);
