@@ -329,6 +329,16 @@ describe('kafka gateway: a produce request the broker wrote but whose reply was 
     await broker.gateway.close();
   });
 
+  it('a disconnected producer stays disconnected: a send fails and no new producer is made', { timeout: 30_000 }, async () => {
+    const broker = fakeBroker(() => false);
+    const producer = await broker.gateway.producer();
+    await producer.disconnect();
+    await assert.rejects(producer.send([{ topic: 't', messages: [{ value: 'late' }] }]), /disconnected/);
+    assert.equal(broker.producerIds(), 1);
+    assert.deepEqual(broker.log, []);
+    await broker.gateway.close();
+  });
+
   it('concurrent sends go one at a time, so none takes numbers a failed one gave back', { timeout: 30_000 }, async () => {
     const broker = fakeBroker((first) => first === 'a');
     const producer = await broker.gateway.producer();

@@ -33,8 +33,9 @@ export interface ApiOptions {
   /** Largest accepted request body; a purchase body is well under 300 bytes. */
   maxBodyBytes?: number;
   /**
-   * How long (ms) the API answers rejections of a sold-out SKU from its own copy of the SKU's holders
-   * instead of asking Redis. 0 turns it off. Default 250.
+   * How long (ms) the API's copy of a sold-out SKU's holders is fresh; rejections are answered from
+   * it instead of asking Redis, and after this long it is refreshed in the background while still
+   * answering, for at most this long again. 0 turns it off. Default 250.
    */
   soldOutTtlMs?: number;
   /** Largest holder count copied for local rejections. Default 200,000. */
@@ -103,6 +104,8 @@ const CLAIMED_ORDER_WAIT_MS = 5000;
 export class OrderApi {
   readonly server: Server;
   private readonly sales = new Map<string, SaleContext>();
+  /** '/v1/sales/{name}/orders' of every sale, for the purchase route's fast lookup. */
+  private readonly orderPaths = new Map<string, SaleContext>();
   private readonly opts: ApiOptions;
   private readonly clock: () => number;
   private readonly nextOrderId: OrderIdGenerator;
@@ -111,7 +114,7 @@ export class OrderApi {
   // prom-client children are looked up once per label set; the hot path only increments.
   private readonly outcomeCounters = new Map<string, Map<Outcome, { inc(): void }>>();
   private readonly stockGauges = new Map<string, { set(v: number): void }>();
-  private readonly durations = new Map<string, { observe(v: number): void }>();
+  private readonly durations = new Map<string, Map<Route, { observe(v: number): void }>>();
   /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
   private producerFailedAt: number | null = null;
   private readonly soldOut = new Map<string, SoldOutCopy>();
@@ -129,6 +132,7 @@ export class OrderApi {
       const name = s.sale.metadata.name;
       if (this.sales.has(name)) throw new Error(`two sales named "${name}": the API addresses sales by metadata.name`);
       this.sales.set(name, s);
+      this.orderPaths.set(`/v1/sales/${encodeURIComponent(name)}/orders`, s);
     }
     this.clock = opts.clock ?? Date.now;
     this.nextOrderId = opts.orderId ?? orderIdGenerator(this.clock);
@@ -203,11 +207,15 @@ export class OrderApi {
   }
 
   private observe(sale: string, route: Route, started: number): void {
-    const k = `${sale}\0${route}`;
-    let h = this.durations.get(k);
+    let bySale = this.durations.get(sale);
+    if (!bySale) {
+      bySale = new Map();
+      this.durations.set(sale, bySale);
+    }
+    let h = bySale.get(route);
     if (!h) {
       h = this.metrics.apiRequestDuration.labels(sale, route);
-      this.durations.set(k, h);
+      bySale.set(route, h);
     }
     h.observe((performance.now() - started) / 1000);
   }
@@ -215,6 +223,11 @@ export class OrderApi {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now();
     const url = req.url ?? '/';
+    // Purchases first, by their exact path: one map lookup instead of splitting and decoding.
+    if (req.method === 'POST') {
+      const ctx = this.orderPaths.get(url);
+      if (ctx) return this.placeOrder(ctx, req, res, started);
+    }
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     const parts = path.split('/');
@@ -231,7 +244,10 @@ export class OrderApi {
       } else if (parts[4] === 'orders') {
         if (parts.length === 5) {
           route = 'order';
-          if (req.method === 'POST') work = ctx ? this.placeOrder(ctx, req, res) : this.saleNotFound(res, true, req);
+          if (req.method === 'POST') {
+            if (ctx) return this.placeOrder(ctx, req, res, started);
+            work = this.saleNotFound(res, true, req);
+          }
         } else if (parts.length === 6) {
           route = 'get_order';
           if (req.method === 'GET') work = ctx ? this.getOrder(ctx, parts[5] as string, res) : this.saleNotFound(res, false);
@@ -289,35 +305,64 @@ export class OrderApi {
     this.send(res, 404, '{"error":"SALE_NOT_FOUND"}');
   }
 
-  /** Reads the body up to the size limit; null (after answering 400) when it is too large. */
-  private readBody(req: IncomingMessage, res: ServerResponse): Promise<string | null> {
+  /**
+   * Reads the body up to the size limit and hands it to `done`; null (after answering 400) when it is
+   * too large. Callbacks, not a promise: this runs for every purchase (see placeOrder).
+   */
+  private readBody(req: IncomingMessage, res: ServerResponse, done: (raw: string | null) => void, failed: (err: unknown) => void): void {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > this.maxBody) {
       req.resume();
       this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
-      return Promise.resolve(null);
+      return done(null);
     }
-    return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let over = false;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > this.maxBody) over = true;
-        else chunks.push(c);
-      });
-      req.on('end', () => {
-        if (over) {
-          this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
-          resolve(null);
-        } else resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'));
-      });
-      req.on('error', reject);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > this.maxBody) over = true;
+      else chunks.push(c);
     });
+    req.on('end', () => {
+      if (over) {
+        this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
+        done(null);
+      } else done(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+    });
+    req.on('error', failed);
   }
 
-  private async placeOrder(ctx: SaleContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const raw = await this.readBody(req, res);
+  /**
+   * POST /v1/sales/{sale}/orders. Everything answered without Redis (bad input, the sale window, an
+   * unknown SKU, the sold-out copy) is answered synchronously when the body has arrived, without a
+   * promise per request; only a reserve goes on to the async purchase().
+   */
+  private placeOrder(ctx: SaleContext, req: IncomingMessage, res: ServerResponse, started: number): void {
+    const failed = (err: unknown) => {
+      this.opts.logger.error({ err, url: req.url }, 'request failed');
+      if (!res.headersSent) this.send(res, 500, '{"error":"INTERNAL"}');
+      this.observe(ctx.key, 'order', started);
+    };
+    this.readBody(
+      req,
+      res,
+      (raw) => {
+        let work: Promise<void> | void;
+        try {
+          work = this.orderFromBody(ctx, raw, res);
+        } catch (err) {
+          return failed(err);
+        }
+        if (work) work.then(() => this.observe(ctx.key, 'order', started), failed);
+        else this.observe(ctx.key, 'order', started);
+      },
+      failed,
+    );
+  }
+
+  /** Answers what needs no Redis and returns undefined, or returns the purchase under way. */
+  private orderFromBody(ctx: SaleContext, raw: string | null, res: ServerResponse): Promise<void> | void {
     if (raw === null) return this.count(ctx.key, 'invalid');
     let body: { userId: string; skuId: string; quantity: number };
     try {
@@ -343,11 +388,15 @@ export class OrderApi {
     // A flash sale is mostly rejections once the stock is gone. For a short while after Redis said
     // "sold out" the API answers from its copy of the SKU's holders, in the script's order (the
     // user's limit first, so a retry still learns its order id, then the stock). Nothing is ever
-    // accepted from the copy; a rejection may be at most soldOutTtlMs stale (stock given back by
-    // a closed order is offered again after that).
+    // accepted from the copy. Once the copy is soldOutTtlMs old, the first request starts a
+    // refresh in the background and requests go on being answered from the copy until the refresh
+    // replaces it (still sold out) or drops it (stock came back): no request waits on Redis while
+    // the SKU stays sold out. A refresh that has not ended within a second TTL (Redis away) stops
+    // the copy's use: a rejection is never more than 2 × soldOutTtlMs stale.
     const copyKey = `${ctx.key}\0${body.skuId}`;
     const copy = this.soldOut.get(copyKey);
-    if (copy && copy.until > now) {
+    if (copy && copy.until + this.soldOutTtl > now) {
+      if (copy.until <= now) this.copySoldOut(ctx, body.skuId, copyKey);
       const held = copy.holders.get(body.userId);
       if (held && held.units + body.quantity > ctx.perUserLimit) {
         this.count(ctx.key, 'already_ordered');
@@ -356,6 +405,11 @@ export class OrderApi {
       this.count(ctx.key, 'sold_out');
       return this.send(res, 409, '{"error":"SOLD_OUT"}');
     }
+    return this.purchase(ctx, body, res, now, copyKey);
+  }
+
+  /** Reserves in Redis, hands the order to Kafka and answers (202, 409 or 503). */
+  private async purchase(ctx: SaleContext, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number, copyKey: string): Promise<void> {
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
     // The highest counter known before this reserve is sent: every value in it was produced by Redis
     // before, so a healthy Redis answers above it (restore-fence.ts). A new process waits for its
@@ -478,6 +532,7 @@ export class OrderApi {
           if (holders) this.soldOut.set(key, { until: this.clock() + this.soldOutTtl, holders });
           else this.soldOut.delete(key);
         },
+        // The old copy, if any, stays usable only until its second TTL ends (see placeOrder).
         (err: unknown) => this.opts.logger.warn({ err: String(err), sku: skuId }, 'could not copy the holders of a sold-out SKU'),
       )
       .finally(() => this.soldOutLoading.delete(key));

@@ -716,8 +716,10 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       // from 0) replaces it; the old one's unacknowledged messages are sent again by the caller.
       // The current producer's connection; a failed connect is tried again by the next send.
       let ready: Promise<void> = Promise.resolve();
+      // After disconnect() a send fails as kafkajs's own disconnected producer does; nothing renews it.
+      let disconnected = false;
       const renew = (failed: KjsProducer, err: unknown): Promise<void> => {
-        if (producer === failed) {
+        if (producer === failed && !disconnected) {
           const next = makeProducer();
           producer = next;
           failed.disconnect().catch(() => undefined);
@@ -727,6 +729,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         return ready;
       };
       const connected = async (): Promise<KjsProducer> => {
+        if (disconnected) throw new Error('the producer is disconnected');
         const used = producer;
         try {
           await ready;
@@ -748,7 +751,10 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         queue = run.catch(() => undefined);
         return run;
       };
-      const close = () => producer.disconnect();
+      const close = () => {
+        disconnected = true;
+        return producer.disconnect();
+      };
       closers.add(close);
       return {
         async send(batches) {
@@ -803,7 +809,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         },
         async disconnect() {
           closers.delete(close);
-          await producer.disconnect();
+          await close();
         },
       };
     },
