@@ -134,6 +134,12 @@ describe('order API', () => {
       assert.equal(dan.status, 202, 'the refresh saw stock and dropped the copy: Redis decides again, the returned unit sells');
       assert.deepEqual((await http('POST', base, { userId: 'carol', skuId: 'one' })).body, { error: 'SOLD_OUT' });
       assert.deepEqual(await ctx.stock.level('one'), { stock: 1, remaining: 0 });
+      // A refresh copies the holders again only when the SKU's counter moved.
+      const snap = await ctx.stock.soldOutSnapshot('one', 1000);
+      assert.ok(snap && snap !== 'unchanged' && snap.holders.get('dan')?.orderId === dan.body.orderId, 'the copy holds dan and his order id');
+      assert.equal(await ctx.stock.soldOutSnapshot('one', 1000, snap.seq), 'unchanged', 'same counter: nothing copied');
+      const again = await ctx.stock.soldOutSnapshot('one', 1000, `${snap.seq}0`);
+      assert.ok(again && again !== 'unchanged' && again.holders.size === snap.holders.size, 'another counter: copied again');
     } finally {
       await local.close();
       await p.disconnect();

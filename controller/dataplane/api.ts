@@ -46,6 +46,8 @@ export interface ApiOptions {
 interface SoldOutCopy {
   until: number;
   holders: Map<string, { units: number; orderId: string }>;
+  /** The SKU's counter when the holders were copied: unchanged means the copy still holds. */
+  seq: string;
 }
 
 export type Outcome = 'accepted' | 'sold_out' | 'already_ordered' | 'not_started' | 'ended' | 'sale_not_found' | 'sku_not_found' | 'invalid' | 'unavailable';
@@ -525,11 +527,14 @@ export class OrderApi {
   /** Loads the holders of a sold-out SKU in the background (one load at a time per SKU). */
   private copySoldOut(ctx: SaleContext, skuId: string, key: string): void {
     if (this.soldOutTtl <= 0 || this.soldOutLoading.has(key)) return;
+    const old = this.soldOut.get(key);
     const loading = ctx.stock
-      .soldOutSnapshot(skuId, this.opts.soldOutMaxHolders ?? 200_000)
+      .soldOutSnapshot(skuId, this.opts.soldOutMaxHolders ?? 200_000, old?.seq)
       .then(
-        (holders) => {
-          if (holders) this.soldOut.set(key, { until: this.clock() + this.soldOutTtl, holders });
+        (snap) => {
+          const until = this.clock() + this.soldOutTtl;
+          if (snap === 'unchanged' && old) this.soldOut.set(key, { ...old, until });
+          else if (snap && snap !== 'unchanged') this.soldOut.set(key, { until, holders: snap.holders, seq: snap.seq });
           else this.soldOut.delete(key);
         },
         // The old copy, if any, stays usable only until its second TTL ends (see placeOrder).

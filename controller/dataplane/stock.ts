@@ -480,21 +480,23 @@ export class StockStore {
   }
 
   /**
-   * For a SKU with no units left: each holder's units and last order id, read in one MULTI with
-   * the stock. Null when units remain or more than `maxHolders` users hold some (too big to copy).
-   * The API answers rejections of a sold-out SKU from this copy for a short while.
+   * The holders of a sold-out SKU (units and last order id per user) with the SKU's counter, read in
+   * one MULTI; null when the SKU has stock or more than maxHolders holders. When the counter still
+   * equals `knownSeq` nothing was reserved, released or claimed since that copy: 'unchanged', after
+   * one small MULTI instead of copying every holder again.
    */
-  async soldOutSnapshot(skuId: string, maxHolders: number): Promise<Map<string, { units: number; orderId: string }> | null> {
+  async soldOutSnapshot(skuId: string, maxHolders: number, knownSeq?: string): Promise<{ holders: Map<string, { units: number; orderId: string }>; seq: string } | 'unchanged' | null> {
     const k = this.keys(skuId);
-    const size = await this.redis.multi().get(k.stock).hlen(k.holdings).exec();
-    if (!size || Number(size[0]?.[1] ?? 1) !== 0 || Number(size[1]?.[1] ?? 0) > maxHolders) return null;
-    const res = await this.redis.multi().get(k.stock).hgetall(k.holdings).hgetall(k.lastOrder).exec();
+    const size = await this.redis.multi().get(k.stock).hlen(k.holdings).get(k.seq).exec();
+    if (!size || size.some(([err]) => err) || Number(size[0]?.[1] ?? 1) !== 0 || Number(size[1]?.[1] ?? 0) > maxHolders) return null;
+    if (knownSeq !== undefined && String(size[2]?.[1] ?? '') === knownSeq) return 'unchanged';
+    const res = await this.redis.multi().get(k.stock).hgetall(k.holdings).hgetall(k.lastOrder).get(k.seq).exec();
     if (!res || res.some(([err]) => err) || Number(res[0]?.[1] ?? 1) !== 0) return null;
     const units = res[1]?.[1] as Record<string, string>;
     const orders = res[2]?.[1] as Record<string, string>;
     const out = new Map<string, { units: number; orderId: string }>();
     for (const user in units) out.set(user, { units: Number(units[user]), orderId: orders[user] ?? '' });
-    return out;
+    return { holders: out, seq: String(res[3]?.[1] ?? '') };
   }
 
   /** Reservations not yet claimed by the writer (in flight between API and MySQL). */

@@ -45,7 +45,7 @@ export const API_STEPS: StepRule[] = [
   { step: 'request validation (JSON.parse, field checks)', fn: /^(validateOrderBody|isId|codePoints)$/ },
   { step: 'request body read', fn: /^readBody$/ },
   { step: 'order id (UUIDv7)', url: /controller\/dataplane\/order-id\.ts/ },
-  { step: 'purchase logic: sale window, fences, message JSON (placeOrder)', fn: /^placeOrder$/ },
+  { step: 'purchase logic: sale window, fences, message JSON (placeOrder)', fn: /^(placeOrder|orderFromBody|purchase)$/ },
   { step: 'HTTP routing, counters (handle, count, observe)', url: /controller\/dataplane\/api\.ts/ },
   { step: 'HTTP parse + respond (node:http)', url: /^node:_http_|^node:internal\/http/ },
   { step: 'HTTP parse + respond (node:http)', fn: /^parserOn/ },
