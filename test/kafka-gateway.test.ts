@@ -339,6 +339,42 @@ describe('kafka gateway: a produce request the broker wrote but whose reply was 
     await broker.gateway.close();
   });
 
+  it('a disconnect while the replacement is still connecting leaves no connection behind', { timeout: 30_000 }, async () => {
+    // The replacement's connect ends only when the test says so: the disconnect comes first.
+    let finishConnect = () => undefined as void;
+    const state: { id: number; connected: boolean }[] = [];
+    const client = {
+      producer() {
+        const p = { id: state.length + 1, connected: false };
+        state.push(p);
+        return {
+          async connect() {
+            if (p.id > 1) await new Promise<void>((r) => (finishConnect = r));
+            p.connected = true;
+          },
+          async disconnect() {
+            p.connected = false;
+          },
+          async sendBatch() {
+            throw Object.assign(new Error('Closed connection'), { name: 'KafkaJSNonRetriableError', retriable: false });
+          },
+        };
+      },
+      admin() {
+        return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
+      },
+    };
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => client as never });
+    const producer = await gw.producer();
+    await assert.rejects(producer.send([{ topic: 't', messages: [{ value: 'a' }] }]), /Closed connection/);
+    assert.equal(state.length, 2, 'a replacement is connecting');
+    const closing = producer.disconnect();
+    finishConnect();
+    await closing;
+    assert.deepEqual(state.map((p) => p.connected), [false, false], 'neither producer is left connected');
+    await gw.close();
+  });
+
   it('concurrent sends go one at a time, so none takes numbers a failed one gave back', { timeout: 30_000 }, async () => {
     const broker = fakeBroker((first) => first === 'a');
     const producer = await broker.gateway.producer();

@@ -751,9 +751,13 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         queue = run.catch(() => undefined);
         return run;
       };
-      const close = () => {
+      const close = async () => {
         disconnected = true;
-        return producer.disconnect();
+        const current = producer;
+        await current.disconnect();
+        // A replacement's connect may still be under way (renew does not wait for it): disconnect
+        // again once it has settled, or its connection outlives the producer and the process.
+        await ready.then(() => current.disconnect(), () => undefined);
       };
       closers.add(close);
       return {
