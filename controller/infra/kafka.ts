@@ -771,17 +771,17 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
               const used = await connected();
               try {
                 await used.sendBatch({
-                acks: -1,
-                compression: CompressionTypes.None,
-                topicMessages: request.map((b) => ({
-                  topic: b.topic,
-                  messages: b.messages.map((m) => ({
-                    key: m.key ?? null,
-                    value: m.value,
-                    headers: m.headers,
-                    timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+                  acks: -1,
+                  compression: CompressionTypes.None,
+                  topicMessages: request.map((b) => ({
+                    topic: b.topic,
+                    messages: b.messages.map((m) => ({
+                      key: m.key ?? null,
+                      value: m.value,
+                      headers: m.headers,
+                      timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+                    })),
                   })),
-                })),
                 });
                 return null;
               } catch (err) {
