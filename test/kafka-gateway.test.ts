@@ -265,24 +265,33 @@ describe('kafka gateway: a produce request the broker wrote but whose reply was 
    * not written again); any other range that does not follow on is OUT_OF_ORDER_SEQUENCE_NUMBER.
    * Each producer numbers its batches like kafkajs: taken before sending, given back when the send
    * fails. `lostReply(value)` makes the broker write a batch and the connection drop before the
-   * reply (a broker killed mid-request).
+   * reply (a broker killed mid-request). `connecting(n)`, when given, is awaited by the n-th
+   * producer's connect; `connected()` tells which producers are connected now.
    */
-  function fakeBroker(lostReply: (first: string) => boolean) {
+  function fakeBroker(lostReply: (first: string) => boolean, connecting?: (n: number) => Promise<void>) {
     const log: string[] = [];
     const lastBatch = new Map<number, { first: number; count: number }>();
+    const connectedNow: boolean[] = [];
+    let producers = 0;
     let producerIds = 0;
     let inFlight = 0;
     let maxInFlight = 0;
     const client = {
       producer() {
+        const n = producers++;
+        connectedNow[n] = false;
         let id = -1;
         let sequence = 0;
         return {
           async connect() {
+            await connecting?.(n + 1);
             id = ++producerIds;
             sequence = 0;
+            connectedNow[n] = true;
           },
-          async disconnect() {},
+          async disconnect() {
+            connectedNow[n] = false;
+          },
           async sendBatch(req: { topicMessages: { messages: { value: string }[] }[] }) {
             const values = req.topicMessages.flatMap((t) => t.messages.map((m) => String(m.value)));
             const first = sequence;
@@ -316,7 +325,7 @@ describe('kafka gateway: a produce request the broker wrote but whose reply was 
       },
     };
     const gateway = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => client as never });
-    return { log, gateway, producerIds: () => producerIds, maxInFlight: () => maxInFlight };
+    return { log, gateway, producerIds: () => producerIds, maxInFlight: () => maxInFlight, connected: () => [...connectedNow] };
   }
 
   it('the next request is written, not taken for a retry of the written one (an acknowledged message is in the log)', { timeout: 30_000 }, async () => {
@@ -342,37 +351,15 @@ describe('kafka gateway: a produce request the broker wrote but whose reply was 
   it('a disconnect while the replacement is still connecting leaves no connection behind', { timeout: 30_000 }, async () => {
     // The replacement's connect ends only when the test says so: the disconnect comes first.
     let finishConnect = () => undefined as void;
-    const state: { id: number; connected: boolean }[] = [];
-    const client = {
-      producer() {
-        const p = { id: state.length + 1, connected: false };
-        state.push(p);
-        return {
-          async connect() {
-            if (p.id > 1) await new Promise<void>((r) => (finishConnect = r));
-            p.connected = true;
-          },
-          async disconnect() {
-            p.connected = false;
-          },
-          async sendBatch() {
-            throw Object.assign(new Error('Closed connection'), { name: 'KafkaJSNonRetriableError', retriable: false });
-          },
-        };
-      },
-      admin() {
-        return { connect: async () => Promise.reject(new Error('no admin in this fake')), disconnect: async () => undefined };
-      },
-    };
-    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => client as never });
-    const producer = await gw.producer();
+    const broker = fakeBroker(() => true, (n) => (n > 1 ? new Promise<void>((r) => (finishConnect = r)) : Promise.resolve()));
+    const producer = await broker.gateway.producer();
     await assert.rejects(producer.send([{ topic: 't', messages: [{ value: 'a' }] }]), /Closed connection/);
-    assert.equal(state.length, 2, 'a replacement is connecting');
+    assert.equal(broker.connected().length, 2, 'a replacement is connecting');
     const closing = producer.disconnect();
     finishConnect();
     await closing;
-    assert.deepEqual(state.map((p) => p.connected), [false, false], 'neither producer is left connected');
-    await gw.close();
+    assert.deepEqual(broker.connected(), [false, false], 'neither producer is left connected');
+    await broker.gateway.close();
   });
 
   it('concurrent sends go one at a time, so none takes numbers a failed one gave back', { timeout: 30_000 }, async () => {

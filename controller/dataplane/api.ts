@@ -100,6 +100,24 @@ function validateOrderBody(raw: string, perUserLimit: number): { userId: string;
   return { userId, skuId, quantity };
 }
 
+/**
+ * The metric child for the label pair (a, b), made once: prom-client hashes the label set on every
+ * labels(), and the purchase path counts and times every request.
+ */
+function metricChild<A extends string, B extends string, C>(cache: Map<A, Map<B, C>>, metric: { labels(a: A, b: B): C }, a: A, b: B): C {
+  let byA = cache.get(a);
+  if (!byA) {
+    byA = new Map();
+    cache.set(a, byA);
+  }
+  let child = byA.get(b);
+  if (child === undefined) {
+    child = metric.labels(a, b);
+    byA.set(b, child);
+  }
+  return child;
+}
+
 /** How long GET/pay wait for the row of an order the writer has claimed but not committed yet. */
 const CLAIMED_ORDER_WAIT_MS = 5000;
 
@@ -113,9 +131,9 @@ export class OrderApi {
   private readonly nextOrderId: OrderIdGenerator;
   private readonly maxBody: number;
   private readonly metrics: ReturnType<typeof dataPlaneMetrics>;
-  // prom-client children are looked up once per label set; the hot path only increments.
+  // prom-client children are looked up once per label set (metricChild); the hot path only increments.
   private readonly outcomeCounters = new Map<string, Map<Outcome, { inc(): void }>>();
-  private readonly stockGauges = new Map<string, { set(v: number): void }>();
+  private readonly stockGauges = new Map<string, Map<string, { set(v: number): void }>>();
   private readonly durations = new Map<string, Map<Route, { observe(v: number): void }>>();
   /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
   private producerFailedAt: number | null = null;
@@ -184,42 +202,16 @@ export class OrderApi {
   }
 
   private count(sale: string, outcome: Outcome): void {
-    let bySale = this.outcomeCounters.get(sale);
-    if (!bySale) {
-      bySale = new Map();
-      this.outcomeCounters.set(sale, bySale);
-    }
-    let c = bySale.get(outcome);
-    if (!c) {
-      c = this.metrics.apiRequests.labels(sale, outcome);
-      bySale.set(outcome, c);
-    }
-    c.inc();
+    metricChild(this.outcomeCounters, this.metrics.apiRequests, sale, outcome).inc();
   }
 
-  /** The stock gauge of a SKU, resolved once (prom-client hashes the label set on every labels()). */
+  /** The stock gauge of a SKU. */
   private stockGauge(sale: string, sku: string): { set(v: number): void } {
-    const k = `${sale}\0${sku}`;
-    let g = this.stockGauges.get(k);
-    if (!g) {
-      g = this.metrics.stockRemaining.labels(sale, sku);
-      this.stockGauges.set(k, g);
-    }
-    return g;
+    return metricChild(this.stockGauges, this.metrics.stockRemaining, sale, sku);
   }
 
   private observe(sale: string, route: Route, started: number): void {
-    let bySale = this.durations.get(sale);
-    if (!bySale) {
-      bySale = new Map();
-      this.durations.set(sale, bySale);
-    }
-    let h = bySale.get(route);
-    if (!h) {
-      h = this.metrics.apiRequestDuration.labels(sale, route);
-      bySale.set(route, h);
-    }
-    h.observe((performance.now() - started) / 1000);
+    metricChild(this.durations, this.metrics.apiRequestDuration, sale, route).observe((performance.now() - started) / 1000);
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -395,10 +387,11 @@ export class OrderApi {
     // replaces it (still sold out) or drops it (stock came back): no request waits on Redis while
     // the SKU stays sold out. A refresh that has not ended within a second TTL (Redis away) stops
     // the copy's use: a rejection is never more than 2 × soldOutTtlMs stale.
-    const copyKey = `${ctx.key}\0${body.skuId}`;
-    const copy = this.soldOut.get(copyKey);
+    // The sale/SKU key of the sold-out copy and of the counter floor (seqSeen), built once.
+    const skuKey = `${ctx.key}\0${body.skuId}`;
+    const copy = this.soldOut.get(skuKey);
     if (copy && copy.until + this.soldOutTtl > now) {
-      if (copy.until <= now) this.copySoldOut(ctx, body.skuId, copyKey);
+      if (copy.until <= now) this.copySoldOut(ctx, body.skuId, skuKey);
       const held = copy.holders.get(body.userId);
       if (held && held.units + body.quantity > ctx.perUserLimit) {
         this.count(ctx.key, 'already_ordered');
@@ -407,20 +400,19 @@ export class OrderApi {
       this.count(ctx.key, 'sold_out');
       return this.send(res, 409, '{"error":"SOLD_OUT"}');
     }
-    return this.purchase(ctx, body, res, now, copyKey);
+    return this.purchase(ctx, body, res, now, skuKey);
   }
 
   /** Reserves in Redis, hands the order to Kafka and answers (202, 409 or 503). */
-  private async purchase(ctx: SaleContext, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number, copyKey: string): Promise<void> {
+  private async purchase(ctx: SaleContext, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number, skuKey: string): Promise<void> {
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
     // The highest counter known before this reserve is sent: every value in it was produced by Redis
     // before, so a healthy Redis answers above it (restore-fence.ts). A new process waits for its
     // first read of the recorded marks once; later reads run in the background, once a second.
-    const seqKey = `${ctx.key}\0${body.skuId}`;
     const readAt = this.marksReadAt.get(ctx.key);
     if (readAt === undefined) await this.readMarks(ctx);
     else if (now - readAt > 1000) void this.readMarks(ctx);
-    const floor = this.seqSeen.get(seqKey) ?? 0;
+    const floor = this.seqSeen.get(skuKey) ?? 0;
     let result;
     try {
       result = await ctx.stock.reserve(reservation, ctx.perUserLimit);
@@ -431,7 +423,7 @@ export class OrderApi {
     }
     switch (result.outcome) {
       case 'sold-out':
-        this.copySoldOut(ctx, body.skuId, copyKey);
+        this.copySoldOut(ctx, body.skuId, skuKey);
         this.count(ctx.key, 'sold_out');
         return this.send(res, 409, '{"error":"SOLD_OUT"}');
       case 'already-ordered':
@@ -453,7 +445,7 @@ export class OrderApi {
         this.count(ctx.key, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
       }
-      if (result.seq > (this.seqSeen.get(seqKey) ?? 0)) this.seqSeen.set(seqKey, result.seq);
+      if (result.seq > (this.seqSeen.get(skuKey) ?? 0)) this.seqSeen.set(skuKey, result.seq);
     }
     this.stockGauge(ctx.key, body.skuId).set(result.remaining);
     // The bucket and due time travel with the order, so a writer that does not know this SKU yet

@@ -710,10 +710,11 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         });
       let producer = makeProducer();
       await producer.connect();
-      // A broker that lost or rejects this producer id's sequence state (it restarted, the state
-      // expired) answers every later request with the same non-retriable error: kafkajs never
-      // recovers that producer. Like the Java client's epoch bump, a new producer (new id, sequences
-      // from 0) replaces it; the old one's unacknowledged messages are sent again by the caller.
+      // After any failed request a new producer (new id, sequences from 0) replaces this one, like the
+      // Java client's epoch bump (see exclusive below for why). A broker that lost this producer id's
+      // sequence state (it restarted, the state expired) refuses every later request of it with the
+      // same non-retriable error, which kafkajs never recovers from: that request is sent once more
+      // through the replacement; after any other failure the caller decides.
       // The current producer's connection; a failed connect is tried again by the next send.
       let ready: Promise<void> = Promise.resolve();
       // After disconnect() a send fails as kafkajs's own disconnected producer does; nothing renews it.
@@ -767,33 +768,32 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           const budgets = new Map<string, number>();
           for (const b of nonEmpty) if (!budgets.has(b.topic)) budgets.set(b.topic, requestBudget(await limitOf(b.topic)));
           const sendOne = async (request: { topic: string; messages: OutgoingMessage[] }[], renewed = false): Promise<void> => {
-            const sent = await exclusive(async () => {
-              const used = await connected();
-              try {
-                await used.sendBatch({
-                  acks: -1,
-                  compression: CompressionTypes.None,
-                  topicMessages: request.map((b) => ({
-                    topic: b.topic,
-                    messages: b.messages.map((m) => ({
-                      key: m.key ?? null,
-                      value: m.value,
-                      headers: m.headers,
-                      timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+            try {
+              await exclusive(async () => {
+                const used = await connected();
+                try {
+                  await used.sendBatch({
+                    acks: -1,
+                    compression: CompressionTypes.None,
+                    topicMessages: request.map((b) => ({
+                      topic: b.topic,
+                      messages: b.messages.map((m) => ({
+                        key: m.key ?? null,
+                        value: m.value,
+                        headers: m.headers,
+                        timestamp: m.timestamp === undefined ? undefined : String(m.timestamp),
+                      })),
                     })),
-                  })),
-                });
-                return null;
-              } catch (err) {
-                // Whatever the error, the broker may have written the request: a new producer id
-                // (sequences from 0) for the next one. Not awaited: the next send waits for its
-                // connect in connected(), which also tries a failed connect once more.
-                renew(used, err).catch(() => undefined);
-                return { err };
-              }
-            });
-            if (sent !== null) {
-              const { err } = sent;
+                  });
+                } catch (err) {
+                  // Whatever the error, the broker may have written the request: a new producer id
+                  // (sequences from 0) for the next one. Not awaited: the next send waits for its
+                  // connect in connected(), which also tries a failed connect once more.
+                  renew(used, err).catch(() => undefined);
+                  throw err;
+                }
+              });
+            } catch (err) {
               if (isProducerStateLost(err) && !renewed) return sendOne(request, true);
               // The estimate fell short (or the limit was lowered since it was read): halve and go on.
               // A refused request wrote nothing, so sending its halves duplicates nothing.
