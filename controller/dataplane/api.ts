@@ -67,8 +67,6 @@ function iso(v: Date | string | null): string | null {
   return (v instanceof Date ? v : new Date(v)).toISOString();
 }
 
-const LONE_SURROGATE = /\p{Cs}/u;
-
 /**
  * A user or SKU id: 1..max characters counted in code points (as docs/openapi.yaml's JSON Schema and
  * MySQL's VARCHAR count them), well-formed Unicode. A lone surrogate is refused: Redis and MySQL
@@ -77,7 +75,7 @@ const LONE_SURROGATE = /\p{Cs}/u;
 function isId(v: unknown, max: number): v is string {
   if (typeof v !== 'string' || v.length === 0) return false;
   if (v.length > max && (v.length > 2 * max || codePoints(v) > max)) return false;
-  return !LONE_SURROGATE.test(v);
+  return v.isWellFormed();
 }
 
 function validateOrderBody(raw: string, perUserLimit: number): { userId: string; skuId: string; quantity: number } {
@@ -137,7 +135,8 @@ export class OrderApi {
   private readonly durations = new Map<string, Map<Route, { observe(v: number): void }>>();
   /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
   private producerFailedAt: number | null = null;
-  private readonly soldOut = new Map<string, SoldOutCopy>();
+  /** Sold-out copies by sale key, then SKU id: a rejection builds no key string. */
+  private readonly soldOut = new Map<string, Map<string, SoldOutCopy>>();
   private readonly soldOutLoading = new Map<string, Promise<void>>();
   private readonly soldOutTtl: number;
   /** Highest counter per sale/SKU a reserve returned or MySQL recorded (restore-fence.ts). */
@@ -387,11 +386,9 @@ export class OrderApi {
     // replaces it (still sold out) or drops it (stock came back): no request waits on Redis while
     // the SKU stays sold out. A refresh that has not ended within a second TTL (Redis away) stops
     // the copy's use: a rejection is never more than 2 × soldOutTtlMs stale.
-    // The sale/SKU key of the sold-out copy and of the counter floor (seqSeen), built once.
-    const skuKey = `${ctx.key}\0${body.skuId}`;
-    const copy = this.soldOut.get(skuKey);
+    const copy = this.soldOut.get(ctx.key)?.get(body.skuId);
     if (copy && copy.until + this.soldOutTtl > now) {
-      if (copy.until <= now) this.copySoldOut(ctx, body.skuId, skuKey);
+      if (copy.until <= now) this.copySoldOut(ctx, body.skuId);
       const held = copy.holders.get(body.userId);
       if (held && held.units + body.quantity > ctx.perUserLimit) {
         this.count(ctx.key, 'already_ordered');
@@ -400,11 +397,12 @@ export class OrderApi {
       this.count(ctx.key, 'sold_out');
       return this.send(res, 409, '{"error":"SOLD_OUT"}');
     }
-    return this.purchase(ctx, body, res, now, skuKey);
+    return this.purchase(ctx, body, res, now);
   }
 
   /** Reserves in Redis, hands the order to Kafka and answers (202, 409 or 503). */
-  private async purchase(ctx: SaleContext, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number, skuKey: string): Promise<void> {
+  private async purchase(ctx: SaleContext, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number): Promise<void> {
+    const skuKey = `${ctx.key}\0${body.skuId}`;
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
     // The highest counter known before this reserve is sent: every value in it was produced by Redis
     // before, so a healthy Redis answers above it (restore-fence.ts). A new process waits for its
@@ -423,7 +421,7 @@ export class OrderApi {
     }
     switch (result.outcome) {
       case 'sold-out':
-        this.copySoldOut(ctx, body.skuId, skuKey);
+        this.copySoldOut(ctx, body.skuId);
         this.count(ctx.key, 'sold_out');
         return this.send(res, 409, '{"error":"SOLD_OUT"}');
       case 'already-ordered':
@@ -517,17 +515,23 @@ export class OrderApi {
   }
 
   /** Loads the holders of a sold-out SKU in the background (one load at a time per SKU). */
-  private copySoldOut(ctx: SaleContext, skuId: string, key: string): void {
+  private copySoldOut(ctx: SaleContext, skuId: string): void {
+    const key = `${ctx.key}\0${skuId}`;
     if (this.soldOutTtl <= 0 || this.soldOutLoading.has(key)) return;
-    const old = this.soldOut.get(key);
+    let copies = this.soldOut.get(ctx.key);
+    if (!copies) {
+      copies = new Map();
+      this.soldOut.set(ctx.key, copies);
+    }
+    const old = copies.get(skuId);
     const loading = ctx.stock
       .soldOutSnapshot(skuId, this.opts.soldOutMaxHolders ?? 200_000, old?.seq)
       .then(
         (snap) => {
           const until = this.clock() + this.soldOutTtl;
-          if (snap === 'unchanged' && old) this.soldOut.set(key, { ...old, until });
-          else if (snap && snap !== 'unchanged') this.soldOut.set(key, { until, holders: snap.holders, seq: snap.seq });
-          else this.soldOut.delete(key);
+          if (snap === 'unchanged' && old) copies.set(skuId, { ...old, until });
+          else if (snap && snap !== 'unchanged') copies.set(skuId, { until, holders: snap.holders, seq: snap.seq });
+          else copies.delete(skuId);
         },
         // The old copy, if any, stays usable only until its second TTL ends (see placeOrder).
         (err: unknown) => this.opts.logger.warn({ err: String(err), sku: skuId }, 'could not copy the holders of a sold-out SKU'),

@@ -43,6 +43,16 @@ describe('CPU profile attribution', () => {
       'HTTP routing, counters (handle, count, observe)': 6,
       'request validation (JSON.parse, field checks)': 7,
     });
+    // Self time by function, idle left out, most first; the file shortened to the project's path.
+    assert.deepEqual(Object.entries(cost.top), [
+      ['parse', 7],
+      ['handle controller/dataplane/api.ts:2', 6],
+      ['placeOrder controller/dataplane/api.ts:2', 5],
+      ['(program)', 4],
+      ['(garbage collector)', 3],
+      ['writeUtf8String', 2],
+      ['writeBuffer', 1],
+    ]);
   });
 
   it('charges a shared layer to the caller that says which use it serves, else to the layer', () => {

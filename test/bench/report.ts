@@ -83,7 +83,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   const p = s.first.params;
   const acceptRun = latest.find((r) => r.which === 'accept');
   const rejectRun = latest.find((r) => r.which === 'reject');
-  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair (API run ÷ the bare run just before it).`;
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair (API run ÷ the bare run just before it).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
   const history = bs.map((b) => seckillSummary(b));
   const md = [
@@ -216,6 +216,19 @@ function profileSection(all: ProfileRun[]): string {
     ];
   };
   const pick = (proc: ProfileRun['process'], which: ProfileRun['which']) => latest.filter((r) => r.process === proc && r.which === which).at(-1);
+  // The same functions side by side: what the API's rejection path adds to the bare server's work.
+  const frames = (a: ProfileRun | undefined, b: ProfileRun | undefined): string[] => {
+    if (!a?.top || !b?.top) return [];
+    const us = (r: ProfileRun, f: string) => (r.top?.[f] === undefined ? '' : fd(((r.top[f] as number) * 1000) / r.units, 2));
+    const names = [...new Set([...Object.keys(a.top), ...Object.keys(b.top)])];
+    return [
+      "**Functions with the most self time, rejection settings** (µs per request; native leaves such as `writeUtf8String`, the socket write, carry the kernel time of the system call; blank: not among that process's top 15):",
+      '',
+      '| function | API | bare |',
+      '| --- | ---: | ---: |',
+      ...names.map((f) => `| \`${f}\` | ${us(a, f)} | ${us(b, f)} |`),
+    ];
+  };
   return [
     '## Where the CPU goes',
     '',
@@ -224,6 +237,10 @@ function profileSection(all: ProfileRun[]): string {
     ...table(pick('api', 'accept'), 'API, accept path'),
     '',
     ...table(pick('api', 'reject'), 'API, rejection path'),
+    '',
+    ...table(pick('bare', 'reject'), 'Bare node:http server, rejection settings (the ceiling)'),
+    '',
+    ...frames(pick('api', 'reject'), pick('bare', 'reject')),
     '',
     ...table(pick('writer', 'all'), 'Order writer, whole batch'),
   ].join('\n');
@@ -333,7 +350,11 @@ const howto = `How to read and run these benchmarks.
 - \`npm run bench:seckill\` measures the order path against a bare \`node:http\` server on the same port
   with the same wrk settings, in alternated runs (bare → API rejection path → bare → API accept path,
   \`--pairs 3\` by default), wrk and the server under test pinned to different cores with \`taskset\`
-  when there are two. \`npm run bench:timeouts\` closes bursts of unpaid orders due within one second
+  when there are two. Each measured run follows \`--warmup\` (3 s) of unmeasured load with the same
+  settings on the same server process (bare and API alike), so V8's optimising compiler has done its
+  work, as in a server that has been up for a while (batches before 2026-12-02 13:00 had none; their
+  lines carry no \`warmupSeconds\`); warm-up orders are written before the run's counts are read.
+  \`npm run bench:timeouts\` closes bursts of unpaid orders due within one second
   (\`--orders ${TARGETS.closeOrders}\`, 3 closer rounds, 1 round through the real API and order writer, 1 scan-only round),
   each with the ceiling of raw conditional UPDATEs on the same table measured right after it.
 - Each measured run appends one JSON line to \`test/bench/results/<bench>.jsonl\` (parameters, req/s,
@@ -351,8 +372,9 @@ const howto = `How to read and run these benchmarks.
   accepted; it is steadier than wall-clock figures on a shared machine (but Redis, MariaDB and Kafka
   count whatever else uses them at the time). The CPU budget line turns it into the most orders/s
   the machine's cores allow: a target above it cannot be reached without a cheaper path.
-- Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` runs the API and the order
-  writer under V8's profiler and appends their CPU per step of the purchase path to
+- Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` runs the API, the order
+  writer and the bare server under V8's profiler and appends their CPU per step of the purchase path
+  and the functions with the most self time to
   \`test/bench/results/profile.jsonl\` (its seckill lines are marked smoke: the profiler slows the
   processes); the "Where the CPU goes" section is rendered from the latest such batch.
 - Ratios only mean something against the bare run of the same pair; absolute figures depend on the

@@ -31,6 +31,9 @@ import { wrk, type WrkResult } from './lib/wrk.ts';
 const { values: args } = parseArgs({
   options: {
     duration: { type: 'string', default: process.env.BENCH_SECONDS ?? '10s' },
+    // Load on the server under test before each measured run, same settings, not measured: a
+    // long-running server is warm (V8 has optimised its hot code), a fresh process is not.
+    warmup: { type: 'string', default: process.env.BENCH_WARMUP ?? '3s' },
     connections: { type: 'string', default: process.env.BENCH_CONNECTIONS ?? '64' },
     'accept-connections': { type: 'string', default: process.env.BENCH_ACCEPT_CONNECTIONS ?? String(TARGETS.acceptP99Connections) },
     pairs: { type: 'string', default: process.env.BENCH_PAIRS ?? '3' },
@@ -57,6 +60,7 @@ function positive(name: string, v: string | undefined): number {
 }
 
 const SECONDS = seconds(args.duration as string);
+const WARMUP = seconds(args.warmup as string);
 const CONNECTIONS = positive('connections', args.connections);
 // The accept path is bounded by connections ÷ hand-off latency (Little's law); a flash sale has
 // thousands of concurrent buyers, so it runs with more connections than the rejection comparison.
@@ -153,7 +157,7 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
     timestamp: new Date().toISOString(),
     which,
     pair,
-    params: { seconds: SECONDS, connections, threads: 1 },
+    params: { seconds: SECONDS, connections, threads: 1, warmupSeconds: WARMUP },
     requests: r.requests,
     rps: r.rps,
     non2xx: r.non2xx,
@@ -186,24 +190,38 @@ function recordProfile(dir: string, proc: ProfileRun['process'], which: ProfileR
   for (const [step, ms] of Object.entries(cost.steps).sort((a, b) => b[1] - a[1])) {
     process.stderr.write(`  ${((ms * 1000) / units).toFixed(1).padStart(7)} µs  ${step}\n`);
   }
+  process.stderr.write('  functions with the most self time:\n');
+  for (const [frame, ms] of Object.entries(cost.top)) process.stderr.write(`  ${((ms * 1000) / units).toFixed(2).padStart(8)} µs  ${frame}\n`);
 }
 
 const wrkCommon = { workDir: work, url, path: base, threads: 1, seconds: SECONDS, core: pin.loadCore };
 
+/** The unmeasured load before a measured run (--warmup), with the measured run's settings. */
+async function warmUp(o: Omit<Parameters<typeof wrk>[0], keyof typeof wrkCommon>): Promise<number> {
+  if (WARMUP <= 0) return 0;
+  return (await wrk({ ...wrkCommon, ...o, name: `${o.name}-warmup`, seconds: WARMUP })).requests;
+}
+
 async function bareRun(pair: number, ceilingOf: 'reject' | 'accept', connections: number): Promise<void> {
+  // Profiled too with --profile: the ceiling's own steps beside the API's show what the API adds.
+  const prof = PROFILE ? profileDir(`bare-${ceilingOf}-${pair}`) : undefined;
   const [cmd, argv] = pinned(pin.serverCore, [
     process.execPath,
+    ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []),
     '-e',
-    `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${PORT}, '127.0.0.1');`,
+    `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${PORT}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
   ]);
   const bare = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(bare);
   await eventually(async () => (await http('POST', `${url}/`, '{}')).status === 202, { what: 'bare server' });
+  const load = { name: `bare-${ceilingOf}-${pair}`, skuId: ceilingOf === 'reject' ? 'scarce' : 'bulk', prefix: `b${pair}-`, users: ceilingOf === 'reject' ? 2 * SCARCE : 0, connections };
+  await warmUp(load);
   const meter = new CpuMeter({ server: [bare.pid as number] });
   meter.begin();
-  const r = await wrk({ ...wrkCommon, name: `bare-${ceilingOf}-${pair}`, skuId: ceilingOf === 'reject' ? 'scarce' : 'bulk', prefix: `b${pair}-`, users: ceilingOf === 'reject' ? 2 * SCARCE : 0, connections });
+  const r = await wrk({ ...wrkCommon, ...load });
   const cpu = meter.end();
   await stopChild(bare);
+  if (prof) recordProfile(prof, 'bare', ceilingOf, r.requests, 'request', API_STEPS);
   record('bare', pair, r, cpuCost(cpu, r.requests, []), connections, { ceilingOf });
 }
 
@@ -220,10 +238,12 @@ function pipelineMeter(api: ChildProcess, writer: ChildProcess): CpuMeter {
 async function rejectRun(pair: number, writer: ChildProcess): Promise<void> {
   const prof = PROFILE ? profileDir(`api-reject-${pair}`) : undefined;
   const api = await startApi(prof);
+  const load = { name: `reject-${pair}`, skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
+  await warmUp(load);
   const before = (await http('GET', `${url}/metrics`)).text;
   const meter = pipelineMeter(api, writer);
   meter.begin();
-  const r = await wrk({ ...wrkCommon, name: `reject-${pair}`, skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS });
+  const r = await wrk({ ...wrkCommon, ...load });
   const cpu = meter.end();
   const after = (await http('GET', `${url}/metrics`)).text;
   await stopChild(api);
@@ -253,6 +273,14 @@ async function ordersWritten(): Promise<number> {
 async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
   const prof = PROFILE ? profileDir(`api-accept-${pair}`) : undefined;
   const api = await startApi(prof);
+  const writtenAtStart = await ordersWritten();
+  if (WARMUP > 0) {
+    // Warm-up orders are real orders: every one is decided and written before the measured run's
+    // starting counts are read, so they are in none of its figures.
+    await warmUp({ name: `accept-${pair}`, skuId: 'bulk', prefix: `w${pair}-`, users: 0, connections: ACCEPT_CONNECTIONS });
+    const warmAccepted = await settledAcceptedCount(url, 1000);
+    await eventually(async () => (await ordersWritten()) - writtenAtStart >= warmAccepted || undefined, { timeoutMs: 120_000, intervalMs: 50, what: `${warmAccepted} warm-up orders written by the order writer` });
+  }
   const levelBefore = await ctx.stock.level('bulk');
   const rowsBefore = await bulkRows();
   const writtenBefore = await ordersWritten();

@@ -78,6 +78,16 @@ export interface StepCost {
   /** CPU ms in all (idle excluded). */
   cpuMs: number;
   idleMs: number;
+  /** The functions with the most self time, "name file:line" → CPU ms (idle excluded), most first. */
+  top: Record<string, number>;
+}
+
+const TOP_FRAMES = 15;
+
+/** "name file:line" of a frame, the file shortened to what follows node_modules/ or the project root. */
+function frameLabel(f: CpuProfile['nodes'][number]['callFrame']): string {
+  const file = f.url.replace(/^file:\/\//, '').replace(/^.*node_modules\//, '').replace(/^.*\/(controller|test)\//, '$1/');
+  return `${f.functionName || '(anonymous)'}${file ? ` ${file}:${f.lineNumber + 1}` : ''}`;
 }
 
 /** Charges every sample of the profile to a step (see the file comment). */
@@ -106,6 +116,7 @@ export function attribute(profile: CpuProfile, rules: StepRule[]): StepCost {
     return step;
   };
   const steps: Record<string, number> = {};
+  const self = new Map<string, number>();
   let cpuMs = 0;
   let idleMs = 0;
   profile.samples.forEach((id, i) => {
@@ -115,7 +126,10 @@ export function attribute(profile: CpuProfile, rules: StepRule[]): StepCost {
     else {
       steps[step] = (steps[step] ?? 0) + ms;
       cpuMs += ms;
+      const label = frameLabel((byId.get(id) as CpuProfile['nodes'][number]).callFrame);
+      self.set(label, (self.get(label) ?? 0) + ms);
     }
   });
-  return { steps, cpuMs, idleMs };
+  const top = Object.fromEntries([...self].sort((a, b) => b[1] - a[1]).slice(0, TOP_FRAMES));
+  return { steps, cpuMs, idleMs, top };
 }

@@ -55,7 +55,8 @@ export interface SeckillRun extends RunContext {
   /** The API run a bare run is the ceiling of (same wrk settings). */
   ceilingOf?: 'reject' | 'accept';
   pair: number;
-  params: { seconds: number; connections: number; threads: number };
+  /** warmupSeconds: unmeasured load on the same server just before the run (absent in older lines: none). */
+  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number };
   requests: number;
   rps: number;
   non2xx: number;
@@ -100,8 +101,8 @@ export interface TimeoutsRun extends RunContext {
 export interface ProfileRun extends RunContext {
   bench: 'profile';
   timestamp: string;
-  /** api: one API process (one measured run); writer: the order writer over the whole batch. */
-  process: 'api' | 'writer';
+  /** api: one API process (one measured run); bare: the bare node:http server of one run; writer: the order writer over the whole batch. */
+  process: 'api' | 'bare' | 'writer';
   which: 'accept' | 'reject' | 'all';
   /** Orders (accept, writer) or requests (reject) the process handled. */
   units: number;
@@ -110,6 +111,8 @@ export interface ProfileRun extends RunContext {
   idleMs: number;
   /** CPU ms per step. */
   steps: Record<string, number>;
+  /** The functions with the most self time → CPU ms (absent in older lines). */
+  top?: Record<string, number>;
 }
 
 export type AnyRun = SeckillRun | TimeoutsRun | ProfileRun;
