@@ -63,6 +63,11 @@ interface OperatorRun {
   loadavgWhen?: 'apply';
   /** CPU time ÷ wall time of each process from the apply to the last Ready (absent in older lines). */
   readyPhaseCores?: Record<string, number>;
+  /**
+   * What the apiserver served from the apply to the last Ready, the 15 verb/resource pairs it spent
+   * the most handler time on (absent in older lines): requests and seconds (apiserver_request_duration_seconds_sum).
+   */
+  readyPhaseRequests?: Record<string, { count: number; seconds: number }>;
   sales: number;
   apply: { seconds: number };
   ready: { all: boolean; readyCount: number; p50: number; p99: number; max: number; boundSeconds: number };
@@ -132,6 +137,8 @@ function samples(text: string): { name: string; labels: Record<string, string>; 
 interface ApiCounts {
   total: number;
   byVerbResource: Record<string, number>;
+  /** Seconds the apiserver spent serving each verb and resource (apiserver_request_duration_seconds_sum; watches left out). */
+  secondsByVerbResource: Record<string, number>;
 }
 
 interface OperatorProcess {
@@ -204,14 +211,17 @@ async function apiserverCounts(kc: KubeConfig): Promise<ApiCounts> {
   const s = samples(await rawGet(kc, '/metrics'));
   let total = 0;
   const byVerbResource: Record<string, number> = {};
+  const secondsByVerbResource: Record<string, number> = {};
   for (const x of s) {
+    const k = `${x.labels.verb} ${x.labels.resource}${x.labels.subresource ? `/${x.labels.subresource}` : ''}`;
     if (x.name === 'apiserver_request_total') {
       total += x.value;
-      const k = `${x.labels.verb} ${x.labels.resource}${x.labels.subresource ? `/${x.labels.subresource}` : ''}`;
       byVerbResource[k] = (byVerbResource[k] ?? 0) + x.value;
+    } else if (x.name === 'apiserver_request_duration_seconds_sum' && x.labels.verb !== 'WATCH' && x.labels.verb !== 'CONNECT') {
+      secondsByVerbResource[k] = (secondsByVerbResource[k] ?? 0) + x.value;
     }
   }
-  return { total, byVerbResource };
+  return { total, byVerbResource, secondsByVerbResource };
 }
 
 type Sale = { metadata: { name: string; namespace: string }; status?: { conditions?: { type: string; status: string }[] } };
@@ -349,7 +359,7 @@ function render(runs: OperatorRun[]): string {
         `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${r.idle ? `${fmt(r.idle.apiserverPerSecond, 2)} / ${fmt(r.idle.baselinePerSecond, 2)}` : 'not measured'} | ${r.idle ? fmt(r.idle.operatorPerSalePerSecond, 4) : '–'} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
     ),
     '',
-    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.readyPhaseCores ? `; cores used from the apply to the last Ready: ${Object.entries(r.readyPhaseCores).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')} (all ${fmt(Object.values(r.readyPhaseCores).reduce((a, b) => a + b, 0), 2)} of ${r.machine.cores})` : ''}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
+    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.readyPhaseCores ? `; cores used from the apply to the last Ready: ${Object.entries(r.readyPhaseCores).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')} (all ${fmt(Object.values(r.readyPhaseCores).reduce((a, b) => a + b, 0), 2)} of ${r.machine.cores})` : ''}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}${r.readyPhaseRequests ? `; the apiserver's handler time by request (s, requests): ${Object.entries(r.readyPhaseRequests).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
     '',
     measured
       ? `Memory of a fresh operator by sales watched (run ${measured.timestamp.slice(0, 16)}, ${measured.sales} sales): ${measured.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(measured.linear.predicted500, 0)} MiB ${measured.linear.basis === 'heap' ? 'heap used (lowest of 15 readings)' : 'RSS'} at ${measured.memory.at(-1)?.sales}, measured ${fmt(measured.linear.measured500, 0)} (${fmt(measured.linear.deviation * 100, 0)} % off).`
@@ -481,6 +491,7 @@ async function main(): Promise<number> {
     // Who uses the two cores while the sales are provisioned: every process of the control plane,
     // the broker, the databases, the operator, and this benchmark (kubectl, its fake kubelet).
     const meter = new CpuMeter({ operator: [pid], ...controlPlanePids(), ...infraPids(), benchmark: [process.pid] });
+    const requests0 = await apiserverCounts(cluster.kc);
     meter.begin();
     // The machine as the sales are applied (load average included: what else was running).
     const atApply = machine();
@@ -500,6 +511,14 @@ async function main(): Promise<number> {
     const readyCpu = cpuSeconds(pid) - cpu0;
     const readyWall = (Date.now() - t0) / 1000;
     const cores = Object.fromEntries(Object.entries(meter.end()).map(([role, sec]) => [role, sec / readyWall]));
+    const requests1 = await apiserverCounts(cluster.kc);
+    const readyPhaseRequests = Object.fromEntries(
+      Object.entries(requests1.secondsByVerbResource)
+        .map(([k, sec]) => [k, { count: (requests1.byVerbResource[k] ?? 0) - (requests0.byVerbResource[k] ?? 0), seconds: sec - (requests0.secondsByVerbResource[k] ?? 0) }] as const)
+        .sort((a, b) => b[1].seconds - a[1].seconds)
+        .slice(0, 15),
+    );
+    log(`apiserver in the ready phase (handler s / requests): ${Object.entries(readyPhaseRequests).map(([k, v]) => `${k} ${v.seconds.toFixed(1)} / ${v.count}`).join(', ')}; requests in all ${requests1.total - requests0.total}`);
     log(`cores used in the ready phase (${readyWall.toFixed(0)} s): ${Object.entries(cores).map(([r, c]) => `${r} ${c.toFixed(2)}`).join(', ')}; all ${Object.values(cores).reduce((a, b) => a + b, 0).toFixed(2)} of ${atApply.cores}`);
     const times = [...readyAt.values()].sort((a, b) => a - b);
     const ready = { all: readyAt.size === total, readyCount: readyAt.size, p50: percentile(times, 50), p99: percentile(times, 99), max: times.at(-1) ?? NaN, boundSeconds };
@@ -521,7 +540,7 @@ async function main(): Promise<number> {
     log(`ready: ${readyAt.size}/${total}, p50 ${fmt(ready.p50)} s, p99 ${fmt(ready.p99)} s, max ${fmt(ready.max)} s, CPU ${fmt(readyCpu)} s; ${reconciles.count} reconciles, ${fmt(reconciles.meanSeconds, 2)} s each, ${reconciles.workers} workers`);
     const rssAfterReady = rssMiB(pid);
     const base = {
-      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, readyPhaseCores: cores, sales: total,
+      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, readyPhaseCores: cores, readyPhaseRequests, sales: total,
       apply: { seconds: applySeconds }, ready, reconciles, settings: SETTINGS,
     };
     if (!ready.all) {
