@@ -280,6 +280,10 @@ describe('operator end to end', () => {
     if (!jsonEqualArrays(later, rv)) assert.fail(`reconciles with nothing changed must not write: ${JSON.stringify((await getSale(namespace, 'singles-day')).status)} vs ${JSON.stringify(settled.status)}`);
     const events = await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']);
     assert.match(events, /"reason": "Ready"/);
+    // The children a round creates are named in one Event (one write to the apiserver, not five).
+    const created = (JSON.parse(events) as { items: { reason: string; message: string; involvedObject: { name: string } }[] }).items.filter((e) => e.reason === 'Created' && e.involvedObject.name === 'singles-day');
+    assert.equal(created.length, 1, JSON.stringify(created));
+    assert.deepEqual(created[0]?.message.replace(/^created /, '').split(', ').sort(), [...ds.map((d) => `Deployment ${d.metadata.name}`), 'Service singles-day-api'].sort());
     assert.equal((await fetch(`${op.url}/healthz`)).status, 200);
     assert.equal(await op.metric('flashsale_operator_leader'), 1);
 

@@ -271,6 +271,9 @@ export class Reconciler {
       const plan = planChildren(sale, this.d.env, replicas, children);
       const itemPath = (o: V1Deployment | V1Service) =>
         o.kind === 'Service' ? paths.service(namespace, o.metadata?.name ?? '') : paths.deployment(namespace, o.metadata?.name ?? '');
+      // One Event for the children a round creates (five for a new sale): an Event is a write the
+      // apiserver stores, and 500 sales created at once made 2,500 of them.
+      const created: string[] = [];
       try {
         for (const { existing, desired } of plan.apply) {
           // Server-side apply: creates or updates exactly the fields the operator sets.
@@ -281,7 +284,7 @@ export class Reconciler {
           else list.push(applied);
           const before = (existing as V1Deployment | undefined)?.spec?.replicas;
           const after = (desired as V1Deployment).spec?.replicas;
-          if (!existing) this.event(raw, 'Normal', 'Created', `created ${desired.kind} ${desired.metadata?.name}`);
+          if (!existing) created.push(`${desired.kind} ${desired.metadata?.name}`);
           else if (desired.kind === 'Deployment' && before !== after) this.event(raw, 'Normal', 'Scaled', `scaled ${desired.metadata?.name} from ${before} to ${after} replicas`);
           else this.event(raw, 'Normal', 'Updated', `updated ${desired.kind} ${desired.metadata?.name}`);
         }
@@ -298,6 +301,7 @@ export class Reconciler {
       } catch (err) {
         failed = { reason: isConflict(err) ? 'Conflict' : 'ApplyFailed', message: (err as Error).message };
       }
+      if (created.length > 0) this.event(raw, 'Normal', 'Created', `created ${created.join(', ')}`);
     } else {
       blocked = 'workloads wait for topics, schema and stock';
     }

@@ -352,8 +352,8 @@ const howto = `How to read and run these benchmarks.
   \`--pairs 3\` by default), wrk and the server under test pinned to different cores with \`taskset\`
   when there are two. Each measured run follows \`--warmup\` (3 s) of unmeasured load with the same
   settings on the same server process (bare and API alike), so V8's optimising compiler has done its
-  work, as in a server that has been up for a while (batches before 2026-12-02 13:00 had none; their
-  lines carry no \`warmupSeconds\`); warm-up orders are written before the run's counts are read.
+  work, as in a server that has been up for a while (lines without \`warmupSeconds\` had none: every
+  batch before 2026-12-02 12:50); warm-up orders are written before the run's counts are read.
   \`npm run bench:timeouts\` closes bursts of unpaid orders due within one second
   (\`--orders ${TARGETS.closeOrders}\`, 3 closer rounds, 1 round through the real API and order writer, 1 scan-only round),
   each with the ceiling of raw conditional UPDATEs on the same table measured right after it.
