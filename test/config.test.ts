@@ -56,9 +56,9 @@ describe('configuration', () => {
 
 describe('operator settings from the environment (the chart\'s contract)', () => {
   const base = loadConfig({});
-  it('defaults to 8 workers and 50 QPS / 100 burst', () => {
+  it('defaults to 16 workers and 50 QPS / 100 burst', () => {
     const o = operatorOptions({}, base, {});
-    assert.equal(o.workers, 8);
+    assert.equal(o.workers, 16);
     assert.equal(o.kubeApiQps, 50);
     assert.equal(o.kubeApiBurst, 100);
   });

@@ -87,7 +87,7 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     if (!ref) throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected secret-name/key`);
     return ref;
   };
-  const workers = numberSetting(env, 'OPERATOR_WORKERS', 8, { integer: true, min: 1, max: 32 });
+  const workers = numberSetting(env, 'OPERATOR_WORKERS', 16, { integer: true, min: 1, max: 32 });
   const kubeApiQps = numberSetting(env, 'KUBE_API_QPS', 50, { min: 0, minExclusive: true, max: 10_000 });
   const kubeApiBurst = numberSetting(env, 'KUBE_API_BURST', 100, { integer: true, min: 1, max: 10_000 });
   const o: OperatorOptions = {
