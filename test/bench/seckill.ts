@@ -215,13 +215,14 @@ async function bareRun(pair: number, ceilingOf: 'reject' | 'accept', connections
   children.push(bare);
   await eventually(async () => (await http('POST', `${url}/`, '{}')).status === 202, { what: 'bare server' });
   const load = { name: `bare-${ceilingOf}-${pair}`, skuId: ceilingOf === 'reject' ? 'scarce' : 'bulk', prefix: `b${pair}-`, users: ceilingOf === 'reject' ? 2 * SCARCE : 0, connections };
-  await warmUp(load);
+  const warm = await warmUp(load);
   const meter = new CpuMeter({ server: [bare.pid as number] });
   meter.begin();
   const r = await wrk({ ...wrkCommon, ...load });
   const cpu = meter.end();
   await stopChild(bare);
-  if (prof) recordProfile(prof, 'bare', ceilingOf, r.requests, 'request', API_STEPS);
+  // The profile covers the warm-up too: per request, it is divided by both.
+  if (prof) recordProfile(prof, 'bare', ceilingOf, warm + r.requests, 'request', API_STEPS);
   record('bare', pair, r, cpuCost(cpu, r.requests, []), connections, { ceilingOf });
 }
 
@@ -239,7 +240,7 @@ async function rejectRun(pair: number, writer: ChildProcess): Promise<void> {
   const prof = PROFILE ? profileDir(`api-reject-${pair}`) : undefined;
   const api = await startApi(prof);
   const load = { name: `reject-${pair}`, skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
-  await warmUp(load);
+  const warm = await warmUp(load);
   const before = (await http('GET', `${url}/metrics`)).text;
   const meter = pipelineMeter(api, writer);
   meter.begin();
@@ -247,7 +248,7 @@ async function rejectRun(pair: number, writer: ChildProcess): Promise<void> {
   const cpu = meter.end();
   const after = (await http('GET', `${url}/metrics`)).text;
   await stopChild(api);
-  if (prof) recordProfile(prof, 'api', 'reject', r.requests, 'request', API_STEPS);
+  if (prof) recordProfile(prof, 'api', 'reject', warm + r.requests, 'request', API_STEPS);
   const delta = (outcome: string) => metric(after, 'flashsale_api_requests_total', `outcome="${outcome}"`) - metric(before, 'flashsale_api_requests_total', `outcome="${outcome}"`);
   const soldOut = delta('sold_out');
   const already = delta('already_ordered');
@@ -274,11 +275,12 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
   const prof = PROFILE ? profileDir(`api-accept-${pair}`) : undefined;
   const api = await startApi(prof);
   const writtenAtStart = await ordersWritten();
+  let warmAccepted = 0;
   if (WARMUP > 0) {
     // Warm-up orders are real orders: every one is decided and written before the measured run's
     // starting counts are read, so they are in none of its figures.
     await warmUp({ name: `accept-${pair}`, skuId: 'bulk', prefix: `w${pair}-`, users: 0, connections: ACCEPT_CONNECTIONS });
-    const warmAccepted = await settledAcceptedCount(url, 1000);
+    warmAccepted = await settledAcceptedCount(url, 1000);
     await eventually(async () => (await ordersWritten()) - writtenAtStart >= warmAccepted || undefined, { timeoutMs: 120_000, intervalMs: 50, what: `${warmAccepted} warm-up orders written by the order writer` });
   }
   const levelBefore = await ctx.stock.level('bulk');
@@ -316,7 +318,7 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
     if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');
     // Every 202 keeps its reservation (a failed hand-off gives it back), so units reserved = orders accepted.
     const accepted = levelBefore.remaining - levelAfter.remaining;
-    if (prof) recordProfile(prof, 'api', 'accept', accepted, 'order', API_STEPS);
+    if (prof) recordProfile(prof, 'api', 'accept', warmAccepted + accepted, 'order', API_STEPS);
     const last = await eventually(() => trace.find((e) => e.written >= accepted), { timeoutMs: 120_000, intervalMs: 20, what: `${accepted} accepted orders written by the order writer` });
     const rows = (await bulkRows()) - rowsBefore;
     const toLastRow = (last.t - t0) / 1000;
