@@ -98,16 +98,22 @@ function validateOrderBody(raw: string, perUserLimit: number): { userId: string;
   return { userId, skuId, quantity };
 }
 
+/** The inner map of `outer` under `key`, made on first use (per-sale maps keyed by SKU, outcome, route). */
+function innerMap<K, K2, V>(outer: Map<K, Map<K2, V>>, key: K): Map<K2, V> {
+  let inner = outer.get(key);
+  if (!inner) {
+    inner = new Map();
+    outer.set(key, inner);
+  }
+  return inner;
+}
+
 /**
  * The metric child for the label pair (a, b), made once: prom-client hashes the label set on every
  * labels(), and the purchase path counts and times every request.
  */
 function metricChild<A extends string, B extends string, C>(cache: Map<A, Map<B, C>>, metric: { labels(a: A, b: B): C }, a: A, b: B): C {
-  let byA = cache.get(a);
-  if (!byA) {
-    byA = new Map();
-    cache.set(a, byA);
-  }
+  const byA = innerMap(cache, a);
   let child = byA.get(b);
   if (child === undefined) {
     child = metric.labels(a, b);
@@ -518,11 +524,7 @@ export class OrderApi {
   private copySoldOut(ctx: SaleContext, skuId: string): void {
     const key = `${ctx.key}\0${skuId}`;
     if (this.soldOutTtl <= 0 || this.soldOutLoading.has(key)) return;
-    let copies = this.soldOut.get(ctx.key);
-    if (!copies) {
-      copies = new Map();
-      this.soldOut.set(ctx.key, copies);
-    }
+    const copies = innerMap(this.soldOut, ctx.key);
     const old = copies.get(skuId);
     const loading = ctx.stock
       .soldOutSnapshot(skuId, this.opts.soldOutMaxHolders ?? 200_000, old?.seq)

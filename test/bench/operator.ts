@@ -212,12 +212,14 @@ async function apiserverCounts(kc: KubeConfig): Promise<ApiCounts> {
   let total = 0;
   const byVerbResource: Record<string, number> = {};
   const secondsByVerbResource: Record<string, number> = {};
+  const key = (x: (typeof s)[number]) => `${x.labels.verb} ${x.labels.resource}${x.labels.subresource ? `/${x.labels.subresource}` : ''}`;
   for (const x of s) {
-    const k = `${x.labels.verb} ${x.labels.resource}${x.labels.subresource ? `/${x.labels.subresource}` : ''}`;
     if (x.name === 'apiserver_request_total') {
       total += x.value;
+      const k = key(x);
       byVerbResource[k] = (byVerbResource[k] ?? 0) + x.value;
     } else if (x.name === 'apiserver_request_duration_seconds_sum' && x.labels.verb !== 'WATCH' && x.labels.verb !== 'CONNECT') {
+      const k = key(x);
       secondsByVerbResource[k] = (secondsByVerbResource[k] ?? 0) + x.value;
     }
   }
