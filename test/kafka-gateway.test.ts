@@ -375,6 +375,33 @@ describe('kafka gateway: a produce request the broker wrote but whose reply was 
 });
 
 describe('kafka gateway admin at scale', () => {
+  it('asks a group\'s offsets again while its coordinator is loading or has moved, and gives up on other errors', async () => {
+    const answers: unknown[] = [
+      Object.assign(new Error('This is not the correct coordinator for this group'), { type: 'NOT_COORDINATOR_FOR_GROUP', retriable: true }),
+      Object.assign(new Error('loading'), { type: 'COORDINATOR_LOAD_IN_PROGRESS', retriable: true }),
+      [{ topic: 't', partitions: [{ partition: 0, offset: '5' }] }],
+      Object.assign(new Error('denied'), { type: 'GROUP_AUTHORIZATION_FAILED', retriable: false }),
+    ];
+    let asked = 0;
+    const fakeAdmin = {
+      connect: async () => undefined,
+      disconnect: async () => undefined,
+      listTopics: async () => ['t'],
+      async fetchOffsets() {
+        const a = answers[asked++];
+        if (a instanceof Error) throw a;
+        return a;
+      },
+    };
+    const gw = createKafkaGateway({ brokers: ['127.0.0.1:1'], clientId: 'fake', logger, client: () => ({ admin: () => fakeAdmin }) as never });
+    const admin = await gw.admin();
+    assert.deepEqual(await admin.groupOffsets('g', ['t']), [{ topic: 't', partition: 0, offset: '5' }]);
+    assert.equal(asked, 3);
+    await assert.rejects(admin.groupOffsets('g', ['t']), /denied/);
+    assert.equal(asked, 4, 'not asked again after an error that is not the coordinator\'s');
+    await gw.close();
+  });
+
   it('answers concurrent questions about topics from one listing, and sees a topic it just created', { timeout: 30_000 }, async () => {
     // A fake kafkajs admin counts the listings (each one is the metadata of every topic of the cluster).
     const topics = new Set(Array.from({ length: 2000 }, (_, i) => `t${i}`));

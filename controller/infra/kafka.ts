@@ -251,6 +251,9 @@ function headersOf(raw: Record<string, unknown> | undefined): Record<string, str
   return out;
 }
 
+/** Group-coordinator errors that pass once the coordinator has loaded or been found again. */
+const COORDINATOR_MOVING = new Set(['NOT_COORDINATOR_FOR_GROUP', 'COORDINATOR_LOAD_IN_PROGRESS', 'COORDINATOR_NOT_AVAILABLE']);
+
 export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
   const log = options.logger.child({ component: 'kafka' });
   const kafka: KjsKafka = (options.client ?? ((config) => new Kafka(config)))({
@@ -650,7 +653,19 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       async groupOffsets(groupId, topics) {
         const present = await existing(topics);
         if (present.length === 0) return [];
-        const res = await admin.fetchOffsets({ groupId, topics: present });
+        // kafkajs asks the group's coordinator once, without retrying: a broker that has just started
+        // (or moved the coordinator) answers NOT_COORDINATOR_FOR_GROUP or COORDINATOR_LOAD_IN_PROGRESS
+        // for a moment. Asked again, up to 5 times, 100 ms doubling between tries.
+        let res;
+        for (let attempt = 0; ; attempt++) {
+          try {
+            res = await admin.fetchOffsets({ groupId, topics: present });
+            break;
+          } catch (err) {
+            if (attempt >= 4 || !COORDINATOR_MOVING.has((err as { type?: string } | undefined)?.type ?? '')) throw err;
+            await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+          }
+        }
         return res.flatMap((t) =>
           t.partitions.map((p) => ({ topic: t.topic, partition: p.partition, offset: p.offset === '-1' ? null : p.offset })),
         );
