@@ -2,7 +2,7 @@
 // where all workers share one process and one registry). Names follow Prometheus conventions:
 // base units in the name, `_total` on counters; `flashsale` is the sale's namespace/name.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { FastHistogram } from './fast-histogram.ts';
+import { FastCounter, FastHistogram } from './hot-path.ts';
 import { oncePerRegistry } from './registry.ts';
 
 export function createRegistry(): Registry {
@@ -19,7 +19,7 @@ export const dataPlaneMetrics = oncePerRegistry(build);
 function build(registry: Registry) {
   const registers = [registry];
   return {
-    apiRequests: new Counter({
+    apiRequests: new FastCounter({
       name: 'flashsale_api_requests_total',
       help: 'Purchase requests decided by the API, by outcome (accepted, sold_out, already_ordered, not_started, ended, sale_not_found, sku_not_found, invalid, unavailable).',
       labelNames: ['flashsale', 'outcome'] as const,
