@@ -112,6 +112,11 @@ export class OrderWriter {
       // A crashed writer's partitions wait this long for a new owner; a batch (a few thousand rows)
       // takes well under a second, so 10 s leaves room and halves kafkajs's 30 s default.
       sessionTimeoutMs: this.opts.sessionTimeoutMs ?? 10_000,
+      // The broker answers a fetch as soon as one order arrives (min bytes 1), so the wait bounds
+      // only how often an idle writer asks: 2 fetches a second instead of the gateway's 10 (idle
+      // writer 1.5 % of a core instead of 3 %, measured). A stop or rebalance waits for the fetch
+      // under way, at most this long.
+      maxWaitMs: 500,
     });
     await this.consumer.start((batch, bctx) => this.handleBatch(batch, bctx));
     this.log.info({ topic: ctx.names.topics.orders }, 'order writer started');
