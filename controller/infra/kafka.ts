@@ -24,12 +24,13 @@ export interface KjsRequestQueue {
  * writer woke 1,570 times a second and used 7 % of a core. Replaced by the behaviour those fixes
  * propose: a check is scheduled only while requests wait (in-flight limit or client-side
  * throttling) or a throttle is to end; a fulfilled or timed-out request and every push check the
- * queue anyway. Applied to kafkajs 2.2.4 only (the pinned version; test/kafka-gateway.test.ts
+ * queue anyway. Applied to kafkajs 2.2.4 only (the pinned version; test/kafkajs-request-queue.test.ts
  * checks that the fix is in effect).
  */
-export const kafkajsRequestQueue: { prototype: KjsRequestQueue } = createRequire(import.meta.url)('kafkajs/src/network/requestQueue/index.js');
+const requireKafkajs = createRequire(import.meta.url);
+export const kafkajsRequestQueue: { prototype: KjsRequestQueue } = requireKafkajs('kafkajs/src/network/requestQueue/index.js');
 const CHECK_PENDING_REQUESTS_MS = 10; // kafkajs's CHECK_PENDING_REQUESTS_INTERVAL
-if ((createRequire(import.meta.url)('kafkajs/package.json') as { version: string }).version === '2.2.4') {
+if ((requireKafkajs('kafkajs/package.json') as { version: string }).version === '2.2.4') {
   kafkajsRequestQueue.prototype.scheduleCheckPendingRequests = function (this: KjsRequestQueue) {
     if (this.throttleCheckTimeoutId) return;
     const untilUnthrottled = this.throttledUntil - Date.now();

@@ -7,50 +7,66 @@
 // (test/hot-path-metrics.test.ts compares them).
 import type { Registry } from 'prom-client';
 
-interface Series {
-  labels: Record<string, string>;
-  /** Non-cumulative count per bucket; the last slot is +Inf. */
-  counts: Float64Array;
-  sum: number;
-  count: number;
-}
-
-export interface FastHistogramOptions<L extends string> {
+export interface HotPathMetricOptions<L extends string> {
   name: string;
   help: string;
   labelNames: readonly L[];
-  buckets: readonly number[];
   registers: Registry[];
 }
 
-export class FastHistogram<L extends string = string> {
+/**
+ * What both metrics share: prom-client's custom-metric fields, registration, and one series per
+ * label set, found by labels() once (the child returned keeps its series).
+ */
+abstract class HotPathMetric<L extends string, S> {
   readonly name: string;
   readonly help: string;
-  readonly type = 'histogram';
   readonly aggregator = 'sum';
   private readonly labelNames: readonly L[];
-  private readonly bounds: readonly number[];
-  private readonly series = new Map<string, Series>();
+  protected readonly series = new Map<string, S & { labels: Record<string, string> }>();
 
-  constructor(opts: FastHistogramOptions<L>) {
+  constructor(opts: HotPathMetricOptions<L>) {
     this.name = opts.name;
     this.help = opts.help;
     this.labelNames = opts.labelNames;
-    this.bounds = [...opts.buckets].sort((a, b) => a - b);
     for (const r of opts.registers) r.registerMetric(this as never);
   }
 
-  /** The series of one label set, in labelNames order; keep the result and call observe() on it. */
-  labels(...values: string[]): { observe(value: number): void } {
+  /** The series of the label values (in labelNames order), made by `fresh` the first time. */
+  protected seriesOf(values: string[], fresh: () => S): S & { labels: Record<string, string> } {
     if (values.length !== this.labelNames.length) throw new Error(`${this.name}: expected ${this.labelNames.length} label values`);
     const key = values.join('\u0000');
     let s = this.series.get(key);
     if (!s) {
-      s = { labels: Object.fromEntries(this.labelNames.map((n, i) => [n, values[i] as string])), counts: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 };
+      s = { ...fresh(), labels: Object.fromEntries(this.labelNames.map((n, i) => [n, values[i] as string])) };
       this.series.set(key, s);
     }
-    const series = s;
+    return s;
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
+}
+
+export interface FastHistogramOptions<L extends string> extends HotPathMetricOptions<L> {
+  buckets: readonly number[];
+}
+
+export class FastHistogram<L extends string = string> extends HotPathMetric<L, { counts: Float64Array; sum: number; count: number }> {
+  readonly type = 'histogram';
+  private readonly bounds: readonly number[];
+
+  constructor(opts: FastHistogramOptions<L>) {
+    super(opts);
+    this.bounds = [...opts.buckets].sort((a, b) => a - b);
+  }
+
+  /** The series of one label set, in labelNames order; keep the result and call observe() on it. */
+  labels(...values: string[]): { observe(value: number): void } {
     const bounds = this.bounds;
+    // counts: non-cumulative count per bucket; the last slot is +Inf.
+    const series = this.seriesOf(values, () => ({ counts: new Float64Array(bounds.length + 1), sum: 0, count: 0 }));
     return {
       observe(value: number) {
         let i = 0;
@@ -78,50 +94,20 @@ export class FastHistogram<L extends string = string> {
     }
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }
-
-  reset(): void {
-    this.series.clear();
-  }
-}
-
-export interface FastCounterOptions<L extends string> {
-  name: string;
-  help: string;
-  labelNames: readonly L[];
-  registers: Registry[];
 }
 
 /** A labelled counter whose children only add (see the head of this file). */
-export class FastCounter<L extends string = string> {
-  readonly name: string;
-  readonly help: string;
+export class FastCounter<L extends string = string> extends HotPathMetric<L, { value: number }> {
   readonly type = 'counter';
-  readonly aggregator = 'sum';
-  private readonly labelNames: readonly L[];
-  private readonly series = new Map<string, { labels: Record<string, string>; value: number }>();
-
-  constructor(opts: FastCounterOptions<L>) {
-    this.name = opts.name;
-    this.help = opts.help;
-    this.labelNames = opts.labelNames;
-    for (const r of opts.registers) r.registerMetric(this as never);
-  }
 
   /** The series of one label set, in labelNames order; keep the result and call inc() on it. */
   labels(...values: string[]): { inc(by?: number): void } {
-    if (values.length !== this.labelNames.length) throw new Error(`${this.name}: expected ${this.labelNames.length} label values`);
-    const key = values.join('\u0000');
-    let s = this.series.get(key);
-    if (!s) {
-      s = { labels: Object.fromEntries(this.labelNames.map((n, i) => [n, values[i] as string])), value: 0 };
-      this.series.set(key, s);
-    }
-    const series = s;
+    const series = this.seriesOf(values, () => ({ value: 0 }));
     const name = this.name;
     return {
       inc(by = 1) {
         // A counter only goes up: prom-client throws on a negative or non-finite step too.
-        if (!(by >= 0) || by === Infinity) throw new Error(`${name}: a counter's step must be a finite number ≥ 0, got ${by}`);
+        if (!(Number.isFinite(by) && by >= 0)) throw new Error(`${name}: a counter's step must be a finite number ≥ 0, got ${by}`);
         series.value += by;
       },
     };
@@ -131,9 +117,5 @@ export class FastCounter<L extends string = string> {
   async get() {
     const values = [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value }));
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
-
-  reset(): void {
-    this.series.clear();
   }
 }
