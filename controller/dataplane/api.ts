@@ -54,7 +54,6 @@ export type Outcome = 'accepted' | 'sold_out' | 'already_ordered' | 'not_started
 
 type Route = 'order' | 'get_order' | 'pay' | 'sale' | 'health' | 'metrics' | 'other';
 
-const JSON_HEADERS = { 'content-type': 'application/json' };
 const ORDER_FIELDS = new Set(['userId', 'skuId', 'quantity']);
 /** docs/openapi.yaml, serialised once. */
 const OPENAPI_JSON = JSON.stringify(openapiDocument);
@@ -292,9 +291,9 @@ export class OrderApi {
   }
 
   private send(res: ServerResponse, status: number, body: string, close = false): void {
-    const headers: Record<string, string | number> = { ...JSON_HEADERS, 'content-length': Buffer.byteLength(body) };
-    if (close) headers.connection = 'close';
-    res.writeHead(status, headers);
+    // One literal of a fixed shape: node:http takes a plain object as it is (no copy, no spread).
+    const length = Buffer.byteLength(body);
+    res.writeHead(status, close ? { 'content-type': 'application/json', 'content-length': length, connection: 'close' } : { 'content-type': 'application/json', 'content-length': length });
     res.end(body);
   }
 
@@ -309,8 +308,7 @@ export class OrderApi {
    * too large. Callbacks, not a promise: this runs for every purchase (see placeOrder).
    */
   private readBody(req: IncomingMessage, res: ServerResponse, done: (raw: string | null) => void, failed: (err: unknown) => void): void {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > this.maxBody) {
+    if (declaredLength(req) > this.maxBody) {
       req.resume();
       this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
       return done(null);
@@ -610,6 +608,21 @@ export class OrderApi {
     // UNPAID now: it was written between the UPDATE and the read; pay again.
     return this.pay(ctx, rawId, req, res);
   }
+}
+
+/**
+ * The request's declared Content-Length (0 when absent or unreadable), read from rawHeaders: the
+ * first read of req.headers builds the whole header object, which the purchase path otherwise never
+ * needs (0.5 µs of a 40 µs rejection in a profile). node:http has already refused a request with two
+ * differing Content-Length headers.
+ */
+function declaredLength(req: IncomingMessage): number {
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 14 && name.toLowerCase() === 'content-length') return Number(raw[i + 1]) || 0;
+  }
+  return 0;
 }
 
 function decodeURIComponentSafe(s: string): string | null {
