@@ -116,7 +116,7 @@ spawn_node_agent() { # starts the node agent unless it runs; returns at once
     local node="$ROOT/node_modules/.bin/node"
     [ -x "$node" ] || node=node
     mkdir -p "$DIR/node-agent" "$DIR/logs"
-    setsid nohup "$node" --disable-warning=TimeoutNegativeWarning "$NODE_AGENT" --kubeconfig "$KUBECONFIG_PATH" \
+    setsid nohup "$node" "$NODE_AGENT" --kubeconfig "$KUBECONFIG_PATH" \
       --node-name "$NODE_NAME" --state-dir "$DIR/node-agent" > "$DIR/logs/node-agent.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$DIR/node-agent.pid"
     echo "$NODE_NAME" > "$DIR/node-name"

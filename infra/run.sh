@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/up.sh
-exec node --disable-warning=TimeoutNegativeWarning bin/flashsale.js run -f "${1:-examples/flashsale.yaml}"
+exec node bin/flashsale.js run -f "${1:-examples/flashsale.yaml}"

@@ -17,4 +17,4 @@ export KUBECONFIG
 echo "== lint"; npx eslint .
 echo "== typecheck"; npx tsc -p tsconfig.json --noEmit
 echo "== tests"
-NODE_OPTIONS="${NODE_OPTIONS:-} --disable-warning=TimeoutNegativeWarning" node --test --test-concurrency=1 --test-timeout=600000 "test/**/*.test.ts"
+node --test --test-concurrency=1 --test-timeout=600000 "test/**/*.test.ts"

@@ -22,11 +22,19 @@ let kafka: KafkaGateway;
 let redis: Redis;
 const children: ChildProcess[] = [];
 
+/** What the processes wrote to stderr (also passed on to ours). */
+let stderr = '';
+
 function run(): { child: ChildProcess; url: Promise<string> } {
   const bin = fileURLToPath(new URL('../bin/flashsale.js', import.meta.url));
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', bin, 'run', '-f', file], {
-    env: { ...process.env, MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`, HTTP_PORT: '0', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+  const child = spawn(process.execPath, [bin, 'run', '-f', file], {
+    // No NODE_OPTIONS from the test runner's environment: the process runs as a user starts it.
+    env: { ...process.env, NODE_OPTIONS: '', MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`, HTTP_PORT: '0', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    process.stderr.write(d);
   });
   children.push(child);
   const url = new Promise<string>((resolve, reject) => {
@@ -77,4 +85,8 @@ it('provisions, takes an order end to end, stops on SIGTERM, and keeps the stock
   assert.deepEqual(hot, { id: 'hot', stock: 100, remaining: 99 }, 'not re-seeded over the sold unit');
   assert.equal((await http('POST', `${url2}/orders`, { userId: 'standalone-buyer', skuId: 'hot' })).body.error, 'ALREADY_ORDERED');
   assert.equal(await stop(second.child), 0);
+  // Every worker of a sale ran in these processes, each with its Kafka connections. kafkajs 2.2.4's
+  // idle loop (fixed in controller/infra/kafka.ts) made Node print TimeoutNegativeWarning in each
+  // of them, and our commands used to hide it: nothing silences warnings now, so none may appear.
+  assert.doesNotMatch(stderr, /\(node:\d+\) \w*Warning/, 'a Node warning in the processes\' stderr');
 });

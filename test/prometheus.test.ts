@@ -98,7 +98,7 @@ function childEnv(port: number, logLevel: string): NodeJS.ProcessEnv {
 
 /** Starts `flashsale ARGS`; resolves when a stdout/stderr line matches `ready`. */
 function flashsale(args: string[], port: number, ready: RegExp, logLevel = 'warn'): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', join(repo, 'bin/flashsale.js'), ...args], { env: childEnv(port, logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(repo, 'bin/flashsale.js'), ...args], { env: childEnv(port, logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
   return new Promise((resolve, reject) => {

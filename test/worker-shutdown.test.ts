@@ -47,7 +47,7 @@ interface Worker {
 
 async function startWorker(args: string[], env: Record<string, string> = {}): Promise<Worker> {
   const { host, port, user, database } = config.mysql;
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', join(repo, 'bin/flashsale.js'), ...args, '-f', join(dir, 'sale.yaml')], {
+  const child = spawn(process.execPath, [join(repo, 'bin/flashsale.js'), ...args, '-f', join(dir, 'sale.yaml')], {
     env: { ...process.env, HTTP_PORT: String(await freePort()), HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', SHUTDOWN_DEADLINE_MS: String(DEADLINE_MS), MYSQL_URL: `mysql://${user}@${host}:${port}/${database}`, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

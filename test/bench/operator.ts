@@ -163,7 +163,7 @@ async function spawnOperator(o: { kubeconfigYaml: string; config: Config; namesp
     ...o.env,
   };
   const fd = openSync(o.logFile, 'a');
-  const proc = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
+  const proc = spawn(process.execPath, [join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const stop = async () => {

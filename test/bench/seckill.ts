@@ -110,7 +110,7 @@ function profileDir(name: string): string {
 
 function flashsale(command: string, core: number | null, profileTo?: string): ChildProcess {
   const prof = profileTo ? ['--cpu-prof', `--cpu-prof-dir=${profileTo}`] : [];
-  const [cmd, argv] = pinned(core, [process.execPath, '--disable-warning=TimeoutNegativeWarning', ...prof, join(root, 'bin/flashsale.js'), command]);
+  const [cmd, argv] = pinned(core, [process.execPath, ...prof, join(root, 'bin/flashsale.js'), command]);
   // taskset execs the command, so the child's pid is the server's pid (its CPU time is what we read).
   const child = spawn(cmd, argv, {
     env: {

@@ -299,7 +299,7 @@ async function apiRound(round: number): Promise<void> {
   const committedAt = new Map<string, number>();
   const children: ChildProcess[] = [];
   const flashsale = (command: string, port: number, core: number | null) => {
-    const [cmd, argv] = pinned(core, [process.execPath, '--disable-warning=TimeoutNegativeWarning', join(root, 'bin/flashsale.js'), command]);
+    const [cmd, argv] = pinned(core, [process.execPath, join(root, 'bin/flashsale.js'), command]);
     const child = spawn(cmd, argv, {
       env: {
         ...process.env,

@@ -21,7 +21,7 @@ export interface AgentProcess {
 export async function startAgent(o: { kubeconfigPath: string; nodeName: string; stateDir?: string; bind?: boolean }): Promise<AgentProcess> {
   const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'node-agent-'));
   const args = [join(REPO_ROOT, 'test/node-agent/main.ts'), '--kubeconfig', o.kubeconfigPath, '--node-name', o.nodeName, '--state-dir', stateDir, ...(o.bind === false ? ['--no-bind'] : [])];
-  const proc = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info' } });
+  const proc = spawn(process.execPath, [...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info' } });
   let out = '';
   proc.stdout?.on('data', (c: Buffer) => (out += c.toString()));
   proc.stderr?.on('data', (c: Buffer) => (out += c.toString()));

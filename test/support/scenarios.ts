@@ -23,7 +23,7 @@ const bin = fileURLToPath(new URL('../../bin/flashsale.js', import.meta.url));
  */
 export function spawnWorker(command: string, sale: FlashSale, config: Config, o: { args?: string[]; env?: Record<string, string>; stdout?: boolean } = {}): ChildProcess {
   const { host, port, user, database } = config.mysql;
-  return spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', bin, command, ...(o.args ?? [])], {
+  return spawn(process.execPath, [bin, command, ...(o.args ?? [])], {
     env: {
       ...process.env,
       FLASHSALE_SPEC: JSON.stringify(sale),

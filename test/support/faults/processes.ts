@@ -87,7 +87,7 @@ export async function worker(opts: WorkerOptions): Promise<Worker> {
     output: () => tail.join('\n'),
     async start() {
       if (running()) return;
-      const c = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', bin, ...args], {
+      const c = spawn(process.execPath, [bin, ...args], {
         env: { ...process.env, LOG_LEVEL: 'warn', ...opts.env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
