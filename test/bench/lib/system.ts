@@ -223,14 +223,21 @@ export async function readVersions(deps: { pool: Pool; redis: Redis; kafkaPid: n
 
 export interface GitInfo {
   commit: string;
-  /** Files changed in the work tree at the time of the run (others' work in a shared tree included). */
+  /**
+   * Code changed in the work tree at the time of the run (others' work in a shared tree included).
+   * Results, generated reports and other Markdown do not count: a batch appends to the tracked
+   * results, so every batch after the first of a series would otherwise be marked dirty.
+   */
   dirty: boolean;
 }
+
+/** What gitInfo's dirty flag ignores: files a run writes or that do not change the measured code. */
+const NOT_CODE = [':(exclude)test/bench/results', ':(exclude,glob)**/*.md', ':(exclude,glob)test/bench/*.svg'];
 
 export function gitInfo(root: string): GitInfo {
   try {
     const commit = execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
-    const status = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim();
+    const status = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no', '--', '.', ...NOT_CODE], { encoding: 'utf8' }).trim();
     return { commit, dirty: status.length > 0 };
   } catch {
     return { commit: 'unknown', dirty: true };
