@@ -1,4 +1,4 @@
-// npm run bench:operator [-- --sales 500 --idle-seconds 300 --smoke --report]
+// npm run bench:operator [-- --sales 500 --idle-seconds 300 --smoke --report --profile]
 //
 // The operator at scale on the real control plane (infra/cluster.sh): N FlashSales (partitions 1,
 // one bucket) applied at once, with the operator as a child process. Measured:
@@ -16,11 +16,14 @@
 // Workers need not run: the sales' namespaces carry the node agent's ignore label, every worker has
 // 0 replicas except the compensator (always 1), and this program plays the kubelet for those pods
 // only (binds them to a Node of its own and reports them Running and Ready), so a sale can be Ready.
+// --profile runs the first operator under V8's sampling profiler and prints where its CPU goes in
+// the idle window, step by step (test/bench/lib/profile.ts); such a run is recorded as a smoke run
+// (the profiler slows the operator).
 // Exits non-zero when a target is missed. One JSON line per run is appended to
 // test/bench/results/operator.jsonl; the block `operator` of test/bench/RESULTS.md and of the
 // README is rendered from those lines (`--report` renders only).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, appendFileSync, existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync, appendFileSync, existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import https from 'node:https';
@@ -34,6 +37,7 @@ import { deleteRedisKeys, deleteTopics, dropDatabase, testConfig, testKafka, tes
 import { kubectlFor } from '../support/kubectl.ts';
 import type { Config } from '../../controller/config.ts';
 import { replaceBlock } from './lib/blocks.ts';
+import { attribute, OPERATOR_STEPS, type CpuProfile } from './lib/profile.ts';
 import { percentile } from './lib/stats.ts';
 import { controlPlanePids, cpuSeconds, CpuMeter, gitInfo, infraPids, machine } from './lib/system.ts';
 
@@ -50,6 +54,7 @@ const { values: args } = parseArgs({
     'idle-seconds': { type: 'string', default: '300' },
     smoke: { type: 'boolean', default: false },
     report: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
   },
 });
 
@@ -151,7 +156,7 @@ interface OperatorProcess {
  * The operator as a child process (`bin/flashsale.js operator`), its output in a log file under
  * .cache (kept for a look afterwards). A loaded machine can take a while to start it: up to 2 min.
  */
-async function spawnOperator(o: { kubeconfigYaml: string; config: Config; namespaces: string[]; identity: string; leaseName: string; env: Record<string, string>; logFile: string }): Promise<OperatorProcess> {
+async function spawnOperator(o: { kubeconfigYaml: string; config: Config; namespaces: string[]; identity: string; leaseName: string; env: Record<string, string>; logFile: string; nodeArgs?: string[] }): Promise<OperatorProcess> {
   const kubeconfig = `${o.logFile}.kubeconfig`;
   writeFileSync(kubeconfig, o.kubeconfigYaml, { mode: 0o600 });
   const m = o.config.mysql;
@@ -163,7 +168,7 @@ async function spawnOperator(o: { kubeconfigYaml: string; config: Config; namesp
     ...o.env,
   };
   const fd = openSync(o.logFile, 'a');
-  const proc = spawn(process.execPath, [join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
+  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const stop = async () => {
@@ -435,8 +440,11 @@ async function main(): Promise<number> {
   const verdicts: { what: string; ok: boolean }[] = [];
 
   let starts = 0;
+  // --profile: the first operator (the one measured while idle) writes a .cpuprofile here on exit.
+  const profileDir = args.profile ? join(root, `.cache/bench-operator-${runId}-profile`) : undefined;
   const startOp = async (watch: string[]) =>
     spawnOperator({
+      nodeArgs: profileDir && starts === 0 ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
       kubeconfigYaml: saKubeconfig,
       config,
       namespaces: watch,
@@ -548,7 +556,7 @@ async function main(): Promise<number> {
     log(`ready: ${readyAt.size}/${total}, p50 ${fmt(ready.p50)} s, p99 ${fmt(ready.p99)} s, max ${fmt(ready.max)} s, CPU ${fmt(readyCpu)} s; ${reconciles.count} reconciles, ${fmt(reconciles.meanSeconds, 2)} s each, ${reconciles.workers} workers`);
     const rssAfterReady = rssMiB(pid);
     const base = {
-      bench: 'operator' as const, smoke: args.smoke || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, readyPhaseCores: cores, readyPhaseRequests, sales: total,
+      bench: 'operator' as const, smoke: args.smoke || args.profile || total < 500 || idleSeconds < 300, git: gitInfo(root), machine: atApply, loadavgWhen: 'apply' as const, readyPhaseCores: cores, readyPhaseRequests, sales: total,
       apply: { seconds: applySeconds }, ready, reconciles, settings: SETTINGS,
     };
     if (!ready.all) {
@@ -573,14 +581,17 @@ async function main(): Promise<number> {
     const c0 = await apiserverCounts(cluster.kc);
     const cpuIdle0 = cpuSeconds(pid);
     const i0 = Date.now();
+    const idleFromUs = Number(process.hrtime.bigint() / 1000n);
     log(`idle for ${idleSeconds} s`);
     await sleep(idleSeconds * 1000);
+    const idleToUs = Number(process.hrtime.bigint() / 1000n);
     const c1 = await apiserverCounts(cluster.kc);
     const idleWall = (Date.now() - i0) / 1000;
     const idleCpu = cpuSeconds(pid) - cpuIdle0;
     const rssAfterIdle = rssMiB(pid);
     await op.stop();
     op = undefined;
+    if (profileDir) printIdleProfile(profileDir, { fromUs: idleFromUs, toUs: idleToUs }, idleWall, log);
     // Baseline: the same window without the operator.
     const baselineSeconds = Math.min(60, idleSeconds);
     await sleep(5_000);
@@ -679,6 +690,21 @@ async function main(): Promise<number> {
     redis.disconnect();
     kubectl.cleanup();
   }
+}
+
+/** Where the operator's CPU went in the idle window (samples inside it only), as a step table and the top functions. */
+function printIdleProfile(dir: string, window: { fromUs: number; toUs: number }, seconds: number, log: (msg: string) => void): void {
+  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) {
+    log(`no CPU profile in ${dir} (did the operator exit cleanly?)`);
+    return;
+  }
+  const cost = attribute(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile, OPERATOR_STEPS, window);
+  const pct = (ms: number) => `${((ms / 1000 / seconds) * 100).toFixed(2)} %`;
+  log(`idle profile (${join(dir, file)}): ${pct(cost.cpuMs)} of a core over ${seconds.toFixed(0)} s under the profiler; by step:`);
+  for (const [step, ms] of Object.entries(cost.steps).sort((a, b) => b[1] - a[1])) log(`  ${pct(ms).padStart(8)}  ${step}`);
+  log('functions with the most self time:');
+  for (const [fn, ms] of Object.entries(cost.top)) log(`  ${pct(ms).padStart(8)}  ${fn}`);
 }
 
 main().then(

@@ -2,7 +2,7 @@
 // first step claiming a frame from the leaf up, through Node's plumbing; idle is not CPU.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { API_STEPS, attribute, GC, UNATTRIBUTED, WRITER_STEPS, type CpuProfile } from './lib/profile.ts';
+import { API_STEPS, attribute, GC, OPERATOR_STEPS, UNATTRIBUTED, WRITER_STEPS, type CpuProfile } from './lib/profile.ts';
 
 const API = 'file:///app/controller/dataplane/api.ts';
 const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url, lineNumber: 1 }, children });
@@ -77,5 +77,24 @@ describe('CPU profile attribution', () => {
       'Kafka fetch + decode (kafkajs consumer)': 1,
       'Kafka protocol + network (kafkajs, shared)': 6,
     });
+  });
+
+  it('with a window, counts only the samples taken inside it (times on the profile clock)', () => {
+    const profile: CpuProfile = {
+      nodes: [
+        frame(1, '(root)', '', [2, 3]),
+        frame(2, 'round', 'file:///app/controller/metrics/lag.ts'),
+        frame(3, 'reconcile', 'file:///app/controller/operator/reconciler.ts'),
+      ],
+      startTime: 1_000_000,
+      // Samples at 1.001 s, 1.003 s, 1.006 s and 1.010 s.
+      samples: [2, 3, 2, 3],
+      timeDeltas: [1000, 2000, 3000, 4000],
+    };
+    assert.deepEqual(attribute(profile, OPERATOR_STEPS, { fromUs: 1_002_000, toUs: 1_006_000 }).steps, {
+      'reconcile: decide, children, status (operator/decide.ts, workloads.ts, reconciler.ts)': 2,
+      'lag collector: rounds, snapshot, gauges (metrics/lag.ts)': 3,
+    });
+    assert.equal(attribute(profile, OPERATOR_STEPS).cpuMs, 10);
   });
 });

@@ -9,6 +9,8 @@ export interface CpuProfile {
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
   samples: number[];
   timeDeltas: number[];
+  /** Microseconds on the monotonic clock of process.hrtime (V8's and libuv's clock on Linux). */
+  startTime?: number;
 }
 
 export interface StepRule {
@@ -69,6 +71,22 @@ export const WRITER_STEPS: StepRule[] = [
   { step: 'metrics endpoint polled by the benchmark (node:http)', url: /^node:_http_|controller\/dataplane\/worker-http\.ts/ },
 ];
 
+/** Steps of the operator (bench:operator --profile; read for the idle window). */
+export const OPERATOR_STEPS: StepRule[] = [
+  // Before COMMON, whose metrics rule would claim it.
+  { step: 'lag collector: rounds, snapshot, gauges (metrics/lag.ts)', url: /controller\/metrics\/lag\.ts/ },
+  ...COMMON,
+  { step: 'Kafka admin requests (kafkajs + gateway)', url: /kafkajs\/|controller\/infra\/kafka\.ts/ },
+  { step: 'Kubernetes API client, watches, leader lease (client-node, kube.ts, informer.ts, leader.ts)', url: /@kubernetes\/client-node|controller\/operator\/(kube|informer|leader)\.ts/ },
+  { step: 'MySQL (mysql2)', url: /mysql2\/|sqlstring|lru-cache|controller\/infra\/mysql\.ts/ },
+  { step: 'Redis (ioredis + StockStore)', url: /ioredis\/|redis-parser|standard-as-callback|denque|controller\/dataplane\/stock\.ts/ },
+  { step: 'provisioning checks (dataplane/provision.ts)', url: /controller\/dataplane\/provision\.ts/ },
+  { step: 'reconcile: decide, children, status (operator/decide.ts, workloads.ts, reconciler.ts)', url: /controller\/operator\/(decide|workloads|reconciler|scaling)\.ts/ },
+  { step: 'work queue, events (operator/workqueue.ts, events.ts, main.ts)', url: /controller\/operator\/(workqueue|events|main)\.ts/ },
+  { step: 'metrics endpoint (node:http)', url: /^node:_http_|^node:internal\/http/ },
+  { step: 'TLS + sockets to the apiserver (node:tls)', url: /^node:(_tls|tls|internal\/tls)/ },
+];
+
 // Frames that only carry work on behalf of their callers.
 const PLUMBING = /^node:(net|events|buffer|stream|internal\/(streams|stream_base_commons|process\/task_queues|timers|buffer|util|async_hooks|event_target|errors|validators|url|perf)|timers|util|string_decoder)/;
 
@@ -90,8 +108,12 @@ function frameLabel(f: CpuProfile['nodes'][number]['callFrame']): string {
   return `${f.functionName || '(anonymous)'}${file ? ` ${file}:${f.lineNumber + 1}` : ''}`;
 }
 
-/** Charges every sample of the profile to a step (see the file comment). */
-export function attribute(profile: CpuProfile, rules: StepRule[]): StepCost {
+/**
+ * Charges every sample of the profile to a step (see the file comment); with `window` (µs on
+ * process.hrtime's clock, e.g. `process.hrtime.bigint() / 1000n` read by the benchmark), only the
+ * samples taken inside it.
+ */
+export function attribute(profile: CpuProfile, rules: StepRule[], window?: { fromUs: number; toUs: number }): StepCost {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -119,8 +141,12 @@ export function attribute(profile: CpuProfile, rules: StepRule[]): StepCost {
   const self = new Map<string, number>();
   let cpuMs = 0;
   let idleMs = 0;
+  let at = profile.startTime ?? 0;
   profile.samples.forEach((id, i) => {
-    const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+    const delta = profile.timeDeltas[i] ?? 0;
+    at += delta;
+    if (window && (at < window.fromUs || at > window.toUs)) return;
+    const ms = delta / 1000;
     const step = claim(id);
     if (step === '(idle)') idleMs += ms;
     else {
