@@ -274,6 +274,30 @@ describe('LagCollector against the real broker', () => {
     assert.equal(calls.length, 7);
   });
 
+  it('skips the due-boundary lookup of a delay topic its group has read to the end', { timeout: 60_000 }, async () => {
+    // A second sale of the namespace, never written to: its closer group has nothing unread.
+    const idle = validateFlashSale({ ...sale, metadata: { name: 'lagidle', namespace }, spec: { skus: [{ id: 'a', stock: 1, timeoutBucket: 'fast' }], timeoutBuckets: [{ name: 'fast', delay: '5s' }], kafka: { partitions: 2 } } });
+    const ni = saleNames(idle.metadata);
+    await ensureTopics(await kafka.admin(), idle);
+    const calls: string[] = [];
+    const real = await kafka.admin();
+    const counted: LagAdmin = {
+      groupOffsets: (g, t) => (calls.push(`groupOffsets ${g}`), real.groupOffsets(g, t)),
+      topicOffsets: (t) => (calls.push(`topicOffsets ${t}`), real.topicOffsets(t)),
+      topicOffsetsAt: (t, ts) => (calls.push(`topicOffsetsAt ${t}`), real.topicOffsetsAt(t, ts)),
+    };
+    const collector = new LagCollector({ kafka: { admin: async () => counted } });
+    collector.setSales([sale, idle]);
+    const snap = await collector.collectOnce();
+    // The first sale's delay topic holds 7 unread timeouts (the test above): asked; the idle one: not.
+    assert.deepEqual(calls.filter((c) => c.startsWith('topicOffsetsAt')), [`topicOffsetsAt ${n.topics.delay('fast')}`]);
+    assert.ok(calls.includes(`topicOffsets ${ni.topics.delay('fast')}`), 'the idle delay topic is still measured');
+    const idleCloser = snap.groups.find((g) => g.flashsale === `${namespace}/lagidle` && g.role === 'timeout-closer');
+    assert.deepEqual([idleCloser?.lag, idleCloser?.overdue, idleCloser?.scheduled], [0, 0, 0]);
+    const busyCloser = snap.groups.find((g) => g.flashsale === `${namespace}/lagsale` && g.role === 'timeout-closer');
+    assert.equal(busyCloser?.lag, 7);
+  });
+
   it('runs a single loop across stop and start (leadership changes)', { timeout: 60_000 }, async () => {
     let rounds = 0;
     let open: () => void = () => undefined;

@@ -559,6 +559,45 @@ describe('informer predicates', () => {
     assert.deepEqual(seen, ['add:s@1', 'update:s@2', 'delete:s@2', 'add:s@2']);
     await inf.stop();
   });
+
+  it('answers get and byIndex from what the events delivered: updates move an object between keys, deletes remove it', async () => {
+    type Obj = { metadata: { name: string; namespace: string; owner?: string }; v?: number };
+    const handlers: Record<string, ((x: Obj) => void)[]> = {};
+    const fake: InformerLike<Obj> = {
+      on: ((verb: string, cb: (x: Obj) => void) => void (handlers[verb] ??= []).push(cb)) as InformerLike<Obj>['on'],
+      start: async () => {},
+      stop: async () => {},
+      list: () => [],
+    };
+    const inf = new ResilientInformer<Obj>({
+      kc: {} as KubeConfig, client: {} as KubeClient, path: '/x', logger: createLogger('silent'), clock: new ManualClock(), make: () => fake,
+      // Status-only updates are dropped for onChange, but the cache must still hold the newest object.
+      fingerprint: (o) => o.metadata.owner ?? '',
+      indexBy: (o) => (o.metadata.owner ? [o.metadata.owner] : []),
+      onChange: () => {},
+    });
+    await inf.start();
+    const emit = (verb: string, o: Obj) => handlers[verb]?.forEach((cb) => cb(o));
+    const names = (key: string) => inf.byIndex(key).map((o) => `${o.metadata.namespace}/${o.metadata.name}`).sort();
+    emit('add', { metadata: { name: 'a', namespace: 'n1', owner: 'u1' } });
+    emit('add', { metadata: { name: 'a', namespace: 'n2', owner: 'u1' } });
+    emit('add', { metadata: { name: 'b', namespace: 'n1', owner: 'u2' } });
+    emit('add', { metadata: { name: 'c', namespace: 'n1' } });
+    assert.deepEqual(names('u1'), ['n1/a', 'n2/a']);
+    assert.deepEqual(names('u2'), ['n1/b']);
+    emit('update', { metadata: { name: 'a', namespace: 'n1', owner: 'u1' }, v: 2 });
+    assert.equal(inf.get('n1', 'a')?.v, 2);
+    assert.equal(inf.byIndex('u1').find((o) => o.metadata.namespace === 'n1')?.v, 2);
+    emit('update', { metadata: { name: 'b', namespace: 'n1', owner: 'u1' } });
+    assert.deepEqual(names('u1'), ['n1/a', 'n1/b', 'n2/a']);
+    assert.deepEqual(names('u2'), []);
+    emit('delete', { metadata: { name: 'a', namespace: 'n2', owner: 'u1' } });
+    assert.deepEqual(names('u1'), ['n1/a', 'n1/b']);
+    assert.equal(inf.get('n2', 'a'), undefined);
+    assert.equal(inf.get('n1', 'c')?.metadata.name, 'c');
+    assert.equal(inf.get('n2', 'c'), undefined);
+    await inf.stop();
+  });
 });
 
 describe('kube client', () => {

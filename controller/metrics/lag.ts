@@ -330,14 +330,20 @@ export class LagCollector {
       const topics = [...new Set(targets.map((t) => t.topic))];
       // Everything of the round is asked at once; a topic that does not exist yet just has no lag.
       const limit = this.concurrency;
-      const [watermarks, committed, boundaries] = await Promise.all([
+      const [watermarks, committed] = await Promise.all([
         mapLimit(topics, limit, (t) => admin.topicOffsets(t).catch((err: unknown) => this.missing(t, err))),
         mapLimit(targets, limit, (t) => admin.groupOffsets(t.group, [t.topic])),
-        mapLimit(targets, limit, async (t) =>
-          t.delayMs === undefined ? undefined : admin.topicOffsetsAt(t.topic, now - t.delayMs).catch((err: unknown) => this.missing(t.topic, err)),
-        ),
       ]);
       const byTopic = new Map(topics.map((t, i) => [t, watermarks[i]]));
+      // A delay topic's due boundary (two more requests) only matters when its group has something
+      // unread: an idle sale's closers have read everything, so nothing is overdue or scheduled.
+      const unread = (t: LagTarget, i: number): boolean => {
+        const at = new Map((committed[i] ?? []).map((c) => [c.partition, c.offset === null ? null : Number(c.offset)]));
+        return (byTopic.get(t.topic) ?? []).some((p) => Number(p.high) > Math.max(at.get(p.partition) ?? Number(p.low), Number(p.low)));
+      };
+      const boundaries = await mapLimit(targets.map((t, i) => [t, i] as const), limit, async ([t, i]) =>
+        t.delayMs === undefined || !unread(t, i) ? undefined : admin.topicOffsetsAt(t.topic, now - t.delayMs).catch((err: unknown) => this.missing(t.topic, err)),
+      );
       for (const [topic, offsets] of byTopic) {
         for (const p of offsets ?? []) this.history(topic, p.partition).record(Number(p.high), now);
       }

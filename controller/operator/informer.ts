@@ -26,6 +26,11 @@ export interface ResilientInformerOptions<T> {
    * operator wrote itself, must not requeue it). Default: every update is delivered.
    */
   fingerprint?: (obj: T) => string;
+  /**
+   * Index keys of an object (e.g. the uid of its controller owner): `byIndex(key)` answers from a
+   * map the events keep up to date, instead of scanning every cached object.
+   */
+  indexBy?: (obj: T) => string[];
 }
 
 /** The part of client-node's Informer this wrapper uses. */
@@ -45,6 +50,12 @@ export class ResilientInformer<T extends KubernetesObject> {
   private restartTimer: Timer | undefined;
   private stopped = false;
   private readonly seen = new Map<string, string>();
+  // The reconciler reads one sale and its children per round: lookups by id and by index keep that
+  // independent of how many objects are cached (scanning list() made each round O(all objects), so
+  // 500 sales' periodic requeues cost O(n²)).
+  private readonly byId = new Map<string, T>();
+  private readonly index = new Map<string, Map<string, T>>();
+  private readonly keysOf = new Map<string, string[]>();
   restarts = 0;
 
   constructor(o: ResilientInformerOptions<T>) {
@@ -56,8 +67,9 @@ export class ResilientInformer<T extends KubernetesObject> {
     for (const verb of ['add', 'update', 'delete'] as const) {
       this.informer.on(verb, (obj: T) => {
         this.backoffMs = o.minBackoffMs ?? 500;
+        const id = idOf(obj.metadata?.namespace, obj.metadata?.name);
+        this.track(id, obj, verb);
         if (o.fingerprint) {
-          const id = `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
           if (verb === 'delete') this.seen.delete(id);
           else {
             const fp = o.fingerprint(obj);
@@ -70,6 +82,28 @@ export class ResilientInformer<T extends KubernetesObject> {
       });
     }
     this.informer.on('error', (err: unknown) => this.restart(err));
+  }
+
+  private track(id: string, obj: T, verb: 'add' | 'update' | 'delete'): void {
+    for (const key of this.keysOf.get(id) ?? []) {
+      const entries = this.index.get(key);
+      entries?.delete(id);
+      if (entries?.size === 0) this.index.delete(key);
+    }
+    this.keysOf.delete(id);
+    if (verb === 'delete') {
+      this.byId.delete(id);
+      return;
+    }
+    this.byId.set(id, obj);
+    const keys = this.o.indexBy?.(obj) ?? [];
+    if (keys.length === 0) return;
+    this.keysOf.set(id, keys);
+    for (const key of keys) {
+      let entries = this.index.get(key);
+      if (!entries) this.index.set(key, (entries = new Map()));
+      entries.set(id, obj);
+    }
   }
 
   private restart(err: unknown): void {
@@ -94,9 +128,23 @@ export class ResilientInformer<T extends KubernetesObject> {
     return this.informer.list();
   }
 
+  /** The cached object, as the last event delivered it. */
+  get(namespace: string | undefined, name: string): T | undefined {
+    return this.byId.get(idOf(namespace, name));
+  }
+
+  /** The cached objects that `indexBy` gave this key. */
+  byIndex(key: string): T[] {
+    return [...(this.index.get(key)?.values() ?? [])];
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.restartTimer?.cancel();
     await this.informer.stop();
   }
+}
+
+function idOf(namespace: string | undefined, name: string | undefined): string {
+  return `${namespace ?? ''}/${name ?? ''}`;
 }

@@ -172,12 +172,13 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const stabilizer = new Stabilizer(o.scaleDownWindowMs, clock);
   // Filled below: the informers are created after the reconciler they feed.
   const caches: { sales: ResilientInformer<KubernetesObject>[]; deployments: ResilientInformer<V1Deployment>[]; services: ResilientInformer<V1Service>[] } = { sales: [], deployments: [], services: [] };
+  // Children are indexed by their controller owner's uid (controllerUids below).
   const ownedBy = <T extends V1Deployment | V1Service>(informers: ResilientInformer<T>[], namespace: string, uid: string): T[] =>
-    informers.flatMap((i) => i.list().filter((o) => o.metadata?.namespace === namespace && (o.metadata?.ownerReferences ?? []).some((r) => r.controller && r.uid === uid)));
+    informers.flatMap((i) => i.byIndex(uid).filter((o) => o.metadata?.namespace === namespace));
   const cache: ReconcileCache = {
     sale: (namespace, name) => {
       for (const i of caches.sales) {
-        const found = i.list().find((s) => s.metadata?.namespace === namespace && s.metadata?.name === name);
+        const found = i.get(namespace, name);
         if (found) return structuredClone(found) as unknown as RawSale;
       }
       return undefined;
@@ -191,6 +192,13 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     rebuildGraceMs: o.rebuildGraceMs,
     requeueAfterMs: o.requeueAfterMs,
     onSale: (key, sale) => {
+      // Every round of every sale reports it; the lag targets depend only on the sale's identity and
+      // spec, so the collector's targets (rebuilt from all sales) change only when those do.
+      const known = sales.get(key);
+      if (sale && known && known.metadata.generation !== undefined && known.metadata.uid === sale.metadata.uid && known.metadata.generation === sale.metadata.generation) {
+        sales.set(key, sale);
+        return;
+      }
       const before = sales.size;
       if (sale) sales.set(key, sale);
       else sales.delete(key);
@@ -222,8 +230,9 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     if (owner) enqueue(`${o.metadata?.namespace}/${owner.name}`);
   };
   const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
-  const deploymentInformers = scopes.map((ns) => new ResilientInformer<V1Deployment>({ kc, client, path: paths.deployments(ns), labelSelector: managed, logger, onChange: enqueueOwner }));
-  const serviceInformers = scopes.map((ns) => new ResilientInformer<V1Service>({ kc, client, path: paths.services(ns), labelSelector: managed, logger, onChange: enqueueOwner }));
+  const controllerUids = (o: V1Deployment | V1Service) => (o.metadata?.ownerReferences ?? []).filter((r) => r.controller).map((r) => r.uid);
+  const deploymentInformers = scopes.map((ns) => new ResilientInformer<V1Deployment>({ kc, client, path: paths.deployments(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids }));
+  const serviceInformers = scopes.map((ns) => new ResilientInformer<V1Service>({ kc, client, path: paths.services(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids }));
   caches.sales = saleInformers;
   caches.deployments = deploymentInformers;
   caches.services = serviceInformers;
