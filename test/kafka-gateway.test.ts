@@ -488,6 +488,33 @@ describe('kafka gateway admin at scale', () => {
   });
 });
 
+describe('kafka gateway when another client deletes a topic it asked about', () => {
+  it('goes on answering about other topics, creating and reading group offsets (a new admin), and says the deleted one is gone', { timeout: 60_000 }, async () => {
+    // kafkajs keeps every topic it was asked about in its metadata target list: once another client
+    // deleted one, every later request of that admin failed (checked against the broker before the fix).
+    const mine = testKafka(`${prefix}-mine`);
+    const other = testKafka(`${prefix}-other`);
+    try {
+      const gone = await topic('deleted-by-other', 1);
+      const kept = await topic('kept', 1);
+      const admin = await mine.admin();
+      assert.equal((await admin.topicOffsets(gone)).length, 1);
+      assert.equal((await admin.topicOffsets(kept)).length, 1);
+      await (await other.admin()).deleteTopics([gone]);
+      assert.equal((await admin.topicOffsets(kept)).length, 1);
+      assert.deepEqual(await admin.groupOffsets(`${prefix}.nobody`, [kept]).then((o) => o.map((x) => x.offset)), [null]);
+      const created = `${prefix}.created-after`;
+      await admin.createTopics([{ topic: created, partitions: 1, replicationFactor: 1 }]);
+      assert.deepEqual(await admin.describeTopics([created]), [{ topic: created, partitions: 1 }]);
+      await assert.rejects(admin.topicOffsets(gone), /does not exist/);
+      assert.ok(!(await admin.listTopics()).includes(gone));
+    } finally {
+      await mine.close();
+      await other.close();
+    }
+  });
+});
+
 describe('kafka gateway time index', () => {
   it('finds the first offset at or after a timestamp', { timeout: 60_000 }, async () => {
     const t = await topic('time', 1);

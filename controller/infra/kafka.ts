@@ -290,6 +290,18 @@ function headersOf(raw: Record<string, unknown> | undefined): Record<string, str
   return out;
 }
 
+/** Marks the gateway's own "does not exist" answer, which is not kafkajs's UNKNOWN_TOPIC_OR_PARTITION. */
+const MISSING_HERE = Symbol('missing-here');
+
+/** kafkajs's UNKNOWN_TOPIC_OR_PARTITION, wrapped or not (retries exceeded, a refresh inside another request). */
+function topicGone(err: unknown): boolean {
+  for (let e = err as Record<PropertyKey, unknown> | undefined, i = 0; e && typeof e === 'object' && i < 5; i++, e = (e.cause ?? e.originalError) as typeof e) {
+    if (e[MISSING_HERE]) return false;
+    if (e.type === 'UNKNOWN_TOPIC_OR_PARTITION') return true;
+  }
+  return false;
+}
+
 /** Group-coordinator errors that pass once the coordinator has loaded or been found again. */
 const COORDINATOR_MOVING = new Set(['NOT_COORDINATOR_FOR_GROUP', 'COORDINATOR_LOAD_IN_PROGRESS', 'COORDINATOR_NOT_AVAILABLE']);
 
@@ -514,7 +526,25 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     // created yet, so a missing topic is refused here, before kafkajs sees it.
     const mustExist = async (topic: string) => {
       if ((await existing([topic])).length === 0) {
-        throw Object.assign(new Error(`topic ${topic} does not exist`), { type: 'UNKNOWN_TOPIC_OR_PARTITION' });
+        throw Object.assign(new Error(`topic ${topic} does not exist`), { type: 'UNKNOWN_TOPIC_OR_PARTITION', [MISSING_HERE]: true });
+      }
+    };
+    // kafkajs keeps every topic this admin was ever asked about in its metadata target list and
+    // asks for all of them in each metadata refresh (its own deletes take theirs out). When another
+    // client deletes one of them (an operator replica, someone with kafka-topics.sh, a test), every
+    // later refresh fails with UNKNOWN_TOPIC_OR_PARTITION, and with it every request of this admin,
+    // other topics' included, for good (measured: offsets, creates and group offsets all failed).
+    // Such a failure is answered by a new admin, whose list is empty, and the question asked once
+    // more from the start (existence checks included); renewals are at most one a second.
+    const recovering = async <T>(body: () => Promise<T>): Promise<T> => {
+      const used = admin;
+      try {
+        return await body();
+      } catch (err) {
+        if (!topicGone(err)) throw err;
+        changed();
+        await renew(used);
+        return body();
       }
     };
     // CreateTopics requests are coalesced: with 500 sales created at once, each reconcile worker sent
@@ -659,67 +689,73 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         createQueue.push({ specs, resolve, reject });
         scheduleCreate();
       });
-    return {
-      async createTopics(topics) {
-        const present = new Set(await existing(topics.map((t) => t.topic)));
-        const missing = topics.filter((t) => !present.has(t.topic));
-        if (missing.length === 0) return;
-        const batch = await createCoalesced(missing);
-        await waitForLeaders(missing.map((t) => t.topic), batch);
-      },
-      async createPartitions(topic, count) {
-        await admin.createPartitions({ topicPartitions: [{ topic, count }], validateOnly: false });
-      },
-      async describeTopics(topics) {
-        const present = await existing(topics);
-        if (present.length === 0) return [];
-        const md = await admin.fetchTopicMetadata({ topics: present });
-        return md.topics.map((t) => ({ topic: t.name, partitions: t.partitions.length }));
-      },
-      listTopics: async () => [...(await topicSet())],
-      async deleteTopics(topics) {
-        const present = await existing(topics);
-        if (present.length === 0) return;
+    const groupOffsets = async (groupId: string, topics: string[]): Promise<GroupOffset[]> => {
+      const present = await existing(topics);
+      if (present.length === 0) return [];
+      // kafkajs asks the group's coordinator once, without retrying: a broker that has just started
+      // (or moved the coordinator) answers NOT_COORDINATOR_FOR_GROUP or COORDINATOR_LOAD_IN_PROGRESS
+      // for a moment. Asked again, up to 5 times, 100 ms doubling between tries.
+      let res;
+      for (let attempt = 0; ; attempt++) {
         try {
-          await admin.deleteTopics({ topics: present });
-        } finally {
-          changed();
+          res = await admin.fetchOffsets({ groupId, topics: present });
+          break;
+        } catch (err) {
+          if (attempt >= 4 || !COORDINATOR_MOVING.has((err as { type?: string } | undefined)?.type ?? '')) throw err;
+          await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
         }
-      },
-      async listGroups() {
-        return (await admin.listGroups()).groups.map((g) => g.groupId);
-      },
-      async groupOffsets(groupId, topics) {
-        const present = await existing(topics);
-        if (present.length === 0) return [];
-        // kafkajs asks the group's coordinator once, without retrying: a broker that has just started
-        // (or moved the coordinator) answers NOT_COORDINATOR_FOR_GROUP or COORDINATOR_LOAD_IN_PROGRESS
-        // for a moment. Asked again, up to 5 times, 100 ms doubling between tries.
-        let res;
-        for (let attempt = 0; ; attempt++) {
-          try {
-            res = await admin.fetchOffsets({ groupId, topics: present });
-            break;
-          } catch (err) {
-            if (attempt >= 4 || !COORDINATOR_MOVING.has((err as { type?: string } | undefined)?.type ?? '')) throw err;
-            await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
-          }
-        }
-        return res.flatMap((t) =>
-          t.partitions.map((p) => ({ topic: t.topic, partition: p.partition, offset: p.offset === '-1' ? null : p.offset })),
-        );
-      },
-      async topicOffsets(topic) {
-        await mustExist(topic);
-        const res = await freshOffsets((a) => a.fetchTopicOffsets(topic));
-        return res.map((p) => ({ partition: p.partition, high: p.high, low: p.low }));
-      },
-      async topicOffsetsAt(topic, timestampMs) {
-        await mustExist(topic);
-        const res = await freshOffsets((a) => a.fetchTopicOffsetsByTimestamp(topic, timestampMs));
-        return res.map((p) => ({ partition: p.partition, offset: p.offset }));
-      },
+      }
+      return res.flatMap((t) =>
+        t.partitions.map((p) => ({ topic: t.topic, partition: p.partition, offset: p.offset === '-1' ? null : p.offset })),
+      );
     };
+    return {
+      createTopics: (topics) =>
+        recovering(async () => {
+          const present = new Set(await existing(topics.map((t) => t.topic)));
+          const missing = topics.filter((t) => !present.has(t.topic));
+          if (missing.length === 0) return;
+          const batch = await createCoalesced(missing);
+          await waitForLeaders(missing.map((t) => t.topic), batch);
+        }),
+      createPartitions: (topic, count) =>
+        recovering(async () => {
+          await admin.createPartitions({ topicPartitions: [{ topic, count }], validateOnly: false });
+        }),
+      describeTopics: (topics) =>
+        recovering(async () => {
+          const present = await existing(topics);
+          if (present.length === 0) return [];
+          const md = await admin.fetchTopicMetadata({ topics: present });
+          return md.topics.map((t) => ({ topic: t.name, partitions: t.partitions.length }));
+        }),
+      listTopics: () => recovering(async () => [...(await topicSet())]),
+      deleteTopics: (topics) =>
+        recovering(async () => {
+          const present = await existing(topics);
+          if (present.length === 0) return;
+          try {
+            await admin.deleteTopics({ topics: present });
+          } finally {
+            changed();
+          }
+        }),
+      listGroups: () => recovering(async () => (await admin.listGroups()).groups.map((g) => g.groupId)),
+      groupOffsets: (groupId, topics) => recovering(() => groupOffsets(groupId, topics)),
+      topicOffsets: (topic) =>
+        recovering(async () => {
+          await mustExist(topic);
+          const res = await freshOffsets((a) => a.fetchTopicOffsets(topic));
+          return res.map((p) => ({ partition: p.partition, high: p.high, low: p.low }));
+        }),
+      topicOffsetsAt: (topic, timestampMs) =>
+        recovering(async () => {
+          await mustExist(topic);
+          const res = await freshOffsets((a) => a.fetchTopicOffsetsByTimestamp(topic, timestampMs));
+          return res.map((p) => ({ partition: p.partition, offset: p.offset }));
+        }),
+    };
+
   }
 
   return {
