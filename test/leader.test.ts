@@ -11,6 +11,7 @@ import { parse, stringify } from 'yaml';
 import { ManualClock } from '../controller/operator/clock.ts';
 import { createKubeClient, paths } from '../controller/operator/kube.ts';
 import { LeaderElector, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
+import { leaseStore } from '../controller/operator/main.ts';
 import { deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { kubectlFor, type Kubectl } from './support/kubectl.ts';
@@ -235,6 +236,33 @@ function records(text: string): { msg: string; at: number }[] {
   }
   return out;
 }
+
+describe('the Lease store on the real apiserver', () => {
+  it('renews without stripping the labels, annotations and owners others set (the Helm chart owns the Lease)', async () => {
+    const cluster = await testCluster();
+    const kubectl = kubectlFor(cluster.kubeconfigYaml);
+    const namespace = uniqueName('lease');
+    try {
+      await kubectl.ok(['create', 'namespace', namespace]);
+      const labels = { 'app.kubernetes.io/instance': 'rel', 'app.kubernetes.io/managed-by': 'Helm' };
+      const annotations = { 'meta.helm.sh/release-name': 'rel', 'meta.helm.sh/release-namespace': namespace };
+      await kubectl.ok(['apply', '-f', '-'], { stdin: stringify({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'op', namespace, labels, annotations }, spec: {} }) });
+      const store = leaseStore(createKubeClient(cluster.kc), namespace, 'op');
+      for (const holder of ['a', 'b']) {
+        const cur = await store.get();
+        assert.ok(cur, 'the Lease is read');
+        await store.update({ ...cur.spec, holderIdentity: holder, leaseDurationSeconds: 15, renewTime: new Date().toISOString().replace('Z', '000Z') }, cur.resourceVersion);
+      }
+      const live = JSON.parse(await kubectl.ok(['get', 'lease', 'op', '-n', namespace, '-o', 'json'])) as { metadata: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: LeaseSpec };
+      assert.equal(live.spec.holderIdentity, 'b');
+      assert.deepEqual(live.metadata.labels, labels);
+      for (const [k, v] of Object.entries(annotations)) assert.equal(live.metadata.annotations?.[k], v, k);
+    } finally {
+      await deleteNamespace(cluster.kc, namespace).catch(() => {});
+      kubectl.cleanup();
+    }
+  });
+});
 
 describe('leader election on the real apiserver: the leader is cut off by a black-holed proxy', () => {
   const config = testConfig();

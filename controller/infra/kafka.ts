@@ -339,7 +339,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
     // question is asked again on a new admin (fresh metadata); renewals are at most one a second.
     let renewedAt = 0;
     let renewal: Promise<void> | undefined;
-    const renew = (stale: typeof admin): Promise<void> => {
+    const renew = (stale: typeof admin, why: string): Promise<void> => {
       if (admin !== stale) return renewal ?? Promise.resolve();
       if (renewal) return renewal;
       const wait = Math.max(0, renewedAt + 1000 - Date.now());
@@ -349,7 +349,8 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         await next.connect();
         admin = next;
         renewedAt = Date.now();
-        log.debug({ clientId: options.clientId }, 'kafkajs admin renewed after a stale metadata cache');
+        // At most one a second, and each one a sign of something outside (a deleted topic, a stale cache): worth a line.
+        log.info({ clientId: options.clientId, why }, 'kafkajs admin renewed');
         // Questions still running on the old admin finish first.
         setTimeout(() => void stale.disconnect().catch(() => undefined), 30_000).unref();
       })().finally(() => {
@@ -364,7 +365,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         return await ask(used);
       } catch (err) {
         if (!(err instanceof TypeError)) throw err;
-        await renew(used);
+        await renew(used, 'stale metadata cache (TypeError)');
         return ask(admin);
       }
     };
@@ -543,7 +544,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       } catch (err) {
         if (!topicGone(err)) throw err;
         changed();
-        await renew(used);
+        await renew(used, `UNKNOWN_TOPIC_OR_PARTITION: ${(err as Error).message}`);
         return body();
       }
     };

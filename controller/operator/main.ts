@@ -123,12 +123,19 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
 }
 
 export function leaseStore(client: KubeClient, namespace: string, name: string): LeaseStore {
-  type Lease = { metadata: { resourceVersion: string }; spec?: LeaseSpec };
+  type Kept = { labels?: Record<string, string>; annotations?: Record<string, string>; ownerReferences?: unknown[] };
+  type Lease = { metadata: { resourceVersion: string } & Kept; spec?: LeaseSpec };
+  // An update replaces the whole object: the labels, annotations and owners read with the record go
+  // back with it, or the first renewal strips what the Helm chart that owns the Lease set (its
+  // release labels and ownership annotations). Every update follows a get in the elector's round.
+  let kept: Kept = {};
   return {
     // `signal` is the leader's: it aborts a request the moment the renew deadline leaves no time for it.
     async get(signal) {
       try {
         const l = await client.request<Lease>('GET', paths.lease(namespace, name), undefined, undefined, { signal });
+        const { labels, annotations, ownerReferences } = l.metadata;
+        kept = { labels, annotations, ownerReferences };
         return { spec: l.spec ?? {}, resourceVersion: l.metadata.resourceVersion };
       } catch (err) {
         if ((err as { status?: number }).status === 404) return null;
@@ -139,7 +146,7 @@ export function leaseStore(client: KubeClient, namespace: string, name: string):
       await client.request('POST', paths.leases(namespace), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec }, undefined, { signal });
     },
     async update(spec, resourceVersion, signal) {
-      await client.request('PUT', paths.lease(namespace, name), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace, resourceVersion }, spec }, undefined, { signal });
+      await client.request('PUT', paths.lease(namespace, name), { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { ...kept, name, namespace, resourceVersion }, spec }, undefined, { signal });
     },
   };
 }
