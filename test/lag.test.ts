@@ -105,6 +105,15 @@ describe('partitionLag', () => {
   });
 });
 
+/** The real admin, each request recorded in `calls` as "method topic-or-group". */
+function countedAdmin(real: LagAdmin, calls: string[]): LagAdmin {
+  return {
+    groupOffsets: (g, t) => (calls.push(`groupOffsets ${g}`), real.groupOffsets(g, t)),
+    topicOffsets: (t) => (calls.push(`topicOffsets ${t}`), real.topicOffsets(t)),
+    topicOffsetsAt: (t, ts) => (calls.push(`topicOffsetsAt ${t}`), real.topicOffsetsAt(t, ts)),
+  };
+}
+
 describe('LagCollector against the real broker', () => {
   let kafka: KafkaGateway;
   const namespace = uniqueName('lag');
@@ -247,11 +256,7 @@ describe('LagCollector against the real broker', () => {
     const calls: string[] = [];
     const real = await kafka.admin();
     // The real admin, counted: which requests a round makes, and that scrapes make none.
-    const counted: LagAdmin = {
-      groupOffsets: (g, t) => (calls.push(`groupOffsets ${g}`), real.groupOffsets(g, t)),
-      topicOffsets: (t) => (calls.push(`topicOffsets ${t}`), real.topicOffsets(t)),
-      topicOffsetsAt: (t, ts) => (calls.push(`topicOffsetsAt ${t}`), real.topicOffsetsAt(t, ts)),
-    };
+    const counted = countedAdmin(real, calls);
     const registry = new Registry();
     const collector = new LagCollector({ kafka: { admin: async () => counted }, registry });
     collector.setSales([sale]);
@@ -281,11 +286,7 @@ describe('LagCollector against the real broker', () => {
     await ensureTopics(await kafka.admin(), idle);
     const calls: string[] = [];
     const real = await kafka.admin();
-    const counted: LagAdmin = {
-      groupOffsets: (g, t) => (calls.push(`groupOffsets ${g}`), real.groupOffsets(g, t)),
-      topicOffsets: (t) => (calls.push(`topicOffsets ${t}`), real.topicOffsets(t)),
-      topicOffsetsAt: (t, ts) => (calls.push(`topicOffsetsAt ${t}`), real.topicOffsetsAt(t, ts)),
-    };
+    const counted = countedAdmin(real, calls);
     const collector = new LagCollector({ kafka: { admin: async () => counted } });
     collector.setSales([sale, idle]);
     const snap = await collector.collectOnce();

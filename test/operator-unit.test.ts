@@ -532,16 +532,22 @@ describe('resilient informer', () => {
   });
 });
 
+/** An informer stand-in whose events the test emits by hand. */
+function eventSource<Obj>(): { fake: InformerLike<Obj>; emit: (verb: string, o: Obj) => void } {
+  const handlers: Record<string, ((x: Obj) => void)[]> = {};
+  const fake: InformerLike<Obj> = {
+    on: ((verb: string, cb: (x: Obj) => void) => void (handlers[verb] ??= []).push(cb)) as InformerLike<Obj>['on'],
+    start: async () => {},
+    stop: async () => {},
+    list: () => [],
+  };
+  return { fake, emit: (verb, o) => handlers[verb]?.forEach((cb) => cb(o)) };
+}
+
 describe('informer predicates', () => {
   it('drops updates whose fingerprint did not change (status-only), delivers spec changes and deletes', async () => {
     type Obj = { metadata: { name: string; namespace: string; generation: number }; status?: unknown };
-    const handlers: Record<string, ((x: Obj) => void)[]> = {};
-    const fake: InformerLike<Obj> = {
-      on: ((verb: string, cb: (x: Obj) => void) => void (handlers[verb] ??= []).push(cb)) as InformerLike<Obj>['on'],
-      start: async () => {},
-      stop: async () => {},
-      list: () => [],
-    };
+    const { fake, emit } = eventSource<Obj>();
     const seen: string[] = [];
     const inf = new ResilientInformer<Obj>({
       kc: {} as KubeConfig, client: {} as KubeClient, path: '/x', logger: createLogger('silent'), clock: new ManualClock(), make: () => fake,
@@ -549,7 +555,6 @@ describe('informer predicates', () => {
       onChange: (o, verb) => seen.push(`${verb}:${o.metadata.name}@${o.metadata.generation}`),
     });
     await inf.start();
-    const emit = (verb: string, o: Obj) => handlers[verb]?.forEach((cb) => cb(o));
     const meta = { name: 's', namespace: 'ns' };
     emit('add', { metadata: { ...meta, generation: 1 } });
     emit('update', { metadata: { ...meta, generation: 1 }, status: { phase: 'Ready' } });
@@ -562,13 +567,7 @@ describe('informer predicates', () => {
 
   it('answers get and byIndex from what the events delivered: updates move an object between keys, deletes remove it', async () => {
     type Obj = { metadata: { name: string; namespace: string; owner?: string }; v?: number };
-    const handlers: Record<string, ((x: Obj) => void)[]> = {};
-    const fake: InformerLike<Obj> = {
-      on: ((verb: string, cb: (x: Obj) => void) => void (handlers[verb] ??= []).push(cb)) as InformerLike<Obj>['on'],
-      start: async () => {},
-      stop: async () => {},
-      list: () => [],
-    };
+    const { fake, emit } = eventSource<Obj>();
     const inf = new ResilientInformer<Obj>({
       kc: {} as KubeConfig, client: {} as KubeClient, path: '/x', logger: createLogger('silent'), clock: new ManualClock(), make: () => fake,
       // Status-only updates are dropped for onChange, but the cache must still hold the newest object.
@@ -577,7 +576,6 @@ describe('informer predicates', () => {
       onChange: () => {},
     });
     await inf.start();
-    const emit = (verb: string, o: Obj) => handlers[verb]?.forEach((cb) => cb(o));
     const names = (key: string) => inf.byIndex(key).map((o) => `${o.metadata.namespace}/${o.metadata.name}`).sort();
     emit('add', { metadata: { name: 'a', namespace: 'n1', owner: 'u1' } });
     emit('add', { metadata: { name: 'a', namespace: 'n2', owner: 'u1' } });
