@@ -14,7 +14,10 @@ export const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'warn', 'test')
 
 /** A unique, DNS-safe name for this test run: use it as a sale namespace or name suffix. */
 export function uniqueName(prefix = 't'): string {
-  return `${prefix}-${runId}-${randomBytes(2).toString('hex')}`.toLowerCase();
+  // 4 random bytes: with 2, the dozen fixtures of one test file shared a database (or namespace)
+  // about once in two thousand runs; the likely cause of one fresh-clone run's failure, where a
+  // timeout test counted exactly the release records of another fixture of its file.
+  return `${prefix}-${runId}-${randomBytes(4).toString('hex')}`.toLowerCase();
 }
 
 /** Configuration pointing at a fresh database of its own; call `dropDatabase` when done. */
