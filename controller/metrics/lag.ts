@@ -337,8 +337,10 @@ export class LagCollector {
       const byTopic = new Map(topics.map((t, i) => [t, watermarks[i]]));
       // A delay topic's due boundary (two more requests) only matters when its group has something
       // unread: an idle sale's closers have read everything, so nothing is overdue or scheduled.
+      // Each group's committed offsets by partition, read once for the boundary decision and the lag.
+      const committedOf = targets.map((_, i) => new Map((committed[i] ?? []).map((c) => [c.partition, c.offset === null ? null : Number(c.offset)])));
       const unread = (t: LagTarget, i: number): boolean => {
-        const at = new Map((committed[i] ?? []).map((c) => [c.partition, c.offset === null ? null : Number(c.offset)]));
+        const at = committedOf[i] as Map<number, number | null>;
         return (byTopic.get(t.topic) ?? []).some((p) => Number(p.high) > Math.max(at.get(p.partition) ?? Number(p.low), Number(p.low)));
       };
       const boundaries = await mapLimit(targets.map((t, i) => [t, i] as const), limit, async ([t, i]) =>
@@ -351,7 +353,7 @@ export class LagCollector {
       targets.forEach((target, i) => {
         const offsets = byTopic.get(target.topic);
         if (!offsets) return;
-        const committedOf = new Map((committed[i] ?? []).map((c) => [c.partition, c.offset === null ? null : Number(c.offset)]));
+        const committedAt = committedOf[i] as Map<number, number | null>;
         const boundaryOf = new Map((boundaries[i] ?? []).map((b) => [b.partition, Number(b.offset)]));
         const partitions = offsets
           .map((p) =>
@@ -359,7 +361,7 @@ export class LagCollector {
               partition: p.partition,
               high: Number(p.high),
               low: Number(p.low),
-              committed: committedOf.get(p.partition) ?? null,
+              committed: committedAt.get(p.partition) ?? null,
               dueBoundary: target.delayMs === undefined ? undefined : (boundaryOf.get(p.partition) ?? 0),
               history: this.history(target.topic, p.partition),
               now,
