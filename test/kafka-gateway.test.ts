@@ -500,7 +500,9 @@ describe('kafka gateway when another client deletes a topic it asked about', () 
       const admin = await mine.admin();
       assert.equal((await admin.topicOffsets(gone)).length, 1);
       assert.equal((await admin.topicOffsets(kept)).length, 1);
+      assert.deepEqual([...(await admin.topicsOffsets([gone, kept])).keys()].sort(), [gone, kept].sort());
       await (await other.admin()).deleteTopics([gone]);
+      assert.deepEqual([...(await admin.topicsOffsets([kept, gone])).keys()], [kept], 'many topics at once: the deleted one is absent, the other answered');
       assert.equal((await admin.topicOffsets(kept)).length, 1);
       assert.deepEqual(await admin.groupOffsets(`${prefix}.nobody`, [kept]).then((o) => o.map((x) => x.offset)), [null]);
       const created = `${prefix}.created-after`;
@@ -511,6 +513,54 @@ describe('kafka gateway when another client deletes a topic it asked about', () 
     } finally {
       await mine.close();
       await other.close();
+    }
+  });
+});
+
+describe('kafka gateway watermarks of many topics', () => {
+  it('answers like topicOffsets for each topic, in two ListOffsets requests for all of them, without the missing ones', { timeout: 60_000 }, async () => {
+    // A real kafkajs client whose admins report every request they send (kafkajs's instrumentation events).
+    const requests: string[] = [];
+    const { Kafka } = kafkajs;
+    const counted = createKafkaGateway({
+      brokers: ['127.0.0.1:9092'],
+      clientId: `${prefix}-counted`,
+      logger,
+      client: (config) => {
+        const k = new Kafka(config);
+        const admin = k.admin.bind(k);
+        k.admin = (...args: Parameters<typeof admin>) => {
+          const a = admin(...args);
+          a.on(a.events.REQUEST, (e: { payload: { apiName: string } }) => requests.push(e.payload.apiName));
+          return a;
+        };
+        return k;
+      },
+    });
+    try {
+      const topics = await Promise.all(['many-a', 'many-b', 'many-c', 'many-d'].map((name, i) => topic(name, i + 1)));
+      const producer = await kafka.producer();
+      await producer.send(topics.map((t, i) => ({ topic: t, messages: Array.from({ length: 3 * i + 1 }, (_, j) => ({ key: String(j), value: 'x' })) })));
+      await producer.disconnect();
+      const admin = await counted.admin();
+      const missing = `${prefix}.never-created`;
+      // Leaders of just-created topics settle first (a NOT_LEADER answer sends the call topic by topic).
+      await eventually(async () => (await admin.topicsOffsets(topics)).size === topics.length, { what: 'every topic answered' });
+      requests.length = 0;
+      const many = await admin.topicsOffsets([...topics, missing]);
+      assert.deepEqual(requests.filter((r) => r === 'ListOffsets'), ['ListOffsets', 'ListOffsets'], `requests: ${requests.join(', ')}`);
+      assert.deepEqual([...many.keys()].sort(), [...topics].sort(), 'a topic that does not exist is absent');
+      for (const t of topics) {
+        const one = await admin.topicOffsets(t);
+        assert.deepEqual(many.get(t)?.sort((a, b) => a.partition - b.partition), one.sort((a, b) => a.partition - b.partition), t);
+      }
+      assert.deepEqual(
+        topics.map((t) => many.get(t)?.reduce((n, p) => n + Number(p.high), 0)),
+        [1, 4, 7, 10],
+      );
+      assert.deepEqual(await admin.topicsOffsets([missing]), new Map());
+    } finally {
+      await counted.close();
     }
   });
 });

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { ensureTopics } from '../controller/dataplane/provision.ts';
 import type { KafkaGateway } from '../controller/infra/kafka.ts';
-import { LagCollector, mapLimit, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag, type LagAdmin } from '../controller/metrics/lag.ts';
+import { LagCollector, mapLimit, QUIET_GROUP_RECHECK_MS, WatermarkHistory, partitionLag, saleLagTargets, type GroupLag, type LagAdmin } from '../controller/metrics/lag.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { deleteTopics, eventually, testKafka, uniqueName } from './support/infra.ts';
@@ -106,10 +106,11 @@ describe('partitionLag', () => {
 });
 
 /** The real admin, each request recorded in `calls` as "method topic-or-group". */
+/** The real admin, counted: one line per question (topicsOffsets with its topics) and per group asked. */
 function countedAdmin(real: LagAdmin, calls: string[]): LagAdmin {
   return {
-    groupOffsets: (g, t) => (calls.push(`groupOffsets ${g}`), real.groupOffsets(g, t)),
-    topicOffsets: (t) => (calls.push(`topicOffsets ${t}`), real.topicOffsets(t)),
+    groupsOffsets: (requests) => (calls.push(...requests.map((r) => `groupOffsets ${r.groupId}`)), real.groupsOffsets(requests)),
+    topicsOffsets: (topics) => (calls.push(`topicsOffsets ${[...topics].sort().join(' ')}`), real.topicsOffsets(topics)),
     topicOffsetsAt: (t, ts) => (calls.push(`topicOffsetsAt ${t}`), real.topicOffsetsAt(t, ts)),
   };
 }
@@ -261,22 +262,64 @@ describe('LagCollector against the real broker', () => {
     const collector = new LagCollector({ kafka: { admin: async () => counted }, registry });
     collector.setSales([sale]);
     await collector.collectOnce();
-    // orders, delay.fast, retry: a watermark request per topic, an offsets request per group, one time-index lookup.
+    // orders, delay.fast, retry: one watermark question for the three topics, an offsets request per
+    // group (a new collector knows none), one time-index lookup (the delay topic has unread timeouts).
+    const watermarks = `topicsOffsets ${[n.topics.delay('fast'), n.topics.orders, n.topics.retry].sort().join(' ')}`;
     assert.deepEqual(calls.sort(), [
       `groupOffsets ${n.groups.orderWriter}`,
       `groupOffsets ${n.groups.retry}`,
       `groupOffsets ${n.groups.timeoutCloser('fast')}`,
-      `topicOffsets ${n.topics.delay('fast')}`,
-      `topicOffsets ${n.topics.orders}`,
-      `topicOffsets ${n.topics.retry}`,
       `topicOffsetsAt ${n.topics.delay('fast')}`,
+      watermarks,
     ].sort());
     calls.length = 0;
     for (let i = 0; i < 20; i++) assert.match(await registry.metrics(), /kafka_consumergroup_group_sum_lag/);
-    assert.deepEqual(calls, [], 'scrapes are served from memory');
+    assert.deepEqual([...calls], [], 'scrapes are served from memory');
     // Concurrent callers share one round.
     await Promise.all([collector.collectOnce(), collector.collectOnce(), collector.collectOnce()]);
-    assert.equal(calls.length, 7);
+    assert.deepEqual(calls.filter((c) => c.startsWith('topicsOffsets')), [watermarks]);
+  });
+
+  it('asks a group that had read everything again only when its topic moved, or after QUIET_GROUP_RECHECK_MS', { timeout: 60_000 }, async () => {
+    const quiet = validateFlashSale({ ...sale, metadata: { name: 'lagquiet', namespace }, spec: { skus: [{ id: 'a', stock: 1, timeoutBucket: 'fast' }], timeoutBuckets: [{ name: 'fast', delay: '5s' }], kafka: { partitions: 2 } } });
+    const nq = saleNames(quiet.metadata);
+    await ensureTopics(await kafka.admin(), quiet);
+    const calls: string[] = [];
+    const counted = countedAdmin(await kafka.admin(), calls);
+    let now = Date.now();
+    const collector = new LagCollector({ kafka: { admin: async () => counted }, clock: () => now });
+    collector.setSales([quiet]);
+    const groups = (list: string[]) => list.filter((c) => c.startsWith('groupOffsets')).sort();
+    const all = [nq.groups.orderWriter, nq.groups.retry, nq.groups.timeoutCloser('fast')].map((g) => `groupOffsets ${g}`).sort();
+    await collector.collectOnce();
+    assert.deepEqual(groups(calls), all, 'a new collector asks every group');
+    calls.length = 0;
+    now += 5_000;
+    let snap = await collector.collectOnce();
+    assert.deepEqual(groups(calls), [], 'nothing written, nothing unread: no group asked');
+    assert.equal(calls.filter((c) => c.startsWith('topicsOffsets')).length, 1, 'the watermarks are asked every round');
+    assert.deepEqual(snap.groups.map((g) => g.lag), [0, 0, 0]);
+
+    // An order arrives: its topic moved, so its group is asked (and shows the lag); the others are not.
+    const producer = await kafka.producer();
+    await producer.send([{ topic: nq.topics.orders, messages: [{ key: 'a', value: 'o' }] }]);
+    await producer.disconnect();
+    calls.length = 0;
+    now += 5_000;
+    snap = await collector.collectOnce();
+    assert.deepEqual(groups(calls), [`groupOffsets ${nq.groups.orderWriter}`]);
+    assert.equal(groupOf(snap.groups, 'order-writer').lag, 1);
+    // Unread, the group is asked every round.
+    calls.length = 0;
+    now += 5_000;
+    await collector.collectOnce();
+    assert.deepEqual(groups(calls), [`groupOffsets ${nq.groups.orderWriter}`]);
+
+    // The quiet groups are asked again once QUIET_GROUP_RECHECK_MS has passed since they were asked.
+    calls.length = 0;
+    now += QUIET_GROUP_RECHECK_MS;
+    await collector.collectOnce();
+    assert.deepEqual(groups(calls), all);
   });
 
   it('skips the due-boundary lookup of a delay topic its group has read to the end', { timeout: 60_000 }, async () => {
@@ -292,7 +335,7 @@ describe('LagCollector against the real broker', () => {
     const snap = await collector.collectOnce();
     // The first sale's delay topic holds 7 unread timeouts (the test above): asked; the idle one: not.
     assert.deepEqual(calls.filter((c) => c.startsWith('topicOffsetsAt')), [`topicOffsetsAt ${n.topics.delay('fast')}`]);
-    assert.ok(calls.includes(`topicOffsets ${ni.topics.delay('fast')}`), 'the idle delay topic is still measured');
+    assert.ok(calls.some((c) => c.startsWith('topicsOffsets') && c.split(' ').includes(ni.topics.delay('fast'))), 'the idle delay topic is still measured');
     const idleCloser = snap.groups.find((g) => g.flashsale === `${namespace}/lagidle` && g.role === 'timeout-closer');
     assert.deepEqual([idleCloser?.lag, idleCloser?.overdue, idleCloser?.scheduled], [0, 0, 0]);
     const busyCloser = snap.groups.find((g) => g.flashsale === `${namespace}/lagsale` && g.role === 'timeout-closer');

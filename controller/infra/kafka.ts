@@ -30,7 +30,8 @@ export interface KjsRequestQueue {
 const requireKafkajs = createRequire(import.meta.url);
 export const kafkajsRequestQueue: { prototype: KjsRequestQueue } = requireKafkajs('kafkajs/src/network/requestQueue/index.js');
 const CHECK_PENDING_REQUESTS_MS = 10; // kafkajs's CHECK_PENDING_REQUESTS_INTERVAL
-if ((requireKafkajs('kafkajs/package.json') as { version: string }).version === '2.2.4') {
+const KAFKAJS_2_2_4 = (requireKafkajs('kafkajs/package.json') as { version: string }).version === '2.2.4';
+if (KAFKAJS_2_2_4) {
   kafkajsRequestQueue.prototype.scheduleCheckPendingRequests = function (this: KjsRequestQueue) {
     if (this.throttleCheckTimeoutId) return;
     const untilUnthrottled = this.throttledUntil - Date.now();
@@ -101,7 +102,14 @@ export interface KafkaAdmin {
   deleteTopics(topics: string[]): Promise<void>;
   listGroups(): Promise<string[]>;
   groupOffsets(groupId: string, topics: string[]): Promise<GroupOffset[]>;
+  /** groupOffsets of many groups, in input order: one topic listing for all, at most 8 requests in flight. */
+  groupsOffsets(requests: { groupId: string; topics: string[] }[]): Promise<GroupOffset[][]>;
   topicOffsets(topic: string): Promise<PartitionOffsets[]>;
+  /**
+   * Watermarks of many topics: one topic listing and two ListOffsets requests per broker for all of
+   * them (topicOffsets is three requests per topic). Topics that do not exist are absent.
+   */
+  topicsOffsets(topics: string[]): Promise<Map<string, PartitionOffsets[]>>;
   /**
    * Per partition, the first offset whose message timestamp is >= timestampMs (Kafka's time index);
    * the high watermark when every message is older.
@@ -305,6 +313,35 @@ function topicGone(err: unknown): boolean {
 /** Group-coordinator errors that pass once the coordinator has loaded or been found again. */
 const COORDINATOR_MOVING = new Set(['NOT_COORDINATOR_FOR_GROUP', 'COORDINATOR_LOAD_IN_PROGRESS', 'COORDINATOR_NOT_AVAILABLE']);
 
+/** What topicsOffsets uses of kafkajs 2.2.4's Cluster (src/cluster/index.js), which its admin does not expose. */
+interface KjsCluster {
+  addMultipleTargetTopics(topics: string[]): Promise<void>;
+  refreshMetadataIfNecessary(): Promise<void>;
+  findTopicPartitionMetadata(topic: string): { partitionId: number }[];
+  fetchTopicsOffset(topics: { topic: string; fromBeginning: boolean; partitions: { partition: number }[] }[]): Promise<{ topic: string; partitions: { partition: number; offset: string }[] }[]>;
+}
+
+/**
+ * Runs `make` (kafka.admin()) and returns what it made with the Cluster kafkajs created for it: the
+ * client keeps its cluster factory under a private symbol, wrapped here for the synchronous call.
+ * kafkajs's admin asks offsets one topic at a time (fetchTopicOffsets: two ListOffsets per topic);
+ * its cluster asks for any number of topics in one request per broker. Undefined when the client is
+ * not kafkajs 2.2.4 (a test double): callers then ask topic by topic.
+ */
+function withCluster<T>(kafka: object, make: () => T): { made: T; cluster: KjsCluster | undefined } {
+  const key = KAFKAJS_2_2_4 ? Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster') : undefined;
+  const k = kafka as Record<symbol, unknown>;
+  const original = key === undefined ? undefined : k[key];
+  if (key === undefined || typeof original !== 'function') return { made: make(), cluster: undefined };
+  let cluster: KjsCluster | undefined;
+  k[key] = (...args: unknown[]) => (cluster = (original as (...a: unknown[]) => KjsCluster)(...args));
+  try {
+    return { made: make(), cluster };
+  } finally {
+    k[key] = original;
+  }
+}
+
 export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
   const log = options.logger.child({ component: 'kafka' });
   const kafka: KjsKafka = (options.client ?? ((config) => new Kafka(config)))({
@@ -328,7 +365,14 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
   const closers = new Set<() => Promise<void>>();
 
   async function makeAdmin(): Promise<KafkaAdmin> {
-    let admin = kafka.admin();
+    // The Cluster behind each kafkajs admin, for topicsOffsets (see withCluster).
+    const clusters = new WeakMap<object, KjsCluster>();
+    const newAdmin = () => {
+      const { made, cluster } = withCluster(kafka, () => kafka.admin());
+      if (cluster) clusters.set(made, cluster);
+      return made;
+    };
+    let admin = newAdmin();
     await admin.connect();
     closers.add(() => admin.disconnect());
     // kafkajs's admin reads partition leaders from a metadata cache that it refreshes only every
@@ -345,7 +389,7 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       const wait = Math.max(0, renewedAt + 1000 - Date.now());
       renewal = (async () => {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        const next = kafka.admin();
+        const next = newAdmin();
         await next.connect();
         admin = next;
         renewedAt = Date.now();
@@ -700,8 +744,8 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         createQueue.push({ specs, resolve, reject });
         scheduleCreate();
       });
-    const groupOffsets = async (groupId: string, topics: string[]): Promise<GroupOffset[]> => {
-      const present = await existing(topics);
+    const groupOffsets = async (groupId: string, topics: string[], known?: Set<string>): Promise<GroupOffset[]> => {
+      const present = known ? topics.filter((t) => known.has(t)) : await existing(topics);
       if (present.length === 0) return [];
       // kafkajs asks the group's coordinator once, without retrying: a broker that has just started
       // (or moved the coordinator) answers NOT_COORDINATOR_FOR_GROUP or COORDINATOR_LOAD_IN_PROGRESS
@@ -719,6 +763,64 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
       return res.flatMap((t) =>
         t.partitions.map((p) => ({ topic: t.topic, partition: p.partition, offset: p.offset === '-1' ? null : p.offset })),
       );
+    };
+    // In chunks of 8: a bound on requests in flight, as the lag collector keeps for its own.
+    const inChunks = async <A, R>(items: A[], fn: (a: A) => Promise<R>): Promise<R[]> => {
+      const out: R[] = [];
+      for (let i = 0; i < items.length; i += 8) out.push(...(await Promise.all(items.slice(i, i + 8).map(fn))));
+      return out;
+    };
+    const watermarks = (high: { partition: number; offset: string }[], low: { partition: number; offset: string }[]): PartitionOffsets[] | undefined => {
+      const lows = new Map(low.map((p) => [p.partition, p.offset]));
+      const out: PartitionOffsets[] = [];
+      for (const p of high) {
+        const l = lows.get(p.partition);
+        if (l === undefined) return undefined;
+        out.push({ partition: p.partition, high: p.offset, low: l });
+      }
+      return out;
+    };
+    const topicsOffsets = async (topics: string[]): Promise<Map<string, PartitionOffsets[]>> => {
+      const present = await existing([...new Set(topics)]);
+      const out = new Map<string, PartitionOffsets[]>();
+      if (present.length === 0) return out;
+      const used = admin;
+      const cluster = clusters.get(used);
+      if (cluster) {
+        try {
+          // The admin's own cluster, so its metadata and connections are shared with every other
+          // question, and a topic deleted by another client surfaces as UNKNOWN_TOPIC_OR_PARTITION
+          // for recovering() to answer, as for the one-topic calls.
+          await cluster.addMultipleTargetTopics(present);
+          await cluster.refreshMetadataIfNecessary();
+          const ask = (fromBeginning: boolean) =>
+            cluster.fetchTopicsOffset(present.map((topic) => ({ topic, fromBeginning, partitions: cluster.findTopicPartitionMetadata(topic).map((p) => ({ partition: p.partitionId })) })));
+          const [high, low] = await Promise.all([ask(false), ask(true)]);
+          const lows = new Map(low.map((t) => [t.topic, t.partitions]));
+          for (const t of high) {
+            const w = t.partitions.length > 0 ? watermarks(t.partitions, lows.get(t.topic) ?? []) : undefined;
+            if (w) out.set(t.topic, w);
+          }
+        } catch (err) {
+          if (topicGone(err)) throw err;
+          // One partition's error fails kafkajs's whole ListOffsets answer (a leader moving, a topic
+          // just created): the topics are asked one by one below, with kafkajs's retries.
+          log.debug({ err: String(err), topics: present.length }, 'offsets of many topics at once failed; asking topic by topic');
+          out.clear();
+        }
+      }
+      // What the one request did not answer (no cluster, an error, a topic without cached partitions).
+      const rest = present.filter((t) => !out.has(t));
+      await inChunks(rest, async (topic) => {
+        try {
+          const res = await freshOffsets((a) => a.fetchTopicOffsets(topic));
+          out.set(topic, res.map((p) => ({ partition: p.partition, high: p.high, low: p.low })));
+        } catch (err) {
+          if (topicGone(err)) throw err;
+          log.debug({ err: String(err), topic }, 'no offsets for topic');
+        }
+      });
+      return out;
     };
     return {
       createTopics: (topics) =>
@@ -753,6 +855,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         }),
       listGroups: () => recovering(async () => (await admin.listGroups()).groups.map((g) => g.groupId)),
       groupOffsets: (groupId, topics) => recovering(() => groupOffsets(groupId, topics)),
+      groupsOffsets: (requests) =>
+        recovering(async () => {
+          const known = await topicSet();
+          return inChunks(requests, (r) => groupOffsets(r.groupId, r.topics, known));
+        }),
+      topicsOffsets: (topics) => recovering(() => topicsOffsets(topics)),
       topicOffsets: (topic) =>
         recovering(async () => {
           await mustExist(topic);

@@ -17,7 +17,7 @@
 //   now − bucket delay are due. Kafka's time index gives the first offset at or after that
 //   instant; unread messages before it are overdue, the rest scheduled.
 import { Gauge, Counter, type Registry } from 'prom-client';
-import type { KafkaAdmin } from '../infra/kafka.ts';
+import type { GroupOffset, KafkaAdmin, PartitionOffsets } from '../infra/kafka.ts';
 import type { Logger } from '../log.ts';
 import { parseDuration, type FlashSale } from '../spec/flashsale.ts';
 import { saleNames, type NameOptions } from '../spec/names.ts';
@@ -188,7 +188,24 @@ export function partitionLag(input: {
   };
 }
 
-export type LagAdmin = Pick<KafkaAdmin, 'groupOffsets' | 'topicOffsets' | 'topicOffsetsAt'>;
+export type LagAdmin = Pick<KafkaAdmin, 'groupsOffsets' | 'topicsOffsets' | 'topicOffsetsAt'>;
+
+/**
+ * How long a group that had read everything is not asked again while its topic's high watermarks
+ * stay where they were (see LagCollector.round). Its committed offsets can then only move backwards
+ * by hand (kafka-consumer-groups --reset-offsets): such lag shows within this long.
+ */
+export const QUIET_GROUP_RECHECK_MS = 60_000;
+
+/** A group's committed offsets as last asked, while it had nothing unread. */
+interface QuietGroup {
+  /** The topic's high watermarks then, by partition ("p:high,..."). */
+  highs: string;
+  committed: GroupOffset[];
+  askedAt: number;
+}
+
+const highsOf = (offsets: PartitionOffsets[]): string => offsets.map((p) => `${p.partition}:${p.high}`).join(',');
 
 export interface LagCollectorOptions {
   /** Source of the admin client (a KafkaGateway fits). */
@@ -261,6 +278,8 @@ export class LagCollector {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<LagSnapshot> | undefined;
   private loop = 0;
+  /** By group and topic: groups that had read everything when last asked (see round). */
+  private readonly quiet = new Map<string, QuietGroup>();
 
   constructor(options: LagCollectorOptions) {
     this.kafka = options.kafka;
@@ -327,14 +346,23 @@ export class LagCollector {
     try {
       const admin = await this.kafka.admin();
       const now = this.clock();
-      const topics = [...new Set(targets.map((t) => t.topic))];
-      // Everything of the round is asked at once; a topic that does not exist yet just has no lag.
       const limit = this.concurrency;
-      const [watermarks, committed] = await Promise.all([
-        mapLimit(topics, limit, (t) => admin.topicOffsets(t).catch((err: unknown) => this.missing(t, err))),
-        mapLimit(targets, limit, (t) => admin.groupOffsets(t.group, [t.topic])),
-      ]);
-      const byTopic = new Map(topics.map((t, i) => [t, watermarks[i]]));
+      // Every topic's watermarks in one question (a topic that does not exist yet just has no lag).
+      const byTopic = await admin.topicsOffsets([...new Set(targets.map((t) => t.topic))]);
+      // A group that had read everything when last asked, on a topic whose high watermarks have not
+      // moved since, has committed the same offsets: nothing new to read, nothing to commit. At 500
+      // idle sales that is nearly every group, an OffsetFetch each per round. Asked again at least
+      // every QUIET_GROUP_RECHECK_MS (an offset reset by hand is the only way it can change).
+      const quietKey = (t: LagTarget) => `${t.group}\0${t.topic}`;
+      const reuse = targets.map((t) => {
+        const q = this.quiet.get(quietKey(t));
+        const offsets = byTopic.get(t.topic);
+        return q && offsets && q.highs === highsOf(offsets) && now - q.askedAt < QUIET_GROUP_RECHECK_MS ? q : undefined;
+      });
+      const asking = targets.filter((_, i) => !reuse[i]);
+      const answers = await admin.groupsOffsets(asking.map((t) => ({ groupId: t.group, topics: [t.topic] })));
+      let next = 0;
+      const committed = reuse.map((q) => q?.committed ?? answers[next++] ?? []);
       // A delay topic's due boundary (two more requests) only matters when its group has something
       // unread: an idle sale's closers have read everything, so nothing is overdue or scheduled.
       // Each group's committed offsets by partition, read once for the boundary decision and the lag.
@@ -343,6 +371,15 @@ export class LagCollector {
         const at = committedOf[i] as Map<number, number | null>;
         return (byTopic.get(t.topic) ?? []).some((p) => Number(p.high) > Math.max(at.get(p.partition) ?? Number(p.low), Number(p.low)));
       };
+      const keep = new Set<string>();
+      targets.forEach((t, i) => {
+        const offsets = byTopic.get(t.topic);
+        if (!offsets || unread(t, i)) return;
+        const key = quietKey(t);
+        keep.add(key);
+        this.quiet.set(key, { highs: highsOf(offsets), committed: committed[i] ?? [], askedAt: reuse[i]?.askedAt ?? now });
+      });
+      for (const key of this.quiet.keys()) if (!keep.has(key)) this.quiet.delete(key);
       const boundaries = await mapLimit(targets.map((t, i) => [t, i] as const), limit, async ([t, i]) =>
         t.delayMs === undefined || !unread(t, i) ? undefined : admin.topicOffsetsAt(t.topic, now - t.delayMs).catch((err: unknown) => this.missing(t.topic, err)),
       );
