@@ -96,6 +96,9 @@ interface OperatorRun {
     operatorPerSalePerSecond: number;
     /** Requests per second by verb and resource, idle window minus baseline window (> 0 only). */
     byVerbResource: Record<string, number>;
+    /** Cores used by each process in the idle window, and in the baseline window (no operator); absent before 2026-12-03 17:00. */
+    cores?: Record<string, number>;
+    baselineCores?: Record<string, number>;
   };
   memory: { sales: number; rssMiB: number; heapUsedMiB: number }[];
   /** Straight line through the first two memory points, at the third; on RSS in older lines, on the lowest heap used since `basis: 'heap'`. */
@@ -372,7 +375,7 @@ function render(runs: OperatorRun[]): string {
         `| ${r.timestamp.slice(0, 16)}${r.smoke ? ' (smoke)' : ''} | ${r.git.commit.slice(0, 7)}${r.git.dirty ? '+' : ''} | ${r.sales} | ${r.ready.all ? 'yes' : `no (${r.ready.readyCount})`} | ${fmt(r.ready.p50)} / ${fmt(r.ready.p99)} / ${fmt(r.ready.max)} | ${fmt(r.cpu.readyPhaseSeconds)} | ${fmt(r.cpu.idleCpuPercent, 2)} % | ${r.idle ? `${fmt(r.idle.apiserverPerSecond, 2)} / ${fmt(r.idle.baselinePerSecond, 2)}` : 'not measured'} | ${r.idle ? fmt(r.idle.operatorPerSalePerSecond, 4) : '–'} | ${fmt(r.rssMiB.afterReady, 0)} / ${fmt(r.rssMiB.afterIdle, 0)} | ${r.verdicts.every((v) => v.ok) ? 'met' : `missed: ${r.verdicts.filter((v) => !v.ok).map((v) => v.what).join('; ')}`} |`,
     ),
     '',
-    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.readyPhaseCores ? `; cores used from the apply to the last Ready: ${Object.entries(r.readyPhaseCores).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')} (all ${fmt(Object.values(r.readyPhaseCores).reduce((a, b) => a + b, 0), 2)} of ${r.machine.cores})` : ''}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}${r.readyPhaseRequests ? `; the apiserver's handler time by request (s, requests): ${Object.entries(r.readyPhaseRequests).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}.`),
+    ...rows.filter((r) => r.reconciles).map((r) => `Run ${r.timestamp.slice(0, 16)}${r.settings && Object.keys(r.settings).length ? ` (${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : ''}: load average ${fmt(r.machine.loadavg1, 1)}${r.readyPhaseCores ? `; cores used from the apply to the last Ready: ${Object.entries(r.readyPhaseCores).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')} (all ${fmt(Object.values(r.readyPhaseCores).reduce((a, b) => a + b, 0), 2)} of ${r.machine.cores})` : ''}${r.loadavgWhen === 'apply' ? ' as the sales were applied' : ' (read after the ready phase)'}; ${r.reconciles.count} reconciles in the ready phase, ${fmt(r.reconciles.meanSeconds, 2)} s each on average with ${r.reconciles.workers} workers (${Object.entries(r.reconciles.byResult).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')}); operator CPU ${fmt(r.cpu.readyPhaseSeconds)} s${r.reconciles.steps && Object.keys(r.reconciles.steps).length ? `; time by step (s, calls): ${Object.entries(r.reconciles.steps).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}${r.readyPhaseRequests ? `; the apiserver's handler time by request (s, requests): ${Object.entries(r.readyPhaseRequests).map(([k, v]) => `${k} ${fmt(v.seconds, 1)} (${v.count})`).join(', ')}` : ''}${r.idle?.cores ? `; cores used while idle: ${Object.entries(r.idle.cores).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(', ')}${r.idle.baselineCores ? ` (without the operator: ${Object.entries(r.idle.baselineCores).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(', ')})` : ''}` : ''}.`),
     '',
     measured
       ? `Memory of a fresh operator by sales watched (run ${measured.timestamp.slice(0, 16)}, ${measured.sales} sales): ${measured.memory.map((m) => `${m.sales} sales: RSS ${fmt(m.rssMiB, 0)} MiB, heap ${fmt(m.heapUsedMiB, 0)} MiB`).join('; ')}; the straight line through the first two predicts ${fmt(measured.linear.predicted500, 0)} MiB ${measured.linear.basis === 'heap' ? 'heap used (lowest of 15 readings)' : 'RSS'} at ${measured.memory.at(-1)?.sales}, measured ${fmt(measured.linear.measured500, 0)} (${fmt(measured.linear.deviation * 100, 0)} % off).`
@@ -582,11 +585,17 @@ async function main(): Promise<number> {
     const cpuIdle0 = cpuSeconds(pid);
     const i0 = Date.now();
     const idleFromUs = Number(process.hrtime.bigint() / 1000n);
+    // Who uses the cores while the operator idles, and the same right after without it: the broker's
+    // difference is the load of the operator's lag rounds on Kafka.
+    const roles = { operator: [pid], ...controlPlanePids(), ...infraPids() };
+    const idleMeter = new CpuMeter(roles);
+    idleMeter.begin();
     log(`idle for ${idleSeconds} s`);
     await sleep(idleSeconds * 1000);
     const idleToUs = Number(process.hrtime.bigint() / 1000n);
     const c1 = await apiserverCounts(cluster.kc);
     const idleWall = (Date.now() - i0) / 1000;
+    const idleCores = Object.fromEntries(Object.entries(idleMeter.end()).map(([role, sec]) => [role, sec / idleWall]));
     const idleCpu = cpuSeconds(pid) - cpuIdle0;
     const rssAfterIdle = rssMiB(pid);
     await op.stop();
@@ -598,9 +607,15 @@ async function main(): Promise<number> {
     const b0 = await apiserverCounts(cluster.kc);
     const bt0 = Date.now();
     log(`baseline without the operator for ${baselineSeconds} s`);
+    const { operator: _gone, ...withoutOperator } = roles;
+    const baseMeter = new CpuMeter(withoutOperator);
+    baseMeter.begin();
     await sleep(baselineSeconds * 1000);
     const b1 = await apiserverCounts(cluster.kc);
     const baseWall = (Date.now() - bt0) / 1000;
+    const baselineCores = Object.fromEntries(Object.entries(baseMeter.end()).map(([role, sec]) => [role, sec / baseWall]));
+    const coresLine = (c: Record<string, number>) => Object.entries(c).map(([r, v]) => `${r} ${v.toFixed(3)}`).join(', ');
+    log(`cores used idle: ${coresLine(idleCores)}; without the operator: ${coresLine(baselineCores)}`);
     kubelet.pause(false);
     const byVerbResource: Record<string, number> = {};
     for (const [k, v] of Object.entries(c1.byVerbResource)) {
@@ -613,6 +628,7 @@ async function main(): Promise<number> {
     const idle = {
       seconds: idleWall, apiserverRequests: c1.total - c0.total, apiserverPerSecond,
       baselineSeconds: baseWall, baselinePerSecond, operatorPerSecond, operatorPerSalePerSecond: operatorPerSecond / total, byVerbResource,
+      cores: idleCores, baselineCores,
     };
     log(`idle: apiserver ${fmt(apiserverPerSecond, 2)} req/s with the operator, ${fmt(baselinePerSecond, 2)} without → operator ${fmt(operatorPerSecond, 2)} req/s = ${fmt(idle.operatorPerSalePerSecond, 4)}/s per sale; CPU ${fmt(idleCpu, 2)} s`);
 

@@ -83,7 +83,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   const p = s.first.params;
   const acceptRun = latest.find((r) => r.which === 'accept');
   const rejectRun = latest.find((r) => r.which === 'reject');
-  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair (API run ÷ the bare run just before it).`;
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair (API run ÷ the bare run just before it).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
   const history = bs.map((b) => seckillSummary(b));
   const md = [
@@ -354,6 +354,10 @@ const howto = `How to read and run these benchmarks.
   settings on the same server process (bare and API alike), so V8's optimising compiler has done its
   work, as in a server that has been up for a while (lines without \`warmupSeconds\` had none: every
   batch before 2026-12-02 12:50); warm-up orders are written before the run's counts are read.
+  Before the first pair, \`--pipeline-warmup\` (30 s) of accept load through a fresh API and the order
+  writer, not measured, warms the Kafka broker's JVM, MariaDB and Redis: a broker started minutes
+  before spent about twice the CPU per order of one up for hours (lines without
+  \`pipelineWarmupSeconds\` had none: every batch before 2026-12-03 17:00).
   \`npm run bench:timeouts\` closes bursts of unpaid orders due within one second
   (\`--orders ${TARGETS.closeOrders}\`, 3 closer rounds, 1 round through the real API and order writer, 1 scan-only round),
   each with the ceiling of raw conditional UPDATEs on the same table measured right after it.

@@ -34,6 +34,9 @@ const { values: args } = parseArgs({
     // Load on the server under test before each measured run, same settings, not measured: a
     // long-running server is warm (V8 has optimised its hot code), a fresh process is not.
     warmup: { type: 'string', default: process.env.BENCH_WARMUP ?? '3s' },
+    // One unmeasured accept run through the whole pipeline before the first pair: the Kafka broker's
+    // JVM compiles its hot code in its first minutes of load (see pipelineWarmUp).
+    'pipeline-warmup': { type: 'string', default: process.env.BENCH_PIPELINE_WARMUP ?? '30s' },
     connections: { type: 'string', default: process.env.BENCH_CONNECTIONS ?? '64' },
     'accept-connections': { type: 'string', default: process.env.BENCH_ACCEPT_CONNECTIONS ?? String(TARGETS.acceptP99Connections) },
     pairs: { type: 'string', default: process.env.BENCH_PAIRS ?? '3' },
@@ -61,6 +64,7 @@ function positive(name: string, v: string | undefined): number {
 
 const SECONDS = seconds(args.duration as string);
 const WARMUP = seconds(args.warmup as string);
+const PIPELINE_WARMUP = seconds(args['pipeline-warmup'] as string);
 const CONNECTIONS = positive('connections', args.connections);
 // The accept path is bounded by connections ÷ hand-off latency (Little's law); a flash sale has
 // thousands of concurrent buyers, so it runs with more connections than the rejection comparison.
@@ -157,7 +161,7 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
     timestamp: new Date().toISOString(),
     which,
     pair,
-    params: { seconds: SECONDS, connections, threads: 1, warmupSeconds: WARMUP },
+    params: { seconds: SECONDS, connections, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP },
     requests: r.requests,
     rps: r.rps,
     non2xx: r.non2xx,
@@ -271,6 +275,24 @@ async function ordersWritten(): Promise<number> {
   return text.split('\n').filter((l) => l.startsWith('flashsale_orders_written_total')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 }
 
+/**
+ * --pipeline-warmup seconds of accept load through a fresh API, not measured, before the first pair;
+ * its orders are written before anything else starts. A long-running broker has compiled its hot code;
+ * one started minutes before has not: on 2026-12-03 the first batch on a broker started 2 minutes
+ * earlier spent 35-62 µs of Kafka CPU per accepted order, where the batches of 2026-12-02 on a broker
+ * up for hours spent 15-24 µs (same code, same settings). The per-run --warmup warms the API process
+ * only. MariaDB's buffer pool and Redis warm up too.
+ */
+async function pipelineWarmUp(): Promise<void> {
+  const api = await startApi();
+  const before = await ordersWritten();
+  await wrk({ ...wrkCommon, name: 'pipeline-warmup', skuId: 'bulk', prefix: 'pw-', users: 0, connections: ACCEPT_CONNECTIONS, seconds: PIPELINE_WARMUP });
+  const accepted = await settledAcceptedCount(url, 1000);
+  await stopChild(api);
+  await eventually(async () => (await ordersWritten()) - before >= accepted || undefined, { timeoutMs: 300_000, intervalMs: 100, what: `${accepted} pipeline warm-up orders written by the order writer` });
+  process.stderr.write(`pipeline warm-up: ${accepted} orders in ${PIPELINE_WARMUP} s through the API and the order writer, not measured\n`);
+}
+
 async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
   const prof = PROFILE ? profileDir(`api-accept-${pair}`) : undefined;
   const api = await startApi(prof);
@@ -350,6 +372,7 @@ try {
   await stopChild(api);
   if (!sold.every((r) => r.status === 202)) throw new Error('the scarce SKU did not sell out to its first 1,000 buyers');
 
+  if (PIPELINE_WARMUP > 0) await pipelineWarmUp();
   for (let pair = 1; pair <= PAIRS; pair++) {
     await bareRun(pair, 'reject', CONNECTIONS);
     await rejectRun(pair, writer);

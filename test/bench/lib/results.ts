@@ -55,8 +55,12 @@ export interface SeckillRun extends RunContext {
   /** The API run a bare run is the ceiling of (same wrk settings). */
   ceilingOf?: 'reject' | 'accept';
   pair: number;
-  /** warmupSeconds: unmeasured load on the same server just before the run (absent in older lines: none). */
-  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number };
+  /**
+   * warmupSeconds: unmeasured load on the same server just before the run (absent in older lines: none).
+   * pipelineWarmupSeconds: unmeasured accept load through the whole pipeline before the batch's first
+   * pair (absent in lines before 2026-12-03 17:00: none).
+   */
+  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number; pipelineWarmupSeconds?: number };
   requests: number;
   rps: number;
   non2xx: number;
