@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { replaceBlock } from './lib/blocks.ts';
 import type { SeckillRun, TimeoutsRun } from './lib/results.ts';
 import { spread } from './lib/stats.ts';
-import { budgetLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
+import { budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { renderChart } from './lib/svg.ts';
 
 const context = {
@@ -69,6 +69,26 @@ test('seckill: all targets met when the figures are', () => {
   assert.ok(s.verdicts.every((v) => v.ok), JSON.stringify(s.verdicts));
   assert.match(budgetLine(s), /Within the budget/);
   assert.match(latencyBudgetLine(s), /at least 12\.8 ms.*near 38 ms.*within reach/);
+});
+
+test("seckill: the parts' floor is each pair's bare CPU per request plus its parts, set against what the target allows", () => {
+  // Bare runs cost 50 µs per request; target 0.5 × 10,000 = 5,000 orders/s, so 2 cores allow 400 µs per order.
+  const floor = (redis: number, kafka: number, mysql: number) => ({
+    orders: 1000, batch: 256, usPerOrder: { redis, kafka, mysql },
+    seconds: { redis: { client: 0, server: 0 }, kafka: { client: 0, server: 0 }, mysql: { client: 0, server: 0 } },
+  });
+  const withFloors = (floors: ReturnType<typeof floor>[]) => {
+    let i = 0;
+    return pairs([4000, 4200, 3900], 8500, 40, 600).map((r) => (r.which === 'accept' ? { ...r, parts: floors[i++] } : r));
+  };
+  assert.equal(floorLine(seckillSummary(pairs([4000], 8500, 40, 600))), null, 'no floor line without a measured floor');
+  const over = seckillSummary(withFloors([floor(200, 150, 60), floor(210, 160, 60), floor(190, 140, 60)]));
+  assert.deepEqual(over.partsFloorUs, { n: 3, median: 460, min: 440, max: 480 });
+  assert.equal(over.partsFloorByPart.http?.median, 50);
+  assert.match(floorLine(over) ?? '', /= 460\.0 \(440\.0–480\.0\) µs per order; the accept target allows 400\.0 µs on 2 cores\. Out of reach on 2 cores whatever our code does: the parts alone cost 60\.0 µs/);
+  // Floors 250–270 µs under the 400 allowed, the pipeline at 600: 340 above the floor, 200 of them too many.
+  const under = seckillSummary(withFloors([floor(100, 70, 30), floor(110, 80, 30), floor(90, 60, 30)]));
+  assert.match(floorLine(under) ?? '', /= 250\.0 .*Within reach of the parts: of the pipeline's 600\.0 µs per order, 350\.0 are above the floor .* and 200\.0 of them must go/);
 });
 
 test('seckill: the p99 target is not met at fewer connections than it names', () => {

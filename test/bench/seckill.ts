@@ -9,7 +9,8 @@
 //     process: orders/s from the first request until the last row is in MySQL.
 // wrk and the server under test are pinned to different cores when there are two. CPU time of
 // every process of the pipeline (server, order writer, Redis, MariaDB, Kafka) is read from
-// /proc/<pid>/stat around each run. Each measured run is appended as one JSON line to
+// /proc/<pid>/stat around each run. Before each accept run, the parts' floor: what Redis, Kafka and
+// MariaDB cost per order through their clients alone (test/bench/lib/parts.ts). Each measured run is appended as one JSON line to
 // test/bench/results/seckill.jsonl; `npm run bench:report` renders RESULTS.md and the README from
 // that file. Exits non-zero, with the figure, when a target or a correctness check is missed.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -23,8 +24,9 @@ import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support
 import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { API_STEPS, attribute, WRITER_STEPS, type CpuProfile, type StepRule } from './lib/profile.ts';
+import { measureParts, type PartsFloor } from './lib/parts.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type RunContext, type SeckillRun } from './lib/results.ts';
-import { budgetLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
+import { budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 
@@ -48,6 +50,8 @@ const { values: args } = parseArgs({
     // batch is recorded as a smoke batch (its throughput is not reported) and its step costs go to
     // results/profile.jsonl.
     profile: { type: 'boolean', default: false },
+    // Orders of the parts' floor measured in each pair before the accept run (test/bench/lib/parts.ts); 0: none.
+    'parts-orders': { type: 'string', default: process.env.BENCH_PARTS_ORDERS ?? '50000' },
   },
 });
 
@@ -70,6 +74,7 @@ const CONNECTIONS = positive('connections', args.connections);
 // thousands of concurrent buyers, so it runs with more connections than the rejection comparison.
 const ACCEPT_CONNECTIONS = positive('accept-connections', args['accept-connections']);
 const PAIRS = positive('pairs', args.pairs);
+const PARTS_ORDERS = args['parts-orders'] === '0' ? 0 : positive('parts-orders', args['parts-orders']);
 const PORT = positive('port', args.port);
 const FILE = args.results ?? resultsFile('seckill');
 const PROFILE = args.profile as boolean;
@@ -100,6 +105,8 @@ const sale = saleDoc(uniqueName('bench'), {
   skus: [
     { id: 'scarce', stock: SCARCE, timeoutBucket: 'short' },
     { id: 'bulk', stock: BULK, timeoutBucket: 'long' },
+    // Reserved and claimed by the parts' floor only (no order of it reaches Kafka or MySQL).
+    { id: 'parts', stock: BULK, timeoutBucket: 'long' },
   ],
   kafka: { partitions: 6, replicationFactor: 1 },
 });
@@ -293,7 +300,19 @@ async function pipelineWarmUp(): Promise<void> {
   process.stderr.write(`pipeline warm-up: ${accepted} orders in ${PIPELINE_WARMUP} s through the API and the order writer, not measured\n`);
 }
 
-async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
+/** The parts' floor of this pair (test/bench/lib/parts.ts), in batches of the accept run's connections. */
+async function partsRun(pair: number): Promise<PartsFloor> {
+  const floor = await measureParts({
+    orders: PARTS_ORDERS, batch: ACCEPT_CONNECTIONS, tag: `${runContext.batch.slice(-4)}-${pair}`, sale, skuId: 'parts', redis,
+    brokers: config.kafkaBrokers, partitions: 6, pool: db, servers: { redis: infra.redis, kafka: infra.kafka, mysql: infra.mariadb },
+  });
+  const us = (s: { client: number; server: number }) => `${((s.client / floor.orders) * 1e6).toFixed(1)} + ${((s.server / floor.orders) * 1e6).toFixed(1)}`;
+  const f = floor.seconds;
+  process.stderr.write(`pair ${pair} parts' floor: ${floor.orders} orders, ${floor.batch} per request; µs per order, client + server: redis ${us(f.redis)}, kafka ${us(f.kafka)}, mysql ${us(f.mysql)}\n`);
+  return floor;
+}
+
+async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor): Promise<void> {
   const prof = PROFILE ? profileDir(`api-accept-${pair}`) : undefined;
   const api = await startApi(prof);
   const writtenAtStart = await ordersWritten();
@@ -349,6 +368,7 @@ async function acceptRun(pair: number, writer: ChildProcess): Promise<void> {
     const wrk2xx = r.requests - r.non2xx;
     record('accept', pair, r, cpuCost(cpu, accepted, missing), ACCEPT_CONNECTIONS, {
       accepted: { orders: accepted, wrk2xx, api202: answered, rows, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
+      ...(parts ? { parts } : {}),
       checks: [
         { what: `no accepted order lost: rows in MySQL (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted}) == orders the writer reports written (${last.written})`, ok: rows === accepted && rows === answered && last.written === accepted },
         { what: `wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },
@@ -377,7 +397,7 @@ try {
     await bareRun(pair, 'reject', CONNECTIONS);
     await rejectRun(pair, writer);
     await bareRun(pair, 'accept', ACCEPT_CONNECTIONS);
-    await acceptRun(pair, writer);
+    await acceptRun(pair, writer, PARTS_ORDERS > 0 ? await partsRun(pair) : undefined);
   }
   const writtenInAll = await ordersWritten();
   await stopChild(writer);
@@ -415,6 +435,7 @@ try {
       `  accepted orders into MySQL:         ${range(s.ordersPerSecond)} orders/s, ratio ${range(s.acceptRatio, 2)}`,
       `  CPU per accepted order:             ${range(s.cpuPerOrderUs, 1)} µs (${Object.entries(s.cpuPerOrderByRole).map(([k, v]) => `${k} ${v.median.toFixed(1)}`).join(', ')})`,
       `  ${budgetLine(s)}`,
+      ...(floorLine(s) ? [`  ${floorLine(s)}`] : []),
       `  ${latencyBudgetLine(s)}`,
       `  ${rejectBudgetLine(s)}`,
       ...s.verdicts.map((v) => `  ${v.ok ? 'TARGET MET' : 'TARGET MISSED'}: ${v.what}: ${v.figure}`),

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { PartsFloor } from './parts.ts';
 import type { GitInfo, Machine, Versions } from './system.ts';
 
 export const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
@@ -70,6 +71,11 @@ export interface SeckillRun extends RunContext {
   cpu: CpuCost;
   /** Accept runs: orders in MySQL from the first request to the last row. */
   accepted?: { orders: number; wrk2xx: number; api202?: number; rows?: number; toLastRowSeconds: number; ordersPerSecond: number };
+  /**
+   * Accept runs: the parts' floor measured just before the run, in the same pair (test/bench/lib/parts.ts;
+   * absent in lines before 2026-12-04).
+   */
+  parts?: PartsFloor;
   checks: { what: string; ok: boolean }[];
 }
 

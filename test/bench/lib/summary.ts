@@ -49,6 +49,15 @@ export interface SeckillSummary {
   cpuPerBareUs: Spread;
   /** Median CPU µs per accepted order by process role. */
   cpuPerOrderByRole: Record<string, Spread>;
+  /**
+   * Per pair with a parts' floor: the bare server's CPU per request at the accept settings plus the
+   * floor's Redis, Kafka and MySQL µs per order (null when no pair measured it).
+   */
+  partsFloorUs: Spread | null;
+  /** The floor's parts, µs per order: http (the bare server), redis, kafka, mysql. */
+  partsFloorByPart: Record<string, Spread>;
+  /** Orders per request (Redis round, produce, INSERT) in the floor's measurement. */
+  partsBatch: number | null;
   /** Orders/s the measured CPU per order allows on all the machine's cores (median). */
   budgetOrdersPerSecond: number;
   /** Orders/s the accept target asks for (median bare × ratio). */
@@ -113,6 +122,20 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     cpuPerRejectUs: spread(all('reject').map((r) => r.cpu.usPerUnit)),
     cpuPerBareUs: spread(all('bare').map((r) => r.cpu.usPerUnit)),
   };
+  const floors: number[] = [];
+  const floorParts: Record<string, number[]> = { http: [], redis: [], kafka: [], mysql: [] };
+  for (const p of pairs) {
+    const b2 = of(p, 'bare', 'accept');
+    const parts = of(p, 'accept')?.parts;
+    if (!b2 || !parts) continue;
+    const byPart: Record<string, number> = { http: b2.cpu.usPerUnit, ...parts.usPerOrder };
+    floors.push(Object.values(byPart).reduce((a, v) => a + v, 0));
+    for (const [k, v] of Object.entries(byPart)) (floorParts[k] ??= []).push(v);
+  }
+  const partsFloorUs = floors.length > 0 ? spread(floors) : null;
+  const partsBatch = accepts.find((r) => r.parts)?.parts?.batch ?? null;
+  const partsFloorByPart: Record<string, Spread> = {};
+  if (partsFloorUs) for (const [k, v] of Object.entries(floorParts)) partsFloorByPart[k] = spread(v);
   const cores = first.machine.cores;
   const budgetOrdersPerSecond = (cores * 1e6) / s.cpuPerOrderUs.median;
   const targetOrdersPerSecond = s.bareAccept.median * TARGETS.acceptRatio;
@@ -135,7 +158,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     },
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
-  return { batch: first.batch, pairs: pairs.length, first, ...s, cpuPerOrderByRole, budgetOrdersPerSecond, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: pairs.length, first, ...s, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, budgetOrdersPerSecond, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -146,6 +169,30 @@ export function budgetLine(s: SeckillSummary): string {
     `CPU budget: ${cores} cores ÷ ${f0(s.cpuPerOrderUs.median)} µs of CPU per accepted order (all pipeline processes) = at most ` +
     `${f0(s.budgetOrdersPerSecond)} orders/s; the accept target asks for ${f0(s.targetOrdersPerSecond)} orders/s ` +
     `(${TARGETS.acceptRatio} × bare). ${reach ? 'Within the budget.' : `Out of reach on ${cores} cores at this CPU cost: it must fall below ${f0((cores * 1e6) / s.targetOrdersPerSecond)} µs per order.`}`
+  );
+}
+
+/**
+ * The accept target against the parts' floor (test/bench/lib/parts.ts): what the bare server and
+ * Redis, Kafka and MariaDB cost per order through their clients alone. Above the CPU per order the
+ * target allows, no change to our code reaches it on this machine; below it, the rest of the
+ * pipeline's cost is ours to cut.
+ */
+export function floorLine(s: SeckillSummary): string | null {
+  const floor = s.partsFloorUs;
+  if (!floor) return null;
+  const cores = s.first.machine.cores;
+  const allowed = (cores * 1e6) / s.targetOrdersPerSecond;
+  const part = (k: string) => s.partsFloorByPart[k]?.median.toFixed(1) ?? 'n/a';
+  const verdict =
+    floor.median > allowed
+      ? `Out of reach on ${cores} cores whatever our code does: the parts alone cost ${(floor.median - allowed).toFixed(1)} µs per order more than the target allows.`
+      : `Within reach of the parts: of the pipeline's ${s.cpuPerOrderUs.median.toFixed(1)} µs per order, ${(s.cpuPerOrderUs.median - floor.median).toFixed(1)} are above the floor (our code and what the floor leaves out), and ${(s.cpuPerOrderUs.median - allowed).toFixed(1)} of them must go.`;
+  return (
+    `Parts' floor, measured in each pair: the bare server's CPU per request (${part('http')} µs) plus Redis (reserve and claim scripts, pipelined: ${part('redis')} µs), ` +
+    `Kafka (the order produced with acks=all, fetched and committed, its timeout produced; kafkajs alone, ${s.partsBatch ?? 'n/a'} orders per request: ${part('kafka')} µs) and ` +
+    `MariaDB (multi-row INSERT IGNORE: ${part('mysql')} µs), client and server CPU per order with none of our code = ${floor.median.toFixed(1)} (${floor.min.toFixed(1)}–${floor.max.toFixed(1)}) µs per order; ` +
+    `the accept target allows ${allowed.toFixed(1)} µs on ${cores} cores. ${verdict}`
   );
 }
 
