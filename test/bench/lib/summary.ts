@@ -187,7 +187,7 @@ export function floorLine(s: SeckillSummary): string | null {
   const verdict =
     floor.median > allowed
       ? `Out of reach on ${cores} cores whatever our code does: the parts alone cost ${(floor.median - allowed).toFixed(1)} µs per order more than the target allows.`
-      : `Within reach of the parts: of the pipeline's ${s.cpuPerOrderUs.median.toFixed(1)} µs per order, ${(s.cpuPerOrderUs.median - floor.median).toFixed(1)} are above the floor (our code and what the floor leaves out), and ${(s.cpuPerOrderUs.median - allowed).toFixed(1)} of them must go.`;
+      : `Within reach of the parts, which take ${((floor.median / allowed) * 100).toFixed(0)} % of it: of the pipeline's ${s.cpuPerOrderUs.median.toFixed(1)} µs per order, ${(s.cpuPerOrderUs.median - floor.median).toFixed(1)} are above the floor (our code and what the floor leaves out), and ${(s.cpuPerOrderUs.median - allowed).toFixed(1)} of them must go.`;
   return (
     `Parts' floor, measured in each pair: the bare server's CPU per request (${part('http')} µs) plus Redis (reserve and claim scripts, pipelined: ${part('redis')} µs), ` +
     `Kafka (the order produced with acks=all, fetched and committed, its timeout produced; kafkajs alone, ${s.partsBatch ?? 'n/a'} orders per request: ${part('kafka')} µs) and ` +
