@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { replaceBlock } from './lib/blocks.ts';
 import type { SeckillRun, TimeoutsRun } from './lib/results.ts';
 import { spread } from './lib/stats.ts';
-import { budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
+import { budgetLine, closeCpuBudget, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { renderChart } from './lib/svg.ts';
 
 const context = {
@@ -107,6 +107,28 @@ test('timeouts: an early close or a smaller burst than the target misses', () =>
   assert.deepEqual(early.map((v) => v.ok), [true, false]);
   assert.equal(timeoutsSummary([round('closer', 2000, 0, 400)]).verdicts[0]?.ok, false);
   assert.equal(timeoutsSummary([round('closer', 100_000, 0, 1001)]).verdicts[0]?.ok, false);
+});
+
+test('timeouts CPU budget: the MySQL floor against the CPU per close the needed rate allows', () => {
+  const round = (update: number, releaseInsert: number, spent: number): TimeoutsRun => ({
+    bench: 'timeouts', ...context, timestamp: '2026-12-01T00:00:00.000Z', which: 'closer', round: 1,
+    params: { orders: 100_000, bucket: '2s', partitions: 6, dueSpreadMs: 999 }, orders: 100_000, closed: 100_000, early: 0, closesPerSecond: 12_000,
+    delayMs: { p50: 3000, p90: 6000, p99: 7000, max: 7100 }, curve: [[99, 7000]], notes: [], checks: [],
+    ceiling: { updatesPerSecond: 9000, chunkedPerSecond: 45_000, rows: 100_000, connections: 6, perTransaction: 500, cpuUsPerRow: { update, releaseInsert } },
+    cpu: { seconds: { closer: 1 }, total: 1, units: 100_000, usPerUnit: spent, missing: [] },
+  });
+  // 2 cores (the shared context) at 50,000 closes/s leave 40 µs per close.
+  const out = closeCpuBudget([round(38, 20, 150), round(36, 22, 160), round(40, 24, 140)], 50_000);
+  assert.match(out, /leave 40\.0 µs of CPU per close/);
+  assert.match(out, /cost 58\.0 \(58\.0–64\.0\) µs per order/);
+  assert.match(out, /the closer spent 150 \(140–160\) µs per close/);
+  assert.match(out, /Out of reach on 2 cores whatever the closer does: those two statements alone cost 18\.0 µs per close more/);
+  const within = closeCpuBudget([round(10, 5, 150)], 50_000);
+  assert.match(within, /within the budget: the closer's cost above it is what must fall/);
+  // Lines from before the floor was measured say nothing.
+  const old = round(1, 1, 1);
+  assert.equal(closeCpuBudget([{ ...old, ceiling: { ...(old.ceiling as NonNullable<TimeoutsRun['ceiling']>), cpuUsPerRow: undefined } }], 50_000), '');
+  assert.match(timeoutsBudgetLine(timeoutsSummary([round(38, 20, 150)])), /CPU budget: 49,774 closes\/s on 2 cores leave 40\.2 µs/);
 });
 
 test('generated blocks: only the named block is replaced; text and other blocks stay', () => {

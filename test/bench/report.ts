@@ -254,11 +254,11 @@ function profileSection(all: ProfileRun[]): string {
 function timeoutsTable(s: TimeoutsSummary): string[] {
   const sec = (ms: number) => fd(ms / 1000, 3);
   return [
-    '| round | orders | due within (s) | closed | closed early | closes/s | delay p50 (s) | p90 | p99 | max | ceiling: rows/s, one per UPDATE | rows/s, chunk per UPDATE | CPU µs per close |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| round | orders | due within (s) | closed | closed early | closes/s | delay p50 (s) | p90 | p99 | max | ceiling: rows/s, one per UPDATE | rows/s, chunk per UPDATE | CPU µs per close | MySQL floor µs per close (UPDATE + release INSERT) |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...s.rows.map((r) => {
       const mode = r.which === 'closer' ? `closer, round ${r.round}` : r.which === 'api' ? `through the API + order writer, round ${r.round}` : 'compensation scan only (no delay messages)';
-      return `| ${mode} | ${f0(r.orders)} | ${fd(r.params.dueSpreadMs / 1000, 2)} | ${f0(r.closed)} | ${r.early} | ${f0(r.closesPerSecond)} | ${sec(r.delayMs.p50)} | ${sec(r.delayMs.p90)} | ${sec(r.delayMs.p99)} | ${sec(r.delayMs.max)} | ${r.ceiling ? f0(r.ceiling.updatesPerSecond) : ''} | ${r.ceiling ? f0(r.ceiling.chunkedPerSecond) : ''} | ${r.cpu ? fd(r.cpu.usPerUnit, 0) : ''} |`;
+      return `| ${mode} | ${f0(r.orders)} | ${fd(r.params.dueSpreadMs / 1000, 2)} | ${f0(r.closed)} | ${r.early} | ${f0(r.closesPerSecond)} | ${sec(r.delayMs.p50)} | ${sec(r.delayMs.p90)} | ${sec(r.delayMs.p99)} | ${sec(r.delayMs.max)} | ${r.ceiling ? f0(r.ceiling.updatesPerSecond) : ''} | ${r.ceiling ? f0(r.ceiling.chunkedPerSecond) : ''} | ${r.cpu ? fd(r.cpu.usPerUnit, 0) : ''} | ${r.ceiling?.cpuUsPerRow ? `${fd(r.ceiling.cpuUsPerRow.update + r.ceiling.cpuUsPerRow.releaseInsert, 1)} (${fd(r.ceiling.cpuUsPerRow.update, 1)} + ${fd(r.ceiling.cpuUsPerRow.releaseInsert, 1)})` : ''} |`;
     }),
   ];
 }
@@ -269,7 +269,7 @@ function timeoutsSection(all: TimeoutsRun[]): { md: string; readme: string; svg:
   if (!latest) return legacyTimeouts();
   const s = timeoutsSummary(latest);
   const closer = latest.find((r) => r.which === 'closer');
-  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${closer ? `${f0(closer.params.orders)} unpaid orders per closer round, due uniformly inside one second (bucket ${closer.params.bucket}, ${closer.params.partitions} partitions)` : 'no closer round'}; delay = commit time of the close − due time; closes/s = closed ÷ (last close − first close), bounded by the burst's own rate. Ceiling: conditional UPDATEs of as many fresh UNPAID rows on the same table right after the round (${closer?.ceiling ? `${closer.ceiling.connections} connections, ${closer.ceiling.perTransaction} rows per transaction` : 'n/a'}). CPU per close: utime+stime of the closer's process, Redis, MariaDB and Kafka (and the order writer in API rounds) from the due time to the last close, ÷ orders closed.`;
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${closer ? `${f0(closer.params.orders)} unpaid orders per closer round, due uniformly inside one second (bucket ${closer.params.bucket}, ${closer.params.partitions} partitions)` : 'no closer round'}; delay = commit time of the close − due time; closes/s = closed ÷ (last close − first close), bounded by the burst's own rate. Ceiling: conditional UPDATEs of as many fresh UNPAID rows on the same table right after the round (${closer?.ceiling ? `${closer.ceiling.connections} connections, ${closer.ceiling.perTransaction} rows per transaction` : 'n/a'}), then the INSERT of those rows' release records as the closer writes them; MySQL floor: the CPU of both (this process + MariaDB) per row. CPU per close: utime+stime of the closer's process, Redis, MariaDB and Kafka (and the order writer in API rounds) from the due time to the last close, ÷ orders closed.`;
   const history = bs.map((b) => timeoutsSummary(b));
   const notes = latest.flatMap((r) => r.notes.map((n) => `- ${r.which} round ${r.round}: ${n}`));
   const md = [

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Compensator } from '../../controller/dataplane/compensator.ts';
 import { RetryWorker, TimeoutCloser } from '../../controller/dataplane/timeout-closer.ts';
+import type { PoolConnection } from '../../controller/infra/mysql.ts';
 import { parseDuration } from '../../controller/spec/flashsale.ts';
 import { eventually } from '../support/infra.ts';
 import { logger, saleFixture, sleepUntil, type PlacedOrder, type SaleFixture } from '../support/timeouts.ts';
@@ -29,7 +30,7 @@ import { request } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
-import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
+import { choosePinning, CpuMeter, cpuSeconds, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
 
 const { values: args } = parseArgs({
@@ -141,6 +142,26 @@ async function measure(f: SaleFixture, committedAt: Map<string, number>): Promis
  * CEILING_CONNECTIONS connections in transactions of CEILING_PER_TX rows.
  */
 async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<TimeoutsRun['ceiling']>> {
+  const mariadb = infraPids(pipelinePorts(f.config)).mariadb;
+  const cpuNow = () => cpuSeconds(process.pid) + mariadb.reduce((s, p) => s + cpuSeconds(p), 0);
+  // CEILING_CONNECTIONS connections, each taking the next CEILING_PER_TX ids until none are left.
+  const chunked = async (ids: string[], work: (conn: PoolConnection, chunk: string[]) => Promise<void>) => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CEILING_CONNECTIONS }, async () => {
+        const conn = await f.pool.getConnection();
+        try {
+          while (next < ids.length) {
+            const chunk = ids.slice(next, next + CEILING_PER_TX);
+            next += chunk.length;
+            await work(conn, chunk);
+          }
+        } finally {
+          conn.release();
+        }
+      }),
+    );
+  };
   const rate = async (perStatement: 'one' | 'chunk') => {
     const sale = `${f.names.key}/ceiling`;
     const ids = Array.from({ length: rows }, () => randomUUID());
@@ -150,41 +171,51 @@ async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<Timeou
         ids.slice(i, i + 1000).map((id, j) => [id, sale, 'sku', `ceiling-${i + j}`, 1, 'UNPAID', now, now]),
       ]);
     }
-    let next = 0;
     let updated = 0;
+    const c0 = cpuNow();
     const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: CEILING_CONNECTIONS }, async () => {
-        const conn = await f.pool.getConnection();
-        try {
-          while (next < ids.length) {
-            const chunk = ids.slice(next, next + CEILING_PER_TX);
-            next += chunk.length;
-            await conn.beginTransaction();
-            if (perStatement === 'one') {
-              for (const id of chunk) {
-                const [r] = await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = NOW(3) WHERE order_id = ? AND status = 'UNPAID'", [id]);
-                updated += (r as { affectedRows: number }).affectedRows;
-              }
-            } else {
-              const [r] = await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = NOW(3) WHERE order_id IN (?) AND status = 'UNPAID'", [chunk]);
-              updated += (r as { affectedRows: number }).affectedRows;
-            }
-            await conn.commit();
-          }
-        } finally {
-          conn.release();
+    await chunked(ids, async (conn, chunk) => {
+      await conn.beginTransaction();
+      if (perStatement === 'one') {
+        for (const id of chunk) {
+          const [r] = await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = NOW(3) WHERE order_id = ? AND status = 'UNPAID'", [id]);
+          updated += (r as { affectedRows: number }).affectedRows;
         }
-      }),
-    );
+      } else {
+        const [r] = await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = NOW(3) WHERE order_id IN (?) AND status = 'UNPAID'", [chunk]);
+        updated += (r as { affectedRows: number }).affectedRows;
+      }
+      await conn.commit();
+    });
     const seconds = (performance.now() - t0) / 1000;
+    const updateUs = ((cpuNow() - c0) / rows) * 1e6;
+    // The other write every close needs: the release record of each closed row (what makes the
+    // stock come back exactly once), inserted as the closer inserts it, chunk by chunk.
+    const c1 = cpuNow();
+    const at = new Date();
+    if (perStatement === 'chunk') {
+      await chunked(ids, async (conn, chunk) => {
+        await conn.beginTransaction();
+        await conn.query('INSERT INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at) VALUES ?', [chunk.map((id) => [id, sale, 'sku', `ceiling-${id}`, 1, at])]);
+        await conn.commit();
+      });
+    }
+    const releaseInsertUs = ((cpuNow() - c1) / rows) * 1e6;
+    await f.pool.query('DELETE FROM stock_releases WHERE sale = ?', [sale]);
     await f.pool.query('DELETE FROM orders WHERE sale = ?', [sale]);
     if (updated !== rows) throw new Error(`ceiling: ${updated} of ${rows} conditional UPDATEs changed a row`);
-    return rows / seconds;
+    return { perSecond: rows / seconds, updateUs, releaseInsertUs };
   };
-  const updatesPerSecond = await rate('one');
-  const chunkedPerSecond = await rate('chunk');
-  return { updatesPerSecond, chunkedPerSecond, rows, connections: CEILING_CONNECTIONS, perTransaction: CEILING_PER_TX };
+  const updatesPerSecond = (await rate('one')).perSecond;
+  const chunk = await rate('chunk');
+  return {
+    updatesPerSecond,
+    chunkedPerSecond: chunk.perSecond,
+    rows,
+    connections: CEILING_CONNECTIONS,
+    perTransaction: CEILING_PER_TX,
+    cpuUsPerRow: { update: chunk.updateUs, releaseInsert: chunk.releaseInsertUs },
+  };
 }
 
 /** The closer and its retry worker, as timeout-closer-main.ts runs them; commit times recorded per order. */

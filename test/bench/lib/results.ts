@@ -97,7 +97,19 @@ export interface TimeoutsRun extends RunContext {
    * Measured right after the round on the same table: rows/s closed by raw conditional UPDATEs, one
    * row per statement (updatesPerSecond) and one statement per transaction's chunk (chunkedPerSecond).
    */
-  ceiling: { updatesPerSecond: number; chunkedPerSecond: number; rows: number; connections: number; perTransaction: number } | null;
+  ceiling: {
+    updatesPerSecond: number;
+    chunkedPerSecond: number;
+    rows: number;
+    connections: number;
+    perTransaction: number;
+    /**
+     * CPU µs per row, this process + MariaDB, of the chunked UPDATEs and of inserting the same rows'
+     * release records as the closer does (multi-row, one statement per chunk): the MySQL work no
+     * close can skip. Absent in lines written before it was measured (2026-12-04).
+     */
+    cpuUsPerRow?: { update: number; releaseInsert: number };
+  } | null;
   /** CPU of the closing (closer process, Redis, MariaDB, Kafka; writer in api rounds) per order closed; absent in lines written before it was measured. */
   cpu?: CpuCost;
   notes: string[];

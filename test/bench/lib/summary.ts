@@ -281,7 +281,35 @@ export function timeoutsBudgetLine(s: TimeoutsSummary): string {
     `Ceiling: raw conditional UPDATEs close ${f0(ceiling.median)} (${f0(ceiling.min)}–${f0(ceiling.max)}) rows/s on the same table ` +
     `(${first.ceiling.perTransaction} rows per transaction, ${first.ceiling.connections} connections). At the best of them, ${f0(orders)} orders due within ` +
     `${spreadS.toFixed(2)} s take ${(orders / ceiling.max).toFixed(2)} s of UPDATEs alone, so the close delay's p99 is at least ${floorP99.toFixed(2)} s ` +
-    `whatever the closer does. ${floorP99 <= targetS ? 'The p99 target is within that bound.' : `The p99 ≤ ${targetS} s target needs ≥ ${f0(need)} rows/s: out of reach on this machine.`}`
+    `whatever the closer does. ${floorP99 <= targetS ? 'The p99 target is within that bound.' : `The p99 ≤ ${targetS} s target needs ≥ ${f0(need)} rows/s: out of reach on this machine.`}` +
+    closeCpuBudget(rounds, need)
+  );
+}
+
+/**
+ * The CPU side of the same bound: closing `need` orders/s on the machine's cores leaves cores ÷ need
+ * of CPU per close for every process. The MySQL writes no close can skip — the conditional UPDATE and
+ * the release record's INSERT, measured in the ceiling run as this process + MariaDB — are a floor
+ * under it (Redis, Kafka, the lock-read and the applied mark come on top, so it errs low).
+ */
+export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
+  const measured = rounds.filter((r) => r.ceiling?.cpuUsPerRow);
+  const first = measured[0];
+  if (!first) return '';
+  const cores = first.machine.cores;
+  const allowed = (cores * 1e6) / need;
+  const update = spread(measured.map((r) => r.ceiling?.cpuUsPerRow?.update ?? NaN));
+  const insert = spread(measured.map((r) => r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN));
+  const floor = spread(measured.map((r) => (r.ceiling?.cpuUsPerRow?.update ?? NaN) + (r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN)));
+  const spent = spread(measured.filter((r) => r.cpu).map((r) => r.cpu?.usPerUnit ?? NaN));
+  const f1 = (n: number) => n.toFixed(1);
+  const out = floor.median > allowed;
+  return (
+    ` CPU budget: ${f0(need)} closes/s on ${cores} cores leave ${f1(allowed)} µs of CPU per close for every process together. ` +
+    `The MySQL writes no close can skip cost ${f1(floor.median)} (${f1(floor.min)}–${f1(floor.max)}) µs per order in the ceiling runs ` +
+    `(the conditional UPDATE ${f1(update.median)}, the release record's INSERT ${f1(insert.median)}; client + MariaDB)` +
+    (Number.isFinite(spent.median) ? `; the closer spent ${f0(spent.median)} (${f0(spent.min)}–${f0(spent.max)}) µs per close, every process` : '') +
+    `. ${out ? `Out of reach on ${cores} cores whatever the closer does: those two statements alone cost ${f1(floor.median - allowed)} µs per close more than the target allows.` : `The floor is within the budget: the closer's cost above it is what must fall.`}`
   );
 }
 
