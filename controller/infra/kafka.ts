@@ -155,8 +155,6 @@ export interface ConsumerOptions {
   sessionTimeoutMs?: number;
   maxBytesPerPartition?: number;
   maxWaitMs?: number;
-  /** The broker holds a fetch until this much is there or maxWaitMs is over. Default 1: answer at the first message. */
-  minBytes?: number;
   partitionsConsumedConcurrently?: number;
 }
 
@@ -1036,7 +1034,6 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
         heartbeatInterval: Math.min(3000, Math.floor((opts.sessionTimeoutMs ?? 30000) / 5)),
         maxBytesPerPartition: opts.maxBytesPerPartition ?? 1048576,
         maxWaitTimeInMs: opts.maxWaitMs ?? 100,
-        minBytes: opts.minBytes ?? 1,
         allowAutoTopicCreation: false,
         // A crashed consumer restarts itself instead of leaving the process alive but idle.
         retry: { retries: 10, restartOnFailure: async () => true },
