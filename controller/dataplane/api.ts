@@ -15,7 +15,7 @@ import { codePoints, type OrderMessage } from './messages.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
 import { openapiDocument } from './openapi-document.ts';
 import { payOrder } from './payment.ts';
-import { readMarks, recordMarks } from './restore-fence.ts';
+import { readMarks } from './restore-fence.ts';
 import type { SaleContext, SkuInfo } from './sale-context.ts';
 
 export interface ApiOptions {
@@ -443,13 +443,6 @@ export class OrderApi {
     if (result.seq > 0) {
       if (result.seq <= floor) {
         this.opts.logger.error({ sale: ctx.key, sku: body.skuId, seq: result.seq, seen: floor }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
-        // Recorded before the fence: the rebuild starts the counter above the recorded mark, and a
-        // counter this process saw but no writer recorded (claims that found the keys gone) would
-        // otherwise let the rebuild start below it again: fence, rebuild, fence, for as long as no
-        // claim of the new epoch is recorded.
-        await recordMarks(this.opts.pool, ctx.key, new Map([[body.skuId, floor]])).catch((err: unknown) =>
-          this.opts.logger.warn({ err: String(err), sku: body.skuId }, 'could not record the counter seen before fencing'),
-        );
         await ctx.stock.fence(body.skuId).catch(() => undefined);
         this.count(ctx.key, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');

@@ -7,7 +7,8 @@ import { latestSchemaVersion, migrate, type Pool } from '../infra/mysql.ts';
 import { deleteKeysMatching, type Redis } from '../infra/redis.ts';
 import type { FlashSale } from '../spec/flashsale.ts';
 import { saleNames, type NameOptions, type TopicPurpose } from '../spec/names.ts';
-import type { SkuLedger, StockStore } from './stock.ts';
+import { recordMarks } from './restore-fence.ts';
+import { rebuiltCounter, type SkuLedger, type StockStore } from './stock.ts';
 
 /** A requested change the external system cannot make (partition decrease, stock cut below sold). */
 export class NotSupportedError extends Error {
@@ -175,6 +176,11 @@ export async function ensureStock(
       if (blocked && seededBefore.has(sku.id)) continue;
       const ledger = await skuLedger(pool, saleKey, sku.id);
       const fromOrders = ledger.heldByUser.size > 0 || ledger.closedOrderIds.length > 0;
+      // The epoch the rebuild starts is recorded before any key exists, so the next rebuild starts
+      // the one above it even when no claim of this epoch was recorded (a second loss before the
+      // writer claimed anything): else it would start below counters the API replicas saw, and they
+      // would fence every rebuild as a restore.
+      await recordMarks(pool, saleKey, new Map([[sku.id, rebuiltCounter(ledger.mark ?? 0)]]));
       if (await stock.rebuild(sku.id, sku.stock, ledger)) (fromOrders ? outcome.rebuilt : outcome.seeded).push(sku.id);
     } else if (level.stock !== sku.stock) {
       const r = await stock.adjust(sku.id, sku.stock);

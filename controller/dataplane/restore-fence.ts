@@ -2,8 +2,8 @@
 //
 // Every reserve, claim and release raises the SKU's counter in Redis (names.ts `seq`) inside its
 // script, and returns the new value. Workers remember what they saw: the order writer and the
-// closers record the highest value in MySQL (sku_marks), the API in memory (and in MySQL when it
-// fences, so the rebuild starts above what it saw). Redis never lowers the
+// closers record the highest value in MySQL (sku_marks), the API in memory; a rebuild records the
+// epoch it starts (provision.ts), so the next one starts above it. Redis never lowers the
 // counter itself, so a value at or below one seen before can only mean Redis lost what happened
 // since (a restore, or a loss the rebuild did not finish yet). The checks:
 //   API            a reserve returns a counter ≤ the highest this process saw for the SKU
