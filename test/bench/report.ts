@@ -400,7 +400,8 @@ const howto = `How to read and run these benchmarks.
 - Ratios only mean something against the bare run of the same pair; absolute figures depend on the
   machine and what else runs on it. Full runs belong on an otherwise idle machine.
 
-To produce committed results (infra up with \`npm run infra:up\`, nothing else running):
+To produce committed results (nothing else running; each benchmark installs wrk from Debian's
+packages and starts Kafka, Redis and MariaDB when they do not answer, with \`infra/bench.sh\`):
 
 \`\`\`sh
 npm run bench:seckill     # 3 pairs × (bare, rejection, bare, accept), 10 s each, -c64 / -c256; exits 1 on a missed target
