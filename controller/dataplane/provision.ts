@@ -180,8 +180,9 @@ export async function ensureStock(
       // the one above it even when no claim of this epoch was recorded (a second loss before the
       // writer claimed anything): else it would start below counters the API replicas saw, and they
       // would fence every rebuild as a restore.
-      await recordMarks(pool, saleKey, new Map([[sku.id, rebuiltCounter(ledger.mark ?? 0)]]));
-      if (await stock.rebuild(sku.id, sku.stock, ledger)) (fromOrders ? outcome.rebuilt : outcome.seeded).push(sku.id);
+      const counter = rebuiltCounter(ledger.mark ?? 0);
+      await recordMarks(pool, saleKey, new Map([[sku.id, counter]]));
+      if (await stock.rebuild(sku.id, sku.stock, ledger, counter)) (fromOrders ? outcome.rebuilt : outcome.seeded).push(sku.id);
     } else if (level.stock !== sku.stock) {
       const r = await stock.adjust(sku.id, sku.stock);
       if (r.outcome === 'below-sold') throw new NotSupportedError(`stock cannot go below what is already sold: ${sku.id} has sold ${r.sold}, spec asks ${sku.stock}`);

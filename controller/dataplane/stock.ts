@@ -297,8 +297,10 @@ export class StockStore {
   /**
    * Rebuilds a SKU whose keys Redis lost from what MySQL holds; false when the SKU was present.
    * Any size: staged in chunks of REBUILD_CHUNK, made visible at once by the last call (see REBUILD_STAGE).
+   * `counter` is where the SKU's counter starts; a caller that records it first passes the value it
+   * recorded (ensureStock).
    */
-  async rebuild(skuId: string, stock: number, ledger: SkuLedger, chunk = REBUILD_CHUNK): Promise<boolean> {
+  async rebuild(skuId: string, stock: number, ledger: SkuLedger, counter = rebuiltCounter(ledger.mark ?? 0), chunk = REBUILD_CHUNK): Promise<boolean> {
     const k = this.keys(skuId);
     const token = randomUUID();
     const staged = [`${k.holdings}:rebuild:${token}`, `${k.lastOrder}:rebuild:${token}`, `${k.released}:rebuild:${token}`];
@@ -324,7 +326,7 @@ export class StockStore {
         if (!(await stage('closed', ledger.closedOrderIds.slice(i, i + chunk)))) return false;
       }
       const remaining = Math.max(0, stock - held);
-      return (await this.redis.fsRebuildFinish(k.stock, k.seeded, k.holdings, k.lastOrder, k.released, ...staged, k.seq, k.claimed, stock, remaining, rebuiltCounter(ledger.mark ?? 0))) === 1;
+      return (await this.redis.fsRebuildFinish(k.stock, k.seeded, k.holdings, k.lastOrder, k.released, ...staged, k.seq, k.claimed, stock, remaining, counter)) === 1;
     } finally {
       // After success the staging keys were renamed away; after a refusal or an error, drop them now.
       await this.redis.del(...staged).catch(() => undefined);
