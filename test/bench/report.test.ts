@@ -64,6 +64,29 @@ test('seckill: targets computed from per-pair ratios; a miss is reported with it
   assert.deepEqual(Object.keys(s.cpuPerOrderByRole).sort(), ['api', 'kafka']);
 });
 
+test('seckill: rejection rounds pair each API slice with the bare slice of its round; the floor is reported beside them', () => {
+  // 12 rounds of bare, floor and API slices, then 3 accept pairs: the round numbers run past the pairs'.
+  const rounds = Array.from({ length: 12 }, (_, i) => [
+    seckillRun('bare', i + 1, i % 2 ? 12_000 : 8_000, { ceilingOf: 'reject', cpuUs: 20 }),
+    seckillRun('reject-floor', i + 1, i % 2 ? 9_000 : 6_200, { cpuUs: 25 }),
+    seckillRun('reject', i + 1, i % 2 ? 9_000 : 6_000, { cpuUs: 26 }),
+  ]).flat();
+  const accept = pairs([6000, 5500, 7000], 0, 20, 100).filter((r) => r.ceilingOf !== 'reject' && r.which !== 'reject');
+  const s = seckillSummary([...rounds, ...accept]);
+  assert.equal(s.pairs, 3);
+  assert.equal(s.rejectRounds, 12);
+  // Per round 9,000 ÷ 12,000 = 0.75 and 6,000 ÷ 8,000 = 0.75; pooled medians would give 7,500 ÷ 10,000 as well, but not the spread.
+  assert.deepEqual(s.rejectRatio, { n: 12, median: 0.75, min: 0.75, max: 0.75 });
+  assert.equal(s.verdicts[2]?.ok, false);
+  assert.match(s.verdicts[2]?.what ?? '', /median of 12 ratios, one per round/);
+  assert.equal(s.rejectFloorRatio?.median, (0.75 + 0.775) / 2);
+  // The bare CPU per request is the rejection rounds' (20 µs), not the accept pairs' (50 µs).
+  assert.equal(s.cpuPerBareUs.median, 20);
+  assert.match(rejectBudgetLine(s), /at most 25\.0 µs\. It spent 26\.0 µs.*The rejection floor.*0\.76 \(0\.75–0\.78\) of bare at 25\.0 µs per request \(server only\), below the target itself/);
+  // Batches without a floor say nothing about it.
+  assert.doesNotMatch(rejectBudgetLine(seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100))), /floor/);
+});
+
 test('seckill: all targets met when the figures are', () => {
   const s = seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100));
   assert.ok(s.verdicts.every((v) => v.ok), JSON.stringify(s.verdicts));

@@ -67,7 +67,10 @@ function seckillTable(s: SeckillSummary): string[] {
   return [
     '| measured run | req/s or orders/s | ratio to bare | p50 ms | p99 ms | CPU µs per request / order |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
-    `| bare node:http, rejection settings | ${range(s.bareReject, f0)} req/s | 1 | ${range(s.bareRejectP50, ms2)} | ${range(s.bareRejectP99, ms2)} | ${range(s.cpuPerBareUs, (n) => fd(n, 1))} (bare server, all bare runs) |`,
+    `| bare node:http, rejection settings | ${range(s.bareReject, f0)} req/s | 1 | ${range(s.bareRejectP50, ms2)} | ${range(s.bareRejectP99, ms2)} | ${range(s.cpuPerBareUs, (n) => fd(n, 1))} (bare server) |`,
+    ...(s.rejectFloor && s.rejectFloorRatio && s.rejectFloorP50 && s.rejectFloorP99 && s.cpuPerRejectFloorUs
+      ? [`| rejection floor (only what every rejection needs) | ${range(s.rejectFloor, f0)} req/s | ${range(s.rejectFloorRatio, ms2)} | ${range(s.rejectFloorP50, ms2)} | ${range(s.rejectFloorP99, ms2)} | ${range(s.cpuPerRejectFloorUs, (n) => fd(n, 1))} (floor server) |`]
+      : []),
     `| API rejection path (SOLD_OUT / ALREADY_ORDERED) | ${range(s.reject, f0)} req/s | ${range(s.rejectRatio, ms2)} | ${range(s.rejectP50, ms2)} | ${range(s.rejectP99, ms2)} | ${range(s.cpuPerRejectUs, (n) => fd(n, 1))} |`,
     `| bare node:http, accept settings | ${range(s.bareAccept, f0)} req/s | 1 | ${range(s.bareAcceptP50, ms2)} | ${range(s.bareAcceptP99, ms2)} | |`,
     `| API accept path, HTTP answers | ${range(s.acceptHttp, f0)} req/s | | ${range(s.acceptP50, ms2)} | ${range(s.acceptP99, ms2)} | |`,
@@ -83,7 +86,11 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   const p = s.first.params;
   const acceptRun = latest.find((r) => r.which === 'accept');
   const rejectRun = latest.find((r) => r.which === 'reject');
-  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair (API run ÷ the bare run just before it).`;
+  // Batches since 2026-12-04 10:00 measure the rejection path in rounds with a floor (seckill.ts).
+  const shape = latest.some((r) => r.which === 'reject-floor')
+    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers (bare → floor → API, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
+    : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
   const history = bs.map((b) => seckillSummary(b));
   const md = [
@@ -145,6 +152,7 @@ function seckillSvg(runs: SeckillRun[], s: SeckillSummary): string {
   const style: Record<string, { color: string; legend: string; dashed?: boolean }> = {
     'bare-reject': { color: '#9e9e9e', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'reject')?.params.connections}`, dashed: true },
     reject: { color: '#1f77b4', legend: `API rejection path, -c${runs.find((r) => r.which === 'reject')?.params.connections}` },
+    'reject-floor': { color: '#2ca02c', legend: `rejection floor, -c${runs.find((r) => r.which === 'reject-floor')?.params.connections}`, dashed: true },
     'bare-accept': { color: '#333333', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'accept')?.params.connections}`, dashed: true },
     accept: { color: '#d62728', legend: `API accept path, -c${runs.find((r) => r.which === 'accept')?.params.connections}` },
   };
@@ -155,7 +163,7 @@ function seckillSvg(runs: SeckillRun[], s: SeckillSummary): string {
   });
   return renderChart({
     title: 'HTTP latency by percentile: the API against bare node:http',
-    subtitle: `batch ${s.batch}: one line per measured run (${s.pairs} pairs), wrk's own histogram`,
+    subtitle: `batch ${s.batch}: one line per measured run (${s.rejectRounds} rejection pairs or rounds, ${s.pairs} accept pairs), wrk's own histogram`,
     x: { label: 'percentile of requests (log scale of nines; 100 = max)', scale: 'percentile', format: (p) => (p === 100 ? 'max' : `${p}%`) },
     y: { label: 'latency (ms, log scale)', scale: 'log', format: (v) => (v >= 1 ? String(v) : v.toString()) },
     series,
@@ -350,13 +358,20 @@ function legacyTimeouts(): { md: string; readme: string; svg: null } {
 
 const howto = `How to read and run these benchmarks.
 
-- \`npm run bench:seckill\` measures the order path against a bare \`node:http\` server on the same port
-  with the same wrk settings, in alternated runs (bare → API rejection path → bare → API accept path,
-  \`--pairs 3\` by default), wrk and the server under test pinned to different cores with \`taskset\`
-  when there are two. Each measured run follows \`--warmup\` (3 s) of unmeasured load with the same
-  settings on the same server process (bare and API alike), so V8's optimising compiler has done its
-  work, as in a server that has been up for a while (lines without \`warmupSeconds\` had none: every
-  batch before 2026-12-02 12:50); warm-up orders are written before the run's counts are read.
+- \`npm run bench:seckill\` measures the order path against a bare \`node:http\` server with the same
+  wrk settings, in alternated runs, wrk and the server under test pinned to different cores with
+  \`taskset\` when there are two. The rejection path first: the bare server, the rejection floor
+  (\`test/bench/lib/rejection-floor.ts\`: only what every rejection needs, the same answers) and the
+  API on a sold-out SKU start once, each gets \`--warmup\` of load, and then \`--reject-rounds 12\`
+  rounds of one \`--reject-seconds 3s\` slice each (bare → floor → API, the next round the other way
+  round), so the runs compared lie seconds apart; each round gives one ratio. Batches before
+  2026-12-04 10:00 ran the rejection path in 10-s pairs (bare → API, a process started per run),
+  where identical code gave ratios from 0.72 to 1.01: the machine's drift between runs a pair apart.
+  Then the accept path in \`--pairs 3\` pairs (bare → API accept path), each process started for its
+  run after \`--warmup\` (3 s) of unmeasured load with the same settings on the same process, so
+  V8's optimising compiler has done its work, as in a server that has been up for a while (lines
+  without \`warmupSeconds\` had none: every batch before 2026-12-02 12:50); warm-up orders are
+  written before the run's counts are read.
   Before the first pair, \`--pipeline-warmup\` (30 s) of accept load through a fresh API and the order
   writer, not measured, warms the Kafka broker's JVM, MariaDB and Redis: a broker started minutes
   before spent about twice the CPU per order of one up for hours (lines without
@@ -397,14 +412,14 @@ const howto = `How to read and run these benchmarks.
   and the functions with the most self time to
   \`test/bench/results/profile.jsonl\` (its seckill lines are marked smoke: the profiler slows the
   processes); the "Where the CPU goes" section is rendered from the latest such batch.
-- Ratios only mean something against the bare run of the same pair; absolute figures depend on the
+- Ratios only mean something against the bare run of the same pair or round; absolute figures depend on the
   machine and what else runs on it. Full runs belong on an otherwise idle machine.
 
 To produce committed results (nothing else running; each benchmark installs wrk from Debian's
 packages and starts Kafka, Redis and MariaDB when they do not answer, with \`infra/bench.sh\`):
 
 \`\`\`sh
-npm run bench:seckill     # 3 pairs × (bare, rejection, bare, accept), 10 s each, -c64 / -c256; exits 1 on a missed target
+npm run bench:seckill     # 12 rejection rounds (bare, floor, API; 3-s slices, -c64), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
 npm run bench:timeouts    # 3 closer rounds of 100,000 orders, 1 round through the API + order writer, 1 scan-only round
 npm run bench:report      # RESULTS.md blocks, README section, seckill-latency.svg, timeouts-close-delay.svg
 git add test/bench/results/*.jsonl test/bench/RESULTS.md test/bench/*.svg README.md
@@ -412,7 +427,7 @@ git add test/bench/results/*.jsonl test/bench/RESULTS.md test/bench/*.svg README
 
 A missed target still appends its lines (they are results too); run the pair of commands three
 times for three batches. Validation runs that should leave no trace: \`npm run bench:seckill --
---duration 3s --connections 32 --pairs 1 --results /tmp/seckill.jsonl\` and \`npm run bench:timeouts
+--duration 3s --connections 32 --pairs 1 --reject-rounds 2 --reject-seconds 1s --results /tmp/seckill.jsonl\` and \`npm run bench:timeouts
 -- --orders 2000 --rounds 1 --results /tmp/timeouts.jsonl\` (both are marked smoke; \`bench:report --
 --results-dir /tmp --include-smoke --markdown … --readme … --svg-dir …\` renders them elsewhere).`;
 

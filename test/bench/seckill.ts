@@ -1,8 +1,14 @@
-// `npm run bench:seckill [-- --duration 10s --connections 64 --accept-connections 256 --pairs 3]`:
-// the flash-sale order path under load against a bare node:http ceiling measured in the same run,
-// in alternating measured runs. Each pair is: bare (rejection settings) → API rejection path →
-// bare (accept settings) → API accept path, so drift of a shared machine lands on both sides.
-//   - bare: a node:http server answering the same POSTs on the same port (the ceiling);
+// `npm run bench:seckill [-- --duration 10s --connections 64 --accept-connections 256 --pairs 3
+// --reject-rounds 12 --reject-seconds 3s]`: the flash-sale order path under load against a bare
+// node:http ceiling measured in the same run, in alternating measured runs.
+//   - Rejection rounds first: the bare server, the rejection floor and the API each start once, are
+//     warmed up, and are measured in short slices, round after round (bare → floor → API, the next
+//     round API → floor → bare), so the runs compared lie seconds apart and a drift of the shared
+//     machine lands on all three. 10-s runs a pair apart left the ratio to that drift: identical code
+//     gave 0.72 to 1.01 on 2026-12-04.
+//   - Then accept pairs: bare (accept settings) → API accept path, each process started for its run.
+//   - bare: a node:http server answering the same POSTs (the ceiling);
+//   - reject-floor: only what every rejection needs, the same answers (lib/rejection-floor.ts);
 //   - reject: the real API (`flashsale api`) on a sold-out SKU, half the buyers already holding
 //     their order (ALREADY_ORDERED), half new (SOLD_OUT);
 //   - accept: distinct buyers on a SKU with stock to spare, with a `flashsale order-writer`
@@ -14,7 +20,7 @@
 // test/bench/results/seckill.jsonl; `npm run bench:report` renders RESULTS.md and the README from
 // that file. Exits non-zero, with the figure, when a target or a correctness check is missed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +48,8 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: process.env.BENCH_CONNECTIONS ?? '64' },
     'accept-connections': { type: 'string', default: process.env.BENCH_ACCEPT_CONNECTIONS ?? String(TARGETS.acceptP99Connections) },
     pairs: { type: 'string', default: process.env.BENCH_PAIRS ?? '3' },
+    'reject-rounds': { type: 'string', default: process.env.BENCH_REJECT_ROUNDS ?? '12' },
+    'reject-seconds': { type: 'string', default: process.env.BENCH_REJECT_SECONDS ?? '3s' },
     port: { type: 'string', default: process.env.BENCH_PORT ?? '18480' },
     results: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
@@ -55,9 +63,9 @@ const { values: args } = parseArgs({
   },
 });
 
-function seconds(v: string): number {
+function seconds(v: string, name = 'duration'): number {
   const m = /^(\d+(?:\.\d+)?)(s|m)?$/.exec(v.trim());
-  if (!m) throw new Error(`--duration: "${v}" is not a duration like 10s or 1m`);
+  if (!m) throw new Error(`--${name}: "${v}" is not a duration like 10s or 1m`);
   return Number(m[1]) * (m[2] === 'm' ? 60 : 1);
 }
 function positive(name: string, v: string | undefined): number {
@@ -67,20 +75,22 @@ function positive(name: string, v: string | undefined): number {
 }
 
 const SECONDS = seconds(args.duration as string);
-const WARMUP = seconds(args.warmup as string);
-const PIPELINE_WARMUP = seconds(args['pipeline-warmup'] as string);
+const WARMUP = seconds(args.warmup as string, 'warmup');
+const PIPELINE_WARMUP = seconds(args['pipeline-warmup'] as string, 'pipeline-warmup');
 const CONNECTIONS = positive('connections', args.connections);
 // The accept path is bounded by connections ÷ hand-off latency (Little's law); a flash sale has
 // thousands of concurrent buyers, so it runs with more connections than the rejection comparison.
 const ACCEPT_CONNECTIONS = positive('accept-connections', args['accept-connections']);
 const PAIRS = positive('pairs', args.pairs);
+const REJECT_ROUNDS = positive('reject-rounds', args['reject-rounds']);
+const REJECT_SECONDS = seconds(args['reject-seconds'] as string, 'reject-seconds');
 const PARTS_ORDERS = args['parts-orders'] === '0' ? 0 : positive('parts-orders', args['parts-orders']);
 const PORT = positive('port', args.port);
 const FILE = args.results ?? resultsFile('seckill');
 const PROFILE = args.profile as boolean;
 const PROFILE_FILE = args.results ? join(dirname(args.results), 'profile.jsonl') : resultsFile('profile');
 // Anything shorter than the documented full run is a smoke run: recorded, but not reported.
-const SMOKE = PROFILE || SECONDS < 10 || PAIRS < 3 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
+const SMOKE = PROFILE || SECONDS < 10 || PAIRS < 3 || REJECT_ROUNDS < 12 || REJECT_SECONDS < 3 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
 const SCARCE = 1000;
 const BULK = 50_000_000;
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -208,24 +218,31 @@ function recordProfile(dir: string, proc: ProfileRun['process'], which: ProfileR
 const wrkCommon = { workDir: work, url, path: base, threads: 1, seconds: SECONDS, core: pin.loadCore };
 
 /** The unmeasured load before a measured run (--warmup), with the measured run's settings. */
-async function warmUp(o: Omit<Parameters<typeof wrk>[0], keyof typeof wrkCommon>): Promise<number> {
+async function warmUp(o: Omit<Parameters<typeof wrk>[0], keyof typeof wrkCommon> & { url?: string }): Promise<number> {
   if (WARMUP <= 0) return 0;
   return (await wrk({ ...wrkCommon, ...o, name: `${o.name}-warmup`, seconds: WARMUP })).requests;
 }
 
-async function bareRun(pair: number, ceilingOf: 'reject' | 'accept', connections: number): Promise<void> {
-  // Profiled too with --profile: the ceiling's own steps beside the API's show what the API adds.
-  const prof = PROFILE ? profileDir(`bare-${ceilingOf}-${pair}`) : undefined;
+/** The bare node:http server (the ceiling) on `port`, pinned to the server core. */
+async function startBare(port: number, profileTo?: string): Promise<ChildProcess> {
   const [cmd, argv] = pinned(pin.serverCore, [
     process.execPath,
-    ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []),
+    ...(profileTo ? ['--cpu-prof', `--cpu-prof-dir=${profileTo}`] : []),
     '-e',
-    `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${PORT}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
+    `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
   ]);
   const bare = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(bare);
-  await eventually(async () => (await http('POST', `${url}/`, '{}')).status === 202, { what: 'bare server' });
-  const load = { name: `bare-${ceilingOf}-${pair}`, skuId: ceilingOf === 'reject' ? 'scarce' : 'bulk', prefix: `b${pair}-`, users: ceilingOf === 'reject' ? 2 * SCARCE : 0, connections };
+  await eventually(async () => (await http('POST', `http://127.0.0.1:${port}/`, '{}')).status === 202, { what: 'bare server' });
+  return bare;
+}
+
+/** The bare server's run at the accept settings, started for this run (like the accept run's API). */
+async function bareRun(pair: number): Promise<void> {
+  // Profiled too with --profile: the ceiling's own steps beside the API's show what the API adds.
+  const prof = PROFILE ? profileDir(`bare-accept-${pair}`) : undefined;
+  const bare = await startBare(PORT, prof);
+  const load = { name: `bare-accept-${pair}`, skuId: 'bulk', prefix: `b${pair}-`, users: 0, connections: ACCEPT_CONNECTIONS };
   const warm = await warmUp(load);
   const meter = new CpuMeter({ server: [bare.pid as number] });
   meter.begin();
@@ -233,8 +250,8 @@ async function bareRun(pair: number, ceilingOf: 'reject' | 'accept', connections
   const cpu = meter.end();
   await stopChild(bare);
   // The profile covers the warm-up too: per request, it is divided by both.
-  if (prof) recordProfile(prof, 'bare', ceilingOf, warm + r.requests, 'request', API_STEPS);
-  record('bare', pair, r, cpuCost(cpu, r.requests, []), connections, { ceilingOf });
+  if (prof) recordProfile(prof, 'bare', 'accept', warm + r.requests, 'request', API_STEPS);
+  record('bare', pair, r, cpuCost(cpu, r.requests, []), ACCEPT_CONNECTIONS, { ceilingOf: 'accept' });
 }
 
 async function startApi(profileTo?: string): Promise<ChildProcess> {
@@ -247,28 +264,71 @@ function pipelineMeter(api: ChildProcess, writer: ChildProcess): CpuMeter {
   return new CpuMeter({ api: [api.pid as number], writer: [writer.pid as number], redis: infra.redis, mariadb: infra.mariadb, kafka: infra.kafka });
 }
 
-async function rejectRun(pair: number, writer: ChildProcess): Promise<void> {
-  const prof = PROFILE ? profileDir(`api-reject-${pair}`) : undefined;
-  const api = await startApi(prof);
-  const load = { name: `reject-${pair}`, skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
-  const warm = await warmUp(load);
-  const before = (await http('GET', `${url}/metrics`)).text;
-  const meter = pipelineMeter(api, writer);
-  meter.begin();
-  const r = await wrk({ ...wrkCommon, ...load });
-  const cpu = meter.end();
-  const after = (await http('GET', `${url}/metrics`)).text;
+/**
+ * The rejection comparison (see the head of this file): the bare server, the rejection floor and the
+ * API on the sold-out SKU, started once and warmed up, then REJECT_ROUNDS rounds of one slice each,
+ * the order reversed every other round. `holders` maps u-0..u-999 to their order ids, for the floor.
+ */
+async function rejectionRounds(writer: ChildProcess, holders: Record<string, string>): Promise<void> {
+  const holdersFile = join(work, 'holders.json');
+  writeFileSync(holdersFile, JSON.stringify(holders));
+  const prof = (name: string) => (PROFILE ? profileDir(`${name}-reject`) : undefined);
+  const bareProfile = prof('bare');
+  const apiProfile = prof('api');
+  const barePort = PORT + 2;
+  const floorPort = PORT + 3;
+  const bare = await startBare(barePort, bareProfile);
+  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile]);
+  const floor = spawn(cmd, argv, { stdio: 'inherit' });
+  children.push(floor);
+  await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
+  const api = await startApi(apiProfile);
+  const load = { skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
+  const servers = [
+    { which: 'bare' as const, url: `http://127.0.0.1:${barePort}`, meter: () => new CpuMeter({ server: [bare.pid as number] }) },
+    { which: 'reject-floor' as const, url: `http://127.0.0.1:${floorPort}`, meter: () => new CpuMeter({ server: [floor.pid as number] }) },
+    { which: 'reject' as const, url, meter: () => pipelineMeter(api, writer) },
+  ];
+  const warm: Record<string, number> = {};
+  for (const s of servers) warm[s.which] = await warmUp({ ...load, url: s.url, name: `${s.which}-rejection` });
+  const requests: Record<string, number> = { bare: 0, reject: 0 };
+  for (let round = 1; round <= REJECT_ROUNDS; round++) {
+    for (const s of round % 2 === 1 ? servers : [...servers].reverse()) {
+      const before = s.which === 'reject' ? (await http('GET', `${url}/metrics`)).text : '';
+      const meter = s.meter();
+      meter.begin();
+      const r = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: REJECT_SECONDS, name: `${s.which}-rejection-${round}` });
+      const cpu = meter.end();
+      requests[s.which] = (requests[s.which] ?? 0) + r.requests;
+      const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP };
+      if (s.which === 'bare') {
+        record('bare', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, { ceilingOf: 'reject', params });
+      } else if (s.which === 'reject-floor') {
+        record('reject-floor', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, {
+          params,
+          checks: [{ what: `the rejection floor accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests }],
+        });
+      } else {
+        const after = (await http('GET', `${url}/metrics`)).text;
+        const delta = (outcome: string) => metric(after, 'flashsale_api_requests_total', `outcome="${outcome}"`) - metric(before, 'flashsale_api_requests_total', `outcome="${outcome}"`);
+        const soldOut = delta('sold_out');
+        const already = delta('already_ordered');
+        record('reject', round, r, cpuCost(cpu, r.requests, missing), CONNECTIONS, {
+          params,
+          checks: [
+            { what: `the rejection run accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests },
+            { what: `every answer is SOLD_OUT or ALREADY_ORDERED (${soldOut} + ${already} ≥ ${r.requests})`, ok: soldOut + already >= r.requests && delta('accepted') === 0 },
+          ],
+        });
+      }
+    }
+  }
   await stopChild(api);
-  if (prof) recordProfile(prof, 'api', 'reject', warm + r.requests, 'request', API_STEPS);
-  const delta = (outcome: string) => metric(after, 'flashsale_api_requests_total', `outcome="${outcome}"`) - metric(before, 'flashsale_api_requests_total', `outcome="${outcome}"`);
-  const soldOut = delta('sold_out');
-  const already = delta('already_ordered');
-  record('reject', pair, r, cpuCost(cpu, r.requests, missing), CONNECTIONS, {
-    checks: [
-      { what: `the rejection run accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests },
-      { what: `every answer is SOLD_OUT or ALREADY_ORDERED (${soldOut} + ${already} ≥ ${r.requests})`, ok: soldOut + already >= r.requests && delta('accepted') === 0 },
-    ],
-  });
+  await stopChild(floor);
+  await stopChild(bare);
+  // A profile covers the warm-up and every slice of its process: per request, it is divided by all of them.
+  if (apiProfile) recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
+  if (bareProfile) recordProfile(bareProfile, 'bare', 'reject', (warm.bare ?? 0) + (requests.bare ?? 0), 'request', API_STEPS);
 }
 
 async function bulkRows(): Promise<number> {
@@ -391,12 +451,12 @@ try {
   const sold = await Promise.all(Array.from({ length: SCARCE }, (_, i) => http('POST', `${url}${base}`, { userId: `u-${i}`, skuId: 'scarce' })));
   await stopChild(api);
   if (!sold.every((r) => r.status === 202)) throw new Error('the scarce SKU did not sell out to its first 1,000 buyers');
+  const holders = Object.fromEntries(sold.map((r, i) => [`u-${i}`, (JSON.parse(r.text) as { orderId: string }).orderId]));
 
   if (PIPELINE_WARMUP > 0) await pipelineWarmUp();
+  await rejectionRounds(writer, holders);
   for (let pair = 1; pair <= PAIRS; pair++) {
-    await bareRun(pair, 'reject', CONNECTIONS);
-    await rejectRun(pair, writer);
-    await bareRun(pair, 'accept', ACCEPT_CONNECTIONS);
+    await bareRun(pair);
     await acceptRun(pair, writer, PARTS_ORDERS > 0 ? await partsRun(pair) : undefined);
   }
   const writtenInAll = await ordersWritten();
@@ -427,8 +487,9 @@ try {
   process.stdout.write(
     [
       '',
-      `seckill batch ${s.batch}: ${s.pairs} pair(s), wrk -t1 -d${SECONDS}s, rejection -c${CONNECTIONS}, accept -c${ACCEPT_CONNECTIONS}; median (min–max)`,
-      `  bare node:http, rejection settings: ${range(s.bareReject)} req/s, CPU ${range(s.cpuPerBareUs, 1)} µs per request (bare runs)`,
+      `seckill batch ${s.batch}: ${s.rejectRounds} rejection round(s) of ${REJECT_SECONDS} s slices at -c${CONNECTIONS}, ${s.pairs} accept pair(s) of ${SECONDS} s runs at -c${ACCEPT_CONNECTIONS}, wrk -t1; median (min–max)`,
+      `  bare node:http, rejection settings: ${range(s.bareReject)} req/s, CPU ${range(s.cpuPerBareUs, 1)} µs per request`,
+      ...(s.rejectFloor && s.rejectFloorRatio && s.cpuPerRejectFloorUs ? [`  rejection floor (lib/rejection-floor.ts): ${range(s.rejectFloor)} req/s, ratio ${range(s.rejectFloorRatio, 2)}, CPU ${range(s.cpuPerRejectFloorUs, 1)} µs per request`] : []),
       `  API rejection path:                 ${range(s.reject)} req/s, ratio ${range(s.rejectRatio, 2)}, p99 ${range(s.rejectP99, 2)} ms, CPU ${range(s.cpuPerRejectUs, 1)} µs per request`,
       `  bare node:http, accept settings:    ${range(s.bareAccept)} req/s, p99 ${range(s.bareAcceptP99, 2)} ms`,
       `  API accept path (HTTP):             ${range(s.acceptHttp)} req/s, p50 ${range(s.acceptP50, 2)} ms, p99 ${range(s.acceptP99, 2)} ms`,

@@ -51,10 +51,18 @@ export interface LatencyMs {
 export interface SeckillRun extends RunContext {
   bench: 'seckill';
   timestamp: string;
-  /** bare = node:http ceiling, reject = API rejection path, accept = API accept path. */
-  which: 'bare' | 'reject' | 'accept';
+  /**
+   * bare = node:http ceiling, reject = API rejection path, accept = API accept path, reject-floor =
+   * the least any rejection on node:http does (lib/rejection-floor.ts; lines since 2026-12-04 10:00).
+   */
+  which: 'bare' | 'reject' | 'reject-floor' | 'accept';
   /** The API run a bare run is the ceiling of (same wrk settings). */
   ceilingOf?: 'reject' | 'accept';
+  /**
+   * The pair (accept runs and their bare run) or, for the rejection comparison, the round: since
+   * 2026-12-04 10:00 the bare, floor and API rejection runs of one round are short slices of warm
+   * servers (seckill.ts); before, a rejection pair was a bare and an API run of 10 s each.
+   */
   pair: number;
   /**
    * warmupSeconds: unmeasured load on the same server just before the run (absent in older lines: none).
