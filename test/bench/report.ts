@@ -87,8 +87,12 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   const acceptRun = latest.find((r) => r.which === 'accept');
   const rejectRun = latest.find((r) => r.which === 'reject');
   // Batches since 2026-12-04 10:00 measure the rejection path in rounds with a floor (seckill.ts).
+  const firstRound = latest
+    .filter((r) => r.pair === 1 && r.which !== 'accept' && r.ceilingOf !== 'accept')
+    .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject' ? 'API' : 'bare'))
+    .join(' → ');
   const shape = latest.some((r) => r.which === 'reject-floor')
-    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers (bare → floor → API, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
+    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
     : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
@@ -362,11 +366,12 @@ const howto = `How to read and run these benchmarks.
   wrk settings, in alternated runs, wrk and the server under test pinned to different cores with
   \`taskset\` when there are two. The rejection path first: the bare server, the rejection floor
   (\`test/bench/lib/rejection-floor.ts\`: only what every rejection needs, the same answers) and the
-  API on a sold-out SKU start once, each gets \`--warmup\` of load, and then \`--reject-rounds 12\`
-  rounds of one \`--reject-seconds 3s\` slice each (bare → floor → API, the next round the other way
-  round), so the runs compared lie seconds apart; each round gives one ratio. Batches before
-  2026-12-04 10:00 ran the rejection path in 10-s pairs (bare → API, a process started per run),
-  where identical code gave ratios from 0.72 to 1.01: the machine's drift between runs a pair apart.
+  API on a sold-out SKU start once, each gets \`--warmup\` of load, and then \`--reject-rounds 15\`
+  rounds of one \`--reject-seconds 2s\` slice each, bare in the middle (floor → bare → API, the next
+  round API → bare → floor), so each run compared with bare is next to it; each round gives one
+  ratio. Batches before 2026-12-04 10:00 ran the rejection path in 10-s pairs (bare → API, a process
+  started per run), where identical code gave ratios from 0.72 to 1.01: the machine's drift between
+  runs a pair apart. One batch at 09:56 ran 12 rounds of 3-s slices in the order bare → floor → API.
   Then the accept path in \`--pairs 3\` pairs (bare → API accept path), each process started for its
   run after \`--warmup\` (3 s) of unmeasured load with the same settings on the same process, so
   V8's optimising compiler has done its work, as in a server that has been up for a while (lines
@@ -419,7 +424,7 @@ To produce committed results (nothing else running; each benchmark installs wrk 
 packages and starts Kafka, Redis and MariaDB when they do not answer, with \`infra/bench.sh\`):
 
 \`\`\`sh
-npm run bench:seckill     # 12 rejection rounds (bare, floor, API; 3-s slices, -c64), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
+npm run bench:seckill     # 15 rejection rounds (floor, bare, API; 2-s slices, -c64), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
 npm run bench:timeouts    # 3 closer rounds of 100,000 orders, 1 round through the API + order writer, 1 scan-only round
 npm run bench:report      # RESULTS.md blocks, README section, seckill-latency.svg, timeouts-close-delay.svg
 git add test/bench/results/*.jsonl test/bench/RESULTS.md test/bench/*.svg README.md

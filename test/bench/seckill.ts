@@ -1,11 +1,12 @@
 // `npm run bench:seckill [-- --duration 10s --connections 64 --accept-connections 256 --pairs 3
-// --reject-rounds 12 --reject-seconds 3s]`: the flash-sale order path under load against a bare
+// --reject-rounds 15 --reject-seconds 2s]`: the flash-sale order path under load against a bare
 // node:http ceiling measured in the same run, in alternating measured runs.
 //   - Rejection rounds first: the bare server, the rejection floor and the API each start once, are
-//     warmed up, and are measured in short slices, round after round (bare → floor → API, the next
-//     round API → floor → bare), so the runs compared lie seconds apart and a drift of the shared
-//     machine lands on all three. 10-s runs a pair apart left the ratio to that drift: identical code
-//     gave 0.72 to 1.01 on 2026-12-04.
+//     warmed up, and are measured in short slices, round after round, bare in the middle (floor →
+//     bare → API, the next round API → bare → floor), so each run compared with bare is next to it
+//     and a drift of the shared machine lands on both. 10-s runs a pair apart left the ratio to that
+//     drift: identical code gave 0.72 to 1.01 on 2026-12-04, and on that day's machine one server's
+//     rate moved by 1.5× from one 3-s slice to the next (so: short slices, many rounds).
 //   - Then accept pairs: bare (accept settings) → API accept path, each process started for its run.
 //   - bare: a node:http server answering the same POSTs (the ceiling);
 //   - reject-floor: only what every rejection needs, the same answers (lib/rejection-floor.ts);
@@ -48,8 +49,8 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: process.env.BENCH_CONNECTIONS ?? '64' },
     'accept-connections': { type: 'string', default: process.env.BENCH_ACCEPT_CONNECTIONS ?? String(TARGETS.acceptP99Connections) },
     pairs: { type: 'string', default: process.env.BENCH_PAIRS ?? '3' },
-    'reject-rounds': { type: 'string', default: process.env.BENCH_REJECT_ROUNDS ?? '12' },
-    'reject-seconds': { type: 'string', default: process.env.BENCH_REJECT_SECONDS ?? '3s' },
+    'reject-rounds': { type: 'string', default: process.env.BENCH_REJECT_ROUNDS ?? '15' },
+    'reject-seconds': { type: 'string', default: process.env.BENCH_REJECT_SECONDS ?? '2s' },
     port: { type: 'string', default: process.env.BENCH_PORT ?? '18480' },
     results: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
@@ -90,7 +91,7 @@ const FILE = args.results ?? resultsFile('seckill');
 const PROFILE = args.profile as boolean;
 const PROFILE_FILE = args.results ? join(dirname(args.results), 'profile.jsonl') : resultsFile('profile');
 // Anything shorter than the documented full run is a smoke run: recorded, but not reported.
-const SMOKE = PROFILE || SECONDS < 10 || PAIRS < 3 || REJECT_ROUNDS < 12 || REJECT_SECONDS < 3 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
+const SMOKE = PROFILE || SECONDS < 10 || PAIRS < 3 || REJECT_ROUNDS < 15 || REJECT_SECONDS < 2 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
 const SCARCE = 1000;
 const BULK = 50_000_000;
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -284,9 +285,10 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
   const api = await startApi(apiProfile);
   const load = { skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
+  // Bare in the middle: the floor's and the API's slices are each next to the bare slice of their round.
   const servers = [
-    { which: 'bare' as const, url: `http://127.0.0.1:${barePort}`, meter: () => new CpuMeter({ server: [bare.pid as number] }) },
     { which: 'reject-floor' as const, url: `http://127.0.0.1:${floorPort}`, meter: () => new CpuMeter({ server: [floor.pid as number] }) },
+    { which: 'bare' as const, url: `http://127.0.0.1:${barePort}`, meter: () => new CpuMeter({ server: [bare.pid as number] }) },
     { which: 'reject' as const, url, meter: () => pipelineMeter(api, writer) },
   ];
   const warm: Record<string, number> = {};
