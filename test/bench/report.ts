@@ -92,7 +92,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject' ? 'API' : 'bare'))
     .join(' → ');
   const shape = latest.some((r) => r.which === 'reject-floor')
-    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
+    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
     : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
@@ -369,7 +369,9 @@ const howto = `How to read and run these benchmarks.
   API on a sold-out SKU start once, each gets \`--warmup\` of load, and then \`--reject-rounds 15\`
   rounds of one \`--reject-seconds 2s\` slice each, bare in the middle (floor → bare → API, the next
   round API → bare → floor), so each run compared with bare is next to it; each round gives one
-  ratio. Batches before 2026-12-04 10:00 ran the rejection path in 10-s pairs (bare → API, a process
+  ratio. Every slice follows 1 s of unmeasured load on its server (since 2026-12-04 10:30): the
+  API's copy of a sold-out SKU's holders lapses after half a second without requests, and a slice
+  after an idle gap would begin with about a thousand reserves in Redis. Batches before 2026-12-04 10:00 ran the rejection path in 10-s pairs (bare → API, a process
   started per run), where identical code gave ratios from 0.72 to 1.01: the machine's drift between
   runs a pair apart. One batch at 09:56 ran 12 rounds of 3-s slices in the order bare → floor → API.
   Then the accept path in \`--pairs 3\` pairs (bare → API accept path), each process started for its

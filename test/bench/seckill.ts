@@ -3,8 +3,8 @@
 // node:http ceiling measured in the same run, in alternating measured runs.
 //   - Rejection rounds first: the bare server, the rejection floor and the API each start once, are
 //     warmed up, and are measured in short slices, round after round, bare in the middle (floor →
-//     bare → API, the next round API → bare → floor), so each run compared with bare is next to it
-//     and a drift of the shared machine lands on both. 10-s runs a pair apart left the ratio to that
+//     bare → API, the next round API → bare → floor), each slice after 1 s of unmeasured load, so
+//     each run compared with bare is next to it and a drift of the shared machine lands on both. 10-s runs a pair apart left the ratio to that
 //     drift: identical code gave 0.72 to 1.01 on 2026-12-04, and on that day's machine one server's
 //     rate moved by 1.5× from one 3-s slice to the next (so: short slices, many rounds).
 //   - Then accept pairs: bare (accept settings) → API accept path, each process started for its run.
@@ -85,6 +85,8 @@ const ACCEPT_CONNECTIONS = positive('accept-connections', args['accept-connectio
 const PAIRS = positive('pairs', args.pairs);
 const REJECT_ROUNDS = positive('reject-rounds', args['reject-rounds']);
 const REJECT_SECONDS = seconds(args['reject-seconds'] as string, 'reject-seconds');
+/** Unmeasured load on a server just before each of its rejection slices (wrk's shortest run). */
+const SLICE_WARMUP = 1;
 const PARTS_ORDERS = args['parts-orders'] === '0' ? 0 : positive('parts-orders', args['parts-orders']);
 const PORT = positive('port', args.port);
 const FILE = args.results ?? resultsFile('seckill');
@@ -296,13 +298,17 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   const requests: Record<string, number> = { bare: 0, reject: 0 };
   for (let round = 1; round <= REJECT_ROUNDS; round++) {
     for (const s of round % 2 === 1 ? servers : [...servers].reverse()) {
+      // Every slice follows a second of unmeasured load on its server: the API's copy of a sold-out
+      // SKU's holders lapses after 2 × 250 ms without requests (api.ts), and until a refresh lands the
+      // first ~1,000 requests of a slice would go to Redis, which no server under steady load does.
+      await wrk({ ...wrkCommon, ...load, url: s.url, seconds: SLICE_WARMUP, name: `${s.which}-rejection-${round}-warmup` });
       const before = s.which === 'reject' ? (await http('GET', `${url}/metrics`)).text : '';
       const meter = s.meter();
       meter.begin();
       const r = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: REJECT_SECONDS, name: `${s.which}-rejection-${round}` });
       const cpu = meter.end();
       requests[s.which] = (requests[s.which] ?? 0) + r.requests;
-      const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP };
+      const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP, sliceWarmupSeconds: SLICE_WARMUP };
       if (s.which === 'bare') {
         record('bare', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, { ceilingOf: 'reject', params });
       } else if (s.which === 'reject-floor') {

@@ -68,8 +68,10 @@ export interface SeckillRun extends RunContext {
    * warmupSeconds: unmeasured load on the same server just before the run (absent in older lines: none).
    * pipelineWarmupSeconds: unmeasured accept load through the whole pipeline before the batch's first
    * pair (absent in lines before 2026-12-03 17:00: none).
+   * sliceWarmupSeconds: rejection rounds, unmeasured load on the server just before each slice
+   * (absent before 2026-12-04 10:30: none).
    */
-  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number; pipelineWarmupSeconds?: number };
+  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number; pipelineWarmupSeconds?: number; sliceWarmupSeconds?: number };
   requests: number;
   rps: number;
   non2xx: number;
