@@ -4,9 +4,10 @@
 //   - Rejection rounds first: the bare server, the rejection floor and the API each start once, are
 //     warmed up, and are measured in short slices, round after round, bare in the middle (floor →
 //     bare → API, the next round API → bare → floor), each slice after 1 s of unmeasured load, so
-//     each run compared with bare is next to it and a drift of the shared machine lands on both. 10-s runs a pair apart left the ratio to that
-//     drift: identical code gave 0.72 to 1.01 on 2026-12-04, and on that day's machine one server's
-//     rate moved by 1.5× from one 3-s slice to the next (so: short slices, many rounds).
+//     each run compared with bare is next to it and a drift of the shared machine lands on both.
+//     10-s runs a pair apart left the ratio to that drift: identical code gave 0.72 to 1.01 on
+//     2026-12-04, and on that day's machine one server's rate moved by 1.5× from one 3-s slice to
+//     the next (so: short slices, many rounds).
 //   - Then accept pairs: bare (accept settings) → API accept path, each process started for its run.
 //   - bare: a node:http server answering the same POSTs (the ceiling);
 //   - reject-floor: only what every rejection needs, the same answers (lib/rejection-floor.ts);
@@ -301,13 +302,13 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
       // Every slice follows a second of unmeasured load on its server: the API's copy of a sold-out
       // SKU's holders lapses after 2 × 250 ms without requests (api.ts), and until a refresh lands the
       // first ~1,000 requests of a slice would go to Redis, which no server under steady load does.
-      await wrk({ ...wrkCommon, ...load, url: s.url, seconds: SLICE_WARMUP, name: `${s.which}-rejection-${round}-warmup` });
+      const touch = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: SLICE_WARMUP, name: `${s.which}-rejection-${round}-warmup` });
       const before = s.which === 'reject' ? (await http('GET', `${url}/metrics`)).text : '';
       const meter = s.meter();
       meter.begin();
       const r = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: REJECT_SECONDS, name: `${s.which}-rejection-${round}` });
       const cpu = meter.end();
-      requests[s.which] = (requests[s.which] ?? 0) + r.requests;
+      requests[s.which] = (requests[s.which] ?? 0) + touch.requests + r.requests;
       const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP, sliceWarmupSeconds: SLICE_WARMUP };
       if (s.which === 'bare') {
         record('bare', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, { ceilingOf: 'reject', params });
@@ -334,7 +335,7 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   await stopChild(api);
   await stopChild(floor);
   await stopChild(bare);
-  // A profile covers the warm-up and every slice of its process: per request, it is divided by all of them.
+  // A profile covers the warm-ups and every slice of its process: per request, it is divided by all of them.
   if (apiProfile) recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
   if (bareProfile) recordProfile(bareProfile, 'bare', 'reject', (warm.bare ?? 0) + (requests.bare ?? 0), 'request', API_STEPS);
 }
