@@ -69,7 +69,7 @@ export interface SeckillRun extends RunContext {
    * pipelineWarmupSeconds: unmeasured accept load through the whole pipeline before the batch's first
    * pair (absent in lines before 2026-12-03 17:00: none).
    * sliceWarmupSeconds: rejection rounds, unmeasured load on the server just before each slice
-   * (absent before 2026-12-04 10:30: none).
+   * (absent before 2026-12-04 10:20: none).
    */
   params: { seconds: number; connections: number; threads: number; warmupSeconds?: number; pipelineWarmupSeconds?: number; sliceWarmupSeconds?: number };
   requests: number;
