@@ -79,7 +79,7 @@ test('seckill: rejection rounds pair each API slice with the bare slice of its r
   assert.deepEqual(s.rejectRatio, { n: 12, median: 0.75, min: 0.75, max: 0.75 });
   assert.equal(s.verdicts[2]?.ok, false);
   assert.match(s.verdicts[2]?.what ?? '', /median of 12 ratios, one per round/);
-  assert.equal(s.rejectFloorRatio?.median, (0.75 + 0.775) / 2);
+  assert.equal(s.rejectFloor?.ratio.median, (0.75 + 0.775) / 2);
   // The bare CPU per request is the rejection rounds' (20 µs), not the accept pairs' (50 µs).
   assert.equal(s.cpuPerBareUs.median, 20);
   assert.match(rejectBudgetLine(s), /at most 25\.0 µs\. It spent 26\.0 µs.*The rejection floor.*0\.76 \(0\.75–0\.78\) of bare at 25\.0 µs per request \(server only\), below the target itself/);

@@ -68,8 +68,8 @@ function seckillTable(s: SeckillSummary): string[] {
     '| measured run | req/s or orders/s | ratio to bare | p50 ms | p99 ms | CPU µs per request / order |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
     `| bare node:http, rejection settings | ${range(s.bareReject, f0)} req/s | 1 | ${range(s.bareRejectP50, ms2)} | ${range(s.bareRejectP99, ms2)} | ${range(s.cpuPerBareUs, (n) => fd(n, 1))} (bare server) |`,
-    ...(s.rejectFloor && s.rejectFloorRatio && s.rejectFloorP50 && s.rejectFloorP99 && s.cpuPerRejectFloorUs
-      ? [`| rejection floor (only what every rejection needs) | ${range(s.rejectFloor, f0)} req/s | ${range(s.rejectFloorRatio, ms2)} | ${range(s.rejectFloorP50, ms2)} | ${range(s.rejectFloorP99, ms2)} | ${range(s.cpuPerRejectFloorUs, (n) => fd(n, 1))} (floor server) |`]
+    ...(s.rejectFloor
+      ? [`| rejection floor (only what every rejection needs) | ${range(s.rejectFloor.rps, f0)} req/s | ${range(s.rejectFloor.ratio, ms2)} | ${range(s.rejectFloor.p50, ms2)} | ${range(s.rejectFloor.p99, ms2)} | ${range(s.rejectFloor.cpuUs, (n) => fd(n, 1))} (floor server) |`]
       : []),
     `| API rejection path (SOLD_OUT / ALREADY_ORDERED) | ${range(s.reject, f0)} req/s | ${range(s.rejectRatio, ms2)} | ${range(s.rejectP50, ms2)} | ${range(s.rejectP99, ms2)} | ${range(s.cpuPerRejectUs, (n) => fd(n, 1))} |`,
     `| bare node:http, accept settings | ${range(s.bareAccept, f0)} req/s | 1 | ${range(s.bareAcceptP50, ms2)} | ${range(s.bareAcceptP99, ms2)} | |`,
@@ -91,7 +91,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     .filter((r) => r.pair === 1 && r.which !== 'accept' && r.ceilingOf !== 'accept')
     .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject' ? 'API' : 'bare'))
     .join(' → ');
-  const shape = latest.some((r) => r.which === 'reject-floor')
+  const shape = s.rejectFloor
     ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
     : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;

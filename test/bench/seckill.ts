@@ -498,7 +498,7 @@ try {
       '',
       `seckill batch ${s.batch}: ${s.rejectRounds} rejection round(s) of ${REJECT_SECONDS} s slices at -c${CONNECTIONS}, ${s.pairs} accept pair(s) of ${SECONDS} s runs at -c${ACCEPT_CONNECTIONS}, wrk -t1; median (min–max)`,
       `  bare node:http, rejection settings: ${range(s.bareReject)} req/s, CPU ${range(s.cpuPerBareUs, 1)} µs per request`,
-      ...(s.rejectFloor && s.rejectFloorRatio && s.cpuPerRejectFloorUs ? [`  rejection floor (lib/rejection-floor.ts): ${range(s.rejectFloor)} req/s, ratio ${range(s.rejectFloorRatio, 2)}, CPU ${range(s.cpuPerRejectFloorUs, 1)} µs per request`] : []),
+      ...(s.rejectFloor ? [`  rejection floor (lib/rejection-floor.ts): ${range(s.rejectFloor.rps)} req/s, ratio ${range(s.rejectFloor.ratio, 2)}, CPU ${range(s.rejectFloor.cpuUs, 1)} µs per request`] : []),
       `  API rejection path:                 ${range(s.reject)} req/s, ratio ${range(s.rejectRatio, 2)}, p99 ${range(s.rejectP99, 2)} ms, CPU ${range(s.cpuPerRejectUs, 1)} µs per request`,
       `  bare node:http, accept settings:    ${range(s.bareAccept)} req/s, p99 ${range(s.bareAcceptP99, 2)} ms`,
       `  API accept path (HTTP):             ${range(s.acceptHttp)} req/s, p50 ${range(s.acceptP50, 2)} ms, p99 ${range(s.acceptP99, 2)} ms`,

@@ -37,12 +37,11 @@ export interface SeckillSummary {
   rejectP50: Spread;
   rejectRatio: Spread;
   rejectP99: Spread;
-  /** The rejection floor (lib/rejection-floor.ts): req/s, ratio to the bare run of its round, CPU per request; null before it existed. */
-  rejectFloor: Spread | null;
-  rejectFloorRatio: Spread | null;
-  rejectFloorP50: Spread | null;
-  rejectFloorP99: Spread | null;
-  cpuPerRejectFloorUs: Spread | null;
+  /**
+   * The rejection floor (lib/rejection-floor.ts): req/s, ratio to the bare run of its round, latency,
+   * CPU per request of the floor server; null in batches before it existed.
+   */
+  rejectFloor: { rps: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread } | null;
   bareAccept: Spread;
   bareAcceptP50: Spread;
   bareAcceptP99: Spread;
@@ -122,11 +121,6 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     rejectP50: spread(all('reject').map((r) => r.latencyMs.p50)),
     rejectRatio: spread(rejectRatios),
     rejectP99: spread(all('reject').map((r) => r.latencyMs.p99)),
-    rejectFloor: floorRatios.length > 0 ? spread(all('reject-floor').map((r) => r.rps)) : null,
-    rejectFloorRatio: floorRatios.length > 0 ? spread(floorRatios) : null,
-    rejectFloorP50: floorRatios.length > 0 ? spread(all('reject-floor').map((r) => r.latencyMs.p50)) : null,
-    rejectFloorP99: floorRatios.length > 0 ? spread(all('reject-floor').map((r) => r.latencyMs.p99)) : null,
-    cpuPerRejectFloorUs: floorRatios.length > 0 ? spread(all('reject-floor').map((r) => r.cpu.usPerUnit)) : null,
     bareAccept: spread(all('bare', 'accept').map((r) => r.rps)),
     bareAcceptP50: spread(all('bare', 'accept').map((r) => r.latencyMs.p50)),
     bareAcceptP99: spread(all('bare', 'accept').map((r) => r.latencyMs.p99)),
@@ -140,6 +134,17 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     cpuPerRejectUs: spread(all('reject').map((r) => r.cpu.usPerUnit)),
     cpuPerBareUs: spread(all('bare', 'reject').map((r) => r.cpu.usPerUnit)),
   };
+  const floorRuns = all('reject-floor');
+  const rejectFloor =
+    floorRatios.length > 0
+      ? {
+          rps: spread(floorRuns.map((r) => r.rps)),
+          ratio: spread(floorRatios),
+          p50: spread(floorRuns.map((r) => r.latencyMs.p50)),
+          p99: spread(floorRuns.map((r) => r.latencyMs.p99)),
+          cpuUs: spread(floorRuns.map((r) => r.cpu.usPerUnit)),
+        }
+      : null;
   const floors: number[] = [];
   const floorParts: Record<string, number[]> = { http: [], redis: [], kafka: [], mysql: [] };
   for (const p of pairs) {
@@ -177,7 +182,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, budgetOrdersPerSecond, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, budgetOrdersPerSecond, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -226,10 +231,10 @@ export function rejectBudgetLine(s: SeckillSummary): string {
     `Rejection budget: the bare server spends ${s.cpuPerBareUs.median.toFixed(1)} µs of CPU per request; at ${TARGETS.rejectRatio} of its rate on the same core ` +
     `the rejection path may spend at most ${allowed.toFixed(1)} µs. It spent ${s.cpuPerRejectUs.median.toFixed(1)} µs (every pipeline process), ` +
     `which allows about ${(s.cpuPerBareUs.median / s.cpuPerRejectUs.median).toFixed(2)} of bare. ${reach ? 'Within the budget.' : `Out of reach at this cost: ${(s.cpuPerRejectUs.median - allowed).toFixed(1)} µs per request too many (where they go: the profile below).`}` +
-    (s.rejectFloorRatio && s.cpuPerRejectFloorUs
+    (s.rejectFloor
       ? ` The rejection floor, a handler doing only what every rejection needs (read the body, JSON.parse, check two fields, look the buyer up, the same JSON answers, a counter and a histogram), measured in the same rounds: ` +
-        `${s.rejectFloorRatio.median.toFixed(2)} (${s.rejectFloorRatio.min.toFixed(2)}–${s.rejectFloorRatio.max.toFixed(2)}) of bare at ${s.cpuPerRejectFloorUs.median.toFixed(1)} µs per request (server only)` +
-        (s.rejectFloorRatio.median < TARGETS.rejectRatio ? `, below the target itself: on this machine a node:http handler that does this much does not reach ${TARGETS.rejectRatio} of bare.` : '.')
+        `${s.rejectFloor.ratio.median.toFixed(2)} (${s.rejectFloor.ratio.min.toFixed(2)}–${s.rejectFloor.ratio.max.toFixed(2)}) of bare at ${s.rejectFloor.cpuUs.median.toFixed(1)} µs per request (server only)` +
+        (s.rejectFloor.ratio.median < TARGETS.rejectRatio ? `, below the target itself: on this machine a node:http handler that does this much does not reach ${TARGETS.rejectRatio} of bare.` : '.')
       : '')
   );
 }
