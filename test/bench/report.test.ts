@@ -114,6 +114,25 @@ test("seckill: the parts' floor is each pair's bare CPU per request plus its par
   assert.match(floorLine(under) ?? '', /= 250\.0 .*Within reach of the parts, which take 63 % of it: of the pipeline's 600\.0 µs per order, 350\.0 are above the floor .* and 200\.0 of them must go/);
 });
 
+test("seckill: the load generator's CPU per request is taken out of what the cores leave the pipeline", () => {
+  // wrk costs 20 µs per request in the bare runs, 30 in the accept runs; the pipeline 100 µs per order.
+  const withGen = (runs: SeckillRun[]) =>
+    runs.map((r) => (r.ceilingOf === 'accept' || r.which === 'accept' ? { ...r, loadGen: { cpuSeconds: 1, usPerRequest: r.which === 'accept' ? 30 : 20 } } : r));
+  const s = seckillSummary(withGen(pairs([6000, 5500, 7000], 9000, 20, 100)));
+  assert.deepEqual(s.loadGenUs?.accept, { n: 3, median: 30, min: 30, max: 30 });
+  // 2 cores ÷ (100 + 30) µs = 15,385 orders/s; the target's 5,000 orders/s leave 400 − min(20, 30) = 380 µs.
+  assert.equal(Math.round(s.budgetOrdersPerSecond), 15_385);
+  assert.equal(s.allowedUsPerOrder, 380);
+  assert.match(budgetLine(s), /2 cores ÷ \(100 µs .* \+ 30\.0 µs of the load generator's per request, which shares the cores\) = at most 15,385 orders\/s.*Within the budget.*= 380\.0 µs per order\./);
+  // A floor of 390 µs is under the 400 the cores alone would allow, but over what wrk leaves.
+  const floor = { orders: 1000, batch: 256, usPerOrder: { redis: 200, kafka: 100, mysql: 40 }, seconds: { redis: { client: 0, server: 0 }, kafka: { client: 0, server: 0 }, mysql: { client: 0, server: 0 } } };
+  const withFloor = seckillSummary(withGen(pairs([4000, 4200, 3900], 8500, 40, 600)).map((r) => (r.which === 'accept' ? { ...r, parts: floor } : r)));
+  assert.match(floorLine(withFloor) ?? '', /= 390\.0 .*allows 380\.0 µs on 2 cores once the load generator has its share\. Out of reach .* 10\.0 µs per order more/);
+  // Lines without the figure: no share taken, the sentence as before.
+  assert.equal(seckillSummary(pairs([6000], 9000, 20, 100)).loadGenUs, null);
+  assert.doesNotMatch(budgetLine(seckillSummary(pairs([6000], 9000, 20, 100))), /load generator/);
+});
+
 test('seckill: the p99 target is not met at fewer connections than it names', () => {
   const runs = pairs([6000], 9000, 20, 100).map((r) => (r.which === 'accept' ? { ...r, params: { ...r.params, connections: 64 } } : r));
   assert.equal(seckillSummary(runs).verdicts[1]?.ok, false);

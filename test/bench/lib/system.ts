@@ -10,7 +10,7 @@ import type { Pool } from '../../../controller/infra/mysql.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
 
 /** Clock ticks per second of utime/stime in /proc/<pid>/stat (USER_HZ, 100 on Linux unless told otherwise). */
-const TICKS = (() => {
+export const TICKS = (() => {
   try {
     return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
   } catch {
