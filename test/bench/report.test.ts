@@ -128,6 +128,12 @@ test("seckill: the load generator's CPU per request is taken out of what the cor
   const floor = { orders: 1000, batch: 256, usPerOrder: { redis: 200, kafka: 100, mysql: 40 }, seconds: { redis: { client: 0, server: 0 }, kafka: { client: 0, server: 0 }, mysql: { client: 0, server: 0 } } };
   const withFloor = seckillSummary(withGen(pairs([4000, 4200, 3900], 8500, 40, 600)).map((r) => (r.which === 'accept' ? { ...r, parts: floor } : r)));
   assert.match(floorLine(withFloor) ?? '', /= 390\.0 .*allows 380\.0 µs on 2 cores once the load generator has its share\. Out of reach .* 10\.0 µs per order more/);
+  // The latency budget at the floor's cost: 2 cores ÷ (390 + 30) µs = 4,762 orders/s, 256 ÷ that = 53.8 ms mean, × 3 (bare's p99 ÷ mean).
+  assert.match(latencyBudgetLine(withFloor), /at this CPU cost\)\. At the parts' floor's cost \(390\.0 µs per order, wrk's 30\.0 µs per request on top\) the cores would allow 4,762 orders\/s and a p99 near 161 ms: out of reach on this machine whatever our code does\./);
+  // A floor of 80 µs (bare's 50 + 30): 2 cores ÷ 110 µs = 18,182 orders/s, 14.1 ms mean, p99 near 42 ms.
+  const low = { ...floor, usPerOrder: { redis: 10, kafka: 10, mysql: 10 } };
+  const lowFloor = seckillSummary(withGen(pairs([4000, 4200, 3900], 8500, 40, 600)).map((r) => (r.which === 'accept' ? { ...r, parts: low } : r)));
+  assert.match(latencyBudgetLine(lowFloor), /would allow 18,182 orders\/s and a p99 near 42 ms: the target is within reach of the parts/);
   // Lines without the figure: no share taken, the sentence as before.
   assert.equal(seckillSummary(pairs([6000], 9000, 20, 100)).loadGenUs, null);
   assert.doesNotMatch(budgetLine(seckillSummary(pairs([6000], 9000, 20, 100))), /load generator/);
