@@ -139,6 +139,14 @@ test("seckill: the load generator's CPU per request is taken out of what the cor
   assert.doesNotMatch(budgetLine(seckillSummary(pairs([6000], 9000, 20, 100))), /load generator/);
 });
 
+test('seckill: a ratio just under its target is not shown rounded up to it', () => {
+  // 7,995 ÷ 10,000 = 0.7995: missed, and shown as 0.799 rather than 0.80 beside the word MISSED.
+  const s = seckillSummary(pairs([6000], 7995, 20, 100));
+  assert.equal(s.verdicts[2]?.ok, false);
+  assert.match(s.verdicts[2]?.figure ?? '', /^0\.799 \(0\.80–0\.80\)/);
+  assert.match(seckillSummary(pairs([6000], 8500, 20, 100)).verdicts[2]?.figure ?? '', /^0\.85 /);
+});
+
 test('seckill: the p99 target is not met at fewer connections than it names', () => {
   const runs = pairs([6000], 9000, 20, 100).map((r) => (r.which === 'accept' ? { ...r, params: { ...r.params, connections: 64 } } : r));
   assert.equal(seckillSummary(runs).verdicts[1]?.ok, false);
