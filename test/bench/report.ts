@@ -401,11 +401,11 @@ const howto = `How to read and run these benchmarks.
   accepted; it is steadier than wall-clock figures on a shared machine (but Redis, MariaDB and Kafka
   count whatever else uses them at the time). The CPU budget line turns it into the most orders/s
   the machine's cores allow: a target above it cannot be reached without a cheaper path. wrk shares
-  those cores: since 2026-12-04 12:30 each run also records wrk's own CPU (its \`done\` callback
-  reads \`/proc/self/stat\`), and the budget counts it per request — at the accept run's rate for
+  those cores: since 2026-12-04 12:00 each run also records wrk's own CPU (its \`done\` callback
+  reads \`/proc/self/stat\`), and the budget counts it per request — the accept runs' figure for
   the most orders/s, and for what the target leaves the pipeline the lower of the accept and the
-  bare runs' figures (at the target's rate, between the two, wrk costs no less per request than the
-  lower of them).
+  bare runs' figures (the target's rate lies between theirs; taking the cheaper assumes wrk costs
+  no less per request there than in the cheaper of the two).
 - The parts' floor (\`test/bench/lib/parts.ts\`, each pair just before its accept run, 50,000 orders
   after a quarter as many unmeasured): what Redis, Kafka and MariaDB cost per order, client and
   server, when asked through the same libraries with none of our code — the reserve and claim

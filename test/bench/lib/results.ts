@@ -82,7 +82,7 @@ export interface SeckillRun extends RunContext {
   /**
    * The load generator's own CPU during the run (wrk, all threads, read in its `done` callback from
    * /proc/self/stat) and per request: it shares the machine's cores with what it measures. Absent in
-   * lines before 2026-12-04 12:30.
+   * lines before 2026-12-04 12:00.
    */
   loadGen?: { cpuSeconds: number; usPerRequest: number };
   /** Accept runs: orders in MySQL from the first request to the last row. */
