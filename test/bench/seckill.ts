@@ -176,6 +176,7 @@ const lines: SeckillRun[] = [];
 let failed = false;
 
 function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: CpuCost, connections: number, extra: Partial<SeckillRun> = {}): SeckillRun {
+  const wrkUs = (r.cpuSeconds / r.requests) * 1e6;
   const line: SeckillRun = {
     bench: 'seckill',
     ...runContext,
@@ -190,14 +191,14 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
     latencyMs: r.latencyMs,
     curve: r.curve,
     cpu,
-    loadGen: { cpuSeconds: r.cpuSeconds, usPerRequest: (r.cpuSeconds / r.requests) * 1e6 },
+    loadGen: { cpuSeconds: r.cpuSeconds, usPerRequest: wrkUs },
     checks: [],
     ...extra,
   };
   appendRun(FILE, line);
   lines.push(line);
   const us = Number.isFinite(cpu.usPerUnit) ? cpu.usPerUnit.toFixed(0) : 'n/a';
-  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${line.loadGen?.usPerRequest.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}\n`);
+  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}\n`);
   for (const c of line.checks) {
     if (!c.ok) failed = true;
     process.stderr.write(`  ${c.ok ? 'PASS' : 'FAIL'}: ${c.what}\n`);

@@ -69,9 +69,10 @@ export interface SeckillSummary {
   partsBatch: number | null;
   /**
    * The load generator's CPU per request (wrk, lib/wrk.ts) in the bare runs at the accept settings
-   * and in the accept runs; null in batches before it was measured.
+   * and in the accept runs, and the figure taken at the target's rate (the lower median); null in
+   * batches before it was measured.
    */
-  loadGenUs: { bareAccept: Spread; accept: Spread } | null;
+  loadGenUs: { bareAccept: Spread; accept: Spread; atTarget: number } | null;
   /**
    * Orders/s the measured CPU per order allows on all the machine's cores (median), the load
    * generator's CPU per request at the accept run's rate included when measured.
@@ -92,6 +93,11 @@ const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en
 const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
 /** A ratio against its target: when two decimals would round a miss up to the target (0.7994 → "0.80"), three, truncated. */
 const fRatio = (n: number, target: number) => (Number.isFinite(n) && n < target && Number(n.toFixed(2)) >= target ? (Math.floor(n * 1000) / 1000).toFixed(3) : f2(n));
+
+/** Orders/s the cores allow at `usPerOrder` of pipeline CPU, with wrk's CPU per request (accept runs) on top when measured. */
+function cpuBoundRate(cores: number, usPerOrder: number, loadGen: SeckillSummary['loadGenUs']): number {
+  return (cores * 1e6) / (usPerOrder + (loadGen?.accept.median ?? 0));
+}
 
 /** Runs grouped by batch, oldest batch first. */
 export function batches<T extends { batch: string }>(runs: T[]): T[][] {
@@ -177,15 +183,14 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   const cores = first.machine.cores;
   const bareAcceptGen = all('bare', 'accept').filter((r) => r.loadGen);
   const acceptGen = accepts.filter((r) => r.loadGen);
-  const loadGenUs =
-    bareAcceptGen.length > 0 && acceptGen.length > 0
-      ? { bareAccept: spread(bareAcceptGen.map((r) => r.loadGen?.usPerRequest ?? NaN)), accept: spread(acceptGen.map((r) => r.loadGen?.usPerRequest ?? NaN)) }
-      : null;
-  const budgetOrdersPerSecond = (cores * 1e6) / (s.cpuPerOrderUs.median + (loadGenUs?.accept.median ?? 0));
-  const targetOrdersPerSecond = s.bareAccept.median * TARGETS.acceptRatio;
+  const bareAcceptGenUs = spread(bareAcceptGen.map((r) => r.loadGen?.usPerRequest ?? NaN));
+  const acceptGenUs = spread(acceptGen.map((r) => r.loadGen?.usPerRequest ?? NaN));
   // The target's rate lies between the accept runs' and the bare runs'; wrk's cost per request at
   // either was measured, not at the target's: take the cheaper of the two, in the target's favour.
-  const allowedUsPerOrder = (cores * 1e6) / targetOrdersPerSecond - (loadGenUs ? Math.min(loadGenUs.bareAccept.median, loadGenUs.accept.median) : 0);
+  const loadGenUs =
+    bareAcceptGen.length > 0 && acceptGen.length > 0 ? { bareAccept: bareAcceptGenUs, accept: acceptGenUs, atTarget: Math.min(bareAcceptGenUs.median, acceptGenUs.median) } : null;
+  const targetOrdersPerSecond = s.bareAccept.median * TARGETS.acceptRatio;
+  const allowedUsPerOrder = (cores * 1e6) / targetOrdersPerSecond - (loadGenUs?.atTarget ?? 0);
   const acceptConnections = accepts[0]?.params.connections ?? NaN;
   const verdicts: Verdict[] = [
     {
@@ -206,7 +211,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, loadGenUs, budgetOrdersPerSecond, allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -221,7 +226,7 @@ export function budgetLine(s: SeckillSummary): string {
     `(${TARGETS.acceptRatio} × bare). ${reach ? 'Within the budget.' : `Out of reach on ${cores} cores at this CPU cost: it must fall below ${f0(s.allowedUsPerOrder)} µs per order.`}` +
     (gen
       ? ` wrk spent ${gen.accept.median.toFixed(1)} (${gen.accept.min.toFixed(1)}–${gen.accept.max.toFixed(1)}) µs of CPU per request in the accept runs and ${gen.bareAccept.median.toFixed(1)} (${gen.bareAccept.min.toFixed(1)}–${gen.bareAccept.max.toFixed(1)}) in the bare runs at ${(1 / TARGETS.acceptRatio).toFixed(0)} × the target's rate; ` +
-        `the target's rate lies between the two, and taking the lower in its favour, the target leaves the pipeline ${cores} cores ÷ ${f0(s.targetOrdersPerSecond)} orders/s − ${Math.min(gen.bareAccept.median, gen.accept.median).toFixed(1)} µs = ${s.allowedUsPerOrder.toFixed(1)} µs per order.`
+        `the target's rate lies between the two, and taking the lower in its favour, the target leaves the pipeline ${cores} cores ÷ ${f0(s.targetOrdersPerSecond)} orders/s − ${gen.atTarget.toFixed(1)} µs = ${s.allowedUsPerOrder.toFixed(1)} µs per order.`
       : '')
   );
 }
@@ -282,7 +287,7 @@ export function latencyBudgetLine(s: SeckillSummary): string {
   const p99 = minMeanMs * tail;
   // The same sum with the parts' floor in place of the pipeline: the best any code on these parts could do.
   const floorUs = s.partsFloorUs?.median ?? NaN;
-  const floorRate = (s.first.machine.cores * 1e6) / (floorUs + (s.loadGenUs?.accept.median ?? 0));
+  const floorRate = cpuBoundRate(s.first.machine.cores, floorUs, s.loadGenUs);
   const floorP99 = s.partsFloorUs ? (connections / floorRate) * 1000 * tail : null;
   return (
     `Latency budget: at ${connections} connections the mean latency is ${connections} ÷ throughput (Little's law); at the CPU budget's ${f0(s.budgetOrdersPerSecond)} orders/s ` +
