@@ -11,8 +11,8 @@
 // IGNORE into a table like `orders`. Left out, so the floor is if anything low: the hand-off
 // confirmation script, HTTP request parsing beyond the bare server's, message parsing and checks.
 import kafkajs from 'kafkajs';
-// The gateway's module replaces kafkajs's request-queue timer loop on load (every pipeline process has
-// that fix), so the floor's kafkajs clients run as the pipeline's do.
+// The gateway's module replaces kafkajs's request-queue timer loop and its produce request encoder on
+// load (every pipeline process has both), so the floor's kafkajs clients run as the pipeline's do.
 import '../../../controller/infra/kafka.ts';
 import type { Pool } from 'mysql2/promise';
 import { StockStore } from '../../../controller/dataplane/stock.ts';
