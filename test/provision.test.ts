@@ -213,3 +213,57 @@ describe('the per-user limit above 1', () => {
     }
   });
 });
+
+describe('the reserves of one event-loop turn', () => {
+  it('share one script call per SKU, run in the order asked, and answer the same when the call is resent', { timeout: 60_000 }, async () => {
+    const sale = saleDoc(uniqueName('rsv'), {
+      perUserLimit: 2,
+      skus: [{ id: 'few', stock: 5, timeoutBucket: 'long' }, { id: 'other', stock: 3, timeoutBucket: 'long' }],
+      timeoutBuckets: [{ name: 'long', delay: '30m' }],
+    });
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    // Count the script calls: StockStore defined fsReserve on this client; wrap it after. ioredis's
+    // auto-pipeline copies the function and calls it again on its pipeline: count the client's calls.
+    const scripted = redis as unknown as { fsReserve(...a: (string | number)[]): Promise<unknown[]> };
+    const original = scripted.fsReserve;
+    const calls: (string | number)[][] = [];
+    scripted.fsReserve = function (this: unknown, ...a: (string | number)[]) {
+      if (this === scripted) calls.push(a);
+      return original.apply(this, a);
+    };
+    try {
+      let id = 0;
+      const order = (userId: string, skuId: string, quantity = 1) => ({ orderId: `0190a000-0000-7000-8000-${String(++id).padStart(12, '0')}`, userId, skuId, quantity, reservedAt: Date.now() });
+      const asked = [
+        order('a', 'few'), order('a', 'few'), order('a', 'few'), order('b', 'few', 2), order('c', 'few', 2),
+        order('d', 'few'), order('e', 'few'), order('x', 'other', 2), order('x', 'other'), order('y', 'other'),
+      ];
+      const results = await Promise.all(asked.map((r) => ctx.stock.reserve(r, 2)));
+      assert.equal(calls.length, 2, 'one call per SKU');
+      assert.deepEqual(results.map((r) => r.outcome), [
+        'reserved', 'reserved', 'already-ordered', 'reserved', 'sold-out', 'reserved', 'sold-out', 'reserved', 'already-ordered', 'reserved',
+      ]);
+      assert.deepEqual(results[2], { outcome: 'already-ordered', orderId: asked[1]!.orderId }, "the user's last order, reserved earlier in the same call");
+      assert.deepEqual(results.map((r) => (r.outcome === 'reserved' ? r.remaining : null)), [4, 3, null, 1, null, 0, null, 1, null, 0]);
+      const seqs = results.flatMap((r) => (r.outcome === 'reserved' ? [r.seq] : []));
+      assert.ok(seqs[0]! > 0 && seqs[1]! > seqs[0]! && seqs[2]! > seqs[1]! && seqs[3]! > seqs[2]!, `the counter rises with each reserve: ${seqs}`);
+      assert.deepEqual(await ctx.stock.level('few'), { stock: 5, remaining: 0 });
+
+      // ioredis resends an unanswered command after a reconnect: the whole call runs again.
+      const before = await Promise.all([ctx.stock.inFlight('few'), ctx.stock.inFlight('other')]);
+      const again = await original.apply(scripted, calls[0]!);
+      assert.deepEqual(
+        Array.from({ length: again.length / 3 }, (_, j) => Number(again[3 * j])),
+        [1, 1, -2, 1, -3, 1, -3],
+        'reserved ones answer reserved again, the rest as before',
+      );
+      assert.deepEqual(await Promise.all([ctx.stock.inFlight('few'), ctx.stock.inFlight('other')]), before, 'nothing reserved twice');
+      assert.deepEqual(await ctx.stock.level('few'), { stock: 5, remaining: 0 });
+      assert.equal(await ctx.stock.holding('few', 'a'), 2);
+      assert.equal(await ctx.stock.holding('few', 'b'), 2);
+    } finally {
+      scripted.fsReserve = original;
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+});

@@ -409,7 +409,8 @@ const howto = `How to read and run these benchmarks.
 - The parts' floor (\`test/bench/lib/parts.ts\`, each pair just before its accept run, 50,000 orders
   after a quarter as many unmeasured): what Redis, Kafka and MariaDB cost per order, client and
   server, when asked through the same libraries with none of our code — the reserve and claim
-  scripts pipelined, the order produced (acks=all, idempotent, one request in flight) and fetched and
+  scripts one call per batch (as the pipeline calls them; results before 2026-12-04 evening sent
+  the reserve once per order, pipelined), the order produced (acks=all, idempotent, one request in flight) and fetched and
   committed by a consumer group and its timeout produced, a multi-row INSERT IGNORE —, in batches of
   the accept run's connections, plus the bare server's CPU per request of the same pair. It leaves
   out the hand-off confirmation and all parsing, so it is if anything low. A floor above what the

@@ -4,8 +4,8 @@
 // per request it is the least an order can cost on this stack: when the machine's cores divided by
 // it fall short of the accept target's rate, no change to our code reaches the target here.
 //
-// Per order, as the pipeline does it: the reserve script (pipelined, one round per batch); the claim
-// script (one call per batch); the order produced with acks=all by an idempotent producer (one
+// Per order, as the pipeline does it: the reserve script (one call per batch, as the API gathers the
+// reserves of one event-loop turn); the claim script (one call per batch); the order produced with acks=all by an idempotent producer (one
 // request per batch, key = the SKU, so one partition as in the accept runs); fetched and committed
 // by a consumer group; its timeout message produced (key = order id); one row of a multi-row INSERT
 // IGNORE into a table like `orders`. Left out, so the floor is if anything low: the hand-off
@@ -26,8 +26,10 @@ export type Part = 'redis' | 'kafka' | 'mysql';
 
 export interface PartsFloor {
   orders: number;
-  /** Orders per Redis pipeline round and claim, per produce request, and per INSERT statement. */
+  /** Orders per reserve and claim call, per produce request, and per INSERT statement. */
   batch: number;
+  /** How the reserves were sent: one script call per batch (since the API batches its reserves); absent in older results: one call per order, pipelined. */
+  reserve?: 'batched';
   /** CPU µs per order of each part, client and server together. */
   usPerOrder: Record<Part, number>;
   /** CPU seconds of each part, the client (this process) and the server apart. */
@@ -64,8 +66,7 @@ function chunks<T>(all: T[], size: number): T[][] {
   return out;
 }
 
-type ScriptPipeline = { fsReserve(...a: (string | number)[]): ScriptPipeline; exec(): Promise<[Error | null, unknown][] | null> };
-type Scripts = { pipeline(): ScriptPipeline; fsClaim(...a: string[]): Promise<number[]> };
+type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsClaim(...a: string[]): Promise<number[]> };
 
 export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
   const now = Date.now();
@@ -83,11 +84,11 @@ export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
   const k = names.redis.sku(o.skuId);
   const redisWork = async (list: { id: string }[]) => {
     for (const part of chunks(list, o.batch)) {
-      const p = scripts.pipeline();
-      for (const { id } of part) p.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, `user-${id}`, 1, 1, id, `{"orderId":"${id}","userId":"user-${id}","skuId":"${o.skuId}","quantity":1,"reservedAt":${now}}`, now);
-      const replies = (await p.exec()) ?? [];
-      const bad = replies.find(([err, r]) => err || (r as number[])[0] !== 1);
-      if (bad) throw new Error(`parts floor: a reserve did not reserve: ${JSON.stringify(bad)}`);
+      const args: (string | number)[] = [];
+      for (const { id } of part) args.push(`user-${id}`, 1, 1, id, `{"orderId":"${id}","userId":"user-${id}","skuId":"${o.skuId}","quantity":1,"reservedAt":${now}}`, now);
+      const out = await scripts.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...args);
+      const bad = part.findIndex((_, j) => Number(out[3 * j]) !== 1);
+      if (bad >= 0) throw new Error(`parts floor: a reserve did not reserve: ${JSON.stringify(out.slice(3 * bad, 3 * bad + 3))}`);
     }
     for (const part of chunks(list, o.batch)) {
       const codes = await scripts.fsClaim(k.reservations, k.reservationTimes, k.released, k.claimed, k.seq, k.seeded, ...part.map((x) => x.id));
@@ -163,5 +164,5 @@ export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
 
   const seconds = { redis, kafka, mysql };
   const per = (s: { client: number; server: number }) => ((s.client + s.server) / o.orders) * 1e6;
-  return { orders: o.orders, batch: o.batch, usPerOrder: { redis: per(redis), kafka: per(kafka), mysql: per(mysql) }, seconds };
+  return { orders: o.orders, batch: o.batch, reserve: 'batched', usPerOrder: { redis: per(redis), kafka: per(kafka), mysql: per(mysql) }, seconds };
 }

@@ -67,6 +67,8 @@ export interface SeckillSummary {
   partsFloorByPart: Record<string, Spread>;
   /** Orders per request (Redis round, produce, INSERT) in the floor's measurement. */
   partsBatch: number | null;
+  /** The floor's reserves went one script call per batch (results since the API batches its reserves). */
+  partsReserveBatched: boolean;
   /**
    * The load generator's CPU per request (wrk, lib/wrk.ts) in the bare runs at the accept settings
    * and in the accept runs, and the figure taken at the target's rate (the lower median); null in
@@ -178,6 +180,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   }
   const partsFloorUs = floors.length > 0 ? spread(floors) : null;
   const partsBatch = accepts.find((r) => r.parts)?.parts?.batch ?? null;
+  const partsReserveBatched = accepts.find((r) => r.parts)?.parts?.reserve === 'batched';
   const partsFloorByPart: Record<string, Spread> = {};
   if (partsFloorUs) for (const [k, v] of Object.entries(floorParts)) partsFloorByPart[k] = spread(v);
   const cores = first.machine.cores;
@@ -211,7 +214,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -248,7 +251,7 @@ export function floorLine(s: SeckillSummary): string | null {
       ? `Out of reach on ${cores} cores whatever our code does: the parts alone cost ${(floor.median - allowed).toFixed(1)} µs per order more than the target allows.`
       : `Within reach of the parts, which take ${((floor.median / allowed) * 100).toFixed(0)} % of it: of the pipeline's ${s.cpuPerOrderUs.median.toFixed(1)} µs per order, ${(s.cpuPerOrderUs.median - floor.median).toFixed(1)} are above the floor (our code and what the floor leaves out), and ${(s.cpuPerOrderUs.median - allowed).toFixed(1)} of them must go.`;
   return (
-    `Parts' floor, measured in each pair: the bare server's CPU per request (${part('http')} µs) plus Redis (reserve and claim scripts, pipelined: ${part('redis')} µs), ` +
+    `Parts' floor, measured in each pair: the bare server's CPU per request (${part('http')} µs) plus Redis (${s.partsReserveBatched ? 'reserve and claim scripts, one call per batch' : 'reserve script pipelined, claim script one call per batch'}: ${part('redis')} µs), ` +
     `Kafka (the order produced with acks=all, fetched and committed, its timeout produced; kafkajs alone, ${s.partsBatch ?? 'n/a'} orders per request: ${part('kafka')} µs) and ` +
     `MariaDB (multi-row INSERT IGNORE: ${part('mysql')} µs), client and server CPU per order with none of our code = ${floor.median.toFixed(1)} (${floor.min.toFixed(1)}–${floor.max.toFixed(1)}) µs per order; ` +
     `the accept target allows ${allowed.toFixed(1)} µs on ${cores} cores${s.loadGenUs ? ' once the load generator has its share' : ''}. ${verdict}`
