@@ -1,11 +1,13 @@
 // Contract of the Kafka gateway, against the real broker.
 import assert from 'node:assert/strict';
 import kafkajs from 'kafkajs';
+import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { BatchingProducer, createKafkaGateway, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
 import { deleteTopics, eventually, logger, testKafka, uniqueName } from './support/infra.ts';
 
 const prefix = `gw.${uniqueName()}`;
+const kafkajsMurmur2 = createRequire(import.meta.url)('kafkajs/src/producer/partitioners/default/murmur2.js') as (key: unknown) => number;
 let kafka: KafkaGateway;
 
 before(() => {
@@ -52,13 +54,15 @@ describe('kafka gateway', () => {
     const t = await topic('keyed', 6);
     const producer = await kafka.producer();
     const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50 });
-    const keys = ['sku-a', 'sku-b', 'sku-c'];
+    const keys = ['sku-a', 'ä€-sku', '0190a000-0000-7000-8000-000000000001'];
     await Promise.all(Array.from({ length: 300 }, (_, i) => batching.send(t, { key: keys[i % 3] as string, value: String(i) })));
     const { received, consumer } = collect(`${prefix}.g-keyed`, [t]);
     await eventually(() => received.length === 300, { what: '300 messages' });
     for (const key of keys) {
       const mine = received.filter((m) => m.key === key);
       assert.equal(new Set(mine.map((m) => m.partition)).size, 1, `${key} on one partition`);
+      // The partition every client with Kafka's default partitioner picks (kafkajs's murmur2, the Java client's).
+      assert.equal(mine[0]?.partition, (kafkajsMurmur2(key) & 0x7fffffff) % 6, `${key} on kafkajs's default partition`);
       const values = mine.map((m) => Number(m.value?.toString()));
       assert.deepEqual(values, [...values].sort((a, b) => a - b), `${key} in order`);
       assert.equal(values.length, 100);

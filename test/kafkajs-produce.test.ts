@@ -7,10 +7,12 @@ import { createRequire } from 'node:module';
 import { describe, it, mock } from 'node:test';
 import fc from 'fast-check';
 import '../controller/infra/kafka.ts';
-import { encodeProduceRequest, type KjsProduceArgs } from '../controller/infra/kafkajs-produce.ts';
+import kafkajs from 'kafkajs';
+import { createKeyPartitioner, encodeProduceRequest, murmur2, type KjsProduceArgs } from '../controller/infra/kafkajs-produce.ts';
 
 const require = createRequire(import.meta.url);
 const kafkajsV3 = require('kafkajs/src/protocol/requests/produce/v3/request.js') as (a: KjsProduceArgs) => { encode(): Promise<{ buffer: Buffer }> };
+const kafkajsMurmur2 = require('kafkajs/src/producer/partitioners/default/murmur2.js') as (key: unknown) => number;
 const Long = require('kafkajs/src/utils/long.js') as { fromValue(v: unknown): unknown };
 const produceRequests = require('kafkajs/src/protocol/requests/produce/index.js') as {
   protocol(o: { version: number }): (a: KjsProduceArgs) => { request: { apiVersion: number; encode(): Promise<{ buffer: Buffer }> } };
@@ -88,5 +90,45 @@ describe('produce requests encoded by the gateway', () => {
     }
     const fallback = produceRequests.protocol({ version: 7 })({ ...a, compression: 1 });
     assert.ok((await fallback.request.encode()).buffer.length > 0, 'a compressed request is still encoded (by kafkajs)');
+  });
+});
+
+describe('the gateway\'s partitioner', () => {
+  const key = fc.oneof(
+    fc.string({ maxLength: 64 }),
+    fc.string({ unit: 'grapheme', maxLength: 24 }),
+    fc.string({ unit: 'binary', maxLength: 24 }), // lone surrogates too
+    fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+    fc.integer(),
+    fc.uuid(),
+  );
+
+  it('hashes every key as kafkajs 2.2.4\'s murmur2 does', () => {
+    for (const k of ['', 'a', 'ab', 'abc', 'abcd', 'bulk', 'phone-x', '0190a000-0000-7000-8000-000000000001', 'ä€😀', 42, Buffer.from([0xff, 0x80, 0x00, 0x7f, 0x01])]) {
+      assert.equal(murmur2(k), kafkajsMurmur2(k), `key ${JSON.stringify(k)}`);
+    }
+    fc.assert(fc.property(key, (k) => murmur2(k) === kafkajsMurmur2(k)), { numRuns: 2000 });
+  });
+
+  it('picks the partition kafkajs\'s DefaultPartitioner picks for keyed messages and messages with a partition', () => {
+    const ours = createKeyPartitioner(kafkajs.Partitioners.DefaultPartitioner as never)();
+    const theirs = kafkajs.Partitioners.DefaultPartitioner();
+    const metadata = fc.integer({ min: 1, max: 64 }).map((n) => Array.from({ length: n }, (_, i) => ({ partitionId: i, leader: i % 5 === 4 ? -1 : 1 })));
+    const msg = fc.record({ key, partition: fc.option(fc.nat(63), { nil: undefined }) });
+    fc.assert(
+      fc.property(metadata, msg, (partitionMetadata, message) => {
+        const args = { topic: 't', partitionMetadata, message: { ...message, value: 'v' } };
+        return ours(args) === theirs(args as never);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('sends keyless messages round robin over the partitions with a leader, as kafkajs does', () => {
+    const ours = createKeyPartitioner(kafkajs.Partitioners.DefaultPartitioner as never)();
+    const partitionMetadata = [0, 1, 2, 3].map((i) => ({ partitionId: i, leader: i === 2 ? -1 : 1 }));
+    const picked = Array.from({ length: 9 }, () => ours({ topic: 't', partitionMetadata, message: { key: null } }));
+    assert.ok(picked.every((p) => p !== 2), `never the partition without a leader: ${picked}`);
+    assert.equal(new Set(picked.slice(0, 3)).size, 3, `three in a row go to three partitions: ${picked}`);
   });
 });

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import kafkajs from 'kafkajs';
 import type { Consumer as KjsConsumer, EachBatchPayload, Kafka as KjsKafka, Producer as KjsProducer } from 'kafkajs';
 import type { Logger } from '../log.ts';
-import { installProduceEncoder } from './kafkajs-produce.ts';
+import { createKeyPartitioner, installProduceEncoder } from './kafkajs-produce.ts';
 
 const { Kafka, logLevel: KjsLogLevel, CompressionTypes, Partitioners, ConfigResourceTypes } = kafkajs;
 
@@ -48,6 +48,9 @@ if (KAFKAJS_2_2_4) {
   // kafkajs's record encoding allocates per varint and per record; same bytes, one buffer (kafkajs-produce.ts).
   installProduceEncoder();
 }
+
+/** kafkajs's DefaultPartitioner with its murmur2 in 32-bit arithmetic (kafkajs-produce.ts); kafkajs's own for keyless messages. */
+const keyPartitioner = createKeyPartitioner(Partitioners.DefaultPartitioner as unknown as Parameters<typeof createKeyPartitioner>[0]) as unknown as typeof Partitioners.DefaultPartitioner;
 
 export interface OutgoingMessage {
   key?: string | null;
@@ -918,7 +921,8 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           idempotent: true,
           maxInFlightRequests: 1,
           allowAutoTopicCreation: false,
-          createPartitioner: Partitioners.DefaultPartitioner,
+          // kafkajs's default partitioner, its hash in 32-bit arithmetic (kafkajs-produce.ts).
+          createPartitioner: keyPartitioner,
         });
       let producer = makeProducer();
       await producer.connect();

@@ -267,3 +267,67 @@ export function installProduceEncoder(): void {
     };
   };
 }
+
+const M = 0x5bd1e995;
+
+/**
+ * kafkajs's murmur2 (the Java client's, so keys land on the partitions other clients pick), in 32-bit
+ * integer arithmetic. kafkajs computes it with its 64-bit longs (BigInt-backed, an object per step)
+ * and a Buffer per key; only the low 32 bits ever reach the result, and those are what Math.imul
+ * and the 32-bit operators compute. ASCII string keys are read without a Buffer.
+ */
+export function murmur2(key: unknown): number {
+  let data: Buffer | string;
+  if (Buffer.isBuffer(key)) data = key;
+  else {
+    data = String(key);
+    // eslint-disable-next-line no-control-regex -- the ASCII range is the point
+    if (!/^[\x00-\x7f]*$/.test(data)) data = Buffer.from(data);
+  }
+  const byte = typeof data === 'string' ? (i: number) => (data as string).charCodeAt(i) : (i: number) => (data as Buffer)[i] as number;
+  const length = data.length;
+  let h = 0x9747b28c ^ length;
+  const body = length & ~3;
+  for (let i = 0; i < body; i += 4) {
+    let k = byte(i) | (byte(i + 1) << 8) | (byte(i + 2) << 16) | (byte(i + 3) << 24);
+    k = Math.imul(k, M);
+    k ^= k >>> 24;
+    k = Math.imul(k, M);
+    h = Math.imul(h, M) ^ k;
+  }
+  const tail = length & 3;
+  if (tail > 0) {
+    if (tail === 3) h ^= byte(body + 2) << 16;
+    if (tail >= 2) h ^= byte(body + 1) << 8;
+    h ^= byte(body);
+    h = Math.imul(h, M);
+  }
+  h ^= h >>> 13;
+  h = Math.imul(h, M);
+  h ^= h >>> 15;
+  return h | 0;
+}
+
+interface PartitionerArgs {
+  topic: string;
+  partitionMetadata: { partitionId: number; leader: number }[];
+  message: { key?: unknown; partition?: number | null };
+}
+
+/**
+ * kafkajs's DefaultPartitioner with murmur2 above: a message's own partition, else the key's hash
+ * modulo the partition count, else kafkajs's own round robin (messages without a key). Same choices
+ * as kafkajs's (test/kafkajs-produce.test.ts); kafkajs also filters the partitions per message,
+ * which only the keyless case needs.
+ */
+export function createKeyPartitioner(keyless: () => (a: PartitionerArgs) => number): () => (a: PartitionerArgs) => number {
+  return () => {
+    const roundRobin = keyless();
+    return (a) => {
+      const { message } = a;
+      if (message.partition !== null && message.partition !== undefined) return message.partition;
+      if (message.key !== null && message.key !== undefined) return (murmur2(message.key) & 0x7fffffff) % a.partitionMetadata.length;
+      return roundRobin(a);
+    };
+  };
+}
