@@ -280,6 +280,49 @@ export interface SkuLedger {
   mark?: number;
 }
 
+/**
+ * Gathers the calls made in one event-loop turn per SKU and hands each SKU's, in the order made and
+ * at most `chunk` at a time, to `run`, which answers each item of its list (same order). The API's
+ * reserves and hand-off confirmations go through it: per script call Redis pays the dispatch and
+ * ioredis a command object and a reply, which cost more than one order's share of the script.
+ */
+class PerTurn<I, O> {
+  private readonly pending = new Map<string, { item: I; resolve: (v: O) => void; reject: (e: unknown) => void }[]>();
+  private readonly chunk: number;
+  private readonly run: (skuId: string, items: I[]) => Promise<O[]>;
+
+  constructor(chunk: number, run: (skuId: string, items: I[]) => Promise<O[]>) {
+    this.chunk = chunk;
+    this.run = run;
+  }
+
+  add(skuId: string, item: I): Promise<O> {
+    return new Promise((resolve, reject) => {
+      let list = this.pending.get(skuId);
+      if (!list) {
+        list = [];
+        this.pending.set(skuId, list);
+        if (this.pending.size === 1) setImmediate(() => this.flush());
+      }
+      list.push({ item, resolve, reject });
+    });
+  }
+
+  private flush(): void {
+    const all = [...this.pending];
+    this.pending.clear();
+    for (const [skuId, list] of all) {
+      for (let i = 0; i < list.length; i += this.chunk) {
+        const part = list.slice(i, i + this.chunk);
+        this.run(skuId, part.map((p) => p.item)).then(
+          (out) => part.forEach((p, j) => p.resolve(out[j] as O)),
+          (err: unknown) => part.forEach((p) => p.reject(err)),
+        );
+      }
+    }
+  }
+}
+
 function reserveResult(code: number, detail: string, seq: number): ReserveResult {
   switch (code) {
     case 1:
@@ -296,10 +339,18 @@ function reserveResult(code: number, detail: string, seq: number): ReserveResult
 export class StockStore {
   private readonly redis: Scripted;
   private readonly names: ReturnType<typeof saleNames>;
-  /** Reserves waiting for this turn's script call, per SKU (see reserve). */
-  private readonly reserving = new Map<string, { args: (string | number)[]; resolve: (v: ReserveResult) => void; reject: (e: unknown) => void }[]>();
-  /** Hand-off confirmations waiting for this turn's script call, per SKU (see confirmHandOff). */
-  private readonly confirming = new Map<string, { orderId: string; resolve: (v: 'kept' | 'reaped') => void; reject: (e: unknown) => void }[]>();
+  /** Reserves of this turn, one script call per SKU (see reserve). */
+  private readonly reserves = new PerTurn<(string | number)[], ReserveResult>(RESERVE_CHUNK, async (skuId, reservations) => {
+    const k = this.keys(skuId);
+    const out = await this.redis.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...reservations.flat());
+    return reservations.map((_, j) => reserveResult(Number(out[3 * j]), String(out[3 * j + 1]), Number(out[3 * j + 2])));
+  });
+  /** Hand-off confirmations of this turn, one script call per SKU (see confirmHandOff). */
+  private readonly confirmations = new PerTurn<string, 'kept' | 'reaped'>(CONFIRM_CHUNK, async (skuId, orderIds) => {
+    const k = this.keys(skuId);
+    const codes = await this.redis.fsConfirm(k.reservations, k.reservationTimes, k.claimed, k.released, ...orderIds);
+    return orderIds.map((_, j) => (codes[j] === 0 ? 'reaped' : 'kept'));
+  });
 
   constructor(redis: Redis, sale: Pick<FlashSale, 'metadata'>, nameOptions: NameOptions = {}) {
     this.redis = withScripts(redis);
@@ -387,32 +438,7 @@ export class StockStore {
    * SKU (RESERVE_CHUNK at most), run in the order they were asked for.
    */
   reserve(r: Reservation, perUserLimit: number): Promise<ReserveResult> {
-    return new Promise((resolve, reject) => {
-      let pending = this.reserving.get(r.skuId);
-      if (!pending) {
-        pending = [];
-        this.reserving.set(r.skuId, pending);
-        if (this.reserving.size === 1) setImmediate(() => this.flushReserves());
-      }
-      pending.push({ args: [r.userId, r.quantity, perUserLimit, r.orderId, JSON.stringify(r), r.reservedAt], resolve, reject });
-    });
-  }
-
-  private flushReserves(): void {
-    const all = [...this.reserving];
-    this.reserving.clear();
-    for (const [skuId, pending] of all) {
-      const k = this.keys(skuId);
-      for (let i = 0; i < pending.length; i += RESERVE_CHUNK) {
-        const chunk = pending.slice(i, i + RESERVE_CHUNK);
-        const args: (string | number)[] = [k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq];
-        for (const p of chunk) args.push(...p.args);
-        this.redis.fsReserve(...args).then(
-          (out) => chunk.forEach((p, j) => p.resolve(reserveResult(Number(out[3 * j]), String(out[3 * j + 1]), Number(out[3 * j + 2])))),
-          (err: unknown) => chunk.forEach((p) => p.reject(err)),
-        );
-      }
-    }
+    return this.reserves.add(r.skuId, [r.userId, r.quantity, perUserLimit, r.orderId, JSON.stringify(r), r.reservedAt]);
   }
 
   /**
@@ -432,31 +458,9 @@ export class StockStore {
    * Redis command per batch instead of one per order.
    */
   confirmHandOff(r: Pick<Reservation, 'orderId' | 'skuId'>): Promise<'kept' | 'reaped'> {
-    return new Promise((resolve, reject) => {
-      let pending = this.confirming.get(r.skuId);
-      if (!pending) {
-        pending = [];
-        this.confirming.set(r.skuId, pending);
-        if (this.confirming.size === 1) setImmediate(() => this.flushConfirmations());
-      }
-      pending.push({ orderId: r.orderId, resolve, reject });
-    });
+    return this.confirmations.add(r.skuId, r.orderId);
   }
 
-  private flushConfirmations(): void {
-    const all = [...this.confirming];
-    this.confirming.clear();
-    for (const [skuId, pending] of all) {
-      const k = this.keys(skuId);
-      for (let i = 0; i < pending.length; i += CONFIRM_CHUNK) {
-        const chunk = pending.slice(i, i + CONFIRM_CHUNK);
-        this.redis.fsConfirm(k.reservations, k.reservationTimes, k.claimed, k.released, ...chunk.map((p) => p.orderId)).then(
-          (codes) => chunk.forEach((p, j) => p.resolve(codes[j] === 0 ? 'reaped' : 'kept')),
-          (err: unknown) => chunk.forEach((p) => p.reject(err)),
-        );
-      }
-    }
-  }
 
   /**
    * Returns the units of a closed order; a second call for the same order is a no-op (false), and so
