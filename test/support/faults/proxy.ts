@@ -209,11 +209,25 @@ export function respHas(word: string): (request: Buffer) => boolean {
   return (b) => b.toString('latin1').toLowerCase().includes(w);
 }
 
-/** A free loopback port (bound then released): for listeners that must be known before they start. */
+/**
+ * Ports freePort handed out in this process. The kernel may hand a port it just released out again
+ * at once: a fresh-clone run saw a throw-away broker's two listeners get the same port (StorageTool
+ * refused the configuration), and a port kept for a proxy that is not listening yet can meet one
+ * drawn later the same way.
+ */
+const handedOut = new Set<number>();
+
+/** A free loopback port (bound then released), never one this process was handed before: for listeners that must be known before they start. */
 export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  for (let attempt = 1; attempt <= 100; attempt++) {
+    const s = createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    const port = (s.address() as { port: number }).port;
+    await new Promise<void>((r) => s.close(() => r()));
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('freePort: 100 ports in a row were handed out before in this process');
 }
