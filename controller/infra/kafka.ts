@@ -50,7 +50,7 @@ if (KAFKAJS_2_2_4) {
 }
 
 /** kafkajs's DefaultPartitioner with its murmur2 in 32-bit arithmetic (kafkajs-produce.ts); kafkajs's own for keyless messages. */
-const keyPartitioner = createKeyPartitioner(Partitioners.DefaultPartitioner as unknown as Parameters<typeof createKeyPartitioner>[0]) as unknown as typeof Partitioners.DefaultPartitioner;
+const keyPartitioner = createKeyPartitioner(Partitioners.DefaultPartitioner);
 
 export interface OutgoingMessage {
   key?: string | null;
@@ -921,7 +921,6 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
           idempotent: true,
           maxInFlightRequests: 1,
           allowAutoTopicCreation: false,
-          // kafkajs's default partitioner, its hash in 32-bit arithmetic (kafkajs-produce.ts).
           createPartitioner: keyPartitioner,
         });
       let producer = makeProducer();

@@ -10,6 +10,7 @@
 // uncompressed batches, string or Buffer keys and values, no headers, integer timestamps — and
 // leaves every other request to kafkajs's encoder unchanged.
 import { createRequire } from 'node:module';
+import type { ICustomPartitioner } from 'kafkajs';
 
 const requireKafkajs = createRequire(import.meta.url);
 
@@ -308,19 +309,13 @@ export function murmur2(key: unknown): number {
   return h | 0;
 }
 
-interface PartitionerArgs {
-  topic: string;
-  partitionMetadata: { partitionId: number; leader: number }[];
-  message: { key?: unknown; partition?: number | null };
-}
-
 /**
  * kafkajs's DefaultPartitioner with murmur2 above: a message's own partition, else the key's hash
  * modulo the partition count, else kafkajs's own round robin (messages without a key). Same choices
  * as kafkajs's (test/kafkajs-produce.test.ts); kafkajs also filters the partitions per message,
  * which only the keyless case needs.
  */
-export function createKeyPartitioner(keyless: () => (a: PartitionerArgs) => number): () => (a: PartitionerArgs) => number {
+export function createKeyPartitioner(keyless: ICustomPartitioner): ICustomPartitioner {
   return () => {
     const roundRobin = keyless();
     return (a) => {
