@@ -1,8 +1,10 @@
 // The step attribution of test/bench/lib/profile.ts on a hand-made profile: a sample goes to the
-// first step claiming a frame from the leaf up, through Node's plumbing; idle is not CPU.
+// first step claiming a frame from the leaf up, through Node's plumbing; idle is not CPU. And perf's
+// samples (test/bench/lib/perf.ts) shaped into such a profile.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { API_STEPS, attribute, GC, OPERATOR_STEPS, UNATTRIBUTED, WRITER_STEPS, type CpuProfile } from './lib/profile.ts';
+import { perfScriptToProfile } from './lib/perf.ts';
+import { API_STEPS, attribute, GC, HELPER_THREADS, OPERATOR_STEPS, UNATTRIBUTED, WRITER_STEPS, type CpuProfile } from './lib/profile.ts';
 
 const API = 'file:///app/controller/dataplane/api.ts';
 const frame = (id: number, functionName: string, url: string, children: number[] = []) => ({ id, callFrame: { functionName, url, lineNumber: 1 }, children });
@@ -96,5 +98,66 @@ describe('CPU profile attribution', () => {
       'lag collector: rounds, snapshot, gauges (metrics/lag.ts)': 3,
     });
     assert.equal(attribute(profile, OPERATOR_STEPS).cpuMs, 10);
+  });
+
+  it("shapes perf's samples: kernel time to the JS caller, V8's collectors to GC, helper threads apart", () => {
+    // `perf script -F comm,tid,period,ip,sym,dso` of pid 700, as perf prints it (leaf first).
+    const text = [
+      'MainThread   700    2000000 ',
+      '\tffffffff81001 tcp_sendmsg_locked ([kernel.kallsyms])',
+      '\tffffffff81002 ksys_write ([kernel.kallsyms])',
+      '\tffffffff81003 do_syscall_64 ([kernel.kallsyms])',
+      '\tffffffff81004 entry_SYSCALL_64_after_hwframe ([kernel.kallsyms])',
+      '\t  d4ad7 __GI___libc_write (/usr/lib/x86_64-linux-gnu/libc.so.6)',
+      '\t 6e930b node::StreamBase::WriteString<(node::encoding)1> (/usr/bin/node)',
+      "\t7f01 JS:*'_writeRaw node:_http_outgoing:408:19 (/tmp/perf-700.map)",
+      "\t7f02 JS:*'end node:_http_outgoing:1143:45 (/tmp/perf-700.map)",
+      "\t7f03 JS:*'purchase file:///app/controller/dataplane/api.ts:408:25 (/tmp/perf-700.map)",
+      '\t 405735 node::SpinEventLoopInternal (/usr/bin/node)',
+      '',
+      'MainThread   700    1000000 ',
+      '\t 6e0001 v8::internal::Scavenger::ScavengeObject (/usr/bin/node)',
+      '\t 6e0002 v8::internal::Heap::CollectGarbage (/usr/bin/node)',
+      "\t7f03 JS:*'purchase file:///app/controller/dataplane/api.ts:408:25 (/tmp/perf-700.map)",
+      '',
+      'MainThread   700    3000000 ',
+      "\t7f04 JS:+'toWritable /app/node_modules/ioredis/built/Command.js:110:15 (/tmp/perf-700.map)",
+      "\t7f05 JS:* file:///app/controller/dataplane/stock.ts:390:20 (/tmp/perf-700.map)",
+      '',
+      'V8Worker   703    4000000 ',
+      '\t 6e0003 v8::internal::compiler::PipelineImpl::Run (/usr/bin/node)',
+      '\t 6e0004 start_thread (/usr/lib/x86_64-linux-gnu/libc.so.6)',
+      '',
+      'V8 DefaultWorke   704    5000000 ',
+      '\tffffffff81005 clear_page_erms ([kernel.kallsyms])',
+      '\tffffffff81006 asm_exc_page_fault ([kernel.kallsyms])',
+      '\t 6e0005 v8::internal::ConcurrentMarking::RunMajor (/usr/bin/node)',
+      '',
+      'MainThread   700    6000000 ',
+      '\t      0 [unknown] ([unknown])',
+      '',
+    ].join('\n');
+    const profile = perfScriptToProfile(text, 700);
+    assert.deepEqual(profile.timeDeltas, [2000, 1000, 3000, 4000, 5000, 6000]);
+    const cost = attribute(profile, API_STEPS);
+    assert.equal(cost.cpuMs, 21);
+    assert.equal(cost.idleMs, 0);
+    assert.deepEqual(cost.steps, {
+      'HTTP parse + respond (node:http)': 2,
+      [GC]: 1 + 5,
+      'Redis: reserve + hand-off confirmation (ioredis + StockStore)': 3,
+      [HELPER_THREADS]: 4,
+      [UNATTRIBUTED]: 6,
+    });
+    // The kernel part of a stack is one frame, named by how the kernel was entered.
+    assert.deepEqual(Object.keys(cost.top).sort(), [
+      '(garbage collector)',
+      '(unknown)',
+      'kernel: page fault',
+      'kernel: write',
+      'toWritable ioredis/built/Command.js:110',
+      'v8::internal::compiler::PipelineImpl::Run',
+    ]);
+    assert.equal(cost.top['kernel: write'], 2);
   });
 });

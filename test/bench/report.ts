@@ -222,7 +222,7 @@ function profileSection(all: ProfileRun[]): string {
     if (!r) return [`No ${what} in this batch.`];
     const u = perUnit(r);
     return [
-      `**${what}**: ${f0(r.units)} ${r.unit}s, ${fd(u.total, 1)} µs of CPU per ${r.unit} under the profiler (start-up, ${f0(u.startupMs)} ms once per process, left out).`,
+      `**${what}**: ${f0(r.units)} ${r.unit}s, ${fd(u.total, 1)} µs of CPU per ${r.unit} while profiled (start-up, ${f0(u.startupMs)} ms once per process, left out).`,
       '',
       `| step | µs per ${r.unit} | share |`,
       '| --- | ---: | ---: |',
@@ -236,7 +236,7 @@ function profileSection(all: ProfileRun[]): string {
     const us = (r: ProfileRun, f: string) => (r.top?.[f] === undefined ? '' : fd(((r.top[f] as number) * 1000) / r.units, 2));
     const names = [...new Set([...Object.keys(a.top), ...Object.keys(b.top)])];
     return [
-      "**Functions with the most self time, rejection settings** (µs per request; native leaves such as `writeUtf8String`, the socket write, carry the kernel time of the system call; blank: not among that process's top 15):",
+      `**Functions with the most self time, rejection settings** (µs per request; ${a.profiler === 'perf' ? 'the kernel part of a stack is one frame named by its system call, such as `kernel: write` for the socket writes' : 'native leaves such as `writeUtf8String`, the socket write, carry the kernel time of the system call'}; blank: not among that process's top 15):`,
       '',
       '| function | API | bare |',
       '| --- | ---: | ---: |',
@@ -246,7 +246,7 @@ function profileSection(all: ProfileRun[]): string {
   return [
     '## Where the CPU goes',
     '',
-    `Batch \`${first.batch}\`, ${day(first.timestamp)}, commit \`${first.git.commit.slice(0, 7)}\`${first.git.dirty ? ' (work tree had uncommitted changes)' : ''}: \`npm run bench:seckill -- --profile\` ran the API and the order writer under V8's sampling profiler (\`--cpu-prof\`) and charged every sample to a step of the purchase path (test/bench/lib/profile.ts: the first step claiming a frame from the leaf up; socket writes go to whoever wrote). The profiler slows both processes, and a sample measures time on the thread, so a write that wakes another process may carry some of the wait: read the shares, not the absolute figures; the CPU per order of the unprofiled runs is in the seckill section above.`,
+    `Batch \`${first.batch}\`, ${day(first.timestamp)}, commit \`${first.git.commit.slice(0, 7)}\`${first.git.dirty ? ' (work tree had uncommitted changes)' : ''}: \`npm run bench:seckill -- --profile\` ${first.profiler === 'perf' ? "sampled the API, the order writer and the bare server with Linux perf (cpu-clock, 999 samples per second of a thread's CPU time: kernel time and V8's helper threads included, time spent waiting not; JS frames named through `node --perf-basic-prof`) and charged every sample to a step of the purchase path (test/bench/lib/profile.ts and lib/perf.ts: the first step claiming a frame from the leaf up; the kernel part of a stack, such as a socket write, goes to whoever made the system call). Sampling costs the processes about 1 % of a core; the CPU per order of the unprofiled runs is in the seckill section above." : "ran the API and the order writer under V8's sampling profiler (`--cpu-prof`) and charged every sample to a step of the purchase path (test/bench/lib/profile.ts: the first step claiming a frame from the leaf up; socket writes go to whoever wrote). The profiler slows both processes, and a sample measures time on the thread, so a write that wakes another process may carry some of the wait: read the shares, not the absolute figures; the CPU per order of the unprofiled runs is in the seckill section above."}`,
     '',
     ...table(pick('api', 'accept'), 'API, accept path'),
     '',

@@ -22,7 +22,7 @@
 // test/bench/results/seckill.jsonl; `npm run bench:report` renders RESULTS.md and the README from
 // that file. Exits non-zero, with the figure, when a target or a correctness check is missed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,8 @@ import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName 
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
 import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
-import { API_STEPS, attribute, WRITER_STEPS, type CpuProfile, type StepRule } from './lib/profile.ts';
+import { checkPerf, PERF_NODE_ARGS, PerfRecording } from './lib/perf.ts';
+import { API_STEPS, attribute, WRITER_STEPS, type StepRule } from './lib/profile.ts';
 import { measureParts, type PartsFloor } from './lib/parts.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type RunContext, type SeckillRun } from './lib/results.ts';
 import { budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
@@ -55,10 +56,10 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: process.env.BENCH_PORT ?? '18480' },
     results: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
-    // Runs the API and the order writer under V8's sampling profiler and charges their CPU to the
-    // steps of the purchase path (test/bench/lib/profile.ts). The profiler slows them down: such a
-    // batch is recorded as a smoke batch (its throughput is not reported) and its step costs go to
-    // results/profile.jsonl.
+    // Samples the API, the order writer and the bare server with Linux perf (on-CPU time, kernel and
+    // helper threads included; test/bench/lib/perf.ts) and charges their CPU to the steps of the
+    // purchase path (test/bench/lib/profile.ts). Such a batch is recorded as a smoke batch (its
+    // throughput is not reported) and its step costs go to results/profile.jsonl.
     profile: { type: 'boolean', default: false },
     // Orders of the parts' floor measured in each pair before the accept run (test/bench/lib/parts.ts); 0: none.
     'parts-orders': { type: 'string', default: process.env.BENCH_PARTS_ORDERS ?? '50000' },
@@ -92,6 +93,7 @@ const PARTS_ORDERS = args['parts-orders'] === '0' ? 0 : positive('parts-orders',
 const PORT = positive('port', args.port);
 const FILE = args.results ?? resultsFile('seckill');
 const PROFILE = args.profile as boolean;
+if (PROFILE) checkPerf();
 const PROFILE_FILE = args.results ? join(dirname(args.results), 'profile.jsonl') : resultsFile('profile');
 // Anything shorter than the documented full run is a smoke run: recorded, but not reported.
 const SMOKE = PROFILE || SECONDS < 10 || PAIRS < 3 || REJECT_ROUNDS < 15 || REJECT_SECONDS < 2 || ACCEPT_CONNECTIONS !== TARGETS.acceptP99Connections;
@@ -126,16 +128,21 @@ const sale = saleDoc(uniqueName('bench'), {
 });
 const children: ChildProcess[] = [];
 
-/** With --profile: the directory a process writes its V8 profile into on exit. */
+/** With --profile: the directory of a process's perf recording. */
 function profileDir(name: string): string {
   const dir = join(work, 'profiles', name);
   mkdirSync(dir, { recursive: true });
   return dir;
 }
+const recordings = new Map<string, PerfRecording>();
+
+/** perf records the process from here until it exits (test/bench/lib/perf.ts). */
+function startRecording(dir: string | undefined, pid: number | undefined): void {
+  if (dir && pid) recordings.set(dir, PerfRecording.start(pid, join(dir, 'perf.data')));
+}
 
 function flashsale(command: string, core: number | null, profileTo?: string): ChildProcess {
-  const prof = profileTo ? ['--cpu-prof', `--cpu-prof-dir=${profileTo}`] : [];
-  const [cmd, argv] = pinned(core, [process.execPath, ...prof, join(root, 'bin/flashsale.js'), command]);
+  const [cmd, argv] = pinned(core, [process.execPath, ...(profileTo ? PERF_NODE_ARGS : []), join(root, 'bin/flashsale.js'), command]);
   // taskset execs the command, so the child's pid is the server's pid (its CPU time is what we read).
   const child = spawn(cmd, argv, {
     env: {
@@ -149,6 +156,7 @@ function flashsale(command: string, core: number | null, profileTo?: string): Ch
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   children.push(child);
+  startRecording(profileTo, child.pid);
   return child;
 }
 
@@ -206,14 +214,14 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
   return line;
 }
 
-/** Reads the one profile a stopped process wrote and appends its step costs to PROFILE_FILE. */
-function recordProfile(dir: string, proc: ProfileRun['process'], which: ProfileRun['which'], units: number, unit: ProfileRun['unit'], rules: StepRule[]): void {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
-  if (files.length !== 1) throw new Error(`${dir}: expected one CPU profile, found ${files.length}`);
-  const cost = attribute(JSON.parse(readFileSync(join(dir, files[0] as string), 'utf8')) as CpuProfile, rules);
-  const line: ProfileRun = { bench: 'profile', ...runContext, timestamp: new Date().toISOString(), process: proc, which, units, unit, ...cost };
+/** Reads the perf recording of a stopped process and appends its step costs to PROFILE_FILE. */
+async function recordProfile(dir: string, proc: ProfileRun['process'], which: ProfileRun['which'], units: number, unit: ProfileRun['unit'], rules: StepRule[]): Promise<void> {
+  const recording = recordings.get(dir);
+  if (!recording) throw new Error(`${dir}: no perf recording`);
+  const cost = attribute(await recording.finish(), rules);
+  const line: ProfileRun = { bench: 'profile', ...runContext, timestamp: new Date().toISOString(), process: proc, which, units, unit, profiler: 'perf', ...cost };
   appendRun(PROFILE_FILE, line);
-  process.stderr.write(`profile of the ${proc} (${which}): ${cost.cpuMs.toFixed(0)} ms of CPU for ${units} ${unit}s = ${((cost.cpuMs * 1000) / units).toFixed(1)} µs per ${unit} under the profiler\n`);
+  process.stderr.write(`profile of the ${proc} (${which}): ${cost.cpuMs.toFixed(0)} ms of CPU for ${units} ${unit}s = ${((cost.cpuMs * 1000) / units).toFixed(1)} µs per ${unit} (perf's on-CPU samples)\n`);
   for (const [step, ms] of Object.entries(cost.steps).sort((a, b) => b[1] - a[1])) {
     process.stderr.write(`  ${((ms * 1000) / units).toFixed(1).padStart(7)} µs  ${step}\n`);
   }
@@ -233,12 +241,13 @@ async function warmUp(o: Omit<Parameters<typeof wrk>[0], keyof typeof wrkCommon>
 async function startBare(port: number, profileTo?: string): Promise<ChildProcess> {
   const [cmd, argv] = pinned(pin.serverCore, [
     process.execPath,
-    ...(profileTo ? ['--cpu-prof', `--cpu-prof-dir=${profileTo}`] : []),
+    ...(profileTo ? PERF_NODE_ARGS : []),
     '-e',
     `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
   ]);
   const bare = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(bare);
+  startRecording(profileTo, bare.pid);
   await eventually(async () => (await http('POST', `http://127.0.0.1:${port}/`, '{}')).status === 202, { what: 'bare server' });
   return bare;
 }
@@ -256,7 +265,7 @@ async function bareRun(pair: number): Promise<void> {
   const cpu = meter.end();
   await stopChild(bare);
   // The profile covers the warm-up too: per request, it is divided by both.
-  if (prof) recordProfile(prof, 'bare', 'accept', warm + r.requests, 'request', API_STEPS);
+  if (prof) await recordProfile(prof, 'bare', 'accept', warm + r.requests, 'request', API_STEPS);
   record('bare', pair, r, cpuCost(cpu, r.requests, []), ACCEPT_CONNECTIONS, { ceilingOf: 'accept' });
 }
 
@@ -338,8 +347,8 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   await stopChild(floor);
   await stopChild(bare);
   // A profile covers the warm-ups and every slice of its process: per request, it is divided by all of them.
-  if (apiProfile) recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
-  if (bareProfile) recordProfile(bareProfile, 'bare', 'reject', (warm.bare ?? 0) + (requests.bare ?? 0), 'request', API_STEPS);
+  if (apiProfile) await recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
+  if (bareProfile) await recordProfile(bareProfile, 'bare', 'reject', (warm.bare ?? 0) + (requests.bare ?? 0), 'request', API_STEPS);
 }
 
 async function bulkRows(): Promise<number> {
@@ -430,7 +439,7 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
     if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');
     // Every 202 keeps its reservation (a failed hand-off gives it back), so units reserved = orders accepted.
     const accepted = levelBefore.remaining - levelAfter.remaining;
-    if (prof) recordProfile(prof, 'api', 'accept', warmAccepted + accepted, 'order', API_STEPS);
+    if (prof) await recordProfile(prof, 'api', 'accept', warmAccepted + accepted, 'order', API_STEPS);
     const last = await eventually(() => trace.find((e) => e.written >= accepted), { timeoutMs: 120_000, intervalMs: 20, what: `${accepted} accepted orders written by the order writer` });
     const rows = (await bulkRows()) - rowsBefore;
     const toLastRow = (last.t - t0) / 1000;
@@ -472,7 +481,7 @@ try {
   }
   const writtenInAll = await ordersWritten();
   await stopChild(writer);
-  if (writerProfile) recordProfile(writerProfile, 'writer', 'all', writtenInAll, 'order', WRITER_STEPS);
+  if (writerProfile) await recordProfile(writerProfile, 'writer', 'all', writtenInAll, 'order', WRITER_STEPS);
 
   // Whole-sale checks, after every run.
   const [counts] = await db.query("SELECT sku_id, COUNT(*) AS n, SUM(quantity) AS units FROM orders WHERE sale = ? AND status = 'UNPAID' GROUP BY sku_id", [ctx.key]);

@@ -1,4 +1,5 @@
-// Where a process's CPU goes, step by step, from a V8 CPU profile (`node --cpu-prof`). Each sample
+// Where a process's CPU goes, step by step, from a CPU profile (`node --cpu-prof`, or perf's samples
+// shaped alike by perf.ts). Each sample
 // is charged to the first step that claims a frame of its stack, walked from the leaf up; frames of
 // Node's plumbing (streams, sockets, timers, promise queues) and native leaves claim nothing, so a
 // socket write is charged to whoever wrote (ioredis, kafkajs, the HTTP response), and JSON.parse to
@@ -30,6 +31,8 @@ export interface StepRule {
 export const UNATTRIBUTED = 'other (V8 and Node internals, unattributed)';
 export const STARTUP = 'start-up (module loading, compilation)';
 export const GC = 'garbage collection';
+/** perf.ts hangs the samples of threads other than the main one under "(thread <name>)". */
+export const HELPER_THREADS = "V8's and libuv's helper threads (compilers, thread pool)";
 
 // Order matters: the first rule matching a frame wins for that frame.
 const COMMON: StepRule[] = [
@@ -37,6 +40,7 @@ const COMMON: StepRule[] = [
   { step: STARTUP, fn: /^(compileSourceTextModule|wrapSafe|compileForInternalLoader|readFileUtf8)$/ },
   { step: 'metrics (prom-client)', url: /prom-client\/|controller\/metrics\// },
   { step: 'logging (pino)', url: /\/pino\/|\/pino-|sonic-boom/ },
+  { step: HELPER_THREADS, fn: /^\(thread / },
 ];
 
 /** Steps of the API process on the purchase path. */

@@ -151,6 +151,8 @@ export interface ProfileRun extends RunContext {
   steps: Record<string, number>;
   /** The functions with the most self time → CPU ms (absent in older lines). */
   top?: Record<string, number>;
+  /** Who sampled: perf's on-CPU samples (lib/perf.ts); absent in older lines, which V8's --cpu-prof sampled. */
+  profiler?: 'perf';
 }
 
 export type AnyRun = SeckillRun | TimeoutsRun | ProfileRun;
