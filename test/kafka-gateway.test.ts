@@ -53,9 +53,13 @@ describe('kafka gateway', () => {
   it('keeps messages of one key on one partition, in order', { timeout: 60_000 }, async () => {
     const t = await topic('keyed', 6);
     const producer = await kafka.producer();
-    const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50 });
+    const batches: number[] = [];
+    const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50, onBatch: (n) => batches.push(n) });
     const keys = ['sku-a', 'ä€-sku', '0190a000-0000-7000-8000-000000000001'];
     await Promise.all(Array.from({ length: 300 }, (_, i) => batching.send(t, { key: keys[i % 3] as string, value: String(i) })));
+    // Every produce request is reported with its size (the hand-off metric), none above the cap.
+    assert.equal(batches.reduce((a, b) => a + b, 0), 300);
+    assert.ok(batches.every((n) => n >= 1 && n <= 50), `batch sizes ${batches.join(',')}`);
     const { received, consumer } = collect(`${prefix}.g-keyed`, [t]);
     await eventually(() => received.length === 300, { what: '300 messages' });
     for (const key of keys) {

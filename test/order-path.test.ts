@@ -229,6 +229,7 @@ describe('order API', () => {
     assert.match(metrics.text, new RegExp(`flashsale_api_requests_total\\{flashsale="${ctx.key}",outcome="sold_out"\\} [1-9]`));
     assert.match(metrics.text, /flashsale_api_request_duration_seconds_bucket\{/);
     assert.match(metrics.text, new RegExp(`flashsale_orders_written_total\\{flashsale="${ctx.key}"\\} [1-9]`));
+    assert.match(metrics.text, new RegExp(`flashsale_order_writer_batch_orders_count\\{flashsale="${ctx.key}"\\} [1-9]`));
   });
 
   it('gives the reservation back and answers 503 UNAVAILABLE when the hand-off to Kafka fails; readyz is 503 for 5 s', { timeout: 60_000 }, async () => {

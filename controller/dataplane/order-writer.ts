@@ -133,6 +133,7 @@ export class OrderWriter {
     const last = batch.messages.at(-1);
     if (!last) return;
     const { ctx } = this.opts;
+    this.metrics.writerBatch.labels(ctx.key).observe(batch.messages.length);
     const orders: { order: OrderMessage; placement: Placement }[] = [];
     const dead: OutgoingMessage[] = [];
     for (const m of batch.messages) {
@@ -172,7 +173,6 @@ export class OrderWriter {
     await bctx.commit((BigInt(last.offset) + 1n).toString());
   }
 
-  /** Claims the reservations per SKU; reaped ones become CLOSED rows. */
   /**
    * Claims the reservations per SKU; reaped ones become CLOSED rows. Returns the SKUs' counters seen
    * (to record as marks); a SKU whose Redis went back in time is fenced instead (restore-fence.ts).

@@ -9,7 +9,7 @@ import { BatchingProducer, createKafkaGateway, type KafkaGateway } from '../infr
 import { createPool, type Pool } from '../infra/mysql.ts';
 import { createRedis, type Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
-import { createRegistry } from '../metrics/dataplane.ts';
+import { createRegistry, dataPlaneMetrics } from '../metrics/dataplane.ts';
 import { LagCollector } from '../metrics/lag.ts';
 import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashsale.ts';
 import { OrderApi } from './api.ts';
@@ -45,7 +45,8 @@ export interface RunningWorker {
 export type WorkerStarter = (env: StandaloneEnv) => Promise<RunningWorker | RunningWorker[]>;
 
 export const startApi: WorkerStarter = async (env) => {
-  const producer = new BatchingProducer(await env.kafka.producer());
+  const batches = dataPlaneMetrics(env.registry).handOffBatch;
+  const producer = new BatchingProducer(await env.kafka.producer(), { onBatch: (n) => batches.observe(n) });
   const api = new OrderApi({ sales: env.sales, redis: env.redis, pool: env.pool, producer, registry: env.registry, logger: env.logger.child({ worker: 'api' }) });
   const url = await api.listen(env.config.httpPort, env.host);
   return {

@@ -1171,6 +1171,8 @@ export interface BatchingProducerOptions {
   /** How long the first message of an idle batch may wait for company. */
   lingerMs?: number;
   maxBatchMessages?: number;
+  /** Told the number of messages of every produce request (a metric). */
+  onBatch?: (messages: number) => void;
 }
 
 /**
@@ -1186,9 +1188,11 @@ export class BatchingProducer {
   private readonly lingerMs: number;
   private readonly maxBatch: number;
   private readonly producer: KafkaProducer;
+  private readonly onBatch: ((messages: number) => void) | undefined;
 
   constructor(producer: KafkaProducer, options: BatchingProducerOptions = {}) {
     this.producer = producer;
+    this.onBatch = options.onBatch;
     this.lingerMs = options.lingerMs ?? 2;
     this.maxBatch = options.maxBatchMessages ?? 2000;
   }
@@ -1214,6 +1218,7 @@ export class BatchingProducer {
       byTopic.set(it.topic, list);
     }
     this.inFlight = true;
+    this.onBatch?.(items.length);
     this.producer
       .send([...byTopic].map(([topic, messages]) => ({ topic, messages })))
       .then(

@@ -11,6 +11,8 @@ export function createRegistry(): Registry {
   return registry;
 }
 
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
 export type DataPlaneMetrics = ReturnType<typeof dataPlaneMetrics>;
 
 /** The data-plane metrics registered on `registry` (created once per registry). */
@@ -30,6 +32,21 @@ function build(registry: Registry) {
       help: 'Time to answer an API request, by route.',
       labelNames: ['flashsale', 'route'] as const,
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    // Orders per produce request and per writer batch: the per-request costs of Kafka, MySQL and
+    // Redis are shared by a batch, so small batches under load cost CPU per order (issue 14).
+    handOffBatch: new Histogram({
+      name: 'flashsale_api_handoff_batch_orders',
+      help: 'Orders per produce request of the API\'s hand-off to Kafka (all sales of the process).',
+      buckets: BATCH_BUCKETS,
+      registers,
+    }),
+    writerBatch: new Histogram({
+      name: 'flashsale_order_writer_batch_orders',
+      help: 'Messages per batch handled by the order writer (one partition\'s fetched messages).',
+      labelNames: ['flashsale'] as const,
+      buckets: BATCH_BUCKETS,
       registers,
     }),
     ordersWritten: new Counter({
