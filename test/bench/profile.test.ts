@@ -136,11 +136,19 @@ describe('CPU profile attribution', () => {
       'MainThread   700    6000000 ',
       '\t      0 [unknown] ([unknown])',
       '',
+      'MainThread   700    7000000 ',
+      '\tffffffff81007 tcp_recvmsg ([kernel.kallsyms])',
+      '\tffffffff81008 ksys_read ([kernel.kallsyms])',
+      '\tffffffff81003 do_syscall_64 ([kernel.kallsyms])',
+      '\t  d4ad8 read (/usr/lib/x86_64-linux-gnu/libc.so.6)',
+      '\t1619332 uv__read (/usr/bin/node)',
+      '\t162278a uv__io_poll (/usr/bin/node)',
+      '',
     ].join('\n');
     const profile = perfScriptToProfile(text, 700);
-    assert.deepEqual(profile.timeDeltas, [2000, 1000, 3000, 4000, 5000, 6000]);
+    assert.deepEqual(profile.timeDeltas, [2000, 1000, 3000, 4000, 5000, 6000, 7000]);
     const cost = attribute(profile, API_STEPS);
-    assert.equal(cost.cpuMs, 21);
+    assert.equal(cost.cpuMs, 28);
     assert.equal(cost.idleMs, 0);
     assert.deepEqual(cost.steps, {
       'HTTP parse + respond (node:http)': 2,
@@ -148,12 +156,14 @@ describe('CPU profile attribution', () => {
       'Redis: reserve + hand-off confirmation (ioredis + StockStore)': 3,
       [HELPER_THREADS]: 4,
       [UNATTRIBUTED]: 6,
+      'socket reads and polling (kernel: read, epoll_pwait)': 7,
     });
     // The kernel part of a stack is one frame, named by how the kernel was entered.
     assert.deepEqual(Object.keys(cost.top).sort(), [
       '(garbage collector)',
       '(unknown)',
       'kernel: page fault',
+      'kernel: read',
       'kernel: write',
       'toWritable ioredis/built/Command.js:110',
       'v8::internal::compiler::PipelineImpl::Run',

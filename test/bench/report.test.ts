@@ -112,6 +112,16 @@ test("seckill: the parts' floor is each pair's bare CPU per request plus its par
   // Floors 250–270 µs under the 400 allowed, the pipeline at 600: 340 above the floor, 200 of them too many.
   const under = seckillSummary(withFloors([floor(100, 70, 30), floor(110, 80, 30), floor(90, 60, 30)]));
   assert.match(floorLine(under) ?? '', /= 250\.0 .*Within reach of the parts, which take 63 % of it: of the pipeline's 600\.0 µs per order, 350\.0 are above the floor .* and 200\.0 of them must go/);
+  assert.doesNotMatch(floorLine(under) ?? '', /Batch sizes/, 'no batch sizes in lines before they were recorded');
+  // With the batching histograms recorded: orders per produce request and per writer batch, per run.
+  let k = 0;
+  const sizes = [[100, 5, 30, 2], [120, 6, 60, 2], [90, 3, 40, 1]] as const;
+  const batched = seckillSummary(withFloors([floor(100, 70, 30), floor(110, 80, 30), floor(90, 60, 30)]).map((r) => {
+    if (r.which !== 'accept') return r;
+    const [orders, requests, messages, batches] = sizes[k++] as readonly [number, number, number, number];
+    return { ...r, batches: { handOff: { requests, orders }, writer: { batches, messages } } };
+  }));
+  assert.match(floorLine(batched) ?? '', /Batch sizes in the pipeline \(the floor's: 256 orders per request\): 20 \(20–30\) orders per produce request of the API, 30 \(15–40\) per order-writer batch\.$/);
 });
 
 test("seckill: the load generator's CPU per request is taken out of what the cores leave the pipeline", () => {

@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
-import { acceptedCount, settledAcceptedCount } from './lib/api-metrics.ts';
+import { acceptedCount, histogramTotals, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { checkPerf, PERF_NODE_ARGS, PerfRecording } from './lib/perf.ts';
 import { API_STEPS, attribute, WRITER_STEPS, type StepRule } from './lib/profile.ts';
@@ -206,7 +206,7 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
   appendRun(FILE, line);
   lines.push(line);
   const us = Number.isFinite(cpu.usPerUnit) ? cpu.usPerUnit.toFixed(0) : 'n/a';
-  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}\n`);
+  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}${line.batches ? `; ${(line.batches.handOff.orders / line.batches.handOff.requests).toFixed(1)} orders per produce request (${line.batches.handOff.requests}), ${(line.batches.writer.messages / line.batches.writer.batches).toFixed(1)} per writer batch (${line.batches.writer.batches})` : ''}\n`);
   for (const c of line.checks) {
     if (!c.ok) failed = true;
     process.stderr.write(`  ${c.ok ? 'PASS' : 'FAIL'}: ${c.what}\n`);
@@ -356,6 +356,12 @@ async function bulkRows(): Promise<number> {
   return Number((r as { n: number }[])[0]?.n);
 }
 
+/** The batching histograms: the API's produce requests (`of`: the API's URL) or the writer's batches. */
+async function batchTotals(of: 'api' | 'writer'): Promise<{ sum: number; count: number }> {
+  const text = (await http('GET', of === 'api' ? `${url}/metrics` : `http://127.0.0.1:${PORT + 1}/metrics`)).text;
+  return histogramTotals(text, of === 'api' ? 'flashsale_api_handoff_batch_orders' : 'flashsale_order_writer_batch_orders');
+}
+
 /** Orders the writer reports inserted (its /metrics): cheap to poll, unlike COUNT(*) on a growing table. */
 async function ordersWritten(): Promise<number> {
   const text = (await http('GET', `http://127.0.0.1:${PORT + 1}/metrics`)).text;
@@ -408,6 +414,8 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
   const rowsBefore = await bulkRows();
   const writtenBefore = await ordersWritten();
   const acceptedBefore = await acceptedCount(url);
+  const handOffBefore = await batchTotals('api');
+  const writerBefore = await batchTotals('writer');
   const meter = pipelineMeter(api, writer);
   meter.begin();
   const t0 = performance.now();
@@ -434,6 +442,7 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
     // twice the slowest answer wrk saw (at least 1 s); then the API is stopped (it hands every accepted
     // order off before exiting).
     const answered = (await settledAcceptedCount(url, Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max)))) - acceptedBefore;
+    const handOffAfter = await batchTotals('api');
     await stopChild(api);
     const levelAfter = await ctx.stock.level('bulk');
     if (!levelBefore || !levelAfter) throw new Error('no stock level for the bulk SKU');
@@ -441,6 +450,7 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
     const accepted = levelBefore.remaining - levelAfter.remaining;
     if (prof) await recordProfile(prof, 'api', 'accept', warmAccepted + accepted, 'order', API_STEPS);
     const last = await eventually(() => trace.find((e) => e.written >= accepted), { timeoutMs: 120_000, intervalMs: 20, what: `${accepted} accepted orders written by the order writer` });
+    const writerAfter = await batchTotals('writer');
     const rows = (await bulkRows()) - rowsBefore;
     const toLastRow = (last.t - t0) / 1000;
     // The API's CPU is read when wrk finished (answering the hung-up requests and /metrics polls are not counted).
@@ -449,6 +459,10 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
     record('accept', pair, r, cpuCost(cpu, accepted, missing), ACCEPT_CONNECTIONS, {
       accepted: { orders: accepted, wrk2xx, api202: answered, rows, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
       ...(parts ? { parts } : {}),
+      batches: {
+        handOff: { requests: handOffAfter.count - handOffBefore.count, orders: handOffAfter.sum - handOffBefore.sum },
+        writer: { batches: writerAfter.count - writerBefore.count, messages: writerAfter.sum - writerBefore.sum },
+      },
       checks: [
         { what: `no accepted order lost: rows in MySQL (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted}) == orders the writer reports written (${last.written})`, ok: rows === accepted && rows === answered && last.written === accepted },
         { what: `wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },

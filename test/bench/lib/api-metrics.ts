@@ -10,6 +10,16 @@ export function metricSum(text: string, name: string, labels = ''): number {
     .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 }
 
+/** A histogram's sum and count in a /metrics text, over its series whose labels contain `labels`. */
+export function histogramTotals(text: string, name: string, labels = ''): { sum: number; count: number } {
+  const total = (series: string) =>
+    text
+      .split('\n')
+      .filter((l) => (l.startsWith(`${series}{`) || l.startsWith(`${series} `)) && l.includes(labels))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return { sum: total(`${name}_sum`), count: total(`${name}_count`) };
+}
+
 /** The API's count of purchase requests answered 202 so far. */
 export async function acceptedCount(apiUrl: string): Promise<number> {
   return metricSum((await request('GET', `${apiUrl}/metrics`)).text, 'flashsale_api_requests_total', 'outcome="accepted"');

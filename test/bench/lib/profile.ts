@@ -41,6 +41,8 @@ const COMMON: StepRule[] = [
   { step: 'metrics (prom-client)', url: /prom-client\/|controller\/metrics\// },
   { step: 'logging (pino)', url: /\/pino\/|\/pino-|sonic-boom/ },
   { step: HELPER_THREADS, fn: /^\(thread / },
+  // perf only (kernel frames): libuv's reads and waits, which no JS frame calls.
+  { step: 'socket reads and polling (kernel: read, epoll_pwait)', fn: /^kernel: (read|readv|recvfrom|recvmsg|epoll_pwait|epoll_wait)$/ },
 ];
 
 /** Steps of the API process on the purchase path. */

@@ -92,6 +92,11 @@ export interface SeckillRun extends RunContext {
    * absent in lines before 2026-12-04).
    */
   parts?: PartsFloor;
+  /**
+   * Accept runs: the API's produce requests and the order writer's batches during the run (their
+   * batching histograms; absent in lines before 2026-12-04 21:30).
+   */
+  batches?: { handOff: { requests: number; orders: number }; writer: { batches: number; messages: number } };
   checks: { what: string; ok: boolean }[];
 }
 
