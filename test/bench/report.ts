@@ -408,13 +408,15 @@ const howto = `How to read and run these benchmarks.
   no less per request there than in the cheaper of the two).
 - The parts' floor (\`test/bench/lib/parts.ts\`, each pair just before its accept run, 50,000 orders
   after a quarter as many unmeasured): what Redis, Kafka and MariaDB cost per order, client and
-  server, when asked through the same libraries with none of our code — the reserve and claim
-  scripts one call per batch (as the pipeline calls them; results before 2026-12-04 evening sent
-  the reserve once per order, pipelined), the order produced (acks=all, idempotent, one request in flight) and fetched and
-  committed by a consumer group and its timeout produced, a multi-row INSERT IGNORE —, in batches of
-  the accept run's connections, plus the bare server's CPU per request of the same pair. It leaves
-  out the hand-off confirmation and all parsing, so it is if anything low. A floor above what the
-  accept target allows per order means no change to our code reaches it on this machine.
+  server, when asked through the same libraries with none of our code — the reserve, hand-off
+  confirmation and claim scripts one call per batch (as the pipeline calls them; results before
+  2026-12-04 evening sent the reserve once per order, pipelined, and until 21:40 that day left the
+  confirmation out), the order produced (acks=all, idempotent, one request in flight) and fetched
+  and committed by a consumer group and its timeout produced, a multi-row INSERT IGNORE with the
+  restore fence's mark read and upserted per batch (also since 21:40) —, in batches of the accept
+  run's connections, plus the bare server's CPU per request of the same pair. It leaves out all
+  encoding and parsing, so it is if anything low. A floor above what the accept target allows per
+  order means no change to our code reaches it on this machine.
 - The timeouts' MySQL floor (each ceiling run, 2026-12-04 on): the CPU of this process and MariaDB
   per row for the ceiling's chunked conditional UPDATEs and for inserting those rows' release
   records as the closer does. No close can skip either write; Redis, Kafka, the lock-read and the

@@ -5,11 +5,14 @@
 // it fall short of the accept target's rate, no change to our code reaches the target here.
 //
 // Per order, as the pipeline does it: the reserve script (one call per batch, as the API gathers the
-// reserves of one event-loop turn); the claim script (one call per batch); the order produced with acks=all by an idempotent producer (one
-// request per batch, key = the SKU, so one partition as in the accept runs); fetched and committed
-// by a consumer group; its timeout message produced (key = order id); one row of a multi-row INSERT
-// IGNORE into a table like `orders`. Left out, so the floor is if anything low: the hand-off
-// confirmation script, HTTP request parsing beyond the bare server's, message parsing and checks.
+// reserves of one event-loop turn); the hand-off confirmation script (one call per batch: no 202 for
+// a reservation the reaper returned, issue 13); the claim script (one call per batch); the order
+// produced with acks=all by an idempotent producer (one request per batch, key = the SKU, so one
+// partition as in the accept runs); fetched and committed by a consumer group; its timeout message
+// produced (key = order id); one row of a multi-row INSERT IGNORE into a table like `orders`, with
+// the restore fence's read and upsert of the SKU's mark around it (one each per batch, as the
+// writer does; restore-fence.ts). Left out, so the floor is if anything low: HTTP request parsing
+// beyond the bare server's, message encoding, parsing and checks.
 import kafkajs from 'kafkajs';
 // The gateway's module replaces kafkajs's request-queue timer loop and its produce request encoder on
 // load (every pipeline process has both), so the floor's kafkajs clients run as the pipeline's do.
@@ -30,6 +33,8 @@ export interface PartsFloor {
   batch: number;
   /** How the reserves were sent: one script call per batch (since the API batches its reserves); absent in older results: one call per order, pipelined. */
   reserve?: 'batched';
+  /** The hand-off confirmation script and the restore fence's marks are in (absent in results before 2026-12-04 21:40). */
+  confirmAndMarks?: true;
   /** CPU µs per order of each part, client and server together. */
   usPerOrder: Record<Part, number>;
   /** CPU seconds of each part, the client (this process) and the server apart. */
@@ -66,7 +71,7 @@ function chunks<T>(all: T[], size: number): T[][] {
   return out;
 }
 
-type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsClaim(...a: string[]): Promise<number[]> };
+type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsConfirm(...a: string[]): Promise<number[]>; fsClaim(...a: string[]): Promise<number[]> };
 
 export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
   const now = Date.now();
@@ -89,6 +94,10 @@ export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
       const out = await scripts.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...args);
       const bad = part.findIndex((_, j) => Number(out[3 * j]) !== 1);
       if (bad >= 0) throw new Error(`parts floor: a reserve did not reserve: ${JSON.stringify(out.slice(3 * bad, 3 * bad + 3))}`);
+    }
+    for (const part of chunks(list, o.batch)) {
+      const kept = await scripts.fsConfirm(k.reservations, k.reservationTimes, k.claimed, k.released, ...part.map((x) => x.id));
+      if (kept.some((c) => Number(c) !== 1)) throw new Error('parts floor: a hand-off confirmation did not keep its reservation');
     }
     for (const part of chunks(list, o.batch)) {
       const codes = await scripts.fsClaim(k.reservations, k.reservationTimes, k.released, k.claimed, k.seq, k.seeded, ...part.map((x) => x.id));
@@ -141,28 +150,34 @@ export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
     await admin.disconnect().catch(() => undefined);
   }
 
-  // MariaDB: the writer's statement into a table like `orders`.
+  // MariaDB: the writer's statements into tables like `orders` and `sku_marks`.
   const table = `parts_${o.tag.replace(/[^a-zA-Z0-9_]/g, '_')}`;
+  const marks = `${table}_marks`;
   await o.pool.query(`CREATE TABLE ${table} LIKE orders`);
+  await o.pool.query(`CREATE TABLE ${marks} LIKE sku_marks`);
   let mysql: { client: number; server: number };
   try {
     const due = new Date(now + 60_000);
     const created = new Date(now);
     const mysqlWork = async (list: { id: string }[]) => {
+      let seq = 0;
       for (const part of chunks(list, o.batch)) {
+        await o.pool.query(`SELECT sku_id, seq FROM ${marks} WHERE sale = ? AND sku_id IN (?)`, [saleKey, [o.skuId]]);
         const [res] = await o.pool.query(`INSERT IGNORE INTO ${table} (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at) VALUES ?`, [
           part.map(({ id }) => [id, saleKey, o.skuId, `user-${id}`, 1, 'UNPAID', created, due, null]),
         ]);
         if ((res as { affectedRows: number }).affectedRows !== part.length) throw new Error('parts floor: an INSERT did not insert every row');
+        seq += part.length;
+        await o.pool.query(`INSERT INTO ${marks} (sale, sku_id, seq, updated_at) VALUES ? ON DUPLICATE KEY UPDATE seq = GREATEST(seq, VALUES(seq)), updated_at = VALUES(updated_at)`, [[[saleKey, o.skuId, seq, created]]]);
       }
     };
     await mysqlWork(warm);
     mysql = await measured(o.servers.mysql, () => mysqlWork(measuredOrders));
   } finally {
-    await o.pool.query(`DROP TABLE ${table}`);
+    await o.pool.query(`DROP TABLE ${table}, ${marks}`);
   }
 
   const seconds = { redis, kafka, mysql };
   const per = (s: { client: number; server: number }) => ((s.client + s.server) / o.orders) * 1e6;
-  return { orders: o.orders, batch: o.batch, reserve: 'batched', usPerOrder: { redis: per(redis), kafka: per(kafka), mysql: per(mysql) }, seconds };
+  return { orders: o.orders, batch: o.batch, reserve: 'batched', confirmAndMarks: true, usPerOrder: { redis: per(redis), kafka: per(kafka), mysql: per(mysql) }, seconds };
 }

@@ -69,6 +69,8 @@ export interface SeckillSummary {
   partsBatch: number | null;
   /** The floor's reserves went one script call per batch (results since the API batches its reserves). */
   partsReserveBatched: boolean;
+  /** The floor includes the hand-off confirmation script and the restore fence's marks (results since 2026-12-04 21:40). */
+  partsConfirmAndMarks: boolean;
   /**
    * Per accept run: orders per produce request of the API's hand-off and messages per order-writer
    * batch (their histograms); null in batches before they were recorded.
@@ -186,6 +188,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   const partsFloorUs = floors.length > 0 ? spread(floors) : null;
   const partsBatch = accepts.find((r) => r.parts)?.parts?.batch ?? null;
   const partsReserveBatched = accepts.find((r) => r.parts)?.parts?.reserve === 'batched';
+  const partsConfirmAndMarks = accepts.find((r) => r.parts)?.parts?.confirmAndMarks === true;
   const batched = accepts.flatMap((r) => (r.batches && r.batches.handOff.requests > 0 && r.batches.writer.batches > 0 ? [r.batches] : []));
   const batching = batched.length > 0 ? { handOff: spread(batched.map((b) => b.handOff.orders / b.handOff.requests)), writer: spread(batched.map((b) => b.writer.messages / b.writer.batches)) } : null;
   const partsFloorByPart: Record<string, Spread> = {};
@@ -221,7 +224,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, batching, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -258,9 +261,9 @@ export function floorLine(s: SeckillSummary): string | null {
       ? `Out of reach on ${cores} cores whatever our code does: the parts alone cost ${(floor.median - allowed).toFixed(1)} µs per order more than the target allows.`
       : `Within reach of the parts, which take ${((floor.median / allowed) * 100).toFixed(0)} % of it: of the pipeline's ${s.cpuPerOrderUs.median.toFixed(1)} µs per order, ${(s.cpuPerOrderUs.median - floor.median).toFixed(1)} are above the floor (our code and what the floor leaves out), and ${(s.cpuPerOrderUs.median - allowed).toFixed(1)} of them must go.`;
   return (
-    `Parts' floor, measured in each pair: the bare server's CPU per request (${part('http')} µs) plus Redis (${s.partsReserveBatched ? 'reserve and claim scripts, one call per batch' : 'reserve script pipelined, claim script one call per batch'}: ${part('redis')} µs), ` +
+    `Parts' floor, measured in each pair: the bare server's CPU per request (${part('http')} µs) plus Redis (${s.partsConfirmAndMarks ? 'reserve, hand-off confirmation and claim scripts, one call per batch' : s.partsReserveBatched ? 'reserve and claim scripts, one call per batch' : 'reserve script pipelined, claim script one call per batch'}: ${part('redis')} µs), ` +
     `Kafka (the order produced with acks=all, fetched and committed, its timeout produced; kafkajs alone, ${s.partsBatch ?? 'n/a'} orders per request: ${part('kafka')} µs) and ` +
-    `MariaDB (multi-row INSERT IGNORE: ${part('mysql')} µs), client and server CPU per order with none of our code = ${floor.median.toFixed(1)} (${floor.min.toFixed(1)}–${floor.max.toFixed(1)}) µs per order; ` +
+    `MariaDB (multi-row INSERT IGNORE${s.partsConfirmAndMarks ? ", with the restore fence's mark read and upserted per batch" : ''}: ${part('mysql')} µs), client and server CPU per order with none of our code = ${floor.median.toFixed(1)} (${floor.min.toFixed(1)}–${floor.max.toFixed(1)}) µs per order; ` +
     `the accept target allows ${allowed.toFixed(1)} µs on ${cores} cores${s.loadGenUs ? ' once the load generator has its share' : ''}. ${verdict}` +
     (s.batching
       ? ` Batch sizes in the pipeline (the floor's: ${s.partsBatch ?? 'n/a'} orders per request): ${s.batching.handOff.median.toFixed(0)} (${s.batching.handOff.min.toFixed(0)}–${s.batching.handOff.max.toFixed(0)}) orders per produce request of the API, ${s.batching.writer.median.toFixed(0)} (${s.batching.writer.min.toFixed(0)}–${s.batching.writer.max.toFixed(0)}) per order-writer batch.`
