@@ -372,6 +372,13 @@ describe('order writer', () => {
         return high.every((h) => (c.get(h.partition) ?? '0') === h.high) ? high : undefined;
       }, { what: 'writer caught up' });
       assert.ok(offsets.length > 0);
+      // Messages without bucket and due time (an older API): the writer composes their timeout
+      // messages from its spec (the API's own messages above go out as they came).
+      const composed = await eventually(() => {
+        const mine = delays[0]?.received.map((m) => parseTimeoutMessage(m.value)).filter((t) => again.some((a) => a.orderId === t.orderId && a.createdAt === t.createdAt));
+        return mine && mine.length >= again.length ? mine : undefined;
+      }, { what: 'timeout messages of the older-format duplicates', timeoutMs: 30_000 });
+      for (const t of composed) assert.deepEqual([t.bucket, t.dueAt - t.createdAt, t.skuId], ['short', 60_000, 'hot']);
       assert.equal(await count('SELECT COUNT(*) AS n FROM orders WHERE sale = ?', [s.key]), 50);
       assert.equal(await count("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'UNPAID'", [s.key]), 50);
     } finally {

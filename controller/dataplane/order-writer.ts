@@ -46,6 +46,14 @@ export interface WrittenRow {
   status: 'UNPAID' | 'CLOSED';
   dueAt: number;
   bucket: string;
+  /** The order message's bytes when they already make its timeout message (see handleBatch). */
+  timeoutValue: Buffer | null;
+}
+
+interface ParsedOrder {
+  order: OrderMessage;
+  placement: Placement;
+  timeoutValue: Buffer | null;
 }
 
 // INSERT IGNORE skips rows whose order id is already there, and its affected-row count is the number
@@ -134,12 +142,16 @@ export class OrderWriter {
     if (!last) return;
     const { ctx } = this.opts;
     this.metrics.writerBatch.labels(ctx.key).observe(batch.messages.length);
-    const orders: { order: OrderMessage; placement: Placement }[] = [];
+    const orders: ParsedOrder[] = [];
     const dead: OutgoingMessage[] = [];
     for (const m of batch.messages) {
       try {
         const order = parseOrderMessage(m.value);
-        orders.push({ order, placement: placeOrder(order, ctx) });
+        // An order that carries its bucket and due time (every API since they travel with the order)
+        // parses as the very timeout message this writer would compose: its bytes are sent as they
+        // came, without a copy, a JSON.stringify and an encoding per order.
+        const placed = order.bucket !== undefined && order.dueAt !== undefined;
+        orders.push({ order, placement: placeOrder(order, ctx), timeoutValue: placed ? m.value : null });
       } catch (err) {
         if (!(err instanceof MalformedMessageError)) throw err;
         const letter = deadLetter('orders', err.message, m, this.clock());
@@ -158,11 +170,15 @@ export class OrderWriter {
     const byTopic = new Map<string, OutgoingMessage[]>();
     for (const r of rows) {
       if (r.status !== 'UNPAID') continue;
-      const { bucket: _b, dueAt: _d, ...order } = r.order;
-      const t: TimeoutMessage = { ...order, dueAt: r.dueAt, bucket: r.bucket };
+      let value: Buffer | string | null = r.timeoutValue;
+      if (value === null) {
+        const { bucket: _b, dueAt: _d, ...order } = r.order;
+        const t: TimeoutMessage = { ...order, dueAt: r.dueAt, bucket: r.bucket };
+        value = JSON.stringify(t);
+      }
       const topic = ctx.names.topics.delay(r.bucket);
       const list = byTopic.get(topic) ?? [];
-      list.push({ key: r.order.orderId, value: JSON.stringify(t), timestamp: r.order.createdAt });
+      list.push({ key: r.order.orderId, value, timestamp: r.order.createdAt });
       byTopic.set(topic, list);
     }
     if (dead.length > 0) byTopic.set(ctx.names.topics.deadLetter, dead);
@@ -178,9 +194,9 @@ export class OrderWriter {
    * (to record as marks); a SKU whose Redis went back in time is fenced instead (restore-fence.ts).
    * Its orders are written all the same: the API accepted them.
    */
-  private async claim(orders: { order: OrderMessage; placement: Placement }[]): Promise<{ rows: WrittenRow[]; seen: Map<string, number> }> {
+  private async claim(orders: ParsedOrder[]): Promise<{ rows: WrittenRow[]; seen: Map<string, number> }> {
     const { ctx } = this.opts;
-    const bySku = new Map<string, { order: OrderMessage; placement: Placement }[]>();
+    const bySku = new Map<string, ParsedOrder[]>();
     for (const o of orders) {
       const list = bySku.get(o.order.skuId) ?? [];
       list.push(o);
@@ -202,8 +218,8 @@ export class OrderWriter {
           this.log.error({ sku: skuId, seq, mark, unknownOrders: missing.slice(0, 5) }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
           await ctx.stock.fence(skuId);
         } else if (seq > 0) seen.set(skuId, seq);
-        list.forEach(({ order, placement }, i) => {
-          rows.push({ order, status: results[i] === 'reaped' ? 'CLOSED' : 'UNPAID', dueAt: placement.dueAt, bucket: placement.bucket });
+        list.forEach(({ order, placement, timeoutValue }, i) => {
+          rows.push({ order, status: results[i] === 'reaped' ? 'CLOSED' : 'UNPAID', dueAt: placement.dueAt, bucket: placement.bucket, timeoutValue });
         });
       }),
     );
