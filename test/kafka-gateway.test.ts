@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import kafkajs from 'kafkajs';
 import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
-import { BatchingProducer, createKafkaGateway, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
+import { BatchingProducer, createKafkaGateway, recentFetchSettings, type ConsumedMessage, type KafkaConsumer, type KafkaGateway } from '../controller/infra/kafka.ts';
 import { deleteTopics, eventually, logger, testKafka, uniqueName } from './support/infra.ts';
 
 const prefix = `gw.${uniqueName()}`;
@@ -74,6 +74,40 @@ describe('kafka gateway', () => {
     await consumer.stop();
     await batching.close();
     await producer.disconnect();
+  });
+
+  it('asks a fetch with busyFetch settings after one that brought a quarter of their minBytes, as configured otherwise', { timeout: 60_000 }, async () => {
+    const t = await topic('busy', 1);
+    const producer = await kafka.producer();
+    // 8 KiB before the consumer starts, so its first fetch brings them all: half of minBytes 16 KiB.
+    await producer.send([{ topic: t, messages: Array.from({ length: 8 }, (_, i) => ({ value: `${i}`.padEnd(1024, '.') })) }]);
+    const groupId = `${prefix}.g-busy`;
+    const received: ConsumedMessage[] = [];
+    const consumer = kafka.consumer({ groupId, topics: [t], maxWaitMs: 500, busyFetch: { minBytes: 16 * 1024, maxWaitMs: 200 } });
+    await consumer.start(async (batch, ctx) => {
+      received.push(...batch.messages);
+      const last = batch.messages.at(-1);
+      if (last) await ctx.commit((BigInt(last.offset) + 1n).toString());
+    });
+    const idle = { minBytes: 1, maxWaitMs: 500 };
+    const busy = { minBytes: 16 * 1024, maxWaitMs: 200 };
+    try {
+      await eventually(() => received.length === 8, { what: '8 messages' });
+      // The 8 KiB fetch was asked as configured; the next one waited for 16 KiB or 200 ms, and after
+      // it brought nothing the consumer fetched as configured again.
+      const settings = await eventually(() => {
+        const s = recentFetchSettings(groupId);
+        const b = s.findIndex((x) => x.minBytes === busy.minBytes);
+        return b > 0 && s.slice(b + 1).some((x) => x.minBytes === idle.minBytes) ? s : undefined;
+      }, { what: 'a busy fetch, then an idle one again', timeoutMs: 20_000 });
+      assert.deepEqual(settings[0], idle);
+      assert.ok(settings.every((x) => (x.minBytes === idle.minBytes && x.maxWaitMs === idle.maxWaitMs) || (x.minBytes === busy.minBytes && x.maxWaitMs === busy.maxWaitMs)), JSON.stringify(settings));
+      // A consumer without busyFetch keeps kafkajs's settings: nothing is recorded for it.
+      assert.deepEqual(recentFetchSettings(`${prefix}.g-keyed`), []);
+    } finally {
+      await consumer.stop();
+      await producer.disconnect();
+    }
   });
 
   it('resumes from the committed offset after a consumer restart', { timeout: 60_000 }, async () => {
