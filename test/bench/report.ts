@@ -422,11 +422,12 @@ const howto = `How to read and run these benchmarks.
   records as the closer does. No close can skip either write; Redis, Kafka, the lock-read and the
   applied mark come on top, so it too errs low. Above the CPU per close that the needed close rate
   leaves on the machine's cores, the p99 target is out of reach whatever the closer does.
-- Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` runs the API, the order
-  writer and the bare server under V8's profiler and appends their CPU per step of the purchase path
-  and the functions with the most self time to
-  \`test/bench/results/profile.jsonl\` (its seckill lines are marked smoke: the profiler slows the
-  processes); the "Where the CPU goes" section is rendered from the latest such batch.
+- Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` samples the API, the order
+  writer and the bare server with Linux perf (\`perf record\`: the linux-perf package, and root or
+  kernel.perf_event_paranoid ≤ 1; V8's profiler until 2026-12-04 21:00) and appends their CPU per
+  step of the purchase path and the functions with the most self time to
+  \`test/bench/results/profile.jsonl\` (its seckill lines are marked smoke: a profiled batch is not
+  a measured one); the "Where the CPU goes" section is rendered from the latest such batch.
 - Ratios only mean something against the bare run of the same pair or round; absolute figures depend on the
   machine and what else runs on it. Full runs belong on an otherwise idle machine.
 
