@@ -328,7 +328,7 @@ describe('observability against a real Prometheus', () => {
     // The batching histograms of the standalone process: every accepted shop order went through one
     // produce request of the API's hand-off and one batch of the order writer (redeliveries count again).
     const shopAccepted = gadgetOrders.length + 10;
-    await eventually(async () => ((await value('sum(flashsale_api_handoff_batch_orders_sum)')) ?? 0) >= shopAccepted, { what: `${shopAccepted} orders in hand-off batches scraped`, timeoutMs: 30_000, intervalMs: 500 });
+    await eventually(async () => ((await value(`sum(flashsale_api_handoff_batch_orders_sum{flashsale="${shopNames.key}"})`)) ?? 0) >= shopAccepted, { what: `${shopAccepted} orders in hand-off batches scraped`, timeoutMs: 30_000, intervalMs: 500 });
     await eventually(async () => ((await value(`sum(flashsale_order_writer_batch_orders_sum{flashsale="${shopNames.key}"})`)) ?? 0) >= shopAccepted, { what: `${shopAccepted} orders in writer batches scraped`, timeoutMs: 30_000, intervalMs: 500 });
     await eventually(async () => ((await value(`sum(kafka_consumergroup_group_sum_lag{flashsale="${shopNames.key}",role="order-writer"})`)) ?? 1) === 0, { what: 'standalone lag of shop scraped at 0', timeoutMs: 30_000, intervalMs: 500 });
 

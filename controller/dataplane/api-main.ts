@@ -3,8 +3,8 @@ import type { CommandContext, CommandValues } from '../command.ts';
 import { BatchingProducer, createKafkaGateway } from '../infra/kafka.ts';
 import { createPool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';
-import { createRegistry, dataPlaneMetrics } from '../metrics/dataplane.ts';
-import { OrderApi } from './api.ts';
+import { createRegistry } from '../metrics/dataplane.ts';
+import { observeHandOffBatches, OrderApi } from './api.ts';
 import { saleContext } from './sale-context.ts';
 import { resolveSale } from './sale-source.ts';
 
@@ -15,9 +15,9 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const redis = createRedis(config.redisUrl);
   const pool = createPool(config.mysql);
   const registry = createRegistry();
-  const batches = dataPlaneMetrics(registry).handOffBatch;
-  const producer = new BatchingProducer(await kafka.producer(), { onBatch: (n) => batches.observe(n) });
-  const api = new OrderApi({ sales: [saleContext(sale, redis)], redis, pool, producer, registry, logger });
+  const sales = [saleContext(sale, redis)];
+  const producer = new BatchingProducer(await kafka.producer(), { onBatch: observeHandOffBatches(registry, sales) });
+  const api = new OrderApi({ sales, redis, pool, producer, registry, logger });
   const url = await api.listen(config.httpPort, process.env.HTTP_HOST || '0.0.0.0');
   logger.info({ url, sale: `${sale.metadata.namespace}/${sale.metadata.name}` }, 'api listening');
   await ctx.stopping;

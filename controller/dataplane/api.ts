@@ -124,6 +124,18 @@ function metricChild<A extends string, B extends string, C>(cache: Map<A, Map<B,
 /** How long GET/pay wait for the row of an order the writer has claimed but not committed yet. */
 const CLAIMED_ORDER_WAIT_MS = 5000;
 
+/**
+ * The hand-off's onBatch (BatchingProducer): each produce request's orders per sale into
+ * flashsale_api_handoff_batch_orders, the sale known by its orders topic.
+ */
+export function observeHandOffBatches(registry: Registry, sales: SaleContext[]): (messagesByTopic: ReadonlyMap<string, number>) => void {
+  const histogram = dataPlaneMetrics(registry).handOffBatch;
+  const byTopic = new Map(sales.map((ctx) => [ctx.names.topics.orders, histogram.labels(ctx.key)]));
+  return (messagesByTopic) => {
+    for (const [topic, n] of messagesByTopic) byTopic.get(topic)?.observe(n);
+  };
+}
+
 export class OrderApi {
   readonly server: Server;
   private readonly sales = new Map<string, SaleContext>();

@@ -9,10 +9,10 @@ import { BatchingProducer, createKafkaGateway, type KafkaGateway } from '../infr
 import { createPool, type Pool } from '../infra/mysql.ts';
 import { createRedis, type Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
-import { createRegistry, dataPlaneMetrics } from '../metrics/dataplane.ts';
+import { createRegistry } from '../metrics/dataplane.ts';
 import { LagCollector } from '../metrics/lag.ts';
 import { InvalidSpecError, loadFlashSales, type FlashSale } from '../spec/flashsale.ts';
-import { OrderApi } from './api.ts';
+import { observeHandOffBatches, OrderApi } from './api.ts';
 import { startCompensator } from './compensator-main.ts';
 import { OrderWriter } from './order-writer.ts';
 import { ensureSchema, ensureStock, ensureTopics, ordersDrained, REBUILD_GRACE_MS, RebuildBlockedError } from './provision.ts';
@@ -45,8 +45,7 @@ export interface RunningWorker {
 export type WorkerStarter = (env: StandaloneEnv) => Promise<RunningWorker | RunningWorker[]>;
 
 export const startApi: WorkerStarter = async (env) => {
-  const batches = dataPlaneMetrics(env.registry).handOffBatch;
-  const producer = new BatchingProducer(await env.kafka.producer(), { onBatch: (n) => batches.observe(n) });
+  const producer = new BatchingProducer(await env.kafka.producer(), { onBatch: observeHandOffBatches(env.registry, env.sales) });
   const api = new OrderApi({ sales: env.sales, redis: env.redis, pool: env.pool, producer, registry: env.registry, logger: env.logger.child({ worker: 'api' }) });
   const url = await api.listen(env.config.httpPort, env.host);
   return {

@@ -1234,8 +1234,8 @@ export interface BatchingProducerOptions {
   /** How long the first message of an idle batch may wait for company. */
   lingerMs?: number;
   maxBatchMessages?: number;
-  /** Told the number of messages of every produce request (a metric). */
-  onBatch?: (messages: number) => void;
+  /** Told the messages per topic of every produce request (a metric). */
+  onBatch?: (messagesByTopic: ReadonlyMap<string, number>) => void;
 }
 
 /**
@@ -1251,7 +1251,7 @@ export class BatchingProducer {
   private readonly lingerMs: number;
   private readonly maxBatch: number;
   private readonly producer: KafkaProducer;
-  private readonly onBatch: ((messages: number) => void) | undefined;
+  private readonly onBatch: ((messagesByTopic: ReadonlyMap<string, number>) => void) | undefined;
 
   constructor(producer: KafkaProducer, options: BatchingProducerOptions = {}) {
     this.producer = producer;
@@ -1281,7 +1281,7 @@ export class BatchingProducer {
       byTopic.set(it.topic, list);
     }
     this.inFlight = true;
-    this.onBatch?.(items.length);
+    if (this.onBatch) this.onBatch(new Map([...byTopic].map(([topic, messages]) => [topic, messages.length])));
     this.producer
       .send([...byTopic].map(([topic, messages]) => ({ topic, messages })))
       .then(

@@ -38,7 +38,8 @@ function build(registry: Registry) {
     // Redis are shared by a batch, so small batches under load cost CPU per order (issue 14).
     handOffBatch: new Histogram({
       name: 'flashsale_api_handoff_batch_orders',
-      help: 'Orders per produce request of the API\'s hand-off to Kafka (all sales of the process).',
+      help: 'Orders of the sale per produce request of the API\'s hand-off to Kafka.',
+      labelNames: ['flashsale'] as const,
       buckets: BATCH_BUCKETS,
       registers,
     }),
