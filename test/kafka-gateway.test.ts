@@ -54,7 +54,7 @@ describe('kafka gateway', () => {
     const t = await topic('keyed', 6);
     const producer = await kafka.producer();
     const batches: number[] = [];
-    const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50, onBatch: (byTopic) => batches.push(byTopic.get(t) ?? 0) });
+    const batching = new BatchingProducer(producer, { lingerMs: 1, maxBatchMessages: 50, onBatch: (byTopic) => batches.push(byTopic.get(t)?.length ?? 0) });
     const keys = ['sku-a', 'ä€-sku', '0190a000-0000-7000-8000-000000000001'];
     await Promise.all(Array.from({ length: 300 }, (_, i) => batching.send(t, { key: keys[i % 3] as string, value: String(i) })));
     // Every produce request is reported with its size (the hand-off metric), none above the cap.

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
-import type { BatchingProducer } from '../infra/kafka.ts';
+import type { BatchingProducer, OutgoingMessage } from '../infra/kafka.ts';
 import type { Pool } from '../infra/mysql.ts';
 import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
@@ -128,11 +128,11 @@ const CLAIMED_ORDER_WAIT_MS = 5000;
  * The hand-off's onBatch (BatchingProducer): each produce request's orders per sale into
  * flashsale_api_handoff_batch_orders, the sale known by its orders topic.
  */
-export function observeHandOffBatches(registry: Registry, sales: SaleContext[]): (messagesByTopic: ReadonlyMap<string, number>) => void {
+export function observeHandOffBatches(registry: Registry, sales: SaleContext[]): (messagesByTopic: ReadonlyMap<string, readonly OutgoingMessage[]>) => void {
   const histogram = dataPlaneMetrics(registry).handOffBatch;
   const byTopic = new Map(sales.map((ctx) => [ctx.names.topics.orders, histogram.labels(ctx.key)]));
   return (messagesByTopic) => {
-    for (const [topic, n] of messagesByTopic) byTopic.get(topic)?.observe(n);
+    for (const [topic, messages] of messagesByTopic) byTopic.get(topic)?.observe(messages.length);
   };
 }
 

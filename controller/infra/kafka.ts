@@ -93,9 +93,9 @@ function installBusyFetch(): void {
     if (!state) fetchStates.set(this, (state = { idle: { minBytes: this.minBytes, maxWaitTime: this.maxWaitTime }, busy: false }));
     this.minBytes = state.busy ? busy.minBytes : state.idle.minBytes;
     this.maxWaitTime = state.busy ? busy.maxWaitMs : state.idle.maxWaitTime;
-    const recent = recentFetches.get(this.groupId) ?? [];
+    let recent = recentFetches.get(this.groupId);
+    if (!recent) recentFetches.set(this.groupId, (recent = []));
     if (recent.push({ minBytes: this.minBytes, maxWaitMs: this.maxWaitTime }) > 64) recent.shift();
-    recentFetches.set(this.groupId, recent);
     const batches = await fetch.call(this, nodeId);
     let bytes = 0;
     for (const b of batches) for (const m of b.messages) bytes += m.value?.length ?? 0;
@@ -1235,7 +1235,7 @@ export interface BatchingProducerOptions {
   lingerMs?: number;
   maxBatchMessages?: number;
   /** Told the messages per topic of every produce request (a metric). */
-  onBatch?: (messagesByTopic: ReadonlyMap<string, number>) => void;
+  onBatch?: (messagesByTopic: ReadonlyMap<string, readonly OutgoingMessage[]>) => void;
 }
 
 /**
@@ -1251,7 +1251,7 @@ export class BatchingProducer {
   private readonly lingerMs: number;
   private readonly maxBatch: number;
   private readonly producer: KafkaProducer;
-  private readonly onBatch: ((messagesByTopic: ReadonlyMap<string, number>) => void) | undefined;
+  private readonly onBatch: BatchingProducerOptions['onBatch'];
 
   constructor(producer: KafkaProducer, options: BatchingProducerOptions = {}) {
     this.producer = producer;
@@ -1281,7 +1281,7 @@ export class BatchingProducer {
       byTopic.set(it.topic, list);
     }
     this.inFlight = true;
-    if (this.onBatch) this.onBatch(new Map([...byTopic].map(([topic, messages]) => [topic, messages.length])));
+    this.onBatch?.(byTopic);
     this.producer
       .send([...byTopic].map(([topic, messages]) => ({ topic, messages })))
       .then(

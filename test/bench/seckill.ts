@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
-import { acceptedCount, histogramTotals, settledAcceptedCount } from './lib/api-metrics.ts';
+import { acceptedCount, histogramTotals, metricSum, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { checkPerf, PERF_NODE_ARGS, PerfRecording } from './lib/perf.ts';
 import { API_STEPS, attribute, WRITER_STEPS, type StepRule } from './lib/profile.ts';
@@ -364,8 +364,7 @@ async function batchTotals(of: 'api' | 'writer'): Promise<{ sum: number; count: 
 
 /** Orders the writer reports inserted (its /metrics): cheap to poll, unlike COUNT(*) on a growing table. */
 async function ordersWritten(): Promise<number> {
-  const text = (await http('GET', `http://127.0.0.1:${PORT + 1}/metrics`)).text;
-  return text.split('\n').filter((l) => l.startsWith('flashsale_orders_written_total')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return metricSum((await http('GET', `http://127.0.0.1:${PORT + 1}/metrics`)).text, 'flashsale_orders_written_total');
 }
 
 /**

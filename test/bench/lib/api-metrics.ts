@@ -2,22 +2,17 @@
 import { eventually } from '../../support/infra.ts';
 import { request } from './http.ts';
 
-/** Sum of the samples of `name` whose line contains `labels` (all of them when labels is ''). */
+/** Sum of the samples of `name` (labelled or not) whose line contains `labels` (all of them when labels is ''). */
 export function metricSum(text: string, name: string, labels = ''): number {
   return text
     .split('\n')
-    .filter((l) => l.startsWith(`${name}{`) && l.includes(labels))
+    .filter((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && l.includes(labels))
     .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 }
 
 /** A histogram's sum and count in a /metrics text, over its series whose labels contain `labels`. */
 export function histogramTotals(text: string, name: string, labels = ''): { sum: number; count: number } {
-  const total = (series: string) =>
-    text
-      .split('\n')
-      .filter((l) => (l.startsWith(`${series}{`) || l.startsWith(`${series} `)) && l.includes(labels))
-      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-  return { sum: total(`${name}_sum`), count: total(`${name}_count`) };
+  return { sum: metricSum(text, `${name}_sum`, labels), count: metricSum(text, `${name}_count`, labels) };
 }
 
 /** The API's count of purchase requests answered 202 so far. */

@@ -10,7 +10,6 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { eventually } from '../../support/infra.ts';
 import type { CpuProfile } from './profile.ts';
 
 const run = promisify(execFile);
@@ -48,16 +47,11 @@ export class PerfRecording {
     return new PerfRecording(pid, file);
   }
 
-  /** After the process exited: perf's samples as a CpuProfile (perf ends with its target; else it is told to). */
+  /** After the process exited: perf's samples as a CpuProfile (perf ends with its target; else it is told to within 5 s). */
   async finish(): Promise<CpuProfile> {
-    let done = false;
-    void this.exited.then(() => (done = true));
-    try {
-      await eventually(() => done || undefined, { timeoutMs: 5000, intervalMs: 50, what: `perf record of pid ${this.pid} to end with its process` });
-    } catch {
-      this.perf.kill('SIGINT');
-      await this.exited;
-    }
+    const stop = setTimeout(() => this.perf.kill('SIGINT'), 5000);
+    await this.exited;
+    clearTimeout(stop);
     const { stdout } = await run('perf', ['script', '-i', this.file, '-F', 'comm,tid,period,ip,sym,dso'], { maxBuffer: 1 << 30 });
     rmSync(`/tmp/perf-${this.pid}.map`, { force: true });
     return perfScriptToProfile(stdout, this.pid);
