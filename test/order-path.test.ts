@@ -488,4 +488,47 @@ describe('reaper', () => {
     await ctx.stock.releaseOrder(kept);
     await ctx.stock.releaseOrder(claimed);
   });
+
+  it('confirms a whole batch of reserved orders at once and answers a repeated confirmation the same', { timeout: 60_000 }, async () => {
+    const next = orderIdGenerator();
+    const now = Date.now();
+    const orders = Array.from({ length: 1500 }, (_, i) => ({ orderId: next(), userId: `confirm-batch-${i}`, skuId: 'plenty', quantity: 1, reservedAt: now }));
+    assert.ok((await Promise.all(orders.map((r) => ctx.stock.reserve(r, 1)))).every((r) => r.outcome === 'reserved'));
+    // More than one chunk of the script's variadic commands (1000 ids) and of a confirmation call.
+    assert.ok((await Promise.all(orders.map((r) => ctx.stock.confirmHandOff(r)))).every((o) => o === 'kept'));
+    assert.equal((await ctx.stock.staleReservations('plenty', now + 1, 10_000)).filter((r) => r.userId.startsWith('confirm-batch-')).length, 0, 'out of the reaper index');
+    // Confirmed before (the API's resend after a lost reply), twice in one call, and one reaped by then.
+    const reaped = orders[7]!;
+    assert.equal(await ctx.stock.releaseReservation(reaped), 'released');
+    const again = await Promise.all([orders[0]!, orders[0]!, reaped, orders[1]!].map((r) => ctx.stock.confirmHandOff(r)));
+    assert.deepEqual(again, ['kept', 'kept', 'reaped', 'kept']);
+    const claims = await ctx.stock.claim('plenty', orders.map((r) => r.orderId));
+    assert.equal(claims.filter((c) => c === 'claimed').length, orders.length - 1);
+    assert.equal(claims[7], 'reaped');
+    for (const r of orders) if (r !== reaped) await ctx.stock.releaseOrder(r);
+  });
+
+  it('claims a batch in one script call: each order with its own outcome, an id twice as two calls would answer', { timeout: 60_000 }, async () => {
+    const next = orderIdGenerator();
+    const now = Date.now();
+    const order = (userId: string) => ({ orderId: next(), userId, skuId: 'plenty', quantity: 1, reservedAt: now });
+    const [a, b, reaped, before, unknown] = [order('claim-a'), order('claim-b'), order('claim-reaped'), order('claim-before'), order('claim-unknown')];
+    for (const r of [a, b, reaped, before]) assert.equal((await ctx.stock.reserve(r, 1)).outcome, 'reserved');
+    assert.equal(await ctx.stock.releaseReservation(reaped), 'released');
+    const first = await ctx.stock.claimWithSeq('plenty', [before.orderId]);
+    assert.deepEqual(first.results, ['claimed']);
+    const ids = [a.orderId, before.orderId, a.orderId, reaped.orderId, unknown.orderId, b.orderId, unknown.orderId, reaped.orderId];
+    const { results, seq } = await ctx.stock.claimWithSeq('plenty', ids);
+    assert.deepEqual(results, ['claimed', 'claimed-before', 'claimed-before', 'reaped', 'unknown', 'claimed', 'unknown', 'reaped']);
+    assert.equal(seq, first.seq + 1, 'one claim call raises the counter once');
+    // Claimed orders left the reservations and the reaper's index; the units stay with their buyers.
+    assert.equal(await ctx.stock.reservation('plenty', a.orderId), null);
+    assert.ok(await ctx.stock.isClaimed('plenty', b.orderId));
+    assert.equal((await ctx.stock.staleReservations('plenty', now + 1, 10_000)).filter((r) => r.userId.startsWith('claim-')).length, 0);
+    assert.equal(await ctx.stock.holding('plenty', 'claim-a'), 1);
+    // The same call again (a redelivered batch) changes nothing and answers claimed-before.
+    const redelivered = await ctx.stock.claim('plenty', [a.orderId, b.orderId]);
+    assert.deepEqual(redelivered, ['claimed-before', 'claimed-before']);
+    for (const r of [a, b, before]) await ctx.stock.releaseOrder(r);
+  });
 });
