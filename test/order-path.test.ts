@@ -508,6 +508,50 @@ describe('reaper', () => {
     for (const r of orders) if (r !== reaped) await ctx.stock.releaseOrder(r);
   });
 
+  it('releases closed orders of several SKUs, one script call per SKU and chunk, each order once', { timeout: 60_000 }, async () => {
+    const next = orderIdGenerator();
+    const now = Date.now();
+    const order = (userId: string, skuId = 'plenty') => ({ orderId: next(), userId, skuId, quantity: 1, reservedAt: now });
+    const reserve = async (r: ReturnType<typeof order>, limit: number) => assert.equal((await ctx.stock.reserve(r, limit)).outcome, 'reserved');
+    const [t1, t2, t3] = [order('release-two'), order('release-two'), order('release-two')];
+    for (const r of [t1, t2, t3]) await reserve(r, 3);
+    const single = order('release-single', 'hot');
+    await reserve(single, 1);
+    const earlier = order('release-earlier');
+    await reserve(earlier, 1);
+    assert.equal(await ctx.stock.releaseOrderOutcome(earlier), 'released');
+    // More than one chunk (RELEASE_CHUNK = 1000) of one SKU.
+    const bulk = Array.from({ length: 1200 }, (_, i) => order(`release-bulk-${i}`));
+    await Promise.all(bulk.map((r) => reserve(r, 1)));
+    const levels = async () => [await ctx.stock.level('plenty'), await ctx.stock.level('hot')];
+    const before = await levels();
+    const seqBefore = await ctx.stock.seq('plenty');
+    const rows = [t1, single, earlier, t3, t1, order('release-ghost', 'ghost'), ...bulk];
+    const out = await ctx.stock.releaseOrders(rows);
+    assert.deepEqual(out.slice(0, 6).map((o) => o.outcome), ['released', 'released', 'released-before', 'released', 'released-before', 'no-stock-keys']);
+    assert.ok(out.slice(6).every((o) => o.outcome === 'released'));
+    const after = await levels();
+    assert.equal(after[0]!.remaining, before[0]!.remaining + 2 + bulk.length, 'plenty: t1, t3 and the bulk orders back, once each');
+    assert.equal(after[1]!.remaining, before[1]!.remaining + 1);
+    // Holdings: release-two keeps t2; the single buyer and every bulk buyer hold nothing any more.
+    assert.equal(await ctx.stock.holding('plenty', 'release-two'), 1);
+    assert.equal(await ctx.stock.holding('hot', 'release-single'), 0);
+    assert.equal(await ctx.stock.holding('plenty', 'release-bulk-1100'), 0);
+    // The last order id goes with its order (t3 was release-two's last), as one release at a time does it.
+    assert.equal(await redis.hget(ctx.names.redis.sku('plenty').lastOrder, 'release-two'), null);
+    assert.equal(await redis.hget(ctx.names.redis.sku('hot').lastOrder, 'release-single'), null);
+    // Every release applied now has its own counter value above the one before, the last one the SKU's.
+    const seqs = out.filter((o, i) => o.outcome === 'released' && rows[i]!.skuId === 'plenty').map((o) => o.seq);
+    assert.equal(new Set(seqs).size, seqs.length);
+    assert.ok(seqs.every((q) => q > seqBefore));
+    assert.equal(Math.max(...seqs), await ctx.stock.seq('plenty'));
+    // The same call again (a crash before applied_at was written): nothing comes back twice.
+    const again = await ctx.stock.releaseOrders(rows);
+    assert.deepEqual(again.map((o) => o.outcome), rows.map((r) => (r.skuId === 'ghost' ? 'no-stock-keys' : 'released-before')));
+    assert.deepEqual(await levels(), after);
+    await ctx.stock.releaseOrder(t2);
+  });
+
   it('claims a batch in one script call: each order with its own outcome, an id twice as two calls would answer', { timeout: 60_000 }, async () => {
     const next = orderIdGenerator();
     const now = Date.now();

@@ -205,9 +205,9 @@ export class OrderCloser {
    */
   async applyReleases(rows: ReleaseRow[], source: 'closer' | 'compensator'): Promise<number> {
     if (rows.length === 0) return 0;
-    // ioredis auto-pipelining sends these concurrent script calls in a few round trips.
+    // One script call per SKU and chunk (StockStore.releaseOrders), not one per order.
     const t = performance.now();
-    const applied = await Promise.all(rows.map((r) => this.stock.releaseOrderWithSeq(r)));
+    const applied = await this.stock.releaseOrders(rows);
     const outcomes = applied.map((a) => a.outcome);
     const n = outcomes.filter((o) => o === 'released').length;
     this.timings.redis += performance.now() - t;

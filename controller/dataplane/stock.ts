@@ -107,22 +107,17 @@ return out
 `;
 
 // KEYS: stock, holdings, lastOrder, reservations, reservationTimes, released, seeded, seq
-// ARGV: orderId, userId, quantity, mode ('order' = closed order, idempotent by `released`;
-//       'reservation' = only while the reservation record still exists, i.e. not yet claimed)
+// ARGV: orderId, userId, quantity. Gives back a reservation only while its record still exists, i.e.
+// not yet claimed (failed hand-off, reaper).
 // Returns {code, seq}: code 1 released now (seq: the SKU's counter after it, see restore-fence.ts),
-// 2 the writer claimed the reservation (mode 'reservation' only), 3 released before, -1 the SKU has
-// no keys (Redis lost them; the rebuild counts this order); seq 0 unless code 1.
+// 2 the writer claimed the reservation, 3 released before, -1 the SKU has no keys; seq 0 unless code 1.
 const RELEASE = `
 -- A SKU whose keys Redis lost gets its units back from the rebuild (which counts CLOSED orders as
 -- returned); INCRBY here would create a stock key the API could sell from before the rebuild.
 if redis.call('EXISTS', KEYS[7]) == 0 then return {-1, 0} end
-if ARGV[4] == 'reservation' then
-  if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then
-    if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then return {3, 0} end
-    return {2, 0}
-  end
-else
-  redis.call('HDEL', KEYS[4], ARGV[1])
+if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then
+  if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then return {3, 0} end
+  return {2, 0}
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return {3, 0} end
@@ -131,6 +126,67 @@ redis.call('INCRBY', KEYS[1], qty)
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -qty) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
 if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
 return {1, redis.call('INCR', KEYS[8])}
+`;
+
+// KEYS: as RELEASE. ARGV: closed orders, three values each: orderId, userId, quantity. Idempotent by
+// `released`: an order released before (or earlier in the same call) gives nothing back. The closer
+// releases a chunk of closed orders per SKU in one call, with one command per key (BATCH_HELPERS).
+// Returns two values per order: code (1 released now, 3 released before, -1 the SKU has no keys) and
+// the SKU's counter after it (0 unless code 1).
+const RELEASE_ORDERS = `${BATCH_HELPERS}
+local out = {}
+local n = #ARGV / 3
+-- As in RELEASE: a SKU without keys waits for the rebuild.
+if redis.call('EXISTS', KEYS[7]) == 0 then
+  for j = 1, n do out[2 * j - 1] = -1; out[2 * j] = 0 end
+  return out
+end
+local ids, users = {}, {}
+for j = 1, n do ids[j] = ARGV[3 * j - 2]; users[j] = ARGV[3 * j - 1] end
+-- SMISMEMBER needs Redis 6.2; an older Redis answers one SISMEMBER per order.
+local ok, before = pcall(fetch, 'SMISMEMBER', KEYS[6], ids)
+if not ok then
+  before = {}
+  for j = 1, n do before[j] = redis.call('SISMEMBER', KEYS[6], ids[j]) end
+end
+local distinct, releasedBy, released, seqAt, users2, take = {}, {}, {}, {}, {}, {}
+local seen, total = {}, 0
+for j = 1, n do
+  local id, user = ids[j], users[j]
+  if not seen[id] then seen[id] = true; distinct[#distinct + 1] = id end
+  if before[j] == 1 or releasedBy[id] then
+    out[2 * j - 1] = 3; out[2 * j] = 0
+  else
+    local qty = tonumber(ARGV[3 * j])
+    releasedBy[id] = user
+    released[#released + 1] = id
+    total = total + qty
+    if take[user] == nil then take[user] = 0; users2[#users2 + 1] = user end
+    take[user] = take[user] + qty
+    out[2 * j - 1] = 1; seqAt[#seqAt + 1] = 2 * j
+  end
+end
+-- Whatever the outcome, the order is no reservation any more (as RELEASE does).
+store('HDEL', KEYS[4], distinct)
+store('ZREM', KEYS[5], distinct)
+if #released > 0 then
+  store('SADD', KEYS[6], released)
+  redis.call('INCRBY', KEYS[1], total)
+  local held = fetch('HMGET', KEYS[2], users2)
+  local last = fetch('HMGET', KEYS[3], users2)
+  local keep, drop, dropLast = {}, {}, {}
+  for i, user in ipairs(users2) do
+    local left = tonumber(held[i] or '0') - take[user]
+    if left > 0 then keep[#keep + 1] = user; keep[#keep + 1] = left else drop[#drop + 1] = user end
+    if last[i] and releasedBy[last[i]] == user then dropLast[#dropLast + 1] = user end
+  end
+  store('HSET', KEYS[2], keep)
+  store('HDEL', KEYS[2], drop)
+  store('HDEL', KEYS[3], dropLast)
+  local first = redis.call('INCRBY', KEYS[8], #seqAt) - #seqAt
+  for k, at in ipairs(seqAt) do out[at] = first + k end
+end
+return out
 `;
 
 // KEYS: reservations, reservationTimes, released, claimed, seq, seeded; ARGV: order ids.
@@ -286,12 +342,16 @@ return out
 /** Orders per confirmation call: keeps one script run short (Redis runs nothing else meanwhile). */
 const CONFIRM_CHUNK = 1000;
 
+/** Closed orders per release call, for the same reason. */
+const RELEASE_CHUNK = 1000;
+
 /** Reservations per reserve call, for the same reason (a reserve costs Redis a few µs: 256 ≈ 1-2 ms). */
 const RESERVE_CHUNK = 256;
 
 type Scripted = Redis & {
   fsReserve(...args: (string | number)[]): Promise<(number | string)[]>;
   fsRelease(...args: (string | number)[]): Promise<[number, number]>;
+  fsReleaseOrders(...args: (string | number)[]): Promise<number[]>;
   fsClaim(...args: string[]): Promise<number[]>;
   fsConfirm(...args: string[]): Promise<number[]>;
   fsSeed(...args: (string | number)[]): Promise<number>;
@@ -305,6 +365,7 @@ function withScripts(redis: Redis): Scripted {
   if (typeof r.fsReserve !== 'function') {
     redis.defineCommand('fsReserve', { numberOfKeys: 6, lua: RESERVE });
     redis.defineCommand('fsRelease', { numberOfKeys: 8, lua: RELEASE });
+    redis.defineCommand('fsReleaseOrders', { numberOfKeys: 8, lua: RELEASE_ORDERS });
     redis.defineCommand('fsClaim', { numberOfKeys: 6, lua: CLAIM });
     redis.defineCommand('fsConfirm', { numberOfKeys: 4, lua: CONFIRM });
     redis.defineCommand('fsSeed', { numberOfKeys: 2, lua: SEED });
@@ -334,6 +395,12 @@ export type ReserveResult =
 export type ClaimResult = 'claimed' | 'claimed-before' | 'reaped' | 'unknown';
 
 export type ReservationRelease = 'released' | 'claimed' | 'released-before' | 'no-stock-keys';
+
+/** A closed order's release; seq: the SKU's counter after a release applied now (0 otherwise). */
+export interface OrderRelease {
+  outcome: 'released' | 'released-before' | 'no-stock-keys';
+  seq: number;
+}
 
 export type AdjustResult = { outcome: 'changed' | 'unchanged' | 'not-seeded' } | { outcome: 'below-sold'; sold: number };
 
@@ -515,7 +582,7 @@ export class StockStore {
    * returned units now; `claimed` means the order writer has the order (it reached Kafka).
    */
   async releaseReservation(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<ReservationRelease> {
-    const [code] = await this.release(r, 'reservation');
+    const [code] = await this.release(r);
     return code === 1 ? 'released' : code === 2 ? 'claimed' : code === 3 ? 'released-before' : 'no-stock-keys';
   }
 
@@ -543,19 +610,45 @@ export class StockStore {
    * releaseOrder with its outcome. `no-stock-keys` means nothing happened: the release is still owed
    * (the rebuild may have counted the order as held, from a ledger read before the close committed).
    */
-  async releaseOrderOutcome(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<'released' | 'released-before' | 'no-stock-keys'> {
-    return (await this.releaseOrderWithSeq(r)).outcome;
+  async releaseOrderOutcome(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<OrderRelease['outcome']> {
+    return ((await this.releaseOrders([r]))[0] as OrderRelease).outcome;
   }
 
-  /** releaseOrderOutcome with the SKU's counter after a release applied now (0 otherwise). */
-  async releaseOrderWithSeq(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>): Promise<{ outcome: 'released' | 'released-before' | 'no-stock-keys'; seq: number }> {
-    const [code, seq] = await this.release(r, 'order');
-    return { outcome: code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys', seq: Number(seq) };
+  /**
+   * Releases of closed orders, any SKUs: one script call per SKU and RELEASE_CHUNK orders (see
+   * RELEASE_ORDERS), the calls concurrent. Answers in the order given.
+   */
+  async releaseOrders(rows: readonly Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>[]): Promise<OrderRelease[]> {
+    const out: OrderRelease[] = new Array(rows.length);
+    const bySku = new Map<string, number[]>();
+    rows.forEach((r, i) => {
+      const list = bySku.get(r.skuId);
+      if (list) list.push(i);
+      else bySku.set(r.skuId, [i]);
+    });
+    const calls: Promise<void>[] = [];
+    for (const [skuId, positions] of bySku) {
+      const k = this.keys(skuId);
+      for (let c = 0; c < positions.length; c += RELEASE_CHUNK) {
+        const part = positions.slice(c, c + RELEASE_CHUNK);
+        const args = part.flatMap((i) => [rows[i]!.orderId, rows[i]!.userId, rows[i]!.quantity]);
+        calls.push(
+          this.redis.fsReleaseOrders(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, k.seq, ...args).then((codes) => {
+            part.forEach((i, j) => {
+              const code = Number(codes[2 * j]);
+              out[i] = { outcome: code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys', seq: Number(codes[2 * j + 1]) };
+            });
+          }),
+        );
+      }
+    }
+    await Promise.all(calls);
+    return out;
   }
 
-  private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>, mode: 'order' | 'reservation') {
+  private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>) {
     const k = this.keys(r.skuId);
-    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, k.seq, r.orderId, r.userId, r.quantity, mode);
+    return this.redis.fsRelease(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, k.seq, r.orderId, r.userId, r.quantity);
   }
 
   /** Marks the orders of one SKU as on their way into MySQL (see the file comment). */
