@@ -326,15 +326,10 @@ if removed == #ARGV then
   return out
 end
 for i, id in ipairs(ARGV) do
-  if redis.call('HEXISTS', KEYS[1], id) == 1 then
-    out[i] = 1
-  elseif redis.call('SISMEMBER', KEYS[3], id) == 1 then
-    out[i] = 1
-  elseif redis.call('SISMEMBER', KEYS[4], id) == 1 then
-    out[i] = 0
-  else
-    out[i] = 1
-  end
+  -- Only an order the reaper returned answers 0: no record left, never claimed, released.
+  local reaped = redis.call('HEXISTS', KEYS[1], id) == 0 and redis.call('SISMEMBER', KEYS[3], id) == 0
+    and redis.call('SISMEMBER', KEYS[4], id) == 1
+  if reaped then out[i] = 0 else out[i] = 1 end
 end
 return out
 `;
