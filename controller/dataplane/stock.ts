@@ -149,7 +149,7 @@ if not ok then
   before = {}
   for j = 1, n do before[j] = redis.call('SISMEMBER', KEYS[6], ids[j]) end
 end
-local distinct, releasedBy, released, seqAt, users2, take = {}, {}, {}, {}, {}, {}
+local distinct, releasedBy, released, seqAt, releasedUsers, take = {}, {}, {}, {}, {}, {}
 local seen, total = {}, 0
 for j = 1, n do
   local id, user = ids[j], users[j]
@@ -161,7 +161,7 @@ for j = 1, n do
     releasedBy[id] = user
     released[#released + 1] = id
     total = total + qty
-    if take[user] == nil then take[user] = 0; users2[#users2 + 1] = user end
+    if take[user] == nil then take[user] = 0; releasedUsers[#releasedUsers + 1] = user end
     take[user] = take[user] + qty
     out[2 * j - 1] = 1; seqAt[#seqAt + 1] = 2 * j
   end
@@ -172,10 +172,10 @@ store('ZREM', KEYS[5], distinct)
 if #released > 0 then
   store('SADD', KEYS[6], released)
   redis.call('INCRBY', KEYS[1], total)
-  local held = fetch('HMGET', KEYS[2], users2)
-  local last = fetch('HMGET', KEYS[3], users2)
+  local held = fetch('HMGET', KEYS[2], releasedUsers)
+  local last = fetch('HMGET', KEYS[3], releasedUsers)
   local keep, drop, dropLast = {}, {}, {}
-  for i, user in ipairs(users2) do
+  for i, user in ipairs(releasedUsers) do
     local left = tonumber(held[i] or '0') - take[user]
     if left > 0 then keep[#keep + 1] = user; keep[#keep + 1] = left else drop[#drop + 1] = user end
     if last[i] and releasedBy[last[i]] == user then dropLast[#dropLast + 1] = user end
