@@ -412,7 +412,7 @@ export interface SkuLedger {
 /**
  * Gathers the calls made in one event-loop turn per SKU and hands each SKU's, in the order made and
  * at most `chunk` at a time, to `run`, which answers each item of its list (same order). The API's
- * reserves and hand-off confirmations go through it: per script call Redis pays the dispatch and
+ * reserves and hand-off confirmations and the closer's releases go through it: per script call Redis pays the dispatch and
  * ioredis a command object and a reply, which cost more than one order's share of the script (a
  * scratch run, 256 reserves in flight: client 10–15 and redis-server 17–19 µs per reserve one call
  * each; 3.5–4 and 10.5–14.6 batched).
@@ -475,6 +475,15 @@ export class StockStore {
     const k = this.keys(skuId);
     const out = await this.redis.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...reservations.flat());
     return reservations.map((_, j) => reserveResult(Number(out[3 * j]), String(out[3 * j + 1]), Number(out[3 * j + 2])));
+  });
+  /** Releases of closed orders asked for in this turn, one script call per SKU (see releaseOrders). */
+  private readonly releases = new PerTurn<(string | number)[], OrderRelease>(RELEASE_CHUNK, async (skuId, rows) => {
+    const k = this.keys(skuId);
+    const codes = await this.redis.fsReleaseOrders(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, k.seq, ...rows.flat());
+    return rows.map((_, j) => {
+      const code = Number(codes[2 * j]);
+      return { outcome: code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys', seq: Number(codes[2 * j + 1]) };
+    });
   });
   /** Hand-off confirmations of this turn, one script call per SKU (see confirmHandOff). */
   private readonly confirmations = new PerTurn<string, 'kept' | 'reaped'>(CONFIRM_CHUNK, async (skuId, orderIds) => {
@@ -610,35 +619,11 @@ export class StockStore {
   }
 
   /**
-   * Releases of closed orders, any SKUs: one script call per SKU and RELEASE_CHUNK orders (see
-   * RELEASE_ORDERS), the calls concurrent. Answers in the order given.
+   * Releases of closed orders, any SKUs: the releases asked for in one event-loop turn share one
+   * script call per SKU and RELEASE_CHUNK orders (see RELEASE_ORDERS). Answers in the order given.
    */
-  async releaseOrders(rows: readonly Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>[]): Promise<OrderRelease[]> {
-    const out: OrderRelease[] = new Array(rows.length);
-    const bySku = new Map<string, number[]>();
-    rows.forEach((r, i) => {
-      const list = bySku.get(r.skuId);
-      if (list) list.push(i);
-      else bySku.set(r.skuId, [i]);
-    });
-    const calls: Promise<void>[] = [];
-    for (const [skuId, positions] of bySku) {
-      const k = this.keys(skuId);
-      for (let c = 0; c < positions.length; c += RELEASE_CHUNK) {
-        const part = positions.slice(c, c + RELEASE_CHUNK);
-        const args = part.flatMap((i) => [rows[i]!.orderId, rows[i]!.userId, rows[i]!.quantity]);
-        calls.push(
-          this.redis.fsReleaseOrders(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.released, k.seeded, k.seq, ...args).then((codes) => {
-            part.forEach((i, j) => {
-              const code = Number(codes[2 * j]);
-              out[i] = { outcome: code === 1 ? 'released' : code === 3 ? 'released-before' : 'no-stock-keys', seq: Number(codes[2 * j + 1]) };
-            });
-          }),
-        );
-      }
-    }
-    await Promise.all(calls);
-    return out;
+  releaseOrders(rows: readonly Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>[]): Promise<OrderRelease[]> {
+    return Promise.all(rows.map((r) => this.releases.add(r.skuId, [r.orderId, r.userId, r.quantity])));
   }
 
   private release(r: Pick<Reservation, 'orderId' | 'userId' | 'skuId' | 'quantity'>) {
