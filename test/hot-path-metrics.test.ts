@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Counter, Histogram, Registry } from 'prom-client';
-import { FastCounter, FastHistogram } from '../controller/metrics/hot-path.ts';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { FastCounter, FastGauge, FastHistogram } from '../controller/metrics/hot-path.ts';
 
 describe('FastHistogram', () => {
   it('renders exactly what prom-client renders for the same observations', async () => {
@@ -63,5 +63,37 @@ describe('FastCounter', () => {
     assert.throws(() => c.labels('a', 'b'), /expected 1 label values/);
     c.reset();
     assert.doesNotMatch(await r.metrics(), /y_total\{/);
+  });
+});
+
+describe('FastGauge', () => {
+  it('renders exactly what prom-client renders for the same values', async () => {
+    const a = new Registry();
+    const b = new Registry();
+    const reference = new Gauge({ name: 'x_units', help: 'h', labelNames: ['flashsale', 'sku'], registers: [a] });
+    const fast = new FastGauge({ name: 'x_units', help: 'h', labelNames: ['flashsale', 'sku'], registers: [b] });
+    assert.equal(await b.metrics(), await a.metrics());
+    // Later values replace earlier ones; negative, fractional, NaN and infinite values render as prom-client renders them.
+    const sets: [string, string, number][] = [
+      ['ns/s', 'a', 10], ['ns/s', 'a', 9], ['ns/s', 'b', 0], ['ns/t', 'a', -2.5], ['ns/t', 'b', Number.NaN], ['ns/"q"', 'c', Number.POSITIVE_INFINITY], ['ns/s', 'b', 7],
+    ];
+    for (const [sale, sku, v] of sets) {
+      reference.labels(sale, sku).set(v);
+      fast.labels(sale, sku).set(v);
+    }
+    assert.equal(await b.metrics(), await a.metrics());
+  });
+
+  it('keeps one series per label set, refuses a value that is not a number, and resets', async () => {
+    const r = new Registry();
+    const g = new FastGauge({ name: 'y_units', help: 'h', labelNames: ['l'], registers: [r] });
+    const child = g.labels('a');
+    child.set(5);
+    g.labels('a').set(3);
+    assert.match(await r.metrics(), /\ny_units\{l="a"\} 3\n/);
+    assert.throws(() => child.set('4' as unknown as number), /y_units: a gauge's value must be a number, got string/);
+    assert.throws(() => g.labels('a', 'b'), /expected 1 label values/);
+    g.reset();
+    assert.doesNotMatch(await r.metrics(), /y_units\{/);
   });
 });

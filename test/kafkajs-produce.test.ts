@@ -1,19 +1,30 @@
 // The gateway's produce request encoder (controller/infra/kafkajs-produce.ts) against kafkajs 2.2.4's
 // own: generated requests must encode to the same bytes, and what the lean encoder does not handle
-// must go to kafkajs's encoder. No broker: the end-to-end produce and consume through the gateway are
+// must go to kafkajs's encoder; its CRC-32C and its grouping of messages per partition against
+// kafkajs's. No broker: the end-to-end produce and consume through the gateway are
 // in kafka-gateway.test.ts and every order-path test.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { describe, it, mock } from 'node:test';
 import fc from 'fast-check';
 import '../controller/infra/kafka.ts';
 import kafkajs from 'kafkajs';
-import { createKeyPartitioner, encodeProduceRequest, murmur2, type KjsProduceArgs } from '../controller/infra/kafkajs-produce.ts';
+import { crc32C, createKeyPartitioner, encodeProduceRequest, groupMessagesPerPartition, murmur2, produceGroupingInstalled, type KjsProduceArgs } from '../controller/infra/kafkajs-produce.ts';
 
 const require = createRequire(import.meta.url);
 const kafkajsV3 = require('kafkajs/src/protocol/requests/produce/v3/request.js') as (a: KjsProduceArgs) => { encode(): Promise<{ buffer: Buffer }> };
 const kafkajsMurmur2 = require('kafkajs/src/producer/partitioners/default/murmur2.js') as (key: unknown) => number;
 const Long = require('kafkajs/src/utils/long.js') as { fromValue(v: unknown): unknown };
+const kafkajsCrc32C = require('kafkajs/src/protocol/recordBatch/crc32C/index.js') as (b: Buffer) => number;
+/** kafkajs's own grouping, loaded from its file: require's cache holds the gateway's under that name. */
+const GROUPING_FILE = require.resolve('kafkajs/src/producer/groupMessagesPerPartition.js');
+const kafkajsGrouping = ((): typeof groupMessagesPerPartition => {
+  const mod = { exports: {} as unknown };
+  new Function('module', 'exports', 'require', readFileSync(GROUPING_FILE, 'utf8'))(mod, mod.exports, require);
+  return mod.exports as typeof groupMessagesPerPartition;
+})();
 const produceRequests = require('kafkajs/src/protocol/requests/produce/index.js') as {
   protocol(o: { version: number }): (a: KjsProduceArgs) => { request: { apiVersion: number; encode(): Promise<{ buffer: Buffer }> } };
 };
@@ -130,5 +141,55 @@ describe('the gateway\'s partitioner', () => {
     const picked = Array.from({ length: 9 }, () => ours({ topic: 't', partitionMetadata, message: { key: null, value: 'v' } } as never));
     assert.ok(picked.every((p) => p !== 2), `never the partition without a leader: ${picked}`);
     assert.equal(new Set(picked.slice(0, 3)).size, 3, `three in a row go to three partitions: ${picked}`);
+  });
+});
+
+describe('the gateway\'s CRC-32C', () => {
+  it('is kafkajs 2.2.4\'s checksum, for every length and alignment', () => {
+    assert.equal(crc32C(Buffer.from('123456789')), 0xe3069283, 'the check value of CRC-32C');
+    assert.equal(crc32C(Buffer.alloc(0)), kafkajsCrc32C(Buffer.alloc(0)));
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), fc.nat(7), (bytes, skip) => {
+        // Also on a view that starts inside a larger buffer, as the encoder passes the batch.
+        const b = Buffer.from(bytes).subarray(Math.min(skip, bytes.length));
+        return crc32C(b) === kafkajsCrc32C(b);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('the gateway\'s grouping of messages per partition', () => {
+  it('gives what kafkajs 2.2.4\'s grouping gives: each partition\'s messages in the order given', () => {
+    const partitionMetadata = fc.integer({ min: 0, max: 8 }).map((n) => Array.from({ length: n }, (_, i) => ({ partitionId: i, leader: 1 })));
+    const msgs = fc.array(fc.record({ key: fc.option(fc.constantFrom('bulk', 'scarce', 'a', 'b'), { nil: null }), value: fc.string({ maxLength: 5 }), partition: fc.option(fc.nat(7), { nil: undefined }) }), { maxLength: 500, size: 'large' });
+    fc.assert(
+      fc.property(partitionMetadata, msgs, (metadata, messages) => {
+        // The gateway's partitioner for keyed messages; keyless ones round robin from 0 (kafkajs's starts at random).
+        const partitioner = () => {
+          let next = 0;
+          const keyed = createKeyPartitioner(kafkajs.Partitioners.DefaultPartitioner)();
+          return (a: { topic: string; partitionMetadata: unknown[]; message: { key?: unknown; partition?: number | null } }) =>
+            a.message.key === null && a.message.partition === undefined ? next++ % a.partitionMetadata.length : keyed(a as never);
+        };
+        const ours = groupMessagesPerPartition({ topic: 't', partitionMetadata: metadata, messages, partitioner: partitioner() });
+        const theirs = kafkajsGrouping({ topic: 't', partitionMetadata: metadata, messages, partitioner: partitioner() });
+        assert.deepEqual(ours, theirs);
+        // The same message objects, not copies (kafkajs encodes them afterwards).
+        for (const [p, list] of Object.entries(ours)) list.forEach((m, i) => assert.equal(m, theirs[Number(p)]?.[i]));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('is what kafkajs\'s producer loads when the gateway is loaded first, and not otherwise', () => {
+    assert.equal(produceGroupingInstalled(), true);
+    assert.equal(require('kafkajs/src/producer/groupMessagesPerPartition.js'), groupMessagesPerPartition);
+    const probe = (first: string, second: string) =>
+      execFileSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(first)}); await import(${JSON.stringify(second)}); const m = await import(${JSON.stringify(new URL('../controller/infra/kafkajs-produce.ts', import.meta.url).href)}); process.stdout.write(String(m.produceGroupingInstalled()));`], { encoding: 'utf8' });
+    const gateway = new URL('../controller/infra/kafka.ts', import.meta.url).href;
+    assert.equal(probe(gateway, 'kafkajs'), 'true');
+    // kafkajs's producer loaded before the gateway keeps kafkajs's grouping, and says so.
+    assert.equal(probe('kafkajs', gateway), 'false');
   });
 });

@@ -35,12 +35,13 @@ export function orderIdGenerator(clock: () => number = Date.now): OrderIdGenerat
       randomFillSync(pool);
       poolAt = 0;
     }
-    const r = pool.subarray(poolAt, poolAt + 8);
+    // Read in place: a subarray() per id was a Buffer object per order.
+    const at = poolAt;
     poolAt += 8;
     const t = ms.toString(16).padStart(12, '0');
     const randA = (0x7000 | counter).toString(16);
-    const variant = HEX[((r[0] as number) & 0x3f) | 0x80] as string;
-    return `${t.slice(0, 8)}-${t.slice(8, 12)}-${randA}-${variant}${HEX[r[1] as number]}-${HEX[r[2] as number]}${HEX[r[3] as number]}${HEX[r[4] as number]}${HEX[r[5] as number]}${HEX[r[6] as number]}${HEX[r[7] as number]}`;
+    const variant = HEX[((pool[at] as number) & 0x3f) | 0x80] as string;
+    return `${t.slice(0, 8)}-${t.slice(8, 12)}-${randA}-${variant}${HEX[pool[at + 1] as number]}-${HEX[pool[at + 2] as number]}${HEX[pool[at + 3] as number]}${HEX[pool[at + 4] as number]}${HEX[pool[at + 5] as number]}${HEX[pool[at + 6] as number]}${HEX[pool[at + 7] as number]}`;
   };
 }
 

@@ -1,10 +1,11 @@
 // The one gateway to Kafka. Business code sees only the interfaces below; kafkajs (pinned at 2.2.4,
 // in maintenance mode) stays inside this file so the client can be replaced without touching callers.
 import { createRequire } from 'node:module';
+// Before kafkajs: it replaces a module of kafkajs's producer before kafkajs loads (kafkajs-produce.ts).
+import { createKeyPartitioner, installProduceEncoder } from './kafkajs-produce.ts';
 import kafkajs from 'kafkajs';
 import type { Consumer as KjsConsumer, EachBatchPayload, Kafka as KjsKafka, Producer as KjsProducer } from 'kafkajs';
 import type { Logger } from '../log.ts';
-import { createKeyPartitioner, installProduceEncoder } from './kafkajs-produce.ts';
 
 const { Kafka, logLevel: KjsLogLevel, CompressionTypes, Partitioners, ConfigResourceTypes } = kafkajs;
 
