@@ -13,10 +13,12 @@
 // the restore fence's read and upsert of the SKU's mark around it (one each per batch, as the
 // writer does; restore-fence.ts). Left out, so the floor is if anything low: HTTP request parsing
 // beyond the bare server's, message encoding, parsing and checks.
-import kafkajs from 'kafkajs';
-// The gateway's module replaces kafkajs's request-queue timer loop and its produce request encoder on
-// load (every pipeline process has both), so the floor's kafkajs clients run as the pipeline's do.
+// The gateway's module replaces kafkajs's request-queue timer loop, its produce request encoder and
+// its grouping of messages per partition on load (every pipeline process has them), so the floor's
+// kafkajs clients run as the pipeline's do; the grouping needs the gateway loaded before kafkajs.
 import '../../../controller/infra/kafka.ts';
+import kafkajs from 'kafkajs';
+import { produceGroupingInstalled } from '../../../controller/infra/kafkajs-produce.ts';
 import type { Pool } from 'mysql2/promise';
 import { StockStore } from '../../../controller/dataplane/stock.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
@@ -74,6 +76,7 @@ function chunks<T>(all: T[], size: number): T[][] {
 type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsConfirm(...a: string[]): Promise<number[]>; fsClaim(...a: string[]): Promise<number[]> };
 
 export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
+  if (!produceGroupingInstalled()) throw new Error('the parts\' floor: kafkajs was loaded before the Kafka gateway, so its producer groups messages as kafkajs 2.2.4 does and the pipeline\'s do not; import controller/infra/kafka.ts first');
   const now = Date.now();
   const names = saleNames(o.sale.metadata);
   const saleKey = `${o.sale.metadata.namespace}/${o.sale.metadata.name}`;
