@@ -8,7 +8,7 @@ import { ResilientInformer, type InformerLike } from '../controller/operator/inf
 import { EventRecorder } from '../controller/operator/events.ts';
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
-import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredService, parseSecretRef, plannedWorkloads, WORKER_NODE_OPTIONS, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
+import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredService, parseSecretRef, plannedWorkloads, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
 import { TokenBucket, WorkQueue } from '../controller/operator/workqueue.ts';
 import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
 import { createLogger } from '../controller/log.ts';
@@ -144,10 +144,6 @@ describe('children', () => {
     assert.deepEqual(c?.securityContext?.capabilities?.drop, ['ALL']);
     assert.equal(c?.readinessProbe?.httpGet?.path, '/readyz');
     assert.equal(c?.livenessProbe?.httpGet?.path, '/healthz');
-    for (const d of created.filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[]) {
-      const vars = d.spec?.template.spec?.containers[0]?.env ?? [];
-      assert.equal(vars.find((e) => e.name === 'NODE_OPTIONS')?.value, WORKER_NODE_OPTIONS, `${d.metadata?.name} runs with the workers' V8 options`);
-    }
     const spec = JSON.parse(c?.env?.find((e) => e.name === 'FLASHSALE_SPEC')?.value ?? '{}');
     const read = validateFlashSale(spec);
     assert.deepEqual([read.metadata.namespace, read.metadata.name], ['shop', 'sd'], 'workers can read their sale from FLASHSALE_SPEC');

@@ -15,17 +15,6 @@ export const LABEL_ROLE = 'flashsale.dev/role';
 export const LABEL_BUCKET = 'flashsale.dev/bucket';
 /** Port every worker serves /healthz, /readyz and /metrics (and the API its routes) on. */
 export const WORKER_PORT = 8080;
-/**
- * NODE_OPTIONS of every data-plane worker: a young generation of up to 64 MiB a semi-space (V8's
- * default stops at 32 here). Under the accept load the API allocates ~15 KB per order and V8
- * scavenged every ~160 ms; whatever was in flight at a scavenge (the objects of 256 open requests)
- * was promoted, ~25 MB/s, and marked and swept again by the old generation's collector. With twice
- * the young generation there are half the scavenges and half the promotions: in alternated smoke
- * batches of `bench:seckill` (2026-12-05) the API's CPU per accepted order fell from 41.0 to 35.8 µs
- * and the whole pipeline's from 86.7 to 77.1 (docs/order-path.md). The price is memory, and only
- * under load: new space grows to this size only while a process allocates fast.
- */
-export const WORKER_NODE_OPTIONS = '--max-semi-space-size=64';
 
 export interface SecretRef {
   name: string;
@@ -131,7 +120,6 @@ function envVars(sale: FlashSale, env: WorkerEnv, role: Role): V1EnvVar[] {
     { name: 'HTTP_HOST', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'HTTP_PORT', value: String(WORKER_PORT) },
     { name: 'LOG_LEVEL', value: env.logLevel },
-    { name: 'NODE_OPTIONS', value: WORKER_NODE_OPTIONS },
   ];
 }
 

@@ -36,11 +36,8 @@ import { API_STEPS, attribute, WRITER_STEPS, type StepRule } from './lib/profile
 import { measureParts, type PartsFloor } from './lib/parts.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type RunContext, type SeckillRun } from './lib/results.ts';
 import { budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
-import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, runAsDeployed, stopChild } from './lib/system.ts';
+import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
-
-// Everything measured runs with the V8 options a deployed worker has (WORKER_NODE_OPTIONS).
-await runAsDeployed();
 
 const { values: args } = parseArgs({
   options: {

@@ -30,11 +30,8 @@ import { request } from './lib/http.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type RunContext, type TimeoutsRun } from './lib/results.ts';
 import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
-import { choosePinning, CpuMeter, cpuSeconds, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, runAsDeployed, stopChild } from './lib/system.ts';
+import { choosePinning, CpuMeter, cpuSeconds, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
-
-// Everything measured runs with the V8 options a deployed worker has (WORKER_NODE_OPTIONS).
-await runAsDeployed();
 
 const { values: args } = parseArgs({
   options: {

@@ -1,12 +1,11 @@
 // What a benchmark needs to know about the machine and the running systems: CPU time of every
 // process of the pipeline (from /proc/<pid>/stat), the versions the systems report themselves,
 // the git commit, and which cores to pin the load generator and the server under test to.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import type { Config } from '../../../controller/config.ts';
-import { WORKER_NODE_OPTIONS } from '../../../controller/operator/workloads.ts';
 import type { Pool } from '../../../controller/infra/mysql.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
 
@@ -195,7 +194,7 @@ export function kafkaVersion(pid: number | undefined): string {
 
 export interface Versions {
   node: string;
-  /** NODE_OPTIONS the benchmark and every process it starts ran with (see runAsDeployed); absent in older lines. */
+  /** NODE_OPTIONS the benchmark ran with (its child processes inherit it); absent in older lines. */
   nodeOptions?: string;
   kafka: string;
   mariadb: string;
@@ -302,23 +301,4 @@ export async function stopChild(c: ChildProcess): Promise<void> {
   const timer = setTimeout(() => c.kill('SIGKILL'), 15_000);
   await once(c, 'exit');
   clearTimeout(timer);
-}
-
-/**
- * Runs this benchmark again, as a child, with the data-plane workers' NODE_OPTIONS (the operator's
- * WORKER_NODE_OPTIONS) unless it already has them: every process the benchmark starts (API, order
- * writer, bare server, floors) inherits them, and so does the work it does itself (the timeout
- * closer, the parts' floor's clients), so everything measured runs with the V8 settings a deployed
- * worker has. In the parent this never resolves: it exits with the child's exit code.
- */
-export async function runAsDeployed(): Promise<void> {
-  const current = process.env.NODE_OPTIONS ?? '';
-  if (current.includes(WORKER_NODE_OPTIONS)) return;
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: { ...process.env, NODE_OPTIONS: `${current} ${WORKER_NODE_OPTIONS}`.trim() },
-  });
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => child.kill(signal));
-  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
-  process.exit(code ?? (signal ? 1 : 0));
 }
