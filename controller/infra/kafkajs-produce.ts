@@ -1,4 +1,4 @@
-// Part of the Kafka gateway (kafka.ts installs it; nothing else imports it): a leaner encoder for
+// Part of the Kafka gateway (kafka.ts installs it; nothing else imports it but its tests): a leaner encoder for
 // kafkajs 2.2.4's produce requests. kafkajs encodes every record into a new zero-filled 512-byte
 // Buffer, every varint into a Buffer.from([...]) of its own (six per record), the timestamp delta
 // through BigInt-backed longs, and then copies the records into a batch that grows by doubling. On
@@ -16,6 +16,8 @@ import { createRequire, Module } from 'node:module';
 import type { ICustomPartitioner } from 'kafkajs';
 
 const requireKafkajs = createRequire(import.meta.url);
+/** The patches of the gateway (here and in kafka.ts) are for the pinned kafkajs only. */
+export const KAFKAJS_2_2_4 = (requireKafkajs('kafkajs/package.json') as { version: string }).version === '2.2.4';
 
 interface KjsLong {
   getHighBits(): number;
@@ -132,7 +134,7 @@ export function groupMessagesPerPartition({ topic, partitionMetadata, messages, 
 const GROUPING = 'kafkajs/src/producer/groupMessagesPerPartition.js';
 const SEND_MESSAGES = 'kafkajs/src/producer/sendMessages.js';
 const groupingSeeded = ((): boolean => {
-  if ((requireKafkajs('kafkajs/package.json') as { version: string }).version !== '2.2.4') return false;
+  if (!KAFKAJS_2_2_4) return false;
   const cache = requireKafkajs.cache;
   const path = requireKafkajs.resolve(GROUPING);
   if (cache[requireKafkajs.resolve(SEND_MESSAGES)] || cache[path]) return false;

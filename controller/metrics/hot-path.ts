@@ -98,8 +98,19 @@ export class FastHistogram<L extends string = string> extends HotPathMetric<L, {
   }
 }
 
+/** A metric of one number per series (counter, gauge), rendered as prom-client renders it. */
+abstract class ValueMetric<L extends string> extends HotPathMetric<L, { value: number }> {
+  abstract readonly type: 'counter' | 'gauge';
+
+  /** prom-client's metric interface: what Registry.metrics() renders. */
+  async get() {
+    const values = [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value }));
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+}
+
 /** A labelled counter whose children only add (see the head of this file). */
-export class FastCounter<L extends string = string> extends HotPathMetric<L, { value: number }> {
+export class FastCounter<L extends string = string> extends ValueMetric<L> {
   readonly type = 'counter';
 
   /** The series of one label set, in labelNames order; keep the result and call inc() on it. */
@@ -115,15 +126,10 @@ export class FastCounter<L extends string = string> extends HotPathMetric<L, { v
     };
   }
 
-  /** prom-client's metric interface: what Registry.metrics() renders. */
-  async get() {
-    const values = [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value }));
-    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
 }
 
 /** A labelled gauge whose children only store the value (see the head of this file). */
-export class FastGauge<L extends string = string> extends HotPathMetric<L, { value: number }> {
+export class FastGauge<L extends string = string> extends ValueMetric<L> {
   readonly type = 'gauge';
 
   /** The series of one label set, in labelNames order; keep the result and call set() on it. */
@@ -139,9 +145,4 @@ export class FastGauge<L extends string = string> extends HotPathMetric<L, { val
     };
   }
 
-  /** prom-client's metric interface: what Registry.metrics() renders. */
-  async get() {
-    const values = [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value }));
-    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
 }

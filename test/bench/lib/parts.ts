@@ -16,9 +16,8 @@
 // The gateway's module replaces kafkajs's request-queue timer loop, its produce request encoder and
 // its grouping of messages per partition on load (every pipeline process has them), so the floor's
 // kafkajs clients run as the pipeline's do; the grouping needs the gateway loaded before kafkajs.
-import '../../../controller/infra/kafka.ts';
+import { produceGroupingInstalled } from '../../../controller/infra/kafka.ts';
 import kafkajs from 'kafkajs';
-import { produceGroupingInstalled } from '../../../controller/infra/kafkajs-produce.ts';
 import type { Pool } from 'mysql2/promise';
 import { StockStore } from '../../../controller/dataplane/stock.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
