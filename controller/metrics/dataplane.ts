@@ -20,7 +20,22 @@ export const dataPlaneMetrics = oncePerRegistry(build);
 
 function build(registry: Registry) {
   const registers = [registry];
+  // Seconds of event-loop time Node has counted busy so far, read at each scrape.
+  let busyCounted = 0;
   return {
+    // A worker's JavaScript runs on one thread: its rate is the share of one core that thread is
+    // busy, and near 1 requests queue in the worker whatever the machine's other cores have left
+    // (issue 14: the API at 0.8 under the accept load, docs/order-path.md).
+    eventLoopBusy: new Counter({
+      name: 'flashsale_event_loop_busy_seconds_total',
+      help: 'Time the process\'s event loop spent running code rather than waiting for I/O or timers (Node\'s event loop utilization); its rate is the busy share of the worker\'s JavaScript thread.',
+      registers,
+      collect() {
+        const busy = performance.eventLoopUtilization().active / 1000;
+        if (busy > busyCounted) this.inc(busy - busyCounted);
+        busyCounted = Math.max(busyCounted, busy);
+      },
+    }),
     apiRequests: new FastCounter({
       name: 'flashsale_api_requests_total',
       help: 'Purchase requests decided by the API, by outcome (accepted, sold_out, already_ordered, not_started, ended, sale_not_found, sku_not_found, invalid, unavailable).',

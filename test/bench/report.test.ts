@@ -144,6 +144,14 @@ test("seckill: the load generator's CPU per request is taken out of what the cor
   const low = { ...floor, usPerOrder: { redis: 10, kafka: 10, mysql: 10 } };
   const lowFloor = seckillSummary(withGen(pairs([4000, 4200, 3900], 8500, 40, 600)).map((r) => (r.which === 'accept' ? { ...r, parts: low } : r)));
   assert.match(latencyBudgetLine(lowFloor), /would allow 18,182 orders\/s and a p99 near 42 ms: the target is within reach of the parts/);
+  assert.doesNotMatch(latencyBudgetLine(lowFloor), /event loop/, 'no event-loop line in batches before it was recorded');
+  // The API's event-loop busy share per accept run, as median (min–max), read as the bottleneck from 0.75 up.
+  const busy = (shares: number[]) => {
+    let i = 0;
+    return seckillSummary(pairs([4000, 4200, 3900], 8500, 40, 600).map((r) => (r.which === 'accept' ? { ...r, apiEventLoopBusy: shares[i++] } : r)));
+  };
+  assert.match(latencyBudgetLine(busy([0.8, 0.86, 0.78])), /event loop \(one thread, its process pinned to one core\) was busy 0\.80 \(0\.78–0\.86\) of the accept runs' time: the accepts queue on that thread/);
+  assert.match(latencyBudgetLine(busy([0.5, 0.6, 0.4])), /was busy 0\.50 \(0\.40–0\.60\) of the accept runs' time\.$/);
   // Lines without the figure: no share taken, the sentence as before.
   assert.equal(seckillSummary(pairs([6000], 9000, 20, 100)).loadGenUs, null);
   assert.doesNotMatch(budgetLine(seckillSummary(pairs([6000], 9000, 20, 100))), /load generator/);

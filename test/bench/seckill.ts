@@ -206,7 +206,7 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
   appendRun(FILE, line);
   lines.push(line);
   const us = Number.isFinite(cpu.usPerUnit) ? cpu.usPerUnit.toFixed(0) : 'n/a';
-  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}${line.batches ? `; ${(line.batches.handOff.orders / line.batches.handOff.requests).toFixed(1)} orders per produce request (${line.batches.handOff.requests}), ${(line.batches.writer.messages / line.batches.writer.batches).toFixed(1)} per writer batch (${line.batches.writer.batches})` : ''}\n`);
+  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}${line.batches ? `; ${(line.batches.handOff.orders / line.batches.handOff.requests).toFixed(1)} orders per produce request (${line.batches.handOff.requests}), ${(line.batches.writer.messages / line.batches.writer.batches).toFixed(1)} per writer batch (${line.batches.writer.batches})` : ''}${line.apiEventLoopBusy !== undefined ? `; API event loop busy ${line.apiEventLoopBusy.toFixed(2)} of the run` : ''}\n`);
   for (const c of line.checks) {
     if (!c.ok) failed = true;
     process.stderr.write(`  ${c.ok ? 'PASS' : 'FAIL'}: ${c.what}\n`);
@@ -362,6 +362,12 @@ async function batchTotals(of: 'api' | 'writer'): Promise<{ sum: number; count: 
   return histogramTotals(text, of === 'api' ? 'flashsale_api_handoff_batch_orders' : 'flashsale_order_writer_batch_orders');
 }
 
+/** The API's event-loop busy seconds so far (its /metrics) and when they were read (performance.now()). */
+async function eventLoopBusy(): Promise<{ seconds: number; at: number }> {
+  const text = (await http('GET', `${url}/metrics`)).text;
+  return { seconds: metricSum(text, 'flashsale_event_loop_busy_seconds_total'), at: performance.now() };
+}
+
 /** Orders the writer reports inserted (its /metrics): cheap to poll, unlike COUNT(*) on a growing table. */
 async function ordersWritten(): Promise<number> {
   return metricSum((await http('GET', `http://127.0.0.1:${PORT + 1}/metrics`)).text, 'flashsale_orders_written_total');
@@ -415,11 +421,14 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
   const acceptedBefore = await acceptedCount(url);
   const handOffBefore = await batchTotals('api');
   const writerBefore = await batchTotals('writer');
+  const busyBefore = await eventLoopBusy();
   const meter = pipelineMeter(api, writer);
   meter.begin();
   const t0 = performance.now();
   const r = await wrk({ ...wrkCommon, name: `accept-${pair}`, skuId: 'bulk', prefix: `a${pair}-`, users: 0, connections: ACCEPT_CONNECTIONS });
   const apiCpu = meter.end().api as number;
+  const busyAfter = await eventLoopBusy();
+  const apiEventLoopBusy = (busyAfter.seconds - busyBefore.seconds) / ((busyAfter.at - busyBefore.at) / 1000);
   // From here on, every change of the writer's count is noted with its time and the pipeline's CPU,
   // so "last row" is when the last accepted order was written, not when this loop noticed it.
   const trace: { t: number; written: number; cpu: Record<string, number> }[] = [];
@@ -462,6 +471,7 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
         handOff: { requests: handOffAfter.count - handOffBefore.count, orders: handOffAfter.sum - handOffBefore.sum },
         writer: { batches: writerAfter.count - writerBefore.count, messages: writerAfter.sum - writerBefore.sum },
       },
+      apiEventLoopBusy,
       checks: [
         { what: `no accepted order lost: rows in MySQL (${rows}) == 202 answers counted by the API (${answered}) == units reserved in Redis (${accepted}) == orders the writer reports written (${last.written})`, ok: rows === accepted && rows === answered && last.written === accepted },
         { what: `wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },

@@ -76,6 +76,8 @@ export interface SeckillSummary {
    * batch (their histograms); null in batches before they were recorded.
    */
   batching: { handOff: Spread; writer: Spread } | null;
+  /** Per accept run: the share of its time the API's event loop was busy; null in batches before it was recorded. */
+  apiEventLoopBusy: Spread | null;
   /**
    * The load generator's CPU per request (wrk, lib/wrk.ts) in the bare runs at the accept settings
    * and in the accept runs, and the figure taken at the target's rate (the lower median); null in
@@ -191,6 +193,8 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   const partsConfirmAndMarks = accepts.find((r) => r.parts)?.parts?.confirmAndMarks === true;
   const batched = accepts.flatMap((r) => (r.batches && r.batches.handOff.requests > 0 && r.batches.writer.batches > 0 ? [r.batches] : []));
   const batching = batched.length > 0 ? { handOff: spread(batched.map((b) => b.handOff.orders / b.handOff.requests)), writer: spread(batched.map((b) => b.writer.messages / b.writer.batches)) } : null;
+  const busyRuns = accepts.flatMap((r) => (r.apiEventLoopBusy !== undefined ? [r.apiEventLoopBusy] : []));
+  const apiEventLoopBusy = busyRuns.length > 0 ? spread(busyRuns) : null;
   const partsFloorByPart: Record<string, Spread> = {};
   if (partsFloorUs) for (const [k, v] of Object.entries(floorParts)) partsFloorByPart[k] = spread(v);
   const cores = first.machine.cores;
@@ -224,7 +228,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, apiEventLoopBusy, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -312,7 +316,13 @@ export function latencyBudgetLine(s: SeckillSummary): string {
     (floorP99 === null
       ? ''
       : ` At the parts' floor's cost (${floorUs.toFixed(1)} µs per order${s.loadGenUs ? `, wrk's ${s.loadGenUs.accept.median.toFixed(1)} µs per request on top` : ''}) the cores would allow ${f0(floorRate)} orders/s and a p99 near ${floorP99.toFixed(0)} ms: ` +
-        (floorP99 <= TARGETS.acceptP99Ms ? 'the target is within reach of the parts, and what stands between is our code\'s cost per order.' : 'out of reach on this machine whatever our code does.'))
+        (floorP99 <= TARGETS.acceptP99Ms ? 'the target is within reach of the parts, and what stands between is our code\'s cost per order.' : 'out of reach on this machine whatever our code does.')) +
+    (s.apiEventLoopBusy === null
+      ? ''
+      : ` The API's event loop (one thread, its process pinned to one core) was busy ${s.apiEventLoopBusy.median.toFixed(2)} (${s.apiEventLoopBusy.min.toFixed(2)}–${s.apiEventLoopBusy.max.toFixed(2)}) of the accept runs' time` +
+        (s.apiEventLoopBusy.median >= 0.75
+          ? ': the accepts queue on that thread before the two cores run out, so its CPU per order, more than the pipeline\'s sum, sets the rate and the latency.'
+          : '.'))
   );
 }
 
