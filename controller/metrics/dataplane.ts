@@ -31,9 +31,12 @@ function build(registry: Registry) {
       help: 'Time the process\'s event loop spent running code rather than waiting for I/O or timers (Node\'s event loop utilization); its rate is the busy share of the worker\'s JavaScript thread.',
       registers,
       collect() {
+        // Node's figure only grows; a counter takes what it grew by since the last scrape.
         const busy = performance.eventLoopUtilization().active / 1000;
-        if (busy > busyCounted) this.inc(busy - busyCounted);
-        busyCounted = Math.max(busyCounted, busy);
+        if (busy > busyCounted) {
+          this.inc(busy - busyCounted);
+          busyCounted = busy;
+        }
       },
     }),
     apiRequests: new FastCounter({

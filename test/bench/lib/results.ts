@@ -99,7 +99,7 @@ export interface SeckillRun extends RunContext {
   batches?: { handOff: { requests: number; orders: number }; writer: { batches: number; messages: number } };
   /**
    * Accept runs: the share of the run's time the API's event loop was busy (its
-   * flashsale_event_loop_busy_seconds_total around the wrk run; absent in lines before 2026-12-05 10:00).
+   * flashsale_event_loop_busy_seconds_total around the wrk run; absent in lines before 2026-12-05 09:00).
    */
   apiEventLoopBusy?: number;
   checks: { what: string; ok: boolean }[];
