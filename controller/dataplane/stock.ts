@@ -418,7 +418,7 @@ export interface SkuLedger {
  * each; 3.5–4 and 10.5–14.6 batched).
  */
 class PerTurn<I, O> {
-  private readonly pending = new Map<string, { item: I; resolve: (v: O) => void; reject: (e: unknown) => void }[]>();
+  private pending = new Map<string, { item: I; resolve: (v: O) => void; reject: (e: unknown) => void }[]>();
   private readonly chunk: number;
   private readonly run: (skuId: string, items: I[]) => Promise<O[]>;
 
@@ -440,8 +440,8 @@ class PerTurn<I, O> {
   }
 
   private flush(): void {
-    const all = [...this.pending];
-    this.pending.clear();
+    const all = this.pending;
+    this.pending = new Map();
     for (const [skuId, list] of all) {
       for (let i = 0; i < list.length; i += this.chunk) {
         const part = list.slice(i, i + this.chunk);

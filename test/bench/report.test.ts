@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { replaceBlock } from './lib/blocks.ts';
 import type { SeckillRun, TimeoutsRun } from './lib/results.ts';
 import { spread } from './lib/stats.ts';
-import { budgetLine, closeCpuBudget, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
+import { acceptFloorLine, budgetLine, closeCpuBudget, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { renderChart } from './lib/svg.ts';
 
 const context = {
@@ -22,7 +22,7 @@ function seckillRun(which: SeckillRun['which'], pair: number, rps: number, o: { 
   const cpuSeconds = ((o.cpuUs ?? 50) * units) / 1e6;
   return {
     bench: 'seckill', ...context, timestamp: '2026-12-01T00:00:00.000Z', which, ceilingOf: o.ceilingOf, pair,
-    params: { seconds: 10, connections: which === 'accept' || o.ceilingOf === 'accept' ? 256 : 64, threads: 1 },
+    params: { seconds: 10, connections: which === 'accept' || which === 'accept-floor' || o.ceilingOf === 'accept' ? 256 : 64, threads: 1 },
     requests: rps * 10, rps, non2xx: 0, socketErrors: { connect: 0, read: 0, write: 0, timeout: 0 },
     latencyMs: { p50: 1, p90: 2, p99: o.p99 ?? 3, p999: 4, max: 5, mean: 1 }, curve: [[50, 1], [99, o.p99 ?? 3]],
     cpu: { seconds: { api: cpuSeconds / 2, kafka: cpuSeconds / 2 }, total: cpuSeconds, units, usPerUnit: o.cpuUs ?? 50, missing: [] },
@@ -85,6 +85,24 @@ test('seckill: rejection rounds pair each API slice with the bare slice of its r
   assert.match(rejectBudgetLine(s), /at most 25\.0 µs\. It spent 26\.0 µs.*The rejection floor.*0\.76 \(0\.75–0\.78\) of bare at 25\.0 µs per request \(server only\), below the target itself/);
   // Batches without a floor say nothing about it.
   assert.doesNotMatch(rejectBudgetLine(seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100))), /floor/);
+});
+
+test('seckill: the accept floor is set against the bare run of its pair; below the target it is called out of reach for these parts', () => {
+  // Bare 10,000 req/s in each pair; the API puts 3,000, 2,800, 3,200 orders/s into MySQL; the floor 3,300, 3,000, 3,600.
+  const runs = pairs([3000, 2800, 3200], 9000, 20, 100);
+  const withFloor = [...runs, ...[3300, 3000, 3600].map((ops, i) => seckillRun('accept-floor', i + 1, ops, { orders: ops * 10, cpuUs: 90 }))];
+  const s = seckillSummary(withFloor);
+  assert.deepEqual(s.acceptFloor?.ratio, { n: 3, median: 0.33, min: 0.3, max: 0.36 });
+  assert.equal(s.acceptFloor?.cpuUs.median, 90);
+  // The floor's runs are not the API's: its figures and verdicts are unchanged by them.
+  assert.deepEqual(s.acceptRatio, seckillSummary(runs).acceptRatio);
+  assert.equal(s.cpuPerOrderUs.median, 100);
+  assert.match(acceptFloorLine(s) ?? '', /3,300 \(3,000–3,600\) orders\/s into MySQL, 0\.33 \(0\.30–0\.36\) of bare.*the API reached 91 % of the floor's rate at 100\.0 µs per order\. The floor is below the target itself.*the API's 0\.30 against the floor's 0\.33/);
+  // A floor at or above the target puts the gap on our code.
+  const high = seckillSummary([...runs, ...[5000, 5200, 5100].map((ops, i) => seckillRun('accept-floor', i + 1, ops, { orders: ops * 10 }))]);
+  assert.match(acceptFloorLine(high) ?? '', /The floor reaches the target: what stands between the API and it is our code's cost per order\./);
+  // Batches without a floor say nothing about it.
+  assert.equal(acceptFloorLine(seckillSummary(runs)), null);
 });
 
 test('seckill: all targets met when the figures are', () => {

@@ -12,7 +12,7 @@ import { replaceBlock } from './lib/blocks.ts';
 import { STARTUP } from './lib/profile.ts';
 import { readRuns, resultsFile, RESULTS_DIR, type ProfileRun, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
-import { batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
+import { acceptFloorLine, batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
 import { renderChart, type Series } from './lib/svg.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -75,6 +75,9 @@ function seckillTable(s: SeckillSummary): string[] {
     `| bare node:http, accept settings | ${range(s.bareAccept, f0)} req/s | 1 | ${range(s.bareAcceptP50, ms2)} | ${range(s.bareAcceptP99, ms2)} | |`,
     `| API accept path, HTTP answers | ${range(s.acceptHttp, f0)} req/s | | ${range(s.acceptP50, ms2)} | ${range(s.acceptP99, ms2)} | |`,
     `| accepted orders into MySQL, first request → last row | ${range(s.ordersPerSecond, f0)} orders/s | ${range(s.acceptRatio, ms2)} | | | ${range(s.cpuPerOrderUs, (n) => fd(n, 1))} (every pipeline process) |`,
+    ...(s.acceptFloor
+      ? [`| accept floor (only what every accepted order needs), orders into MySQL | ${range(s.acceptFloor.ordersPerSecond, f0)} orders/s | ${range(s.acceptFloor.ratio, ms2)} | ${range(s.acceptFloor.p50, ms2)} | ${range(s.acceptFloor.p99, ms2)} | ${range(s.acceptFloor.cpuUs, (n) => fd(n, 1))} (every floor process) |`]
+      : []),
   ];
 }
 
@@ -88,7 +91,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   const rejectRun = latest.find((r) => r.which === 'reject');
   // Batches since 2026-12-04 10:00 measure the rejection path in rounds with a floor (seckill.ts).
   const firstRound = latest
-    .filter((r) => r.pair === 1 && r.which !== 'accept' && r.ceilingOf !== 'accept')
+    .filter((r) => r.pair === 1 && r.which !== 'accept' && r.which !== 'accept-floor' && r.ceilingOf !== 'accept')
     .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject' ? 'API' : 'bare'))
     .join(' → ');
   const shape = s.rejectFloor
@@ -113,6 +116,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     budgetLine(s),
     '',
     ...(floorLine(s) ? [floorLine(s) as string, ''] : []),
+    ...(acceptFloorLine(s) ? [acceptFloorLine(s) as string, ''] : []),
     latencyBudgetLine(s),
     '',
     rejectBudgetLine(s),
@@ -129,9 +133,9 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     '',
     '### seckill: every batch (smoke batches left out)',
     '',
-    '| batch (UTC) | commit | pairs | bare req/s (accept settings) | rejection ratio | orders/s into MySQL | accept ratio | accept p99 ms | CPU µs per order | parts\' floor µs per order (the target allows) |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...history.map((h) => `| ${day(h.first.timestamp)} | \`${h.first.git.commit.slice(0, 7)}\` | ${h.pairs} | ${range(h.bareAccept, f0)} | ${range(h.rejectRatio, ms2)} | ${range(h.ordersPerSecond, f0)} | ${range(h.acceptRatio, ms2)} | ${range(h.acceptP99, ms2)} | ${range(h.cpuPerOrderUs, (n) => fd(n, 0))} | ${h.partsFloorUs ? `${range(h.partsFloorUs, (n) => fd(n, 0))} (${fd(h.allowedUsPerOrder, 0)})` : '—'} |`),
+    '| batch (UTC) | commit | pairs | bare req/s (accept settings) | rejection ratio | orders/s into MySQL | accept ratio | accept floor ratio | accept p99 ms | CPU µs per order | parts\' floor µs per order (the target allows) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...history.map((h) => `| ${day(h.first.timestamp)} | \`${h.first.git.commit.slice(0, 7)}\` | ${h.pairs} | ${range(h.bareAccept, f0)} | ${range(h.rejectRatio, ms2)} | ${range(h.ordersPerSecond, f0)} | ${range(h.acceptRatio, ms2)} | ${h.acceptFloor ? range(h.acceptFloor.ratio, ms2) : '—'} | ${range(h.acceptP99, ms2)} | ${range(h.cpuPerOrderUs, (n) => fd(n, 0))} | ${h.partsFloorUs ? `${range(h.partsFloorUs, (n) => fd(n, 0))} (${fd(h.allowedUsPerOrder, 0)})` : '—'} |`),
   ].join('\n');
   const readme = [
     `\`npm run bench:seckill\`, ${header}`,
@@ -143,6 +147,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     budgetLine(s),
     '',
     ...(floorLine(s) ? [floorLine(s) as string, ''] : []),
+    ...(acceptFloorLine(s) ? [acceptFloorLine(s) as string, ''] : []),
     latencyBudgetLine(s),
     '',
     rejectBudgetLine(s),
@@ -159,6 +164,7 @@ function seckillSvg(runs: SeckillRun[], s: SeckillSummary): string {
     'reject-floor': { color: '#2ca02c', legend: `rejection floor, -c${runs.find((r) => r.which === 'reject-floor')?.params.connections}`, dashed: true },
     'bare-accept': { color: '#333333', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'accept')?.params.connections}`, dashed: true },
     accept: { color: '#d62728', legend: `API accept path, -c${runs.find((r) => r.which === 'accept')?.params.connections}` },
+    'accept-floor': { color: '#ff7f0e', legend: `accept floor, -c${runs.find((r) => r.which === 'accept-floor')?.params.connections}`, dashed: true },
   };
   const series: Series[] = runs.map((r) => {
     const k = r.which === 'bare' ? `bare-${r.ceilingOf}` : r.which;
@@ -417,6 +423,16 @@ const howto = `How to read and run these benchmarks.
   run's connections, plus the bare server's CPU per request of the same pair. It leaves out all
   encoding and parsing, so it is if anything low. A floor above what the accept target allows per
   order means no change to our code reaches it on this machine.
+- The accept floor (\`test/bench/lib/accept-floor.ts\`, each pair right after its accept run, with
+  its settings and warm-up; batches since 2026-12-05 14:00; \`--no-accept-floor\` leaves it out):
+  the parts' floor as a running order path. A node:http server pinned like the API and a writer
+  floating like the order writer do only what every accepted order needs — parse the body, the
+  reserve script per event-loop turn, the order as JSON produced with acks=all (one request in
+  flight, gathered as the API gathers them), the hand-off confirmation script, 202; the writer
+  parses, claims, inserts with the restore fence's mark, produces the timeouts and commits — with
+  the same scripts and client libraries, into its own topics and tables. Its orders/s against the
+  bare run of its pair is the most an order path built from these parts on node:http reaches on
+  this machine: a floor below the accept target puts the target out of reach for any such path.
 - The timeouts' MySQL floor (each ceiling run, 2026-12-04 on): the CPU of this process and MariaDB
   per row for the ceiling's chunked conditional UPDATEs and for inserting those rows' release
   records as the closer does. No close can skip either write; Redis, Kafka, the lock-read and the

@@ -15,6 +15,8 @@
 //     their order (ALREADY_ORDERED), half new (SOLD_OUT);
 //   - accept: distinct buyers on a SKU with stock to spare, with a `flashsale order-writer`
 //     process: orders/s from the first request until the last row is in MySQL.
+//   - accept-floor: after each accept run, an order path doing only what every accepted order
+//     needs with the same parts (lib/accept-floor.ts), measured the same way.
 // wrk and the server under test are pinned to different cores when there are two. CPU time of
 // every process of the pipeline (server, order writer, Redis, MariaDB, Kafka) is read from
 // /proc/<pid>/stat around each run. Before each accept run, the parts' floor: what Redis, Kafka and
@@ -29,13 +31,14 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
+import { prepareAcceptFloor, removeAcceptFloor, type AcceptFloorConfig, type AcceptFloorServerCounts } from './lib/accept-floor.ts';
 import { acceptedCount, histogramTotals, metricSum, settledAcceptedCount } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { checkPerf, PERF_NODE_ARGS, PerfRecording } from './lib/perf.ts';
 import { API_STEPS, attribute, WRITER_STEPS, type StepRule } from './lib/profile.ts';
 import { measureParts, type PartsFloor } from './lib/parts.ts';
 import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type RunContext, type SeckillRun } from './lib/results.ts';
-import { budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
+import { acceptFloorLine, budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
 
@@ -63,6 +66,8 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     // Orders of the parts' floor measured in each pair before the accept run (test/bench/lib/parts.ts); 0: none.
     'parts-orders': { type: 'string', default: process.env.BENCH_PARTS_ORDERS ?? '50000' },
+    // The accept floor (test/bench/lib/accept-floor.ts) measured in each pair after the API's accept run.
+    'no-accept-floor': { type: 'boolean', default: false },
   },
 });
 
@@ -91,6 +96,7 @@ const REJECT_SECONDS = seconds(args['reject-seconds'] as string, 'reject-seconds
 const SLICE_WARMUP = 1;
 const PARTS_ORDERS = args['parts-orders'] === '0' ? 0 : positive('parts-orders', args['parts-orders']);
 const PORT = positive('port', args.port);
+const ACCEPT_FLOOR = !args['no-accept-floor'];
 const FILE = args.results ?? resultsFile('seckill');
 const PROFILE = args.profile as boolean;
 if (PROFILE) checkPerf();
@@ -123,6 +129,8 @@ const sale = saleDoc(uniqueName('bench'), {
     { id: 'bulk', stock: BULK, timeoutBucket: 'long' },
     // Reserved and claimed by the parts' floor only (no order of it reaches Kafka or MySQL).
     { id: 'parts', stock: BULK, timeoutBucket: 'long' },
+    // Sold by the accept floor only, into its own topics and tables.
+    { id: 'floor', stock: BULK, timeoutBucket: 'long' },
   ],
   kafka: { partitions: 6, replicationFactor: 1 },
 });
@@ -206,7 +214,7 @@ function record(which: SeckillRun['which'], pair: number, r: WrkResult, cpu: Cpu
   appendRun(FILE, line);
   lines.push(line);
   const us = Number.isFinite(cpu.usPerUnit) ? cpu.usPerUnit.toFixed(0) : 'n/a';
-  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}${line.batches ? `; ${(line.batches.handOff.orders / line.batches.handOff.requests).toFixed(1)} orders per produce request (${line.batches.handOff.requests}), ${(line.batches.writer.messages / line.batches.writer.batches).toFixed(1)} per writer batch (${line.batches.writer.batches})` : ''}${line.apiEventLoopBusy !== undefined ? `; API event loop busy ${line.apiEventLoopBusy.toFixed(2)} of the run` : ''}\n`);
+  process.stderr.write(`pair ${pair} ${which}${extra.ceilingOf ? ` (ceiling of ${extra.ceilingOf})` : ''}: ${r.rps.toFixed(0)} req/s, p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, CPU ${us} µs per ${which === 'accept' || which === 'accept-floor' ? 'order' : 'request'} (wrk ${wrkUs.toFixed(1)} µs per request)${line.accepted ? `; ${line.accepted.orders} orders into MySQL in ${line.accepted.toLastRowSeconds.toFixed(2)} s = ${line.accepted.ordersPerSecond.toFixed(0)} orders/s` : ''}${line.batches ? `; ${(line.batches.handOff.orders / line.batches.handOff.requests).toFixed(1)} orders per produce request (${line.batches.handOff.requests}), ${(line.batches.writer.messages / line.batches.writer.batches).toFixed(1)} per writer batch (${line.batches.writer.batches})` : ''}${line.apiEventLoopBusy !== undefined ? `; API event loop busy ${line.apiEventLoopBusy.toFixed(2)} of the run` : ''}\n`);
   for (const c of line.checks) {
     if (!c.ok) failed = true;
     process.stderr.write(`  ${c.ok ? 'PASS' : 'FAIL'}: ${c.what}\n`);
@@ -484,6 +492,108 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
   }
 }
 
+/** The accept floor (test/bench/lib/accept-floor.ts): its own SKU, topics and tables; its writer runs for the whole batch. */
+const floorTag = runContext.batch.slice(-4).replace(/[^a-zA-Z0-9]/g, '_');
+const floorConfig: AcceptFloorConfig = {
+  port: PORT + 4, writerPort: PORT + 5, sale, skuId: 'floor', redisUrl: config.redisUrl, brokers: config.kafkaBrokers,
+  ordersTopic: `bench-floor-${floorTag}-orders`, delayTopic: `bench-floor-${floorTag}-delay`, groupId: `bench-floor-${floorTag}`,
+  mysql: config.mysql, table: `floor_${floorTag}`, marksTable: `floor_${floorTag}_marks`,
+};
+const floorScript = join(root, 'test/bench/lib/accept-floor.ts');
+const floorConfigFile = join(work, 'accept-floor.json');
+const floorUrl = `http://127.0.0.1:${floorConfig.port}`;
+const floorWriterUrl = `http://127.0.0.1:${floorConfig.writerPort}`;
+let floorWriter: ChildProcess | undefined;
+/** Reserves granted by the floor servers already stopped: the floor writer's count is for the whole batch. */
+let floorReservedBefore = 0;
+
+async function floorCounts(): Promise<AcceptFloorServerCounts> {
+  return JSON.parse((await http('GET', floorUrl)).text) as AcceptFloorServerCounts;
+}
+async function floorWritten(): Promise<number> {
+  return (JSON.parse((await http('GET', floorWriterUrl)).text) as { written: number }).written;
+}
+/** The floor server's counts once its answers have not moved for quietMs (wrk hangs up with requests in flight). */
+async function settledFloor(quietMs: number): Promise<AcceptFloorServerCounts> {
+  let answered = -1;
+  let changedAt = performance.now();
+  return eventually(
+    async () => {
+      const c = await floorCounts();
+      if (c.answered !== answered) [answered, changedAt] = [c.answered, performance.now()];
+      return performance.now() - changedAt >= quietMs ? c : undefined;
+    },
+    { timeoutMs: quietMs + 60_000, intervalMs: 100, what: 'the accept floor to answer the requests the load generator hung up on' },
+  );
+}
+async function floorRows(): Promise<number> {
+  const [r] = await db.query(`SELECT COUNT(*) AS n FROM ${floorConfig.table}`);
+  return Number((r as { n: number }[])[0]?.n);
+}
+
+/** The accept floor's run of this pair, with the API's accept run's settings (started for the run, warmed up). */
+async function acceptFloorRun(pair: number): Promise<void> {
+  if (!floorWriter) {
+    writeFileSync(floorConfigFile, JSON.stringify(floorConfig));
+    await prepareAcceptFloor(floorConfig, db);
+    const [cmd, argv] = pinned(null, [process.execPath, floorScript, 'writer', floorConfigFile]);
+    floorWriter = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.push(floorWriter);
+    await waitFor(floorWriterUrl);
+  }
+  const writer = floorWriter;
+  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, floorScript, 'server', floorConfigFile]);
+  const server = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(server);
+  await waitFor(floorUrl);
+  const load = { skuId: 'floor', users: 0, connections: ACCEPT_CONNECTIONS, url: floorUrl };
+  await warmUp({ ...load, name: `accept-floor-${pair}`, prefix: `fw${pair}-` });
+  const before = await settledFloor(1000);
+  await eventually(async () => (await floorWritten()) >= floorReservedBefore + before.reserved || undefined, { timeoutMs: 120_000, intervalMs: 50, what: 'the accept floor\'s warm-up orders written' });
+  const writtenBefore = await floorWritten();
+  const rowsBefore = await floorRows();
+  const meter = new CpuMeter({ api: [server.pid as number], writer: [writer.pid as number], redis: infra.redis, mariadb: infra.mariadb, kafka: infra.kafka });
+  meter.begin();
+  const t0 = performance.now();
+  const r = await wrk({ ...wrkCommon, ...load, name: `accept-floor-${pair}`, prefix: `f${pair}-` });
+  const serverCpu = meter.end().api as number;
+  const trace: { t: number; written: number; cpu: Record<string, number> }[] = [];
+  let tracing = true;
+  const tracer = (async () => {
+    while (tracing) {
+      try {
+        const n = (await floorWritten()) - writtenBefore;
+        if (trace.at(-1)?.written !== n) trace.push({ t: performance.now(), written: n, cpu: meter.end() });
+      } catch {
+        // not answered this once: the wait below has a deadline
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  try {
+    const after = await settledFloor(Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max)));
+    await stopChild(server);
+    floorReservedBefore += after.reserved;
+    const reserved = after.reserved - before.reserved;
+    const accepted = after.accepted - before.accepted;
+    const failedHere = after.failed - before.failed;
+    const last = await eventually(() => trace.find((e) => e.written >= reserved), { timeoutMs: 120_000, intervalMs: 20, what: `${reserved} accept-floor orders written` });
+    const rows = (await floorRows()) - rowsBefore;
+    const toLastRow = (last.t - t0) / 1000;
+    const wrk2xx = r.requests - r.non2xx;
+    record('accept-floor', pair, r, cpuCost({ ...last.cpu, api: serverCpu }, accepted, missing), ACCEPT_CONNECTIONS, {
+      accepted: { orders: accepted, wrk2xx, api202: accepted, rows, toLastRowSeconds: toLastRow, ordersPerSecond: accepted / toLastRow },
+      checks: [
+        { what: `accept floor: rows (${rows}) == 202 answers (${accepted}) == reserves granted (${reserved}), none failed (${failedHere})`, ok: rows === accepted && accepted === reserved && failedHere === 0 },
+        { what: `accept floor: wrk's 2xx answers (${wrk2xx}) ≤ accepted (${accepted}) ≤ 2xx + open connections (${ACCEPT_CONNECTIONS})`, ok: wrk2xx <= accepted && accepted <= wrk2xx + ACCEPT_CONNECTIONS },
+      ],
+    });
+  } finally {
+    tracing = false;
+    await tracer;
+  }
+}
+
 let exitCode = 0;
 try {
   const writerProfile = PROFILE ? profileDir('writer') : undefined;
@@ -501,7 +611,9 @@ try {
   for (let pair = 1; pair <= PAIRS; pair++) {
     await bareRun(pair);
     await acceptRun(pair, writer, PARTS_ORDERS > 0 ? await partsRun(pair) : undefined);
+    if (ACCEPT_FLOOR) await acceptFloorRun(pair);
   }
+  if (floorWriter) await stopChild(floorWriter);
   const writtenInAll = await ordersWritten();
   await stopChild(writer);
   if (writerProfile) await recordProfile(writerProfile, 'writer', 'all', writtenInAll, 'order', WRITER_STEPS);
@@ -538,8 +650,10 @@ try {
       `  API accept path (HTTP):             ${range(s.acceptHttp)} req/s, p50 ${range(s.acceptP50, 2)} ms, p99 ${range(s.acceptP99, 2)} ms`,
       `  accepted orders into MySQL:         ${range(s.ordersPerSecond)} orders/s, ratio ${range(s.acceptRatio, 2)}`,
       `  CPU per accepted order:             ${range(s.cpuPerOrderUs, 1)} µs (${Object.entries(s.cpuPerOrderByRole).map(([k, v]) => `${k} ${v.median.toFixed(1)}`).join(', ')})`,
+      ...(s.acceptFloor ? [`  accept floor (lib/accept-floor.ts):  ${range(s.acceptFloor.ordersPerSecond)} orders/s, ratio ${range(s.acceptFloor.ratio, 2)}, p99 ${range(s.acceptFloor.p99, 2)} ms, CPU ${range(s.acceptFloor.cpuUs, 1)} µs per order (server ${s.acceptFloor.serverUs.median.toFixed(1)})`] : []),
       `  ${budgetLine(s)}`,
       ...(floorLine(s) ? [`  ${floorLine(s)}`] : []),
+      ...(acceptFloorLine(s) ? [`  ${acceptFloorLine(s)}`] : []),
       `  ${latencyBudgetLine(s)}`,
       `  ${rejectBudgetLine(s)}`,
       ...s.verdicts.map((v) => `  ${v.ok ? 'TARGET MET' : 'TARGET MISSED'}: ${v.what}: ${v.figure}`),
@@ -551,6 +665,7 @@ try {
   if (failed || s.verdicts.some((v) => !v.ok)) exitCode = 1;
 } finally {
   for (const c of children) await stopChild(c).catch(() => undefined);
+  if (ACCEPT_FLOOR) await removeAcceptFloor(floorConfig, db).catch(() => undefined);
   await removeSale(ctx, { kafka, redis });
   await kafka.close();
   redis.disconnect();

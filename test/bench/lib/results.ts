@@ -53,9 +53,11 @@ export interface SeckillRun extends RunContext {
   timestamp: string;
   /**
    * bare = node:http ceiling, reject = API rejection path, accept = API accept path, reject-floor =
-   * the least any rejection on node:http does (lib/rejection-floor.ts; lines since 2026-12-04 10:00).
+   * the least any rejection on node:http does (lib/rejection-floor.ts; lines since 2026-12-04 10:00),
+   * accept-floor = the least any order path built from the same parts does (lib/accept-floor.ts;
+   * lines since 2026-12-05 14:00).
    */
-  which: 'bare' | 'reject' | 'reject-floor' | 'accept';
+  which: 'bare' | 'reject' | 'reject-floor' | 'accept' | 'accept-floor';
   /** The API run a bare run is the ceiling of (same wrk settings). */
   ceilingOf?: 'reject' | 'accept';
   /**

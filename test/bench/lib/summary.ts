@@ -42,6 +42,12 @@ export interface SeckillSummary {
    * CPU per request of the floor server; null in batches before it existed.
    */
   rejectFloor: { rps: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread } | null;
+  /**
+   * The accept floor (lib/accept-floor.ts): orders/s into its table, ratio to the bare run of its
+   * pair, HTTP latency, CPU per order of all its processes and of its server alone; null in batches
+   * before it existed (2026-12-05 14:00).
+   */
+  acceptFloor: { ordersPerSecond: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread; serverUs: Spread } | null;
   bareAccept: Spread;
   bareAcceptP50: Spread;
   bareAcceptP99: Spread;
@@ -130,6 +136,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   const rejectRatios: number[] = [];
   const floorRatios: number[] = [];
   const acceptRatios: number[] = [];
+  const acceptFloorRatios: number[] = [];
   for (const p of pairs) {
     const b1 = of(p, 'bare', 'reject');
     const rj = of(p, 'reject');
@@ -139,6 +146,8 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     const b2 = of(p, 'bare', 'accept');
     const ac = of(p, 'accept');
     if (b2 && ac?.accepted) acceptRatios.push(ac.accepted.ordersPerSecond / b2.rps);
+    const af = of(p, 'accept-floor');
+    if (b2 && af?.accepted) acceptFloorRatios.push(af.accepted.ordersPerSecond / b2.rps);
   }
   const all = (which: SeckillRun['which'], ceilingOf?: 'reject' | 'accept') => runs.filter((r) => r.which === which && (ceilingOf === undefined || r.ceilingOf === ceilingOf));
   const accepts = all('accept');
@@ -175,6 +184,18 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
           p50: spread(floorRuns.map((r) => r.latencyMs.p50)),
           p99: spread(floorRuns.map((r) => r.latencyMs.p99)),
           cpuUs: spread(floorRuns.map((r) => r.cpu.usPerUnit)),
+        }
+      : null;
+  const acceptFloorRuns = all('accept-floor');
+  const acceptFloor =
+    acceptFloorRatios.length > 0
+      ? {
+          ordersPerSecond: spread(acceptFloorRuns.map((r) => r.accepted?.ordersPerSecond ?? NaN)),
+          ratio: spread(acceptFloorRatios),
+          p50: spread(acceptFloorRuns.map((r) => r.latencyMs.p50)),
+          p99: spread(acceptFloorRuns.map((r) => r.latencyMs.p99)),
+          cpuUs: spread(acceptFloorRuns.map((r) => r.cpu.usPerUnit)),
+          serverUs: spread(acceptFloorRuns.map((r) => ((r.cpu.seconds.api ?? NaN) / r.cpu.units) * 1e6)),
         }
       : null;
   const floors: number[] = [];
@@ -228,7 +249,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, apiEventLoopBusy, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, acceptFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, apiEventLoopBusy, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -272,6 +293,29 @@ export function floorLine(s: SeckillSummary): string | null {
     (s.batching
       ? ` Batch sizes in the pipeline (the floor's: ${s.partsBatch ?? 'n/a'} orders per request): ${s.batching.handOff.median.toFixed(0)} (${s.batching.handOff.min.toFixed(0)}–${s.batching.handOff.max.toFixed(0)}) orders per produce request of the API, ${s.batching.writer.median.toFixed(0)} (${s.batching.writer.min.toFixed(0)}–${s.batching.writer.max.toFixed(0)}) per order-writer batch.`
       : '')
+  );
+}
+
+/**
+ * The accept target against the accept floor (test/bench/lib/accept-floor.ts): an order path that does
+ * only what every accepted order needs, with the same parts asked the same way, measured in the same
+ * pairs. Below the target, no order path built from these parts on node:http reaches it on this
+ * machine; above it, what stands between is our code.
+ */
+export function acceptFloorLine(s: SeckillSummary): string | null {
+  const f = s.acceptFloor;
+  if (!f) return null;
+  const r = (x: Spread, d = 2) => `${x.median.toFixed(d)} (${x.min.toFixed(d)}–${x.max.toFixed(d)})`;
+  const apiShare = s.ordersPerSecond.median / f.ordersPerSecond.median;
+  return (
+    `Accept floor, measured in each pair after the API's accept run with its settings: a node:http server and a writer doing only what every accepted order needs ` +
+    `(read and parse the body, check two strings; the reserve script per event-loop turn; the order as JSON, produced with acks=all, one request in flight; the hand-off confirmation script; 202; ` +
+    `the writer's batches parsed, claimed, inserted with the restore fence's mark, their timeouts produced, offsets committed), with the same Redis scripts, kafkajs and mysql2, none of our routing, checks, metrics or logging. ` +
+    `It put ${f0(f.ordersPerSecond.median)} (${f0(f.ordersPerSecond.min)}–${f0(f.ordersPerSecond.max)}) orders/s into MySQL, ${r(f.ratio)} of bare, p99 ${r(f.p99)} ms, at ${r(f.cpuUs, 1)} µs of CPU per order (its server ${f.serverUs.median.toFixed(1)}); ` +
+    `the API reached ${(apiShare * 100).toFixed(0)} % of the floor's rate at ${s.cpuPerOrderUs.median.toFixed(1)} µs per order` +
+    (f.ratio.median < TARGETS.acceptRatio
+      ? `. The floor is below the target itself: on this machine an order path built from these parts on node:http does not reach ${TARGETS.acceptRatio} of bare, and the closest figure reached is the API's ${s.acceptRatio.median.toFixed(2)} against the floor's ${f.ratio.median.toFixed(2)}.`
+      : `. The floor reaches the target: what stands between the API and it is our code's cost per order.`)
   );
 }
 
