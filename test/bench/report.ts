@@ -431,8 +431,9 @@ const howto = `How to read and run these benchmarks.
   flight, gathered as the API gathers them), the hand-off confirmation script, 202; the writer
   parses, claims, inserts with the restore fence's mark, produces the timeouts and commits — with
   the same scripts and client libraries, into its own topics and tables. Its orders/s against the
-  bare run of its pair is the most an order path built from these parts on node:http reaches on
-  this machine: a floor below the accept target puts the target out of reach for any such path.
+  bare run of its pair is the most an order path that does this much with these parts on node:http
+  reaches on this machine: a floor below the accept target puts the target out of reach for this
+  design (three batched round trips per order: reserve, produce with acks=all, confirm).
 - The timeouts' MySQL floor (each ceiling run, 2026-12-04 on): the CPU of this process and MariaDB
   per row for the ceiling's chunked conditional UPDATEs and for inserting those rows' release
   records as the closer does. No close can skip either write; Redis, Kafka, the lock-read and the

@@ -15,8 +15,8 @@
 // Left out, as our code's cost: routing, validation beyond the two strings, the sale window, the
 // sold-out copy, the restore fence's checks, metrics, logging, the gateway's limits and retries,
 // the order writer's dead letters and checks. bench:seckill runs it in each pair after the API's
-// accept run: the orders/s it reaches is what an order path built from these parts on node:http
-// reaches on this machine, so a target above it is out of reach for any such implementation.
+// accept run: the orders/s it reaches is what an order path that does this much with these parts
+// on node:http reaches on this machine, so a target above it is out of reach for this design.
 import { produceGroupingInstalled } from '../../../controller/infra/kafka.ts';
 import kafkajs from 'kafkajs';
 import { readFileSync } from 'node:fs';
