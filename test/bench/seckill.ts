@@ -411,6 +411,34 @@ async function partsRun(pair: number): Promise<PartsFloor> {
   return floor;
 }
 
+/**
+ * From the end of a run on, every change of a writer's count (`written`) is noted with its time and
+ * the pipeline's CPU, so "last row" is when the last accepted order was written, not when a later
+ * poll noticed it. Polls every 20 ms until stopped; the caller's wait on the trace has a deadline.
+ */
+function traceWritten(written: () => Promise<number>, meter: CpuMeter): { trace: { t: number; written: number; cpu: Record<string, number> }[]; stop: () => Promise<void> } {
+  const trace: { t: number; written: number; cpu: Record<string, number> }[] = [];
+  let tracing = true;
+  const tracer = (async () => {
+    while (tracing) {
+      try {
+        const n = await written();
+        if (trace.at(-1)?.written !== n) trace.push({ t: performance.now(), written: n, cpu: meter.end() });
+      } catch {
+        // the writer's endpoint did not answer this once: the next poll will
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  return {
+    trace,
+    stop: async () => {
+      tracing = false;
+      await tracer;
+    },
+  };
+}
+
 async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor): Promise<void> {
   const prof = PROFILE ? profileDir(`api-accept-${pair}`) : undefined;
   const api = await startApi(prof);
@@ -437,21 +465,7 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
   const apiCpu = meter.end().api as number;
   const busyAfter = await eventLoopBusy();
   const apiEventLoopBusy = (busyAfter.seconds - busyBefore.seconds) / ((busyAfter.at - busyBefore.at) / 1000);
-  // From here on, every change of the writer's count is noted with its time and the pipeline's CPU,
-  // so "last row" is when the last accepted order was written, not when this loop noticed it.
-  const trace: { t: number; written: number; cpu: Record<string, number> }[] = [];
-  let tracing = true;
-  const tracer = (async () => {
-    while (tracing) {
-      try {
-        const n = (await ordersWritten()) - writtenBefore;
-        if (trace.at(-1)?.written !== n) trace.push({ t: performance.now(), written: n, cpu: meter.end() });
-      } catch {
-        // the writer's endpoint did not answer this once: the next poll will (the wait below has a deadline)
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  })();
+  const { trace, stop } = traceWritten(async () => (await ordersWritten()) - writtenBefore, meter);
   try {
     // wrk hangs up with up to ACCEPT_CONNECTIONS requests still being decided; the API still answers
     // them (to closed sockets). Its 202s are read once its count of decided requests has not moved for
@@ -487,8 +501,7 @@ async function acceptRun(pair: number, writer: ChildProcess, parts?: PartsFloor)
       ],
     });
   } finally {
-    tracing = false;
-    await tracer;
+    await stop();
   }
 }
 
@@ -557,19 +570,7 @@ async function acceptFloorRun(pair: number): Promise<void> {
   const t0 = performance.now();
   const r = await wrk({ ...wrkCommon, ...load, name: `accept-floor-${pair}`, prefix: `f${pair}-` });
   const serverCpu = meter.end().api as number;
-  const trace: { t: number; written: number; cpu: Record<string, number> }[] = [];
-  let tracing = true;
-  const tracer = (async () => {
-    while (tracing) {
-      try {
-        const n = (await floorWritten()) - writtenBefore;
-        if (trace.at(-1)?.written !== n) trace.push({ t: performance.now(), written: n, cpu: meter.end() });
-      } catch {
-        // not answered this once: the wait below has a deadline
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  })();
+  const { trace, stop } = traceWritten(async () => (await floorWritten()) - writtenBefore, meter);
   try {
     const after = await settledFloor(Math.min(20_000, Math.max(1000, 2 * r.latencyMs.max)));
     await stopChild(server);
@@ -589,8 +590,7 @@ async function acceptFloorRun(pair: number): Promise<void> {
       ],
     });
   } finally {
-    tracing = false;
-    await tracer;
+    await stop();
   }
 }
 
