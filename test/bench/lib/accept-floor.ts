@@ -60,6 +60,7 @@ export interface AcceptFloorServerCounts {
 
 type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsConfirm(...a: string[]): Promise<number[]>; fsClaim(...a: string[]): Promise<number[]> };
 
+// The API's chunk sizes (stock.ts).
 const RESERVE_CHUNK = 256;
 const CONFIRM_CHUNK = 1000;
 const LINGER_MS = 2;
