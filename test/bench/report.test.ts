@@ -97,7 +97,10 @@ test('seckill: the accept floor is set against the bare run of its pair; below t
   // The floor's runs are not the API's: its figures and verdicts are unchanged by them.
   assert.deepEqual(s.acceptRatio, seckillSummary(runs).acceptRatio);
   assert.equal(s.cpuPerOrderUs.median, 100);
-  assert.match(acceptFloorLine(s) ?? '', /3,300 \(3,000–3,600\) orders\/s into MySQL, 0\.33 \(0\.30–0\.36\) of bare.*the API reached 91 % of the floor's rate at 100\.0 µs per order\. The floor is below the target itself.*the API's 0\.30 against the floor's 0\.33/);
+  assert.match(acceptFloorLine(s) ?? '', /3,300 \(3,000–3,600\) orders\/s into MySQL, 0\.33 \(0\.30–0\.36\) of bare.*the API reached 91 % of the floor's rate at 100\.0 µs per order\. The floor is below the target itself.*the API's 0\.30 against the floor's 0\.33\. At the floor's CPU per order the 2 cores allow at most 22,222 orders\/s against the target's 5,000\.$/);
+  // A floor that costs more per order than the target allows is out of reach on the cores as well.
+  const costly = seckillSummary([...runs, ...[3300, 3000, 3600].map((ops, i) => seckillRun('accept-floor', i + 1, ops, { orders: ops * 10, cpuUs: 500 }))]);
+  assert.match(acceptFloorLine(costly) ?? '', /allow at most 4,000 orders\/s against the target's 5,000: out of reach on 2 cores at that cost too \(the target allows 400\.0 µs per order\)\.$/);
   // A floor at or above the target puts the gap on our code.
   const high = seckillSummary([...runs, ...[5000, 5200, 5100].map((ops, i) => seckillRun('accept-floor', i + 1, ops, { orders: ops * 10 }))]);
   assert.match(acceptFloorLine(high) ?? '', /The floor reaches the target: what stands between the API and it is our code's cost per order\./);

@@ -308,6 +308,13 @@ export function acceptFloorLine(s: SeckillSummary): string | null {
   if (!f) return null;
   const r = (x: Spread, d = 2) => `${x.median.toFixed(d)} (${x.min.toFixed(d)}–${x.max.toFixed(d)})`;
   const apiShare = s.ordersPerSecond.median / f.ordersPerSecond.median;
+  const cores = s.first.machine.cores;
+  const floorBound = cpuBoundRate(cores, f.cpuUs.median, s.loadGenUs);
+  const budget =
+    ` At the floor's CPU per order${s.loadGenUs ? " and the load generator's" : ''} the ${cores} cores allow at most ${f0(floorBound)} orders/s against the target's ${f0(s.targetOrdersPerSecond)}` +
+    (floorBound < s.targetOrdersPerSecond
+      ? `: out of reach on ${cores} cores at that cost too (the target allows ${s.allowedUsPerOrder.toFixed(1)} µs per order).`
+      : '.');
   return (
     `Accept floor, measured in each pair after the API's accept run with its settings: a node:http server and a writer doing only what every accepted order needs ` +
     `(read and parse the body, check two strings; the reserve script per event-loop turn; the order as JSON, produced with acks=all, one request in flight; the hand-off confirmation script; 202; ` +
@@ -316,7 +323,8 @@ export function acceptFloorLine(s: SeckillSummary): string | null {
     `the API reached ${(apiShare * 100).toFixed(0)} % of the floor's rate at ${s.cpuPerOrderUs.median.toFixed(1)} µs per order` +
     (f.ratio.median < TARGETS.acceptRatio
       ? `. The floor is below the target itself: on this machine an order path that does this much with these parts on node:http does not reach ${TARGETS.acceptRatio} of bare, and the closest figure reached is the API's ${s.acceptRatio.median.toFixed(2)} against the floor's ${f.ratio.median.toFixed(2)}.`
-      : `. The floor reaches the target: what stands between the API and it is our code's cost per order.`)
+      : `. The floor reaches the target: what stands between the API and it is our code's cost per order.`) +
+    budget
   );
 }
 
