@@ -424,7 +424,7 @@ const howto = `How to read and run these benchmarks.
   encoding and parsing, so it is if anything low. A floor above what the accept target allows per
   order means no change to our code reaches it on this machine.
 - The accept floor (\`test/bench/lib/accept-floor.ts\`, each pair right after its accept run, with
-  its settings and warm-up; batches since 2026-12-05 14:00; \`--no-accept-floor\` leaves it out):
+  its settings and warm-up; batches since 2026-12-05 13:16; \`--no-accept-floor\` leaves it out):
   the parts' floor as a running order path. A node:http server pinned like the API and a writer
   floating like the order writer do only what every accepted order needs — parse the body, the
   reserve script per event-loop turn, the order as JSON produced with acks=all (one request in

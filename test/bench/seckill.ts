@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
 import { prepareAcceptFloor, removeAcceptFloor, type AcceptFloorConfig, type AcceptFloorServerCounts } from './lib/accept-floor.ts';
-import { acceptedCount, histogramTotals, metricSum, settledAcceptedCount } from './lib/api-metrics.ts';
+import { acceptedCount, histogramTotals, metricSum, settledAcceptedCount, whenQuiet } from './lib/api-metrics.ts';
 import { request as http } from './lib/http.ts';
 import { checkPerf, PERF_NODE_ARGS, PerfRecording } from './lib/perf.ts';
 import { API_STEPS, attribute, WRITER_STEPS, type StepRule } from './lib/profile.ts';
@@ -527,17 +527,8 @@ async function floorWritten(): Promise<number> {
   return (JSON.parse((await http('GET', floorWriterUrl)).text) as { written: number }).written;
 }
 /** The floor server's counts once its answers have not moved for quietMs (wrk hangs up with requests in flight). */
-async function settledFloor(quietMs: number): Promise<AcceptFloorServerCounts> {
-  let answered = -1;
-  let changedAt = performance.now();
-  return eventually(
-    async () => {
-      const c = await floorCounts();
-      if (c.answered !== answered) [answered, changedAt] = [c.answered, performance.now()];
-      return performance.now() - changedAt >= quietMs ? c : undefined;
-    },
-    { timeoutMs: quietMs + 60_000, intervalMs: 100, what: 'the accept floor to answer the requests the load generator hung up on' },
-  );
+function settledFloor(quietMs: number): Promise<AcceptFloorServerCounts> {
+  return whenQuiet(floorCounts, (c) => c.answered, quietMs, 'the accept floor to answer the requests the load generator hung up on');
 }
 async function floorRows(): Promise<number> {
   const [r] = await db.query(`SELECT COUNT(*) AS n FROM ${floorConfig.table}`);

@@ -28,6 +28,7 @@ import { createPool } from '../../../controller/infra/mysql.ts';
 import { createRedis } from '../../../controller/infra/redis.ts';
 import { bucketOf, parseDuration, type FlashSale } from '../../../controller/spec/flashsale.ts';
 import { saleNames } from '../../../controller/spec/names.ts';
+import { chunks, type Scripts } from './parts.ts';
 
 export interface AcceptFloorConfig {
   /** The server's port (POST: an order; GET: its counts as JSON). */
@@ -58,8 +59,6 @@ export interface AcceptFloorServerCounts {
   failed: number;
 }
 
-type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsConfirm(...a: string[]): Promise<number[]>; fsClaim(...a: string[]): Promise<number[]> };
-
 // The API's chunk sizes (stock.ts).
 const RESERVE_CHUNK = 256;
 const CONFIRM_CHUNK = 1000;
@@ -68,12 +67,6 @@ const LINGER_MS = 2;
 function send(res: ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
   res.end(body);
-}
-
-function chunks<T>(all: T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < all.length; i += size) out.push(all.slice(i, i + size));
-  return out;
 }
 
 async function server(cfg: AcceptFloorConfig): Promise<void> {

@@ -26,15 +26,29 @@ export async function acceptedCount(apiUrl: string): Promise<number> {
  * 202s, which makes a "rows == 202s" check fail: it cannot hide a lost order.
  */
 export async function settledAcceptedCount(apiUrl: string, quietMs: number): Promise<number> {
-  let decided = -1;
+  const text = await whenQuiet(
+    async () => (await request('GET', `${apiUrl}/metrics`)).text,
+    (t) => metricSum(t, 'flashsale_api_requests_total'),
+    quietMs,
+    'the API to finish the requests the load generator hung up on',
+  );
+  return metricSum(text, 'flashsale_api_requests_total', 'outcome="accepted"');
+}
+
+/**
+ * The last reading of `read` once `answered(reading)` has not moved for quietMs (a server still
+ * answering the requests a load generator hung up on), polled every 100 ms, within quietMs + 60 s.
+ */
+export async function whenQuiet<T>(read: () => Promise<T>, answered: (reading: T) => number, quietMs: number, what: string): Promise<T> {
+  let last = -1;
   let changedAt = performance.now();
   return eventually(
     async () => {
-      const text = (await request('GET', `${apiUrl}/metrics`)).text;
-      const total = metricSum(text, 'flashsale_api_requests_total');
-      if (total !== decided) [decided, changedAt] = [total, performance.now()];
-      return performance.now() - changedAt >= quietMs ? metricSum(text, 'flashsale_api_requests_total', 'outcome="accepted"') : undefined;
+      const reading = await read();
+      const n = answered(reading);
+      if (n !== last) [last, changedAt] = [n, performance.now()];
+      return performance.now() - changedAt >= quietMs ? reading : undefined;
     },
-    { timeoutMs: quietMs + 60_000, intervalMs: 100, what: 'the API to finish the requests the load generator hung up on' },
+    { timeoutMs: quietMs + 60_000, intervalMs: 100, what },
   );
 }

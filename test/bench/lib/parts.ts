@@ -66,13 +66,14 @@ async function measured(server: number[], work: () => Promise<void>): Promise<{ 
   return { client: cpuSeconds(process.pid) - c0, server: sum(server) - s0 };
 }
 
-function chunks<T>(all: T[], size: number): T[][] {
+export function chunks<T>(all: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < all.length; i += size) out.push(all.slice(i, i + size));
   return out;
 }
 
-type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsConfirm(...a: string[]): Promise<number[]>; fsClaim(...a: string[]): Promise<number[]> };
+/** The pipeline's Redis scripts as StockStore defines them on a client. */
+export type Scripts = { fsReserve(...a: (string | number)[]): Promise<(number | string)[]>; fsConfirm(...a: string[]): Promise<number[]>; fsClaim(...a: string[]): Promise<number[]> };
 
 export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
   if (!produceGroupingInstalled()) throw new Error('the parts\' floor: kafkajs was loaded before the Kafka gateway, so its producer groups messages as kafkajs 2.2.4 does and the pipeline\'s do not; import controller/infra/kafka.ts first');

@@ -54,8 +54,8 @@ export interface SeckillRun extends RunContext {
   /**
    * bare = node:http ceiling, reject = API rejection path, accept = API accept path, reject-floor =
    * the least any rejection on node:http does (lib/rejection-floor.ts; lines since 2026-12-04 10:00),
-   * accept-floor = the least any order path built from the same parts does (lib/accept-floor.ts;
-   * lines since 2026-12-05 14:00).
+   * accept-floor = the least an order path does that makes the API's round trips with the same
+   * parts (lib/accept-floor.ts; lines since 2026-12-05 13:16).
    */
   which: 'bare' | 'reject' | 'reject-floor' | 'accept' | 'accept-floor';
   /** The API run a bare run is the ceiling of (same wrk settings). */

@@ -45,7 +45,7 @@ export interface SeckillSummary {
   /**
    * The accept floor (lib/accept-floor.ts): orders/s into its table, ratio to the bare run of its
    * pair, HTTP latency, CPU per order of all its processes and of its server alone; null in batches
-   * before it existed (2026-12-05 14:00).
+   * before it existed (2026-12-05 13:16).
    */
   acceptFloor: { ordersPerSecond: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread; serverUs: Spread } | null;
   bareAccept: Spread;
