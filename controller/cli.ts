@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
 import type { CommandContext, CommandValues } from './command.ts';
 import { createLogger } from './log.ts';
+import { applyV8Flags } from './runtime.ts';
 import { InvalidSpecError } from './spec/flashsale.ts';
 
 interface CommandDef {
@@ -101,6 +102,7 @@ function armShutdownDeadline(logger: { error(o: object, msg: string): void }, ms
 }
 
 export async function main(argv: string[]): Promise<void> {
+  const v8Flags = applyV8Flags();
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     (name === undefined ? process.stderr : process.stdout).write(usage() + '\n');
@@ -138,7 +140,7 @@ export async function main(argv: string[]): Promise<void> {
       }
     });
     // Logged once a stop signal is handled (a stop during startup ends the process too).
-    logger.info({ command: name, shutdownDeadlineMs: deadlineMs }, 'starting');
+    logger.info({ command: name, shutdownDeadlineMs: deadlineMs, v8Flags }, 'starting');
     const mod = await def.load();
     await mod.command(parsed.values as CommandValues, { config, logger, stopping });
   } catch (err) {

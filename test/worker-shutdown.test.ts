@@ -15,6 +15,7 @@ import { ensureSchema, ensureTopics } from '../controller/dataplane/provision.ts
 import type { KafkaGateway } from '../controller/infra/kafka.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
 import { deleteTopics, dropDatabase, testConfig, testKafka, uniqueName } from './support/infra.ts';
+import { V8_FLAGS } from '../controller/runtime.ts';
 
 const repo = new URL('..', import.meta.url).pathname;
 const namespace = uniqueName('stop');
@@ -125,6 +126,8 @@ describe('SIGTERM ends every worker within the shutdown deadline', () => {
     it(`${w.name}: SIGTERM during startup (handler installed, not ready yet)`, async () => {
       const p = await startWorker(w.args);
       await p.waitFor(/"msg":"starting"/);
+      // The program sets its V8 flags itself (controller/runtime.ts), whatever started it.
+      assert.ok(p.output().includes(`"v8Flags":${JSON.stringify(V8_FLAGS)}`), `starts with its V8 flags:\n${p.output().slice(-2000)}`);
       const r = await terminate(p);
       assert.equal(r.signal, null, `ended by its own exit, not by the signal's default action:\n${p.output().slice(-2000)}`);
       assert.equal(r.code, 0, `clean stop:\n${p.output().slice(-2000)}`);

@@ -41,6 +41,10 @@ import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type
 import { acceptFloorLine, budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
+import { applyV8Flags, V8_FLAGS } from '../../controller/runtime.ts';
+
+// The parts' floor runs its clients in this process: the same V8 settings as every server measured.
+applyV8Flags();
 
 const { values: args } = parseArgs({
   options: {
@@ -250,6 +254,7 @@ async function startBare(port: number, profileTo?: string): Promise<ChildProcess
   const [cmd, argv] = pinned(pin.serverCore, [
     process.execPath,
     ...(profileTo ? PERF_NODE_ARGS : []),
+    ...V8_FLAGS,
     '-e',
     `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
   ]);
@@ -301,7 +306,7 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   const barePort = PORT + 2;
   const floorPort = PORT + 3;
   const bare = await startBare(barePort, bareProfile);
-  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile]);
+  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, ...V8_FLAGS, join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile]);
   const floor = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(floor);
   await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
@@ -540,13 +545,13 @@ async function acceptFloorRun(pair: number): Promise<void> {
   if (!floorWriter) {
     writeFileSync(floorConfigFile, JSON.stringify(floorConfig));
     await prepareAcceptFloor(floorConfig, db);
-    const [cmd, argv] = pinned(null, [process.execPath, floorScript, 'writer', floorConfigFile]);
+    const [cmd, argv] = pinned(null, [process.execPath, ...V8_FLAGS, floorScript, 'writer', floorConfigFile]);
     floorWriter = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(floorWriter);
     await waitFor(floorWriterUrl);
   }
   const writer = floorWriter;
-  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, floorScript, 'server', floorConfigFile]);
+  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, ...V8_FLAGS, floorScript, 'server', floorConfigFile]);
   const server = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(server);
   await waitFor(floorUrl);
