@@ -50,11 +50,25 @@ interface SoldOutCopy {
   seq: string;
 }
 
-export type Outcome = 'accepted' | 'sold_out' | 'already_ordered' | 'not_started' | 'ended' | 'sale_not_found' | 'sku_not_found' | 'invalid' | 'unavailable';
+/**
+ * What the purchase route needs of one sale, found with the sale by the request's path in one
+ * lookup: a rejection then costs no further map lookups for its counter, its timing and its copy.
+ */
+interface SaleRoute {
+  ctx: SaleContext;
+  /** The sale's request counter per outcome, bound on first use (a fixed shape: one property load). */
+  outcomes: Record<Outcome, { inc(): void } | undefined>;
+  /** The sale's request-duration child for route="order", bound on first use. */
+  orderDuration: { observe(v: number): void } | undefined;
+  /** Every SKU of the spec with its sold-out copy: one lookup tells "known SKU?" and "sold out?". */
+  skus: Map<string, { soldOut: SoldOutCopy | undefined }>;
+}
+
+const OUTCOMES = ['accepted', 'sold_out', 'already_ordered', 'not_started', 'ended', 'sale_not_found', 'sku_not_found', 'invalid', 'unavailable'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
 
 type Route = 'order' | 'get_order' | 'pay' | 'sale' | 'health' | 'metrics' | 'other';
 
-const ORDER_FIELDS = new Set(['userId', 'skuId', 'quantity']);
 /** docs/openapi.yaml, serialised once. */
 const OPENAPI_JSON = JSON.stringify(openapiDocument);
 
@@ -86,7 +100,7 @@ function validateOrderBody(raw: string, perUserLimit: number): { userId: string;
   }
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BadRequest('body must be a JSON object');
   const o = body as Record<string, unknown>;
-  for (const k in o) if (!ORDER_FIELDS.has(k)) throw new BadRequest(`unknown field "${k}"`);
+  for (const k in o) if (k !== 'userId' && k !== 'skuId' && k !== 'quantity') throw new BadRequest(`unknown field "${k}"`);
   const { userId, skuId } = o;
   if (!isId(userId, 128)) throw new BadRequest('userId: required string of 1 to 128 characters, well-formed Unicode');
   if (!isId(skuId, 64)) throw new BadRequest('skuId: required string of 1 to 64 characters, well-formed Unicode');
@@ -140,7 +154,8 @@ export class OrderApi {
   readonly server: Server;
   private readonly sales = new Map<string, SaleContext>();
   /** '/v1/sales/{name}/orders' of every sale, for the purchase route's fast lookup. */
-  private readonly orderPaths = new Map<string, SaleContext>();
+  private readonly orderPaths = new Map<string, SaleRoute>();
+  private readonly routes = new Map<SaleContext, SaleRoute>();
   private readonly opts: ApiOptions;
   private readonly clock: () => number;
   private readonly nextOrderId: OrderIdGenerator;
@@ -152,8 +167,6 @@ export class OrderApi {
   private readonly durations = new Map<string, Map<Route, { observe(v: number): void }>>();
   /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
   private producerFailedAt: number | null = null;
-  /** Sold-out copies by sale key, then SKU id: a rejection builds no key string. */
-  private readonly soldOut = new Map<string, Map<string, SoldOutCopy>>();
   private readonly soldOutLoading = new Map<string, Promise<void>>();
   private readonly soldOutTtl: number;
   /** Highest counter per sale/SKU a reserve returned or MySQL recorded (restore-fence.ts). */
@@ -168,7 +181,10 @@ export class OrderApi {
       const name = s.sale.metadata.name;
       if (this.sales.has(name)) throw new Error(`two sales named "${name}": the API addresses sales by metadata.name`);
       this.sales.set(name, s);
-      this.orderPaths.set(`/v1/sales/${encodeURIComponent(name)}/orders`, s);
+      const outcomes = Object.fromEntries(OUTCOMES.map((o) => [o, undefined])) as SaleRoute['outcomes'];
+      const route: SaleRoute = { ctx: s, outcomes, orderDuration: undefined, skus: new Map([...s.skus.keys()].map((id) => [id, { soldOut: undefined }])) };
+      this.routes.set(s, route);
+      this.orderPaths.set(`/v1/sales/${encodeURIComponent(name)}/orders`, route);
     }
     this.clock = opts.clock ?? Date.now;
     this.nextOrderId = opts.orderId ?? orderIdGenerator(this.clock);
@@ -221,6 +237,16 @@ export class OrderApi {
     metricChild(this.outcomeCounters, this.metrics.apiRequests, sale, outcome).inc();
   }
 
+  /** count() for a purchase, through the sale's route. */
+  private countOrder(route: SaleRoute, outcome: Outcome): void {
+    (route.outcomes[outcome] ??= metricChild(this.outcomeCounters, this.metrics.apiRequests, route.ctx.key, outcome)).inc();
+  }
+
+  /** observe() for a purchase, through the sale's route. */
+  private observeOrder(route: SaleRoute, started: number): void {
+    (route.orderDuration ??= metricChild(this.durations, this.metrics.apiRequestDuration, route.ctx.key, 'order')).observe((performance.now() - started) / 1000);
+  }
+
   /** The stock gauge of a SKU. */
   private stockGauge(sale: string, sku: string): { set(v: number): void } {
     return metricChild(this.stockGauges, this.metrics.stockRemaining, sale, sku);
@@ -235,8 +261,8 @@ export class OrderApi {
     const url = req.url ?? '/';
     // Purchases first, by their exact path: one map lookup instead of splitting and decoding.
     if (req.method === 'POST') {
-      const ctx = this.orderPaths.get(url);
-      if (ctx) return this.placeOrder(ctx, req, res, started);
+      const route = this.orderPaths.get(url);
+      if (route) return this.placeOrder(route, req, res, started);
     }
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
@@ -255,7 +281,7 @@ export class OrderApi {
         if (parts.length === 5) {
           route = 'order';
           if (req.method === 'POST') {
-            if (ctx) return this.placeOrder(ctx, req, res, started);
+            if (ctx) return this.placeOrder(this.routes.get(ctx) as SaleRoute, req, res, started);
             work = this.saleNotFound(res, true, req);
           }
         } else if (parts.length === 6) {
@@ -316,82 +342,71 @@ export class OrderApi {
   }
 
   /**
-   * Reads the body up to the size limit and hands it to `done`; null (after answering 400) when it is
-   * too large. Callbacks, not a promise: this runs for every purchase (see placeOrder).
+   * POST /v1/sales/{sale}/orders. Everything answered without Redis (bad input, the sale window, an
+   * unknown SKU, the sold-out copy) is answered synchronously when the body has arrived, without a
+   * promise per request; only a reserve goes on to the async purchase(). The body is read here with
+   * two listeners and no other closure: this runs for every purchase. No 'error' listener: Node
+   * emits an aborted request's error only to listeners, and there is no one left to answer.
    */
-  private readBody(req: IncomingMessage, res: ServerResponse, done: (raw: string | null) => void, failed: (err: unknown) => void): void {
+  private placeOrder(route: SaleRoute, req: IncomingMessage, res: ServerResponse, started: number): void {
     if (declaredLength(req) > this.maxBody) {
       req.resume();
       this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
-      return done(null);
+      this.countOrder(route, 'invalid');
+      return this.observeOrder(route, started);
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = false;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > this.maxBody) over = true;
-      else chunks.push(c);
+      if (size <= this.maxBody) chunks.push(c);
     });
     req.on('end', () => {
-      if (over) {
-        this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
-        done(null);
-      } else done(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+      let work: Promise<void> | void = undefined;
+      try {
+        if (size > this.maxBody) {
+          this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
+          this.countOrder(route, 'invalid');
+        } else {
+          work = this.orderFromBody(route, chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'), res);
+        }
+      } catch (err) {
+        return this.orderFailed(route, req, res, started, err);
+      }
+      if (work) work.then(() => this.observeOrder(route, started), (err: unknown) => this.orderFailed(route, req, res, started, err));
+      else this.observeOrder(route, started);
     });
-    req.on('error', failed);
   }
 
-  /**
-   * POST /v1/sales/{sale}/orders. Everything answered without Redis (bad input, the sale window, an
-   * unknown SKU, the sold-out copy) is answered synchronously when the body has arrived, without a
-   * promise per request; only a reserve goes on to the async purchase().
-   */
-  private placeOrder(ctx: SaleContext, req: IncomingMessage, res: ServerResponse, started: number): void {
-    const failed = (err: unknown) => {
-      this.opts.logger.error({ err, url: req.url }, 'request failed');
-      if (!res.headersSent) this.send(res, 500, '{"error":"INTERNAL"}');
-      this.observe(ctx.key, 'order', started);
-    };
-    this.readBody(
-      req,
-      res,
-      (raw) => {
-        let work: Promise<void> | void;
-        try {
-          work = this.orderFromBody(ctx, raw, res);
-        } catch (err) {
-          return failed(err);
-        }
-        if (work) work.then(() => this.observe(ctx.key, 'order', started), failed);
-        else this.observe(ctx.key, 'order', started);
-      },
-      failed,
-    );
+  private orderFailed(route: SaleRoute, req: IncomingMessage, res: ServerResponse, started: number, err: unknown): void {
+    this.opts.logger.error({ err, url: req.url }, 'request failed');
+    if (!res.headersSent) this.send(res, 500, '{"error":"INTERNAL"}');
+    this.observeOrder(route, started);
   }
 
   /** Answers what needs no Redis and returns undefined, or returns the purchase under way. */
-  private orderFromBody(ctx: SaleContext, raw: string | null, res: ServerResponse): Promise<void> | void {
-    if (raw === null) return this.count(ctx.key, 'invalid');
+  private orderFromBody(route: SaleRoute, raw: string, res: ServerResponse): Promise<void> | void {
+    const ctx = route.ctx;
     let body: { userId: string; skuId: string; quantity: number };
     try {
       body = validateOrderBody(raw, ctx.perUserLimit);
     } catch (err) {
       if (!(err instanceof BadRequest)) throw err;
-      this.count(ctx.key, 'invalid');
+      this.countOrder(route, 'invalid');
       return this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: err.message }));
     }
     const now = this.clock();
     if (ctx.startMs !== null && now < ctx.startMs) {
-      this.count(ctx.key, 'not_started');
+      this.countOrder(route, 'not_started');
       return this.send(res, 403, '{"error":"SALE_NOT_STARTED"}');
     }
     if (ctx.endMs !== null && now >= ctx.endMs) {
-      this.count(ctx.key, 'ended');
+      this.countOrder(route, 'ended');
       return this.send(res, 403, '{"error":"SALE_ENDED"}');
     }
-    if (!ctx.skus.has(body.skuId)) {
-      this.count(ctx.key, 'sku_not_found');
+    const sku = route.skus.get(body.skuId);
+    if (!sku) {
+      this.countOrder(route, 'sku_not_found');
       return this.send(res, 404, '{"error":"SKU_NOT_FOUND"}');
     }
     // A flash sale is mostly rejections once the stock is gone. For a short while after Redis said
@@ -402,22 +417,23 @@ export class OrderApi {
     // replaces it (still sold out) or drops it (stock came back): no request waits on Redis while
     // the SKU stays sold out. A refresh that has not ended within a second TTL (Redis away) stops
     // the copy's use: a rejection is never more than 2 × soldOutTtlMs stale.
-    const copy = this.soldOut.get(ctx.key)?.get(body.skuId);
+    const copy = sku.soldOut;
     if (copy && copy.until + this.soldOutTtl > now) {
-      if (copy.until <= now) this.copySoldOut(ctx, body.skuId);
+      if (copy.until <= now) this.copySoldOut(route, body.skuId);
       const held = copy.holders.get(body.userId);
       if (held && held.units + body.quantity > ctx.perUserLimit) {
-        this.count(ctx.key, 'already_ordered');
+        this.countOrder(route, 'already_ordered');
         return this.send(res, 409, `{"error":"ALREADY_ORDERED","orderId":${JSON.stringify(held.orderId)}}`);
       }
-      this.count(ctx.key, 'sold_out');
+      this.countOrder(route, 'sold_out');
       return this.send(res, 409, '{"error":"SOLD_OUT"}');
     }
-    return this.purchase(ctx, body, res, now);
+    return this.purchase(route, body, res, now);
   }
 
   /** Reserves in Redis, hands the order to Kafka and answers (202, 409 or 503). */
-  private async purchase(ctx: SaleContext, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number): Promise<void> {
+  private async purchase(route: SaleRoute, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number): Promise<void> {
+    const ctx = route.ctx;
     const skuKey = `${ctx.key}\0${body.skuId}`;
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };
     // The highest counter known before this reserve is sent: every value in it was produced by Redis
@@ -432,21 +448,21 @@ export class OrderApi {
       result = await ctx.stock.reserve(reservation, ctx.perUserLimit);
     } catch (err) {
       this.opts.logger.warn({ err: String(err) }, 'reserve failed');
-      this.count(ctx.key, 'unavailable');
+      this.countOrder(route, 'unavailable');
       return this.send(res, 503, '{"error":"UNAVAILABLE"}');
     }
     switch (result.outcome) {
       case 'sold-out':
-        this.copySoldOut(ctx, body.skuId);
-        this.count(ctx.key, 'sold_out');
+        this.copySoldOut(route, body.skuId);
+        this.countOrder(route, 'sold_out');
         return this.send(res, 409, '{"error":"SOLD_OUT"}');
       case 'already-ordered':
-        this.count(ctx.key, 'already_ordered');
+        this.countOrder(route, 'already_ordered');
         return this.send(res, 409, `{"error":"ALREADY_ORDERED","orderId":${JSON.stringify(result.orderId)}}`);
       case 'sku-not-found':
         // In the spec but not in Redis: the stock was never provisioned or Redis lost it.
         this.opts.logger.error({ sale: ctx.key, sku: body.skuId }, 'SKU has no stock in Redis (not provisioned?)');
-        this.count(ctx.key, 'unavailable');
+        this.countOrder(route, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
     }
     // Redis never lowers a SKU's counter: a value at or below one this process saw means it went
@@ -456,7 +472,7 @@ export class OrderApi {
       if (result.seq <= floor) {
         this.opts.logger.error({ sale: ctx.key, sku: body.skuId, seq: result.seq, seen: floor }, 'Redis went back in time for this SKU (restored from an older snapshot?): fencing it until the rebuild from MySQL');
         await ctx.stock.fence(body.skuId).catch(() => undefined);
-        this.count(ctx.key, 'unavailable');
+        this.countOrder(route, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
       }
       if (result.seq > (this.seqSeen.get(skuKey) ?? 0)) this.seqSeen.set(skuKey, result.seq);
@@ -484,7 +500,7 @@ export class OrderApi {
       }
       if (handOff === 'reaped') {
         this.opts.logger.warn({ orderId: reservation.orderId }, 'the reaper returned this reservation before the hand-off completed; answering 503');
-        this.count(ctx.key, 'unavailable');
+        this.countOrder(route, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
       }
     } catch (err) {
@@ -500,11 +516,11 @@ export class OrderApi {
       // Only a claim by the writer proves the message reached Kafka despite the error: then the
       // order stands. Anything else (given back now or before, Redis lost the SKU) is a 503.
       if (!claimed) {
-        this.count(ctx.key, 'unavailable');
+        this.countOrder(route, 'unavailable');
         return this.send(res, 503, '{"error":"UNAVAILABLE"}');
       }
     }
-    this.count(ctx.key, 'accepted');
+    this.countOrder(route, 'accepted');
     this.send(res, 202, `{"orderId":"${reservation.orderId}","status":"QUEUED"}`);
   }
 
@@ -531,21 +547,22 @@ export class OrderApi {
   }
 
   /** Loads the holders of a sold-out SKU in the background (one load at a time per SKU). */
-  private copySoldOut(ctx: SaleContext, skuId: string): void {
+  private copySoldOut(route: SaleRoute, skuId: string): void {
+    const ctx = route.ctx;
     const key = `${ctx.key}\0${skuId}`;
-    if (this.soldOutTtl <= 0 || this.soldOutLoading.has(key)) return;
-    const copies = innerMap(this.soldOut, ctx.key);
-    const old = copies.get(skuId);
+    const sku = route.skus.get(skuId);
+    if (!sku || this.soldOutTtl <= 0 || this.soldOutLoading.has(key)) return;
+    const old = sku.soldOut;
     const loading = ctx.stock
       .soldOutSnapshot(skuId, this.opts.soldOutMaxHolders ?? 200_000, old?.seq)
       .then(
         (snap) => {
           const until = this.clock() + this.soldOutTtl;
-          if (snap === 'unchanged' && old) copies.set(skuId, { ...old, until });
-          else if (snap && snap !== 'unchanged') copies.set(skuId, { until, holders: snap.holders, seq: snap.seq });
-          else copies.delete(skuId);
+          if (snap === 'unchanged' && old) sku.soldOut = { ...old, until };
+          else if (snap && snap !== 'unchanged') sku.soldOut = { until, holders: snap.holders, seq: snap.seq };
+          else sku.soldOut = undefined;
         },
-        // The old copy, if any, stays usable only until its second TTL ends (see placeOrder).
+        // The old copy, if any, stays usable only until its second TTL ends (see orderFromBody).
         (err: unknown) => this.opts.logger.warn({ err: String(err), sku: skuId }, 'could not copy the holders of a sold-out SKU'),
       )
       .finally(() => this.soldOutLoading.delete(key));
@@ -632,7 +649,8 @@ function declaredLength(req: IncomingMessage): number {
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    if (name.length === 14 && name.toLowerCase() === 'content-length') return Number(raw[i + 1]) || 0;
+    // The usual spellings first: toLowerCase() would allocate a string per request.
+    if (name === 'Content-Length' || name === 'content-length' || (name.length === 14 && name.toLowerCase() === 'content-length')) return Number(raw[i + 1]) || 0;
   }
   return 0;
 }
