@@ -152,10 +152,10 @@ export function observeHandOffBatches(registry: Registry, sales: SaleContext[]):
 
 export class OrderApi {
   readonly server: Server;
-  private readonly sales = new Map<string, SaleContext>();
+  /** Every sale's route by metadata.name. */
+  private readonly sales = new Map<string, SaleRoute>();
   /** '/v1/sales/{name}/orders' of every sale, for the purchase route's fast lookup. */
   private readonly orderPaths = new Map<string, SaleRoute>();
-  private readonly routes = new Map<SaleContext, SaleRoute>();
   private readonly opts: ApiOptions;
   private readonly clock: () => number;
   private readonly nextOrderId: OrderIdGenerator;
@@ -180,10 +180,9 @@ export class OrderApi {
     for (const s of opts.sales) {
       const name = s.sale.metadata.name;
       if (this.sales.has(name)) throw new Error(`two sales named "${name}": the API addresses sales by metadata.name`);
-      this.sales.set(name, s);
       const outcomes = Object.fromEntries(OUTCOMES.map((o) => [o, undefined])) as SaleRoute['outcomes'];
       const route: SaleRoute = { ctx: s, outcomes, orderDuration: undefined, skus: new Map([...s.skus.keys()].map((id) => [id, { soldOut: undefined }])) };
-      this.routes.set(s, route);
+      this.sales.set(name, route);
       this.orderPaths.set(`/v1/sales/${encodeURIComponent(name)}/orders`, route);
     }
     this.clock = opts.clock ?? Date.now;
@@ -270,7 +269,8 @@ export class OrderApi {
     // ['', 'v1', 'sales', sale, 'orders', orderId, 'pay']
     if (parts[1] === 'v1' && parts[2] === 'sales' && parts[3] && parts.length <= 7) {
       const saleName = decodeURIComponentSafe(parts[3]);
-      const ctx = saleName === null ? undefined : this.sales.get(saleName);
+      const sale = saleName === null ? undefined : this.sales.get(saleName);
+      const ctx = sale?.ctx;
       const label = ctx ? ctx.key : 'unknown';
       let route: Route = 'other';
       let work: Promise<void> | undefined;
@@ -281,7 +281,7 @@ export class OrderApi {
         if (parts.length === 5) {
           route = 'order';
           if (req.method === 'POST') {
-            if (ctx) return this.placeOrder(this.routes.get(ctx) as SaleRoute, req, res, started);
+            if (sale) return this.placeOrder(sale, req, res, started);
             work = this.saleNotFound(res, true, req);
           }
         } else if (parts.length === 6) {
@@ -351,8 +351,7 @@ export class OrderApi {
   private placeOrder(route: SaleRoute, req: IncomingMessage, res: ServerResponse, started: number): void {
     if (declaredLength(req) > this.maxBody) {
       req.resume();
-      this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
-      this.countOrder(route, 'invalid');
+      this.bodyTooLarge(route, res);
       return this.observeOrder(route, started);
     }
     const chunks: Buffer[] = [];
@@ -365,8 +364,7 @@ export class OrderApi {
       let work: Promise<void> | void = undefined;
       try {
         if (size > this.maxBody) {
-          this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
-          this.countOrder(route, 'invalid');
+          this.bodyTooLarge(route, res);
         } else {
           work = this.orderFromBody(route, chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'), res);
         }
@@ -376,6 +374,12 @@ export class OrderApi {
       if (work) work.then(() => this.observeOrder(route, started), (err: unknown) => this.orderFailed(route, req, res, started, err));
       else this.observeOrder(route, started);
     });
+  }
+
+  /** 400 for a body over maxBodyBytes, closing the connection (the rest of the body is not read). */
+  private bodyTooLarge(route: SaleRoute, res: ServerResponse): void {
+    this.send(res, 400, JSON.stringify({ error: 'INVALID_REQUEST', message: `body larger than ${this.maxBody} bytes` }), true);
+    this.countOrder(route, 'invalid');
   }
 
   private orderFailed(route: SaleRoute, req: IncomingMessage, res: ServerResponse, started: number, err: unknown): void {

@@ -46,6 +46,11 @@ import { applyV8Flags, V8_FLAGS } from '../../controller/runtime.ts';
 // The parts' floor runs its clients in this process: the same V8 settings as every server measured.
 applyV8Flags();
 
+/** A Node command line with the program's V8 flags: bare and the floors run as `flashsale` does. */
+function nodeCommand(...args: string[]): string[] {
+  return [process.execPath, ...V8_FLAGS, ...args];
+}
+
 const { values: args } = parseArgs({
   options: {
     duration: { type: 'string', default: process.env.BENCH_SECONDS ?? '10s' },
@@ -251,13 +256,11 @@ async function warmUp(o: Omit<Parameters<typeof wrk>[0], keyof typeof wrkCommon>
 
 /** The bare node:http server (the ceiling) on `port`, pinned to the server core. */
 async function startBare(port: number, profileTo?: string): Promise<ChildProcess> {
-  const [cmd, argv] = pinned(pin.serverCore, [
-    process.execPath,
+  const [cmd, argv] = pinned(pin.serverCore, nodeCommand(
     ...(profileTo ? PERF_NODE_ARGS : []),
-    ...V8_FLAGS,
     '-e',
     `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
-  ]);
+  ));
   const bare = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(bare);
   startRecording(profileTo, bare.pid);
@@ -306,7 +309,7 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   const barePort = PORT + 2;
   const floorPort = PORT + 3;
   const bare = await startBare(barePort, bareProfile);
-  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, ...V8_FLAGS, join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile]);
+  const [cmd, argv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile));
   const floor = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(floor);
   await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
@@ -545,13 +548,13 @@ async function acceptFloorRun(pair: number): Promise<void> {
   if (!floorWriter) {
     writeFileSync(floorConfigFile, JSON.stringify(floorConfig));
     await prepareAcceptFloor(floorConfig, db);
-    const [cmd, argv] = pinned(null, [process.execPath, ...V8_FLAGS, floorScript, 'writer', floorConfigFile]);
+    const [cmd, argv] = pinned(null, nodeCommand(floorScript, 'writer', floorConfigFile));
     floorWriter = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(floorWriter);
     await waitFor(floorWriterUrl);
   }
   const writer = floorWriter;
-  const [cmd, argv] = pinned(pin.serverCore, [process.execPath, ...V8_FLAGS, floorScript, 'server', floorConfigFile]);
+  const [cmd, argv] = pinned(pin.serverCore, nodeCommand(floorScript, 'server', floorConfigFile));
   const server = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(server);
   await waitFor(floorUrl);
