@@ -11,7 +11,8 @@ import type { Pool } from '../infra/mysql.ts';
 import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
-import { codePoints, type OrderMessage } from './messages.ts';
+import type { OrderMessage } from './messages.ts';
+import { BadRequest, readOrderBody, type OrderBody } from './order-body.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
 import { openapiDocument } from './openapi-document.ts';
 import { payOrder } from './payment.ts';
@@ -72,43 +73,10 @@ type Route = 'order' | 'get_order' | 'pay' | 'sale' | 'health' | 'metrics' | 'ot
 /** docs/openapi.yaml, serialised once. */
 const OPENAPI_JSON = JSON.stringify(openapiDocument);
 
-class BadRequest extends Error {}
-
 /** A SQL DATETIME(3) read back as a Date (UTC, see createPool), as RFC 3339. */
 function iso(v: Date | string | null): string | null {
   if (v === null) return null;
   return (v instanceof Date ? v : new Date(v)).toISOString();
-}
-
-/**
- * A user or SKU id: 1..max characters counted in code points (as docs/openapi.yaml's JSON Schema and
- * MySQL's VARCHAR count them), well-formed Unicode. A lone surrogate is refused: Redis and MySQL
- * store UTF-8, where every lone surrogate becomes U+FFFD, so two distinct ids would merge.
- */
-function isId(v: unknown, max: number): v is string {
-  if (typeof v !== 'string' || v.length === 0) return false;
-  if (v.length > max && (v.length > 2 * max || codePoints(v) > max)) return false;
-  return v.isWellFormed();
-}
-
-function validateOrderBody(raw: string, perUserLimit: number): { userId: string; skuId: string; quantity: number } {
-  let body: unknown;
-  try {
-    body = JSON.parse(raw);
-  } catch {
-    throw new BadRequest('body is not valid JSON');
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BadRequest('body must be a JSON object');
-  const o = body as Record<string, unknown>;
-  for (const k in o) if (k !== 'userId' && k !== 'skuId' && k !== 'quantity') throw new BadRequest(`unknown field "${k}"`);
-  const { userId, skuId } = o;
-  if (!isId(userId, 128)) throw new BadRequest('userId: required string of 1 to 128 characters, well-formed Unicode');
-  if (!isId(skuId, 64)) throw new BadRequest('skuId: required string of 1 to 64 characters, well-formed Unicode');
-  const quantity = o.quantity === undefined ? 1 : o.quantity;
-  if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > perUserLimit) {
-    throw new BadRequest(`quantity: must be an integer from 1 to ${perUserLimit} (the per-user limit)`);
-  }
-  return { userId, skuId, quantity };
 }
 
 /** The inner map of `outer` under `key`, made on first use (per-sale maps keyed by SKU, outcome, route). */
@@ -391,9 +359,9 @@ export class OrderApi {
   /** Answers what needs no Redis and returns undefined, or returns the purchase under way. */
   private orderFromBody(route: SaleRoute, raw: string, res: ServerResponse): Promise<void> | void {
     const ctx = route.ctx;
-    let body: { userId: string; skuId: string; quantity: number };
+    let body: OrderBody;
     try {
-      body = validateOrderBody(raw, ctx.perUserLimit);
+      body = readOrderBody(raw, ctx.perUserLimit);
     } catch (err) {
       if (!(err instanceof BadRequest)) throw err;
       this.countOrder(route, 'invalid');
@@ -436,7 +404,7 @@ export class OrderApi {
   }
 
   /** Reserves in Redis, hands the order to Kafka and answers (202, 409 or 503). */
-  private async purchase(route: SaleRoute, body: { userId: string; skuId: string; quantity: number }, res: ServerResponse, now: number): Promise<void> {
+  private async purchase(route: SaleRoute, body: OrderBody, res: ServerResponse, now: number): Promise<void> {
     const ctx = route.ctx;
     const skuKey = `${ctx.key}\0${body.skuId}`;
     const reservation = { orderId: this.nextOrderId(), userId: body.userId, skuId: body.skuId, quantity: body.quantity, reservedAt: now };

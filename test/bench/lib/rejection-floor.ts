@@ -1,13 +1,15 @@
 // `node test/bench/lib/rejection-floor.ts <port> <holders.json>`: the rejection path's floor on
 // node:http, the rejection counterpart of the accept path's parts' floor (parts.ts). It does only what
-// every rejection has to do, and answers what the API answers: read the body, JSON.parse it, check
-// that userId and skuId are strings, look the buyer up among the SKU's holders, answer 409 with
+// every rejection has to do, and answers what the API answers: read the body, parse it (the usual
+// body with the API's own reader, scanOrderBody, anything else with JSON.parse), check that userId
+// and skuId are strings, look the buyer up among the SKU's holders, answer 409 with
 // ALREADY_ORDERED and the order id or SOLD_OUT, count the answer and time it into a histogram. No
 // routing, no sale window, no validation beyond the two types. bench:seckill measures it in the same
 // rounds as the bare server and the API: what it reaches is the most any handler on node:http that
 // parses the body can expect on this machine.
 import { createServer, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { scanOrderBody } from '../../../controller/dataplane/order-body.ts';
 
 const [port, holdersFile] = process.argv.slice(2);
 if (!port || !holdersFile) throw new Error('usage: rejection-floor.ts <port> <holders.json>');
@@ -29,7 +31,7 @@ createServer((req, res) => {
     const raw = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
     let body: { userId?: unknown; skuId?: unknown };
     try {
-      body = JSON.parse(raw) as typeof body;
+      body = scanOrderBody(raw) ?? (JSON.parse(raw) as typeof body);
     } catch {
       return send(res, 400, '{"error":"INVALID_REQUEST"}');
     }

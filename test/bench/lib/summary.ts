@@ -340,7 +340,7 @@ export function rejectBudgetLine(s: SeckillSummary): string {
     `the rejection path may spend at most ${allowed.toFixed(1)} µs. It spent ${s.cpuPerRejectUs.median.toFixed(1)} µs (every pipeline process), ` +
     `which allows about ${(s.cpuPerBareUs.median / s.cpuPerRejectUs.median).toFixed(2)} of bare. ${reach ? 'Within the budget.' : `Out of reach at this cost: ${(s.cpuPerRejectUs.median - allowed).toFixed(1)} µs per request too many (where they go: the profile below).`}` +
     (s.rejectFloor
-      ? ` The rejection floor, a handler doing only what every rejection needs (read the body, JSON.parse, check two fields, look the buyer up, the same JSON answers, a counter and a histogram), measured in the same rounds: ` +
+      ? ` The rejection floor, a handler doing only what every rejection needs (read the body, parse it with the API's reader, check two fields, look the buyer up, the same JSON answers, a counter and a histogram), measured in the same rounds: ` +
         `${s.rejectFloor.ratio.median.toFixed(2)} (${s.rejectFloor.ratio.min.toFixed(2)}–${s.rejectFloor.ratio.max.toFixed(2)}) of bare at ${s.rejectFloor.cpuUs.median.toFixed(1)} µs per request (server only)` +
         (s.rejectFloor.ratio.median < TARGETS.rejectRatio ? `, below the target itself: on this machine a node:http handler that does this much does not reach ${TARGETS.rejectRatio} of bare.` : '.')
       : '')
