@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --no-maglev
+#!/usr/bin/env node
 // In a source checkout run the TypeScript directly (Node 24 strips types), so `npx flashsale`
 // never runs a stale build; an installed package (under node_modules) runs the compiled dist/.
 import { existsSync } from 'node:fs';

@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
 import type { CommandContext, CommandValues } from './command.ts';
 import { createLogger } from './log.ts';
-import { applyV8Flags, missingNodeFlags } from './runtime.ts';
+import { applyV8Flags } from './runtime.ts';
 import { InvalidSpecError } from './spec/flashsale.ts';
 
 interface CommandDef {
@@ -141,8 +141,6 @@ export async function main(argv: string[]): Promise<void> {
     });
     // Logged once a stop signal is handled (a stop during startup ends the process too).
     logger.info({ command: name, shutdownDeadlineMs: deadlineMs, v8Flags }, 'starting');
-    const missing = missingNodeFlags();
-    if (missing.length > 0) logger.warn({ missing }, 'started without V8 flags this program needs on the node command line (controller/runtime.ts NODE_FLAGS): it runs, but may use more CPU per request');
     const mod = await def.load();
     await mod.command(parsed.values as CommandValues, { config, logger, stopping });
   } catch (err) {

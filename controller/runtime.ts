@@ -1,8 +1,5 @@
-// V8 settings of every flashsale process. Two kinds: flags V8 reads as it goes, which the program
-// sets on itself (cli.ts), so every way of starting it gets them; and flags V8 reads only once, at
-// start, which must be on node's command line: bin/flashsale.js's `#!` line passes them (the image's
-// entrypoint and `npx flashsale` run through it), and every launcher of `node bin/flashsale.js`
-// (the node agent, the benchmarks, the tests' process helpers) puts NODE_FLAGS before the script.
+// V8 settings of every flashsale process, applied by the program itself (cli.ts) so the image's
+// entrypoint, `npx flashsale` and the benchmarks' servers all run with the same ones.
 import { setFlagsFromString } from 'node:v8';
 
 /**
@@ -17,25 +14,8 @@ import { setFlagsFromString } from 'node:v8';
  */
 export const V8_FLAGS: readonly string[] = ['--no-memory-reducer-favors-memory'];
 
-/**
- * --no-maglev: no mid-tier compiler; hot code goes from the baseline tier straight to TurboFan. An
- * API process that idled for a few seconds after start (as before a sale) came out, in about half
- * of its launches, in a state where every process.nextTick built its tick object through V8's
- * runtime (map transitions and migrations on each call) for the rest of its life: ~25 % more CPU
- * per request, 21-23 µs instead of 16-18 on this machine. With --no-maglev on the command line, no
- * launch out of 16 did; the first second of load was ~3 % slower, the rest the same
- * (docs/order-path.md, "Half of the launches"). Set at run time it changes nothing: V8 decides
- * whether Maglev is on when the isolate is created.
- */
-export const NODE_FLAGS: readonly string[] = ['--no-maglev'];
-
-/** Applies V8_FLAGS to this process and returns every V8 flag it runs with (logged at start). */
+/** Applies V8_FLAGS to this process and returns them (logged at start). */
 export function applyV8Flags(): readonly string[] {
   for (const flag of V8_FLAGS) setFlagsFromString(flag);
-  return [...NODE_FLAGS.filter((f) => process.execArgv.includes(f)), ...V8_FLAGS];
-}
-
-/** The NODE_FLAGS this process was started without (a launcher that does not pass them). */
-export function missingNodeFlags(): string[] {
-  return NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
+  return V8_FLAGS;
 }

@@ -14,7 +14,6 @@ import type { KafkaGateway } from '../controller/infra/kafka.ts';
 import type { Redis } from '../controller/infra/redis.ts';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { closeHttpAgent, http, removeSale, saleDoc } from './support/order-path.ts';
-import { NODE_FLAGS } from '../controller/runtime.ts';
 
 const config = testConfig();
 const sale = saleDoc(uniqueName('run'));
@@ -28,7 +27,7 @@ let stderr = '';
 
 function run(): { child: ChildProcess; url: Promise<string> } {
   const bin = fileURLToPath(new URL('../bin/flashsale.js', import.meta.url));
-  const child = spawn(process.execPath, [...NODE_FLAGS, bin, 'run', '-f', file], {
+  const child = spawn(process.execPath, [bin, 'run', '-f', file], {
     // No NODE_OPTIONS from the test runner's environment: the process runs as a user starts it.
     env: { ...process.env, NODE_OPTIONS: '', MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`, HTTP_PORT: '0', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],

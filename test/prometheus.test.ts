@@ -32,7 +32,6 @@ import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, te
 import { createNamespace, deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
 import { kubectlFor, type Kubectl } from './support/kubectl.ts';
 import { startOperator, type OperatorProcess } from './support/operator.ts';
-import { NODE_FLAGS } from '../controller/runtime.ts';
 
 const repo = new URL('..', import.meta.url).pathname;
 const rulesFile = join(repo, 'charts/flashsale-operator/files/prometheus-rules.yaml');
@@ -99,7 +98,7 @@ function childEnv(port: number, logLevel: string): NodeJS.ProcessEnv {
 
 /** Starts `flashsale ARGS`; resolves when a stdout/stderr line matches `ready`. */
 function flashsale(args: string[], port: number, ready: RegExp, logLevel = 'warn'): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...NODE_FLAGS, join(repo, 'bin/flashsale.js'), ...args], { env: childEnv(port, logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(repo, 'bin/flashsale.js'), ...args], { env: childEnv(port, logLevel), stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
   return new Promise((resolve, reject) => {

@@ -16,7 +16,6 @@ import { RedisLease } from '../controller/infra/lock.ts';
 import { createPool } from '../controller/infra/mysql.ts';
 import { eventually } from './support/infra.ts';
 import { logger, readTopic, saleDoc, trackedFixtures, type SaleFixture } from './support/timeouts.ts';
-import { NODE_FLAGS } from '../controller/runtime.ts';
 
 const fixture = trackedFixtures();
 
@@ -57,7 +56,7 @@ describe('timeout recovery', () => {
     writeFileSync(file, stringify(saleDoc(f.sale.metadata.namespace, { skus: [{ id: 'sku', stock: n, timeoutBucket: 'b2' }], buckets: [{ name: 'b2', delay: '2s' }] })));
     const { host, port, database } = f.config.mysql;
     const spawnCloser = (): ChildProcess =>
-      spawn(process.execPath, [...NODE_FLAGS, fileURLToPath(new URL('../bin/flashsale.js', import.meta.url)), 'timeout-closer', '--bucket', 'b2', '-f', file], {
+      spawn(process.execPath, [fileURLToPath(new URL('../bin/flashsale.js', import.meta.url)), 'timeout-closer', '--bucket', 'b2', '-f', file], {
         env: { ...process.env, MYSQL_URL: `mysql://root@${host}:${port}/${database}`, HTTP_PORT: '0', HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'error' },
         stdio: ['ignore', 'ignore', 'inherit'],
       });

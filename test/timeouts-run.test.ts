@@ -17,7 +17,6 @@ import { saleNames } from '../controller/spec/names.ts';
 import { deleteRedisKeys, deleteTopics, dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
 import { closeHttpAgent, http } from './support/order-path.ts';
 import { saleDoc } from './support/timeouts.ts';
-import { NODE_FLAGS } from '../controller/runtime.ts';
 
 const namespace = uniqueName('tr');
 const doc = saleDoc(
@@ -52,7 +51,7 @@ after(async () => {
 describe('flashsale run closes unpaid orders', () => {
   it('closer and compensation scan inside the standalone process', { timeout: 120_000 }, async () => {
     const { host, port, user, database } = config.mysql;
-    child = spawn(process.execPath, [...NODE_FLAGS, fileURLToPath(new URL('../bin/flashsale.js', import.meta.url)), 'run', '-f', file], {
+    child = spawn(process.execPath, [fileURLToPath(new URL('../bin/flashsale.js', import.meta.url)), 'run', '-f', file], {
       env: { ...process.env, MYSQL_URL: `mysql://${user}@${host}:${port}/${database}`, HTTP_PORT: '0', LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });

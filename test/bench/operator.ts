@@ -40,7 +40,6 @@ import { replaceBlock } from './lib/blocks.ts';
 import { attribute, OPERATOR_STEPS, type CpuProfile } from './lib/profile.ts';
 import { percentile } from './lib/stats.ts';
 import { controlPlanePids, cpuSeconds, CpuMeter, gitInfo, infraPids, machine } from './lib/system.ts';
-import { NODE_FLAGS } from '../../controller/runtime.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESULTS = join(root, 'test/bench/results/operator.jsonl');
@@ -172,7 +171,7 @@ async function spawnOperator(o: { kubeconfigYaml: string; config: Config; namesp
     ...o.env,
   };
   const fd = openSync(o.logFile, 'a');
-  const proc = spawn(process.execPath, [...NODE_FLAGS, ...(o.nodeArgs ?? []), join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
+  const proc = spawn(process.execPath, [...(o.nodeArgs ?? []), join(root, 'bin/flashsale.js'), 'operator', ...o.namespaces.flatMap((n) => ['--namespace', n]), '--lease-name', o.leaseName], { env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const stop = async () => {

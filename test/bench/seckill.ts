@@ -41,14 +41,14 @@ import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type
 import { acceptFloorLine, budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
-import { applyV8Flags, NODE_FLAGS, V8_FLAGS } from '../../controller/runtime.ts';
+import { applyV8Flags, V8_FLAGS } from '../../controller/runtime.ts';
 
 // The parts' floor runs its clients in this process: the same V8 settings as every server measured.
 applyV8Flags();
 
 /** A Node command line with the program's V8 flags: bare and the floors run as `flashsale` does. */
 function nodeCommand(...args: string[]): string[] {
-  return [process.execPath, ...NODE_FLAGS, ...V8_FLAGS, ...args];
+  return [process.execPath, ...V8_FLAGS, ...args];
 }
 
 const { values: args } = parseArgs({
@@ -159,7 +159,7 @@ function startRecording(dir: string | undefined, pid: number | undefined): void 
 }
 
 function flashsale(command: string, core: number | null, profileTo?: string): ChildProcess {
-  const [cmd, argv] = pinned(core, [process.execPath, ...NODE_FLAGS, ...(profileTo ? PERF_NODE_ARGS : []), join(root, 'bin/flashsale.js'), command]);
+  const [cmd, argv] = pinned(core, [process.execPath, ...(profileTo ? PERF_NODE_ARGS : []), join(root, 'bin/flashsale.js'), command]);
   // taskset execs the command, so the child's pid is the server's pid (its CPU time is what we read).
   const child = spawn(cmd, argv, {
     env: {

@@ -32,7 +32,7 @@ import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { choosePinning, CpuMeter, cpuSeconds, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
-import { applyV8Flags, NODE_FLAGS } from '../../controller/runtime.ts';
+import { applyV8Flags } from '../../controller/runtime.ts';
 
 // The MySQL floor runs in this process: the same V8 settings as the closer it is compared with.
 applyV8Flags();
@@ -334,7 +334,7 @@ async function apiRound(round: number): Promise<void> {
   const committedAt = new Map<string, number>();
   const children: ChildProcess[] = [];
   const flashsale = (command: string, port: number, core: number | null) => {
-    const [cmd, argv] = pinned(core, [process.execPath, ...NODE_FLAGS, join(root, 'bin/flashsale.js'), command]);
+    const [cmd, argv] = pinned(core, [process.execPath, join(root, 'bin/flashsale.js'), command]);
     const child = spawn(cmd, argv, {
       env: {
         ...process.env,

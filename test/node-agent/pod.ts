@@ -14,7 +14,6 @@ import {
   SA_MOUNT_PATH, automountToken, backoffMs, containerEnv, expand, exitCode, flashsaleArgs, httpProbe, isProjectImage, podStatus, rfc3339, runAs, sameJson,
   type ContainerView, type EnvSources, type HttpProbe,
 } from './podspec.ts';
-import { NODE_FLAGS } from '../../controller/runtime.ts';
 
 export interface NodeContext {
   nodeName: string;
@@ -312,8 +311,7 @@ export class PodWorker {
       ...Object.fromEntries(vars),
     };
     const { uid, gid } = user.value;
-    // As the image's entrypoint runs it (bin/flashsale.js's #! line carries NODE_FLAGS).
-    const program = [this.ctx.nodeBin, ...NODE_FLAGS, this.ctx.flashsaleJs, ...argv];
+    const program = [this.ctx.nodeBin, this.ctx.flashsaleJs, ...argv];
     let cmd: string[];
     if (!this.ctx.isRoot) cmd = program;
     else {

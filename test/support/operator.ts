@@ -7,7 +7,6 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../../controller/config.ts';
 import { eventually } from './infra.ts';
-import { NODE_FLAGS } from '../../controller/runtime.ts';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -49,7 +48,7 @@ export async function startOperator(opts: { kubeconfigYaml: string; config: Conf
     LEASE_RETRY_PERIOD: '1s',
     ...(opts.env ?? {}),
   };
-  const proc = spawn(process.execPath, [...NODE_FLAGS, join(repo, 'bin/flashsale.js'), 'operator', '--namespace', opts.namespace, '--lease-name', opts.leaseName ?? `op-${opts.namespace}`], {
+  const proc = spawn(process.execPath, [join(repo, 'bin/flashsale.js'), 'operator', '--namespace', opts.namespace, '--lease-name', opts.leaseName ?? `op-${opts.namespace}`], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

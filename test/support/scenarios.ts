@@ -13,7 +13,6 @@ import type { FlashSale } from '../../controller/spec/flashsale.ts';
 import { freePort } from './faults/proxy.ts';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis } from './infra.ts';
 import { closeHttpAgent, http, pool as makePool, provisionSale, removeSale } from './order-path.ts';
-import { NODE_FLAGS } from '../../controller/runtime.ts';
 
 const bin = fileURLToPath(new URL('../../bin/flashsale.js', import.meta.url));
 
@@ -24,7 +23,7 @@ const bin = fileURLToPath(new URL('../../bin/flashsale.js', import.meta.url));
  */
 export function spawnWorker(command: string, sale: FlashSale, config: Config, o: { args?: string[]; env?: Record<string, string>; stdout?: boolean } = {}): ChildProcess {
   const { host, port, user, database } = config.mysql;
-  return spawn(process.execPath, [...NODE_FLAGS, bin, command, ...(o.args ?? [])], {
+  return spawn(process.execPath, [bin, command, ...(o.args ?? [])], {
     env: {
       ...process.env,
       FLASHSALE_SPEC: JSON.stringify(sale),

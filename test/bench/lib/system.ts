@@ -8,7 +8,7 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import type { Config } from '../../../controller/config.ts';
 import type { Pool } from '../../../controller/infra/mysql.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
-import { NODE_FLAGS, V8_FLAGS } from '../../../controller/runtime.ts';
+import { V8_FLAGS } from '../../../controller/runtime.ts';
 
 /** Clock ticks per second of utime/stime in /proc/<pid>/stat (USER_HZ, 100 on Linux unless told otherwise). */
 export const TICKS = (() => {
@@ -220,7 +220,7 @@ export async function readVersions(deps: { pool: Pool; redis: Redis; kafkaPid: n
   return {
     node: process.version,
     nodeOptions: process.env.NODE_OPTIONS ?? '',
-    v8Flags: [...NODE_FLAGS, ...V8_FLAGS],
+    v8Flags: [...V8_FLAGS],
     kafka: kafkaVersion(deps.kafkaPid),
     mariadb: String((rows as { v: string }[])[0]?.v ?? 'unknown'),
     redis: /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown',

@@ -12,7 +12,6 @@ import { stringify } from 'yaml';
 import type { FlashSale } from '../../../controller/spec/flashsale.ts';
 import { track } from './cleanup.ts';
 import { freePort } from './proxy.ts';
-import { NODE_FLAGS } from '../../../controller/runtime.ts';
 
 const bin = fileURLToPath(new URL('../../../bin/flashsale.js', import.meta.url));
 
@@ -88,7 +87,7 @@ export async function worker(opts: WorkerOptions): Promise<Worker> {
     output: () => tail.join('\n'),
     async start() {
       if (running()) return;
-      const c = spawn(process.execPath, [...NODE_FLAGS, bin, ...args], {
+      const c = spawn(process.execPath, [bin, ...args], {
         env: { ...process.env, LOG_LEVEL: 'warn', ...opts.env, HTTP_PORT: String(port), HTTP_HOST: '127.0.0.1' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
