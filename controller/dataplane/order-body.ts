@@ -22,7 +22,8 @@ function isId(v: unknown, max: number): v is string {
   return v.isWellFormed();
 }
 
-const USER_ID_AT = '{"userId":"'.length;
+const USER_ID_OPEN = '{"userId":"';
+const USER_ID_AT = USER_ID_OPEN.length;
 const SKU_ID_SEP = '","skuId":"';
 
 /**
@@ -39,7 +40,7 @@ const SKU_ID_SEP = '","skuId":"';
 export function scanOrderBody(raw: string): { userId: string; skuId: string } | undefined {
   const end = raw.length - 2;
   // '"' closes the skuId and '}' the object, at the very end.
-  if (raw.charCodeAt(end) !== 34 || raw.charCodeAt(end + 1) !== 125 || !raw.startsWith('{"userId":"')) return undefined;
+  if (raw.charCodeAt(end) !== 34 || raw.charCodeAt(end + 1) !== 125 || !raw.startsWith(USER_ID_OPEN)) return undefined;
   const userEnd = raw.indexOf('"', USER_ID_AT);
   if (!raw.startsWith(SKU_ID_SEP, userEnd)) return undefined;
   const skuAt = userEnd + SKU_ID_SEP.length;
