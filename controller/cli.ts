@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
 import type { CommandContext, CommandValues } from './command.ts';
 import { createLogger } from './log.ts';
-import { applyV8Flags } from './runtime.ts';
+import { applyRuntimeSettings } from './runtime.ts';
 import { InvalidSpecError } from './spec/flashsale.ts';
 
 interface CommandDef {
@@ -102,7 +102,7 @@ function armShutdownDeadline(logger: { error(o: object, msg: string): void }, ms
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const v8Flags = applyV8Flags();
+  const v8Flags = applyRuntimeSettings();
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     (name === undefined ? process.stderr : process.stdout).write(usage() + '\n');

@@ -1,5 +1,7 @@
 // V8 settings of every flashsale process, applied by the program itself (cli.ts) so the image's
-// entrypoint, `npx flashsale` and the benchmarks' servers all run with the same ones.
+// entrypoint, `npx flashsale` and the benchmarks' servers all run with the same ones: its flags and
+// the held tick-object maps.
+import { createHook } from 'node:async_hooks';
 import { setFlagsFromString } from 'node:v8';
 
 /**
@@ -18,4 +20,46 @@ export const V8_FLAGS: readonly string[] = ['--no-memory-reducer-favors-memory']
 export function applyV8Flags(): readonly string[] {
   for (const flag of V8_FLAGS) setFlagsFromString(flag);
   return V8_FLAGS;
+}
+
+/** One tick object, held for the process's life: see holdTickObjectMaps. */
+let heldTickObject: object | undefined;
+
+/**
+ * Keeps the maps (V8's hidden classes) of `process.nextTick`'s tick objects alive for good.
+ *
+ * Why: nextTick builds each tick object with a literal whose first keys are computed (symbols). V8
+ * holds that literal's maps only weakly, and its feedback for a computed key goes from monomorphic
+ * straight to megamorphic the first time it sees another map (Runtime_DefineKeyedOwnPropertyInLiteral),
+ * with no way back. A process that idles (no tick object alive) through a few full GCs, which the
+ * memory reducer runs on an idle heap, loses the maps; the next tick object gets new ones, and from
+ * then on every nextTick (four per HTTP request) defines its properties through V8's runtime. Measured
+ * on the API (docs/order-path.md, "Half of the launches"): ~25 % more CPU per request for the
+ * process's life, in a share of launches that depended on when those GCs fell. One live tick object
+ * keeps its map and, through the maps' back pointers, the whole chain, so the feedback stays
+ * monomorphic: test/runtime.test.ts checks both sides on this Node.
+ *
+ * The hook is enabled only around one nextTick at start-up, so nothing else pays for it. Idempotent.
+ */
+export function holdTickObjectMaps(): void {
+  if (heldTickObject !== undefined) return;
+  const hook = createHook({
+    init(_asyncId, type, _triggerAsyncId, resource) {
+      if (type === 'TickObject' && heldTickObject === undefined) heldTickObject = resource;
+    },
+  });
+  hook.enable();
+  try {
+    process.nextTick(() => {});
+  } finally {
+    hook.disable();
+  }
+  if (heldTickObject === undefined) throw new Error('holdTickObjectMaps: nextTick made no TickObject (has Node changed its async hooks?)');
+}
+
+/** Everything every flashsale process sets up for V8 at start: the flags, then the held tick maps. */
+export function applyRuntimeSettings(): readonly string[] {
+  const flags = applyV8Flags();
+  holdTickObjectMaps();
+  return flags;
 }

@@ -41,10 +41,10 @@ import { appendRun, newBatchId, resultsFile, type CpuCost, type ProfileRun, type
 import { acceptFloorLine, budgetLine, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS } from './lib/summary.ts';
 import { choosePinning, CpuMeter, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { wrk, type WrkResult } from './lib/wrk.ts';
-import { applyV8Flags, V8_FLAGS } from '../../controller/runtime.ts';
+import { applyRuntimeSettings, V8_FLAGS } from '../../controller/runtime.ts';
 
 // The parts' floor runs its clients in this process: the same V8 settings as every server measured.
-applyV8Flags();
+applyRuntimeSettings();
 
 /** A Node command line with the program's V8 flags: bare and the floors run as `flashsale` does. */
 function nodeCommand(...args: string[]): string[] {
@@ -259,7 +259,9 @@ async function startBare(port: number, profileTo?: string): Promise<ChildProcess
   const [cmd, argv] = pinned(pin.serverCore, nodeCommand(
     ...(profileTo ? PERF_NODE_ARGS : []),
     '-e',
-    `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
+    // The held tick maps (controller/runtime.ts) as in every other server: a ceiling that fell into
+    // V8's megamorphic nextTick would be lower than node:http can do, and flatter every ratio.
+    `require(${JSON.stringify(join(root, 'controller/runtime.ts'))}).holdTickObjectMaps(); require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
   ));
   const bare = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(bare);

@@ -32,10 +32,10 @@ import { percentile } from './lib/stats.ts';
 import { TARGETS, timeoutsBudgetLine, timeoutsSummary } from './lib/summary.ts';
 import { choosePinning, CpuMeter, cpuSeconds, gitInfo, infraPids, machine, missingRoles, pinned, pipelinePorts, readVersions, stopChild } from './lib/system.ts';
 import { CURVE_PERCENTILES, wrk } from './lib/wrk.ts';
-import { applyV8Flags } from '../../controller/runtime.ts';
+import { applyRuntimeSettings } from '../../controller/runtime.ts';
 
 // The MySQL floor runs in this process: the same V8 settings as the closer it is compared with.
-applyV8Flags();
+applyRuntimeSettings();
 
 const { values: args } = parseArgs({
   options: {
