@@ -43,7 +43,7 @@ function envLine(r: SeckillRun | TimeoutsRun): string {
   return (
     `Batch \`${r.batch}\`, commit \`${r.git.commit.slice(0, 7)}\`${r.git.dirty ? ' (work tree had uncommitted changes)' : ''}, ` +
     `${r.machine.cores} cores (${r.machine.model}), load average ${fd(r.machine.loadavg1, 1)} at the start; ` +
-    `Node ${v.node}${v.nodeOptions ? ` (NODE_OPTIONS \`${v.nodeOptions}\`)` : ''}${v.v8Flags?.length ? ` with V8 flags \`${v.v8Flags.join(' ')}\` in every Node process (controller/runtime.ts)` : ''}, Kafka ${v.kafka}, MariaDB ${v.mariadb}, Redis ${v.redis}, wrk ${v.wrk} (read from the running systems); ${r.pinning}.`
+    `Node ${v.node}${v.nodeOptions ? ` (NODE_OPTIONS \`${v.nodeOptions}\`)` : ''}${v.v8Flags?.length ? ` with V8 flags \`${v.v8Flags.join(' ')}\`${v.tickMapsHeld ? ' and a held tick object' : ''} in every Node process (controller/runtime.ts)` : ''}, Kafka ${v.kafka}, MariaDB ${v.mariadb}, Redis ${v.redis}, wrk ${v.wrk} (read from the running systems); ${r.pinning}.`
   );
 }
 

@@ -199,6 +199,8 @@ export interface Versions {
   nodeOptions?: string;
   /** V8 flags every Node process of the run was started or set up with (controller/runtime.ts); absent in older lines. */
   v8Flags?: string[];
+  /** Whether every Node process of the run held a tick object (holdTickObjectMaps, controller/runtime.ts); absent in older lines. */
+  tickMapsHeld?: boolean;
   kafka: string;
   mariadb: string;
   redis: string;
@@ -221,6 +223,7 @@ export async function readVersions(deps: { pool: Pool; redis: Redis; kafkaPid: n
     node: process.version,
     nodeOptions: process.env.NODE_OPTIONS ?? '',
     v8Flags: [...V8_FLAGS],
+    tickMapsHeld: true,
     kafka: kafkaVersion(deps.kafkaPid),
     mariadb: String((rows as { v: string }[])[0]?.v ?? 'unknown'),
     redis: /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown',
