@@ -95,7 +95,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject' ? 'API' : 'bare'))
     .join(' → ');
   const shape = s.rejectFloor
-    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
+    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${(rejectRun?.params.launches ?? 1) > 1 ? ` (bare, floor and API started afresh ${rejectRun?.params.launches} times, for a share of the rounds each)` : ' (bare, floor and API each started once)'}${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
     : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
@@ -452,7 +452,7 @@ To produce committed results (nothing else running; each benchmark installs wrk 
 packages and starts Kafka, Redis and MariaDB when they do not answer, with \`infra/bench.sh\`):
 
 \`\`\`sh
-npm run bench:seckill     # 15 rejection rounds (floor, bare, API; 2-s slices, -c64), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
+npm run bench:seckill     # 15 rejection rounds (floor, bare, API; 2-s slices, -c64; fresh servers every 3 rounds), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
 npm run bench:timeouts    # 3 closer rounds of 100,000 orders, 1 round through the API + order writer, 1 scan-only round
 npm run bench:report      # RESULTS.md blocks, README section, seckill-latency.svg, timeouts-close-delay.svg
 git add test/bench/results/*.jsonl test/bench/RESULTS.md test/bench/*.svg README.md

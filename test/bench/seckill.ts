@@ -1,8 +1,9 @@
 // `npm run bench:seckill [-- --duration 10s --connections 64 --accept-connections 256 --pairs 3
-// --reject-rounds 15 --reject-seconds 2s]`: the flash-sale order path under load against a bare
-// node:http ceiling measured in the same run, in alternating measured runs.
-//   - Rejection rounds first: the bare server, the rejection floor and the API each start once, are
-//     warmed up, and are measured in short slices, round after round, bare in the middle (floor →
+// --reject-rounds 15 --reject-launches 5 --reject-seconds 2s]`: the flash-sale order path under load
+// against a bare node:http ceiling measured in the same run, in alternating measured runs.
+//   - Rejection rounds first: the bare server, the rejection floor and the API are started (afresh
+//     for every 3 rounds: 5 launches of each, since one launch of a Node process is one draw of its
+//     speed), warmed up, and measured in short slices, round after round, bare in the middle (floor →
 //     bare → API, the next round API → bare → floor), each slice after 1 s of unmeasured load, so
 //     each run compared with bare is next to it and a drift of the shared machine lands on both.
 //     10-s runs a pair apart left the ratio to that drift: identical code gave 0.72 to 1.01 on
@@ -64,6 +65,10 @@ const { values: args } = parseArgs({
     'accept-connections': { type: 'string', default: process.env.BENCH_ACCEPT_CONNECTIONS ?? String(TARGETS.acceptP99Connections) },
     pairs: { type: 'string', default: process.env.BENCH_PAIRS ?? '3' },
     'reject-rounds': { type: 'string', default: process.env.BENCH_REJECT_ROUNDS ?? '15' },
+    // Fresh bare, floor and API processes for each share of the rounds: a Node process's speed
+    // varies from launch to launch (V8's optimisation choices; ~±5 % for the API measured on one
+    // sale, docs/order-path.md), so one launch of each is one draw, and a batch's ratio moved with it.
+    'reject-launches': { type: 'string', default: process.env.BENCH_REJECT_LAUNCHES ?? '5' },
     'reject-seconds': { type: 'string', default: process.env.BENCH_REJECT_SECONDS ?? '2s' },
     port: { type: 'string', default: process.env.BENCH_PORT ?? '18480' },
     results: { type: 'string' },
@@ -101,6 +106,9 @@ const ACCEPT_CONNECTIONS = positive('accept-connections', args['accept-connectio
 const PAIRS = positive('pairs', args.pairs);
 const REJECT_ROUNDS = positive('reject-rounds', args['reject-rounds']);
 const REJECT_SECONDS = seconds(args['reject-seconds'] as string, 'reject-seconds');
+const REJECT_LAUNCHES = Math.min(positive('reject-launches', args['reject-launches']), REJECT_ROUNDS);
+/** Rounds per launch of the rejection servers (the last launch may have fewer). */
+const LAUNCH_ROUNDS = Math.ceil(REJECT_ROUNDS / REJECT_LAUNCHES);
 /** Unmeasured load on a server just before each of its rejection slices (wrk's shortest run). */
 const SLICE_WARMUP = 1;
 const PARTS_ORDERS = args['parts-orders'] === '0' ? 0 : positive('parts-orders', args['parts-orders']);
@@ -299,74 +307,78 @@ function pipelineMeter(api: ChildProcess, writer: ChildProcess): CpuMeter {
 
 /**
  * The rejection comparison (see the head of this file): the bare server, the rejection floor and the
- * API on the sold-out SKU, started once and warmed up, then REJECT_ROUNDS rounds of one slice each,
- * the order reversed every other round. `holders` maps u-0..u-999 to their order ids, for the floor.
+ * API on the sold-out SKU, REJECT_ROUNDS rounds of one slice each, the order reversed every other
+ * round. The three servers are started and warmed up afresh for every LAUNCH_ROUNDS rounds
+ * (REJECT_LAUNCHES launches), so the medians span several launches of each. With --profile only the
+ * first launch is profiled. `holders` maps u-0..u-999 to their order ids, for the floor.
  */
 async function rejectionRounds(writer: ChildProcess, holders: Record<string, string>): Promise<void> {
   const holdersFile = join(work, 'holders.json');
   writeFileSync(holdersFile, JSON.stringify(holders));
-  const prof = (name: string) => (PROFILE ? profileDir(`${name}-reject`) : undefined);
-  const bareProfile = prof('bare');
-  const apiProfile = prof('api');
   const barePort = PORT + 2;
   const floorPort = PORT + 3;
-  const bare = await startBare(barePort, bareProfile);
-  const [cmd, argv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile));
-  const floor = spawn(cmd, argv, { stdio: 'inherit' });
-  children.push(floor);
-  await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
-  const api = await startApi(apiProfile);
   const load = { skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
-  // Bare in the middle: the floor's and the API's slices are each next to the bare slice of their round.
-  const servers = [
-    { which: 'reject-floor' as const, url: `http://127.0.0.1:${floorPort}`, meter: () => new CpuMeter({ server: [floor.pid as number] }) },
-    { which: 'bare' as const, url: `http://127.0.0.1:${barePort}`, meter: () => new CpuMeter({ server: [bare.pid as number] }) },
-    { which: 'reject' as const, url, meter: () => pipelineMeter(api, writer) },
-  ];
-  const warm: Record<string, number> = {};
-  for (const s of servers) warm[s.which] = await warmUp({ ...load, url: s.url, name: `${s.which}-rejection` });
-  const requests: Record<string, number> = { bare: 0, reject: 0 };
-  for (let round = 1; round <= REJECT_ROUNDS; round++) {
-    for (const s of round % 2 === 1 ? servers : [...servers].reverse()) {
-      // Every slice follows a second of unmeasured load on its server: the API's copy of a sold-out
-      // SKU's holders lapses after 2 × 250 ms without requests (api.ts), and until a refresh lands the
-      // first ~1,000 requests of a slice would go to Redis, which no server under steady load does.
-      const touch = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: SLICE_WARMUP, name: `${s.which}-rejection-${round}-warmup` });
-      const before = s.which === 'reject' ? (await http('GET', `${url}/metrics`)).text : '';
-      const meter = s.meter();
-      meter.begin();
-      const r = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: REJECT_SECONDS, name: `${s.which}-rejection-${round}` });
-      const cpu = meter.end();
-      requests[s.which] = (requests[s.which] ?? 0) + touch.requests + r.requests;
-      const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP, sliceWarmupSeconds: SLICE_WARMUP };
-      if (s.which === 'bare') {
-        record('bare', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, { ceilingOf: 'reject', params });
-      } else if (s.which === 'reject-floor') {
-        record('reject-floor', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, {
-          params,
-          checks: [{ what: `the rejection floor accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests }],
-        });
-      } else {
-        const after = (await http('GET', `${url}/metrics`)).text;
-        const delta = (outcome: string) => metric(after, 'flashsale_api_requests_total', `outcome="${outcome}"`) - metric(before, 'flashsale_api_requests_total', `outcome="${outcome}"`);
-        const soldOut = delta('sold_out');
-        const already = delta('already_ordered');
-        record('reject', round, r, cpuCost(cpu, r.requests, missing), CONNECTIONS, {
-          params,
-          checks: [
-            { what: `the rejection run accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests },
-            { what: `every answer is SOLD_OUT or ALREADY_ORDERED (${soldOut} + ${already} ≥ ${r.requests})`, ok: soldOut + already >= r.requests && delta('accepted') === 0 },
-          ],
-        });
+  for (let launch = 1, round = 1; round <= REJECT_ROUNDS; launch++) {
+    const prof = (name: string) => (PROFILE && launch === 1 ? profileDir(`${name}-reject`) : undefined);
+    const bareProfile = prof('bare');
+    const apiProfile = prof('api');
+    const bare = await startBare(barePort, bareProfile);
+    const [cmd, argv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile));
+    const floor = spawn(cmd, argv, { stdio: 'inherit' });
+    children.push(floor);
+    await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
+    const api = await startApi(apiProfile);
+    // Bare in the middle: the floor's and the API's slices are each next to the bare slice of their round.
+    const servers = [
+      { which: 'reject-floor' as const, url: `http://127.0.0.1:${floorPort}`, meter: () => new CpuMeter({ server: [floor.pid as number] }) },
+      { which: 'bare' as const, url: `http://127.0.0.1:${barePort}`, meter: () => new CpuMeter({ server: [bare.pid as number] }) },
+      { which: 'reject' as const, url, meter: () => pipelineMeter(api, writer) },
+    ];
+    const warm: Record<string, number> = {};
+    for (const s of servers) warm[s.which] = await warmUp({ ...load, url: s.url, name: `${s.which}-rejection-launch-${launch}` });
+    const requests: Record<string, number> = { bare: 0, reject: 0 };
+    for (const last = Math.min(REJECT_ROUNDS, round + LAUNCH_ROUNDS - 1); round <= last; round++) {
+      for (const s of round % 2 === 1 ? servers : [...servers].reverse()) {
+        // Every slice follows a second of unmeasured load on its server: the API's copy of a sold-out
+        // SKU's holders lapses after 2 × 250 ms without requests (api.ts), and until a refresh lands the
+        // first ~1,000 requests of a slice would go to Redis, which no server under steady load does.
+        const touch = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: SLICE_WARMUP, name: `${s.which}-rejection-${round}-warmup` });
+        const before = s.which === 'reject' ? (await http('GET', `${url}/metrics`)).text : '';
+        const meter = s.meter();
+        meter.begin();
+        const r = await wrk({ ...wrkCommon, ...load, url: s.url, seconds: REJECT_SECONDS, name: `${s.which}-rejection-${round}` });
+        const cpu = meter.end();
+        requests[s.which] = (requests[s.which] ?? 0) + touch.requests + r.requests;
+        const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP, sliceWarmupSeconds: SLICE_WARMUP, launch, launches: REJECT_LAUNCHES };
+        if (s.which === 'bare') {
+          record('bare', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, { ceilingOf: 'reject', params });
+        } else if (s.which === 'reject-floor') {
+          record('reject-floor', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, {
+            params,
+            checks: [{ what: `the rejection floor accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests }],
+          });
+        } else {
+          const after = (await http('GET', `${url}/metrics`)).text;
+          const delta = (outcome: string) => metric(after, 'flashsale_api_requests_total', `outcome="${outcome}"`) - metric(before, 'flashsale_api_requests_total', `outcome="${outcome}"`);
+          const soldOut = delta('sold_out');
+          const already = delta('already_ordered');
+          record('reject', round, r, cpuCost(cpu, r.requests, missing), CONNECTIONS, {
+            params,
+            checks: [
+              { what: `the rejection run accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests },
+              { what: `every answer is SOLD_OUT or ALREADY_ORDERED (${soldOut} + ${already} ≥ ${r.requests})`, ok: soldOut + already >= r.requests && delta('accepted') === 0 },
+            ],
+          });
+        }
       }
     }
+    await stopChild(api);
+    await stopChild(floor);
+    await stopChild(bare);
+    // A profile covers the warm-ups and every slice of its process: per request, it is divided by all of them.
+    if (apiProfile) await recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
+    if (bareProfile) await recordProfile(bareProfile, 'bare', 'reject', (warm.bare ?? 0) + (requests.bare ?? 0), 'request', API_STEPS);
   }
-  await stopChild(api);
-  await stopChild(floor);
-  await stopChild(bare);
-  // A profile covers the warm-ups and every slice of its process: per request, it is divided by all of them.
-  if (apiProfile) await recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
-  if (bareProfile) await recordProfile(bareProfile, 'bare', 'reject', (warm.bare ?? 0) + (requests.bare ?? 0), 'request', API_STEPS);
 }
 
 async function bulkRows(): Promise<number> {
@@ -643,7 +655,7 @@ try {
   process.stdout.write(
     [
       '',
-      `seckill batch ${s.batch}: ${s.rejectRounds} rejection round(s) of ${REJECT_SECONDS} s slices at -c${CONNECTIONS}, ${s.pairs} accept pair(s) of ${SECONDS} s runs at -c${ACCEPT_CONNECTIONS}, wrk -t1; median (min–max)`,
+      `seckill batch ${s.batch}: ${s.rejectRounds} rejection round(s) of ${REJECT_SECONDS} s slices at -c${CONNECTIONS} on ${REJECT_LAUNCHES} launch(es) of the servers, ${s.pairs} accept pair(s) of ${SECONDS} s runs at -c${ACCEPT_CONNECTIONS}, wrk -t1; median (min–max)`,
       `  bare node:http, rejection settings: ${range(s.bareReject)} req/s, CPU ${range(s.cpuPerBareUs, 1)} µs per request`,
       ...(s.rejectFloor ? [`  rejection floor (lib/rejection-floor.ts): ${range(s.rejectFloor.rps)} req/s, ratio ${range(s.rejectFloor.ratio, 2)}, CPU ${range(s.rejectFloor.cpuUs, 1)} µs per request`] : []),
       `  API rejection path:                 ${range(s.reject)} req/s, ratio ${range(s.rejectRatio, 2)}, p99 ${range(s.rejectP99, 2)} ms, CPU ${range(s.cpuPerRejectUs, 1)} µs per request`,

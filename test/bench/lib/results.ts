@@ -72,8 +72,10 @@ export interface SeckillRun extends RunContext {
    * pair (absent in lines before 2026-12-03 17:00: none).
    * sliceWarmupSeconds: rejection rounds, unmeasured load on the server just before each slice
    * (absent before 2026-12-04 10:20: none).
+   * launch, launches: rejection rounds, which launch of the three servers the round ran on, of how many
+   * (absent before 2026-12-06: one launch for every round).
    */
-  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number; pipelineWarmupSeconds?: number; sliceWarmupSeconds?: number };
+  params: { seconds: number; connections: number; threads: number; warmupSeconds?: number; pipelineWarmupSeconds?: number; sliceWarmupSeconds?: number; launch?: number; launches?: number };
   requests: number;
   rps: number;
   non2xx: number;
