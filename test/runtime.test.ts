@@ -44,5 +44,4 @@ describe('held tick-object maps (controller/runtime.ts)', () => {
     assert.ok(states.length >= 4, `nextTick's literal has its computed-key slots: ${states.join(' ')}`);
     assert.deepEqual(new Set(states), new Set(['MONOMORPHIC']), `every slot monomorphic: ${states.join(' ')}`);
   });
-
 });

@@ -28,7 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dropDatabase, eventually, testConfig, testKafka, testRedis, uniqueName } from '../support/infra.ts';
 import { pool as makePool, provisionSale, removeSale, saleDoc } from '../support/order-path.ts';
@@ -47,9 +47,9 @@ import { applyRuntimeSettings, V8_FLAGS } from '../../controller/runtime.ts';
 // The parts' floor runs its clients in this process: the same V8 settings as every server measured.
 applyRuntimeSettings();
 
-/** A Node command line with the program's V8 flags: bare and the floors run as `flashsale` does. */
+/** A Node command line with the program's V8 settings (flags, held tick maps): bare and the floors run as `flashsale` does. */
 function nodeCommand(...args: string[]): string[] {
-  return [process.execPath, ...V8_FLAGS, ...args];
+  return [process.execPath, ...V8_FLAGS, '--import', pathToFileURL(join(root, 'test/bench/lib/runtime-preload.ts')).href, ...args];
 }
 
 const { values: args } = parseArgs({
@@ -267,9 +267,7 @@ async function startBare(port: number, profileTo?: string): Promise<ChildProcess
   const [cmd, argv] = pinned(pin.serverCore, nodeCommand(
     ...(profileTo ? PERF_NODE_ARGS : []),
     '-e',
-    // The held tick maps (controller/runtime.ts) as in every other server: a ceiling that fell into
-    // V8's megamorphic nextTick would be lower than node:http can do, and flatter every ratio.
-    `require(${JSON.stringify(join(root, 'controller/runtime.ts'))}).holdTickObjectMaps(); require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
+    `require('node:http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(202, {'content-type': 'application/json', 'content-length': 2}); res.end('{}'); }); }).listen(${port}, '127.0.0.1'); process.on('SIGTERM', () => process.exit(0));`,
   ));
   const bare = spawn(cmd, argv, { stdio: 'inherit' });
   children.push(bare);

@@ -28,7 +28,6 @@ import { createPool } from '../../../controller/infra/mysql.ts';
 import { createRedis } from '../../../controller/infra/redis.ts';
 import { bucketOf, parseDuration, type FlashSale } from '../../../controller/spec/flashsale.ts';
 import { saleNames } from '../../../controller/spec/names.ts';
-import { holdTickObjectMaps } from '../../../controller/runtime.ts';
 import { chunks, type Scripts } from './parts.ts';
 
 export interface AcceptFloorConfig {
@@ -226,7 +225,6 @@ if (import.meta.main) {
   if ((mode !== 'server' && mode !== 'writer') || !file) throw new Error('usage: accept-floor.ts server|writer <config.json>');
   if (!produceGroupingInstalled()) throw new Error('accept floor: kafkajs was loaded before the Kafka gateway');
   const cfg = JSON.parse(readFileSync(file, 'utf8')) as AcceptFloorConfig;
-  holdTickObjectMaps(); // as in the API and the order writer (controller/runtime.ts)
   await (mode === 'server' ? server(cfg) : writer(cfg));
   process.on('SIGTERM', () => process.exit(0));
 }

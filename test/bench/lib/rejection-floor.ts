@@ -10,10 +10,6 @@
 import { createServer, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { scanOrderBody } from '../../../controller/dataplane/order-body.ts';
-import { holdTickObjectMaps } from '../../../controller/runtime.ts';
-
-// As in the API (controller/runtime.ts): without it a floor can fall into V8's megamorphic nextTick.
-holdTickObjectMaps();
 
 const [port, holdersFile] = process.argv.slice(2);
 if (!port || !holdersFile) throw new Error('usage: rejection-floor.ts <port> <holders.json>');
