@@ -69,6 +69,7 @@ test('seckill: rejection rounds pair each API slice with the bare slice of its r
   const rounds = Array.from({ length: 12 }, (_, i) => [
     seckillRun('bare', i + 1, i % 2 ? 12_000 : 8_000, { ceilingOf: 'reject', cpuUs: 20 }),
     seckillRun('reject-floor', i + 1, i % 2 ? 9_000 : 6_200, { cpuUs: 25 }),
+    seckillRun('reject-floor-connected', i + 1, i % 2 ? 9_600 : 6_400, { cpuUs: 24 }),
     seckillRun('reject', i + 1, i % 2 ? 9_000 : 6_000, { cpuUs: 26 }),
   ]).flat();
   const accept = pairs([6000, 5500, 7000], 0, 20, 100).filter((r) => r.ceilingOf !== 'reject' && r.which !== 'reject');
@@ -83,8 +84,13 @@ test('seckill: rejection rounds pair each API slice with the bare slice of its r
   // The bare CPU per request is the rejection rounds' (20 µs), not the accept pairs' (50 µs).
   assert.equal(s.cpuPerBareUs.median, 20);
   assert.match(rejectBudgetLine(s), /at most 25\.0 µs\. It spent 26\.0 µs.*The rejection floor.*0\.76 \(0\.75–0\.78\) of bare at 25\.0 µs per request \(server only\), below the target itself/);
+  // The connected floor, per round against the same bare slice: 9,600 ÷ 12,000 = 0.8 and 6,400 ÷ 8,000 = 0.8.
+  assert.deepEqual(s.rejectFloorConnected?.ratio, { n: 12, median: 0.8, min: 0.8, max: 0.8 });
+  assert.match(rejectBudgetLine(s), /client connections.*0\.80 \(0\.80–0\.80\) of bare at 24\.0 µs per request: what a process that must hold those connections can expect/);
+  assert.doesNotMatch(rejectBudgetLine(s), /connections.*Below the target itself/);
   // Batches without a floor say nothing about it.
   assert.doesNotMatch(rejectBudgetLine(seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100))), /floor/);
+  assert.equal(seckillSummary(pairs([6000, 5500, 7000], 9000, 20, 100)).rejectFloorConnected, null);
 });
 
 test('seckill: the accept floor is set against the bare run of its pair; below the target it is called out of reach for these parts', () => {

@@ -71,6 +71,9 @@ function seckillTable(s: SeckillSummary): string[] {
     ...(s.rejectFloor
       ? [`| rejection floor (only what every rejection needs) | ${range(s.rejectFloor.rps, f0)} req/s | ${range(s.rejectFloor.ratio, ms2)} | ${range(s.rejectFloor.p50, ms2)} | ${range(s.rejectFloor.p99, ms2)} | ${range(s.rejectFloor.cpuUs, (n) => fd(n, 1))} (floor server) |`]
       : []),
+    ...(s.rejectFloorConnected
+      ? [`| connected floor (the floor holding the API's Kafka, Redis and MySQL connections) | ${range(s.rejectFloorConnected.rps, f0)} req/s | ${range(s.rejectFloorConnected.ratio, ms2)} | ${range(s.rejectFloorConnected.p50, ms2)} | ${range(s.rejectFloorConnected.p99, ms2)} | ${range(s.rejectFloorConnected.cpuUs, (n) => fd(n, 1))} (floor server) |`]
+      : []),
     `| API rejection path (SOLD_OUT / ALREADY_ORDERED) | ${range(s.reject, f0)} req/s | ${range(s.rejectRatio, ms2)} | ${range(s.rejectP50, ms2)} | ${range(s.rejectP99, ms2)} | ${range(s.cpuPerRejectUs, (n) => fd(n, 1))} |`,
     `| bare node:http, accept settings | ${range(s.bareAccept, f0)} req/s | 1 | ${range(s.bareAcceptP50, ms2)} | ${range(s.bareAcceptP99, ms2)} | |`,
     `| API accept path, HTTP answers | ${range(s.acceptHttp, f0)} req/s | | ${range(s.acceptP50, ms2)} | ${range(s.acceptP99, ms2)} | |`,
@@ -92,10 +95,10 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   // Batches since 2026-12-04 10:00 measure the rejection path in rounds with a floor (seckill.ts).
   const firstRound = latest
     .filter((r) => r.pair === 1 && r.which !== 'accept' && r.which !== 'accept-floor' && r.ceilingOf !== 'accept')
-    .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject' ? 'API' : 'bare'))
+    .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject-floor-connected' ? 'connected floor' : r.which === 'reject' ? 'API' : 'bare'))
     .join(' → ');
   const shape = s.rejectFloor
-    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${(rejectRun?.params.launches ?? 1) > 1 ? ` (bare, floor and API started afresh ${rejectRun?.params.launches} times, for a share of the rounds each)` : ' (bare, floor and API each started once)'}${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
+    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${(rejectRun?.params.launches ?? 1) > 1 ? ` (bare, ${s.rejectFloorConnected ? 'floors' : 'floor'} and API started afresh ${rejectRun?.params.launches} times, for a share of the rounds each)` : ` (bare, ${s.rejectFloorConnected ? 'floors' : 'floor'} and API each started once)`}${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
     : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
@@ -162,6 +165,7 @@ function seckillSvg(runs: SeckillRun[], s: SeckillSummary): string {
     'bare-reject': { color: '#9e9e9e', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'reject')?.params.connections}`, dashed: true },
     reject: { color: '#1f77b4', legend: `API rejection path, -c${runs.find((r) => r.which === 'reject')?.params.connections}` },
     'reject-floor': { color: '#2ca02c', legend: `rejection floor, -c${runs.find((r) => r.which === 'reject-floor')?.params.connections}`, dashed: true },
+    'reject-floor-connected': { color: '#8c564b', legend: `connected rejection floor, -c${runs.find((r) => r.which === 'reject-floor-connected')?.params.connections}`, dashed: true },
     'bare-accept': { color: '#333333', legend: `bare node:http, -c${runs.find((r) => r.ceilingOf === 'accept')?.params.connections}`, dashed: true },
     accept: { color: '#d62728', legend: `API accept path, -c${runs.find((r) => r.which === 'accept')?.params.connections}` },
     'accept-floor': { color: '#ff7f0e', legend: `accept floor, -c${runs.find((r) => r.which === 'accept-floor')?.params.connections}`, dashed: true },

@@ -1,17 +1,20 @@
 // `npm run bench:seckill [-- --duration 10s --connections 64 --accept-connections 256 --pairs 3
 // --reject-rounds 15 --reject-launches 5 --reject-seconds 2s]`: the flash-sale order path under load
 // against a bare node:http ceiling measured in the same run, in alternating measured runs.
-//   - Rejection rounds first: the bare server, the rejection floor and the API are started (afresh
-//     for every 3 rounds: 5 launches of each, since one launch of a Node process is one draw of its
-//     speed), warmed up, and measured in short slices, round after round, bare in the middle (floor →
-//     bare → API, the next round API → bare → floor), each slice after 1 s of unmeasured load, so
-//     each run compared with bare is next to it and a drift of the shared machine lands on both.
+//   - Rejection rounds first: the bare server, the rejection floor, the connected floor and the API
+//     are started (afresh for every 3 rounds: 5 launches of each, since one launch of a Node process
+//     is one draw of its speed), warmed up, and measured in short slices, round after round, bare
+//     between the floors and the API (floor → connected floor → bare → API, the next round the
+//     reverse), each slice after 1 s of unmeasured load, so each run compared with bare is near it
+//     and a drift of the shared machine lands on both.
 //     10-s runs a pair apart left the ratio to that drift: identical code gave 0.72 to 1.01 on
 //     2026-12-04, and on that day's machine one server's rate moved by 1.5× from one 3-s slice to
 //     the next (so: short slices, many rounds).
 //   - Then accept pairs: bare (accept settings) → API accept path, each process started for its run.
 //   - bare: a node:http server answering the same POSTs (the ceiling);
 //   - reject-floor: only what every rejection needs, the same answers (lib/rejection-floor.ts);
+//   - reject-floor-connected: the same handler in a process holding the API's client connections
+//     (Kafka, Redis, MySQL) with the sold-out copy's Redis traffic (rejection-floor.ts --connected);
 //   - reject: the real API (`flashsale api`) on a sold-out SKU, half the buyers already holding
 //     their order (ALREADY_ORDERED), half new (SOLD_OUT);
 //   - accept: distinct buyers on a SKU with stock to spare, with a `flashsale order-writer`
@@ -166,20 +169,22 @@ function startRecording(dir: string | undefined, pid: number | undefined): void 
   if (dir && pid) recordings.set(dir, PerfRecording.start(pid, join(dir, 'perf.data')));
 }
 
+/** The environment of the benchmark's flashsale processes (and of the connected floor, which reads the same). */
+function workerEnv(httpPort: number): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    FLASHSALE_SPEC: JSON.stringify(sale),
+    MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`,
+    HTTP_PORT: String(httpPort),
+    HTTP_HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+  };
+}
+
 function flashsale(command: string, core: number | null, profileTo?: string): ChildProcess {
   const [cmd, argv] = pinned(core, [process.execPath, ...(profileTo ? PERF_NODE_ARGS : []), join(root, 'bin/flashsale.js'), command]);
   // taskset execs the command, so the child's pid is the server's pid (its CPU time is what we read).
-  const child = spawn(cmd, argv, {
-    env: {
-      ...process.env,
-      FLASHSALE_SPEC: JSON.stringify(sale),
-      MYSQL_URL: `mysql://${config.mysql.user}@${config.mysql.host}:${config.mysql.port}/${config.mysql.database}`,
-      HTTP_PORT: command === 'api' ? String(PORT) : String(PORT + 1),
-      HTTP_HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const child = spawn(cmd, argv, { env: workerEnv(command === 'api' ? PORT : PORT + 1), stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   startRecording(profileTo, child.pid);
   return child;
@@ -315,6 +320,7 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
   writeFileSync(holdersFile, JSON.stringify(holders));
   const barePort = PORT + 2;
   const floorPort = PORT + 3;
+  const connectedPort = PORT + 6;
   const load = { skuId: 'scarce', prefix: 'u-', users: 2 * SCARCE, connections: CONNECTIONS };
   for (let launch = 1, round = 1; round <= REJECT_ROUNDS; launch++) {
     const prof = (name: string) => (PROFILE && launch === 1 ? profileDir(`${name}-reject`) : undefined);
@@ -325,10 +331,16 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
     const floor = spawn(cmd, argv, { stdio: 'inherit' });
     children.push(floor);
     await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
+    const [ccmd, cargv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(connectedPort), holdersFile, '--connected'));
+    const connected = spawn(ccmd, cargv, { env: workerEnv(connectedPort), stdio: 'inherit' });
+    children.push(connected);
+    await eventually(async () => (await http('POST', `http://127.0.0.1:${connectedPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'connected rejection floor server' });
     const api = await startApi(apiProfile);
-    // Bare in the middle: the floor's and the API's slices are each next to the bare slice of their round.
+    // Bare between the floors and the API: the API's slice and the connected floor's are next to the
+    // bare slice of their round, the plain floor one further.
     const servers = [
       { which: 'reject-floor' as const, url: `http://127.0.0.1:${floorPort}`, meter: () => new CpuMeter({ server: [floor.pid as number] }) },
+      { which: 'reject-floor-connected' as const, url: `http://127.0.0.1:${connectedPort}`, meter: () => new CpuMeter({ server: [connected.pid as number] }) },
       { which: 'bare' as const, url: `http://127.0.0.1:${barePort}`, meter: () => new CpuMeter({ server: [bare.pid as number] }) },
       { which: 'reject' as const, url, meter: () => pipelineMeter(api, writer) },
     ];
@@ -350,10 +362,10 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
         const params = { seconds: REJECT_SECONDS, connections: CONNECTIONS, threads: 1, warmupSeconds: WARMUP, pipelineWarmupSeconds: PIPELINE_WARMUP, sliceWarmupSeconds: SLICE_WARMUP, launch, launches: REJECT_LAUNCHES };
         if (s.which === 'bare') {
           record('bare', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, { ceilingOf: 'reject', params });
-        } else if (s.which === 'reject-floor') {
-          record('reject-floor', round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, {
+        } else if (s.which === 'reject-floor' || s.which === 'reject-floor-connected') {
+          record(s.which, round, r, cpuCost(cpu, r.requests, []), CONNECTIONS, {
             params,
-            checks: [{ what: `the rejection floor accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests }],
+            checks: [{ what: `the ${s.which === 'reject-floor' ? 'rejection floor' : 'connected rejection floor'} accepts nothing (${r.non2xx} of ${r.requests} answers are not 2xx)`, ok: r.non2xx === r.requests }],
           });
         } else {
           const after = (await http('GET', `${url}/metrics`)).text;
@@ -372,6 +384,7 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
     }
     await stopChild(api);
     await stopChild(floor);
+    await stopChild(connected);
     await stopChild(bare);
     // A profile covers the warm-ups and every slice of its process: per request, it is divided by all of them.
     if (apiProfile) await recordProfile(apiProfile, 'api', 'reject', (warm.reject ?? 0) + (requests.reject ?? 0), 'request', API_STEPS);
@@ -656,6 +669,7 @@ try {
       `seckill batch ${s.batch}: ${s.rejectRounds} rejection round(s) of ${REJECT_SECONDS} s slices at -c${CONNECTIONS} on ${REJECT_LAUNCHES} launch(es) of the servers, ${s.pairs} accept pair(s) of ${SECONDS} s runs at -c${ACCEPT_CONNECTIONS}, wrk -t1; median (min–max)`,
       `  bare node:http, rejection settings: ${range(s.bareReject)} req/s, CPU ${range(s.cpuPerBareUs, 1)} µs per request`,
       ...(s.rejectFloor ? [`  rejection floor (lib/rejection-floor.ts): ${range(s.rejectFloor.rps)} req/s, ratio ${range(s.rejectFloor.ratio, 2)}, CPU ${range(s.rejectFloor.cpuUs, 1)} µs per request`] : []),
+      ...(s.rejectFloorConnected ? [`  connected floor (--connected):      ${range(s.rejectFloorConnected.rps)} req/s, ratio ${range(s.rejectFloorConnected.ratio, 2)}, CPU ${range(s.rejectFloorConnected.cpuUs, 1)} µs per request`] : []),
       `  API rejection path:                 ${range(s.reject)} req/s, ratio ${range(s.rejectRatio, 2)}, p99 ${range(s.rejectP99, 2)} ms, CPU ${range(s.cpuPerRejectUs, 1)} µs per request`,
       `  bare node:http, accept settings:    ${range(s.bareAccept)} req/s, p99 ${range(s.bareAcceptP99, 2)} ms`,
       `  API accept path (HTTP):             ${range(s.acceptHttp)} req/s, p50 ${range(s.acceptP50, 2)} ms, p99 ${range(s.acceptP99, 2)} ms`,

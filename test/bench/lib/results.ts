@@ -55,9 +55,11 @@ export interface SeckillRun extends RunContext {
    * bare = node:http ceiling, reject = API rejection path, accept = API accept path, reject-floor =
    * the least any rejection on node:http does (lib/rejection-floor.ts; lines since 2026-12-04 10:00),
    * accept-floor = the least an order path does that makes the API's round trips with the same
-   * parts (lib/accept-floor.ts; lines since 2026-12-05 13:16).
+   * parts (lib/accept-floor.ts; lines since 2026-12-05 13:16), reject-floor-connected = the rejection
+   * floor in a process holding the API's client connections (rejection-floor.ts --connected; lines
+   * since 2026-12-06).
    */
-  which: 'bare' | 'reject' | 'reject-floor' | 'accept' | 'accept-floor';
+  which: 'bare' | 'reject' | 'reject-floor' | 'reject-floor-connected' | 'accept' | 'accept-floor';
   /** The API run a bare run is the ceiling of (same wrk settings). */
   ceilingOf?: 'reject' | 'accept';
   /**

@@ -42,6 +42,8 @@ export interface SeckillSummary {
    * CPU per request of the floor server; null in batches before it existed.
    */
   rejectFloor: { rps: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread } | null;
+  /** The rejection floor in a process holding the API's client connections (batches since 2026-12-06). */
+  rejectFloorConnected: { rps: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread } | null;
   /**
    * The accept floor (lib/accept-floor.ts): orders/s into its table, ratio to the bare run of its
    * pair, HTTP latency, CPU per order of all its processes and of its server alone; null in batches
@@ -135,6 +137,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     runs.find((r) => r.pair === pair && r.which === which && (ceilingOf === undefined || r.ceilingOf === ceilingOf));
   const rejectRatios: number[] = [];
   const floorRatios: number[] = [];
+  const connectedRatios: number[] = [];
   const acceptRatios: number[] = [];
   const acceptFloorRatios: number[] = [];
   for (const p of pairs) {
@@ -143,6 +146,8 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     if (b1 && rj) rejectRatios.push(rj.rps / b1.rps);
     const fl = of(p, 'reject-floor');
     if (b1 && fl) floorRatios.push(fl.rps / b1.rps);
+    const fc = of(p, 'reject-floor-connected');
+    if (b1 && fc) connectedRatios.push(fc.rps / b1.rps);
     const b2 = of(p, 'bare', 'accept');
     const ac = of(p, 'accept');
     if (b2 && ac?.accepted) acceptRatios.push(ac.accepted.ordersPerSecond / b2.rps);
@@ -175,17 +180,20 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     cpuPerRejectUs: spread(all('reject').map((r) => r.cpu.usPerUnit)),
     cpuPerBareUs: spread(all('bare', 'reject').map((r) => r.cpu.usPerUnit)),
   };
-  const floorRuns = all('reject-floor');
-  const rejectFloor =
-    floorRatios.length > 0
+  const floorOf = (which: 'reject-floor' | 'reject-floor-connected', ratios: number[]) => {
+    const floorRuns = all(which);
+    return ratios.length > 0
       ? {
           rps: spread(floorRuns.map((r) => r.rps)),
-          ratio: spread(floorRatios),
+          ratio: spread(ratios),
           p50: spread(floorRuns.map((r) => r.latencyMs.p50)),
           p99: spread(floorRuns.map((r) => r.latencyMs.p99)),
           cpuUs: spread(floorRuns.map((r) => r.cpu.usPerUnit)),
         }
       : null;
+  };
+  const rejectFloor = floorOf('reject-floor', floorRatios);
+  const rejectFloorConnected = floorOf('reject-floor-connected', connectedRatios);
   const acceptFloorRuns = all('accept-floor');
   const acceptFloor =
     acceptFloorRatios.length > 0
@@ -249,7 +257,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
   ];
   const checksFailed = runs.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.which} pair ${r.pair}: ${c.what}`));
   const acceptPairs = new Set(accepts.map((r) => r.pair)).size;
-  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, acceptFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, apiEventLoopBusy, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
+  return { batch: first.batch, pairs: acceptPairs, rejectRounds: rejectRatios.length, first, ...s, rejectFloor, rejectFloorConnected, acceptFloor, cpuPerOrderByRole, partsFloorUs, partsFloorByPart, partsBatch, partsReserveBatched, partsConfirmAndMarks, batching, apiEventLoopBusy, loadGenUs, budgetOrdersPerSecond: cpuBoundRate(cores, s.cpuPerOrderUs.median, loadGenUs), allowedUsPerOrder, targetOrdersPerSecond, verdicts, checksFailed };
 }
 
 /** The CPU budget sentence: what the measured CPU per order allows on this machine's cores. */
@@ -343,6 +351,12 @@ export function rejectBudgetLine(s: SeckillSummary): string {
       ? ` The rejection floor, a handler doing only what every rejection needs (read the body, parse it with the API's reader, check two fields, look the buyer up, the same JSON answers, a counter and a histogram), measured in the same rounds: ` +
         `${s.rejectFloor.ratio.median.toFixed(2)} (${s.rejectFloor.ratio.min.toFixed(2)}–${s.rejectFloor.ratio.max.toFixed(2)}) of bare at ${s.rejectFloor.cpuUs.median.toFixed(1)} µs per request (server only)` +
         (s.rejectFloor.ratio.median < TARGETS.rejectRatio ? `, below the target itself: on this machine a node:http handler that does this much does not reach ${TARGETS.rejectRatio} of bare.` : '.')
+      : '') +
+    (s.rejectFloorConnected
+      ? ` The same handler in a process that also holds the API's client connections (Kafka, Redis, MySQL) and sends Redis the sold-out copy's refresh, nothing of it on the request path: ` +
+        `${s.rejectFloorConnected.ratio.median.toFixed(2)} (${s.rejectFloorConnected.ratio.min.toFixed(2)}–${s.rejectFloorConnected.ratio.max.toFixed(2)}) of bare at ${s.rejectFloorConnected.cpuUs.median.toFixed(1)} µs per request: ` +
+        `what a process that must hold those connections can expect (node's stream code turns megamorphic, docs/order-path.md, "The connected floor").` +
+        (s.rejectFloorConnected.ratio.median < TARGETS.rejectRatio ? ` Below the target itself.` : '')
       : '')
   );
 }
