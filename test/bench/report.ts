@@ -63,17 +63,18 @@ function usable<T extends SeckillRun | TimeoutsRun>(runs: T[]): T[][] {
 // ---------------------------------------------------------------------------------------------
 // seckill
 
+/** A rejection floor's row of the seckill table (none for batches without that floor). */
+function floorRow(label: string, f: SeckillSummary['rejectFloor']): string[] {
+  return f ? [`| ${label} | ${range(f.rps, f0)} req/s | ${range(f.ratio, ms2)} | ${range(f.p50, ms2)} | ${range(f.p99, ms2)} | ${range(f.cpuUs, (n) => fd(n, 1))} (floor server) |`] : [];
+}
+
 function seckillTable(s: SeckillSummary): string[] {
   return [
     '| measured run | req/s or orders/s | ratio to bare | p50 ms | p99 ms | CPU µs per request / order |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
     `| bare node:http, rejection settings | ${range(s.bareReject, f0)} req/s | 1 | ${range(s.bareRejectP50, ms2)} | ${range(s.bareRejectP99, ms2)} | ${range(s.cpuPerBareUs, (n) => fd(n, 1))} (bare server) |`,
-    ...(s.rejectFloor
-      ? [`| rejection floor (only what every rejection needs) | ${range(s.rejectFloor.rps, f0)} req/s | ${range(s.rejectFloor.ratio, ms2)} | ${range(s.rejectFloor.p50, ms2)} | ${range(s.rejectFloor.p99, ms2)} | ${range(s.rejectFloor.cpuUs, (n) => fd(n, 1))} (floor server) |`]
-      : []),
-    ...(s.rejectFloorConnected
-      ? [`| connected floor (the floor holding the API's Kafka, Redis and MySQL connections) | ${range(s.rejectFloorConnected.rps, f0)} req/s | ${range(s.rejectFloorConnected.ratio, ms2)} | ${range(s.rejectFloorConnected.p50, ms2)} | ${range(s.rejectFloorConnected.p99, ms2)} | ${range(s.rejectFloorConnected.cpuUs, (n) => fd(n, 1))} (floor server) |`]
-      : []),
+    ...floorRow('rejection floor (only what every rejection needs)', s.rejectFloor),
+    ...floorRow("connected floor (the floor holding the API's Kafka, Redis and MySQL connections)", s.rejectFloorConnected),
     `| API rejection path (SOLD_OUT / ALREADY_ORDERED) | ${range(s.reject, f0)} req/s | ${range(s.rejectRatio, ms2)} | ${range(s.rejectP50, ms2)} | ${range(s.rejectP99, ms2)} | ${range(s.cpuPerRejectUs, (n) => fd(n, 1))} |`,
     `| bare node:http, accept settings | ${range(s.bareAccept, f0)} req/s | 1 | ${range(s.bareAcceptP50, ms2)} | ${range(s.bareAcceptP99, ms2)} | |`,
     `| API accept path, HTTP answers | ${range(s.acceptHttp, f0)} req/s | | ${range(s.acceptP50, ms2)} | ${range(s.acceptP99, ms2)} | |`,
@@ -456,7 +457,7 @@ To produce committed results (nothing else running; each benchmark installs wrk 
 packages and starts Kafka, Redis and MariaDB when they do not answer, with \`infra/bench.sh\`):
 
 \`\`\`sh
-npm run bench:seckill     # 15 rejection rounds (floor, bare, API; 2-s slices, -c64; fresh servers every 3 rounds), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
+npm run bench:seckill     # 15 rejection rounds (floor, connected floor, bare, API; 2-s slices, -c64; fresh servers every 3 rounds), 3 accept pairs (bare, API; 10 s, -c256); exits 1 on a missed target
 npm run bench:timeouts    # 3 closer rounds of 100,000 orders, 1 round through the API + order writer, 1 scan-only round
 npm run bench:report      # RESULTS.md blocks, README section, seckill-latency.svg, timeouts-close-delay.svg
 git add test/bench/results/*.jsonl test/bench/RESULTS.md test/bench/*.svg README.md

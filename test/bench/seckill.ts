@@ -308,10 +308,19 @@ function pipelineMeter(api: ChildProcess, writer: ChildProcess): CpuMeter {
   return new CpuMeter({ api: [api.pid as number], writer: [writer.pid as number], redis: infra.redis, mariadb: infra.mariadb, kafka: infra.kafka });
 }
 
+/** lib/rejection-floor.ts on `port`, pinned to the server core; `connected` holds the API's connections (the API's environment). */
+async function startRejectionFloor(port: number, holdersFile: string, connected: boolean): Promise<ChildProcess> {
+  const [cmd, argv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(port), holdersFile, ...(connected ? ['--connected'] : [])));
+  const floor = spawn(cmd, argv, { env: connected ? workerEnv(port) : process.env, stdio: 'inherit' });
+  children.push(floor);
+  await eventually(async () => (await http('POST', `http://127.0.0.1:${port}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: `${connected ? 'connected ' : ''}rejection floor server` });
+  return floor;
+}
+
 /**
- * The rejection comparison (see the head of this file): the bare server, the rejection floor and the
- * API on the sold-out SKU, REJECT_ROUNDS rounds of one slice each, the order reversed every other
- * round. The three servers are started and warmed up afresh for every LAUNCH_ROUNDS rounds
+ * The rejection comparison (see the head of this file): the bare server, the rejection floor, the
+ * connected floor and the API on the sold-out SKU, REJECT_ROUNDS rounds of one slice each, the order
+ * reversed every other round. The four servers are started and warmed up afresh for every LAUNCH_ROUNDS rounds
  * (REJECT_LAUNCHES launches), so the medians span several launches of each. With --profile only the
  * first launch is profiled. `holders` maps u-0..u-999 to their order ids, for the floor.
  */
@@ -327,14 +336,8 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
     const bareProfile = prof('bare');
     const apiProfile = prof('api');
     const bare = await startBare(barePort, bareProfile);
-    const [cmd, argv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(floorPort), holdersFile));
-    const floor = spawn(cmd, argv, { stdio: 'inherit' });
-    children.push(floor);
-    await eventually(async () => (await http('POST', `http://127.0.0.1:${floorPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'rejection floor server' });
-    const [ccmd, cargv] = pinned(pin.serverCore, nodeCommand(join(root, 'test/bench/lib/rejection-floor.ts'), String(connectedPort), holdersFile, '--connected'));
-    const connected = spawn(ccmd, cargv, { env: workerEnv(connectedPort), stdio: 'inherit' });
-    children.push(connected);
-    await eventually(async () => (await http('POST', `http://127.0.0.1:${connectedPort}${base}`, { userId: 'u-0', skuId: 'scarce' })).status === 409, { what: 'connected rejection floor server' });
+    const floor = await startRejectionFloor(floorPort, holdersFile, false);
+    const connected = await startRejectionFloor(connectedPort, holdersFile, true);
     const api = await startApi(apiProfile);
     // Bare between the floors and the API: the API's slice and the connected floor's are next to the
     // bare slice of their round, the plain floor one further.

@@ -79,4 +79,3 @@ async function connect(): Promise<void> {
   await refresh();
   setInterval(() => void refresh().catch(() => undefined), 250);
 }
-
