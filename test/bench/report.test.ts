@@ -211,19 +211,27 @@ test('timeouts: an early close or a smaller burst than the target misses', () =>
 });
 
 test('timeouts CPU budget: the MySQL floor against the CPU per close the needed rate allows', () => {
-  const round = (update: number, releaseInsert: number, spent: number): TimeoutsRun => ({
+  const round = (update: number, releaseInsert: number, spent: number, seconds: Record<string, number> = { closer: 1 }): TimeoutsRun => ({
     bench: 'timeouts', ...context, timestamp: '2026-12-01T00:00:00.000Z', which: 'closer', round: 1,
     params: { orders: 100_000, bucket: '2s', partitions: 6, dueSpreadMs: 999 }, orders: 100_000, closed: 100_000, early: 0, closesPerSecond: 12_000,
     delayMs: { p50: 3000, p90: 6000, p99: 7000, max: 7100 }, curve: [[99, 7000]], notes: [], checks: [],
     ceiling: { updatesPerSecond: 9000, chunkedPerSecond: 45_000, rows: 100_000, connections: 6, perTransaction: 500, cpuUsPerRow: { update, releaseInsert } },
-    cpu: { seconds: { closer: 1 }, total: 1, units: 100_000, usPerUnit: spent, missing: [] },
+    cpu: { seconds, total: 1, units: 100_000, usPerUnit: spent, missing: [] },
   });
   // 2 cores (the shared context) at 50,000 closes/s leave 40 µs per close.
   const out = closeCpuBudget([round(38, 20, 150), round(36, 22, 160), round(40, 24, 140)], 50_000);
   assert.match(out, /leave 40\.0 µs of CPU per close/);
   assert.match(out, /cost 58\.0 \(58\.0–64\.0\) µs per order/);
   assert.match(out, /the closer spent 150 \(140–160\) µs per close/);
-  assert.match(out, /Out of reach on 2 cores whatever the closer does: those two statements alone cost 18\.0 µs per close more/);
+  assert.match(out, /Out of reach on 2 cores at this design's cost: those two statements alone cost 18\.0 µs per close more/);
+  // No Redis figure in these rounds: nothing said of a design without the record.
+  assert.doesNotMatch(out, /Redis server|Without the record/);
+  // With the Redis server's CPU (0.8 s and 1.2 s per 100,000 closes: 8 and 12 µs per close) and the closer's (2 s: 20 µs).
+  const redis = closeCpuBudget([round(30, 20, 90, { closer: 2, redis: 0.8 }), round(32, 20, 95, { closer: 2, redis: 1.2 })], 50_000);
+  assert.match(redis, /the Redis server spent 10\.0 \(8\.0–12\.0\) µs per close in the closer rounds/);
+  assert.match(redis, /the UPDATE and the Redis server's share of the releases would take 41\.0 of the 40\.0 µs: out of reach that way too\./);
+  const tight = closeCpuBudget([round(28, 20, 90, { closer: 2, redis: 0.8 })], 50_000);
+  assert.match(tight, /would take 36\.0 of the 40\.0 µs, leaving 4\.0 µs for everything else; the closer's own process alone spent 20\.0 µs per close\./);
   const within = closeCpuBudget([round(10, 5, 150)], 50_000);
   assert.match(within, /within the budget: the closer's cost above it is what must fall/);
   // Lines from before the floor was measured say nothing.

@@ -452,17 +452,20 @@ export function timeoutsBudgetLine(s: TimeoutsSummary): string {
 }
 
 /** The figures of closeCpuBudget: null when no round measured the floor (lines before 2026-12-04). */
-export function closeCpuFloor(rounds: TimeoutsRun[], need: number): { cores: number; allowed: number; update: Spread; insert: Spread; floor: Spread; spent: Spread } | null {
+export function closeCpuFloor(rounds: TimeoutsRun[], need: number): { cores: number; allowed: number; update: Spread; insert: Spread; floor: Spread; redis: Spread; closer: Spread; spent: Spread } | null {
   const measured = rounds.filter((r) => r.ceiling?.cpuUsPerRow);
   const first = measured[0];
   if (!first) return null;
   const cores = first.machine.cores;
+  const perClose = (r: TimeoutsRun, part: string) => (r.cpu?.seconds[part] === undefined ? NaN : ((r.cpu.seconds[part] as number) / r.cpu.units) * 1e6);
   return {
     cores,
     allowed: (cores * 1e6) / need,
     update: spread(measured.map((r) => r.ceiling?.cpuUsPerRow?.update ?? NaN)),
     insert: spread(measured.map((r) => r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN)),
     floor: spread(measured.map((r) => (r.ceiling?.cpuUsPerRow?.update ?? NaN) + (r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN))),
+    redis: spread(measured.map((r) => perClose(r, 'redis'))),
+    closer: spread(measured.map((r) => perClose(r, 'closer'))),
     spent: spread(measured.map((r) => r.cpu?.usPerUnit ?? NaN)),
   };
 }
@@ -474,22 +477,33 @@ export function closesNeeded(orders: number, spreadS: number): number {
 
 /**
  * The CPU side of the same bound: closing `need` orders/s on the machine's cores leaves cores ÷ need
- * of CPU per close for every process. The MySQL writes no close can skip — the conditional UPDATE and
- * the release record's INSERT, measured in the ceiling run as this process + MariaDB — are a floor
- * under it (Redis, Kafka, the lock-read and the applied mark come on top, so it errs low).
+ * of CPU per close for every process. The MySQL writes of this design's close — the conditional
+ * UPDATE and the release record's INSERT, measured in the ceiling run as this process + MariaDB —
+ * are a floor under it (Redis, Kafka, the lock-read and the applied mark come on top, so it errs
+ * low). The record is a design choice (docs/timeouts.md): the line also says what the UPDATE and
+ * the Redis server's share of the releases (a release reaches Redis in any design) would leave
+ * without it.
  */
 export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
   const c = closeCpuFloor(rounds, need);
   if (!c) return '';
-  const { cores, allowed, update, insert, floor, spent } = c;
+  const { cores, allowed, update, insert, floor, redis, closer, spent } = c;
   const f1 = (n: number) => n.toFixed(1);
   const out = floor.median > allowed;
+  const bare = update.median + redis.median;
+  const withoutRecord = Number.isFinite(bare)
+    ? ` Without the record (a release state on the order row instead: not built, docs/timeouts.md) the UPDATE and the Redis server's share of the releases would take ${f1(bare)} of the ${f1(allowed)} µs` +
+      (bare >= allowed
+        ? ': out of reach that way too.'
+        : `, leaving ${f1(allowed - bare)} µs for everything else${Number.isFinite(closer.median) ? `; the closer's own process alone spent ${f1(closer.median)} µs per close` : ''}.`)
+    : '';
   return (
     ` CPU budget: ${f0(need)} closes/s on ${cores} cores leave ${f1(allowed)} µs of CPU per close for every process together. ` +
-    `The MySQL writes no close can skip cost ${f1(floor.median)} (${f1(floor.min)}–${f1(floor.max)}) µs per order in the ceiling runs ` +
+    `This design's MySQL writes per close cost ${f1(floor.median)} (${f1(floor.min)}–${f1(floor.max)}) µs per order in the ceiling runs ` +
     `(the conditional UPDATE ${f1(update.median)}, the release record's INSERT ${f1(insert.median)}; client + MariaDB)` +
+    (Number.isFinite(redis.median) ? `; the Redis server spent ${f1(redis.median)} (${f1(redis.min)}–${f1(redis.max)}) µs per close in the closer rounds (the releases)` : '') +
     (Number.isFinite(spent.median) ? `; the closer spent ${f0(spent.median)} (${f0(spent.min)}–${f0(spent.max)}) µs per close, every process` : '') +
-    `. ${out ? `Out of reach on ${cores} cores whatever the closer does: those two statements alone cost ${f1(floor.median - allowed)} µs per close more than the target allows.` : `The floor is within the budget: the closer's cost above it is what must fall.`}`
+    `. ${out ? `Out of reach on ${cores} cores at this design's cost: those two statements alone cost ${f1(floor.median - allowed)} µs per close more than the target allows.${withoutRecord}` : `The floor is within the budget: the closer's cost above it is what must fall.`}`
   );
 }
 
