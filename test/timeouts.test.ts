@@ -52,6 +52,18 @@ describe('due-time split (pure)', () => {
     assert.deepEqual(splitDue([msg(0, { dueAt: 501 })], 500, dueOf).wait, { offset: '0', dueAt: 501 });
   });
 
+  it('takes at most `limit` messages from index `from`; the wait is found by the pass that reaches it', () => {
+    const batch = [msg(0, { dueAt: 100 }), msg(1, { dueAt: 200 }), msg(2, { dueAt: 300 }), msg(3, { dueAt: 1000 })];
+    const first = splitDue(batch, 500, dueOf, 2);
+    assert.deepEqual(first.ready.map((m) => m.offset), ['0', '1']);
+    assert.equal(first.wait, null);
+    const second = splitDue(batch, 500, dueOf, 2, 2);
+    assert.deepEqual(second.ready.map((m) => m.offset), ['2']);
+    assert.deepEqual(second.wait, { offset: '3', dueAt: 1000 });
+    assert.deepEqual(splitDue(batch, 500, dueOf, 2, 3), { ready: [], wait: { offset: '3', dueAt: 1000 } });
+    assert.deepEqual(splitDue(batch, 500, dueOf, 2, 4), { ready: [], wait: null });
+  });
+
   it('backs off exponentially, capped', () => {
     assert.deepEqual([1, 2, 3].map((a) => retryBackoffMs(a, 1000)), [1000, 2000, 4000]);
     assert.equal(retryBackoffMs(30, 1000), 60_000);

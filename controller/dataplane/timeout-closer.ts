@@ -34,15 +34,18 @@ export const DUE_SKEW_MS = 5 * 60_000;
 export type DueOf = (m: ConsumedMessage) => number | null;
 
 /**
- * Splits a partition's batch: the leading messages that may be handled at `now` (due, or malformed:
- * dueOf → null, handled at once by sending them to the dead-letter topic), and the first message
- * that is not due yet, where the partition must wait. Messages behind a not-yet-due head wait for it
- * even when they are due themselves: order within a partition is what makes the committed offset
- * meaningful, and in one bucket they are due at most a moment later.
+ * Splits a partition's batch from index `from`: the leading messages that may be handled at `now`
+ * (due, or malformed: dueOf → null, handled at once by sending them to the dead-letter topic), at
+ * most `limit` of them, and the first message that is not due yet, where the partition must wait
+ * (null when the limit ended the scan first). Messages behind a not-yet-due head wait for it even
+ * when they are due themselves: order within a partition is what makes the committed offset
+ * meaningful, and in one bucket they are due at most a moment later. The limit and the start index
+ * keep a batch's chunks one pass over it: a fetch holds thousands of messages per partition.
  */
-export function splitDue(messages: ConsumedMessage[], now: number, dueOf: DueOf): { ready: ConsumedMessage[]; wait: { offset: string; dueAt: number } | null } {
+export function splitDue(messages: ConsumedMessage[], now: number, dueOf: DueOf, limit = Infinity, from = 0): { ready: ConsumedMessage[]; wait: { offset: string; dueAt: number } | null } {
   const ready: ConsumedMessage[] = [];
-  for (const m of messages) {
+  for (let i = from; i < messages.length && ready.length < limit; i++) {
+    const m = messages[i] as ConsumedMessage;
     const due = dueOf(m);
     if (due !== null && due > now) return { ready, wait: { offset: m.offset, dueAt: due } };
     ready.push(m);
@@ -146,10 +149,9 @@ export class DelayedTopicWorker {
   private async onBatch(batch: Batch, ctx: BatchContext): Promise<void> {
     const chunkSize = this.o.chunkSize ?? 500;
     this.stats.batches++;
-    let rest = batch.messages;
-    while (rest.length > 0 && ctx.isActive()) {
-      const { ready, wait } = splitDue(rest, this.clock.now(), this.o.dueOf);
-      const chunk = ready.slice(0, chunkSize);
+    let next = 0;
+    while (next < batch.messages.length && ctx.isActive()) {
+      const { ready: chunk, wait } = splitDue(batch.messages, this.clock.now(), this.o.dueOf, chunkSize, next);
       if (chunk.length === 0) {
         if (wait) this.pauseUntil(batch, ctx, wait.offset, wait.dueAt);
         return;
@@ -173,7 +175,7 @@ export class DelayedTopicWorker {
         this.o.logger.warn({ err: String(err), topic: batch.topic, partition: batch.partition }, 'offset commit failed');
         return;
       }
-      rest = rest.slice(chunk.length);
+      next += chunk.length;
     }
   }
 }
