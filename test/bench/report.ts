@@ -12,7 +12,7 @@ import { replaceBlock } from './lib/blocks.ts';
 import { STARTUP } from './lib/profile.ts';
 import { readRuns, resultsFile, RESULTS_DIR, type ProfileRun, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
-import { acceptFloorLine, batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
+import { acceptFloorLine, batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type RejectFloor, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
 import { renderChart, type Series } from './lib/svg.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -63,8 +63,11 @@ function usable<T extends SeckillRun | TimeoutsRun>(runs: T[]): T[][] {
 // ---------------------------------------------------------------------------------------------
 // seckill
 
+/** How the header names the servers of a round, in their order. */
+const ROUND_NAMES: Record<SeckillRun['which'], string> = { 'reject-floor': 'floor', 'reject-floor-connected': 'connected floor', bare: 'bare', reject: 'API', accept: 'API accept', 'accept-floor': 'accept floor' };
+
 /** A rejection floor's row of the seckill table (none for batches without that floor). */
-function floorRow(label: string, f: SeckillSummary['rejectFloor']): string[] {
+function floorRow(label: string, f: RejectFloor | null): string[] {
   return f ? [`| ${label} | ${range(f.rps, f0)} req/s | ${range(f.ratio, ms2)} | ${range(f.p50, ms2)} | ${range(f.p99, ms2)} | ${range(f.cpuUs, (n) => fd(n, 1))} (floor server) |`] : [];
 }
 
@@ -96,10 +99,11 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   // Batches since 2026-12-04 10:00 measure the rejection path in rounds with a floor (seckill.ts).
   const firstRound = latest
     .filter((r) => r.pair === 1 && r.which !== 'accept' && r.which !== 'accept-floor' && r.ceilingOf !== 'accept')
-    .map((r) => (r.which === 'reject-floor' ? 'floor' : r.which === 'reject-floor-connected' ? 'connected floor' : r.which === 'reject' ? 'API' : 'bare'))
+    .map((r) => ROUND_NAMES[r.which])
     .join(' → ');
+  const floors = s.rejectFloorConnected ? 'floors' : 'floor';
   const shape = s.rejectFloor
-    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${(rejectRun?.params.launches ?? 1) > 1 ? ` (bare, ${s.rejectFloorConnected ? 'floors' : 'floor'} and API started afresh ${rejectRun?.params.launches} times, for a share of the rounds each)` : ` (bare, ${s.rejectFloorConnected ? 'floors' : 'floor'} and API each started once)`}${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
+    ? `${s.rejectRounds} rejection rounds of ${rejectRun?.params.seconds ?? '?'}-s slices on warm servers${(rejectRun?.params.launches ?? 1) > 1 ? ` (bare, ${floors} and API started afresh ${rejectRun?.params.launches} times, for a share of the rounds each)` : ` (bare, ${floors} and API each started once)`}${rejectRun?.params.sliceWarmupSeconds ? `, each after ${rejectRun.params.sliceWarmupSeconds} s of unmeasured load` : ''} (${firstRound}, every other round reversed), then ${s.pairs} accept pairs (bare → accept), wrk -t1, accept runs -d${acceptRun?.params.seconds ?? '?'}s`
     : `${s.pairs} pairs of alternated runs (bare → rejection → bare → accept), wrk -t1 -d${p.seconds}s`;
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);

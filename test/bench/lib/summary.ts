@@ -23,6 +23,15 @@ export interface Verdict {
   figure: string;
 }
 
+/** A rejection floor's figures: req/s, ratio to the bare run of its round, latency, CPU per request of its server. */
+export interface RejectFloor {
+  rps: Spread;
+  ratio: Spread;
+  p50: Spread;
+  p99: Spread;
+  cpuUs: Spread;
+}
+
 export interface SeckillSummary {
   batch: string;
   /** Accept pairs (bare → accept). */
@@ -41,9 +50,9 @@ export interface SeckillSummary {
    * The rejection floor (lib/rejection-floor.ts): req/s, ratio to the bare run of its round, latency,
    * CPU per request of the floor server; null in batches before it existed.
    */
-  rejectFloor: { rps: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread } | null;
+  rejectFloor: RejectFloor | null;
   /** The rejection floor in a process holding the API's client connections (batches since 2026-12-06). */
-  rejectFloorConnected: { rps: Spread; ratio: Spread; p50: Spread; p99: Spread; cpuUs: Spread } | null;
+  rejectFloorConnected: RejectFloor | null;
   /**
    * The accept floor (lib/accept-floor.ts): orders/s into its table, ratio to the bare run of its
    * pair, HTTP latency, CPU per order of all its processes and of its server alone; null in batches
@@ -180,7 +189,7 @@ export function seckillSummary(runs: SeckillRun[]): SeckillSummary {
     cpuPerRejectUs: spread(all('reject').map((r) => r.cpu.usPerUnit)),
     cpuPerBareUs: spread(all('bare', 'reject').map((r) => r.cpu.usPerUnit)),
   };
-  const floorOf = (which: 'reject-floor' | 'reject-floor-connected', ratios: number[]) => {
+  const floorOf = (which: 'reject-floor' | 'reject-floor-connected', ratios: number[]): RejectFloor | null => {
     const floorRuns = all(which);
     return ratios.length > 0
       ? {
@@ -490,12 +499,12 @@ export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
   const { cores, allowed, update, insert, floor, redis, closer, spent } = c;
   const f1 = (n: number) => n.toFixed(1);
   const out = floor.median > allowed;
-  const bare = update.median + redis.median;
-  const withoutRecord = Number.isFinite(bare)
-    ? ` Without the record (a release state on the order row instead: not built, docs/timeouts.md) the UPDATE and the Redis server's share of the releases would take ${f1(bare)} of the ${f1(allowed)} µs` +
-      (bare >= allowed
+  const updateAndRedis = update.median + redis.median;
+  const withoutRecord = Number.isFinite(updateAndRedis)
+    ? ` Without the record (a release state on the order row instead: not built, docs/timeouts.md) the UPDATE and the Redis server's share of the releases would take ${f1(updateAndRedis)} of the ${f1(allowed)} µs` +
+      (updateAndRedis >= allowed
         ? ': out of reach that way too.'
-        : `, leaving ${f1(allowed - bare)} µs for everything else${Number.isFinite(closer.median) ? `; the closer's own process alone spent ${f1(closer.median)} µs per close` : ''}.`)
+        : `, leaving ${f1(allowed - updateAndRedis)} µs for everything else${Number.isFinite(closer.median) ? `; the closer's own process alone spent ${f1(closer.median)} µs per close` : ''}.`)
     : '';
   return (
     ` CPU budget: ${f0(need)} closes/s on ${cores} cores leave ${f1(allowed)} µs of CPU per close for every process together. ` +
