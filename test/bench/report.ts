@@ -108,6 +108,18 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${shape}${p.warmupSeconds ? ` after ${p.warmupSeconds} s of unmeasured load on the same server (warm-up)` : ', no warm-up'}${p.pipelineWarmupSeconds ? `, the batch after ${p.pipelineWarmupSeconds} s of unmeasured accept load through the pipeline` : ''}, rejection runs -c${rejectRun?.params.connections ?? '?'}, accept runs -c${acceptRun?.params.connections ?? '?'}. Figures: median (min–max) across the runs of the batch; ratios are per pair or round (API run ÷ the bare run of the same pair or round).`;
   const roles = Object.entries(s.cpuPerOrderByRole);
   const history = bs.map((b) => seckillSummary(b));
+  // The verdicts and the budget lines, the same in RESULTS.md and the README.
+  const findings = [
+    ...verdictLines(s.verdicts),
+    '',
+    budgetLine(s),
+    '',
+    ...(floorLine(s) ? [floorLine(s) as string, ''] : []),
+    ...(acceptFloorLine(s) ? [acceptFloorLine(s) as string, ''] : []),
+    latencyBudgetLine(s),
+    '',
+    rejectBudgetLine(s),
+  ];
   const md = [
     '## seckill',
     '',
@@ -119,15 +131,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     '',
     'Targets (checked by `npm run bench:seckill`, which exits non-zero on a miss):',
     '',
-    ...verdictLines(s.verdicts),
-    '',
-    budgetLine(s),
-    '',
-    ...(floorLine(s) ? [floorLine(s) as string, ''] : []),
-    ...(acceptFloorLine(s) ? [acceptFloorLine(s) as string, ''] : []),
-    latencyBudgetLine(s),
-    '',
-    rejectBudgetLine(s),
+    ...findings,
     '',
     'CPU per accepted order by process (µs, median (min–max)), read from /proc/<pid>/stat around each accept run' + (acceptRun?.cpu.missing.length ? `; not found, so not counted: ${acceptRun.cpu.missing.join(', ')}` : '') + ':',
     '',
@@ -150,15 +154,7 @@ function seckillSection(all: SeckillRun[]): { md: string; readme: string; svg: s
     '',
     ...seckillTable(s),
     '',
-    ...verdictLines(s.verdicts),
-    '',
-    budgetLine(s),
-    '',
-    ...(floorLine(s) ? [floorLine(s) as string, ''] : []),
-    ...(acceptFloorLine(s) ? [acceptFloorLine(s) as string, ''] : []),
-    latencyBudgetLine(s),
-    '',
-    rejectBudgetLine(s),
+    ...findings,
     '',
     '![Accept-path latency against bare node:http](test/bench/seckill-latency.svg)',
   ].join('\n');
