@@ -21,6 +21,8 @@ const root = fileURLToPath(new URL('../', import.meta.url));
 const chart = join(root, 'charts/flashsale-operator');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
 const fullname = 'flashsale-flashsale-operator';
+/** Where an installation publishes docs/ (metrics.prometheusRule.runbookBaseUrl). */
+const RUNBOOK_BASE = 'https://git.example.com/shop/flashsale-operator/blob/v9.9.9/';
 
 function only(manifests: Manifest[], kind: string, name?: string): Manifest {
   const found = manifests.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
@@ -328,7 +330,7 @@ describe('Helm chart', () => {
           metrics: {
             serviceMonitor: { enabled: true, interval: '15s', scrapeTimeout: '10s', additionalLabels: { release: 'prom' } },
             podMonitor: { enabled: true, interval: '20s', additionalLabels: { release: 'prom' } },
-            prometheusRule: { enabled: true, additionalLabels: { release: 'prom' } },
+            prometheusRule: { enabled: true, additionalLabels: { release: 'prom' }, runbookBaseUrl: RUNBOOK_BASE },
             dashboards: { enabled: true, namespace: 'monitoring', additionalLabels: { grafana: 'main' } },
           },
         },
@@ -405,12 +407,22 @@ describe('Helm chart', () => {
       assert.ok(Object.entries(pm.spec.selector.matchLabels as Record<string, string>).some(([k, v]) => operatorPod[k] !== v));
     });
 
-    it('wraps files/prometheus-rules.yaml in a PrometheusRule', () => {
+    it('wraps files/prometheus-rules.yaml in a PrometheusRule, its runbook links under runbookBaseUrl', () => {
       const rule = only(manifests, 'PrometheusRule');
       assert.equal(rule.metadata.labels?.release, 'prom');
-      const file = parse(readFileSync(join(chart, 'files/prometheus-rules.yaml'), 'utf8')) as { groups: unknown[] };
+      type Rules = { groups: { rules: { alert: string; annotations: Record<string, string> }[] }[] };
+      const file = parse(readFileSync(join(chart, 'files/prometheus-rules.yaml'), 'utf8')) as Rules;
       assert.ok(Array.isArray(file.groups) && file.groups.length > 0, 'the rules file has groups');
+      // The rendered rules are the file's, with every runbook link made absolute and nothing else changed.
+      const alerts = file.groups.flatMap((g) => g.rules);
+      assert.ok(alerts.length > 0 && alerts.every((a) => a.annotations.runbook_url?.startsWith('docs/runbook.md#')), 'every alert of the file links its runbook section');
+      for (const a of alerts) a.annotations.runbook_url = RUNBOOK_BASE + a.annotations.runbook_url;
       assert.deepEqual(rule.spec, file);
+    });
+
+    it('keeps the rules file as it is when no runbookBaseUrl is set', async () => {
+      const plain = await helmTemplate(chart, { values: { metrics: { prometheusRule: { enabled: true } } } });
+      assert.deepEqual(only(plain, 'PrometheusRule').spec, parse(readFileSync(join(chart, 'files/prometheus-rules.yaml'), 'utf8')));
     });
 
     it('wraps files/dashboard.json in a ConfigMap for the Grafana sidecar', () => {
@@ -462,6 +474,8 @@ describe('Helm chart', () => {
       ['an unknown log level', { operator: { logLevel: 'verbose' } }, /logLevel/],
       ['a namespace that is not a DNS label', { operator: { watchNamespaces: ['Shop_A'] } }, /watchNamespaces/],
       ['a Redis URL of another scheme', { redis: { url: 'http://redis:6379' } }, /url/],
+      ['a runbook base URL without its trailing slash', { metrics: { prometheusRule: { runbookBaseUrl: 'https://git.example.com/fs' } } }, /runbookBaseUrl/],
+      ['a runbook base URL with a quote', { metrics: { prometheusRule: { runbookBaseUrl: 'https://git.example.com/"x/' } } }, /runbookBaseUrl/],
     ];
     for (const [what, values, reason] of cases) {
       it(`rejects ${what}`, async () => {

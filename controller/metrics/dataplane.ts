@@ -76,7 +76,7 @@ function build(registry: Registry) {
     }),
     deadLetters: new Counter({
       name: 'flashsale_dead_letters_total',
-      help: 'Messages sent to the dead-letter topic, by source topic role (orders, timeouts) and reason.',
+      help: 'Messages sent to the dead-letter topic, by source topic role (orders, timeouts, retry) and reason.',
       labelNames: ['flashsale', 'source', 'reason'] as const,
       registers,
     }),
