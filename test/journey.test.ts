@@ -661,6 +661,8 @@ describe('the journey: helm install → kubectl apply → a live sale → kubect
     const notReached: Record<string, string> = {
       // decide.ts planChildren prunes an owned Service that is no longer desired; a sale has one Service.
       [key('', 'services', 'delete')]: 'pruning a Service no longer in the plan',
+      // The same for the API pods' PodDisruptionBudget; a sale has one.
+      [key('policy', 'poddisruptionbudgets', 'delete')]: 'pruning a PodDisruptionBudget no longer in the plan',
     };
     const usedNotGranted = [...used.keys()].filter((k) => !granted.has(k)).sort();
     const grantedUnused = [...granted].filter((k) => !used.has(k) && !notARequest[k] && !notReached[k]).sort();

@@ -12,7 +12,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
 import { parse, stringify } from 'yaml';
-import { createKubeClient, paths, type KubeClient, type KubeList } from '../controller/operator/kube.ts';
+import { createKubeClient, KubeApiError, paths, type KubeClient, type KubeList } from '../controller/operator/kube.ts';
 import type { Condition, FlashSaleStatus } from '../controller/spec/flashsale.ts';
 import { saleNames } from '../controller/spec/names.ts';
 import { createNamespace, deleteNamespace, testCluster, type TestCluster } from './support/cluster.ts';
@@ -97,9 +97,30 @@ async function getSale(namespace: string, name: string): Promise<Sale> {
 
 const cond = (s: Sale, type: string): Condition | undefined => s.status?.conditions?.find((c) => c.type === type);
 
+interface DisruptionBudget {
+  metadata: { name: string; ownerReferences?: { uid: string; controller?: boolean }[] };
+  spec: { maxUnavailable?: number; selector: { matchLabels: Record<string, string> } };
+  status?: { currentHealthy?: number; desiredHealthy?: number; disruptionsAllowed?: number; expectedPods?: number; observedGeneration?: number };
+}
+
+async function disruptionBudget(namespace: string, name: string): Promise<DisruptionBudget> {
+  return client.request<DisruptionBudget>('GET', paths.disruptionBudget(namespace, name));
+}
+
+/** The budget once the disruption controller counted `healthy` API pods of `expected`, with `allowed` disruptions. */
+async function budgetCounts(namespace: string, name: string, healthy: number, expected: number, allowed: number, what: string): Promise<DisruptionBudget> {
+  return eventually(
+    async () => {
+      const b = await disruptionBudget(namespace, name);
+      return b.status?.currentHealthy === healthy && b.status.expectedPods === expected && b.status.disruptionsAllowed === allowed ? b : undefined;
+    },
+    { timeoutMs: 120_000, what },
+  );
+}
+
 interface Deployment {
   metadata: { name: string; generation?: number; annotations?: Record<string, string>; ownerReferences?: { uid: string; controller?: boolean }[]; managedFields?: { manager: string; operation: string; subresource?: string }[] };
-  spec: { replicas: number; progressDeadlineSeconds?: number; template: { metadata?: { annotations?: Record<string, string> }; spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } };
+  spec: { replicas: number; progressDeadlineSeconds?: number; selector: { matchLabels: Record<string, string> }; template: { metadata?: { annotations?: Record<string, string> }; spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } };
   status?: { readyReplicas?: number; observedGeneration?: number };
 }
 
@@ -159,7 +180,7 @@ async function buy(address: string, sale: string, userId: string, skuId: string)
  */
 async function objectVersions(namespace: string): Promise<string[]> {
   const out: string[] = [];
-  for (const [kind, path] of [['flashsale', paths.flashsales(namespace)], ['deployment', paths.deployments(namespace)], ['service', paths.services(namespace)], ['event', paths.events(namespace)]] as const) {
+  for (const [kind, path] of [['flashsale', paths.flashsales(namespace)], ['deployment', paths.deployments(namespace)], ['service', paths.services(namespace)], ['pdb', paths.disruptionBudgets(namespace)], ['event', paths.events(namespace)]] as const) {
     const list = await client.request<KubeList<{ metadata: { name: string; resourceVersion: string }; source?: { component?: string } }>>('GET', path);
     for (const o of list.items) if (kind !== 'event' || o.source?.component === 'flashsale-operator') out.push(`${kind}/${o.metadata.name}@${o.metadata.resourceVersion}`);
   }
@@ -262,6 +283,12 @@ describe('operator end to end', () => {
     assert.deepEqual(closer?.spec.template.spec.containers[0]?.args, ['timeout-closer', '--bucket', '5m']);
     const svc = await client.request<{ metadata: { ownerReferences: { uid: string }[] } }>('GET', paths.service(namespace, 'singles-day-api'));
     assert.equal(svc.metadata.ownerReferences[0]?.uid, sale.metadata.uid);
+    // The API pods' budget: over the API Deployment's pods, owned by the sale; the disruption
+    // controller counts the two ready replicas and allows one of them to go.
+    const pdb = await budgetCounts(namespace, 'singles-day-api', 2, 2, 1, "the API budget counts 2 healthy pods, 1 disruption allowed");
+    assert.deepEqual(pdb.metadata.ownerReferences?.map((r) => [r.uid, r.controller]), [[sale.metadata.uid, true]]);
+    assert.equal(pdb.spec.maxUnavailable, 1);
+    assert.deepEqual(pdb.spec.selector.matchLabels, ds.find((d) => d.metadata.name === 'singles-day-api')?.spec.selector.matchLabels);
 
     // Idempotence: the operator reconciles every second (SCALE_INTERVAL=1s); let it run a few
     // rounds and check that no object it manages was written (the Lease renewals are the only
@@ -283,7 +310,7 @@ describe('operator end to end', () => {
     // The children a round creates are named in one Event (one write to the apiserver, not five).
     const created = (JSON.parse(events) as { items: { reason: string; message: string; involvedObject: { name: string } }[] }).items.filter((e) => e.reason === 'Created' && e.involvedObject.name === 'singles-day');
     assert.equal(created.length, 1, JSON.stringify(created));
-    assert.deepEqual(created[0]?.message.replace(/^created /, '').split(', ').sort(), [...ds.map((d) => `Deployment ${d.metadata.name}`), 'Service singles-day-api'].sort());
+    assert.deepEqual(created[0]?.message.replace(/^created /, '').split(', ').sort(), [...ds.map((d) => `Deployment ${d.metadata.name}`), 'PodDisruptionBudget singles-day-api', 'Service singles-day-api'].sort());
     assert.equal((await fetch(`${op.url}/healthz`)).status, 200);
     assert.equal(await op.metric('flashsale_operator_leader'), 1);
 
@@ -300,6 +327,38 @@ describe('operator end to end', () => {
     await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= after + 3, { timeoutMs: 20_000, what: '3 more reconciles after the restart' });
     assert.equal(await restartedAt(), stamp, "the operator's apply keeps another manager's annotation");
     await waitFor(namespace, 'singles-day', (s) => s.status?.phase === 'Ready', 'Ready after the restart', 180_000);
+  });
+
+  it('a node drain evicts one API pod at a time: a second eviction is refused until the first pod is replaced and ready', async () => {
+    const namespace = await ns({ pods: true });
+    await operator(namespace);
+    await apply(namespace, saleYaml('drained', baseSpec()));
+    await waitReady(namespace, 'drained');
+    await budgetCounts(namespace, 'drained-api', 2, 2, 1, 'the API budget allows 1 of 2');
+    type Pod = { metadata: { name: string; deletionTimestamp?: string }; status?: { conditions?: { type: string; status: string }[] } };
+    const apiPods = async () =>
+      (await client.request<KubeList<Pod>>('GET', `/api/v1/namespaces/${namespace}/pods?labelSelector=${encodeURIComponent('flashsale.dev/sale=drained,flashsale.dev/role=api')}`)).items;
+    // The refusal is a 429 with Retry-After, which the test client would wait out and retry: one try each.
+    const once = createKubeClient(cluster.kc, { maxRetries: 0 });
+    const evict = (name: string) =>
+      once.request('POST', `/api/v1/namespaces/${namespace}/pods/${name}/eviction`, { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name, namespace } });
+    const [first, second] = (await apiPods()).map((p) => p.metadata.name);
+    assert.ok(first && second, 'two API pods');
+    // What `kubectl drain` does per pod: the first eviction is granted, the second refused (429) while
+    // the first pod is gone and its replacement not yet ready.
+    await evict(first);
+    await assert.rejects(evict(second), (err: Error) => {
+      assert.ok(err instanceof KubeApiError && err.status === 429, String(err));
+      assert.match(err.message, /disruption budget/i);
+      return true;
+    });
+    // The Deployment replaces the evicted pod; once the new one is ready the budget allows one again.
+    await budgetCounts(namespace, 'drained-api', 2, 2, 1, 'the replacement counted healthy, 1 disruption allowed again');
+    const names = (await apiPods()).filter((p) => !p.metadata.deletionTimestamp).map((p) => p.metadata.name);
+    assert.ok(names.includes(second) && !names.includes(first), names.join(', '));
+    await evict(second);
+    await budgetCounts(namespace, 'drained-api', 2, 2, 1, 'the second replacement ready');
+    await waitFor(namespace, 'drained', (s) => s.status?.phase === 'Ready', 'Ready after the drain', 120_000);
   });
 
   it('raising stock rolls no pod (no Deployment template changes) and the API sells the new units', async () => {

@@ -8,7 +8,7 @@ import { ResilientInformer, type InformerLike } from '../controller/operator/inf
 import { EventRecorder } from '../controller/operator/events.ts';
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
-import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredService, parseSecretRef, plannedWorkloads, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
+import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredDisruptionBudget, desiredService, parseSecretRef, plannedWorkloads, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
 import { TokenBucket, WorkQueue } from '../controller/operator/workqueue.ts';
 import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
 import { createLogger } from '../controller/log.ts';
@@ -124,13 +124,16 @@ describe('scaling', () => {
 });
 
 describe('children', () => {
-  it('plans a Deployment per workload (one closer per bucket) and the API Service, with owner references', () => {
+  /** A sale with no children yet. */
+  const NONE = { deployments: [], services: [], disruptionBudgets: [] };
+
+  it('plans a Deployment per workload (one closer per bucket), the API Service and the API PodDisruptionBudget, with owner references', () => {
     const sale = valid();
-    const plan = planChildren(sale, env, {}, { deployments: [], services: [] });
+    const plan = planChildren(sale, env, {}, NONE);
     assert.ok(plan.apply.every((a) => a.existing === undefined));
     const created = plan.apply.map((a) => a.desired);
     const names = created.map((o) => `${o.kind}/${o.metadata?.name}`).sort();
-    assert.deepEqual(names, ['Deployment/sd-api', 'Deployment/sd-compensator', 'Deployment/sd-order-writer', 'Deployment/sd-timeout-closer-30m', 'Deployment/sd-timeout-closer-5m', 'Service/sd-api']);
+    assert.deepEqual(names, ['Deployment/sd-api', 'Deployment/sd-compensator', 'Deployment/sd-order-writer', 'Deployment/sd-timeout-closer-30m', 'Deployment/sd-timeout-closer-5m', 'PodDisruptionBudget/sd-api', 'Service/sd-api']);
     for (const o of created) {
       assert.deepEqual(o.metadata?.ownerReferences, [{ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', name: 'sd', uid: 'u-1', controller: true, blockOwnerDeletion: true }]);
       assert.equal(o.metadata?.labels?.['flashsale.dev/sale'], 'sd');
@@ -155,7 +158,7 @@ describe('children', () => {
   it('a worker\'s pod template carries no stock numbers: a stock, replica or partition change rolls no pod; a new SKU does', () => {
     const sale = valid();
     const templates = (s: FlashSale, replicas: Record<string, number> = {}) =>
-      Object.fromEntries(planChildren(s, env, replicas, { deployments: [], services: [] }).apply.filter((a) => a.desired.kind === 'Deployment').map((a) => [a.desired.metadata?.name, JSON.stringify((a.desired as ReturnType<typeof desiredDeployment>).spec?.template)]));
+      Object.fromEntries(planChildren(s, env, replicas, NONE).apply.filter((a) => a.desired.kind === 'Deployment').map((a) => [a.desired.metadata?.name, JSON.stringify((a.desired as ReturnType<typeof desiredDeployment>).spec?.template)]));
     const before = templates(sale);
     for (const k of sale.spec.skus) assert.equal(workerSpec(sale, 'api').skus.find((x) => x.id === k.id)?.stock, 0, 'stock is read from Redis, never from the pod');
     const edited = valid(rawSale({
@@ -168,6 +171,21 @@ describe('children', () => {
     assert.notEqual(templates(added)['sd-api'], before['sd-api'], 'the API must learn a new SKU');
     assert.equal(workerSpec(sale, 'api').compensation, undefined, 'only the compensator reads compensation settings');
     assert.deepEqual(workerSpec(sale, 'compensator').compensation, sale.spec.compensation);
+  });
+
+  it("the API's PodDisruptionBudget selects exactly the API's pods and lets a drain take one at a time", () => {
+    const sale = valid();
+    const pdb = desiredDisruptionBudget(sale);
+    assert.equal(pdb.spec?.maxUnavailable, 1, 'one API pod down at a time; with one replica a drain still proceeds');
+    assert.equal(pdb.spec?.minAvailable, undefined);
+    assert.equal(pdb.spec?.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'a crash-looping replica never blocks a drain');
+    const selects = (labels: Record<string, string> | undefined) => Object.entries(pdb.spec?.selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v);
+    const deployments = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    assert.deepEqual(deployments.filter((d) => selects(d.spec?.template.metadata?.labels)).map((d) => d.metadata?.name), ['sd-api'], 'the API pods and no consumer');
+    assert.deepEqual(pdb.spec?.selector?.matchLabels, deployments.find((d) => d.metadata?.name === 'sd-api')?.spec?.selector.matchLabels, "the API Deployment's own selector");
+    // Another sale of the namespace: its API pods are not this budget's.
+    const other = valid(rawSale({}, { name: 'other', uid: 'u-2' }));
+    assert.equal(selects(desiredDeployment(other, plannedWorkloads(other, {})[0]!, env).spec?.template.metadata?.labels), false);
   });
 
   it('takes connection URLs from Secrets when configured', () => {
@@ -184,7 +202,7 @@ describe('children', () => {
 
   it('applies only what the operator last applied differently or what drifted; server defaults and others\' fields cause no apply', () => {
     const sale = valid();
-    const first = planChildren(sale, env, {}, { deployments: [], services: [] });
+    const first = planChildren(sale, env, {}, NONE);
     const deployments = first.apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
     const services = first.apply.map((a) => a.desired).filter((o) => o.kind === 'Service') as ReturnType<typeof desiredService>[];
     // What a real apiserver stores: the applied configuration plus defaults, status, clusterIP,
@@ -200,11 +218,14 @@ describe('children', () => {
       return copy;
     });
     const storedSvc = services.map((s) => ({ ...structuredClone(s), spec: { ...s.spec, clusterIP: '10.0.0.1' } }));
-    const same = planChildren(sale, env, {}, { deployments: stored, services: storedSvc });
+    // A budget's status moves with every API pod (the disruption controller's): never a reason to apply.
+    const storedPdb = first.apply.map((a) => a.desired).filter((o) => o.kind === 'PodDisruptionBudget').map((b) => ({ ...structuredClone(b), status: { currentHealthy: 2, desiredHealthy: 1, disruptionsAllowed: 1, expectedPods: 2 } })) as ReturnType<typeof desiredDisruptionBudget>[];
+    assert.equal(storedPdb.length, 1);
+    const same = planChildren(sale, env, {}, { deployments: stored, services: storedSvc, disruptionBudgets: storedPdb });
     assert.deepEqual([same.apply.length, same.delete.length], [0, 0]);
 
     const ow = saleNames(sale.metadata).workloads.orderWriter;
-    const scaled = planChildren(sale, env, { [ow]: 3 }, { deployments: stored, services: storedSvc });
+    const scaled = planChildren(sale, env, { [ow]: 3 }, { deployments: stored, services: storedSvc, disruptionBudgets: storedPdb });
     assert.deepEqual(scaled.apply.map((u) => u.desired.metadata?.name), [ow]);
     const apply = scaled.apply[0]!.desired as ReturnType<typeof desiredDeployment>;
     assert.equal(apply.spec?.replicas, 3);
@@ -214,19 +235,19 @@ describe('children', () => {
     // Someone changed a field the operator owns (drift): applied again, though the hash matches.
     const drifted = structuredClone(stored);
     drifted[0]!.spec!.template.spec!.containers[0]!.image = 'other:1';
-    assert.deepEqual(planChildren(sale, env, {}, { deployments: drifted, services: storedSvc }).apply.map((u) => u.desired.metadata?.name), [drifted[0]!.metadata?.name]);
+    assert.deepEqual(planChildren(sale, env, {}, { deployments: drifted, services: storedSvc, disruptionBudgets: storedPdb }).apply.map((u) => u.desired.metadata?.name), [drifted[0]!.metadata?.name]);
     // Another manager's env var or sidecar container survives server-side apply: not drift.
     const injected = structuredClone(stored);
     injected[0]!.spec!.template.spec!.containers[0]!.env!.push({ name: 'EXTRA', value: '1' });
     injected[0]!.spec!.template.spec!.containers.push({ name: 'sidecar', image: 'proxy:1' });
-    assert.equal(planChildren(sale, env, {}, { deployments: injected, services: storedSvc }).apply.length, 0);
+    assert.equal(planChildren(sale, env, {}, { deployments: injected, services: storedSvc, disruptionBudgets: storedPdb }).apply.length, 0);
     // A stored object applied by an older operator (no or another hash): applied again.
     const old = structuredClone(stored);
     delete old[1]!.metadata!.annotations![APPLIED_HASH_ANNOTATION];
-    assert.deepEqual(planChildren(sale, env, {}, { deployments: old, services: storedSvc }).apply.map((u) => u.desired.metadata?.name), [old[1]!.metadata?.name]);
+    assert.deepEqual(planChildren(sale, env, {}, { deployments: old, services: storedSvc, disruptionBudgets: storedPdb }).apply.map((u) => u.desired.metadata?.name), [old[1]!.metadata?.name]);
 
     const oneBucket = valid(rawSale({ skus: [{ id: 'phone', stock: 10, timeoutBucket: '5m' }], timeoutBuckets: [{ name: '5m', delay: '5m' }] }));
-    const shrunk = planChildren(oneBucket, env, {}, { deployments: stored, services: storedSvc });
+    const shrunk = planChildren(oneBucket, env, {}, { deployments: stored, services: storedSvc, disruptionBudgets: storedPdb });
     assert.ok(shrunk.delete.some((d) => d.metadata?.name === 'sd-timeout-closer-30m'));
   });
 

@@ -1,11 +1,11 @@
 // The pure part of reconciliation: from the FlashSale and what was observed (children, lag, the
 // outcome of each provisioning step) to what should exist and what status to report. No I/O here,
 // so every rule is unit-tested with plain objects.
-import type { V1Deployment, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
 import { InvalidSpecError, validateFlashSale, type Condition, type FlashSale, type FlashSaleStatus } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 import { recommendReplicas } from './scaling.ts';
-import { applyConfiguration, desiredDeployment, desiredService, needsApply, plannedWorkloads, type WorkerEnv } from './workloads.ts';
+import { applyConfiguration, desiredDeployment, desiredDisruptionBudget, desiredService, needsApply, plannedWorkloads, type Child, type WorkerEnv } from './workloads.ts';
 
 export const FINALIZER = 'flashsale.dev/cleanup';
 export const FORCE_DELETE_ANNOTATION = 'flashsale.dev/force-delete';
@@ -80,20 +80,22 @@ export function recommendations(sale: FlashSale, lag: LagObservation[], partitio
 
 export interface ChildPlan {
   /** Apply configurations (server-side apply) to send; `existing` is undefined for a child that does not exist yet. */
-  apply: { existing?: V1Deployment | V1Service; desired: V1Deployment | V1Service }[];
-  delete: (V1Deployment | V1Service)[];
+  apply: { existing?: Child; desired: Child }[];
+  delete: Child[];
 }
 
-/** Which Deployments/Services to apply or delete so the sale's data plane matches its spec. */
-export function planChildren(
-  sale: FlashSale,
-  env: WorkerEnv,
-  replicas: Record<string, number>,
-  existing: { deployments: V1Deployment[]; services: V1Service[] },
-): ChildPlan {
+/** The sale's children as the caches hold them, by kind. */
+export interface Children {
+  deployments: V1Deployment[];
+  services: V1Service[];
+  disruptionBudgets: V1PodDisruptionBudget[];
+}
+
+/** Which Deployments, Services and PodDisruptionBudgets to apply or delete so the sale's data plane matches its spec. */
+export function planChildren(sale: FlashSale, env: WorkerEnv, replicas: Record<string, number>, existing: Children): ChildPlan {
   const plan: ChildPlan = { apply: [], delete: [] };
   const wanted = plannedWorkloads(sale, replicas).map((p) => desiredDeployment(sale, p, env));
-  const compare = (desired: (V1Deployment | V1Service)[], actual: (V1Deployment | V1Service)[]) => {
+  const compare = (desired: Child[], actual: Child[]) => {
     const byName = new Map(actual.map((a) => [a.metadata?.name, a]));
     for (const d of desired) {
       const a = byName.get(d.metadata?.name);
@@ -104,6 +106,7 @@ export function planChildren(
   };
   compare(wanted, existing.deployments);
   compare([desiredService(sale)], existing.services);
+  compare([desiredDisruptionBudget(sale)], existing.disruptionBudgets);
   return plan;
 }
 

@@ -1,7 +1,7 @@
 // `flashsale operator`: watches FlashSales (and the Deployments they own), and — while it holds
 // the leader Lease — reconciles them from a deduplicating work queue. See docs/operator.md.
 import { hostname } from 'node:os';
-import { KubeConfig, type KubernetesObject, type V1Deployment, type V1Service } from '@kubernetes/client-node';
+import { KubeConfig, type KubernetesObject, type V1Deployment, type V1PodDisruptionBudget, type V1Service } from '@kubernetes/client-node';
 import type { CommandContext, CommandValues } from '../command.ts';
 import { ConfigError, type Config } from '../config.ts';
 import { REBUILD_GRACE_MS } from '../dataplane/provision.ts';
@@ -21,7 +21,7 @@ import { LeaderElector, type LeaseSpec, type LeaseStore } from './leader.ts';
 import type { RawSale } from './decide.ts';
 import { Reconciler, RetryableError, type ReconcileCache } from './reconciler.ts';
 import { Stabilizer } from './scaling.ts';
-import { MANAGED_BY, parseSecretRef, type WorkerEnv } from './workloads.ts';
+import { MANAGED_BY, parseSecretRef, type Child, type WorkerEnv } from './workloads.ts';
 import { WorkQueue } from './workqueue.ts';
 import pkg from '../../package.json' with { type: 'json' };
 
@@ -178,9 +178,14 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const sales = new Map<string, FlashSale>();
   const stabilizer = new Stabilizer(o.scaleDownWindowMs, clock);
   // Filled below: the informers are created after the reconciler they feed.
-  const caches: { sales: ResilientInformer<KubernetesObject>[]; deployments: ResilientInformer<V1Deployment>[]; services: ResilientInformer<V1Service>[] } = { sales: [], deployments: [], services: [] };
+  const caches: {
+    sales: ResilientInformer<KubernetesObject>[];
+    deployments: ResilientInformer<V1Deployment>[];
+    services: ResilientInformer<V1Service>[];
+    disruptionBudgets: ResilientInformer<V1PodDisruptionBudget>[];
+  } = { sales: [], deployments: [], services: [], disruptionBudgets: [] };
   // Children are indexed by their controller owner's uid (controllerUids below).
-  const ownedBy = <T extends V1Deployment | V1Service>(informers: ResilientInformer<T>[], namespace: string, uid: string): T[] =>
+  const ownedBy = <T extends Child>(informers: ResilientInformer<T>[], namespace: string, uid: string): T[] =>
     informers.flatMap((i) => i.byIndex(uid).filter((o) => o.metadata?.namespace === namespace));
   const cache: ReconcileCache = {
     sale: (namespace, name) => {
@@ -192,6 +197,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     },
     deployments: (namespace, uid) => ownedBy(caches.deployments, namespace, uid).map((d) => structuredClone(d)),
     services: (namespace, uid) => ownedBy(caches.services, namespace, uid).map((d) => structuredClone(d)),
+    disruptionBudgets: (namespace, uid) => ownedBy(caches.disruptionBudgets, namespace, uid).map((d) => structuredClone(d)),
   };
   const reconciler = new Reconciler({
     client, cache, kafka, redis, pool, mysql: config.mysql, env: o.worker, lag, stabilizer, clock, metrics, logger, events,
@@ -232,17 +238,27 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
       }),
   );
   // Owned children: any change (a Deployment's status during a rollout, a deleted Service) requeues the owning sale.
-  const enqueueOwner = (o: V1Deployment | V1Service) => {
+  const enqueueOwner = (o: Child) => {
     const owner = (o.metadata?.ownerReferences ?? []).find((r) => r.controller && r.kind === 'FlashSale');
     if (owner) enqueue(`${o.metadata?.namespace}/${owner.name}`);
   };
   const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
-  const controllerUids = (o: V1Deployment | V1Service) => (o.metadata?.ownerReferences ?? []).filter((r) => r.controller).map((r) => r.uid);
+  const controllerUids = (o: Child) => (o.metadata?.ownerReferences ?? []).filter((r) => r.controller).map((r) => r.uid);
   const deploymentInformers = scopes.map((ns) => new ResilientInformer<V1Deployment>({ kc, client, path: paths.deployments(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids }));
   const serviceInformers = scopes.map((ns) => new ResilientInformer<V1Service>({ kc, client, path: paths.services(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids }));
   caches.sales = saleInformers;
   caches.deployments = deploymentInformers;
+  // A budget's status moves with every API pod (the disruption controller counts them); the reconcile
+  // reads only what the operator sets, so only a change of that (or the budget's removal) requeues.
+  const budgetInformers = scopes.map(
+    (ns) =>
+      new ResilientInformer<V1PodDisruptionBudget>({
+        kc, client, path: paths.disruptionBudgets(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids,
+        fingerprint: ({ metadata: m, spec }) => JSON.stringify([m?.labels, m?.annotations, m?.ownerReferences, spec]),
+      }),
+  );
   caches.services = serviceInformers;
+  caches.disruptionBudgets = budgetInformers;
   const resyncAll = () => {
     for (const inf of saleInformers) for (const s of inf.list()) enqueue(keyOf(s));
   };
@@ -301,7 +317,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
     },
   });
   setLeader(metrics, o.leaseName, false);
-  await Promise.all([...saleInformers, ...deploymentInformers, ...serviceInformers].map((i) => i.start()));
+  await Promise.all([...saleInformers, ...deploymentInformers, ...serviceInformers, ...budgetInformers].map((i) => i.start()));
   elector.start();
 
   await ctx.stopping;
@@ -314,7 +330,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   await Promise.race([Promise.allSettled(loops), new Promise((r) => setTimeout(r, o.stepTimeoutMs).unref())]);
   await events.flush(2000);
   await elector.stop();
-  await Promise.allSettled([...saleInformers, ...deploymentInformers, ...serviceInformers].map((i) => i.stop()));
+  await Promise.allSettled([...saleInformers, ...deploymentInformers, ...serviceInformers, ...budgetInformers].map((i) => i.stop()));
   await lag.stop();
   server.close();
   await Promise.allSettled([kafka.close(), redis.quit(), pool.end()]);

@@ -2,7 +2,7 @@
 // → decide (pure, decide.ts) → act (provision topics/schema/stock, server-side apply of the
 // children under one field manager) → write status only if it changed. A round with nothing to
 // change makes no write at all, to the API or elsewhere, and no read of the API either.
-import type { V1Deployment, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
 import type { MysqlConfig } from '../config.ts';
 import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, REBUILD_GRACE_MS, soldUnits, type TopicsOutcome } from '../dataplane/provision.ts';
 import { StockStore } from '../dataplane/stock.ts';
@@ -16,17 +16,18 @@ import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts
 import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
 import type { EventSink } from './events.ts';
-import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type LagObservation, type RawSale, type Step } from './decide.ts';
+import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type Children, type LagObservation, type RawSale, type Step } from './decide.ts';
 import { APPLY_PATCH, applyQuery, isConflict, isNotFound, paths, type KubeClient } from './kube.ts';
 import type { Stabilizer } from './scaling.ts';
-import type { WorkerEnv } from './workloads.ts';
+import type { Child, WorkerEnv } from './workloads.ts';
 
 /** What the reconciler reads: the informers' caches (never a GET per reconcile). */
 export interface ReconcileCache {
   sale(namespace: string, name: string): RawSale | undefined;
-  /** Deployments / Services of the namespace whose controller owner reference is the sale `uid`. */
+  /** Deployments / Services / PodDisruptionBudgets of the namespace whose controller owner reference is the sale `uid`. */
   deployments(namespace: string, uid: string): V1Deployment[];
   services(namespace: string, uid: string): V1Service[];
+  disruptionBudgets(namespace: string, uid: string): V1PodDisruptionBudget[];
 }
 
 export interface ReconcilerDeps {
@@ -256,7 +257,12 @@ export class Reconciler {
 
     // Children from the caches; what this round applies replaces them for the status below.
     const uid = raw.metadata.uid ?? '';
-    const children = { deployments: this.d.cache.deployments(namespace, uid), services: this.d.cache.services(namespace, uid) };
+    const children: Children = {
+      deployments: this.d.cache.deployments(namespace, uid),
+      services: this.d.cache.services(namespace, uid),
+      disruptionBudgets: this.d.cache.disruptionBudgets(namespace, uid),
+    };
+    const listOf = (o: Child): Child[] => (o.kind === 'Service' ? children.services : o.kind === 'PodDisruptionBudget' ? children.disruptionBudgets : children.deployments);
 
     const lag = this.lagOf(key);
     let failed: { reason: string; message: string } | undefined;
@@ -269,16 +275,18 @@ export class Reconciler {
         replicas[workload] = this.d.stabilizer.stabilize(`${key}/${workload}`, rec, current);
       }
       const plan = planChildren(sale, this.d.env, replicas, children);
-      const itemPath = (o: V1Deployment | V1Service) =>
-        o.kind === 'Service' ? paths.service(namespace, o.metadata?.name ?? '') : paths.deployment(namespace, o.metadata?.name ?? '');
+      const itemPath = (o: Child) => {
+        const name = o.metadata?.name ?? '';
+        return o.kind === 'Service' ? paths.service(namespace, name) : o.kind === 'PodDisruptionBudget' ? paths.disruptionBudget(namespace, name) : paths.deployment(namespace, name);
+      };
       // One Event for the children a round creates (five for a new sale): an Event is a write the
       // apiserver stores, and 500 sales created at once made 2,500 of them.
       const created: string[] = [];
       try {
         for (const { existing, desired } of plan.apply) {
           // Server-side apply: creates or updates exactly the fields the operator sets.
-          const applied = await timed('apply', () => this.d.client.request<V1Deployment & V1Service>('PATCH', itemPath(desired) + applyQuery, desired, APPLY_PATCH));
-          const list = (desired.kind === 'Service' ? children.services : children.deployments) as (V1Deployment | V1Service)[];
+          const applied = await timed('apply', () => this.d.client.request<Child>('PATCH', itemPath(desired) + applyQuery, desired, APPLY_PATCH));
+          const list = listOf(desired);
           const i = list.findIndex((o) => o.metadata?.name === desired.metadata?.name);
           if (i >= 0) list[i] = applied;
           else list.push(applied);
@@ -294,8 +302,8 @@ export class Reconciler {
           } catch (err) {
             if (!isNotFound(err)) throw err;
           }
-          children.deployments = children.deployments.filter((d) => d !== o);
-          children.services = children.services.filter((d) => d !== o);
+          const list = listOf(o);
+          list.splice(list.indexOf(o), 1);
           this.event(raw, 'Normal', 'Deleted', `deleted ${o.kind} ${o.metadata?.name} (no longer in the spec)`);
         }
       } catch (err) {

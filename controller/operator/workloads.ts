@@ -1,13 +1,17 @@
-// The Deployments and the Service of a sale's data plane, built as plain objects from the spec
-// (pure functions), and the comparison that decides whether they need to be applied again.
+// The Deployments, the Service and the PodDisruptionBudget of a sale's data plane, built as plain
+// objects from the spec (pure functions), and the comparison that decides whether they need to be
+// applied again.
 // They are written with server-side apply under one field manager: the operator owns exactly the
 // fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1EnvVar, V1OwnerReference, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1EnvVar, V1OwnerReference, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
 import { API_VERSION, KIND, type FlashSale } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 
 export type Role = 'api' | 'order-writer' | 'timeout-closer' | 'compensator';
+
+/** The kinds of object the operator creates for a sale (each owned by it). */
+export type Child = V1Deployment | V1Service | V1PodDisruptionBudget;
 
 export const MANAGED_BY = 'flashsale-operator';
 export const LABEL_SALE = 'flashsale.dev/sale';
@@ -182,6 +186,33 @@ export function desiredService(sale: FlashSale): V1Service {
 }
 
 /**
+ * The API's PodDisruptionBudget: a voluntary disruption (a node drain, a cluster upgrade) takes down
+ * one API pod at a time and waits for its replacement to be ready, so the sale keeps answering
+ * buyers; without it a drain of the node holding both replicas stops the sale. maxUnavailable, not
+ * minAvailable: with `workers.api.replicas: 1` a drain still proceeds (a minAvailable of 1 would
+ * block it for good). Unhealthy pods may always be evicted, so a crash-looping replica never blocks
+ * a drain either. The consumers get none: evicting them at once only delays orders and closes
+ * (their work waits in Kafka), and a budget would make a drain rebalance their group once per pod.
+ */
+export function desiredDisruptionBudget(sale: FlashSale): V1PodDisruptionBudget {
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: {
+      name: saleNames(sale.metadata).workloads.apiDisruptionBudget,
+      namespace: sale.metadata.namespace,
+      labels: labels(sale, 'api'),
+      ownerReferences: [ownerReference(sale)],
+    },
+    spec: {
+      maxUnavailable: 1,
+      selector: { matchLabels: selector(sale, 'api') },
+      unhealthyPodEvictionPolicy: 'AlwaysAllow',
+    },
+  };
+}
+
+/**
  * True when every field the operator sets in `desired` has the same value in `actual`. Fields the
  * server defaults (or other controllers add) are not compared, so they never cause a write.
  */
@@ -226,7 +257,7 @@ export function configHash(o: unknown): string {
  * The apply configuration of a child: `desired` carrying the hash of itself in an annotation, so
  * the next round can tell what the operator last applied without asking the apiserver.
  */
-export function applyConfiguration<T extends V1Deployment | V1Service>(desired: T): T {
+export function applyConfiguration<T extends Child>(desired: T): T {
   const hash = configHash(desired);
   return { ...desired, metadata: { ...desired.metadata, annotations: { ...(desired.metadata?.annotations ?? {}), [APPLIED_HASH_ANNOTATION]: hash } } } as T;
 }
@@ -236,7 +267,7 @@ export function applyConfiguration<T extends V1Deployment | V1Service>(desired: 
  * (hash annotation differs: covers removed fields too), or a field it sets was changed by someone
  * else (drift). Server defaults and others' fields never cause an apply, so an idle round writes nothing.
  */
-export function needsApply(existing: V1Deployment | V1Service, desired: V1Deployment | V1Service): boolean {
+export function needsApply(existing: Child, desired: Child): boolean {
   const want = applyConfiguration(desired);
   if (existing.metadata?.annotations?.[APPLIED_HASH_ANNOTATION] !== want.metadata?.annotations?.[APPLIED_HASH_ANNOTATION]) return true;
   return !(

@@ -76,6 +76,8 @@ export function saleNames(sale: SaleRef, options: NameOptions = {}) {
       timeoutCloser: (bucket: string) => `${sale.name}-timeout-closer-${bucket}`,
       compensator: `${sale.name}-compensator`,
       apiService: `${sale.name}-api`,
+      /** The PodDisruptionBudget of the API's pods (another kind, so it may share the Deployment's name). */
+      apiDisruptionBudget: `${sale.name}-api`,
     },
   };
 }

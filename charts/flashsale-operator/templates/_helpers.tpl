@@ -79,6 +79,10 @@ status is a PUT; Events are core/v1 POSTs.
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch, delete]
+# The API pods' PodDisruptionBudget; delete: an owned budget that is no longer in the plan.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
