@@ -1,4 +1,4 @@
-// `flashsale operator`: watches FlashSales (and the Deployments they own), and — while it holds
+// `flashsale operator`: watches FlashSales (and the children they own), and — while it holds
 // the leader Lease — reconciles them from a deduplicating work queue. See docs/operator.md.
 import { hostname } from 'node:os';
 import { KubeConfig, type KubernetesObject, type V1Deployment, type V1PodDisruptionBudget, type V1Service } from '@kubernetes/client-node';
@@ -246,8 +246,6 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const controllerUids = (o: Child) => (o.metadata?.ownerReferences ?? []).filter((r) => r.controller).map((r) => r.uid);
   const deploymentInformers = scopes.map((ns) => new ResilientInformer<V1Deployment>({ kc, client, path: paths.deployments(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids }));
   const serviceInformers = scopes.map((ns) => new ResilientInformer<V1Service>({ kc, client, path: paths.services(ns), labelSelector: managed, logger, onChange: enqueueOwner, indexBy: controllerUids }));
-  caches.sales = saleInformers;
-  caches.deployments = deploymentInformers;
   // A budget's status moves with every API pod (the disruption controller counts them); the reconcile
   // reads only what the operator sets, so only a change of that (or the budget's removal) requeues.
   const budgetInformers = scopes.map(
@@ -257,6 +255,8 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
         fingerprint: ({ metadata: m, spec }) => JSON.stringify([m?.labels, m?.annotations, m?.ownerReferences, spec]),
       }),
   );
+  caches.sales = saleInformers;
+  caches.deployments = deploymentInformers;
   caches.services = serviceInformers;
   caches.disruptionBudgets = budgetInformers;
   const resyncAll = () => {
