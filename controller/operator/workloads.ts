@@ -4,7 +4,7 @@
 // They are written with server-side apply under one field manager: the operator owns exactly the
 // fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1EnvVar, V1OwnerReference, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
 import { API_VERSION, KIND, type FlashSale } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 
@@ -83,6 +83,11 @@ function labels(sale: FlashSale, role: Role, bucket?: string): Record<string, st
   };
 }
 
+/** What every child of the sale carries: its name, the sale's namespace, the labels of its role, the owner reference. */
+function childMetadata(sale: FlashSale, name: string, role: Role, bucket?: string): V1ObjectMeta {
+  return { name, namespace: sale.metadata.namespace, labels: labels(sale, role, bucket), ownerReferences: [ownerReference(sale)] };
+}
+
 function selector(sale: FlashSale, role: Role, bucket?: string): Record<string, string> {
   return { [LABEL_SALE]: sale.metadata.name, [LABEL_ROLE]: role, ...(bucket ? { [LABEL_BUCKET]: bucket } : {}) };
 }
@@ -133,7 +138,7 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
-    metadata: { name: plan.name, namespace: sale.metadata.namespace, labels: l, ownerReferences: [ownerReference(sale)] },
+    metadata: childMetadata(sale, plan.name, plan.role, plan.bucket),
     spec: {
       replicas: plan.replicas,
       selector: { matchLabels: selector(sale, plan.role, plan.bucket) },
@@ -171,12 +176,7 @@ export function desiredService(sale: FlashSale): V1Service {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: {
-      name: saleNames(sale.metadata).workloads.apiService,
-      namespace: sale.metadata.namespace,
-      labels: labels(sale, 'api'),
-      ownerReferences: [ownerReference(sale)],
-    },
+    metadata: childMetadata(sale, saleNames(sale.metadata).workloads.apiService, 'api'),
     spec: {
       type: 'ClusterIP',
       selector: selector(sale, 'api'),
@@ -198,12 +198,7 @@ export function desiredDisruptionBudget(sale: FlashSale): V1PodDisruptionBudget 
   return {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
-    metadata: {
-      name: saleNames(sale.metadata).workloads.apiDisruptionBudget,
-      namespace: sale.metadata.namespace,
-      labels: labels(sale, 'api'),
-      ownerReferences: [ownerReference(sale)],
-    },
+    metadata: childMetadata(sale, saleNames(sale.metadata).workloads.apiDisruptionBudget, 'api'),
     spec: {
       maxUnavailable: 1,
       selector: { matchLabels: selector(sale, 'api') },
