@@ -261,6 +261,7 @@ describe('Helm chart', () => {
       assert.match(notes, /kubectl apply -n default -f examples\/flashsale\.yaml/);
       assert.match(notes, /kubectl get fs -n default -w/);
       assert.match(notes, /Note: redis\.url is stored in the Deployment in plain text/);
+      assert.match(notes, /^ {5}docs\/runbook\.md$/m, 'the runbook, relative to the project without runbookBaseUrl');
       // Every example it names exists.
       for (const [, file] of notes.matchAll(/(flashsale[\w-]*\.yaml)/g)) assert.ok(readdirSync(join(root, 'examples')).includes(file!), `examples/${file}`);
     });
@@ -275,6 +276,14 @@ describe('Helm chart', () => {
       assert.match(notes, /manages FlashSales in: shop-a\./);
       assert.match(notes, /kubectl apply -n shop-a -f examples\/flashsale\.yaml/);
       assert.doesNotMatch(notes, /plain text/);
+    });
+
+    it('points at the runbook under runbookBaseUrl', async () => {
+      // (Not with the PrometheusRule on: its CRD is not installed here, and the dry run maps every kind.)
+      const out = await helmInstallDryRun(chart, { namespace: 'flashsale-system', kubeconfig: cluster.kubeconfigPath, values: { metrics: { prometheusRule: { runbookBaseUrl: RUNBOOK_BASE } } } });
+      const notes = out.slice(out.indexOf('NOTES:'));
+      assert.ok(notes.includes(`${RUNBOOK_BASE}docs/runbook.md`), notes);
+      assert.ok(readdirSync(join(root, 'docs')).includes('runbook.md'));
     });
   });
 
