@@ -257,12 +257,21 @@ export class Reconciler {
 
     // Children from the caches; what this round applies replaces them for the status below.
     const uid = raw.metadata.uid ?? '';
+    // The items of a LIST carry no kind (watch events do), so a cached child may have none: each gets
+    // its own here, and the act step below finds its list and its path by kind.
+    const ofKind = <T extends Child>(kind: string, list: T[]): T[] => list.map((o) => (o.kind ? o : { ...o, kind }));
     const children: Children = {
-      deployments: this.d.cache.deployments(namespace, uid),
-      services: this.d.cache.services(namespace, uid),
-      disruptionBudgets: this.d.cache.disruptionBudgets(namespace, uid),
+      deployments: ofKind('Deployment', this.d.cache.deployments(namespace, uid)),
+      services: ofKind('Service', this.d.cache.services(namespace, uid)),
+      disruptionBudgets: ofKind('PodDisruptionBudget', this.d.cache.disruptionBudgets(namespace, uid)),
     };
-    const listOf = (o: Child): Child[] => (o.kind === 'Service' ? children.services : o.kind === 'PodDisruptionBudget' ? children.disruptionBudgets : children.deployments);
+    // Where a child of each kind is cached for this round and where the apiserver serves it.
+    const kinds = {
+      Deployment: { list: children.deployments as Child[], path: paths.deployment },
+      Service: { list: children.services as Child[], path: paths.service },
+      PodDisruptionBudget: { list: children.disruptionBudgets as Child[], path: paths.disruptionBudget },
+    };
+    const kindOf = (o: Child) => kinds[o.kind as keyof typeof kinds];
 
     const lag = this.lagOf(key);
     let failed: { reason: string; message: string } | undefined;
@@ -275,18 +284,15 @@ export class Reconciler {
         replicas[workload] = this.d.stabilizer.stabilize(`${key}/${workload}`, rec, current);
       }
       const plan = planChildren(sale, this.d.env, replicas, children);
-      const itemPath = (o: Child) => {
-        const name = o.metadata?.name ?? '';
-        return o.kind === 'Service' ? paths.service(namespace, name) : o.kind === 'PodDisruptionBudget' ? paths.disruptionBudget(namespace, name) : paths.deployment(namespace, name);
-      };
-      // One Event for the children a round creates (five for a new sale): an Event is a write the
-      // apiserver stores, and 500 sales created at once made 2,500 of them.
+      const itemPath = (o: Child) => kindOf(o).path(namespace, o.metadata?.name ?? '');
+      // One Event for the children a round creates (every child of a new sale): an Event is a write
+      // the apiserver stores, and 500 sales created at once made 2,500 of them.
       const created: string[] = [];
       try {
         for (const { existing, desired } of plan.apply) {
           // Server-side apply: creates or updates exactly the fields the operator sets.
           const applied = await timed('apply', () => this.d.client.request<Child>('PATCH', itemPath(desired) + applyQuery, desired, APPLY_PATCH));
-          const list = listOf(desired);
+          const list = kindOf(desired).list;
           const i = list.findIndex((o) => o.metadata?.name === desired.metadata?.name);
           if (i >= 0) list[i] = applied;
           else list.push(applied);
@@ -302,7 +308,7 @@ export class Reconciler {
           } catch (err) {
             if (!isNotFound(err)) throw err;
           }
-          const list = listOf(o);
+          const list = kindOf(o).list;
           list.splice(list.indexOf(o), 1);
           this.event(raw, 'Normal', 'Deleted', `deleted ${o.kind} ${o.metadata?.name} (no longer in the spec)`);
         }

@@ -83,9 +83,9 @@ function labels(sale: FlashSale, role: Role, bucket?: string): Record<string, st
   };
 }
 
-/** What every child of the sale carries: its name, the sale's namespace, the labels of its role, the owner reference. */
-function childMetadata(sale: FlashSale, name: string, role: Role, bucket?: string): V1ObjectMeta {
-  return { name, namespace: sale.metadata.namespace, labels: labels(sale, role, bucket), ownerReferences: [ownerReference(sale)] };
+/** What every child of the sale carries: its name, the sale's namespace, its role's labels, the owner reference. */
+function childMetadata(sale: FlashSale, name: string, roleLabels: Record<string, string>): V1ObjectMeta {
+  return { name, namespace: sale.metadata.namespace, labels: roleLabels, ownerReferences: [ownerReference(sale)] };
 }
 
 function selector(sale: FlashSale, role: Role, bucket?: string): Record<string, string> {
@@ -138,7 +138,7 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
-    metadata: childMetadata(sale, plan.name, plan.role, plan.bucket),
+    metadata: childMetadata(sale, plan.name, l),
     spec: {
       replicas: plan.replicas,
       selector: { matchLabels: selector(sale, plan.role, plan.bucket) },
@@ -176,7 +176,7 @@ export function desiredService(sale: FlashSale): V1Service {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: childMetadata(sale, saleNames(sale.metadata).workloads.apiService, 'api'),
+    metadata: childMetadata(sale, saleNames(sale.metadata).workloads.apiService, labels(sale, 'api')),
     spec: {
       type: 'ClusterIP',
       selector: selector(sale, 'api'),
@@ -198,7 +198,7 @@ export function desiredDisruptionBudget(sale: FlashSale): V1PodDisruptionBudget 
   return {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
-    metadata: childMetadata(sale, saleNames(sale.metadata).workloads.apiDisruptionBudget, 'api'),
+    metadata: childMetadata(sale, saleNames(sale.metadata).workloads.apiDisruptionBudget, labels(sale, 'api')),
     spec: {
       maxUnavailable: 1,
       selector: { matchLabels: selector(sale, 'api') },
