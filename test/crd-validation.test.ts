@@ -9,6 +9,7 @@ import { parse } from 'yaml';
 import { testCluster, deleteNamespace } from './support/cluster.ts';
 import { eventually, uniqueName } from './support/infra.ts';
 import { kubectlFor, type Kubectl } from './support/kubectl.ts';
+import { validateSpec } from '../controller/spec/flashsale.ts';
 
 const crdPath = new URL('../crds/flashsale.yaml', import.meta.url).pathname;
 const docsPath = new URL('../docs/operator.md', import.meta.url).pathname;
@@ -21,7 +22,8 @@ const baseSpec = (): Spec => ({
 });
 
 /** One refused FlashSale per rule; `id` matches the rule's row in docs/operator.md. */
-const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegExp }[] = [
+/** `decoding`: refused by strict field validation (an unknown field) before any rule runs, not as "is invalid". */
+const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegExp; decoding?: true }[] = [
   {
     id: 'bucket-exists',
     spec: (s) => ({ ...s, skus: [{ id: 'phone-x', stock: 10, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 5, timeoutBucket: '45m' }] }),
@@ -72,6 +74,22 @@ const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegE
     name: `s${'a'.repeat(29)}`,
     spec: (s) => ({ ...s, skus: [{ id: 'a', stock: 1, timeoutBucket: `b${'x'.repeat(17)}` }], timeoutBuckets: [{ name: `b${'x'.repeat(17)}`, delay: '5m' }] }),
     message: /metadata\.name and spec\.timeoutBuckets\[\]\.name: the Deployment <sale>-timeout-closer-<bucket> would be longer than 63 characters/,
+  },
+  {
+    id: 'resources-quantity',
+    spec: (s) => ({ ...s, workers: { api: { resources: { requests: { cpu: '2 cores' } } } } }),
+    message: /spec\.workers\.api\.resources\.requests\.cpu: Invalid value: "2 cores": spec\.workers\.api\.resources\.requests\.cpu in body should match/,
+  },
+  {
+    id: 'resources-limit-below-request',
+    spec: (s) => ({ ...s, workers: { api: { resources: { requests: { memory: '1Gi' }, limits: { memory: '512Mi' } } } } }),
+    message: /spec\.workers\.api\.resources\.limits\.memory: Invalid value: .*must not be below requests\.memory/,
+  },
+  {
+    id: 'resources-unknown',
+    spec: (s) => ({ ...s, workers: { orderWriter: { resources: { requests: { gpu: 1 } } } } }),
+    message: /unknown field "spec\.workers\.orderWriter\.resources\.requests\.gpu"/,
+    decoding: true,
   },
   {
     id: 'string-length',
@@ -138,6 +156,19 @@ describe('FlashSale CRD on the real apiserver', () => {
 
   it('accepts the valid base sale and every example', async () => {
     await kubectl.ok(['apply', '--dry-run=server', '-f', '-'], { stdin: doc('valid', baseSpec()) });
+    // Resources in every form a user writes (integer CPUs, millicores, binary and decimal suffixes),
+    // limits equal to requests in another form: accepted, as the operator's own check accepts them.
+    const sized = {
+      ...baseSpec(),
+      workers: {
+        api: { resources: { requests: { cpu: 2, memory: '1Gi' }, limits: { cpu: '2000m', memory: '1024Mi' } } },
+        orderWriter: { resources: { limits: { cpu: '0.5', memory: '1e9' } } },
+        timeoutCloser: { resources: { requests: { cpu: '100m' } } },
+        compensator: { resources: { requests: { memory: '64Mi' }, limits: { memory: '64Mi' } } },
+      },
+    };
+    validateSpec(sized);
+    await kubectl.ok(['apply', '--dry-run=server', '-f', '-'], { stdin: doc('sized', sized) });
     for (const file of ['flashsale.yaml', 'flashsale-minimal.yaml', 'flashsale-scheduled.yaml', 'flashsale-two-buckets.yaml']) {
       await kubectl.ok(['apply', '--dry-run=server', '-n', namespace, '-f', new URL(`../examples/${file}`, import.meta.url).pathname]);
     }
@@ -148,7 +179,7 @@ describe('FlashSale CRD on the real apiserver', () => {
       const r = await kubectl.run(['apply', '-f', '-'], { stdin: doc(c.name ?? `bad-${c.id}`, c.spec(baseSpec())) });
       assert.notEqual(r.status, 0, `kubectl apply accepted the ${c.id} case`);
       assert.match(r.stderr, c.message);
-      assert.match(r.stderr, /is invalid/);
+      assert.match(r.stderr, c.decoding ? /strict decoding error/ : /is invalid/);
     });
   }
 

@@ -120,7 +120,7 @@ async function budgetCounts(namespace: string, name: string, healthy: number, ex
 
 interface Deployment {
   metadata: { name: string; generation?: number; annotations?: Record<string, string>; ownerReferences?: { uid: string; controller?: boolean }[]; managedFields?: { manager: string; operation: string; subresource?: string }[] };
-  spec: { replicas: number; progressDeadlineSeconds?: number; selector: { matchLabels: Record<string, string> }; template: { metadata?: { annotations?: Record<string, string> }; spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] } } };
+  spec: { replicas: number; progressDeadlineSeconds?: number; selector: { matchLabels: Record<string, string> }; template: { metadata?: { annotations?: Record<string, string> }; spec: { containers: { args: string[]; env: { name: string; value?: string }[]; resources?: Record<string, Record<string, string>> }[] } } };
   status?: { readyReplicas?: number; observedGeneration?: number };
 }
 
@@ -391,6 +391,33 @@ describe('operator end to end', () => {
     assert.equal(third.status, 202);
     assert.equal((await buy(api, 'st', 'u4', 'phone-x')).status, 202);
     assert.equal((await buy(api, 'st', 'u5', 'phone-x')).body.error, 'SOLD_OUT');
+  });
+
+  it("a worker's resources: applied as written, stored canonical without another apply; a change rolls only that role", async () => {
+    const namespace = await ns({ pods: false });
+    const op = await operator(namespace);
+    // Non-canonical amounts on purpose: the apiserver stores 0.5 as 500m and 1.5Gi as 1536Mi.
+    const spec = (apiCpu: string) => baseSpec({ workers: { api: { replicas: 1, resources: { requests: { cpu: apiCpu, memory: '1024Mi' }, limits: { memory: '1.5Gi' } } }, compensator: { resources: { requests: { cpu: 1 } } } } });
+    await apply(namespace, saleYaml('rs', spec('0.5')));
+    await waitProvisioned(namespace, 'rs');
+    const resources = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, d.spec.template.spec.containers[0]?.resources]));
+    const stored = await resources();
+    assert.deepEqual(stored['rs-api'], { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '1536Mi' } }, 'the apiserver keeps the canonical form');
+    assert.deepEqual(stored['rs-compensator'], { requests: { cpu: '1' } }, 'the spec replaces the default as a whole');
+    assert.deepEqual(stored['rs-order-writer'], { requests: { cpu: '100m', memory: '128Mi' } }, 'the default');
+    // Equal amounts in another form are no drift: idle rounds write nothing.
+    const rv = await objectVersions(namespace);
+    const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
+    await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= before + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
+    assert.deepEqual(await objectVersions(namespace), rv, 'no object written by rounds with nothing changed');
+    // A new CPU request for the API: its template changes, no other Deployment's does.
+    const generations = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, d.metadata.generation]));
+    const gens = await generations();
+    await apply(namespace, saleYaml('rs', spec('750m')));
+    await eventually(async () => (await resources())['rs-api']?.requests?.cpu === '750m', { what: 'the API at 750m' });
+    const after = await generations();
+    assert.equal(after['rs-api'], (gens['rs-api'] ?? 0) + 1);
+    assert.deepEqual({ ...after, 'rs-api': 0 }, { ...gens, 'rs-api': 0 }, 'the other roles roll no pod');
   });
 
   it('a rollout that cannot progress: WorkloadsReady False ProgressDeadlineExceeded, not Ready', async () => {

@@ -188,6 +188,40 @@ describe('children', () => {
     assert.equal(selects(desiredDeployment(other, plannedWorkloads(other, {})[0]!, env).spec?.template.metadata?.labels), false);
   });
 
+  it("gives each worker the spec's resources, or the default; the default is unchanged and a change rolls only that role", () => {
+    const sale = valid();
+    const resourcesOf = (s: FlashSale) =>
+      Object.fromEntries(planChildren(s, env, {}, NONE).apply.filter((a) => a.desired.kind === 'Deployment').map((a) => [a.desired.metadata?.name, (a.desired as ReturnType<typeof desiredDeployment>).spec?.template.spec?.containers[0]?.resources]));
+    const api = { requests: { cpu: '250m', memory: '256Mi' } };
+    const other = { requests: { cpu: '100m', memory: '128Mi' } };
+    assert.deepEqual(resourcesOf(sale), { 'sd-api': api, 'sd-order-writer': other, 'sd-timeout-closer-5m': other, 'sd-timeout-closer-30m': other, 'sd-compensator': other });
+    const sized = valid(rawSale({
+      workers: {
+        api: { replicas: 2, resources: { requests: { cpu: 2, memory: '1Gi' }, limits: { memory: '1536Mi' } } },
+        timeoutCloser: { resources: { limits: { cpu: '500m', memory: '256Mi' } } },
+        compensator: { resources: { requests: { cpu: '50m' } } },
+      },
+    }));
+    assert.deepEqual(resourcesOf(sized), {
+      'sd-api': { requests: { cpu: '2', memory: '1Gi' }, limits: { memory: '1536Mi' } },
+      'sd-order-writer': other,
+      'sd-timeout-closer-5m': { limits: { cpu: '500m', memory: '256Mi' } },
+      'sd-timeout-closer-30m': { limits: { cpu: '500m', memory: '256Mi' } },
+      'sd-compensator': { requests: { cpu: '50m' } },
+    }, 'the spec replaces the default as a whole; integers become quantity strings');
+    // The apiserver stores quantities in its canonical form, which need not be the spec's:
+    // equal amounts written differently must cause no apply.
+    const stored = planChildren(sized, env, {}, NONE).apply.map((a) => structuredClone(a.desired)) as ReturnType<typeof desiredDeployment>[];
+    const apiStored = stored.find((d) => d.metadata?.name === 'sd-api')!;
+    const deployments = stored.filter((o) => o.kind === 'Deployment');
+    const services = stored.filter((o) => o.kind === 'Service') as unknown as ReturnType<typeof desiredService>[];
+    const disruptionBudgets = stored.filter((o) => o.kind === 'PodDisruptionBudget') as unknown as ReturnType<typeof desiredDisruptionBudget>[];
+    apiStored.spec!.template.spec!.containers[0]!.resources = { requests: { cpu: '2000m', memory: '1024Mi' }, limits: { memory: '1.5Gi' } };
+    assert.equal(planChildren(sized, env, {}, { deployments, services, disruptionBudgets }).apply.length, 0, 'equal amounts in another form are no drift');
+    apiStored.spec!.template.spec!.containers[0]!.resources = { requests: { cpu: '1', memory: '1Gi' }, limits: { memory: '1536Mi' } };
+    assert.deepEqual(planChildren(sized, env, {}, { deployments, services, disruptionBudgets }).apply.map((a) => a.desired.metadata?.name), ['sd-api'], 'another amount is drift');
+  });
+
   it('takes connection URLs from Secrets when configured', () => {
     const sale = valid();
     const redisSecret = parseSecretRef('conn/redis-url');
@@ -260,6 +294,11 @@ describe('children', () => {
     assert.equal(covers([{ name: 'sidecar', image: 'x' }, { name: 'api', image: 'a' }], [{ name: 'api', image: 'a' }]), true);
     assert.equal(covers([{ name: 'api', image: 'b' }], [{ name: 'api', image: 'a' }]), false);
     assert.equal(covers([{ name: 'A', value: '1' }], [{ name: 'A', value: '1' }, { name: 'B', value: '2' }]), false, 'an owned entry removed by someone else is drift');
+    // Requests and limits compare as amounts (the apiserver stores them canonical); nothing else does.
+    assert.equal(covers({ requests: { cpu: '500m', memory: '1Gi' } }, { requests: { cpu: '0.5', memory: '1024Mi' } }), true);
+    assert.equal(covers({ limits: { cpu: '1' } }, { limits: { cpu: 1 } }), true);
+    assert.equal(covers({ limits: { cpu: '1' } }, { limits: { cpu: '1001m' } }), false);
+    assert.equal(covers({ image: '1' }, { image: '1.0' }), false);
   });
 });
 

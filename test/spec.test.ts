@@ -69,6 +69,8 @@ describe('FlashSale spec', () => {
     assert.ok(p.includes('spec.deletionPolicy: must be one of Retain, Delete'), p.join('\n'));
     assert.deepEqual(problems({ skus: [] }), ['spec.timeoutBuckets: required', 'spec.skus: must NOT have fewer than 1 items']);
     assert.deepEqual(problems({ ...minimal(), startTime: 'tomorrow' }), ['spec.startTime: "tomorrow" is not an RFC 3339 date-time']);
+    // Closed objects, as kubectl apply's strict field validation: a misspelt field is named, not ignored.
+    assert.deepEqual(problems({ ...minimal(), workers: { api: { replikas: 3 } }, deletion: 'Delete' }), ['spec.deletion: unknown field', 'spec.workers.api.replikas: unknown field']);
   });
 
   it('checks the whole document', () => {
@@ -93,6 +95,24 @@ describe('FlashSale spec', () => {
     assert.ok(problems(spec({ interval: '1234567s' }))[0]?.startsWith('spec.compensation.interval: "1234567s" does not match'));
     // The bounds themselves are accepted.
     for (const ok of [spec({ interval: '1s', grace: '0s' }, { delay: '1s' }), spec({ interval: '1h', grace: '24h' }, { delay: '72h' })]) validateSpec(ok);
+  });
+
+  it("checks workers' resources as the CRD does: quantities, known names, limits not below requests", () => {
+    const spec = (resources: object, role = 'api') => ({ ...minimal(), workers: { [role]: { resources } } });
+    const ok = validateSpec(spec({ requests: { cpu: 2, memory: '1Gi' }, limits: { cpu: '2000m', memory: '1024Mi' } }));
+    assert.deepEqual(ok.workers.api.resources, { requests: { cpu: 2, memory: '1Gi' }, limits: { cpu: '2000m', memory: '1024Mi' } });
+    assert.equal(ok.workers.compensator.resources, undefined);
+    validateSpec(spec({ requests: { cpu: '0.5' }, limits: { cpu: '500m' } }, 'compensator'));
+    validateSpec(spec({ requests: { memory: '1e9' }, limits: { memory: '1G' } }, 'timeoutCloser'));
+    assert.deepEqual(problems(spec({ requests: { cpu: '2', memory: '1Gi' }, limits: { cpu: '1999m', memory: '1023Mi' } })), [
+      'spec.workers.api.resources.limits.cpu: must not be below requests.cpu (1999m < 2)',
+      'spec.workers.api.resources.limits.memory: must not be below requests.memory (1023Mi < 1Gi)',
+    ]);
+    assert.deepEqual(problems(spec({ requests: { memory: '0.1' }, limits: { memory: '99m' } }, 'orderWriter')), ['spec.workers.orderWriter.resources.limits.memory: must not be below requests.memory (99m < 0.1)']);
+    assert.ok(problems(spec({ requests: { cpu: '2 cores' } }))[0]?.startsWith('spec.workers.api.resources.requests.cpu: "2 cores" does not match'));
+    assert.ok(problems(spec({ limits: { memory: '-1Gi' } }))[0]?.startsWith('spec.workers.api.resources.limits.memory: "-1Gi" does not match'));
+    assert.deepEqual(problems(spec({ limits: { cpu: -1 } })), ['spec.workers.api.resources.limits.cpu: must be >= 0 (got -1)']);
+    assert.deepEqual(problems(spec({ requests: { gpu: 1 } })), ['spec.workers.api.resources.requests.gpu: unknown field']);
   });
 
   it('refuses sale names that do not make valid child names', () => {

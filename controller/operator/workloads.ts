@@ -4,8 +4,8 @@
 // They are written with server-side apply under one field manager: the operator owns exactly the
 // fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
-import { API_VERSION, KIND, type FlashSale } from '../spec/flashsale.ts';
+import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
+import { API_VERSION, compareQuantities, KIND, type FlashSale, type WorkerResources } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 
 export type Role = 'api' | 'order-writer' | 'timeout-closer' | 'compensator';
@@ -48,6 +48,23 @@ export interface WorkloadPlan {
   bucket?: string;
   args: string[];
   replicas: number;
+  resources: V1ResourceRequirements;
+}
+
+/**
+ * A worker's resources: the spec's `workers.<role>.resources` as written, which replaces the default
+ * as a whole (merging would leave a default request above a limit the user lowered), or the default:
+ * requests only, so a worker is never throttled or OOM-killed by a limit nobody chose. The API asks
+ * for more: it decides every purchase.
+ */
+function workerResources(role: Role, spec: WorkerResources | undefined): V1ResourceRequirements {
+  if (spec) {
+    const strings = (q: WorkerResources['requests']) => (q ? Object.fromEntries(Object.entries(q).map(([k, v]) => [k, String(v)])) : undefined);
+    const requests = strings(spec.requests);
+    const limits = strings(spec.limits);
+    return { ...(requests ? { requests } : {}), ...(limits ? { limits } : {}) };
+  }
+  return role === 'api' ? { requests: { cpu: '250m', memory: '256Mi' } } : { requests: { cpu: '100m', memory: '128Mi' } };
 }
 
 /** The sale's workloads with their replica counts (`scaled` holds the lag-based counts by name). */
@@ -55,14 +72,15 @@ export function plannedWorkloads(sale: FlashSale, scaled: Record<string, number>
   const n = saleNames(sale.metadata).workloads;
   const w = sale.spec.workers;
   const plans: WorkloadPlan[] = [
-    { name: n.api, role: 'api', args: ['api'], replicas: w.api.replicas },
-    { name: n.orderWriter, role: 'order-writer', args: ['order-writer'], replicas: scaled[n.orderWriter] ?? w.orderWriter.minReplicas },
+    { name: n.api, role: 'api', args: ['api'], replicas: w.api.replicas, resources: workerResources('api', w.api.resources) },
+    { name: n.orderWriter, role: 'order-writer', args: ['order-writer'], replicas: scaled[n.orderWriter] ?? w.orderWriter.minReplicas, resources: workerResources('order-writer', w.orderWriter.resources) },
   ];
+  const closerResources = workerResources('timeout-closer', w.timeoutCloser.resources);
   for (const b of sale.spec.timeoutBuckets) {
     const name = n.timeoutCloser(b.name);
-    plans.push({ name, role: 'timeout-closer', bucket: b.name, args: ['timeout-closer', '--bucket', b.name], replicas: scaled[name] ?? w.timeoutCloser.minReplicas });
+    plans.push({ name, role: 'timeout-closer', bucket: b.name, args: ['timeout-closer', '--bucket', b.name], replicas: scaled[name] ?? w.timeoutCloser.minReplicas, resources: closerResources });
   }
-  plans.push({ name: n.compensator, role: 'compensator', args: ['compensator'], replicas: 1 });
+  plans.push({ name: n.compensator, role: 'compensator', args: ['compensator'], replicas: 1, resources: workerResources('compensator', w.compensator.resources) });
   return plans;
 }
 
@@ -154,7 +172,7 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
               args: plan.args,
               env: envVars(sale, env, plan.role),
               ports: [{ name: 'http', containerPort: WORKER_PORT, protocol: 'TCP' }],
-              resources: plan.role === 'api' ? { requests: { cpu: '250m', memory: '256Mi' } } : { requests: { cpu: '100m', memory: '128Mi' } },
+              resources: plan.resources,
               readinessProbe: probe('/readyz'),
               livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 5 },
               securityContext: {
@@ -211,8 +229,13 @@ export function desiredDisruptionBudget(sale: FlashSale): V1PodDisruptionBudget 
  * True when every field the operator sets in `desired` has the same value in `actual`. Fields the
  * server defaults (or other controllers add) are not compared, so they never cause a write.
  */
-export function covers(actual: unknown, desired: unknown): boolean {
+export function covers(actual: unknown, desired: unknown, quantities = false): boolean {
   if (desired === undefined) return true;
+  // A container's requests and limits come back canonical (1024Mi as 1Gi, 0.5 as 500m): equal
+  // amounts, not equal strings, or every round would apply the same resources again.
+  if (quantities && (typeof desired === 'string' || typeof desired === 'number') && (typeof actual === 'string' || typeof actual === 'number')) {
+    return compareQuantities(actual, desired) === 0;
+  }
   if (Array.isArray(desired)) {
     if (!Array.isArray(actual)) return false;
     // Lists keyed by name (containers, env, ports — list-maps for server-side apply): each desired
@@ -227,7 +250,7 @@ export function covers(actual: unknown, desired: unknown): boolean {
   }
   if (desired !== null && typeof desired === 'object') {
     if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return false;
-    return Object.entries(desired).every(([k, v]) => covers((actual as Record<string, unknown>)[k], v));
+    return Object.entries(desired).every(([k, v]) => covers((actual as Record<string, unknown>)[k], v, quantities || k === 'requests' || k === 'limits'));
   }
   return actual === desired;
 }

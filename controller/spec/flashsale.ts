@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseAllDocuments } from 'yaml';
-import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type TimeoutBucketSpec } from './generated.ts';
+import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type TimeoutBucketSpec, type WorkerResources } from './generated.ts';
 
 export type * from './generated.ts';
 
@@ -59,7 +59,17 @@ ajv.addFormat('date-time', {
   type: 'string',
   validate: (s: string) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i.test(s) && !Number.isNaN(Date.parse(s)),
 });
-const validateSpecSchema = ajv.compile(flashSaleSchema.properties.spec);
+/**
+ * The spec's schema with every object closed, as `kubectl apply` (strict field validation) treats
+ * it: a misspelt field in a file for `flashsale run` (`replikas: 3`) is an error naming it, not a
+ * setting silently ignored. The apiserver prunes unknown fields, so stored objects never have any.
+ */
+function closed(schema: unknown): object {
+  return JSON.parse(JSON.stringify(schema), (_k, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) && (v as { type?: unknown }).type === 'object' && !('additionalProperties' in v) ? { ...v, additionalProperties: false } : v,
+  ) as object;
+}
+const validateSpecSchema = ajv.compile(closed(flashSaleSchema.properties.spec));
 
 function fieldPath(instancePath: string): string {
   return (
@@ -104,6 +114,47 @@ export const MAX_SALE_AND_BUCKET_NAME = 47;
 /** A DNS-1035 label (it names the Service `<sale>-api`). */
 const SALE_NAME = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
 
+const QUANTITY = /^(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d{1,2})?$/;
+const BINARY_SUFFIX = { Ki: 10n, Mi: 20n, Gi: 30n, Ti: 40n, Pi: 50n, Ei: 60n } as const;
+const DECIMAL_SUFFIX = { n: -9, u: -6, m: -3, '': 0, k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 } as const;
+
+/** A Kubernetes quantity (the CRD's pattern) as exactly digits × 10^exp10 × 2^exp2, or undefined when it is none. */
+function quantity(q: number | string): { digits: bigint; exp10: number; exp2: bigint } | undefined {
+  const m = QUANTITY.exec(String(q));
+  if (!m) return undefined;
+  const [whole = '', fraction = ''] = (m[1] as string).split('.');
+  const suffix = m[2] ?? '';
+  const digits = BigInt(`${whole}${fraction}` || '0');
+  if (suffix in BINARY_SUFFIX) return { digits, exp10: -fraction.length, exp2: BINARY_SUFFIX[suffix as keyof typeof BINARY_SUFFIX] };
+  const exp = suffix in DECIMAL_SUFFIX ? DECIMAL_SUFFIX[suffix as keyof typeof DECIMAL_SUFFIX] : Number(suffix.slice(1));
+  return { digits, exp10: exp - fraction.length, exp2: 0n };
+}
+
+/** Sign of a − b for two quantities (exact: 1Gi == 1073741824, 0.1 == 100m), or undefined when either is none. */
+export function compareQuantities(a: number | string, b: number | string): number | undefined {
+  const x = quantity(a);
+  const y = quantity(b);
+  if (!x || !y) return undefined;
+  // Scale both by the smaller exponents so every power is whole, then compare the integers.
+  const e10 = Math.min(x.exp10, y.exp10);
+  const e2 = x.exp2 < y.exp2 ? x.exp2 : y.exp2;
+  const whole = (v: typeof x) => v.digits * 10n ** BigInt(v.exp10 - e10) * 2n ** (v.exp2 - e2);
+  const d = whole(x) - whole(y);
+  return d > 0n ? 1 : d < 0n ? -1 : 0;
+}
+
+/** limits below requests: Kubernetes would refuse the worker's Deployment (the CRD's rule says the same). */
+function resourceProblems(at: string, r: WorkerResources | undefined): string[] {
+  const problems: string[] = [];
+  for (const name of ['cpu', 'memory'] as const) {
+    const request = r?.requests?.[name];
+    const limit = r?.limits?.[name];
+    if (request === undefined || limit === undefined) continue;
+    if ((compareQuantities(limit, request) ?? 0) < 0) problems.push(`${at}.limits.${name}: must not be below requests.${name} (${limit} < ${request})`);
+  }
+  return problems;
+}
+
 function durationProblem(at: string, text: string, bounds: { min: number; max: number; text: string }): string[] {
   if (!DURATION.test(text)) return [];
   const ms = parseDuration(text);
@@ -142,6 +193,9 @@ function semanticProblems(spec: FlashSaleSpec): string[] {
     if (w.minReplicas > w.maxReplicas) {
       problems.push(`spec.workers.${role}.minReplicas: must not exceed maxReplicas (${w.minReplicas} > ${w.maxReplicas})`);
     }
+  }
+  for (const role of ['api', 'orderWriter', 'timeoutCloser', 'compensator'] as const) {
+    problems.push(...resourceProblems(`spec.workers.${role}.resources`, spec.workers[role].resources));
   }
   problems.push(...durationProblem('spec.compensation.interval', spec.compensation.interval, DURATION_BOUNDS.interval));
   problems.push(...durationProblem('spec.compensation.grace', spec.compensation.grace, DURATION_BOUNDS.grace));

@@ -31,6 +31,14 @@ const specTitles: Record<string, string> = {
   workers: 'WorkersSpec',
   'workers.api': 'ApiWorkerSpec',
   'workers.orderWriter': 'ScalingSpec',
+  'workers.timeoutCloser': 'ScalingSpec',
+  'workers.api.resources': 'WorkerResources',
+  'workers.api.resources.requests': 'ResourceQuantities',
+  'workers.api.resources.limits': 'ResourceQuantities',
+  'workers.orderWriter.resources': 'WorkerResources',
+  'workers.timeoutCloser.resources': 'WorkerResources',
+  'workers.compensator.resources': 'WorkerResources',
+  'workers.compensator': 'CompensatorWorkerSpec',
   compensation: 'CompensationSpec',
 };
 const statusTitles: Record<string, string> = {
@@ -41,15 +49,24 @@ const statusTitles: Record<string, string> = {
   'lag.items': 'LagStatus',
 };
 
-function withTitles(s: Schema, titles: Record<string, string>, path = ''): Schema {
+/**
+ * Titles the shapes named in `titles`. A title met again (a shape the CRD shares through a YAML
+ * anchor, such as a worker's resources) refers to the first one's type instead of a numbered copy.
+ */
+function withTitles(s: Schema, titles: Record<string, string>, path = '', named = new Set<string>()): Schema {
+  const title = titles[path];
+  if (title && named.has(title)) return { tsType: title, ...(s.description ? { description: s.description } : {}) };
   const out: Schema = { ...s };
-  if (titles[path]) out.title = titles[path];
+  if (title) {
+    out.title = title;
+    named.add(title);
+  }
   if (s.properties) {
     out.properties = Object.fromEntries(
-      Object.entries(s.properties).map(([k, v]) => [k, withTitles(v, titles, path ? `${path}.${k}` : k)]),
+      Object.entries(s.properties).map(([k, v]) => [k, withTitles(v, titles, path ? `${path}.${k}` : k, named)]),
     );
   }
-  if (s.items) out.items = withTitles(s.items, titles, `${path}.items`);
+  if (s.items) out.items = withTitles(s.items, titles, `${path}.items`, named);
   return out;
 }
 

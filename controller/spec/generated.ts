@@ -79,6 +79,37 @@ api?: {
  * Replicas of the API Deployment.
  */
 replicas?: number
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+resources?: {
+/**
+ * What the scheduler reserves for the container.
+ */
+requests?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+/**
+ * The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).
+ */
+limits?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+}
 }
 /**
  * Consumers that write orders to MySQL; scaled on the orders topic's lag.
@@ -96,6 +127,37 @@ maxReplicas?: number
  * Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold).
  */
 lagThreshold?: number
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+resources?: {
+/**
+ * What the scheduler reserves for the container.
+ */
+requests?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+/**
+ * The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).
+ */
+limits?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+}
 }
 /**
  * Consumers that close unpaid orders; one Deployment per bucket, scaled on overdue (not scheduled) timeouts.
@@ -113,6 +175,73 @@ maxReplicas?: number
  * Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold).
  */
 lagThreshold?: number
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+resources?: {
+/**
+ * What the scheduler reserves for the container.
+ */
+requests?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+/**
+ * The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).
+ */
+limits?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+}
+}
+/**
+ * The periodic compensation scan (one replica; its schedule is spec.compensation).
+ */
+compensator?: {
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+resources?: {
+/**
+ * What the scheduler reserves for the container.
+ */
+requests?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+/**
+ * The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).
+ */
+limits?: {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
+}
+}
 }
 }
 /**
@@ -219,20 +348,8 @@ orderWriter: ScalingSpec
 /**
  * Consumers that close unpaid orders; one Deployment per bucket, scaled on overdue (not scheduled) timeouts.
  */
-timeoutCloser: {
-/**
- * Fewest replicas, whatever the lag.
- */
-minReplicas: number
-/**
- * Most replicas; also capped at the topic's partition count.
- */
-maxReplicas: number
-/**
- * Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold).
- */
-lagThreshold: number
-}
+timeoutCloser: ScalingSpec
+compensator: CompensatorWorkerSpec
 }
 /**
  * The HTTP API that decides purchases.
@@ -242,6 +359,30 @@ export interface ApiWorkerSpec {
  * Replicas of the API Deployment.
  */
 replicas: number
+resources?: WorkerResources
+}
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+export interface WorkerResources {
+requests?: ResourceQuantities
+/**
+ * The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).
+ */
+limits?: ResourceQuantities
+}
+/**
+ * What the scheduler reserves for the container.
+ */
+export interface ResourceQuantities {
+/**
+ * CPU, as a Kubernetes quantity (500m, 2).
+ */
+cpu?: (number | string)
+/**
+ * Memory, as a Kubernetes quantity (256Mi, 1Gi).
+ */
+memory?: (number | string)
 }
 /**
  * Consumers that write orders to MySQL; scaled on the orders topic's lag.
@@ -259,6 +400,19 @@ maxReplicas: number
  * Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold).
  */
 lagThreshold: number
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+resources?: WorkerResources
+}
+/**
+ * The periodic compensation scan (one replica; its schedule is spec.compensation).
+ */
+export interface CompensatorWorkerSpec {
+/**
+ * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
+ */
+resources?: WorkerResources
 }
 /**
  * The periodic scan that closes overdue orders whose timeout message was lost and applies pending stock releases.
@@ -601,6 +755,126 @@ export const flashSaleSchema = {
                   "maximum": 100,
                   "default": 2,
                   "description": "Replicas of the API Deployment."
+                },
+                "resources": {
+                  "type": "object",
+                  "description": "CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.",
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || !isQuantity(string(self.requests.cpu)) || !isQuantity(string(self.limits.cpu)) || quantity(string(self.limits.cpu)).compareTo(quantity(string(self.requests.cpu))) >= 0",
+                      "message": "must not be below requests.cpu",
+                      "fieldPath": ".limits.cpu",
+                      "reason": "FieldValueInvalid"
+                    },
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || !isQuantity(string(self.requests.memory)) || !isQuantity(string(self.limits.memory)) || quantity(string(self.limits.memory)).compareTo(quantity(string(self.requests.memory))) >= 0",
+                      "message": "must not be below requests.memory",
+                      "fieldPath": ".limits.memory",
+                      "reason": "FieldValueInvalid"
+                    }
+                  ],
+                  "properties": {
+                    "requests": {
+                      "type": "object",
+                      "description": "What the scheduler reserves for the container.",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    },
+                    "limits": {
+                      "type": "object",
+                      "description": "The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    }
+                  }
                 }
               }
             },
@@ -637,6 +911,126 @@ export const flashSaleSchema = {
                   "maximum": 1000000000,
                   "default": 1000,
                   "description": "Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold)."
+                },
+                "resources": {
+                  "type": "object",
+                  "description": "CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.",
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || !isQuantity(string(self.requests.cpu)) || !isQuantity(string(self.limits.cpu)) || quantity(string(self.limits.cpu)).compareTo(quantity(string(self.requests.cpu))) >= 0",
+                      "message": "must not be below requests.cpu",
+                      "fieldPath": ".limits.cpu",
+                      "reason": "FieldValueInvalid"
+                    },
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || !isQuantity(string(self.requests.memory)) || !isQuantity(string(self.limits.memory)) || quantity(string(self.limits.memory)).compareTo(quantity(string(self.requests.memory))) >= 0",
+                      "message": "must not be below requests.memory",
+                      "fieldPath": ".limits.memory",
+                      "reason": "FieldValueInvalid"
+                    }
+                  ],
+                  "properties": {
+                    "requests": {
+                      "type": "object",
+                      "description": "What the scheduler reserves for the container.",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    },
+                    "limits": {
+                      "type": "object",
+                      "description": "The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    }
+                  }
                 }
               }
             },
@@ -673,6 +1067,253 @@ export const flashSaleSchema = {
                   "maximum": 1000000000,
                   "default": 1000,
                   "description": "Backlog one replica is expected to absorb; desired replicas = ceil(lag / lagThreshold)."
+                },
+                "resources": {
+                  "type": "object",
+                  "description": "CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.",
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || !isQuantity(string(self.requests.cpu)) || !isQuantity(string(self.limits.cpu)) || quantity(string(self.limits.cpu)).compareTo(quantity(string(self.requests.cpu))) >= 0",
+                      "message": "must not be below requests.cpu",
+                      "fieldPath": ".limits.cpu",
+                      "reason": "FieldValueInvalid"
+                    },
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || !isQuantity(string(self.requests.memory)) || !isQuantity(string(self.limits.memory)) || quantity(string(self.limits.memory)).compareTo(quantity(string(self.requests.memory))) >= 0",
+                      "message": "must not be below requests.memory",
+                      "fieldPath": ".limits.memory",
+                      "reason": "FieldValueInvalid"
+                    }
+                  ],
+                  "properties": {
+                    "requests": {
+                      "type": "object",
+                      "description": "What the scheduler reserves for the container.",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    },
+                    "limits": {
+                      "type": "object",
+                      "description": "The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            },
+            "compensator": {
+              "type": "object",
+              "default": {},
+              "description": "The periodic compensation scan (one replica; its schedule is spec.compensation).",
+              "properties": {
+                "resources": {
+                  "type": "object",
+                  "description": "CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.",
+                  "x-kubernetes-validations": [
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || !isQuantity(string(self.requests.cpu)) || !isQuantity(string(self.limits.cpu)) || quantity(string(self.limits.cpu)).compareTo(quantity(string(self.requests.cpu))) >= 0",
+                      "message": "must not be below requests.cpu",
+                      "fieldPath": ".limits.cpu",
+                      "reason": "FieldValueInvalid"
+                    },
+                    {
+                      "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || !isQuantity(string(self.requests.memory)) || !isQuantity(string(self.limits.memory)) || quantity(string(self.limits.memory)).compareTo(quantity(string(self.requests.memory))) >= 0",
+                      "message": "must not be below requests.memory",
+                      "fieldPath": ".limits.memory",
+                      "reason": "FieldValueInvalid"
+                    }
+                  ],
+                  "properties": {
+                    "requests": {
+                      "type": "object",
+                      "description": "What the scheduler reserves for the container.",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    },
+                    "limits": {
+                      "type": "object",
+                      "description": "The most the container may use: more CPU is throttled, more memory ends the process (OOMKilled).",
+                      "properties": {
+                        "cpu": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "CPU, as a Kubernetes quantity (500m, 2).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        },
+                        "memory": {
+                          "x-kubernetes-int-or-string": true,
+                          "anyOf": [
+                            {
+                              "type": "integer"
+                            },
+                            {
+                              "type": "string"
+                            }
+                          ],
+                          "minimum": 0,
+                          "maxLength": 24,
+                          "pattern": "^(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$",
+                          "description": "Memory, as a Kubernetes quantity (256Mi, 1Gi).",
+                          "x-kubernetes-validations": [
+                            {
+                              "rule": "isQuantity(string(self))",
+                              "message": "must be a Kubernetes quantity",
+                              "reason": "FieldValueInvalid"
+                            }
+                          ]
+                        }
+                      }
+                    }
+                  }
                 }
               }
             }
