@@ -1,7 +1,7 @@
 // `flashsale`: one program, one subcommand per workload. Usage errors exit 2, configuration
 // errors exit 1 with one line naming the variable.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, loadConfig } from './config.ts';
+import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.ts';
 import type { CommandContext, CommandValues } from './command.ts';
 import { createLogger } from './log.ts';
 import { applyRuntimeSettings } from './runtime.ts';
@@ -81,17 +81,6 @@ export function usage(): string {
 }
 
 class UsageError extends Error {}
-
-/**
- * How long a stop may take after SIGTERM/SIGINT: 20 s by default, under Kubernetes' 30 s grace period.
- * A stop can hang for reasons outside our code (kafkajs's disconnect during a group join, a broker
- * that stopped answering); the process then exits anyway instead of waiting for the SIGKILL.
- */
-export function shutdownDeadlineMs(raw: string | undefined): number {
-  const ms = raw === undefined || raw === '' ? 20_000 : Number(raw);
-  if (!Number.isInteger(ms) || ms < 1) throw new ConfigError(`SHUTDOWN_DEADLINE_MS must be a positive integer (milliseconds), got "${raw}"`);
-  return ms;
-}
 
 function armShutdownDeadline(logger: { error(o: object, msg: string): void }, ms: number): void {
   // unref: a stop that completes lets the process end at once; the timer only fires on a hang.

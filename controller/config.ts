@@ -22,6 +22,30 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/**
+ * How long a stop may take after SIGTERM/SIGINT: 20 s by default, under Kubernetes' 30 s grace period.
+ * A stop can hang for reasons outside our code (kafkajs's disconnect during a group join, a broker
+ * that stopped answering); the process then exits anyway instead of waiting for the SIGKILL.
+ */
+export function shutdownDeadlineMs(raw: string | undefined): number {
+  const ms = raw === undefined || raw === '' ? 20_000 : Number(raw);
+  if (!Number.isInteger(ms) || ms < 1) throw new ConfigError(`SHUTDOWN_DEADLINE_MS must be a positive integer (milliseconds), got "${raw}"`);
+  return ms;
+}
+
+/**
+ * DRAIN_DELAY_MS: how long `flashsale api` keeps answering after SIGTERM (not ready, closing every
+ * connection it answers on) before it stops accepting. 0 (the default) stops at once, as a
+ * standalone run or a test wants; the operator sets 5000 on the API's pods, the usual time for a
+ * pod's removal from the endpoints to reach every load balancer.
+ */
+export function drainDelayMs(raw: string | undefined, deadlineMs: number): number {
+  const ms = raw === undefined || raw === '' ? 0 : Number(raw);
+  // The shutdown deadline counts from the signal: a delay that long would end every stop in exit 1.
+  if (!Number.isInteger(ms) || ms < 0 || ms >= deadlineMs) throw new ConfigError(`DRAIN_DELAY_MS must be an integer from 0 to below SHUTDOWN_DEADLINE_MS (${deadlineMs}) (milliseconds), got "${raw}"`);
+  return ms;
+}
+
 export const configDefaults = {
   KAFKA_BROKERS: '127.0.0.1:9092',
   REDIS_URL: 'redis://127.0.0.1:6379',

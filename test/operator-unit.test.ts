@@ -153,6 +153,9 @@ describe('children', () => {
     assert.deepEqual(read.spec.skus.map((k) => [k.id, k.timeoutBucket]), sale.spec.skus.map((k) => [k.id, k.timeoutBucket]));
     assert.deepEqual(read.spec.timeoutBuckets, sale.spec.timeoutBuckets);
     assert.equal(read.spec.perUserLimit, sale.spec.perUserLimit);
+    // Only the API drains after SIGTERM (keeps answering while its pod leaves the endpoints).
+    const drain = (name: string) => (created.find((o) => o.metadata?.name === name) as ReturnType<typeof desiredDeployment>).spec?.template.spec?.containers[0]?.env?.find((e) => e.name === 'DRAIN_DELAY_MS')?.value;
+    assert.deepEqual(['sd-api', 'sd-order-writer', 'sd-timeout-closer-5m', 'sd-compensator'].map(drain), ['5000', undefined, undefined, undefined]);
   });
 
   it('a worker\'s pod template carries no stock numbers: a stock, replica or partition change rolls no pod; a new SKU does', () => {
@@ -173,7 +176,7 @@ describe('children', () => {
     assert.deepEqual(workerSpec(sale, 'compensator').compensation, sale.spec.compensation);
   });
 
-  it("the API's PodDisruptionBudget selects exactly the API's pods and lets a drain take one at a time", () => {
+  it("the API's PodDisruptionBudget selects exactly the API's pods and lets a drain take one at a time; its pods spread over nodes and zones", () => {
     const sale = valid();
     const pdb = desiredDisruptionBudget(sale);
     assert.equal(pdb.spec?.maxUnavailable, 1, 'one API pod down at a time; with one replica a drain still proceeds');
@@ -183,6 +186,14 @@ describe('children', () => {
     const deployments = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
     assert.deepEqual(deployments.filter((d) => selects(d.spec?.template.metadata?.labels)).map((d) => d.metadata?.name), ['sd-api'], 'the API pods and no consumer');
     assert.deepEqual(pdb.spec?.selector?.matchLabels, deployments.find((d) => d.metadata?.name === 'sd-api')?.spec?.selector.matchLabels, "the API Deployment's own selector");
+    // The API's replicas spread over nodes and zones as a preference (a one-node cluster still runs
+    // them all), each constraint over exactly the API's pods; no consumer is spread.
+    const spread = deployments.map((d) => [d.metadata?.name, d.spec?.template.spec?.topologySpreadConstraints?.map((c) => `${c.topologyKey} ${c.whenUnsatisfiable} ${c.maxSkew} ${c.matchLabelKeys}`)]);
+    assert.deepEqual(Object.fromEntries(spread), {
+      'sd-api': ['kubernetes.io/hostname ScheduleAnyway 1 pod-template-hash', 'topology.kubernetes.io/zone ScheduleAnyway 1 pod-template-hash'],
+      'sd-order-writer': undefined, 'sd-timeout-closer-5m': undefined, 'sd-timeout-closer-30m': undefined, 'sd-compensator': undefined,
+    });
+    for (const c of deployments.find((d) => d.metadata?.name === 'sd-api')!.spec!.template.spec!.topologySpreadConstraints!) assert.deepEqual(c.labelSelector?.matchLabels, pdb.spec?.selector?.matchLabels);
     // Another sale of the namespace: its API pods are not this budget's.
     const other = valid(rawSale({}, { name: 'other', uid: 'u-2' }));
     assert.equal(selects(desiredDeployment(other, plannedWorkloads(other, {})[0]!, env).spec?.template.metadata?.labels), false);

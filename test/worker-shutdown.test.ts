@@ -5,16 +5,18 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import type { Config } from '../controller/config.ts';
-import { ensureSchema, ensureTopics } from '../controller/dataplane/provision.ts';
 import type { KafkaGateway } from '../controller/infra/kafka.ts';
+import type { SaleContext } from '../controller/dataplane/sale-context.ts';
 import { validateFlashSale } from '../controller/spec/flashsale.ts';
-import { deleteTopics, dropDatabase, testConfig, testKafka, uniqueName } from './support/infra.ts';
+import { deleteRedisKeys, deleteTopics, dropDatabase, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
+import { pool as makePool, provisionSale } from './support/order-path.ts';
 import { V8_FLAGS } from '../controller/runtime.ts';
 
 const repo = new URL('..', import.meta.url).pathname;
@@ -28,6 +30,7 @@ const DEADLINE_MS = 8000;
 let config: Config;
 let kafka: KafkaGateway;
 let dir: string;
+let provisioned: SaleContext | undefined;
 const children: ChildProcess[] = [];
 
 async function freePort(): Promise<number> {
@@ -109,13 +112,25 @@ before(async () => {
   kafka = testKafka();
   dir = mkdtempSync(join(tmpdir(), 'fs-stop-'));
   writeFileSync(join(dir, 'sale.yaml'), stringify({ apiVersion: sale.apiVersion, kind: sale.kind, metadata: sale.metadata, spec: sale.spec }));
-  await ensureSchema(config.mysql);
-  await ensureTopics(await kafka.admin(), sale);
+  // Topics, schema and seeded stock: the API's drain test buys.
+  const redis = testRedis();
+  const db = makePool(config);
+  try {
+    provisioned = await provisionSale(sale, { config, kafka, redis, pool: db });
+  } finally {
+    redis.disconnect();
+    await db.end();
+  }
 });
 
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await deleteTopics(kafka, `flashsale.${namespace}.`).catch(() => undefined);
+  if (provisioned) {
+    const redis = testRedis();
+    await deleteRedisKeys(redis, provisioned.names.redis.patterns).catch(() => undefined);
+    redis.disconnect();
+  }
   await kafka.close();
   if (config) await dropDatabase(config);
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -140,6 +155,58 @@ describe('SIGTERM ends every worker within the shutdown deadline', () => {
       assert.deepEqual(r, { code: 0, signal: null }, p.output().slice(-2000));
     });
   }
+
+  it('api: after SIGTERM it answers not ready and keeps answering, closing each connection it answers on, for DRAIN_DELAY_MS; then it stops', async () => {
+    // A drain delay far longer than the steps below take on any machine; the test ends it with a
+    // second signal (exit now), and a second worker with a short delay shows the stop after it.
+    const p = await startWorker(['api'], { SHUTDOWN_DEADLINE_MS: '600000', DRAIN_DELAY_MS: '590000' });
+    await p.waitFor(/api listening/);
+    const url = /"url":"(http:\/\/[^"]+)"/.exec(p.output())?.[1] as string;
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const ask = (method: string, path: string, body?: object) =>
+      new Promise<{ status: number; connection: string | undefined; text: string }>((resolve, reject) => {
+        const req = request(`${url}${path}`, { method, agent, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, text }));
+        });
+        req.on('error', reject);
+        req.end(body ? JSON.stringify(body) : undefined);
+      });
+    const buy = (userId: string) => ask('POST', '/v1/sales/shop/orders', { userId, skuId: 'gadget' });
+    try {
+      const first = await buy('u-before');
+      assert.deepEqual([first.status, first.connection], [202, 'keep-alive'], first.text);
+      assert.equal((await ask('GET', '/readyz')).status, 200);
+      p.child.kill('SIGTERM');
+      await p.waitFor(/draining: not ready, still answering/);
+      // Not ready (the Service drops it), yet a purchase on the kept-alive connection is answered
+      // in full, and the answer closes that connection: the client's next request goes elsewhere.
+      const during = await buy('u-during');
+      assert.deepEqual([during.status, during.connection], [202, 'close'], during.text);
+      const ready = await ask('GET', '/readyz');
+      assert.deepEqual([ready.status, ready.connection], [503, 'close']);
+      const again = await buy('u-during');
+      assert.deepEqual([again.status, JSON.parse(again.text).error], [409, 'ALREADY_ORDERED'], 'the same answers as before the signal');
+      assert.equal(p.child.exitCode, null, 'still running inside the drain delay');
+    } finally {
+      agent.destroy();
+    }
+    p.child.kill('SIGTERM');
+    assert.deepEqual(await p.exited, { code: 1, signal: null }, 'a second signal exits at once');
+    assert.match(p.output(), /second stop signal: exiting now/);
+
+    const short = await startWorker(['api'], { DRAIN_DELAY_MS: '100' });
+    await short.waitFor(/api listening/);
+    assert.deepEqual(await terminate(short), { code: 0, signal: null }, short.output().slice(-2000));
+    assert.match(short.output(), /draining: not ready, still answering/);
+  });
+
+  it('api: a DRAIN_DELAY_MS the shutdown deadline would cut short is refused at start, naming both', async () => {
+    const p = await startWorker(['api'], { DRAIN_DELAY_MS: String(DEADLINE_MS) });
+    assert.deepEqual(await p.exited, { code: 1, signal: null });
+    assert.match(p.output(), /DRAIN_DELAY_MS must be an integer from 0 to below SHUTDOWN_DEADLINE_MS \(8000\)/);
+  });
 
   it('a stop that hangs (Kafka never answers) ends at the deadline, logged, with exit code 1', async () => {
     // A listener that accepts connections and never answers: kafkajs's connect waits on it.

@@ -1,5 +1,6 @@
 // `flashsale api`: the HTTP API of one sale (a Deployment per sale in Kubernetes).
 import type { CommandContext, CommandValues } from '../command.ts';
+import { drainDelayMs, shutdownDeadlineMs } from '../config.ts';
 import { BatchingProducer, createKafkaGateway } from '../infra/kafka.ts';
 import { createPool } from '../infra/mysql.ts';
 import { createRedis } from '../infra/redis.ts';
@@ -11,6 +12,7 @@ import { resolveSale } from './sale-source.ts';
 export async function command(values: CommandValues, ctx: CommandContext): Promise<void> {
   const sale = resolveSale(values);
   const { config, logger } = ctx;
+  const delayMs = drainDelayMs(process.env.DRAIN_DELAY_MS, shutdownDeadlineMs(process.env.SHUTDOWN_DEADLINE_MS));
   const kafka = createKafkaGateway({ brokers: config.kafkaBrokers, clientId: `flashsale-api-${sale.metadata.name}`, logger });
   const redis = createRedis(config.redisUrl);
   const pool = createPool(config.mysql);
@@ -21,6 +23,13 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const url = await api.listen(config.httpPort, process.env.HTTP_HOST || '0.0.0.0');
   logger.info({ url, sale: `${sale.metadata.namespace}/${sale.metadata.name}` }, 'api listening');
   await ctx.stopping;
+  api.drain();
+  // Endpoints and load balancers learn of a stopping pod a moment after it was told to stop: keep
+  // answering meanwhile (not ready, every answer closing its connection), then stop accepting.
+  if (delayMs > 0) {
+    logger.info({ drainDelayMs: delayMs }, 'draining: not ready, still answering');
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+  }
   await api.close();
   await producer.close();
   await kafka.close();

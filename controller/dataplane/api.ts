@@ -135,6 +135,8 @@ export class OrderApi {
   private readonly durations = new Map<string, Map<Route, { observe(v: number): void }>>();
   /** When the last hand-off to Kafka failed (epoch ms), null after a success. */
   private producerFailedAt: number | null = null;
+  /** Stopping (drain()): not ready, and every answer closes its connection. */
+  private draining = false;
   private readonly soldOutLoading = new Map<string, Promise<void>>();
   private readonly soldOutTtl: number;
   /** Highest counter per sale/SKU a reserve returned or MySQL recorded (restore-fence.ts). */
@@ -183,7 +185,23 @@ export class OrderApi {
     });
   }
 
+  /**
+   * The start of a stop: /readyz answers 503, so the replica leaves the Service's endpoints, and every
+   * answer from now on carries `connection: close`, so keep-alive clients (a load balancer's pool,
+   * a buyer's browser) reconnect to another replica instead of finding this one gone. Requests are
+   * still answered in full until close(): in Kubernetes a load balancer keeps sending new
+   * connections for a moment after the pod is told to stop (api-main.ts waits DRAIN_DELAY_MS).
+   */
+  drain(): void {
+    this.draining = true;
+  }
+
+  /**
+   * Stops accepting connections, ends the idle ones and resolves once every request under way has
+   * been answered (a purchase waiting for Kafka's acknowledgement gets its 202 or 503 first).
+   */
   async close(): Promise<void> {
+    this.draining = true;
     if (!this.server.listening) return;
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
@@ -196,6 +214,7 @@ export class OrderApi {
    * by itself: an unready replica gets no traffic, so it could not wait for a successful send.
    */
   ready(): boolean {
+    if (this.draining) return false;
     const kafkaOk = this.producerFailedAt === null || this.clock() - this.producerFailedAt > 5000;
     return this.opts.redis.status === 'ready' && kafkaOk;
   }
@@ -225,6 +244,7 @@ export class OrderApi {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now();
+    if (this.draining) res.shouldKeepAlive = false;
     const url = req.url ?? '/';
     // Purchases first, by their exact path: one map lookup instead of splitting and decoding.
     if (req.method === 'POST') {

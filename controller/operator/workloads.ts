@@ -4,7 +4,7 @@
 // They are written with server-side apply under one field manager: the operator owns exactly the
 // fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1ResourceRequirements, V1Service, V1TopologySpreadConstraint } from '@kubernetes/client-node';
 import { API_VERSION, compareQuantities, KIND, type FlashSale, type WorkerResources } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 
@@ -17,6 +17,12 @@ export const MANAGED_BY = 'flashsale-operator';
 export const LABEL_SALE = 'flashsale.dev/sale';
 export const LABEL_ROLE = 'flashsale.dev/role';
 export const LABEL_BUCKET = 'flashsale.dev/bucket';
+/**
+ * How long a stopping API pod keeps answering (DRAIN_DELAY_MS): the time for its removal from the
+ * Service's endpoints to reach kube-proxy and load balancers, under the 20-s shutdown deadline and
+ * the pod's 30-s grace period.
+ */
+export const API_DRAIN_DELAY_MS = 5000;
 /** Port every worker serves /healthz, /readyz and /metrics (and the API its routes) on. */
 export const WORKER_PORT = 8080;
 
@@ -147,7 +153,26 @@ function envVars(sale: FlashSale, env: WorkerEnv, role: Role): V1EnvVar[] {
     { name: 'HTTP_HOST', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'HTTP_PORT', value: String(WORKER_PORT) },
     { name: 'LOG_LEVEL', value: env.logLevel },
+    // The API keeps answering for 5 s after SIGTERM while its pod leaves the endpoints (config.ts).
+    ...(role === 'api' ? [{ name: 'DRAIN_DELAY_MS', value: String(API_DRAIN_DELAY_MS) }] : []),
   ];
+}
+
+/**
+ * The API's replicas spread over nodes, then zones: the PodDisruptionBudget covers a drain, this
+ * covers a node or zone that fails, which would otherwise take every replica of a sale's API with
+ * it when the scheduler packed them together. ScheduleAnyway: a preference, so a one-node cluster
+ * or a full zone still runs every replica. pod-template-hash: each rollout's new pods spread among
+ * themselves, not against the old ones about to go.
+ */
+function apiSpread(sale: FlashSale): V1TopologySpreadConstraint[] {
+  return ['kubernetes.io/hostname', 'topology.kubernetes.io/zone'].map((topologyKey) => ({
+    maxSkew: 1,
+    topologyKey,
+    whenUnsatisfiable: 'ScheduleAnyway',
+    labelSelector: { matchLabels: selector(sale, 'api') },
+    matchLabelKeys: ['pod-template-hash'],
+  }));
 }
 
 export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: WorkerEnv): V1Deployment {
@@ -164,6 +189,7 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
         metadata: { labels: l },
         spec: {
           automountServiceAccountToken: false,
+          ...(plan.role === 'api' ? { topologySpreadConstraints: apiSpread(sale) } : {}),
           securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
           containers: [
             {
