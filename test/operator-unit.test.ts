@@ -194,6 +194,10 @@ describe('children', () => {
       'sd-order-writer': undefined, 'sd-timeout-closer-5m': undefined, 'sd-timeout-closer-30m': undefined, 'sd-compensator': undefined,
     });
     for (const c of deployments.find((d) => d.metadata?.name === 'sd-api')!.spec!.template.spec!.topologySpreadConstraints!) assert.deepEqual(c.labelSelector?.matchLabels, pdb.spec?.selector?.matchLabels);
+    // A rollout of the API never takes a replica away before its replacement is ready; the consumers keep Kubernetes' default.
+    assert.deepEqual(Object.fromEntries(deployments.map((d) => [d.metadata?.name, d.spec?.strategy?.rollingUpdate])), {
+      'sd-api': { maxUnavailable: 0, maxSurge: '25%' }, 'sd-order-writer': undefined, 'sd-timeout-closer-5m': undefined, 'sd-timeout-closer-30m': undefined, 'sd-compensator': undefined,
+    });
     // Another sale of the namespace: its API pods are not this budget's.
     const other = valid(rawSale({}, { name: 'other', uid: 'u-2' }));
     assert.equal(selects(desiredDeployment(other, plannedWorkloads(other, {})[0]!, env).spec?.template.metadata?.labels), false);
