@@ -144,7 +144,10 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 1;
     } else {
       process.stderr.write(`flashsale: ${(err as Error).stack ?? String(err)}\n`);
-      process.exitCode = 1;
+      // Exit now: the command may have opened connections and a listener (an order writer serves
+      // /healthz before it joins Kafka) that would keep a failed process alive, live for Kubernetes
+      // and doing nothing. Exiting lets the kubelet restart it and the restart try again.
+      process.exit(1);
     }
   }
 }

@@ -208,6 +208,24 @@ describe('SIGTERM ends every worker within the shutdown deadline', () => {
     assert.match(p.output(), /DRAIN_DELAY_MS must be an integer from 0 to below SHUTDOWN_DEADLINE_MS \(8000\)/);
   });
 
+  // The compensator uses no Kafka (MySQL and Redis only): it runs through a Kafka outage.
+  for (const w of workers.filter((x) => x.name !== 'compensator')) {
+    it(`${w.name}: a start that fails (Kafka refuses connections) exits 1, not a live process that does nothing`, async () => {
+      // A port nothing listens on: kafkajs's connect is refused, retried, then given up.
+      const p = await startWorker(w.args, { KAFKA_BROKERS: `127.0.0.1:${await freePort()}` });
+      let timer: NodeJS.Timeout | undefined;
+      const limit = new Promise<'hung'>((r) => { timer = setTimeout(() => r('hung'), 120_000); });
+      const result = await Promise.race([p.exited, limit]);
+      clearTimeout(timer);
+      if (result === 'hung') {
+        p.child.kill('SIGKILL');
+        assert.fail(`still running 120 s after a start that cannot reach Kafka:\n${p.output().slice(-3000)}`);
+      }
+      assert.deepEqual(result, { code: 1, signal: null }, p.output().slice(-2000));
+      assert.match(p.output(), /flashsale: KafkaJS/);
+    });
+  }
+
   it('a stop that hangs (Kafka never answers) ends at the deadline, logged, with exit code 1', async () => {
     // A listener that accepts connections and never answers: kafkajs's connect waits on it.
     const silent = createServer(() => undefined);
