@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -43,6 +43,7 @@ async function freePort(): Promise<number> {
 
 interface Worker {
   child: ChildProcess;
+  httpPort: number;
   output: () => string;
   /** Resolves when the output matches (rejects after 90 s or when the process exits first). */
   waitFor: (re: RegExp) => Promise<void>;
@@ -51,8 +52,9 @@ interface Worker {
 
 async function startWorker(args: string[], env: Record<string, string> = {}): Promise<Worker> {
   const { host, port, user, database } = config.mysql;
+  const httpPort = await freePort();
   const child = spawn(process.execPath, [join(repo, 'bin/flashsale.js'), ...args, '-f', join(dir, 'sale.yaml')], {
-    env: { ...process.env, HTTP_PORT: String(await freePort()), HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', SHUTDOWN_DEADLINE_MS: String(DEADLINE_MS), MYSQL_URL: `mysql://${user}@${host}:${port}/${database}`, ...env },
+    env: { ...process.env, HTTP_PORT: String(httpPort), HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'info', SHUTDOWN_DEADLINE_MS: String(DEADLINE_MS), MYSQL_URL: `mysql://${user}@${host}:${port}/${database}`, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
@@ -67,6 +69,7 @@ async function startWorker(args: string[], env: Record<string, string> = {}): Pr
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
   return {
     child,
+    httpPort,
     output: () => out,
     exited,
     waitFor: (re) =>
@@ -208,21 +211,53 @@ describe('SIGTERM ends every worker within the shutdown deadline', () => {
     assert.match(p.output(), /DRAIN_DELAY_MS must be an integer from 0 to below SHUTDOWN_DEADLINE_MS \(8000\)/);
   });
 
-  // The compensator uses no Kafka (MySQL and Redis only): it runs through a Kafka outage.
-  for (const w of workers.filter((x) => x.name !== 'compensator')) {
-    it(`${w.name}: a start that fails (Kafka refuses connections) exits 1, not a live process that does nothing`, async () => {
-      // A port nothing listens on: kafkajs's connect is refused, retried, then given up.
-      const p = await startWorker(w.args, { KAFKA_BROKERS: `127.0.0.1:${await freePort()}` });
-      let timer: NodeJS.Timeout | undefined;
-      const limit = new Promise<'hung'>((r) => { timer = setTimeout(() => r('hung'), 120_000); });
-      const result = await Promise.race([p.exited, limit]);
-      clearTimeout(timer);
-      if (result === 'hung') {
-        p.child.kill('SIGKILL');
-        assert.fail(`still running 120 s after a start that cannot reach Kafka:\n${p.output().slice(-3000)}`);
+  // The API cannot answer anything without its producer: a start that cannot reach Kafka fails, and
+  // the process must end (the kubelet restarts it), not stay up with its Redis and MySQL clients.
+  it('api: a start that fails (Kafka refuses connections) exits 1, not a live process that does nothing', async () => {
+    const p = await startWorker(['api'], { KAFKA_BROKERS: `127.0.0.1:${await freePort()}` });
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<'hung'>((r) => { timer = setTimeout(() => r('hung'), 120_000); });
+    const result = await Promise.race([p.exited, limit]);
+    clearTimeout(timer);
+    if (result === 'hung') {
+      p.child.kill('SIGKILL');
+      assert.fail(`still running 120 s after a start that cannot reach Kafka:\n${p.output().slice(-3000)}`);
+    }
+    assert.deepEqual(result, { code: 1, signal: null }, p.output().slice(-2000));
+    assert.match(p.output(), /flashsale: KafkaJS/);
+  });
+
+  // The consumers wait for Kafka alive and not ready, and start as soon as it answers (a cluster
+  // restarting with Kafka last); a stop during the wait ends them cleanly. The compensator uses no
+  // Kafka (MySQL and Redis only) and runs through the outage.
+  for (const w of workers.filter((x) => x.name === 'order-writer' || x.name === 'timeout-closer')) {
+    it(`${w.name}: Kafka not answering at start: alive and not ready, running once Kafka answers; a stop while waiting exits 0`, async () => {
+      const port = await freePort();
+      const p = await startWorker(w.args, { KAFKA_BROKERS: `127.0.0.1:${port}` });
+      await p.waitFor(/"msg":"waiting for Kafka"/);
+      // Its endpoints listen while it waits: live for the kubelet, not ready for traffic.
+      const status = async (path: string) => (await fetch(`http://127.0.0.1:${p.httpPort}${path}`)).status;
+      assert.deepEqual([await status('/healthz'), await status('/readyz')], [200, 503]);
+      // Kafka appears: a forwarder on the port the worker was given, to the real broker.
+      const [brokerHost, brokerPort] = (config.kafkaBrokers[0] as string).split(':') as [string, string];
+      const forwarder = createServer((c) => {
+        const u = connect(Number(brokerPort), brokerHost);
+        c.pipe(u).pipe(c);
+        c.on('error', () => u.destroy());
+        u.on('error', () => c.destroy());
+      });
+      await new Promise<void>((r) => forwarder.listen(port, '127.0.0.1', () => r()));
+      try {
+        await p.waitFor(w.ready);
+        assert.equal(p.child.exitCode, null);
+      } finally {
+        forwarder.close();
       }
-      assert.deepEqual(result, { code: 1, signal: null }, p.output().slice(-2000));
-      assert.match(p.output(), /flashsale: KafkaJS/);
+      assert.deepEqual(await terminate(p), { code: 0, signal: null }, p.output().slice(-2000));
+
+      const waiting = await startWorker(w.args, { KAFKA_BROKERS: `127.0.0.1:${await freePort()}` });
+      await waiting.waitFor(/"msg":"waiting for Kafka"/);
+      assert.deepEqual(await terminate(waiting), { code: 0, signal: null }, waiting.output().slice(-2000));
     });
   }
 

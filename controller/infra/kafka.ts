@@ -240,6 +240,12 @@ export interface KafkaConsumer {
 }
 
 export interface KafkaGateway {
+  /**
+   * Resolves true once a broker answers, trying again with backoff (1 s doubling to 10 s) while
+   * none does; false as soon as `stop` settles. A consumer worker waits here, alive and not ready,
+   * instead of failing its start when Kafka is not up yet.
+   */
+  waitForBrokers(stop: Promise<unknown>): Promise<boolean>;
   admin(): Promise<KafkaAdmin>;
   producer(): Promise<KafkaProducer>;
   consumer(options: ConsumerOptions): KafkaConsumer;
@@ -948,6 +954,29 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
   }
 
   return {
+    async waitForBrokers(stop) {
+      let stopped = false;
+      void stop.then(() => (stopped = true), () => (stopped = true));
+      for (let attempt = 1, delayMs = 1000; !stopped; attempt++, delayMs = Math.min(delayMs * 2, 10_000)) {
+        // A fresh kafkajs admin: connect() reaches a seed broker (with kafkajs's own retries) or fails.
+        const probe = kafka.admin();
+        try {
+          await probe.connect();
+          if (attempt > 1) log.info({ attempts: attempt }, 'Kafka answers');
+          return !stopped;
+        } catch (err) {
+          if (stopped) break;
+          log.warn({ attempt, retryInMs: delayMs, err: String(err) }, 'waiting for Kafka');
+        } finally {
+          await probe.disconnect().catch(() => undefined);
+        }
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([new Promise((r) => (timer = setTimeout(r, delayMs))), stop.catch(() => undefined)]);
+        clearTimeout(timer);
+      }
+      return false;
+    },
+
     admin() {
       adminPromise ??= makeAdmin().catch((err: unknown) => {
         adminPromise = undefined;
