@@ -26,6 +26,8 @@ export interface ApiOptions {
   pool: Pool;
   /** Hand-off of accepted orders to the orders topic. */
   producer: BatchingProducer;
+  /** False while the hand-off cannot work yet (api-main.ts: Kafka not reached since start); not ready then. Default: always true. */
+  handOffReady?: () => boolean;
   registry: Registry;
   logger: Logger;
   /** Epoch ms; injected so the sale window is tested without waiting. */
@@ -214,7 +216,7 @@ export class OrderApi {
    * by itself: an unready replica gets no traffic, so it could not wait for a successful send.
    */
   ready(): boolean {
-    if (this.draining) return false;
+    if (this.draining || (this.opts.handOffReady && !this.opts.handOffReady())) return false;
     const kafkaOk = this.producerFailedAt === null || this.clock() - this.producerFailedAt > 5000;
     return this.opts.redis.status === 'ready' && kafkaOk;
   }
