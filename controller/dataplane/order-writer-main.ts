@@ -25,20 +25,15 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const { server, url } = await serveWorkerEndpoints(registry, config.httpPort, () => started && redis.status === 'ready', process.env.HTTP_HOST || '0.0.0.0');
   // Kafka not up yet (a cluster restarting, Kafka last): wait alive and not ready, then start at
   // once when it answers, instead of failing and waiting out the kubelet's restart back-off.
-  if (!(await kafka.waitForBrokers(ctx.stopping))) {
-    server.close();
-    await kafka.close();
-    redis.disconnect();
-    await pool.end();
-    return;
+  if (await kafka.waitForBrokers(ctx.stopping)) {
+    await writer.start();
+    reaper.start();
+    started = true;
+    logger.info({ url, sale: `${sale.metadata.namespace}/${sale.metadata.name}` }, 'order writer running');
+    await ctx.stopping;
+    await reaper.stop();
+    await writer.stop();
   }
-  await writer.start();
-  reaper.start();
-  started = true;
-  logger.info({ url, sale: `${sale.metadata.namespace}/${sale.metadata.name}` }, 'order writer running');
-  await ctx.stopping;
-  await reaper.stop();
-  await writer.stop();
   server.close();
   await kafka.close();
   redis.disconnect();

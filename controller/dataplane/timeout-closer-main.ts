@@ -69,18 +69,13 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   let started = false;
   const { server, url } = await serveWorkerEndpoints(registry, config.httpPort, () => started && redis.status === 'ready', process.env.HTTP_HOST || '0.0.0.0');
   // Kafka not up yet: wait alive and not ready (see order-writer-main.ts).
-  if (!(await kafka.waitForBrokers(ctx.stopping))) {
-    server.close();
-    await kafka.close();
-    redis.disconnect();
-    await pool.end();
-    return;
+  if (await kafka.waitForBrokers(ctx.stopping)) {
+    const workers = await startTimeoutWorkers({ names: sc.names, stock: sc.stock, kafka, pool, registry, logger, buckets: [bucket], delays: bucketDelays(sale) });
+    started = true;
+    logger.info({ url, sale: sc.key, bucket }, 'timeout closer running');
+    await ctx.stopping;
+    await workers.stop();
   }
-  const workers = await startTimeoutWorkers({ names: sc.names, stock: sc.stock, kafka, pool, registry, logger, buckets: [bucket], delays: bucketDelays(sale) });
-  started = true;
-  logger.info({ url, sale: sc.key, bucket }, 'timeout closer running');
-  await ctx.stopping;
-  await workers.stop();
   server.close();
   await kafka.close();
   redis.disconnect();
