@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseAllDocuments } from 'yaml';
+import { closeObjects } from './closed-schema.ts';
 import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type TimeoutBucketSpec, type WorkerResources } from './generated.ts';
 
 export type * from './generated.ts';
@@ -59,17 +60,10 @@ ajv.addFormat('date-time', {
   type: 'string',
   validate: (s: string) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i.test(s) && !Number.isNaN(Date.parse(s)),
 });
-/**
- * The spec's schema with every object closed, as `kubectl apply` (strict field validation) treats
- * it: a misspelt field in a file for `flashsale run` (`replikas: 3`) is an error naming it, not a
- * setting silently ignored. The apiserver prunes unknown fields, so stored objects never have any.
- */
-function closed(schema: unknown): object {
-  return JSON.parse(JSON.stringify(schema), (_k, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v) && (v as { type?: unknown }).type === 'object' && !('additionalProperties' in v) ? { ...v, additionalProperties: false } : v,
-  ) as object;
-}
-const validateSpecSchema = ajv.compile(closed(flashSaleSchema.properties.spec));
+// Closed objects, as `kubectl apply` (strict field validation) treats them: a misspelt field in a
+// file for `flashsale run` (`replikas: 3`) is an error naming it, not a setting silently ignored.
+// The apiserver prunes unknown fields, so stored objects never have any.
+const validateSpecSchema = ajv.compile(closeObjects<object>(flashSaleSchema.properties.spec));
 
 function fieldPath(instancePath: string): string {
   return (

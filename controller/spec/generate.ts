@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { compile, type JSONSchema } from 'json-schema-to-typescript';
 import { parse } from 'yaml';
+import { closeObjects } from './closed-schema.ts';
 
 type Schema = { [k: string]: unknown; properties?: Record<string, Schema>; items?: Schema; required?: string[] };
 
@@ -72,12 +73,7 @@ function withTitles(s: Schema, titles: Record<string, string>, path = '', named 
 
 function forTypes(s: Schema): JSONSchema {
   // Kubernetes objects are closed unless they say otherwise; keep the generated types exact.
-  return JSON.parse(JSON.stringify(s), (_k, v: unknown) => {
-    if (v && typeof v === 'object' && !Array.isArray(v) && (v as Schema).type === 'object' && !('additionalProperties' in v)) {
-      return { ...(v as Schema), additionalProperties: false };
-    }
-    return v;
-  }) as JSONSchema;
+  return closeObjects<JSONSchema>(s);
 }
 
 export async function generate(): Promise<string> {
