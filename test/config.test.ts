@@ -69,4 +69,12 @@ describe('operator settings from the environment (the chart\'s contract)', () =>
     assert.throws(() => operatorOptions({}, base, { KUBE_API_QPS: '-1' }), /KUBE_API_QPS/);
     assert.throws(() => operatorOptions({}, base, { KUBE_API_BURST: '2.5' }), /KUBE_API_BURST/);
   });
+  it('hands the workers the image pull policy and pull Secrets, and names a bad one', () => {
+    const none = operatorOptions({}, base, {}).worker;
+    assert.deepEqual([none.imagePullPolicy, none.imagePullSecrets], [undefined, undefined], 'unset: Kubernetes\' defaults, no Secrets');
+    const o = operatorOptions({}, base, { WORKER_IMAGE_PULL_POLICY: 'Always', WORKER_IMAGE_PULL_SECRETS: ' regcred, mirror.creds ,regcred,' }).worker;
+    assert.deepEqual([o.imagePullPolicy, o.imagePullSecrets], ['Always', ['regcred', 'mirror.creds']]);
+    assert.throws(() => operatorOptions({}, base, { WORKER_IMAGE_PULL_POLICY: 'always' }), /WORKER_IMAGE_PULL_POLICY="always": expected one of Always, IfNotPresent, Never/);
+    assert.throws(() => operatorOptions({}, base, { WORKER_IMAGE_PULL_SECRETS: 'regcred,Reg_Cred' }), /WORKER_IMAGE_PULL_SECRETS: "Reg_Cred" is not a Secret name/);
+  });
 });

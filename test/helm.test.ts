@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
+import { loadConfig } from '../controller/config.ts';
+import { operatorOptions } from '../controller/operator/main.ts';
 import { desiredDeployment, parseSecretRef, plannedWorkloads } from '../controller/operator/workloads.ts';
 import { loadFlashSales } from '../controller/spec/flashsale.ts';
 import { createNamespace, deleteNamespace, testCluster, watchUntil, type TestCluster } from './support/cluster.ts';
@@ -318,6 +320,8 @@ describe('Helm chart', () => {
       assert.equal(e.get('WATCH_NAMESPACES')?.value, '');
       assert.equal(e.get('LOG_LEVEL')?.value, 'info');
       assert.ok(!e.has('WORKER_REDIS_URL_SECRET') && !e.has('WORKER_MYSQL_URL_SECRET'));
+      assert.equal(e.get('WORKER_IMAGE_PULL_POLICY')?.value, 'IfNotPresent', 'the data plane pulls as the operator pod does');
+      assert.ok(!e.has('WORKER_IMAGE_PULL_SECRETS'), 'no pull Secrets');
       assert.equal(only(manifests, 'Deployment').spec.replicas, 1);
     });
   });
@@ -330,7 +334,8 @@ describe('Helm chart', () => {
         values: {
           replicaCount: 3,
           podDisruptionBudget: { enabled: true, maxUnavailable: 2 },
-          image: { repository: 'registry.example.com/fs/op', tag: '9.9.9' },
+          image: { repository: 'registry.example.com/fs/op', tag: '9.9.9', pullPolicy: 'Always' },
+          imagePullSecrets: [{ name: 'regcred' }],
           operator: { logLevel: 'debug', httpPort: 9090, leaseName: 'fs-leader', extraEnv: [{ name: 'EXTRA', value: 'x' }] },
           kafka: { brokers: ['k-0:9092', 'k-1:9092'] },
           redis: { existingSecret: { name: 'redis-conn', key: 'url' } },
@@ -362,6 +367,21 @@ describe('Helm chart', () => {
     it('is accepted by the apiserver (server-side dry run of every object but the Prometheus Operator kinds)', async () => {
       assert.deepEqual(manifests.filter((m) => m.apiVersion.startsWith('monitoring.coreos.com/')).map((m) => m.kind).sort(), ['PodMonitor', 'PrometheusRule', 'ServiceMonitor']);
       await assertServerAccepts(manifests);
+    });
+
+    it('pulls the operator image with its Secrets, and hands the same names and policy to the workers', async () => {
+      assert.deepEqual(only(manifests, 'Deployment').spec.template.spec.imagePullSecrets, [{ name: 'regcred' }]);
+      assert.equal(container(manifests).imagePullPolicy, 'Always');
+      const e = env(manifests);
+      assert.equal(e.get('WORKER_IMAGE_PULL_POLICY')?.value, 'Always');
+      assert.equal(e.get('WORKER_IMAGE_PULL_SECRETS')?.value, 'regcred', 'null dataPlane.imagePullSecrets: the operator\'s names');
+      // Names of their own for the sales' namespaces, or none at all.
+      const own = env(await helmTemplate(chart, { values: { imagePullSecrets: [{ name: 'regcred' }], dataPlane: { imagePullSecrets: [{ name: 'sales-pull' }, { name: 'mirror.creds' }] } } }));
+      assert.equal(own.get('WORKER_IMAGE_PULL_SECRETS')?.value, 'sales-pull,mirror.creds');
+      const worker = operatorOptions({}, loadConfig({}), Object.fromEntries([...own].map(([k, v]) => [k, v.value ?? '']))).worker;
+      assert.deepEqual([worker.imagePullPolicy, worker.imagePullSecrets], ['IfNotPresent', ['sales-pull', 'mirror.creds']], 'in the format the operator parses');
+      const none = env(await helmTemplate(chart, { values: { imagePullSecrets: [{ name: 'regcred' }], dataPlane: { imagePullSecrets: [] } } }));
+      assert.ok(!none.has('WORKER_IMAGE_PULL_SECRETS'));
     });
 
     it('renders a PodDisruptionBudget over the operator pods', () => {
@@ -483,6 +503,8 @@ describe('Helm chart', () => {
       ['a broker without a port', { kafka: { brokers: ['kafka'] } }, /brokers/],
       ['an unknown log level', { operator: { logLevel: 'verbose' } }, /logLevel/],
       ['a namespace that is not a DNS label', { operator: { watchNamespaces: ['Shop_A'] } }, /watchNamespaces/],
+      ['a pull Secret name Kubernetes would refuse', { dataPlane: { imagePullSecrets: [{ name: 'Reg_Cred' }] } }, /imagePullSecrets\/0\/name/],
+      ['an unknown pull policy', { image: { pullPolicy: 'Sometimes' } }, /pullPolicy/],
       ['a Redis URL of another scheme', { redis: { url: 'http://redis:6379' } }, /url/],
       ['a runbook base URL without its trailing slash', { metrics: { prometheusRule: { runbookBaseUrl: 'https://git.example.com/fs' } } }, /runbookBaseUrl/],
       ['a runbook base URL with a quote', { metrics: { prometheusRule: { runbookBaseUrl: 'https://git.example.com/"x/' } } }, /runbookBaseUrl/],

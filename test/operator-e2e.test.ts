@@ -120,7 +120,7 @@ async function budgetCounts(namespace: string, name: string, healthy: number, ex
 
 interface Deployment {
   metadata: { name: string; generation?: number; annotations?: Record<string, string>; ownerReferences?: { uid: string; controller?: boolean }[]; managedFields?: { manager: string; operation: string; subresource?: string }[] };
-  spec: { replicas: number; progressDeadlineSeconds?: number; selector: { matchLabels: Record<string, string> }; template: { metadata?: { annotations?: Record<string, string> }; spec: { containers: { args: string[]; env: { name: string; value?: string }[]; resources?: Record<string, Record<string, string>> }[] } } };
+  spec: { replicas: number; progressDeadlineSeconds?: number; selector: { matchLabels: Record<string, string> }; template: { metadata?: { annotations?: Record<string, string> }; spec: { imagePullSecrets?: { name: string }[]; containers: { args: string[]; imagePullPolicy?: string; env: { name: string; value?: string }[]; resources?: Record<string, Record<string, string>> }[] } } };
   status?: { readyReplicas?: number; observedGeneration?: number };
 }
 
@@ -281,6 +281,12 @@ describe('operator end to end', () => {
     for (const d of ds) assert.deepEqual(d.metadata.ownerReferences?.map((r) => [r.uid, r.controller]), [[sale.metadata.uid, true]]);
     const closer = ds.find((d) => d.metadata.name === 'singles-day-timeout-closer-5m');
     assert.deepEqual(closer?.spec.template.spec.containers[0]?.args, ['timeout-closer', '--bucket', '5m']);
+    // The operator's WORKER_IMAGE_PULL_* (test/support/operator.ts): every pod pulls as configured,
+    // and the idle rounds below show the stored form causes no further apply.
+    for (const d of ds) {
+      assert.deepEqual(d.spec.template.spec.imagePullSecrets, [{ name: 'regcred' }], d.metadata.name);
+      assert.equal(d.spec.template.spec.containers[0]?.imagePullPolicy, 'IfNotPresent', d.metadata.name);
+    }
     const svc = await client.request<{ metadata: { ownerReferences: { uid: string }[] } }>('GET', paths.service(namespace, 'singles-day-api'));
     assert.equal(svc.metadata.ownerReferences[0]?.uid, sale.metadata.uid);
     // The API pods' budget: over the API Deployment's pods, owned by the sale; the disruption

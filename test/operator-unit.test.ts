@@ -249,6 +249,20 @@ describe('children', () => {
     assert.equal(e.find((x) => x.name === 'MYSQL_URL')?.value, env.mysqlUrl);
   });
 
+  it('pulls the image with the configured policy and Secrets, or leaves both to Kubernetes', () => {
+    const sale = valid();
+    const [plan] = plannedWorkloads(sale, {});
+    const plain = desiredDeployment(sale, plan!, env).spec!.template.spec!;
+    assert.ok(!('imagePullSecrets' in plain) && !('imagePullPolicy' in plain.containers[0]!), 'nothing set: the apply leaves both fields alone');
+    const pod = desiredDeployment(sale, plan!, { ...env, imagePullPolicy: 'Always', imagePullSecrets: ['regcred', 'mirror'] }).spec!.template.spec!;
+    assert.deepEqual(pod.imagePullSecrets, [{ name: 'regcred' }, { name: 'mirror' }]);
+    assert.equal(pod.containers[0]!.imagePullPolicy, 'Always');
+    // A Secret added to the list is a change of every Deployment (the kubelet needs it to pull).
+    const before = planChildren(sale, { ...env, imagePullSecrets: ['regcred'] }, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const after = planChildren(sale, { ...env, imagePullSecrets: ['regcred', 'mirror'] }, {}, { deployments: before, services: [], disruptionBudgets: [] });
+    assert.deepEqual(after.apply.filter((a) => a.desired.kind === 'Deployment').length, before.length);
+  });
+
   it('applies only what the operator last applied differently or what drifted; server defaults and others\' fields cause no apply', () => {
     const sale = valid();
     const first = planChildren(sale, env, {}, NONE);

@@ -21,7 +21,7 @@ import { LeaderElector, type LeaseSpec, type LeaseStore } from './leader.ts';
 import type { RawSale } from './decide.ts';
 import { Reconciler, RetryableError, type ReconcileCache } from './reconciler.ts';
 import { Stabilizer } from './scaling.ts';
-import { MANAGED_BY, parseSecretRef, type Child, type WorkerEnv } from './workloads.ts';
+import { IMAGE_PULL_POLICIES, isSecretName, MANAGED_BY, parseSecretRef, type Child, type ImagePullPolicy, type WorkerEnv } from './workloads.ts';
 import { WorkQueue } from './workqueue.ts';
 import pkg from '../../package.json' with { type: 'json' };
 
@@ -87,6 +87,13 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     if (!ref) throw new ConfigError(`invalid ${name}=${JSON.stringify(raw)}: expected secret-name/key`);
     return ref;
   };
+  const pullPolicy = env.WORKER_IMAGE_PULL_POLICY || undefined;
+  if (pullPolicy !== undefined && !(IMAGE_PULL_POLICIES as readonly string[]).includes(pullPolicy)) {
+    throw new ConfigError(`invalid WORKER_IMAGE_PULL_POLICY=${JSON.stringify(pullPolicy)}: expected one of ${IMAGE_PULL_POLICIES.join(', ')}`);
+  }
+  const pullSecrets = (env.WORKER_IMAGE_PULL_SECRETS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const badSecret = pullSecrets.find((name) => !isSecretName(name));
+  if (badSecret !== undefined) throw new ConfigError(`invalid WORKER_IMAGE_PULL_SECRETS: ${JSON.stringify(badSecret)} is not a Secret name (lowercase letters, digits, '-' and '.')`);
   const workers = numberSetting(env, 'OPERATOR_WORKERS', 16, { integer: true, min: 1, max: 32 });
   const kubeApiQps = numberSetting(env, 'KUBE_API_QPS', 50, { min: 0, minExclusive: true, max: 10_000 });
   const kubeApiBurst = numberSetting(env, 'KUBE_API_BURST', 100, { integer: true, min: 1, max: 10_000 });
@@ -109,6 +116,8 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     kubeApiBurst,
     worker: {
       image: env.WORKER_IMAGE || `flashsale-operator:${pkg.version}`,
+      ...(pullPolicy ? { imagePullPolicy: pullPolicy as ImagePullPolicy } : {}),
+      ...(pullSecrets.length ? { imagePullSecrets: [...new Set(pullSecrets)] } : {}),
       kafkaBrokers: config.kafkaBrokers,
       redisUrl: config.redisUrl,
       mysqlUrl: mysqlUrl(config, env),

@@ -34,12 +34,24 @@ export interface SecretRef {
 /** What the operator hands every worker: image, connection settings (plain or from Secrets), log level. */
 export interface WorkerEnv {
   image: string;
+  /** The container's imagePullPolicy; unset: Kubernetes' default for the image's tag. */
+  imagePullPolicy?: ImagePullPolicy;
+  /** Names of Secrets in the sale's namespace the kubelet pulls the image with (a private registry). */
+  imagePullSecrets?: string[];
   kafkaBrokers: string[];
   redisUrl: string;
   mysqlUrl: string;
   redisSecret?: SecretRef;
   mysqlSecret?: SecretRef;
   logLevel: string;
+}
+
+export const IMAGE_PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
+export type ImagePullPolicy = (typeof IMAGE_PULL_POLICIES)[number];
+
+/** A Secret's name as Kubernetes accepts it (a DNS subdomain). */
+export function isSecretName(name: string): boolean {
+  return name.length <= 253 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(name);
 }
 
 /** Parses `secret-name/key` (the format of WORKER_REDIS_URL_SECRET / WORKER_MYSQL_URL_SECRET). */
@@ -193,12 +205,14 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
         metadata: { labels: l },
         spec: {
           automountServiceAccountToken: false,
+          ...(env.imagePullSecrets?.length ? { imagePullSecrets: env.imagePullSecrets.map((name) => ({ name })) } : {}),
           ...(plan.role === 'api' ? { topologySpreadConstraints: apiSpread(sale) } : {}),
           securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
           containers: [
             {
               name: plan.role,
               image: env.image,
+              ...(env.imagePullPolicy ? { imagePullPolicy: env.imagePullPolicy } : {}),
               args: plan.args,
               env: envVars(sale, env, plan.role),
               ports: [{ name: 'http', containerPort: WORKER_PORT, protocol: 'TCP' }],

@@ -40,6 +40,9 @@ export async function startOperator(opts: { kubeconfigYaml: string; config: Conf
     POD_NAME: opts.identity,
     POD_NAMESPACE: opts.namespace,
     WORKER_IMAGE: 'flashsale-operator:test',
+    // As the chart passes them (image.pullPolicy, imagePullSecrets): the apiserver stores both.
+    WORKER_IMAGE_PULL_POLICY: 'IfNotPresent',
+    WORKER_IMAGE_PULL_SECRETS: 'regcred',
     SCALE_INTERVAL: '1s',
     LAG_INTERVAL: '1s',
     STEP_TIMEOUT: '8s',
