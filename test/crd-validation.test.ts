@@ -92,6 +92,36 @@ const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegE
     decoding: true,
   },
   {
+    id: 'placement-node-selector-key',
+    spec: (s) => ({ ...s, placement: { nodeSelector: { tier: 'sale', 'pool/x y': 'a' } } }),
+    message: /spec\.placement\.nodeSelector: Invalid value: .*key pool\/x y is not a label key/,
+  },
+  {
+    id: 'placement-node-selector-value',
+    spec: (s) => ({ ...s, placement: { nodeSelector: { pool: 'a b' } } }),
+    message: /spec\.placement\.nodeSelector\.pool: Invalid value: "a b": .*should match/,
+  },
+  {
+    id: 'placement-toleration-key',
+    spec: (s) => ({ ...s, placement: { tolerations: [{ operator: 'Equal', value: 'sale' }] } }),
+    message: /spec\.placement\.tolerations\[0\]\.key: Required value: is required unless operator is Exists/,
+  },
+  {
+    id: 'placement-toleration-exists-value',
+    spec: (s) => ({ ...s, placement: { tolerations: [{ key: 'dedicated', operator: 'Exists', value: 'sale' }] } }),
+    message: /spec\.placement\.tolerations\[0\]\.value: Invalid value: .*must be empty when operator is Exists/,
+  },
+  {
+    id: 'placement-toleration-seconds',
+    spec: (s) => ({ ...s, placement: { tolerations: [{ key: 'dedicated', effect: 'NoSchedule', tolerationSeconds: 30 }] } }),
+    message: /spec\.placement\.tolerations\[0\]\.tolerationSeconds: Invalid value: .*is allowed only with effect NoExecute/,
+  },
+  {
+    id: 'placement-priority-class',
+    spec: (s) => ({ ...s, placement: { priorityClassName: 'Flash_Sale' } }),
+    message: /spec\.placement\.priorityClassName: Invalid value: "Flash_Sale": .*should match/,
+  },
+  {
     id: 'string-length',
     spec: (s) => ({ ...s, skus: [{ id: 'p'.repeat(65), stock: 1, timeoutBucket: '5m' }] }),
     message: /spec\.skus\[0\]\.id: Too long: may not be (longer than|more than) 64/,
@@ -169,6 +199,18 @@ describe('FlashSale CRD on the real apiserver', () => {
     };
     validateSpec(sized);
     await kubectl.ok(['apply', '--dry-run=server', '-f', '-'], { stdin: doc('sized', sized) });
+    // A placement in every form Kubernetes takes (prefixed keys, an empty value, Exists without a key,
+    // NoExecute with seconds), accepted here as by the operator's own check.
+    const placed = {
+      ...baseSpec(),
+      placement: {
+        nodeSelector: { 'node.kubernetes.io/pool': 'flash-sale', 'example.com/tier': '', zone_A: 'x.y-z' },
+        tolerations: [{ operator: 'Exists' }, { key: '', operator: 'Exists', effect: 'NoSchedule' }, { key: 'dedicated', operator: 'Equal', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }],
+        priorityClassName: 'flash-sale.high',
+      },
+    };
+    validateSpec(placed);
+    await kubectl.ok(['apply', '--dry-run=server', '-f', '-'], { stdin: doc('placed', placed) });
     for (const file of ['flashsale.yaml', 'flashsale-minimal.yaml', 'flashsale-scheduled.yaml', 'flashsale-two-buckets.yaml']) {
       await kubectl.ok(['apply', '--dry-run=server', '-n', namespace, '-f', new URL(`../examples/${file}`, import.meta.url).pathname]);
     }

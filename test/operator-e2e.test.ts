@@ -447,6 +447,47 @@ describe('operator end to end', () => {
     assert.match(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']), /"reason": "ProgressDeadlineExceeded"/);
   });
 
+  it("placement on every worker's pods; a PriorityClass that does not exist yet: ReplicaFailure with Kubernetes' reason, Ready once it exists", async () => {
+    const namespace = await ns({ pods: true });
+    const op = await operator(namespace);
+    // Cluster-scoped: named after the test's namespace, deleted at the end.
+    const priorityClass = `fs-e2e-${namespace}`;
+    const placement = {
+      nodeSelector: { 'flashsale.dev/e2e-pool': 'sale' },
+      tolerations: [{ key: '', operator: 'Exists', effect: 'NoSchedule' }, { key: 'dedicated', operator: 'Equal', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }],
+      priorityClassName: priorityClass,
+    };
+    try {
+      await apply(namespace, saleYaml('pl', baseSpec({ placement })));
+      // The admission plugin refuses every pod of a class it does not know: the ReplicaSets report
+      // FailedCreate, the Deployments ReplicaFailure, and the sale says so, before any deadline.
+      const failing = await waitFor(namespace, 'pl', (s) => cond(s, 'WorkloadsReady')?.reason === 'ReplicaFailure', 'WorkloadsReady ReplicaFailure', 60_000);
+      assert.equal(cond(failing, 'WorkloadsReady')?.status, 'False');
+      assert.match(cond(failing, 'WorkloadsReady')?.message ?? '', new RegExp(`pods cannot be created: pl-[a-z-0-9]+: .*no PriorityClass with name ${priorityClass} was found`));
+      assert.equal(failing.status?.phase, 'Degraded');
+      await eventually(async () => /"reason": "ReplicaFailure"/.test(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])), { what: 'a ReplicaFailure Event' });
+      // The class created: the ReplicaSets' own retries create the pods, and the sale becomes Ready.
+      await client.request('POST', '/apis/scheduling.k8s.io/v1/priorityclasses', { apiVersion: 'scheduling.k8s.io/v1', kind: 'PriorityClass', metadata: { name: priorityClass }, value: 100_000, description: 'flashsale operator e2e test' });
+      await waitReady(namespace, 'pl');
+      const pods = (await client.request<KubeList<{ metadata: { name: string }; spec: { priority?: number; priorityClassName?: string; nodeSelector?: Record<string, string>; tolerations?: Record<string, unknown>[] } }>>('GET', `/api/v1/namespaces/${namespace}/pods`)).items;
+      assert.ok(pods.length >= 6, `every worker's pods (${pods.length})`);
+      for (const pod of pods) {
+        assert.equal(pod.spec.priority, 100_000, `${pod.metadata.name}: the priority admission resolved the class`);
+        assert.equal(pod.spec.priorityClassName, priorityClass);
+        assert.deepEqual(pod.spec.nodeSelector, placement.nodeSelector);
+        assert.deepEqual(pod.spec.tolerations?.slice(0, 2), [{ operator: 'Exists', effect: 'NoSchedule' }, placement.tolerations[1]], `${pod.metadata.name}: ours first, the admission's defaults after`);
+      }
+      // Stored as applied (the empty toleration key left out): idle rounds apply nothing.
+      const applies = async () => (await op.metric('flashsale_operator_reconcile_step_duration_seconds_count', 'step="apply"')) ?? 0;
+      const applied = await applies();
+      const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
+      await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= before + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
+      assert.equal(await applies(), applied, 'no apply in rounds with nothing changed');
+    } finally {
+      await client.request('DELETE', `/apis/scheduling.k8s.io/v1/priorityclasses/${priorityClass}`).catch(() => undefined);
+    }
+  });
+
   it('rolls out added SKUs, raised stock, more partitions and replicas; refuses partition decrease and stock cut below sold with NotSupported', async () => {
     const namespace = await ns({ pods: true });
     const op = await operator(namespace);

@@ -249,6 +249,33 @@ describe('children', () => {
     assert.equal(e.find((x) => x.name === 'MYSQL_URL')?.value, env.mysqlUrl);
   });
 
+  it("puts every worker's pods where spec.placement says, and a sale without it keeps its template", () => {
+    const sale = valid();
+    const without = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    for (const d of without) assert.ok(!['nodeSelector', 'tolerations', 'priorityClassName'].some((k) => k in d.spec!.template.spec!), 'no placement: none of the fields');
+    const placed = valid();
+    placed.spec.placement = {
+      nodeSelector: { 'node.kubernetes.io/pool': 'sale' },
+      tolerations: [{ key: '', operator: 'Exists', effect: 'NoSchedule' }, { key: 'dedicated', operator: 'Equal', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }],
+      priorityClassName: 'flash-sale',
+    };
+    const deployments = planChildren(placed, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    assert.equal(deployments.length, without.length);
+    for (const d of deployments) {
+      const pod = d.spec!.template.spec!;
+      assert.deepEqual(pod.nodeSelector, { 'node.kubernetes.io/pool': 'sale' }, d.metadata?.name);
+      // The empty key is left out: Kubernetes stores it as absent, and sent on it would be drift every round.
+      assert.deepEqual(pod.tolerations, [{ operator: 'Exists', effect: 'NoSchedule' }, { key: 'dedicated', operator: 'Equal', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }]);
+      assert.equal(pod.priorityClassName, 'flash-sale');
+    }
+    // As stored, nothing to apply; the placement changed, every Deployment again.
+    const stored = deployments.map((d) => structuredClone(d));
+    assert.equal(planChildren(placed, env, {}, { deployments: stored, services: [], disruptionBudgets: [] }).apply.filter((a) => a.desired.kind === 'Deployment').length, 0);
+    const moved = structuredClone(placed);
+    moved.spec.placement!.nodeSelector = { 'node.kubernetes.io/pool': 'sale-2' };
+    assert.equal(planChildren(moved, env, {}, { deployments: stored, services: [], disruptionBudgets: [] }).apply.filter((a) => a.desired.kind === 'Deployment').length, deployments.length);
+  });
+
   it('pulls the image with the configured policy and Secrets, or leaves both to Kubernetes', () => {
     const sale = valid();
     const [plan] = plannedWorkloads(sale, {});
@@ -350,6 +377,19 @@ describe('rollout readiness (as kubectl rollout status)', () => {
     assert.equal(w?.reason, 'ProgressDeadlineExceeded');
     assert.match(w?.message ?? '', /timed out progressing/);
     assert.equal(s.phase, 'Degraded');
+  });
+
+  it('pods the ReplicaSet cannot create: WorkloadsReady False ReplicaFailure with Kubernetes\' message, before any deadline', () => {
+    const message = 'pods "d-1-x" is forbidden: no PriorityClass with name flash-sale was found';
+    const failing = dep(2, { observedGeneration: 2, replicas: 0, conditions: [{ type: 'Progressing', status: 'True', reason: 'NewReplicaSetCreated' }, { type: 'ReplicaFailure', status: 'True', reason: 'FailedCreate', message }] });
+    assert.deepEqual(rolloutState(failing), { state: 'failing', message: `d: ${message}` });
+    const s = buildStatus(undefined, { generation: 1, now: 't', topics: { ok: true, value: [] }, schema: { ok: true, value: { version: 1 } }, stock: { ok: true, value: [] }, workloads: { deployments: [failing] } });
+    const w = s.conditions?.find((c) => c.type === 'WorkloadsReady');
+    assert.deepEqual([w?.status, w?.reason, w?.message], ['False', 'ReplicaFailure', `pods cannot be created: d: ${message}`]);
+    assert.equal(s.phase, 'Degraded');
+    // Once the ReplicaSet creates pods again, the controller sets the condition False or drops it.
+    const healed = dep(2, { observedGeneration: 2, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2, conditions: [{ type: 'ReplicaFailure', status: 'False' }] });
+    assert.equal(rolloutState(healed).state, 'done');
   });
 });
 

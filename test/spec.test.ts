@@ -115,6 +115,31 @@ describe('FlashSale spec', () => {
     assert.deepEqual(problems(spec({ requests: { gpu: 1 } })), ['spec.workers.api.resources.requests.gpu: unknown field']);
   });
 
+  it("checks the pods' placement as the CRD does: label keys and values, tolerations Kubernetes would refuse", () => {
+    const spec = (placement: object) => ({ ...minimal(), placement });
+    const placement = {
+      nodeSelector: { 'node.kubernetes.io/pool': 'sale', tier: '' },
+      tolerations: [{ operator: 'Exists' }, { key: 'dedicated', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }, { key: '', operator: 'Exists', effect: 'NoSchedule' }],
+      priorityClassName: 'flash-sale.high',
+    };
+    assert.deepEqual(validateSpec(spec(placement)).placement, placement, 'kept as written, nothing defaulted');
+    assert.equal(validateSpec(minimal()).placement, undefined);
+    assert.deepEqual(problems(spec({ nodeSelector: { ok: 'a', 'pool/x y': 'a', [`${'a'.repeat(254)}/k`]: 'b', [`p/${'n'.repeat(64)}`]: 'c' } })), [
+      'spec.placement.nodeSelector: key "pool/x y" is not a label key',
+      `spec.placement.nodeSelector: key "${'a'.repeat(254)}/k" is not a label key`,
+      `spec.placement.nodeSelector: key "p/${'n'.repeat(64)}" is not a label key`,
+    ]);
+    assert.ok(problems(spec({ nodeSelector: { pool: 'a b' } }))[0]?.startsWith('spec.placement.nodeSelector.pool: "a b" does not match'));
+    assert.deepEqual(problems(spec({ tolerations: [{ operator: 'Equal', value: 'v' }, { key: 'k', operator: 'Exists', value: 'v' }, { key: 'k', effect: 'NoSchedule', tolerationSeconds: 5 }] })), [
+      'spec.placement.tolerations[0].key: is required unless operator is Exists (an empty key with Exists tolerates every taint)',
+      'spec.placement.tolerations[1].value: must be empty when operator is Exists',
+      'spec.placement.tolerations[2].tolerationSeconds: is allowed only with effect NoExecute',
+    ]);
+    assert.ok(problems(spec({ tolerations: [{ key: 'k', effect: 'NoWhere' }] }))[0]?.startsWith('spec.placement.tolerations[0].effect: must be one of'));
+    assert.ok(problems(spec({ priorityClassName: 'Bad_Name' }))[0]?.startsWith('spec.placement.priorityClassName: "Bad_Name" does not match'));
+    assert.deepEqual(problems(spec({ affinity: {} })), ['spec.placement.affinity: unknown field']);
+  });
+
   it('refuses sale names that do not make valid child names', () => {
     const doc = (name: string, bucket = '30m') => ({
       apiVersion: 'flashsale.dev/v1alpha1',

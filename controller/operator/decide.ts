@@ -147,10 +147,15 @@ export function setCondition(conditions: Condition[], next: Omit<Condition, 'las
  * the latest generation and every replica is updated and available; stuck once the Deployment
  * controller reports `Progressing=False` with `ProgressDeadlineExceeded`.
  */
-export function rolloutState(d: V1Deployment): { state: 'done' | 'progressing' | 'stuck'; message: string } {
+export function rolloutState(d: V1Deployment): { state: 'done' | 'progressing' | 'stuck' | 'failing'; message: string } {
   const name = d.metadata?.name ?? '';
   const want = d.spec?.replicas ?? 1;
   const st = d.status ?? {};
+  // The ReplicaSet cannot create pods (a PriorityClass that does not exist, a namespace quota or
+  // LimitRange, an admission webhook): the Deployment controller copies its ReplicaFailure here.
+  // Said at once, with Kubernetes' reason, rather than as a rollout that never ends.
+  const failure = (st.conditions ?? []).find((c) => c.type === 'ReplicaFailure' && c.status === 'True');
+  if (failure) return { state: 'failing', message: `${name}: ${failure.message ?? failure.reason ?? 'cannot create pods'}` };
   const progressing = (st.conditions ?? []).find((c) => c.type === 'Progressing');
   if (progressing?.status === 'False' && progressing.reason === 'ProgressDeadlineExceeded') {
     return { state: 'stuck', message: `${name}: ${progressing.message ?? 'progress deadline exceeded'}` };
@@ -207,10 +212,12 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
     const ds = [...input.workloads.deployments].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
     status.workloads = ds.map((d) => ({ name: d.metadata?.name ?? '', replicas: d.spec?.replicas ?? 0, readyReplicas: d.status?.readyReplicas ?? 0 }));
     const rollouts = ds.map(rolloutState);
+    const failing = rollouts.filter((r) => r.state === 'failing');
     const stuck = rollouts.filter((r) => r.state === 'stuck');
     const waiting = rollouts.filter((r) => r.state === 'progressing');
     if (input.workloads.failed) set('WorkloadsReady', false, input.workloads.failed.reason, input.workloads.failed.message);
     else if (ds.length === 0) set('WorkloadsReady', false, 'Blocked', input.workloads.blocked ?? 'no workloads yet');
+    else if (failing.length > 0) set('WorkloadsReady', false, 'ReplicaFailure', `pods cannot be created: ${failing.map((r) => r.message).join('; ')}`);
     else if (stuck.length > 0) set('WorkloadsReady', false, 'ProgressDeadlineExceeded', `rollout stuck: ${stuck.map((r) => r.message).join('; ')}`);
     else if (waiting.length > 0) set('WorkloadsReady', false, 'Progressing', `waiting for rollouts: ${waiting.map((r) => r.message).join(', ')}`);
     else set('WorkloadsReady', true, 'AllReplicasReady', `${ds.length} Deployments rolled out and available`);

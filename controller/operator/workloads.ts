@@ -4,8 +4,8 @@
 // They are written with server-side apply under one field manager: the operator owns exactly the
 // fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1ResourceRequirements, V1Service, V1TopologySpreadConstraint } from '@kubernetes/client-node';
-import { API_VERSION, compareQuantities, KIND, type FlashSale, type WorkerResources } from '../spec/flashsale.ts';
+import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1PodSpec, V1ResourceRequirements, V1Service, V1Toleration, V1TopologySpreadConstraint } from '@kubernetes/client-node';
+import { API_VERSION, compareQuantities, KIND, type FlashSale, type PlacementSpec, type WorkerResources } from '../spec/flashsale.ts';
 import { saleNames } from '../spec/names.ts';
 
 export type Role = 'api' | 'order-writer' | 'timeout-closer' | 'compensator';
@@ -187,6 +187,21 @@ function apiSpread(sale: FlashSale): V1TopologySpreadConstraint[] {
   }));
 }
 
+/**
+ * spec.placement on every worker's pods, only the fields the spec sets, so a sale without it keeps
+ * the template (and apply hash) it had. A toleration's empty strings are left out: Kubernetes
+ * stores them as absent (omitempty), and an empty key sent on would look like drift every round.
+ */
+function podPlacement(p: PlacementSpec | undefined): Pick<V1PodSpec, 'nodeSelector' | 'tolerations' | 'priorityClassName'> {
+  const tolerations = (p?.tolerations ?? []).map((t) => Object.fromEntries(Object.entries(t).filter(([, v]) => v !== '' && v !== undefined)) as V1Toleration);
+  const nodeSelector = Object.entries(p?.nodeSelector ?? {}).filter((e): e is [string, string] => e[1] !== undefined);
+  return {
+    ...(nodeSelector.length > 0 ? { nodeSelector: Object.fromEntries(nodeSelector) } : {}),
+    ...(tolerations.length > 0 ? { tolerations } : {}),
+    ...(p?.priorityClassName ? { priorityClassName: p.priorityClassName } : {}),
+  };
+}
+
 export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: WorkerEnv): V1Deployment {
   const l = labels(sale, plan.role, plan.bucket);
   const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 });
@@ -207,6 +222,7 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
           automountServiceAccountToken: false,
           ...(env.imagePullSecrets?.length ? { imagePullSecrets: env.imagePullSecrets.map((name) => ({ name })) } : {}),
           ...(plan.role === 'api' ? { topologySpreadConstraints: apiSpread(sale) } : {}),
+          ...podPlacement(sale.spec.placement),
           securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' } },
           containers: [
             {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { closeObjects } from './closed-schema.ts';
-import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type TimeoutBucketSpec, type WorkerResources } from './generated.ts';
+import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type PlacementSpec, type TimeoutBucketSpec, type WorkerResources } from './generated.ts';
 
 export type * from './generated.ts';
 
@@ -149,6 +149,29 @@ function resourceProblems(at: string, r: WorkerResources | undefined): string[] 
   return problems;
 }
 
+/** A label key as Kubernetes accepts it (the CRD's nodeSelector rule): optional DNS prefix and '/', then a name of at most 63 characters. */
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+export function isLabelKey(key: string): boolean {
+  const slash = key.indexOf('/');
+  return LABEL_KEY.test(key) && slash <= 253;
+}
+
+/** What Kubernetes would refuse in the pods' placement (the CRD's rules say the same). */
+function placementProblems(placement: PlacementSpec | undefined): string[] {
+  const problems: string[] = [];
+  for (const key of Object.keys(placement?.nodeSelector ?? {})) {
+    if (!isLabelKey(key)) problems.push(`spec.placement.nodeSelector: key ${JSON.stringify(key)} is not a label key`);
+  }
+  (placement?.tolerations ?? []).forEach((t, i) => {
+    const at = `spec.placement.tolerations[${i}]`;
+    if (!t.key && t.operator !== 'Exists') problems.push(`${at}.key: is required unless operator is Exists (an empty key with Exists tolerates every taint)`);
+    if (t.operator === 'Exists' && t.value) problems.push(`${at}.value: must be empty when operator is Exists`);
+    if (t.tolerationSeconds !== undefined && t.effect !== 'NoExecute') problems.push(`${at}.tolerationSeconds: is allowed only with effect NoExecute`);
+  });
+  return problems;
+}
+
 function durationProblem(at: string, text: string, bounds: { min: number; max: number; text: string }): string[] {
   if (!DURATION.test(text)) return [];
   const ms = parseDuration(text);
@@ -191,6 +214,7 @@ function semanticProblems(spec: FlashSaleSpec): string[] {
   for (const role of ['api', 'orderWriter', 'timeoutCloser', 'compensator'] as const) {
     problems.push(...resourceProblems(`spec.workers.${role}.resources`, spec.workers[role].resources));
   }
+  problems.push(...placementProblems(spec.placement));
   problems.push(...durationProblem('spec.compensation.interval', spec.compensation.interval, DURATION_BOUNDS.interval));
   problems.push(...durationProblem('spec.compensation.grace', spec.compensation.grace, DURATION_BOUNDS.grace));
   return problems;

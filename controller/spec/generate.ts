@@ -40,6 +40,8 @@ const specTitles: Record<string, string> = {
   'workers.timeoutCloser.resources': 'WorkerResources',
   'workers.compensator.resources': 'WorkerResources',
   'workers.compensator': 'CompensatorWorkerSpec',
+  placement: 'PlacementSpec',
+  'placement.tolerations.items': 'TolerationSpec',
   compensation: 'CompensationSpec',
 };
 const statusTitles: Record<string, string> = {

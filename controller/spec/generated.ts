@@ -245,6 +245,48 @@ memory?: (number | string)
 }
 }
 /**
+ * Where every data-plane pod of the sale runs (the API and each worker): a dedicated node pool (nodeSelector), the taints that keep other pods off it (tolerations) and the pods' priority (priorityClassName). Changing it rolls every worker.
+ */
+placement?: {
+/**
+ * Node labels each pod requires, as a pod's nodeSelector.
+ */
+nodeSelector?: {
+[k: string]: string | undefined
+}
+/**
+ * Taints each pod tolerates, as a pod's tolerations.
+ * 
+ * @maxItems 20
+ */
+tolerations?: {
+/**
+ * The taint's key (a label key); empty with operator Exists matches every key.
+ */
+key?: string
+/**
+ * Equal (the default) matches the taint's value; Exists matches any value.
+ */
+operator?: ("Equal" | "Exists")
+/**
+ * The taint's value (a label value), with operator Equal.
+ */
+value?: string
+/**
+ * The taint effect to tolerate; empty matches every effect.
+ */
+effect?: ("NoSchedule" | "PreferNoSchedule" | "NoExecute")
+/**
+ * With effect NoExecute, how long a pod stays on a node after the taint appears; absent means for ever.
+ */
+tolerationSeconds?: number
+}[]
+/**
+ * The PriorityClass of every pod: a higher priority lets the sale's pods preempt others when its workers scale up on a full cluster. The class must exist, or Kubernetes creates no pod (WorkloadsReady False, ReplicaFailure).
+ */
+priorityClassName?: string
+}
+/**
  * The periodic scan that closes overdue orders whose timeout message was lost and applies pending stock releases.
  */
 compensation?: {
@@ -296,6 +338,7 @@ skus: SkuSpec[]
 timeoutBuckets: TimeoutBucketSpec[]
 kafka: KafkaSpec
 workers: WorkersSpec
+placement?: PlacementSpec
 compensation: CompensationSpec
 /**
  * On deletion, Delete removes the sale's Kafka topics and Redis keys; Retain keeps them. Orders in MySQL are never deleted.
@@ -413,6 +456,49 @@ export interface CompensatorWorkerSpec {
  * CPU and memory of each pod's container (Kubernetes quantities). When set it replaces the operator's default as a whole (the API 250m CPU and 256Mi memory requested, every other worker 100m and 128Mi; no limits); a limit without a request makes Kubernetes request the limit.
  */
 resources?: WorkerResources
+}
+/**
+ * Where every data-plane pod of the sale runs (the API and each worker): a dedicated node pool (nodeSelector), the taints that keep other pods off it (tolerations) and the pods' priority (priorityClassName). Changing it rolls every worker.
+ */
+export interface PlacementSpec {
+/**
+ * Node labels each pod requires, as a pod's nodeSelector.
+ */
+nodeSelector?: {
+[k: string]: string | undefined
+}
+/**
+ * Taints each pod tolerates, as a pod's tolerations.
+ * 
+ * @maxItems 20
+ */
+tolerations?: TolerationSpec[]
+/**
+ * The PriorityClass of every pod: a higher priority lets the sale's pods preempt others when its workers scale up on a full cluster. The class must exist, or Kubernetes creates no pod (WorkloadsReady False, ReplicaFailure).
+ */
+priorityClassName?: string
+}
+export interface TolerationSpec {
+/**
+ * The taint's key (a label key); empty with operator Exists matches every key.
+ */
+key?: string
+/**
+ * Equal (the default) matches the taint's value; Exists matches any value.
+ */
+operator?: ("Equal" | "Exists")
+/**
+ * The taint's value (a label value), with operator Equal.
+ */
+value?: string
+/**
+ * The taint effect to tolerate; empty matches every effect.
+ */
+effect?: ("NoSchedule" | "PreferNoSchedule" | "NoExecute")
+/**
+ * With effect NoExecute, how long a pod stays on a node after the taint appears; absent means for ever.
+ */
+tolerationSeconds?: number
 }
 /**
  * The periodic scan that closes overdue orders whose timeout message was lost and applies pending stock releases.
@@ -1316,6 +1402,101 @@ export const flashSaleSchema = {
                   }
                 }
               }
+            }
+          }
+        },
+        "placement": {
+          "type": "object",
+          "description": "Where every data-plane pod of the sale runs (the API and each worker): a dedicated node pool (nodeSelector), the taints that keep other pods off it (tolerations) and the pods' priority (priorityClassName). Changing it rolls every worker.",
+          "properties": {
+            "nodeSelector": {
+              "type": "object",
+              "maxProperties": 20,
+              "description": "Node labels each pod requires, as a pod's nodeSelector.",
+              "additionalProperties": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+              },
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.indexOf('/') <= 253))",
+                  "message": "every key must be a label key: an optional DNS subdomain of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit",
+                  "messageExpression": "'key ' + self.filter(k, !k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') || (k.contains('/') && k.indexOf('/') > 253))[0] + ' is not a label key: an optional DNS subdomain of at most 253 characters and /, then at most 63 letters, digits, -, _ or ., beginning and ending with a letter or digit'",
+                  "reason": "FieldValueInvalid"
+                }
+              ]
+            },
+            "tolerations": {
+              "type": "array",
+              "maxItems": 20,
+              "description": "Taints each pod tolerates, as a pod's tolerations.",
+              "items": {
+                "type": "object",
+                "x-kubernetes-validations": [
+                  {
+                    "rule": "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                    "message": "is required unless operator is Exists (an empty key with Exists tolerates every taint)",
+                    "fieldPath": ".key",
+                    "reason": "FieldValueRequired"
+                  },
+                  {
+                    "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    "message": "must be empty when operator is Exists",
+                    "fieldPath": ".value",
+                    "reason": "FieldValueInvalid"
+                  },
+                  {
+                    "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                    "message": "is allowed only with effect NoExecute",
+                    "fieldPath": ".tolerationSeconds",
+                    "reason": "FieldValueInvalid"
+                  }
+                ],
+                "properties": {
+                  "key": {
+                    "type": "string",
+                    "maxLength": 317,
+                    "pattern": "^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$",
+                    "description": "The taint's key (a label key); empty with operator Exists matches every key."
+                  },
+                  "operator": {
+                    "type": "string",
+                    "enum": [
+                      "Equal",
+                      "Exists"
+                    ],
+                    "description": "Equal (the default) matches the taint's value; Exists matches any value."
+                  },
+                  "value": {
+                    "type": "string",
+                    "maxLength": 63,
+                    "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+                    "description": "The taint's value (a label value), with operator Equal."
+                  },
+                  "effect": {
+                    "type": "string",
+                    "enum": [
+                      "NoSchedule",
+                      "PreferNoSchedule",
+                      "NoExecute"
+                    ],
+                    "description": "The taint effect to tolerate; empty matches every effect."
+                  },
+                  "tolerationSeconds": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 31536000,
+                    "description": "With effect NoExecute, how long a pod stays on a node after the taint appears; absent means for ever."
+                  }
+                }
+              }
+            },
+            "priorityClassName": {
+              "type": "string",
+              "maxLength": 253,
+              "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+              "description": "The PriorityClass of every pod: a higher priority lets the sale's pods preempt others when its workers scale up on a full cluster. The class must exist, or Kubernetes creates no pod (WorkloadsReady False, ReplicaFailure)."
             }
           }
         },
