@@ -122,6 +122,21 @@ const cases: { id: string; name?: string; spec: (s: Spec) => Spec; message: RegE
     message: /spec\.placement\.priorityClassName: Invalid value: "Flash_Sale": .*should match/,
   },
   {
+    id: 'pod-metadata-label-key',
+    spec: (s) => ({ ...s, podMetadata: { labels: { 'cost center': 'x' } } }),
+    message: /spec\.podMetadata\.labels: Invalid value: .*key cost center is not a label key/,
+  },
+  {
+    id: 'pod-metadata-reserved-label',
+    spec: (s) => ({ ...s, podMetadata: { labels: { team: 'sales', 'flashsale.dev/role': 'api' } } }),
+    message: /spec\.podMetadata\.labels: Forbidden: key flashsale\.dev\/role is set by the operator or Kubernetes/,
+  },
+  {
+    id: 'pod-metadata-annotation-key',
+    spec: (s) => ({ ...s, podMetadata: { annotations: { 'inject?': 'false' } } }),
+    message: /spec\.podMetadata\.annotations: Invalid value: .*key inject\? is not a label key/,
+  },
+  {
     id: 'string-length',
     spec: (s) => ({ ...s, skus: [{ id: 'p'.repeat(65), stock: 1, timeoutBucket: '5m' }] }),
     message: /spec\.skus\[0\]\.id: Too long: may not be (longer than|more than) 64/,
@@ -208,6 +223,7 @@ describe('FlashSale CRD on the real apiserver', () => {
         tolerations: [{ operator: 'Exists' }, { key: '', operator: 'Exists', effect: 'NoSchedule' }, { key: 'dedicated', operator: 'Equal', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }],
         priorityClassName: 'flash-sale.high',
       },
+      podMetadata: { labels: { team: 'sales', 'app.kubernetes.io/version': '1.2' }, annotations: { 'sidecar.istio.io/inject': 'false', 'example.com/note': 'free text: any characters' } },
     };
     validateSpec(placed);
     await kubectl.ok(['apply', '--dry-run=server', '-f', '-'], { stdin: doc('placed', placed) });

@@ -447,7 +447,7 @@ describe('operator end to end', () => {
     assert.match(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']), /"reason": "ProgressDeadlineExceeded"/);
   });
 
-  it("placement on every worker's pods; a PriorityClass that does not exist yet: ReplicaFailure with Kubernetes' reason, Ready once it exists", async () => {
+  it("placement and pod metadata on every worker's pods; a PriorityClass that does not exist yet: ReplicaFailure with Kubernetes' reason, Ready once it exists", async () => {
     const namespace = await ns({ pods: true });
     const op = await operator(namespace);
     // Cluster-scoped: named after the test's namespace, deleted at the end.
@@ -458,7 +458,8 @@ describe('operator end to end', () => {
       priorityClassName: priorityClass,
     };
     try {
-      await apply(namespace, saleYaml('pl', baseSpec({ placement })));
+      const podMetadata = { labels: { team: 'sales' }, annotations: { 'sidecar.istio.io/inject': 'false' } };
+      await apply(namespace, saleYaml('pl', baseSpec({ placement, podMetadata })));
       // The admission plugin refuses every pod of a class it does not know: the ReplicaSets report
       // FailedCreate, the Deployments ReplicaFailure, and the sale says so, before any deadline.
       const failing = await waitFor(namespace, 'pl', (s) => cond(s, 'WorkloadsReady')?.reason === 'ReplicaFailure', 'WorkloadsReady ReplicaFailure', 60_000);
@@ -469,10 +470,13 @@ describe('operator end to end', () => {
       // The class created: the ReplicaSets' own retries create the pods, and the sale becomes Ready.
       await client.request('POST', '/apis/scheduling.k8s.io/v1/priorityclasses', { apiVersion: 'scheduling.k8s.io/v1', kind: 'PriorityClass', metadata: { name: priorityClass }, value: 100_000, description: 'flashsale operator e2e test' });
       await waitReady(namespace, 'pl');
-      const pods = (await client.request<KubeList<{ metadata: { name: string }; spec: { priority?: number; priorityClassName?: string; nodeSelector?: Record<string, string>; tolerations?: Record<string, unknown>[] } }>>('GET', `/api/v1/namespaces/${namespace}/pods`)).items;
+      const pods = (await client.request<KubeList<{ metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> }; spec: { priority?: number; priorityClassName?: string; nodeSelector?: Record<string, string>; tolerations?: Record<string, unknown>[] } }>>('GET', `/api/v1/namespaces/${namespace}/pods`)).items;
       assert.ok(pods.length >= 6, `every worker's pods (${pods.length})`);
       for (const pod of pods) {
         assert.equal(pod.spec.priority, 100_000, `${pod.metadata.name}: the priority admission resolved the class`);
+        assert.equal(pod.metadata.labels?.team, 'sales');
+        assert.equal(pod.metadata.labels?.['flashsale.dev/sale'], 'pl', "the operator's labels stay");
+        assert.equal(pod.metadata.annotations?.['sidecar.istio.io/inject'], 'false');
         assert.equal(pod.spec.priorityClassName, priorityClass);
         assert.deepEqual(pod.spec.nodeSelector, placement.nodeSelector);
         assert.deepEqual(pod.spec.tolerations?.slice(0, 2), [{ operator: 'Exists', effect: 'NoSchedule' }, placement.tolerations[1]], `${pod.metadata.name}: ours first, the admission's defaults after`);

@@ -10,7 +10,7 @@ import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../co
 import { recommendReplicas, Stabilizer } from '../controller/operator/scaling.ts';
 import { APPLIED_HASH_ANNOTATION, covers, desiredDeployment, desiredDisruptionBudget, desiredService, parseSecretRef, plannedWorkloads, workerSpec, type WorkerEnv } from '../controller/operator/workloads.ts';
 import { TokenBucket, WorkQueue } from '../controller/operator/workqueue.ts';
-import { validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
+import { isReservedPodLabel, validateFlashSale, type FlashSale } from '../controller/spec/flashsale.ts';
 import { createLogger } from '../controller/log.ts';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { createKubeClient, RequestRateLimiter, retryAfterMs, type KubeClient } from '../controller/operator/kube.ts';
@@ -274,6 +274,25 @@ describe('children', () => {
     const moved = structuredClone(placed);
     moved.spec.placement!.nodeSelector = { 'node.kubernetes.io/pool': 'sale-2' };
     assert.equal(planChildren(moved, env, {}, { deployments: stored, services: [], disruptionBudgets: [] }).apply.filter((a) => a.desired.kind === 'Deployment').length, deployments.length);
+  });
+
+  it("labels and annotates every worker's pods from spec.podMetadata; the operator's own labels are reserved", () => {
+    const sale = valid();
+    const plain = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    // Every label the operator puts on a pod is one the spec may not set (CRD rule and validateSpec).
+    for (const d of plain) {
+      for (const key of Object.keys(d.spec!.template.metadata!.labels!)) assert.ok(isReservedPodLabel(key), `${key} is reserved`);
+      assert.ok(!('annotations' in d.spec!.template.metadata!), 'no podMetadata: no annotations field');
+    }
+    const tagged = valid();
+    tagged.spec.podMetadata = { labels: { team: 'sales', 'flashsale.dev/role': 'spoofed' }, annotations: { 'sidecar.istio.io/inject': 'false' } };
+    for (const d of planChildren(tagged, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[]) {
+      const meta = d.spec!.template.metadata!;
+      const own = plain.find((p) => p.metadata?.name === d.metadata?.name)!.spec!.template.metadata!.labels!;
+      assert.deepEqual(meta.labels, { team: 'sales', ...own }, "the operator's labels win over a spoofed one (had it passed validation)");
+      assert.deepEqual(meta.annotations, { 'sidecar.istio.io/inject': 'false' });
+      assert.deepEqual(d.spec!.selector, plain.find((p) => p.metadata?.name === d.metadata?.name)!.spec!.selector, 'the selector is untouched');
+    }
   });
 
   it('pulls the image with the configured policy and Secrets, or leaves both to Kubernetes', () => {

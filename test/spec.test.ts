@@ -140,6 +140,21 @@ describe('FlashSale spec', () => {
     assert.deepEqual(problems(spec({ affinity: {} })), ['spec.placement.affinity: unknown field']);
   });
 
+  it("checks the pods' labels and annotations as the CRD does: keys, values, the operator's own labels", () => {
+    const spec = (podMetadata: object) => ({ ...minimal(), podMetadata });
+    const podMetadata = { labels: { team: 'sales', 'app.kubernetes.io/version': '1.2' }, annotations: { 'sidecar.istio.io/inject': 'false', note: 'any text, with spaces: fine' } };
+    assert.deepEqual(validateSpec(spec(podMetadata)).podMetadata, podMetadata);
+    assert.deepEqual(problems(spec({ labels: { 'flashsale.dev/role': 'x', 'app.kubernetes.io/instance': 'y', 'pod-template-hash': 'z', 'bad key': 'v' }, annotations: { 'bad key': 'v' } })), [
+      'spec.podMetadata.labels: key "flashsale.dev/role" is set by the operator or Kubernetes (the selectors rely on it)',
+      'spec.podMetadata.labels: key "app.kubernetes.io/instance" is set by the operator or Kubernetes (the selectors rely on it)',
+      'spec.podMetadata.labels: key "pod-template-hash" is set by the operator or Kubernetes (the selectors rely on it)',
+      'spec.podMetadata.labels: key "bad key" is not a label key',
+      'spec.podMetadata.annotations: key "bad key" is not a label key',
+    ]);
+    assert.ok(problems(spec({ labels: { team: 'a b' } }))[0]?.startsWith('spec.podMetadata.labels.team: "a b" does not match'));
+    assert.ok(problems(spec({ annotations: { a: 'x'.repeat(4097) } }))[0]?.startsWith('spec.podMetadata.annotations.a: must NOT have more than 4096 characters'));
+  });
+
   it('refuses sale names that do not make valid child names', () => {
     const doc = (name: string, bucket = '30m') => ({
       apiVersion: 'flashsale.dev/v1alpha1',

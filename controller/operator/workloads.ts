@@ -187,6 +187,15 @@ function apiSpread(sale: FlashSale): V1TopologySpreadConstraint[] {
   }));
 }
 
+/** A generated map type's entries without the undefined its index signature allows. */
+function definedEntries(m: { [k: string]: string | undefined } | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(m ?? {}).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
+function hasEntries(m: object | undefined): boolean {
+  return m !== undefined && Object.keys(m).length > 0;
+}
+
 /**
  * spec.placement on every worker's pods, only the fields the spec sets, so a sale without it keeps
  * the template (and apply hash) it had. A toleration's empty strings are left out: Kubernetes
@@ -194,9 +203,8 @@ function apiSpread(sale: FlashSale): V1TopologySpreadConstraint[] {
  */
 function podPlacement(p: PlacementSpec | undefined): Pick<V1PodSpec, 'nodeSelector' | 'tolerations' | 'priorityClassName'> {
   const tolerations = (p?.tolerations ?? []).map((t) => Object.fromEntries(Object.entries(t).filter(([, v]) => v !== '' && v !== undefined)) as V1Toleration);
-  const nodeSelector = Object.entries(p?.nodeSelector ?? {}).filter((e): e is [string, string] => e[1] !== undefined);
   return {
-    ...(nodeSelector.length > 0 ? { nodeSelector: Object.fromEntries(nodeSelector) } : {}),
+    ...(hasEntries(p?.nodeSelector) ? { nodeSelector: definedEntries(p?.nodeSelector) } : {}),
     ...(tolerations.length > 0 ? { tolerations } : {}),
     ...(p?.priorityClassName ? { priorityClassName: p.priorityClassName } : {}),
   };
@@ -217,7 +225,8 @@ export function desiredDeployment(sale: FlashSale, plan: WorkloadPlan, env: Work
       ...(plan.role === 'api' ? { strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: '25%' } } } : {}),
       selector: { matchLabels: selector(sale, plan.role, plan.bucket) },
       template: {
-        metadata: { labels: l },
+        // spec.podMetadata first, the operator's labels over it (the CRD refuses those keys anyway).
+        metadata: { labels: { ...definedEntries(sale.spec.podMetadata?.labels), ...l }, ...(hasEntries(sale.spec.podMetadata?.annotations) ? { annotations: definedEntries(sale.spec.podMetadata?.annotations) } : {}) },
         spec: {
           automountServiceAccountToken: false,
           ...(env.imagePullSecrets?.length ? { imagePullSecrets: env.imagePullSecrets.map((name) => ({ name })) } : {}),

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { closeObjects } from './closed-schema.ts';
-import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type PlacementSpec, type TimeoutBucketSpec, type WorkerResources } from './generated.ts';
+import { flashSaleSchema, type FlashSaleSpec, type FlashSaleStatus, type PlacementSpec, type PodMetadataSpec, type TimeoutBucketSpec, type WorkerResources } from './generated.ts';
 
 export type * from './generated.ts';
 
@@ -172,6 +172,25 @@ function placementProblems(placement: PlacementSpec | undefined): string[] {
   return problems;
 }
 
+/** Pod labels the operator (its selectors, dashboards) or the Deployment controller set: the CRD refuses them in spec.podMetadata. */
+const RESERVED_POD_LABELS = new Set(['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of', 'app.kubernetes.io/managed-by', 'pod-template-hash']);
+
+export function isReservedPodLabel(key: string): boolean {
+  return key.startsWith('flashsale.dev/') || RESERVED_POD_LABELS.has(key);
+}
+
+/** What Kubernetes or the operator's selectors would not take in spec.podMetadata (the CRD's rules say the same). */
+function podMetadataProblems(m: PodMetadataSpec | undefined): string[] {
+  const problems: string[] = [];
+  for (const [field, map] of [['labels', m?.labels], ['annotations', m?.annotations]] as const) {
+    for (const key of Object.keys(map ?? {})) {
+      if (!isLabelKey(key)) problems.push(`spec.podMetadata.${field}: key ${JSON.stringify(key)} is not a label key`);
+      else if (field === 'labels' && isReservedPodLabel(key)) problems.push(`spec.podMetadata.labels: key ${JSON.stringify(key)} is set by the operator or Kubernetes (the selectors rely on it)`);
+    }
+  }
+  return problems;
+}
+
 function durationProblem(at: string, text: string, bounds: { min: number; max: number; text: string }): string[] {
   if (!DURATION.test(text)) return [];
   const ms = parseDuration(text);
@@ -215,6 +234,7 @@ function semanticProblems(spec: FlashSaleSpec): string[] {
     problems.push(...resourceProblems(`spec.workers.${role}.resources`, spec.workers[role].resources));
   }
   problems.push(...placementProblems(spec.placement));
+  problems.push(...podMetadataProblems(spec.podMetadata));
   problems.push(...durationProblem('spec.compensation.interval', spec.compensation.interval, DURATION_BOUNDS.interval));
   problems.push(...durationProblem('spec.compensation.grace', spec.compensation.grace, DURATION_BOUNDS.grace));
   return problems;

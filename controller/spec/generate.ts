@@ -41,6 +41,7 @@ const specTitles: Record<string, string> = {
   'workers.compensator.resources': 'WorkerResources',
   'workers.compensator': 'CompensatorWorkerSpec',
   placement: 'PlacementSpec',
+  podMetadata: 'PodMetadataSpec',
   'placement.tolerations.items': 'TolerationSpec',
   compensation: 'CompensationSpec',
 };

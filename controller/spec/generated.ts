@@ -287,6 +287,23 @@ tolerationSeconds?: number
 priorityClassName?: string
 }
 /**
+ * Labels and annotations added to every data-plane pod of the sale (the API and each worker): a service mesh's injection switch, a secrets agent's settings, cost-allocation labels. The labels the operator sets itself cannot be set here. Changing them rolls every worker.
+ */
+podMetadata?: {
+/**
+ * Labels of each pod (label keys and values).
+ */
+labels?: {
+[k: string]: string | undefined
+}
+/**
+ * Annotations of each pod (keys as label keys; values of at most 4096 characters).
+ */
+annotations?: {
+[k: string]: string | undefined
+}
+}
+/**
  * The periodic scan that closes overdue orders whose timeout message was lost and applies pending stock releases.
  */
 compensation?: {
@@ -339,6 +356,7 @@ timeoutBuckets: TimeoutBucketSpec[]
 kafka: KafkaSpec
 workers: WorkersSpec
 placement?: PlacementSpec
+podMetadata?: PodMetadataSpec
 compensation: CompensationSpec
 /**
  * On deletion, Delete removes the sale's Kafka topics and Redis keys; Retain keeps them. Orders in MySQL are never deleted.
@@ -499,6 +517,23 @@ effect?: ("NoSchedule" | "PreferNoSchedule" | "NoExecute")
  * With effect NoExecute, how long a pod stays on a node after the taint appears; absent means for ever.
  */
 tolerationSeconds?: number
+}
+/**
+ * Labels and annotations added to every data-plane pod of the sale (the API and each worker): a service mesh's injection switch, a secrets agent's settings, cost-allocation labels. The labels the operator sets itself cannot be set here. Changing them rolls every worker.
+ */
+export interface PodMetadataSpec {
+/**
+ * Labels of each pod (label keys and values).
+ */
+labels?: {
+[k: string]: string | undefined
+}
+/**
+ * Annotations of each pod (keys as label keys; values of at most 4096 characters).
+ */
+annotations?: {
+[k: string]: string | undefined
+}
 }
 /**
  * The periodic scan that closes overdue orders whose timeout message was lost and applies pending stock releases.
@@ -1497,6 +1532,53 @@ export const flashSaleSchema = {
               "maxLength": 253,
               "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
               "description": "The PriorityClass of every pod: a higher priority lets the sale's pods preempt others when its workers scale up on a full cluster. The class must exist, or Kubernetes creates no pod (WorkloadsReady False, ReplicaFailure)."
+            }
+          }
+        },
+        "podMetadata": {
+          "type": "object",
+          "description": "Labels and annotations added to every data-plane pod of the sale (the API and each worker): a service mesh's injection switch, a secrets agent's settings, cost-allocation labels. The labels the operator sets itself cannot be set here. Changing them rolls every worker.",
+          "properties": {
+            "labels": {
+              "type": "object",
+              "maxProperties": 20,
+              "description": "Labels of each pod (label keys and values).",
+              "additionalProperties": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+              },
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.indexOf('/') <= 253))",
+                  "message": "every key must be a label key: an optional DNS subdomain of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit",
+                  "messageExpression": "'key ' + self.filter(k, !k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') || (k.contains('/') && k.indexOf('/') > 253))[0] + ' is not a label key: an optional DNS subdomain of at most 253 characters and /, then at most 63 letters, digits, -, _ or ., beginning and ending with a letter or digit'",
+                  "reason": "FieldValueInvalid"
+                },
+                {
+                  "rule": "self.all(k, !k.startsWith('flashsale.dev/') && !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of', 'app.kubernetes.io/managed-by', 'pod-template-hash']))",
+                  "message": "must not set a label the operator or Kubernetes sets (flashsale.dev/*, app.kubernetes.io/name, instance, component, part-of, managed-by, pod-template-hash)",
+                  "messageExpression": "'key ' + self.filter(k, k.startsWith('flashsale.dev/') || k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of', 'app.kubernetes.io/managed-by', 'pod-template-hash'])[0] + ' is set by the operator or Kubernetes (the selectors rely on it)'",
+                  "reason": "FieldValueForbidden"
+                }
+              ]
+            },
+            "annotations": {
+              "type": "object",
+              "maxProperties": 32,
+              "description": "Annotations of each pod (keys as label keys; values of at most 4096 characters).",
+              "additionalProperties": {
+                "type": "string",
+                "maxLength": 4096
+              },
+              "x-kubernetes-validations": [
+                {
+                  "rule": "self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.indexOf('/') <= 253))",
+                  "message": "every key must be a label key: an optional DNS subdomain of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit",
+                  "messageExpression": "'key ' + self.filter(k, !k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') || (k.contains('/') && k.indexOf('/') > 253))[0] + ' is not a label key: an optional DNS subdomain of at most 253 characters and /, then at most 63 letters, digits, -, _ or ., beginning and ending with a letter or digit'",
+                  "reason": "FieldValueInvalid"
+                }
+              ]
             }
           }
         },
