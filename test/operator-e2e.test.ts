@@ -70,6 +70,20 @@ async function operator(namespace: string, extra: { identity?: string; leaseName
   return op;
 }
 
+type Operator = Awaited<ReturnType<typeof operator>>;
+
+/** Waits until `op` has finished 3 more reconciles of a valid sale (each requeues the next) than now. */
+async function moreReconciles(op: Operator, what = '3 more reconciles'): Promise<void> {
+  const rounds = async () => (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
+  const from = await rounds();
+  await eventually(async () => (await rounds()) >= from + 3, { timeoutMs: 20_000, what });
+}
+
+/** How many applies `op` has sent (its reconcile step `apply`): an apply the apiserver finds unchanged writes nothing, so this counts at the source. */
+async function applyCount(op: Operator): Promise<number> {
+  return (await op.metric('flashsale_operator_reconcile_step_duration_seconds_count', 'step="apply"')) ?? 0;
+}
+
 const saleYaml = (name: string, spec: Record<string, unknown>) => stringify({ apiVersion: 'flashsale.dev/v1alpha1', kind: 'FlashSale', metadata: { name }, spec });
 
 function baseSpec(over: Record<string, unknown> = {}): Record<string, unknown> {
@@ -307,8 +321,7 @@ describe('operator end to end', () => {
     assert.equal(settled.status?.lag, undefined, 'lag is a metric, not status');
     const rv = await objectVersions(namespace);
     assert.ok(rv.length >= 8, rv.join(' '));
-    const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
-    await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= before + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
+    await moreReconciles(op);
     const later = await objectVersions(namespace);
     if (!jsonEqualArrays(later, rv)) assert.fail(`reconciles with nothing changed must not write: ${JSON.stringify((await getSale(namespace, 'singles-day')).status)} vs ${JSON.stringify(settled.status)}`);
     const events = await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']);
@@ -329,8 +342,7 @@ describe('operator end to end', () => {
     const stamp = await restartedAt();
     assert.ok(stamp, 'kubectl rollout restart annotated the template');
     await kubectl.ok(['rollout', 'status', '-n', namespace, 'deployment/singles-day-api', '--timeout=150s'], { timeoutMs: 160_000 });
-    const after = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
-    await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= after + 3, { timeoutMs: 20_000, what: '3 more reconciles after the restart' });
+    await moreReconciles(op, '3 more reconciles after the restart');
     assert.equal(await restartedAt(), stamp, "the operator's apply keeps another manager's annotation");
     await waitFor(namespace, 'singles-day', (s) => s.status?.phase === 'Ready', 'Ready after the restart', 180_000);
   });
@@ -386,8 +398,7 @@ describe('operator end to end', () => {
     assert.deepEqual(raised.status?.skus?.find((k) => k.id === 'phone-x')?.stock, 4);
     await eventually(async () => (await op.metricSum('flashsale_sku_remaining', { flashsale: `${namespace}/st`, sku: 'phone-x' })) === 2, { what: 'two more units on sale' });
     // Three more rounds: nothing the operator applies changes a pod template.
-    const seen = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
-    await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= seen + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
+    await moreReconciles(op);
     assert.deepEqual(await templates(), before, 'no Deployment generation or template changed');
     // The same API pods sell the new units (an answer from the brief sold-out cache is retried), then sell out again.
     const third = await eventually(async () => {
@@ -414,12 +425,10 @@ describe('operator end to end', () => {
     // Equal amounts in another form are no drift: idle rounds apply nothing. (Counted at the source:
     // an apply the apiserver finds unchanged writes no object, and the sale's status may still move
     // here with its Deployments' status, which kube-controller-manager writes after their creation.)
-    const applies = async () => (await op.metric('flashsale_operator_reconcile_step_duration_seconds_count', 'step="apply"')) ?? 0;
-    const applied = await applies();
+    const applied = await applyCount(op);
     assert.ok(applied >= 7, `the children were applied (${applied})`);
-    const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
-    await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= before + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
-    assert.equal(await applies(), applied, 'no apply in rounds with nothing changed');
+    await moreReconciles(op);
+    assert.equal(await applyCount(op), applied, 'no apply in rounds with nothing changed');
     // A new CPU request for the API: its template changes, no other Deployment's does.
     const generations = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, d.metadata.generation]));
     const gens = await generations();
@@ -482,11 +491,9 @@ describe('operator end to end', () => {
         assert.deepEqual(pod.spec.tolerations?.slice(0, 2), [{ operator: 'Exists', effect: 'NoSchedule' }, placement.tolerations[1]], `${pod.metadata.name}: ours first, the admission's defaults after`);
       }
       // Stored as applied (the empty toleration key left out): idle rounds apply nothing.
-      const applies = async () => (await op.metric('flashsale_operator_reconcile_step_duration_seconds_count', 'step="apply"')) ?? 0;
-      const applied = await applies();
-      const before = (await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0;
-      await eventually(async () => ((await op.metric('flashsale_operator_reconciles_total', 'result="requeue"')) ?? 0) >= before + 3, { timeoutMs: 20_000, what: '3 more reconciles' });
-      assert.equal(await applies(), applied, 'no apply in rounds with nothing changed');
+      const applied = await applyCount(op);
+      await moreReconciles(op);
+      assert.equal(await applyCount(op), applied, 'no apply in rounds with nothing changed');
     } finally {
       await client.request('DELETE', `/apis/scheduling.k8s.io/v1/priorityclasses/${priorityClass}`).catch(() => undefined);
     }
