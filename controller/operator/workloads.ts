@@ -2,7 +2,8 @@
 // objects from the spec (pure functions), and the comparison that decides whether they need to be
 // applied again.
 // They are written with server-side apply under one field manager: the operator owns exactly the
-// fields it sets, so others' fields (a `kubectl rollout restart` annotation, an HPA's…) survive.
+// fields it sets, so others' fields (a `kubectl rollout restart` annotation, a sidecar…) survive.
+// `spec.replicas` is one of its fields: an HPA on a sale's Deployment would be undone (docs/operator.md).
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1EnvVar, V1ObjectMeta, V1OwnerReference, V1PodDisruptionBudget, V1PodSpec, V1ResourceRequirements, V1Service, V1Toleration, V1TopologySpreadConstraint } from '@kubernetes/client-node';
 import { API_VERSION, compareQuantities, KIND, type FlashSale, type PlacementSpec, type WorkerResources } from '../spec/flashsale.ts';
