@@ -456,7 +456,7 @@ describe('operator end to end', () => {
     assert.match(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json']), /"reason": "ProgressDeadlineExceeded"/);
   });
 
-  it("placement and pod metadata on every worker's pods; a PriorityClass that does not exist yet: ReplicaFailure with Kubernetes' reason, Ready once it exists", async () => {
+  it("placement and pod metadata on every worker's pods; a PriorityClass that does not exist: ReplicaFailure with Kubernetes' reason, the running pods kept, Ready once it exists", async () => {
     const namespace = await ns({ pods: true });
     const op = await operator(namespace);
     // Cluster-scoped: named after the test's namespace, deleted at the end.
@@ -494,6 +494,20 @@ describe('operator end to end', () => {
       const applied = await applyCount(op);
       await moreReconciles(op);
       assert.equal(await applyCount(op), applied, 'no apply in rounds with nothing changed');
+      // An edit Kubernetes refuses in the middle of the sale (a class that does not exist): the new
+      // pods are refused and the old ones keep serving, since every rollout adds before it removes
+      // (the API's maxUnavailable 0; a 1-replica consumer's 25 % rounds to 0 unavailable, 1 surge).
+      const ready = await deployments(namespace);
+      await apply(namespace, saleYaml('pl', baseSpec({ placement: { ...placement, priorityClassName: `${priorityClass}-gone` }, podMetadata })));
+      const refused = await waitFor(namespace, 'pl', (s) => s.status?.observedGeneration === s.metadata.generation && cond(s, 'WorkloadsReady')?.reason === 'ReplicaFailure', 'ReplicaFailure after the edit', 60_000);
+      assert.match(cond(refused, 'WorkloadsReady')?.message ?? '', new RegExp(`no PriorityClass with name ${priorityClass}-gone was found`));
+      for (const d of await deployments(namespace)) {
+        const before = ready.find((b) => b.metadata.name === d.metadata.name);
+        assert.equal(d.status?.readyReplicas, before?.spec.replicas, `${d.metadata.name}: every replica still ready`);
+      }
+      // Put back: the old template is the Deployments' previous revision, and the sale is Ready again.
+      await apply(namespace, saleYaml('pl', baseSpec({ placement, podMetadata })));
+      await waitReady(namespace, 'pl');
     } finally {
       await client.request('DELETE', `/apis/scheduling.k8s.io/v1/priorityclasses/${priorityClass}`).catch(() => undefined);
     }
