@@ -227,7 +227,7 @@ describe('FlashSale CRD on the real apiserver', () => {
     };
     validateSpec(placed);
     await kubectl.ok(['apply', '--dry-run=server', '-f', '-'], { stdin: doc('placed', placed) });
-    for (const file of ['flashsale.yaml', 'flashsale-minimal.yaml', 'flashsale-scheduled.yaml', 'flashsale-two-buckets.yaml']) {
+    for (const file of ['flashsale.yaml', 'flashsale-minimal.yaml', 'flashsale-scheduled.yaml', 'flashsale-two-buckets.yaml', 'flashsale-dedicated-pool.yaml']) {
       await kubectl.ok(['apply', '--dry-run=server', '-n', namespace, '-f', new URL(`../examples/${file}`, import.meta.url).pathname]);
     }
   });
