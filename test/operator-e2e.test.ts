@@ -55,6 +55,10 @@ async function ns(opts: { pods: boolean }): Promise<string> {
   cleanupPending.push(n);
   await createNamespace(cluster.kc, n);
   if (!opts.pods) await kubectl.ok(['label', 'namespace', n, NO_PODS_LABEL]);
+  // The data-plane pods meet the restricted Pod Security Standard (docs/install.md): the apiserver's
+  // PodSecurity admission refuses any pod of these namespaces that does not, and the sale would
+  // report ReplicaFailure instead of Ready.
+  else await kubectl.ok(['label', 'namespace', n, 'pod-security.kubernetes.io/enforce=restricted', 'pod-security.kubernetes.io/enforce-version=latest']);
   return n;
 }
 
@@ -473,7 +477,7 @@ describe('operator end to end', () => {
       // FailedCreate, the Deployments ReplicaFailure, and the sale says so, before any deadline.
       const failing = await waitFor(namespace, 'pl', (s) => cond(s, 'WorkloadsReady')?.reason === 'ReplicaFailure', 'WorkloadsReady ReplicaFailure', 60_000);
       assert.equal(cond(failing, 'WorkloadsReady')?.status, 'False');
-      assert.match(cond(failing, 'WorkloadsReady')?.message ?? '', new RegExp(`pods cannot be created: pl-[a-z-0-9]+: .*no PriorityClass with name ${priorityClass} was found`));
+      assert.match(cond(failing, 'WorkloadsReady')?.message ?? '', new RegExp(`pods cannot be created \\(each ReplicaSet's first refusal; its Events have the latest\\): pl-[a-z-0-9]+: .*no PriorityClass with name ${priorityClass} was found`));
       assert.equal(failing.status?.phase, 'Degraded');
       await eventually(async () => /"reason": "ReplicaFailure"/.test(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])), { what: 'a ReplicaFailure Event' });
       // The class created: the ReplicaSets' own retries create the pods, and the sale becomes Ready.

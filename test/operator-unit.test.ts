@@ -404,7 +404,7 @@ describe('rollout readiness (as kubectl rollout status)', () => {
     assert.deepEqual(rolloutState(failing), { state: 'failing', message: `d: ${message}` });
     const s = buildStatus(undefined, { generation: 1, now: 't', topics: { ok: true, value: [] }, schema: { ok: true, value: { version: 1 } }, stock: { ok: true, value: [] }, workloads: { deployments: [failing] } });
     const w = s.conditions?.find((c) => c.type === 'WorkloadsReady');
-    assert.deepEqual([w?.status, w?.reason, w?.message], ['False', 'ReplicaFailure', `pods cannot be created: d: ${message}`]);
+    assert.deepEqual([w?.status, w?.reason, w?.message], ['False', 'ReplicaFailure', `pods cannot be created (each ReplicaSet's first refusal; its Events have the latest): d: ${message}`]);
     assert.equal(s.phase, 'Degraded');
     // Once the ReplicaSet creates pods again, the controller sets the condition False or drops it.
     const healed = dep(2, { observedGeneration: 2, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2, conditions: [{ type: 'ReplicaFailure', status: 'False' }] });

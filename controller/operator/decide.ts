@@ -217,7 +217,9 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
     const waiting = rollouts.filter((r) => r.state === 'progressing');
     if (input.workloads.failed) set('WorkloadsReady', false, input.workloads.failed.reason, input.workloads.failed.message);
     else if (ds.length === 0) set('WorkloadsReady', false, 'Blocked', input.workloads.blocked ?? 'no workloads yet');
-    else if (failing.length > 0) set('WorkloadsReady', false, 'ReplicaFailure', `pods cannot be created: ${failing.map((r) => r.message).join('; ')}`);
+    // Kubernetes keeps a ReplicaSet's first refusal in the condition while it goes on failing (the
+    // cause may have changed since); its Events have each attempt's.
+    else if (failing.length > 0) set('WorkloadsReady', false, 'ReplicaFailure', `pods cannot be created (each ReplicaSet's first refusal; its Events have the latest): ${failing.map((r) => r.message).join('; ')}`);
     else if (stuck.length > 0) set('WorkloadsReady', false, 'ProgressDeadlineExceeded', `rollout stuck: ${stuck.map((r) => r.message).join('; ')}`);
     else if (waiting.length > 0) set('WorkloadsReady', false, 'Progressing', `waiting for rollouts: ${waiting.map((r) => r.message).join(', ')}`);
     else set('WorkloadsReady', true, 'AllReplicasReady', `${ds.length} Deployments rolled out and available`);
