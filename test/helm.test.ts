@@ -159,6 +159,9 @@ describe('Helm chart', () => {
     cluster = await testCluster();
     kubectl = kubectlFor(cluster.kubeconfigYaml);
     await createNamespace(cluster.kc, ns);
+    // The release namespace enforces the restricted Pod Security Standard (docs/install.md): the
+    // apiserver's PodSecurity admission refuses an operator pod that does not meet it.
+    await kubectl.ok(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce=restricted', 'pod-security.kubernetes.io/enforce-version=latest']);
   });
   after(async () => {
     if (cluster) await deleteNamespace(cluster.kc, ns);
@@ -580,6 +583,8 @@ describe('Helm chart', () => {
       const deployment = live.find((m) => m.kind === 'Deployment')!;
       assert.equal(deployment.spec.strategy.type, 'RollingUpdate');
       assert.equal(deployment.spec.template.spec.containers[0].terminationMessagePath, '/dev/termination-log');
+      // Its ReplicaSet created the operator pod in the restricted namespace: admitted by PodSecurity.
+      await watchUntil(cluster.kc, { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespace: ns, labelSelector: instance }, (pods) => pods.length > 0, { what: 'the operator pod, admitted under the restricted Pod Security Standard' });
     });
 
     it('upgrades: changed values reach the objects in revision 2', async () => {
