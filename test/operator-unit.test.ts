@@ -126,6 +126,9 @@ describe('scaling', () => {
 describe('children', () => {
   /** A sale with no children yet. */
   const NONE = { deployments: [], services: [], disruptionBudgets: [] };
+  /** The Deployments the first round of a sale applies. */
+  const firstDeployments = (sale: FlashSale, workerEnv: WorkerEnv = env) =>
+    planChildren(sale, workerEnv, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
 
   it('plans a Deployment per workload (one closer per bucket), the API Service and the API PodDisruptionBudget, with owner references', () => {
     const sale = valid();
@@ -183,7 +186,7 @@ describe('children', () => {
     assert.equal(pdb.spec?.minAvailable, undefined);
     assert.equal(pdb.spec?.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'a crash-looping replica never blocks a drain');
     const selects = (labels: Record<string, string> | undefined) => Object.entries(pdb.spec?.selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v);
-    const deployments = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const deployments = firstDeployments(sale);
     assert.deepEqual(deployments.filter((d) => selects(d.spec?.template.metadata?.labels)).map((d) => d.metadata?.name), ['sd-api'], 'the API pods and no consumer');
     assert.deepEqual(pdb.spec?.selector?.matchLabels, deployments.find((d) => d.metadata?.name === 'sd-api')?.spec?.selector.matchLabels, "the API Deployment's own selector");
     // The API's replicas spread over nodes and zones as a preference (a one-node cluster still runs
@@ -251,7 +254,7 @@ describe('children', () => {
 
   it("puts every worker's pods where spec.placement says, and a sale without it keeps its template", () => {
     const sale = valid();
-    const without = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const without = firstDeployments(sale);
     for (const d of without) assert.ok(!['nodeSelector', 'tolerations', 'priorityClassName'].some((k) => k in d.spec!.template.spec!), 'no placement: none of the fields');
     const placed = valid();
     placed.spec.placement = {
@@ -259,7 +262,7 @@ describe('children', () => {
       tolerations: [{ key: '', operator: 'Exists', effect: 'NoSchedule' }, { key: 'dedicated', operator: 'Equal', value: 'sale', effect: 'NoExecute', tolerationSeconds: 30 }],
       priorityClassName: 'flash-sale',
     };
-    const deployments = planChildren(placed, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const deployments = firstDeployments(placed);
     assert.equal(deployments.length, without.length);
     for (const d of deployments) {
       const pod = d.spec!.template.spec!;
@@ -278,7 +281,7 @@ describe('children', () => {
 
   it("labels and annotates every worker's pods from spec.podMetadata; the operator's own labels are reserved", () => {
     const sale = valid();
-    const plain = planChildren(sale, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const plain = firstDeployments(sale);
     // Every label the operator puts on a pod is one the spec may not set (CRD rule and validateSpec).
     for (const d of plain) {
       for (const key of Object.keys(d.spec!.template.metadata!.labels!)) assert.ok(isReservedPodLabel(key), `${key} is reserved`);
@@ -286,7 +289,7 @@ describe('children', () => {
     }
     const tagged = valid();
     tagged.spec.podMetadata = { labels: { team: 'sales', 'flashsale.dev/role': 'spoofed' }, annotations: { 'sidecar.istio.io/inject': 'false' } };
-    for (const d of planChildren(tagged, env, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[]) {
+    for (const d of firstDeployments(tagged)) {
       const meta = d.spec!.template.metadata!;
       const own = plain.find((p) => p.metadata?.name === d.metadata?.name)!.spec!.template.metadata!.labels!;
       assert.deepEqual(meta.labels, { team: 'sales', ...own }, "the operator's labels win over a spoofed one (had it passed validation)");
@@ -304,7 +307,7 @@ describe('children', () => {
     assert.deepEqual(pod.imagePullSecrets, [{ name: 'regcred' }, { name: 'mirror' }]);
     assert.equal(pod.containers[0]!.imagePullPolicy, 'Always');
     // A Secret added to the list is a change of every Deployment (the kubelet needs it to pull).
-    const before = planChildren(sale, { ...env, imagePullSecrets: ['regcred'] }, {}, NONE).apply.map((a) => a.desired).filter((o) => o.kind === 'Deployment') as ReturnType<typeof desiredDeployment>[];
+    const before = firstDeployments(sale, { ...env, imagePullSecrets: ['regcred'] });
     const after = planChildren(sale, { ...env, imagePullSecrets: ['regcred', 'mirror'] }, {}, { deployments: before, services: [], disruptionBudgets: [] });
     assert.deepEqual(after.apply.filter((a) => a.desired.kind === 'Deployment').length, before.length);
   });

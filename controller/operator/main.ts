@@ -12,7 +12,7 @@ import { createRedis } from '../infra/redis.ts';
 import { createRegistry } from '../metrics/dataplane.ts';
 import { LagCollector } from '../metrics/lag.ts';
 import { CONTROLLER_NAME, QueueMetrics, activeWorkers, initControllerMetrics, observeReconcile, operatorMetrics, setLeader } from '../metrics/operator.ts';
-import { parseDuration, type FlashSale } from '../spec/flashsale.ts';
+import { isDnsSubdomain, parseDuration, type FlashSale } from '../spec/flashsale.ts';
 import { systemClock } from './clock.ts';
 import { ResilientInformer } from './informer.ts';
 import { createKubeClient, isConflict, paths, type KubeClient } from './kube.ts';
@@ -21,7 +21,7 @@ import { LeaderElector, type LeaseSpec, type LeaseStore } from './leader.ts';
 import type { RawSale } from './decide.ts';
 import { Reconciler, RetryableError, type ReconcileCache } from './reconciler.ts';
 import { Stabilizer } from './scaling.ts';
-import { IMAGE_PULL_POLICIES, isSecretName, MANAGED_BY, parseSecretRef, type Child, type ImagePullPolicy, type WorkerEnv } from './workloads.ts';
+import { IMAGE_PULL_POLICIES, MANAGED_BY, parseSecretRef, type Child, type ImagePullPolicy, type WorkerEnv } from './workloads.ts';
 import { WorkQueue } from './workqueue.ts';
 import pkg from '../../package.json' with { type: 'json' };
 
@@ -92,7 +92,7 @@ export function operatorOptions(values: CommandValues, config: Config, env: Env 
     throw new ConfigError(`invalid WORKER_IMAGE_PULL_POLICY=${JSON.stringify(pullPolicy)}: expected one of ${IMAGE_PULL_POLICIES.join(', ')}`);
   }
   const pullSecrets = (env.WORKER_IMAGE_PULL_SECRETS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  const badSecret = pullSecrets.find((name) => !isSecretName(name));
+  const badSecret = pullSecrets.find((name) => !isDnsSubdomain(name));
   if (badSecret !== undefined) throw new ConfigError(`invalid WORKER_IMAGE_PULL_SECRETS: ${JSON.stringify(badSecret)} is not a Secret name (lowercase letters, digits, '-' and '.')`);
   const workers = numberSetting(env, 'OPERATOR_WORKERS', 16, { integer: true, min: 1, max: 32 });
   const kubeApiQps = numberSetting(env, 'KUBE_API_QPS', 50, { min: 0, minExclusive: true, max: 10_000 });

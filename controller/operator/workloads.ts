@@ -50,11 +50,6 @@ export interface WorkerEnv {
 export const IMAGE_PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
 export type ImagePullPolicy = (typeof IMAGE_PULL_POLICIES)[number];
 
-/** A Secret's name as Kubernetes accepts it (a DNS subdomain). */
-export function isSecretName(name: string): boolean {
-  return name.length <= 253 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(name);
-}
-
 /** Parses `secret-name/key` (the format of WORKER_REDIS_URL_SECRET / WORKER_MYSQL_URL_SECRET). */
 export function parseSecretRef(raw: string): SecretRef | undefined {
   const m = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)\/([-._a-zA-Z0-9]+)$/.exec(raw);

@@ -149,8 +149,16 @@ function resourceProblems(at: string, r: WorkerResources | undefined): string[] 
   return problems;
 }
 
+/** A DNS subdomain (RFC 1123) without its length bound: Kubernetes' object names, label-key prefixes. */
+const DNS_SUBDOMAIN = '[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*';
+const DNS_SUBDOMAIN_RE = new RegExp(`^${DNS_SUBDOMAIN}$`);
 /** A label key as Kubernetes accepts it (the CRD's nodeSelector rule): optional DNS prefix and '/', then a name of at most 63 characters. */
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_KEY = new RegExp(`^(${DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`);
+
+/** A name Kubernetes takes for a Secret, a PriorityClass…: a DNS subdomain of at most 253 characters. */
+export function isDnsSubdomain(name: string): boolean {
+  return name.length <= 253 && DNS_SUBDOMAIN_RE.test(name);
+}
 
 export function isLabelKey(key: string): boolean {
   const slash = key.indexOf('/');
