@@ -221,7 +221,7 @@ describe('container image runtime stage (production tree)', () => {
       assert.equal(((await order.json()) as { orderId?: string }).orderId, body.orderId);
 
       const level = (await (await fetch(`${base}/v1/sales/image-check`)).json()) as { skus: { id: string; remaining: number }[] };
-      assert.deepEqual(level.skus, [{ id: 'mug', stock: 5, remaining: 4 }]);
+      assert.deepEqual(level.skus, [{ id: 'mug', stock: 5, remaining: 4, suspended: false }]);
 
       const bad = await fetch(`${base}/v1/sales/image-check/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userId":' });
       assert.equal(bad.status, 400);

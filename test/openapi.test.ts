@@ -147,6 +147,14 @@ describe('the implementation against the document', () => {
     now = Date.parse('2100-01-01T00:00:00Z');
     await expect('POST', `${sale()}/orders`, 403, { userId: 'dave', skuId: 'hot' }, 'SALE_ENDED');
     now = saved;
+    // spec.suspend (the operator's switch, set here as the operator sets it): only what would reserve is refused.
+    await ctx.stock.setSuspended('hot', true);
+    await ctx.stock.setSuspended('plenty', true);
+    await expect('POST', `${sale()}/orders`, 403, { userId: 'dave', skuId: 'hot' }, 'SALE_SUSPENDED');
+    assert.equal((await expect('POST', `${sale()}/orders`, 409, { userId: 'alice', skuId: 'plenty' }, 'ALREADY_ORDERED')).body.orderId, alices);
+    assert.deepEqual(((await expect('GET', sale(), 200)).body.skus as { id: string; suspended: boolean }[]).filter((k) => k.suspended).map((k) => k.id).sort(), ['hot', 'plenty']);
+    await ctx.stock.setSuspended('hot', false);
+    await ctx.stock.setSuspended('plenty', false);
     // 503: the hand-off fails (stock given back), and a SKU with no stock in Redis.
     await expect('POST', `${failingRoot}/v1/sales/sale/orders`, 503, { userId: 'erin', skuId: 'hot' }, 'UNAVAILABLE');
     await expect('POST', `${failingRoot}/v1/sales/ghost/orders`, 503, { userId: 'erin', skuId: 'hot' }, 'UNAVAILABLE');

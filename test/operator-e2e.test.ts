@@ -414,6 +414,48 @@ describe('operator end to end', () => {
     assert.equal((await buy(api, 'st', 'u5', 'phone-x')).body.error, 'SOLD_OUT');
   });
 
+  it('spec.suspend, the emergency stop: kubectl patch refuses new orders on every running API pod with no pod rolled, orders placed before go on; resuming sells again', async () => {
+    const namespace = await ns({ pods: true });
+    const op = await operator(namespace);
+    await apply(namespace, saleYaml('es', baseSpec({ skus: [{ id: 'phone-x', stock: 5, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m' }] })));
+    const ready = await waitReady(namespace, 'es');
+    assert.equal(ready.status?.suspended, false);
+    const api = await eventually(async () => (await endpoints(namespace, 'es'))[0], { timeoutMs: 30_000, what: 'a Ready API pod' });
+    const placed = await buy(api, 'es', 'u1', 'phone-x');
+    assert.equal(placed.status, 202);
+    const templates = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, `${d.metadata.generation} ${JSON.stringify(d.spec.template)}`]));
+    const before = await templates();
+
+    await kubectl.ok(['patch', 'flashsale', 'es', '-n', namespace, '--type', 'merge', '-p', '{"spec":{"suspend":true}}']);
+    const stopped = await waitFor(namespace, 'es', (s) => s.status?.observedGeneration === s.metadata.generation && s.status?.suspended === true, 'status.suspended', 30_000);
+    assert.equal(stopped.status?.phase, 'Suspended');
+    assert.equal(cond(stopped, 'Ready')?.status, 'True');
+    // In effect on the running pod the moment status says so: the switch is in Redis, not in the pod.
+    assert.deepEqual(await buy(api, 'es', 'u2', 'phone-x'), { status: 403, body: { error: 'SALE_SUSPENDED' } });
+    assert.deepEqual(await buy(api, 'es', 'u2', 'ebook-y'), { status: 403, body: { error: 'SALE_SUSPENDED' } });
+    assert.deepEqual(await buy(api, 'es', 'u1', 'phone-x'), { status: 409, body: { error: 'ALREADY_ORDERED', orderId: placed.body.orderId } }, 'a retry still learns its order');
+    // The order placed before is written and can be paid.
+    const paid = await eventually(async () => {
+      const r = await fetch(`http://${api}/v1/sales/es/orders/${String(placed.body.orderId)}/pay`, { method: 'POST' });
+      return r.status === 200 ? r : undefined;
+    }, { timeoutMs: 30_000, what: 'the earlier order paid while suspended' });
+    assert.equal(paid.status, 200);
+    assert.equal(await op.metricSum('flashsale_sale_phase', { flashsale: `${namespace}/es`, phase: 'Suspended' }), 1);
+    await moreReconciles(op);
+    assert.deepEqual(await templates(), before, 'no Deployment generation or template changed: no pod rolled');
+    const events = (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string; type: string; message: string }[] }).items;
+    const suspendedEvent = events.find((e) => e.reason === 'Suspended');
+    assert.equal(suspendedEvent?.type, 'Warning');
+    assert.match(suspendedEvent?.message ?? '', /new orders refused \(spec\.suspend\) for (phone-x, ebook-y|ebook-y, phone-x)/);
+
+    await kubectl.ok(['patch', 'flashsale', 'es', '-n', namespace, '--type', 'merge', '-p', '{"spec":{"suspend":false}}']);
+    const resumed = await waitFor(namespace, 'es', (s) => s.status?.observedGeneration === s.metadata.generation && s.status?.suspended === false, 'resumed', 30_000);
+    assert.equal(resumed.status?.phase, 'Ready');
+    assert.equal((await buy(api, 'es', 'u2', 'phone-x')).status, 202);
+    assert.deepEqual(await templates(), before, 'resuming rolls nothing either');
+    await eventually(async () => (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string }[] }).items.some((e) => e.reason === 'Resumed'), { what: 'the Resumed Event' });
+  });
+
   it("a worker's resources: applied as written, stored canonical without another apply; a change rolls only that role", async () => {
     const namespace = await ns({ pods: false });
     const op = await operator(namespace);

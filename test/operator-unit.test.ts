@@ -161,7 +161,7 @@ describe('children', () => {
     assert.deepEqual(['sd-api', 'sd-order-writer', 'sd-timeout-closer-5m', 'sd-compensator'].map(drain), ['5000', undefined, undefined, undefined]);
   });
 
-  it('a worker\'s pod template carries no stock numbers: a stock, replica or partition change rolls no pod; a new SKU does', () => {
+  it('a worker\'s pod template carries no stock numbers: a stock, replica, partition or suspend change rolls no pod; a new SKU does', () => {
     const sale = valid();
     const templates = (s: FlashSale, replicas: Record<string, number> = {}) =>
       Object.fromEntries(planChildren(s, env, replicas, NONE).apply.filter((a) => a.desired.kind === 'Deployment').map((a) => [a.desired.metadata?.name, JSON.stringify((a.desired as ReturnType<typeof desiredDeployment>).spec?.template)]));
@@ -171,6 +171,8 @@ describe('children', () => {
       skus: [{ id: 'phone', stock: 999, timeoutBucket: '5m' }, { id: 'book', stock: 12345, timeoutBucket: '30m' }],
       kafka: { partitions: 8, replicationFactor: 1 },
       workers: { api: { replicas: 5 }, orderWriter: { minReplicas: 2, maxReplicas: 6, lagThreshold: 10 }, timeoutCloser: { minReplicas: 1, maxReplicas: 4, lagThreshold: 50 } },
+      // The emergency stop is a switch in Redis: restarting every pod would be the opposite of a stop.
+      suspend: true,
     }));
     assert.deepEqual(templates(edited, { 'sd-order-writer': 4 }), before, 'no template changed');
     const added = valid(rawSale({ skus: [{ id: 'phone', stock: 10, timeoutBucket: '5m' }, { id: 'book', stock: 20, timeoutBucket: '30m' }, { id: 'case', stock: 3, timeoutBucket: '5m' }] }));
@@ -444,6 +446,29 @@ describe('status', () => {
     assert.deepEqual(s1.conditions?.map((c) => [c.type, c.status]), [['TopicsReady', 'True'], ['StockReady', 'True'], ['SchemaReady', 'True'], ['WorkloadsReady', 'True'], ['Ready', 'True']]);
     const s2 = buildStatus(s1, { ...input, now: '2026-01-01T00:05:00Z' });
     assert.ok(jsonEqual(s1, s2), 'nothing changed ⇒ same status ⇒ no write');
+  });
+
+  it('Suspended is Ready with spec.suspend in effect; a failing part still shows Degraded; a round that could not set the switch keeps what was reported', () => {
+    const input = {
+      generation: 3, now: 't1', topics: ok([{ name: 't', partitions: 4, purpose: 'orders' }]), schema: ok({ version: 2 }),
+      stock: ok([{ id: 'a', stock: 10, remaining: 7 }]), workloads: { deployments: [readyDeployment('x')] },
+    };
+    const ready = buildStatus(undefined, { ...input, suspended: false });
+    assert.equal(ready.phase, 'Ready');
+    assert.equal(ready.suspended, false);
+    const stopped = buildStatus(ready, { ...input, now: 't2', suspended: true });
+    assert.equal(stopped.phase, 'Suspended');
+    assert.equal(stopped.suspended, true);
+    const readyCondition = stopped.conditions?.find((c) => c.type === 'Ready');
+    assert.equal(readyCondition?.status, 'True', 'every part runs: only new reservations are refused');
+    assert.deepEqual(readyCondition, ready.conditions?.find((c) => c.type === 'Ready'), 'Ready unchanged (no second Event beside Suspended)');
+    assert.ok(jsonEqual(stopped, buildStatus(stopped, { ...input, now: 't3', suspended: true })), 'an idle round writes nothing');
+    const failing = buildStatus(stopped, { ...input, now: 't3', stock: { ok: false, reason: 'RedisUnavailable', message: 'connect ECONNREFUSED' } });
+    assert.equal(failing.phase, 'Degraded');
+    assert.equal(failing.suspended, true, 'not known this round: the last value Redis took stays');
+    const resumed = buildStatus(stopped, { ...input, now: 't4', suspended: false });
+    assert.equal(resumed.phase, 'Ready');
+    assert.equal(resumed.suspended, false);
   });
 
   it('maps a refused change to NotSupported and Degraded, keeping what was reported before', () => {

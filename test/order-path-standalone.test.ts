@@ -82,7 +82,7 @@ it('provisions, takes an order end to end, stops on SIGTERM, and keeps the stock
   const url2 = `${await second.url}/v1/sales/sale`;
   const level = await http('GET', url2);
   const hot = (level.body.skus as { id: string; stock: number; remaining: number }[]).find((s) => s.id === 'hot');
-  assert.deepEqual(hot, { id: 'hot', stock: 100, remaining: 99 }, 'not re-seeded over the sold unit');
+  assert.deepEqual(hot, { id: 'hot', stock: 100, remaining: 99, suspended: false }, 'not re-seeded over the sold unit');
   assert.equal((await http('POST', `${url2}/orders`, { userId: 'standalone-buyer', skuId: 'hot' })).body.error, 'ALREADY_ORDERED');
   assert.equal(await stop(second.child), 0);
   // Every worker of a sale ran in these processes, each with its Kafka connections. kafkajs 2.2.4's

@@ -105,8 +105,8 @@ describe('order API', () => {
     assert.equal(sale.status, 200);
     assert.equal(sale.body.name, 'sale');
     const skus = sale.body.skus as { id: string; stock: number; remaining: number }[];
-    assert.deepEqual(skus.find((s) => s.id === 'one'), { id: 'one', stock: 1, remaining: 0 });
-    assert.deepEqual(skus.find((s) => s.id === 'hot'), { id: 'hot', stock: 100, remaining: 100 });
+    assert.deepEqual(skus.find((s) => s.id === 'one'), { id: 'one', stock: 1, remaining: 0, suspended: false });
+    assert.deepEqual(skus.find((s) => s.id === 'hot'), { id: 'hot', stock: 100, remaining: 100, suspended: false });
   });
 
   it('answers rejections of a sold-out SKU from a short-lived copy: a retry still learns its order id, returned stock sells again once a refresh after the TTL saw it', { timeout: 60_000 }, async () => {

@@ -323,7 +323,7 @@ describe('observability against a real Prometheus', () => {
     // Once every accepted gadget is closed, all 20 units are back: none was counted twice.
     await eventually(async () => (await Promise.all(gadgetOrders.map((id) => getOrder(id)))).every((o) => o.status === 'CLOSED'), { what: 'every unpaid gadget closed', timeoutMs: 60_000, intervalMs: 500 });
     const shopState = (await (await fetch(`${apiUrl}/v1/sales/shop`)).json()) as { skus: { id: string; stock: number; remaining: number | null }[] };
-    assert.deepEqual(shopState.skus.find((s) => s.id === 'gadget'), { id: 'gadget', stock: 20, remaining: 20 });
+    assert.deepEqual(shopState.skus.find((s) => s.id === 'gadget'), { id: 'gadget', stock: 20, remaining: 20, suspended: false });
     await eventually(async () => ((await value(`sum(flashsale_orders_written_total{flashsale="${stalledNames.key}"})`)) ?? 0) >= 6, { what: 'stalled orders written', timeoutMs: 30_000, intervalMs: 500 });
     // The batching histograms of the standalone process: every accepted shop order went through one
     // produce request of the API's hand-off and one batch of the order writer (redeliveries count again).

@@ -267,3 +267,65 @@ describe('the reserves of one event-loop turn', () => {
     }
   });
 });
+
+describe('spec.suspend, the sale\'s emergency stop', () => {
+  it('refuses only what would reserve, on every SKU (one added while suspended too), before a refused stock cut; idle rounds write nothing; resuming sells again', { timeout: 60_000 }, async () => {
+    const skus = [{ id: 'few', stock: 2, timeoutBucket: 'long' }, { id: 'many', stock: 50, timeoutBucket: 'long' }];
+    const spec = (extra: Record<string, unknown>) => ({ skus, timeoutBuckets: [{ name: 'long', delay: '30m' }], ...extra });
+    const sale = saleDoc(uniqueName('susp'), spec({}));
+    const ctx = await provisionSale(sale, { config, kafka, redis, pool });
+    try {
+      let id = 0;
+      const order = (userId: string, skuId: string) => ({ orderId: `0190a000-0000-7000-8000-${String(++id).padStart(12, '0')}`, userId, skuId, quantity: 1, reservedAt: Date.now() });
+      const early = order('a', 'few');
+      assert.equal((await ctx.stock.reserve(early, 1)).outcome, 'reserved');
+      assert.equal((await ctx.stock.reserve(order('b', 'few'), 1)).outcome, 'reserved');
+      const ensure = async (s: ReturnType<typeof saleDoc>) => {
+        const seen: { suspended: boolean; changed: string[] }[] = [];
+        const out = await ensureStock(ctx.stock, pool, s, ctx.key, { onSuspension: (o) => seen.push(o) }).catch((err: unknown) => err);
+        assert.equal(seen.length, 1, `reported once per call (${String(out)})`);
+        return { out, suspension: seen[0] };
+      };
+
+      // Suspended, with a SKU added in the same edit: its switch is set before it is seeded.
+      const suspended = saleDoc(sale.metadata.namespace, spec({ suspend: true, skus: [...skus, { id: 'new', stock: 5, timeoutBucket: 'long' }] }));
+      const first = await ensure(suspended);
+      assert.ok(!(first.out instanceof Error), String(first.out));
+      assert.deepEqual({ ...first.suspension, changed: first.suspension?.changed.sort() }, { suspended: true, changed: ['few', 'many', 'new'] });
+      for (const sku of ['few', 'many', 'new']) assert.equal((await ctx.stock.state(sku)).suspended, true, sku);
+      const refused = order('c', 'many');
+      assert.deepEqual(await ctx.stock.reserve(refused, 1), { outcome: 'suspended' });
+      assert.deepEqual(await ctx.stock.reserve(order('c', 'new'), 1), { outcome: 'suspended' }, 'the SKU added while suspended never sold');
+      assert.deepEqual(await ctx.stock.reserve(order('a', 'few'), 1), { outcome: 'already-ordered', orderId: early.orderId }, 'a buyer at the limit still learns the order');
+      assert.deepEqual(await ctx.stock.reserve(order('d', 'few'), 1), { outcome: 'sold-out' });
+      const rerun = await ctx.stock.reserve(early, 1);
+      assert.equal(rerun.outcome, 'reserved', 'a re-run of a reservation made before answers as the first run did');
+      assert.deepEqual(await ctx.stock.level('many'), { stock: 50, remaining: 50 }, 'nothing taken');
+      assert.deepEqual(await ctx.stock.level('new'), { stock: 5, remaining: 5 });
+      assert.equal(await ctx.stock.holding('many', 'c'), 0);
+      assert.deepEqual((await ctx.stock.inFlight('many')).map((r) => r.orderId), [], 'no reservation record');
+
+      // The same spec again writes nothing.
+      const idle = await ensure(suspended);
+      assert.deepEqual(idle.suspension, { suspended: true, changed: [] });
+
+      // Resumed in the same edit as a refused stock cut: the switch follows spec.suspend anyway.
+      const cut = saleDoc(sale.metadata.namespace, spec({ suspend: false, skus: [{ id: 'few', stock: 1, timeoutBucket: 'long' }, skus[1], { id: 'new', stock: 5, timeoutBucket: 'long' }] }));
+      const resumed = await ensure(cut);
+      assert.match(String(resumed.out), /stock cannot go below what is already sold: few has sold 2, spec asks 1/);
+      assert.deepEqual({ ...resumed.suspension, changed: resumed.suspension?.changed.sort() }, { suspended: false, changed: ['few', 'many', 'new'] });
+      assert.equal((await ctx.stock.reserve(refused, 1)).outcome, 'reserved', 'sells again');
+      assert.deepEqual(await ctx.stock.level('many'), { stock: 50, remaining: 49 });
+
+      // Suspended again while Redis lost a SKU: the switch is set before the rebuild seeds it.
+      await redis.del(...Object.values(ctx.names.redis.sku('many')));
+      const again = saleDoc(sale.metadata.namespace, spec({ suspend: true, skus: [...skus, { id: 'new', stock: 5, timeoutBucket: 'long' }] }));
+      const lost = await ensure(again);
+      assert.ok(!(lost.out instanceof Error), String(lost.out));
+      assert.deepEqual(await ctx.stock.level('many'), { stock: 50, remaining: 50 }, 'rebuilt from MySQL (no order of it was written)');
+      assert.deepEqual(await ctx.stock.reserve(order('e', 'many'), 1), { outcome: 'suspended' });
+    } finally {
+      await removeSale(ctx, { kafka, redis });
+    }
+  });
+});

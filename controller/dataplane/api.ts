@@ -67,7 +67,7 @@ interface SaleRoute {
   skus: Map<string, { soldOut: SoldOutCopy | undefined }>;
 }
 
-const OUTCOMES = ['accepted', 'sold_out', 'already_ordered', 'not_started', 'ended', 'sale_not_found', 'sku_not_found', 'invalid', 'unavailable'] as const;
+const OUTCOMES = ['accepted', 'sold_out', 'already_ordered', 'not_started', 'ended', 'suspended', 'sale_not_found', 'sku_not_found', 'invalid', 'unavailable'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 type Route = 'order' | 'get_order' | 'pay' | 'sale' | 'health' | 'metrics' | 'other';
@@ -453,6 +453,10 @@ export class OrderApi {
       case 'already-ordered':
         this.countOrder(route, 'already_ordered');
         return this.send(res, 409, `{"error":"ALREADY_ORDERED","orderId":${JSON.stringify(result.orderId)}}`);
+      case 'suspended':
+        // spec.suspend: the operator's switch in Redis refused it, so every replica stops at once.
+        this.countOrder(route, 'suspended');
+        return this.send(res, 403, '{"error":"SALE_SUSPENDED"}');
       case 'sku-not-found':
         // In the spec but not in Redis: the stock was never provisioned or Redis lost it.
         this.opts.logger.error({ sale: ctx.key, sku: body.skuId }, 'SKU has no stock in Redis (not provisioned?)');
@@ -571,9 +575,9 @@ export class OrderApi {
   private async getSale(ctx: SaleContext, res: ServerResponse): Promise<void> {
     const skus = await Promise.all(
       [...ctx.skus.values()].map(async (s) => {
-        const level = await ctx.stock.level(s.id);
+        const { level, suspended } = await ctx.stock.state(s.id);
         if (level) this.metrics.stockRemaining.labels(ctx.key, s.id).set(level.remaining);
-        return { id: s.id, stock: level?.stock ?? s.stock, remaining: level ? level.remaining : null };
+        return { id: s.id, stock: level?.stock ?? s.stock, remaining: level ? level.remaining : null, suspended };
       }),
     );
     this.send(res, 200, JSON.stringify({ name: ctx.sale.metadata.name, namespace: ctx.sale.metadata.namespace, skus }));

@@ -49,7 +49,7 @@ export const openapiDocument: Record<string, unknown> = {
             "$ref": "#/components/responses/InvalidRequest"
           },
           "403": {
-            "description": "Outside the sale window.",
+            "description": "Outside the sale window, or the sale is suspended (its operator's emergency stop; orders placed before go on as usual).",
             "content": {
               "application/json": {
                 "schema": {
@@ -563,7 +563,8 @@ export const openapiDocument: Record<string, unknown> = {
               "required": [
                 "id",
                 "stock",
-                "remaining"
+                "remaining",
+                "suspended"
               ],
               "additionalProperties": false,
               "properties": {
@@ -581,6 +582,10 @@ export const openapiDocument: Record<string, unknown> = {
                   ],
                   "minimum": 0,
                   "description": "null when the SKU has no stock in Redis."
+                },
+                "suspended": {
+                  "type": "boolean",
+                  "description": "True while the sale's emergency stop (spec.suspend) refuses new orders of this SKU."
                 }
               }
             }
@@ -626,7 +631,8 @@ export const openapiDocument: Record<string, unknown> = {
           "error": {
             "enum": [
               "SALE_NOT_STARTED",
-              "SALE_ENDED"
+              "SALE_ENDED",
+              "SALE_SUSPENDED"
             ]
           }
         }

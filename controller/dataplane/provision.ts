@@ -138,6 +138,12 @@ export interface StockOutcome {
   adjusted: string[];
 }
 
+/** spec.suspend as set on every SKU's switch, and the SKUs whose switch this call turned on or off. */
+export interface SuspensionOutcome {
+  suspended: boolean;
+  changed: string[];
+}
+
 /**
  * Seeds each SKU once; applies stock changes (a raise adds the difference, a cut below what is sold
  * is refused); rebuilds a SKU whose keys Redis lost from the orders in MySQL instead of re-seeding it.
@@ -148,15 +154,24 @@ export interface StockOutcome {
  * mid-sale sells as soon as the API knows it. With `ordersDrained`, a lost SKU is rebuilt only once
  * no order is left between Kafka and MySQL (RebuildBlockedError otherwise, after the new SKUs were
  * seeded); a new sale's empty orders topic counts as drained.
+ *
+ * spec.suspend is applied first, on every SKU, and reported to `onSuspension` before anything below
+ * can refuse: the emergency stop takes effect even when the same edit asks for a stock cut that is
+ * refused.
  */
 export async function ensureStock(
   stock: StockStore,
   pool: Pool,
   sale: FlashSale,
   saleKey: string,
-  options: { ordersDrained?: () => Promise<boolean> } = {},
+  options: { ordersDrained?: () => Promise<boolean>; onSuspension?: (outcome: SuspensionOutcome) => void } = {},
 ): Promise<StockOutcome> {
-  const levels = await Promise.all(sale.spec.skus.map(async (s) => ({ sku: s, level: await stock.level(s.id) })));
+  const levels = await Promise.all(sale.spec.skus.map(async (s) => ({ sku: s, ...(await stock.state(s.id)) })));
+  // spec.suspend first, on every SKU (seeded or not): a SKU seeded or rebuilt below is refused from
+  // its first reservation, and a refused change further down leaves the switch as asked.
+  const suspend = sale.spec.suspend === true;
+  const toggled = await Promise.all(levels.filter((l) => l.suspended !== suspend).map(async (l) => ((await stock.setSuspended(l.sku.id, suspend)) ? [l.sku.id] : [])));
+  options.onSuspension?.({ suspended: suspend, changed: toggled.flat() });
   const missing = levels.filter((l) => !l.level).map((l) => l.sku.id);
   const seededBefore = missing.length > 0 ? await seededSkus(pool, saleKey, missing) : new Set<string>();
   const lost = missing.filter((id) => seededBefore.has(id));

@@ -108,7 +108,12 @@ export const startStock: WorkerStarter = async (env) => {
   for (const ctx of env.sales) {
     for (let attempt = 0; ; attempt++) {
       try {
-        const stock = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, { ordersDrained: () => ordersDrained(admin, ctx.sale) });
+        const stock = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, {
+          ordersDrained: () => ordersDrained(admin, ctx.sale),
+          onSuspension: ({ suspended, changed }) => {
+            if (suspended || changed.length > 0) env.logger.warn({ sale: ctx.key, skus: changed }, suspended ? 'new orders suspended (spec.suspend)' : 'new orders resumed');
+          },
+        });
         env.logger.info({ sale: ctx.key, seeded: stock.seeded, rebuilt: stock.rebuilt, adjusted: stock.adjusted, skus: stock.skus }, 'stock provisioned');
         break;
       } catch (err) {

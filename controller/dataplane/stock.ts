@@ -36,13 +36,13 @@ local function store(cmd, key, args)
 end
 `;
 
-// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, seq.
+// KEYS: stock, holdings, lastOrder, reservations, reservationTimes, seq, suspended.
 // ARGV: one reservation after another, six values each: userId, quantity, per-user limit, orderId,
 // reservation record (JSON), reservedAt. The reserves of one event-loop turn share one call per SKU
 // (PerTurn below); they are decided one after another, as separate calls would be, in the order asked,
 // on local copies of the stock and the users' holdings, then written with one command per key.
 // Returns three values per reservation: code (1 reserved, -1 the SKU has no keys, -2 the user holds
-// the limit, -3 sold out), detail (units left after it; the user's last order id for -2), the SKU's
+// the limit, -3 sold out, -4 the sale is suspended: it would have reserved), detail (units left after it; the user's last order id for -2), the SKU's
 // counter after it (restore-fence.ts; 0 unless reserved now).
 const RESERVE = `${BATCH_HELPERS}
 local out = {}
@@ -61,6 +61,9 @@ for j = 1, n do users[j] = ARGV[6 * j - 5]; ids[j] = ARGV[6 * j - 2] end
 -- (or answering ALREADY_ORDERED for the buyer's own order, which would then never reach Kafka).
 local known = fetch('HMGET', KEYS[4], ids)
 local heldBefore = fetch('HMGET', KEYS[2], users)
+-- spec.suspend refuses only what would reserve: a re-run, a buyer at the limit and a sold-out SKU
+-- get the answers they would get anyway.
+local suspended = redis.call('EXISTS', KEYS[7]) == 1
 local held, last, reservedNow, changed = {}, {}, {}, {}
 local records, times, seqAt = {}, {}, {}
 for j = 1, n do
@@ -76,6 +79,8 @@ for j = 1, n do
       out[o + 1] = -2; out[o + 2] = last[user] or redis.call('HGET', KEYS[3], user) or ''; out[o + 3] = 0
     elseif stock < qty then
       out[o + 1] = -3; out[o + 2] = ''; out[o + 3] = 0
+    elseif suspended then
+      out[o + 1] = -4; out[o + 2] = ''; out[o + 3] = 0
     else
       stock = stock - qty
       if held[user] == nil then changed[#changed + 1] = user end
@@ -358,7 +363,7 @@ type Scripted = Redis & {
 function withScripts(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.fsReserve !== 'function') {
-    redis.defineCommand('fsReserve', { numberOfKeys: 6, lua: RESERVE });
+    redis.defineCommand('fsReserve', { numberOfKeys: 7, lua: RESERVE });
     redis.defineCommand('fsRelease', { numberOfKeys: 8, lua: RELEASE });
     redis.defineCommand('fsReleaseOrders', { numberOfKeys: 8, lua: RELEASE_ORDERS });
     redis.defineCommand('fsClaim', { numberOfKeys: 6, lua: CLAIM });
@@ -385,7 +390,14 @@ export type ReserveResult =
   | { outcome: 'reserved'; remaining: number; seq: number }
   | { outcome: 'sold-out' }
   | { outcome: 'already-ordered'; orderId: string }
+  /** spec.suspend: nothing reserved (the operator set the SKU's switch). */
+  | { outcome: 'suspended' }
   | { outcome: 'sku-not-found' };
+
+export interface SkuLevel {
+  stock: number;
+  remaining: number;
+}
 
 export type ClaimResult = 'claimed' | 'claimed-before' | 'reaped' | 'unknown';
 
@@ -462,6 +474,8 @@ function reserveResult(code: number, detail: string, seq: number): ReserveResult
       return { outcome: 'already-ordered', orderId: detail };
     case -3:
       return { outcome: 'sold-out' };
+    case -4:
+      return { outcome: 'suspended' };
     default:
       return { outcome: 'sku-not-found' };
   }
@@ -473,7 +487,7 @@ export class StockStore {
   /** Reserves of this turn, one script call per SKU (see reserve). */
   private readonly reserves = new PerTurn<(string | number)[], ReserveResult>(RESERVE_CHUNK, async (skuId, reservations) => {
     const k = this.keys(skuId);
-    const out = await this.redis.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...reservations.flat());
+    const out = await this.redis.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, k.suspended, ...reservations.flat());
     return reservations.map((_, j) => reserveResult(Number(out[3 * j]), String(out[3 * j + 1]), Number(out[3 * j + 2])));
   });
   /** Releases of closed orders asked for in this turn, one script call per SKU (see releaseOrders). */
@@ -566,11 +580,24 @@ export class StockStore {
   }
 
   /** Seeded stock and remaining units, or null when the SKU has no keys. */
-  async level(skuId: string): Promise<{ stock: number; remaining: number } | null> {
+  async level(skuId: string): Promise<SkuLevel | null> {
+    return (await this.state(skuId)).level;
+  }
+
+  /** level() and whether the SKU's switch refuses new reservations (spec.suspend), in one read. */
+  async state(skuId: string): Promise<{ level: SkuLevel | null; suspended: boolean }> {
     const k = this.keys(skuId);
-    const [seeded, remaining] = await this.redis.mget(k.seeded, k.stock);
-    if (seeded === null || remaining === null) return null;
-    return { stock: Number(seeded), remaining: Number(remaining) };
+    const [seeded, remaining, suspended] = await this.redis.mget(k.seeded, k.stock, k.suspended);
+    return { level: seeded === null || remaining === null ? null : { stock: Number(seeded), remaining: Number(remaining) }, suspended: suspended !== null };
+  }
+
+  /**
+   * Sets or clears the SKU's switch the reserve script reads (spec.suspend); true when this call
+   * changed it. Set before a SKU is seeded, so a SKU added to a suspended sale never sells early.
+   */
+  async setSuspended(skuId: string, suspended: boolean): Promise<boolean> {
+    const k = this.keys(skuId);
+    return suspended ? (await this.redis.set(k.suspended, '1', 'NX')) === 'OK' : (await this.redis.del(k.suspended)) === 1;
   }
 
   /**

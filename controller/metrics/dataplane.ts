@@ -41,7 +41,7 @@ function build(registry: Registry) {
     }),
     apiRequests: new FastCounter({
       name: 'flashsale_api_requests_total',
-      help: 'Purchase requests decided by the API, by outcome (accepted, sold_out, already_ordered, not_started, ended, sale_not_found, sku_not_found, invalid, unavailable).',
+      help: 'Purchase requests decided by the API, by outcome (accepted, sold_out, already_ordered, not_started, ended, suspended, sale_not_found, sku_not_found, invalid, unavailable).',
       labelNames: ['flashsale', 'outcome'] as const,
       registers,
     }),

@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { oncePerRegistry } from './registry.ts';
 
 /** Every phase a FlashSale can be in (the CRD's status.phase enum). */
-export const SALE_PHASES = ['Pending', 'Provisioning', 'Ready', 'Degraded', 'Invalid', 'Deleting'] as const;
+export const SALE_PHASES = ['Pending', 'Provisioning', 'Ready', 'Suspended', 'Degraded', 'Invalid', 'Deleting'] as const;
 export type SalePhase = (typeof SALE_PHASES)[number];
 
 /** Outcomes of one reconcile: success, error (retried with backoff), invalid (spec refused), requeue (waiting on something). */

@@ -121,6 +121,8 @@ export interface StatusInput {
   topics?: Step<{ name: string; partitions: number; purpose: string }[]>;
   schema?: Step<{ version: number }>;
   stock?: Step<{ id: string; stock: number; remaining: number }[]>;
+  /** spec.suspend as the stock step set it on every SKU this round; undefined when it could not. */
+  suspended?: boolean;
   /** The Deployments as observed after acting; `failed` when applying them failed. */
   workloads?: { deployments: V1Deployment[]; failed?: { reason: string; message: string }; blocked?: string };
 }
@@ -208,6 +210,8 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
       set('StockReady', true, 'StockReady', `${input.stock.value.length} SKUs seeded`);
     } else set('StockReady', false, input.stock.reason, input.stock.message);
   }
+  // What Redis enforces, not what the spec asks: true only once every SKU's switch is set.
+  if (input.suspended !== undefined) status.suspended = input.suspended;
   if (input.workloads) {
     const ds = [...input.workloads.deployments].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
     status.workloads = ds.map((d) => ({ name: d.metadata?.name ?? '', replicas: d.spec?.replicas ?? 0, readyReplicas: d.status?.readyReplicas ?? 0 }));
@@ -241,7 +245,8 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
   if (notReady.length === 0) set('Ready', true, 'Ready', 'topics, stock, schema and workloads are ready');
   else set('Ready', false, notReady[0]?.reason ?? 'Pending', notReady.map((c) => `${c.type}: ${c.message ?? c.reason ?? ''}`).join('; '));
   const failing = notReady.some((c) => c.status === 'False' && !['Progressing', 'Blocked'].includes(c.reason ?? ''));
-  const phase = notReady.length === 0 ? 'Ready' : failing ? 'Degraded' : 'Provisioning';
+  // Suspended is Ready with the emergency stop on: every part runs, only new reservations are refused.
+  const phase = notReady.length === 0 ? (status.suspended ? 'Suspended' : 'Ready') : failing ? 'Degraded' : 'Provisioning';
   return { ...status, phase, conditions: orderConditions(conditions) };
 }
 

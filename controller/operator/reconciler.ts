@@ -4,7 +4,7 @@
 // change makes no write at all, to the API or elsewhere, and no read of the API either.
 import type { V1Deployment, V1PodDisruptionBudget, V1Service } from '@kubernetes/client-node';
 import type { MysqlConfig } from '../config.ts';
-import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, REBUILD_GRACE_MS, soldUnits, type TopicsOutcome } from '../dataplane/provision.ts';
+import { deleteSaleData, ensureSchema, ensureStock, ensureTopics, NotSupportedError, ordersDrained, RebuildBlockedError, REBUILD_GRACE_MS, soldUnits, type SuspensionOutcome, type TopicsOutcome } from '../dataplane/provision.ts';
 import { StockStore } from '../dataplane/stock.ts';
 import type { KafkaGateway } from '../infra/kafka.ts';
 import { latestSchemaVersion, schemaVersion, type Pool } from '../infra/mysql.ts';
@@ -240,6 +240,8 @@ export class Reconciler {
     const topics = fresh ? ({ ok: true, value: known.topics } as const) : await step('topics', 'kafka', async () => (await ensureTopics(await this.d.kafka.admin(), sale)).topics);
     if (!fresh && schema.ok && topics.ok) this.verified.set(key, { generation, at: this.d.clock.now(), schema: schema.value, topics: topics.value });
     else if (!fresh) this.verified.delete(key);
+    // spec.suspend as set in Redis this round (even when a later part of the stock step refused).
+    let suspension: SuspensionOutcome | undefined;
     const stock = await step('stock', 'stock', async () => {
       const admin = await this.d.kafka.admin();
       const drained = async () => {
@@ -250,7 +252,15 @@ export class Reconciler {
         if (written && now - since < (this.d.rebuildGraceMs ?? REBUILD_GRACE_MS)) return false;
         return ordersDrained(admin, sale);
       };
-      const out = await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key, { ordersDrained: drained });
+      const out = await ensureStock(new StockStore(this.d.redis, sale), this.d.pool, sale, key, {
+        ordersDrained: drained,
+        onSuspension: (s) => {
+          suspension = s;
+          if (s.changed.length > 0) {
+            this.event(raw, s.suspended ? 'Warning' : 'Normal', s.suspended ? 'Suspended' : 'Resumed', `${s.suspended ? 'new orders refused (spec.suspend)' : 'new orders accepted again'} for ${s.changed.join(', ')}`);
+          }
+        },
+      });
       this.stockMissingSince.delete(key);
       return out.skus;
     });
@@ -326,6 +336,7 @@ export class Reconciler {
       schema,
       topics,
       stock,
+      suspended: suspension?.suspended,
       workloads: { deployments: children.deployments, failed, blocked },
     });
     await timed('status', () => this.writeStatus(raw, status));

@@ -15,6 +15,10 @@ startTime?: string
  */
 endTime?: string
 /**
+ * The sale's emergency stop. True refuses every new reservation (403 SALE_SUSPENDED) from the moment the operator has set it in Redis, with no pod restarted; orders accepted before are written, paid and closed as usual and their released stock waits for the sale to resume. Absent or false sells as usual. status.suspended says when it took effect.
+ */
+suspend?: boolean
+/**
  * Units of one SKU one user may hold at once, counting UNPAID, PAID and in-flight orders.
  */
 perUserLimit?: number
@@ -336,6 +340,10 @@ startTime?: string
  */
 endTime?: string
 /**
+ * The sale's emergency stop. True refuses every new reservation (403 SALE_SUSPENDED) from the moment the operator has set it in Redis, with no pod restarted; orders accepted before are written, paid and closed as usual and their released stock waits for the sale to resume. Absent or false sells as usual. status.suspended says when it took effect.
+ */
+suspend?: boolean
+/**
  * Units of one SKU one user may hold at once, counting UNPAID, PAID and in-flight orders.
  */
 perUserLimit: number
@@ -558,13 +566,17 @@ export interface FlashSaleStatus {
  */
 observedGeneration?: number
 /**
- * Summary of the sale's state.
+ * Summary of the sale's state. Suspended is Ready with spec.suspend in effect.
  */
-phase?: ("Pending" | "Provisioning" | "Ready" | "Degraded" | "Invalid" | "Deleting")
+phase?: ("Pending" | "Provisioning" | "Ready" | "Suspended" | "Degraded" | "Invalid" | "Deleting")
 /**
  * Number of SKUs in the spec.
  */
 skuCount?: number
+/**
+ * True once every SKU's switch in Redis refuses new reservations (spec.suspend); false once every one sells again.
+ */
+suspended?: boolean
 /**
  * Units left to sell across all SKUs.
  */
@@ -739,6 +751,10 @@ export const flashSaleSchema = {
           "format": "date-time",
           "maxLength": 64,
           "description": "When buying closes (RFC 3339). Absent means the sale never ends by itself. Must be after startTime."
+        },
+        "suspend": {
+          "type": "boolean",
+          "description": "The sale's emergency stop. True refuses every new reservation (403 SALE_SUSPENDED) from the moment the operator has set it in Redis, with no pod restarted; orders accepted before are written, paid and closed as usual and their released stock waits for the sale to resume. Absent or false sells as usual. status.suspended says when it took effect."
         },
         "perUserLimit": {
           "type": "integer",
@@ -1642,15 +1658,20 @@ export const flashSaleSchema = {
             "Pending",
             "Provisioning",
             "Ready",
+            "Suspended",
             "Degraded",
             "Invalid",
             "Deleting"
           ],
-          "description": "Summary of the sale's state."
+          "description": "Summary of the sale's state. Suspended is Ready with spec.suspend in effect."
         },
         "skuCount": {
           "type": "integer",
           "description": "Number of SKUs in the spec."
+        },
+        "suspended": {
+          "type": "boolean",
+          "description": "True once every SKU's switch in Redis refuses new reservations (spec.suspend); false once every one sells again."
         },
         "remaining": {
           "type": "integer",

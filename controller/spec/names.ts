@@ -63,6 +63,8 @@ export function saleNames(sale: SaleRef, options: NameOptions = {}) {
            * from an older snapshot).
            */
           seq: `${tag}:seq`,
+          /** Present while spec.suspend is true: the reserve script refuses new reservations (the operator sets it). */
+          suspended: `${tag}:suspended`,
         };
       },
       /** Lock that keeps compensation scans of one sale from overlapping. */
