@@ -713,6 +713,61 @@ describe('operator end to end', () => {
     assert.match(events, /"reason": "MySQLUnavailable"/);
   });
 
+  it('the pause annotation: spec edits, a manual scale and a Delete-policy deletion are left alone while paused; removing it applies the edit and finishes the deletion', async () => {
+    const namespace = await ns({ pods: false });
+    const op = await operator(namespace);
+    await apply(namespace, saleYaml('pz', baseSpec({ deletionPolicy: 'Delete' })));
+    await waitProvisioned(namespace, 'pz');
+    const n = saleNames({ namespace, name: 'pz' });
+    const paused = (s: Sale) => cond(s, 'ReconciliationPaused');
+    const replicasOf = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, d.spec.replicas]));
+
+    await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'pz', 'flashsale.dev/pause-reconciliation=true']);
+    const first = await waitFor(namespace, 'pz', (s) => paused(s)?.status === 'True', 'ReconciliationPaused');
+    assert.equal(paused(first)?.reason, 'AnnotationSet');
+    assert.equal(await op.metricSum('flashsale_sale_reconcile_paused', { flashsale: n.key }), 1);
+    const applies = await applyCount(op);
+    const sizes = await replicasOf();
+    // An edit (more stock, a fixed API size) and a hand scale of the order writer, as in an incident.
+    await apply(namespace, saleYaml('pz', baseSpec({ deletionPolicy: 'Delete', skus: [{ id: 'phone-x', stock: 150, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m' }], workers: { api: { replicas: 3 } } })));
+    const edited = await waitFor(namespace, 'pz', (s) => paused(s)?.observedGeneration === s.metadata.generation, 'the paused round of the edit');
+    assert.equal(edited.status?.observedGeneration, first.metadata.generation, 'status keeps the generation acted on');
+    const successes = async () => (await op.metric('flashsale_operator_reconciles_total', 'result="success"')) ?? 0;
+    const before = await successes();
+    await kubectl.ok(['scale', '-n', namespace, 'deployment', n.workloads.orderWriter, '--replicas=3']);
+    await eventually(async () => (await successes()) > before, { what: 'a paused round after the hand scale' });
+    assert.equal(await applyCount(op), applies, 'nothing applied while paused');
+    assert.deepEqual((await replicasOf())[n.workloads.orderWriter], 3, 'the hand scale stays');
+    assert.equal((await replicasOf())[n.workloads.api], sizes[n.workloads.api], 'the API keeps its size');
+    assert.notEqual(sizes[n.workloads.api], 3);
+    assert.equal(await redis.get(n.redis.sku('phone-x').seeded), '100', 'stock untouched');
+    const events = async () => (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string; count?: number }[] }).items;
+    assert.equal((await events()).filter((e) => e.reason === 'ReconciliationPaused').length, 1, 'one Event for the pause');
+
+    await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'pz', 'flashsale.dev/pause-reconciliation-']);
+    const resumed = await waitFor(namespace, 'pz', (s) => s.status?.observedGeneration === s.metadata.generation && !paused(s) && cond(s, 'StockReady')?.observedGeneration === s.metadata.generation, 'resumed and the edit observed');
+    assert.deepEqual(resumed.status?.skus?.find((k) => k.id === 'phone-x')?.stock, 150);
+    assert.equal(await redis.get(n.redis.sku('phone-x').seeded), '150');
+    await eventually(async () => {
+      const r = await replicasOf();
+      return r[n.workloads.api] === 3 && r[n.workloads.orderWriter] === 1;
+    }, { what: 'the API at its new size and the order writer back to what lag asks' });
+    assert.equal(await op.metricSum('flashsale_sale_reconcile_paused', { flashsale: n.key }), 0);
+    await eventually(async () => (await events()).some((e) => e.reason === 'ReconciliationResumed'), { what: 'the ReconciliationResumed Event' });
+
+    // Paused again, then deleted: the finalizer holds and the topics stay until the annotation goes.
+    await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'pz', 'flashsale.dev/pause-reconciliation=true']);
+    await waitFor(namespace, 'pz', (s) => paused(s)?.status === 'True', 'paused again');
+    await kubectl.ok(['delete', '-n', namespace, 'flashsale', 'pz', '--wait=false']);
+    const held = await waitFor(namespace, 'pz', (s) => /its deletion waits until the annotation is removed/.test(paused(s)?.message ?? ''), 'deletion held by the pause');
+    assert.deepEqual(held.metadata.finalizers, ['flashsale.dev/cleanup']);
+    assert.equal(await topicPartitions(n.topics.orders), 2, 'no data deleted while paused');
+    assert.equal((await deployments(namespace)).length > 0, true, 'no worker stopped while paused');
+    await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'pz', 'flashsale.dev/pause-reconciliation-']);
+    await eventually(async () => /NotFound/.test((await kubectl.run(['get', '-n', namespace, 'flashsale', 'pz'])).stderr), { timeoutMs: 60_000, what: 'the sale deleted once resumed' });
+    assert.equal(await topicPartitions(n.topics.orders), undefined, 'Delete policy honoured after the pause');
+  });
+
   it('delete with Retain keeps topics and keys; delete with Delete removes them (orders stay)', async () => {
     const namespace = await ns({ pods: false });
     await operator(namespace);

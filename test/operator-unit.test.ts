@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../controller/operator/clock.ts';
-import { buildStatus, decide, FINALIZER, planChildren, recommendations, rolloutState, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
+import { buildStatus, decide, FINALIZER, PAUSE_ANNOTATION, PAUSED_CONDITION, pausedStatus, planChildren, recommendations, rolloutState, setCondition, jsonEqual, type RawSale } from '../controller/operator/decide.ts';
 import { ResilientInformer, type InformerLike } from '../controller/operator/informer.ts';
 import { EventRecorder } from '../controller/operator/events.ts';
 import { LeaderElector, microTime, type LeaseSpec, type LeaseStore } from '../controller/operator/leader.ts';
@@ -70,6 +70,35 @@ describe('decide', () => {
     const forced = decide(rawSale({ deletionPolicy: 'Delete' }, { ...deleting, annotations: { 'flashsale.dev/force-delete': 'true' } }));
     assert.equal((forced as { cleanup: string }).cleanup, 'force');
     assert.equal(decide(rawSale({}, { deletionTimestamp: '2026-01-01T00:00:00Z', finalizers: ['other'] })).action, 'ignore');
+  });
+
+  it('pauses on the pause annotation before anything else but force-delete; a paused status keeps what was reported and the next round drops the condition', () => {
+    const pause = { annotations: { [PAUSE_ANNOTATION]: 'true' } };
+    const running = decide(rawSale({}, pause));
+    assert.deepEqual([running.action, running.action === 'paused' && running.deleting, running.action === 'paused' && running.sale?.metadata.name], ['paused', false, 'sd']);
+    const invalid = decide(rawSale({ skus: [] }, pause));
+    assert.deepEqual([invalid.action, invalid.action === 'paused' && invalid.sale], ['paused', undefined], 'an invalid spec is not acted on either');
+    const deleting = { deletionTimestamp: '2026-01-01T00:00:00Z', finalizers: [FINALIZER] };
+    const held = decide(rawSale({ deletionPolicy: 'Delete' }, { ...deleting, ...pause }));
+    assert.deepEqual([held.action, held.action === 'paused' && held.deleting], ['paused', true], 'no data deleted while paused');
+    const forced = decide(rawSale({}, { ...deleting, annotations: { [PAUSE_ANNOTATION]: 'true', 'flashsale.dev/force-delete': 'true' } }));
+    assert.equal((forced as { cleanup: string }).cleanup, 'force', 'force-delete touches no data, so it is honoured');
+    assert.equal(decide(rawSale({}, { annotations: { [PAUSE_ANNOTATION]: 'false' } })).action, 'provision', 'only "true" pauses');
+
+    const ok = <T,>(value: T) => ({ ok: true as const, value });
+    const readyInput = { generation: 4, now: 't1', topics: ok([]), schema: ok({ version: 1 }), stock: ok([]), workloads: { deployments: [] } };
+    const before = buildStatus(undefined, readyInput);
+    const paused = pausedStatus(before, 5, 't2', false);
+    assert.equal(paused.observedGeneration, 4, 'generation 5 was not acted on');
+    assert.equal(paused.phase, before.phase);
+    assert.deepEqual(paused.conditions?.filter((c) => c.type !== PAUSED_CONDITION), before.conditions, 'the other conditions as reported');
+    const c = paused.conditions?.find((x) => x.type === PAUSED_CONDITION);
+    assert.deepEqual([c?.status, c?.reason, c?.observedGeneration, c?.lastTransitionTime], ['True', 'AnnotationSet', 5, 't2']);
+    assert.ok(jsonEqual(paused, pausedStatus(paused, 5, 't3', false)), 'an unchanged paused sale writes nothing');
+    assert.match(pausedStatus(before, 5, 't2', true).conditions?.find((x) => x.type === PAUSED_CONDITION)?.message ?? '', /deletion waits until the annotation is removed/);
+    const resumed = buildStatus(paused, { ...readyInput, generation: 5, now: 't4' });
+    assert.equal(resumed.conditions?.some((x) => x.type === PAUSED_CONDITION), false);
+    assert.equal(resumed.observedGeneration, 5);
   });
 });
 

@@ -66,6 +66,12 @@ function build(registry: Registry) {
       labelNames: ['flashsale', 'phase'] as const,
       registers,
     }),
+    salePaused: new Gauge({
+      name: 'flashsale_sale_reconcile_paused',
+      help: '1 while the FlashSale has the annotation flashsale.dev/pause-reconciliation: "true" (the operator changes nothing of it), else 0.',
+      labelNames: ['flashsale'] as const,
+      registers,
+    }),
     skuStock: new Gauge({
       name: 'flashsale_sku_stock',
       help: 'Units of a SKU on sale (spec.skus[].stock as applied to Redis).',
@@ -309,7 +315,7 @@ export function setSkuStock(m: OperatorMetrics, flashsale: string, sku: { id: st
 
 /** Removes every series of a deleted sale (phase and SKUs), so dashboards and alerts forget it. */
 export async function forgetSale(m: OperatorMetrics, flashsale: string): Promise<void> {
-  for (const g of [m.salePhase, m.skuStock, m.skuRemaining, m.skuSold] as Gauge<'flashsale' | 'phase' | 'sku'>[]) {
+  for (const g of [m.salePhase, m.salePaused, m.skuStock, m.skuRemaining, m.skuSold] as Gauge<'flashsale' | 'phase' | 'sku'>[]) {
     // remove() needs the exact label set; the gauge's current values list the ones that exist.
     for (const { labels } of (await g.get()).values) {
       if (labels.flashsale === flashsale) g.remove(labels as Record<string, string>);

@@ -9,6 +9,10 @@ import { applyConfiguration, desiredDeployment, desiredDisruptionBudget, desired
 
 export const FINALIZER = 'flashsale.dev/cleanup';
 export const FORCE_DELETE_ANNOTATION = 'flashsale.dev/force-delete';
+/** "true": the operator changes nothing of the sale (Strimzi's strimzi.io/pause-reconciliation). */
+export const PAUSE_ANNOTATION = 'flashsale.dev/pause-reconciliation';
+/** The condition a paused sale carries; removed when the annotation goes. */
+export const PAUSED_CONDITION = 'ReconciliationPaused';
 export const CONDITION_TYPES = ['TopicsReady', 'StockReady', 'SchemaReady', 'WorkloadsReady', 'Ready'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
@@ -25,6 +29,8 @@ export type Decision =
   | { action: 'ignore' }
   | { action: 'invalid'; problems: string[] }
   | { action: 'finalize'; cleanup: 'delete-data' | 'retain' | 'force'; sale?: FlashSale }
+  /** PAUSE_ANNOTATION: report it and touch nothing; `sale` when the spec is valid (for its metrics). */
+  | { action: 'paused'; sale?: FlashSale; deleting: boolean }
   | { action: 'provision'; sale: FlashSale; addFinalizer: boolean };
 
 /** What to do with this FlashSale, from its metadata and spec alone. */
@@ -40,13 +46,17 @@ export function decide(raw: RawSale): Decision {
     if (!(err instanceof InvalidSpecError)) throw err;
     problems = err.problems;
   }
+  const paused = meta.annotations?.[PAUSE_ANNOTATION] === 'true';
   if (meta.deletionTimestamp) {
     if (!finalizers.includes(FINALIZER)) return { action: 'ignore' };
+    // Force-delete only drops the finalizer (no data touched), so it is honoured while paused.
     if (meta.annotations?.[FORCE_DELETE_ANNOTATION] === 'true') return { action: 'finalize', cleanup: 'force' };
+    if (paused) return { action: 'paused', sale, deleting: true };
     // An invalid spec was never provisioned by this operator version: nothing to clean up.
     if (!sale) return { action: 'finalize', cleanup: 'retain' };
     return sale.spec.deletionPolicy === 'Delete' ? { action: 'finalize', cleanup: 'delete-data', sale } : { action: 'finalize', cleanup: 'retain', sale };
   }
+  if (paused) return { action: 'paused', sale, deleting: false };
   if (!sale) return { action: 'invalid', problems };
   return { action: 'provision', sale, addFinalizer: !finalizers.includes(FINALIZER) };
 }
@@ -172,10 +182,24 @@ export function rolloutState(d: V1Deployment): { state: 'done' | 'progressing' |
   return { state: 'done', message: `${name}: ${available}/${want}` };
 }
 
+/**
+ * The status of a paused sale: what was reported before, plus the ReconciliationPaused condition.
+ * observedGeneration stays at the last generation acted on, so a spec edited meanwhile shows as not
+ * observed.
+ */
+export function pausedStatus(previous: FlashSaleStatus | undefined, generation: number, now: string, deleting: boolean): FlashSaleStatus {
+  const message = `${PAUSE_ANNOTATION} is "true": the operator changes nothing of this sale (topics, stock, schema, Deployments, replicas)${
+    deleting ? `; its deletion waits until the annotation is removed (or ${FORCE_DELETE_ANNOTATION}: "true" drops the finalizer without cleanup)` : ''
+  }`;
+  const conditions = setCondition(previous?.conditions ?? [], { type: PAUSED_CONDITION, status: 'True', reason: 'AnnotationSet', message, observedGeneration: generation }, now);
+  return { ...(previous ?? {}), conditions: orderConditions(conditions) };
+}
+
 /** The status to report, from the previous one and this round's observations. */
 export function buildStatus(previous: FlashSaleStatus | undefined, input: StatusInput): FlashSaleStatus {
   const gen = input.generation;
-  let conditions: Condition[] = [...(previous?.conditions ?? [])];
+  // A round that runs is not paused (pausedStatus added the condition).
+  let conditions: Condition[] = (previous?.conditions ?? []).filter((c) => c.type !== PAUSED_CONDITION);
   const set = (type: ConditionType, ok: boolean, reason: string, message: string) => {
     conditions = setCondition(conditions, { type, status: ok ? 'True' : 'False', reason, message, observedGeneration: gen }, input.now);
   };

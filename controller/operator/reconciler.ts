@@ -16,7 +16,7 @@ import type { Condition, FlashSale, FlashSaleStatus } from '../spec/flashsale.ts
 import { saleNames } from '../spec/names.ts';
 import type { Clock } from './clock.ts';
 import type { EventSink } from './events.ts';
-import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, planChildren, recommendations, type Children, type LagObservation, type RawSale, type Step } from './decide.ts';
+import { buildStatus, decide, FINALIZER, FORCE_DELETE_ANNOTATION, jsonEqual, PAUSE_ANNOTATION, PAUSED_CONDITION, pausedStatus, planChildren, recommendations, type Children, type LagObservation, type RawSale, type Step } from './decide.ts';
 import { APPLY_PATCH, applyQuery, isConflict, isNotFound, paths, type KubeClient } from './kube.ts';
 import type { Stabilizer } from './scaling.ts';
 import type { Child, WorkerEnv } from './workloads.ts';
@@ -121,6 +121,11 @@ export class Reconciler {
       return { result: 'success' };
     }
     const decision = decide(raw);
+    if (decision.action !== 'paused' && decision.action !== 'ignore') {
+      // The status this round writes drops the condition (buildStatus).
+      if ((raw.status?.conditions ?? []).some((c) => c.type === PAUSED_CONDITION)) this.event(raw, 'Normal', 'ReconciliationResumed', `${PAUSE_ANNOTATION} removed: the operator reconciles this sale again`);
+      if (this.d.metrics) this.d.metrics.salePaused.set({ flashsale: key }, 0);
+    }
     switch (decision.action) {
       case 'ignore':
         return { result: 'success' };
@@ -129,11 +134,28 @@ export class Reconciler {
         await this.writeStatus(raw, status);
         return { result: 'invalid' };
       }
+      case 'paused':
+        return this.paused(raw, key, decision.sale, decision.deleting);
       case 'finalize':
         return this.finalize(raw, key, decision.cleanup, decision.sale);
       case 'provision':
         return this.provision(raw, key, decision.sale, decision.addFinalizer);
     }
+  }
+
+  /**
+   * PAUSE_ANNOTATION: no topic, key, table, child, replica count or finalizer is touched; only the
+   * status says so. The sale's lag and phase metrics go on (reads). No requeue: removing the
+   * annotation is an update the informer delivers.
+   */
+  private async paused(raw: RawSale, key: string, sale: FlashSale | undefined, deleting: boolean): Promise<ReconcileOutcome> {
+    if (sale) this.d.onSale?.(key, sale);
+    const wasPaused = (raw.status?.conditions ?? []).some((c) => c.type === PAUSED_CONDITION);
+    const status = pausedStatus(raw.status, raw.metadata.generation ?? 0, this.now(), deleting);
+    await this.writeStatus(raw, status);
+    if (!wasPaused) this.event(raw, 'Normal', 'ReconciliationPaused', status.conditions?.find((c) => c.type === PAUSED_CONDITION)?.message ?? 'paused');
+    if (this.d.metrics) this.d.metrics.salePaused.set({ flashsale: key }, 1);
+    return { result: 'success' };
   }
 
   private now(): string {
