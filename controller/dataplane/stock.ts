@@ -42,8 +42,9 @@ end
 // (PerTurn below); they are decided one after another, as separate calls would be, in the order asked,
 // on local copies of the stock and the users' holdings, then written with one command per key.
 // Returns three values per reservation: code (1 reserved, -1 the SKU has no keys, -2 the user holds
-// the limit, -3 sold out, -4 the sale is suspended: it would have reserved), detail (units left after it; the user's last order id for -2), the SKU's
-// counter after it (restore-fence.ts; 0 unless reserved now).
+// the limit, -3 sold out, -4 it would have reserved but the sale is suspended), detail (units left
+// after it; the user's last order id for -2), the SKU's counter after it (restore-fence.ts; 0 unless
+// reserved now).
 const RESERVE = `${BATCH_HELPERS}
 local out = {}
 local n = #ARGV / 6
@@ -345,6 +346,8 @@ const CONFIRM_CHUNK = 1000;
 /** Closed orders per release call, for the same reason. */
 const RELEASE_CHUNK = 1000;
 
+const RESERVE_KEY_COUNT = 7;
+
 /** Reservations per reserve call, for the same reason (a reserve costs Redis a few µs: 256 ≈ 1-2 ms). */
 const RESERVE_CHUNK = 256;
 
@@ -363,7 +366,7 @@ type Scripted = Redis & {
 function withScripts(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.fsReserve !== 'function') {
-    redis.defineCommand('fsReserve', { numberOfKeys: 7, lua: RESERVE });
+    redis.defineCommand('fsReserve', { numberOfKeys: RESERVE_KEY_COUNT, lua: RESERVE });
     redis.defineCommand('fsRelease', { numberOfKeys: 8, lua: RELEASE });
     redis.defineCommand('fsReleaseOrders', { numberOfKeys: 8, lua: RELEASE_ORDERS });
     redis.defineCommand('fsClaim', { numberOfKeys: 6, lua: CLAIM });
@@ -466,6 +469,14 @@ class PerTurn<I, O> {
   }
 }
 
+/**
+ * The reserve script's KEYS, in its order. The benchmark's floors call the script directly with
+ * these, so a key added here reaches them too.
+ */
+export function reserveKeys(k: ReturnType<ReturnType<typeof saleNames>['redis']['sku']>): string[] {
+  return [k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, k.suspended];
+}
+
 function reserveResult(code: number, detail: string, seq: number): ReserveResult {
   switch (code) {
     case 1:
@@ -487,7 +498,7 @@ export class StockStore {
   /** Reserves of this turn, one script call per SKU (see reserve). */
   private readonly reserves = new PerTurn<(string | number)[], ReserveResult>(RESERVE_CHUNK, async (skuId, reservations) => {
     const k = this.keys(skuId);
-    const out = await this.redis.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, k.suspended, ...reservations.flat());
+    const out = await this.redis.fsReserve(...reserveKeys(k), ...reservations.flat());
     return reservations.map((_, j) => reserveResult(Number(out[3 * j]), String(out[3 * j + 1]), Number(out[3 * j + 2])));
   });
   /** Releases of closed orders asked for in this turn, one script call per SKU (see releaseOrders). */

@@ -22,7 +22,7 @@ import kafkajs from 'kafkajs';
 import { readFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import { orderIdGenerator } from '../../../controller/dataplane/order-id.ts';
-import { StockStore } from '../../../controller/dataplane/stock.ts';
+import { reserveKeys, StockStore } from '../../../controller/dataplane/stock.ts';
 import type { MysqlConfig } from '../../../controller/config.ts';
 import { createPool } from '../../../controller/infra/mysql.ts';
 import { createRedis } from '../../../controller/infra/redis.ts';
@@ -147,7 +147,7 @@ async function server(cfg: AcceptFloorConfig): Promise<void> {
         ids.push(orderId);
         args.push(p.userId, 1, cfg.sale.spec.perUserLimit, orderId, JSON.stringify({ orderId, userId: p.userId, skuId: cfg.skuId, quantity: 1, reservedAt: now }), now);
       }
-      scripts.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...args).then(
+      scripts.fsReserve(...reserveKeys(k), ...args).then(
         (out) =>
           part.forEach((p, j) => {
             const code = Number(out[3 * j]);

@@ -19,7 +19,7 @@
 import { produceGroupingInstalled } from '../../../controller/infra/kafka.ts';
 import kafkajs from 'kafkajs';
 import type { Pool } from 'mysql2/promise';
-import { StockStore } from '../../../controller/dataplane/stock.ts';
+import { reserveKeys, StockStore } from '../../../controller/dataplane/stock.ts';
 import type { Redis } from '../../../controller/infra/redis.ts';
 import type { FlashSale } from '../../../controller/spec/flashsale.ts';
 import { saleNames } from '../../../controller/spec/names.ts';
@@ -94,7 +94,7 @@ export async function measureParts(o: PartsOptions): Promise<PartsFloor> {
     for (const part of chunks(list, o.batch)) {
       const args: (string | number)[] = [];
       for (const { id } of part) args.push(`user-${id}`, 1, 1, id, `{"orderId":"${id}","userId":"user-${id}","skuId":"${o.skuId}","quantity":1,"reservedAt":${now}}`, now);
-      const out = await scripts.fsReserve(k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, ...args);
+      const out = await scripts.fsReserve(...reserveKeys(k), ...args);
       const bad = part.findIndex((_, j) => Number(out[3 * j]) !== 1);
       if (bad >= 0) throw new Error(`parts floor: a reserve did not reserve: ${JSON.stringify(out.slice(3 * bad, 3 * bad + 3))}`);
     }
