@@ -454,6 +454,15 @@ describe('operator end to end', () => {
     assert.equal((await buy(api, 'es', 'u2', 'phone-x')).status, 202);
     assert.deepEqual(await templates(), before, 'resuming rolls nothing either');
     await eventually(async () => (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string }[] }).items.some((e) => e.reason === 'Resumed'), { what: 'the Resumed Event' });
+
+    // One SKU alone (a wrong price): the other sells on, and status says which.
+    await apply(namespace, saleYaml('es', baseSpec({ skus: [{ id: 'phone-x', stock: 5, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m', suspend: true }] })));
+    const oneSku = await waitFor(namespace, 'es', (s) => s.status?.observedGeneration === s.metadata.generation && s.status?.skus?.find((k) => k.id === 'ebook-y')?.suspended === true, 'status.skus[ebook-y].suspended', 30_000);
+    assert.equal(oneSku.status?.phase, 'Ready');
+    assert.equal(oneSku.status?.skus?.find((k) => k.id === 'phone-x')?.suspended, undefined);
+    assert.deepEqual(await buy(api, 'es', 'u3', 'ebook-y'), { status: 403, body: { error: 'SALE_SUSPENDED' } });
+    assert.equal((await buy(api, 'es', 'u3', 'phone-x')).status, 202);
+    assert.deepEqual(await templates(), before, 'no pod rolled for a SKU of its own either');
   });
 
   it("a worker's resources: applied as written, stored canonical without another apply; a change rolls only that role", async () => {

@@ -197,7 +197,7 @@ describe('children', () => {
     const before = templates(sale);
     for (const k of sale.spec.skus) assert.equal(workerSpec(sale, 'api').skus.find((x) => x.id === k.id)?.stock, 0, 'stock is read from Redis, never from the pod');
     const edited = valid(rawSale({
-      skus: [{ id: 'phone', stock: 999, timeoutBucket: '5m' }, { id: 'book', stock: 12345, timeoutBucket: '30m' }],
+      skus: [{ id: 'phone', stock: 999, timeoutBucket: '5m', suspend: true }, { id: 'book', stock: 12345, timeoutBucket: '30m' }],
       kafka: { partitions: 8, replicationFactor: 1 },
       workers: { api: { replicas: 5 }, orderWriter: { minReplicas: 2, maxReplicas: 6, lagThreshold: 10 }, timeoutCloser: { minReplicas: 1, maxReplicas: 4, lagThreshold: 50 } },
       // The emergency stop is a switch in Redis: restarting every pod would be the opposite of a stop.
@@ -477,27 +477,34 @@ describe('status', () => {
     assert.ok(jsonEqual(s1, s2), 'nothing changed ⇒ same status ⇒ no write');
   });
 
-  it('Suspended is Ready with spec.suspend in effect; a failing part still shows Degraded; a round that could not set the switch keeps what was reported', () => {
+  it('Suspended is Ready with spec.suspend in effect; a SKU of its own shows in status.skus only; a failing part still shows Degraded; a round that could not set the switches keeps what was reported', () => {
     const input = {
       generation: 3, now: 't1', topics: ok([{ name: 't', partitions: 4, purpose: 'orders' }]), schema: ok({ version: 2 }),
-      stock: ok([{ id: 'a', stock: 10, remaining: 7 }]), workloads: { deployments: [readyDeployment('x')] },
+      stock: ok([{ id: 'a', stock: 10, remaining: 7 }, { id: 'b', stock: 5, remaining: 5 }]), workloads: { deployments: [readyDeployment('x')] },
     };
-    const ready = buildStatus(undefined, { ...input, suspended: false });
+    const ready = buildStatus(undefined, { ...input, suspension: { sale: false, skus: [] } });
     assert.equal(ready.phase, 'Ready');
     assert.equal(ready.suspended, false);
-    const stopped = buildStatus(ready, { ...input, now: 't2', suspended: true });
+    assert.deepEqual(ready.skus, [{ id: 'a', stock: 10 }, { id: 'b', stock: 5 }], 'no suspended field where nothing is suspended');
+    const oneSku = buildStatus(ready, { ...input, now: 't2', suspension: { sale: false, skus: ['b'] } });
+    assert.equal(oneSku.phase, 'Ready', 'a suspended SKU leaves the sale Ready');
+    assert.deepEqual(oneSku.skus, [{ id: 'a', stock: 10 }, { id: 'b', stock: 5, suspended: true }]);
+    const stopped = buildStatus(ready, { ...input, now: 't2', suspension: { sale: true, skus: ['a', 'b'] } });
     assert.equal(stopped.phase, 'Suspended');
     assert.equal(stopped.suspended, true);
+    assert.deepEqual(stopped.skus?.map((k) => k.suspended), [true, true]);
     const readyCondition = stopped.conditions?.find((c) => c.type === 'Ready');
     assert.equal(readyCondition?.status, 'True', 'every part runs: only new reservations are refused');
     assert.deepEqual(readyCondition, ready.conditions?.find((c) => c.type === 'Ready'), 'Ready unchanged (no second Event beside Suspended)');
-    assert.ok(jsonEqual(stopped, buildStatus(stopped, { ...input, now: 't3', suspended: true })), 'an idle round writes nothing');
+    assert.ok(jsonEqual(stopped, buildStatus(stopped, { ...input, now: 't3', suspension: { sale: true, skus: ['a', 'b'] } })), 'an idle round writes nothing');
     const failing = buildStatus(stopped, { ...input, now: 't3', stock: { ok: false, reason: 'RedisUnavailable', message: 'connect ECONNREFUSED' } });
     assert.equal(failing.phase, 'Degraded');
     assert.equal(failing.suspended, true, 'not known this round: the last value Redis took stays');
-    const resumed = buildStatus(stopped, { ...input, now: 't4', suspended: false });
+    assert.deepEqual(failing.skus, stopped.skus);
+    const resumed = buildStatus(stopped, { ...input, now: 't4', suspension: { sale: false, skus: [] } });
     assert.equal(resumed.phase, 'Ready');
     assert.equal(resumed.suspended, false);
+    assert.ok(jsonEqual(resumed.skus, ready.skus));
   });
 
   it('maps a refused change to NotSupported and Degraded, keeping what was reported before', () => {

@@ -8,7 +8,7 @@ import type { Pool } from '../controller/infra/mysql.ts';
 import type { Redis } from '../controller/infra/redis.ts';
 import { createRegistry } from '../controller/metrics/dataplane.ts';
 import { OrderWriter } from '../controller/dataplane/order-writer.ts';
-import { ensureStock, ordersDrained, RebuildBlockedError } from '../controller/dataplane/provision.ts';
+import { ensureStock, ordersDrained, RebuildBlockedError, type SuspensionOutcome } from '../controller/dataplane/provision.ts';
 import { Reaper } from '../controller/dataplane/reaper.ts';
 import type { OrderMessage } from '../controller/dataplane/messages.ts';
 import { dropDatabase, eventually, logger, testConfig, testKafka, testRedis, uniqueName } from './support/infra.ts';
@@ -269,7 +269,7 @@ describe('the reserves of one event-loop turn', () => {
 });
 
 describe('spec.suspend, the sale\'s emergency stop', () => {
-  it('refuses only what would reserve, on every SKU (one added while suspended too), before a refused stock cut; idle rounds write nothing; resuming sells again', { timeout: 60_000 }, async () => {
+  it('refuses only what would reserve, on every SKU (one added while suspended too), before a refused stock cut; idle rounds write nothing; resuming sells again; one SKU alone', { timeout: 60_000 }, async () => {
     const skus = [{ id: 'few', stock: 2, timeoutBucket: 'long' }, { id: 'many', stock: 50, timeoutBucket: 'long' }];
     const spec = (extra: Record<string, unknown>) => ({ skus, timeoutBuckets: [{ name: 'long', delay: '30m' }], ...extra });
     const sale = saleDoc(uniqueName('susp'), spec({}));
@@ -281,17 +281,18 @@ describe('spec.suspend, the sale\'s emergency stop', () => {
       assert.equal((await ctx.stock.reserve(early, 1)).outcome, 'reserved');
       assert.equal((await ctx.stock.reserve(order('b', 'few'), 1)).outcome, 'reserved');
       const ensure = async (s: ReturnType<typeof saleDoc>) => {
-        const seen: { suspended: boolean; changed: string[] }[] = [];
+        const seen: SuspensionOutcome[] = [];
         const out = await ensureStock(ctx.stock, pool, s, ctx.key, { onSuspension: (o) => seen.push(o) }).catch((err: unknown) => err);
         assert.equal(seen.length, 1, `reported once per call (${String(out)})`);
-        return { out, suspension: seen[0] };
+        const o = seen[0] as SuspensionOutcome;
+        return { out, suspension: { ...o, skus: [...o.skus].sort(), turnedOn: [...o.turnedOn].sort(), turnedOff: [...o.turnedOff].sort() } };
       };
 
       // Suspended, with a SKU added in the same edit: its switch is set before it is seeded.
       const suspended = saleDoc(sale.metadata.namespace, spec({ suspend: true, skus: [...skus, { id: 'new', stock: 5, timeoutBucket: 'long' }] }));
       const first = await ensure(suspended);
       assert.ok(!(first.out instanceof Error), String(first.out));
-      assert.deepEqual({ ...first.suspension, changed: first.suspension?.changed.sort() }, { suspended: true, changed: ['few', 'many', 'new'] });
+      assert.deepEqual(first.suspension, { suspended: true, skus: ['few', 'many', 'new'], turnedOn: ['few', 'many', 'new'], turnedOff: [] });
       for (const sku of ['few', 'many', 'new']) assert.equal((await ctx.stock.state(sku)).suspended, true, sku);
       const refused = order('c', 'many');
       assert.deepEqual(await ctx.stock.reserve(refused, 1), { outcome: 'suspended' });
@@ -307,13 +308,13 @@ describe('spec.suspend, the sale\'s emergency stop', () => {
 
       // The same spec again writes nothing.
       const idle = await ensure(suspended);
-      assert.deepEqual(idle.suspension, { suspended: true, changed: [] });
+      assert.deepEqual(idle.suspension, { suspended: true, skus: ['few', 'many', 'new'], turnedOn: [], turnedOff: [] });
 
       // Resumed in the same edit as a refused stock cut: the switch follows spec.suspend anyway.
       const cut = saleDoc(sale.metadata.namespace, spec({ suspend: false, skus: [{ id: 'few', stock: 1, timeoutBucket: 'long' }, skus[1], { id: 'new', stock: 5, timeoutBucket: 'long' }] }));
       const resumed = await ensure(cut);
       assert.match(String(resumed.out), /stock cannot go below what is already sold: few has sold 2, spec asks 1/);
-      assert.deepEqual({ ...resumed.suspension, changed: resumed.suspension?.changed.sort() }, { suspended: false, changed: ['few', 'many', 'new'] });
+      assert.deepEqual(resumed.suspension, { suspended: false, skus: [], turnedOn: [], turnedOff: ['few', 'many', 'new'] });
       assert.equal((await ctx.stock.reserve(refused, 1)).outcome, 'reserved', 'sells again');
       assert.deepEqual(await ctx.stock.level('many'), { stock: 50, remaining: 49 });
 
@@ -324,6 +325,14 @@ describe('spec.suspend, the sale\'s emergency stop', () => {
       assert.ok(!(lost.out instanceof Error), String(lost.out));
       assert.deepEqual(await ctx.stock.level('many'), { stock: 50, remaining: 50 }, 'rebuilt from MySQL (no order of it was written)');
       assert.deepEqual(await ctx.stock.reserve(order('e', 'many'), 1), { outcome: 'suspended' });
+
+      // One SKU of its own (spec.skus[].suspend, a wrong price): the others sell on.
+      const one = saleDoc(sale.metadata.namespace, spec({ skus: [skus[0], { ...skus[1], suspend: true }, { id: 'new', stock: 5, timeoutBucket: 'long' }] }));
+      const single = await ensure(one);
+      assert.ok(!(single.out instanceof Error), String(single.out));
+      assert.deepEqual(single.suspension, { suspended: false, skus: ['many'], turnedOn: [], turnedOff: ['few', 'new'] });
+      assert.deepEqual(await ctx.stock.reserve(order('f', 'many'), 1), { outcome: 'suspended' });
+      assert.equal((await ctx.stock.reserve(order('f', 'new'), 1)).outcome, 'reserved');
     } finally {
       await removeSale(ctx, { kafka, redis });
     }

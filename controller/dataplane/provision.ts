@@ -138,10 +138,15 @@ export interface StockOutcome {
   adjusted: string[];
 }
 
-/** spec.suspend as set on every SKU's switch, and the SKUs whose switch this call turned on or off. */
+/** The SKUs' switches as this call left them (spec.suspend, spec.skus[].suspend). */
 export interface SuspensionOutcome {
+  /** spec.suspend: every SKU's switch is set. */
   suspended: boolean;
-  changed: string[];
+  /** Every SKU whose switch is set now. */
+  skus: string[];
+  /** The switches this call set and cleared. */
+  turnedOn: string[];
+  turnedOff: string[];
 }
 
 /**
@@ -155,9 +160,9 @@ export interface SuspensionOutcome {
  * no order is left between Kafka and MySQL (RebuildBlockedError otherwise, after the new SKUs were
  * seeded); a new sale's empty orders topic counts as drained.
  *
- * spec.suspend is applied first, on every SKU, and reported to `onSuspension` before anything below
- * can refuse: the emergency stop takes effect even when the same edit asks for a stock cut that is
- * refused.
+ * spec.suspend and spec.skus[].suspend are applied first, on every SKU, and reported to
+ * `onSuspension` before anything below can refuse: the emergency stop takes effect even when the
+ * same edit asks for a stock cut that is refused.
  */
 export async function ensureStock(
   stock: StockStore,
@@ -167,11 +172,17 @@ export async function ensureStock(
   options: { ordersDrained?: () => Promise<boolean>; onSuspension?: (outcome: SuspensionOutcome) => void } = {},
 ): Promise<StockOutcome> {
   const levels = await Promise.all(sale.spec.skus.map(async (s) => ({ sku: s, ...(await stock.state(s.id)) })));
-  // spec.suspend first, on every SKU (seeded or not): a SKU seeded or rebuilt below is refused from
-  // its first reservation, and a refused change further down leaves the switch as asked.
+  // The switches first, on every SKU (seeded or not): a SKU seeded or rebuilt below is refused from
+  // its first reservation, and a refused change further down leaves the switches as asked.
   const suspend = sale.spec.suspend === true;
-  const toggled = await Promise.all(levels.filter((l) => l.suspended !== suspend).map(async (l) => ((await stock.setSuspended(l.sku.id, suspend)) ? [l.sku.id] : [])));
-  options.onSuspension?.({ suspended: suspend, changed: toggled.flat() });
+  const wanted = (sku: (typeof levels)[number]['sku']) => suspend || sku.suspend === true;
+  const toggled = await Promise.all(levels.filter((l) => l.suspended !== wanted(l.sku)).map(async (l) => ((await stock.setSuspended(l.sku.id, wanted(l.sku))) ? [l.sku] : [])));
+  options.onSuspension?.({
+    suspended: suspend,
+    skus: levels.filter((l) => wanted(l.sku)).map((l) => l.sku.id),
+    turnedOn: toggled.flat().filter(wanted).map((k) => k.id),
+    turnedOff: toggled.flat().filter((k) => !wanted(k)).map((k) => k.id),
+  });
   const missing = levels.filter((l) => !l.level).map((l) => l.sku.id);
   const seededBefore = missing.length > 0 ? await seededSkus(pool, saleKey, missing) : new Set<string>();
   const lost = missing.filter((id) => seededBefore.has(id));

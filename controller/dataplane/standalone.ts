@@ -110,8 +110,9 @@ export const startStock: WorkerStarter = async (env) => {
       try {
         const stock = await ensureStock(ctx.stock, env.pool, ctx.sale, ctx.key, {
           ordersDrained: () => ordersDrained(admin, ctx.sale),
-          onSuspension: ({ suspended, changed }) => {
-            if (suspended || changed.length > 0) env.logger.warn({ sale: ctx.key, skus: changed }, suspended ? 'new orders suspended (spec.suspend)' : 'new orders resumed');
+          onSuspension: ({ skus, turnedOff }) => {
+            if (skus.length > 0) env.logger.warn({ sale: ctx.key, skus }, 'new orders suspended (spec.suspend, spec.skus[].suspend)');
+            if (turnedOff.length > 0) env.logger.info({ sale: ctx.key, skus: turnedOff }, 'new orders resumed');
           },
         });
         env.logger.info({ sale: ctx.key, seeded: stock.seeded, rebuilt: stock.rebuilt, adjusted: stock.adjusted, skus: stock.skus }, 'stock provisioned');

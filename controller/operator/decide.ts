@@ -131,8 +131,8 @@ export interface StatusInput {
   topics?: Step<{ name: string; partitions: number; purpose: string }[]>;
   schema?: Step<{ version: number }>;
   stock?: Step<{ id: string; stock: number; remaining: number }[]>;
-  /** spec.suspend as the stock step set it on every SKU this round; undefined when it could not. */
-  suspended?: boolean;
+  /** The switches as the stock step left them this round (spec.suspend; the SKUs whose switch is set); undefined when it could not. */
+  suspension?: { sale: boolean; skus: string[] };
   /** The Deployments as observed after acting; `failed` when applying them failed. */
   workloads?: { deployments: V1Deployment[]; failed?: { reason: string; message: string }; blocked?: string };
 }
@@ -229,13 +229,15 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
   }
   if (input.stock) {
     if (input.stock.ok) {
-      status.skus = input.stock.value.map((k) => ({ id: k.id, stock: k.stock }));
+      // `suspended` only where set: a sale that suspends nothing keeps the status it had.
+      const off = new Set(input.suspension?.skus ?? []);
+      status.skus = input.stock.value.map((k) => (off.has(k.id) ? { id: k.id, stock: k.stock, suspended: true } : { id: k.id, stock: k.stock }));
       status.skuCount = input.stock.value.length;
       set('StockReady', true, 'StockReady', `${input.stock.value.length} SKUs seeded`);
     } else set('StockReady', false, input.stock.reason, input.stock.message);
   }
   // What Redis enforces, not what the spec asks: true only once every SKU's switch is set.
-  if (input.suspended !== undefined) status.suspended = input.suspended;
+  if (input.suspension) status.suspended = input.suspension.sale;
   if (input.workloads) {
     const ds = [...input.workloads.deployments].sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
     status.workloads = ds.map((d) => ({ name: d.metadata?.name ?? '', replicas: d.spec?.replicas ?? 0, readyReplicas: d.status?.readyReplicas ?? 0 }));

@@ -278,9 +278,8 @@ export class Reconciler {
         ordersDrained: drained,
         onSuspension: (s) => {
           suspension = s;
-          if (s.changed.length > 0) {
-            this.event(raw, s.suspended ? 'Warning' : 'Normal', s.suspended ? 'Suspended' : 'Resumed', `${s.suspended ? 'new orders refused (spec.suspend)' : 'new orders accepted again'} for ${s.changed.join(', ')}`);
-          }
+          if (s.turnedOn.length > 0) this.event(raw, 'Warning', 'Suspended', `new orders refused (${s.suspended ? 'spec.suspend' : 'spec.skus[].suspend'}) for ${s.turnedOn.join(', ')}`);
+          if (s.turnedOff.length > 0) this.event(raw, 'Normal', 'Resumed', `new orders accepted again for ${s.turnedOff.join(', ')}`);
         },
       });
       this.stockMissingSince.delete(key);
@@ -358,7 +357,7 @@ export class Reconciler {
       schema,
       topics,
       stock,
-      suspended: suspension?.suspended,
+      suspension: suspension && { sale: suspension.suspended, skus: suspension.skus },
       workloads: { deployments: children.deployments, failed, blocked },
     });
     await timed('status', () => this.writeStatus(raw, status));

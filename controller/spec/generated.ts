@@ -41,6 +41,10 @@ stock: number
  * Name of the timeoutBuckets entry whose delay closes this SKU's unpaid orders.
  */
 timeoutBucket: string
+/**
+ * Refuses this SKU's new orders (403 SALE_SUSPENDED) as spec.suspend does for the whole sale, e.g. a SKU put on sale at a wrong price; the other SKUs sell on. status.skus[].suspended says when it took effect.
+ */
+suspend?: boolean
 }[]
 /**
  * Order timeouts, keyed by name. Each bucket gets its own Kafka delay topic and timeout-closer workload.
@@ -384,6 +388,10 @@ stock: number
  * Name of the timeoutBuckets entry whose delay closes this SKU's unpaid orders.
  */
 timeoutBucket: string
+/**
+ * Refuses this SKU's new orders (403 SALE_SUSPENDED) as spec.suspend does for the whole sale, e.g. a SKU put on sale at a wrong price; the other SKUs sell on. status.skus[].suspended says when it took effect.
+ */
+suspend?: boolean
 }
 export interface TimeoutBucketSpec {
 /**
@@ -574,7 +582,7 @@ phase?: ("Pending" | "Provisioning" | "Ready" | "Suspended" | "Degraded" | "Inva
  */
 skuCount?: number
 /**
- * True once every SKU's switch in Redis refuses new reservations (spec.suspend); false once every one sells again.
+ * True once every SKU's switch in Redis refuses new reservations (spec.suspend); false once spec.suspend is lifted everywhere (a SKU's own suspend shows in status.skus[].suspended).
  */
 suspended?: boolean
 /**
@@ -655,6 +663,10 @@ stock?: number
  * Units not yet reserved.
  */
 remaining?: number
+/**
+ * Present (true) while the SKU's switch in Redis refuses its new orders (spec.suspend or spec.skus[].suspend).
+ */
+suspended?: boolean
 }
 export interface WorkloadStatus {
 /**
@@ -798,6 +810,10 @@ export const flashSaleSchema = {
                 "minLength": 1,
                 "maxLength": 32,
                 "description": "Name of the timeoutBuckets entry whose delay closes this SKU's unpaid orders."
+              },
+              "suspend": {
+                "type": "boolean",
+                "description": "Refuses this SKU's new orders (403 SALE_SUSPENDED) as spec.suspend does for the whole sale, e.g. a SKU put on sale at a wrong price; the other SKUs sell on. status.skus[].suspended says when it took effect."
               }
             }
           }
@@ -1671,7 +1687,7 @@ export const flashSaleSchema = {
         },
         "suspended": {
           "type": "boolean",
-          "description": "True once every SKU's switch in Redis refuses new reservations (spec.suspend); false once every one sells again."
+          "description": "True once every SKU's switch in Redis refuses new reservations (spec.suspend); false once spec.suspend is lifted everywhere (a SKU's own suspend shows in status.skus[].suspended)."
         },
         "remaining": {
           "type": "integer",
@@ -1764,6 +1780,10 @@ export const flashSaleSchema = {
               "remaining": {
                 "type": "integer",
                 "description": "Units not yet reserved."
+              },
+              "suspended": {
+                "type": "boolean",
+                "description": "Present (true) while the SKU's switch in Redis refuses its new orders (spec.suspend or spec.skus[].suspend)."
               }
             }
           }
