@@ -83,6 +83,16 @@ async function moreReconciles(op: Operator, what = '3 more reconciles'): Promise
   await eventually(async () => (await rounds()) >= from + 3, { timeoutMs: 20_000, what });
 }
 
+/** Each Deployment's generation and pod template: equal before and after means no pod rolled. */
+async function podTemplates(namespace: string): Promise<Record<string, string>> {
+  return Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, `${d.metadata.generation} ${JSON.stringify(d.spec.template)}`]));
+}
+
+/** The namespace's Events, parsed. */
+async function saleEvents(namespace: string): Promise<{ reason: string; type: string; message: string }[]> {
+  return (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string; type: string; message: string }[] }).items;
+}
+
 /** How many applies `op` has sent (its reconcile step `apply`): an apply the apiserver finds unchanged writes nothing, so this counts at the source. */
 async function applyCount(op: Operator): Promise<number> {
   return (await op.metric('flashsale_operator_reconcile_step_duration_seconds_count', 'step="apply"')) ?? 0;
@@ -394,8 +404,7 @@ describe('operator end to end', () => {
     assert.ok(!api.startsWith('127.0.0.1:'), 'its own address, not the host loopback');
     for (const u of ['u1', 'u2']) assert.equal((await buy(api, 'st', u, 'phone-x')).status, 202);
     assert.deepEqual((await buy(api, 'st', 'u3', 'phone-x')).body.error, 'SOLD_OUT');
-    const templates = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, `${d.metadata.generation} ${JSON.stringify(d.spec.template)}`]));
-    const before = await templates();
+    const before = await podTemplates(namespace);
 
     await apply(namespace, saleYaml('st', spec(4)));
     const raised = await waitFor(namespace, 'st', (s) => s.status?.observedGeneration === s.metadata.generation && cond(s, 'StockReady')?.status === 'True' && cond(s, 'StockReady')?.observedGeneration === s.metadata.generation, 'stock raised');
@@ -403,7 +412,7 @@ describe('operator end to end', () => {
     await eventually(async () => (await op.metricSum('flashsale_sku_remaining', { flashsale: `${namespace}/st`, sku: 'phone-x' })) === 2, { what: 'two more units on sale' });
     // Three more rounds: nothing the operator applies changes a pod template.
     await moreReconciles(op);
-    assert.deepEqual(await templates(), before, 'no Deployment generation or template changed');
+    assert.deepEqual(await podTemplates(namespace), before, 'no Deployment generation or template changed');
     // The same API pods sell the new units (an answer from the brief sold-out cache is retried), then sell out again.
     const third = await eventually(async () => {
       const r = await buy(api, 'st', 'u3', 'phone-x');
@@ -423,8 +432,7 @@ describe('operator end to end', () => {
     const api = await eventually(async () => (await endpoints(namespace, 'es'))[0], { timeoutMs: 30_000, what: 'a Ready API pod' });
     const placed = await buy(api, 'es', 'u1', 'phone-x');
     assert.equal(placed.status, 202);
-    const templates = async () => Object.fromEntries((await deployments(namespace)).map((d) => [d.metadata.name, `${d.metadata.generation} ${JSON.stringify(d.spec.template)}`]));
-    const before = await templates();
+    const before = await podTemplates(namespace);
 
     await kubectl.ok(['patch', 'flashsale', 'es', '-n', namespace, '--type', 'merge', '-p', '{"spec":{"suspend":true}}']);
     const stopped = await waitFor(namespace, 'es', (s) => s.status?.observedGeneration === s.metadata.generation && s.status?.suspended === true, 'status.suspended', 30_000);
@@ -442,9 +450,8 @@ describe('operator end to end', () => {
     assert.equal(paid.status, 200);
     assert.equal(await op.metricSum('flashsale_sale_phase', { flashsale: `${namespace}/es`, phase: 'Suspended' }), 1);
     await moreReconciles(op);
-    assert.deepEqual(await templates(), before, 'no Deployment generation or template changed: no pod rolled');
-    const events = (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string; type: string; message: string }[] }).items;
-    const suspendedEvent = events.find((e) => e.reason === 'Suspended');
+    assert.deepEqual(await podTemplates(namespace), before, 'no Deployment generation or template changed: no pod rolled');
+    const suspendedEvent = (await saleEvents(namespace)).find((e) => e.reason === 'Suspended');
     assert.equal(suspendedEvent?.type, 'Warning');
     assert.match(suspendedEvent?.message ?? '', /new orders refused \(spec\.suspend\) for (phone-x, ebook-y|ebook-y, phone-x)/);
 
@@ -452,8 +459,8 @@ describe('operator end to end', () => {
     const resumed = await waitFor(namespace, 'es', (s) => s.status?.observedGeneration === s.metadata.generation && s.status?.suspended === false, 'resumed', 30_000);
     assert.equal(resumed.status?.phase, 'Ready');
     assert.equal((await buy(api, 'es', 'u2', 'phone-x')).status, 202);
-    assert.deepEqual(await templates(), before, 'resuming rolls nothing either');
-    await eventually(async () => (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string }[] }).items.some((e) => e.reason === 'Resumed'), { what: 'the Resumed Event' });
+    assert.deepEqual(await podTemplates(namespace), before, 'resuming rolls nothing either');
+    await eventually(async () => (await saleEvents(namespace)).some((e) => e.reason === 'Resumed'), { what: 'the Resumed Event' });
 
     // One SKU alone (a wrong price): the other sells on, and status says which.
     await apply(namespace, saleYaml('es', baseSpec({ skus: [{ id: 'phone-x', stock: 5, timeoutBucket: '5m' }, { id: 'ebook-y', stock: 500, timeoutBucket: '30m', suspend: true }] })));
@@ -462,7 +469,7 @@ describe('operator end to end', () => {
     assert.equal(oneSku.status?.skus?.find((k) => k.id === 'phone-x')?.suspended, undefined);
     assert.deepEqual(await buy(api, 'es', 'u3', 'ebook-y'), { status: 403, body: { error: 'SALE_SUSPENDED' } });
     assert.equal((await buy(api, 'es', 'u3', 'phone-x')).status, 202);
-    assert.deepEqual(await templates(), before, 'no pod rolled for a SKU of its own either');
+    assert.deepEqual(await podTemplates(namespace), before, 'no pod rolled for a SKU of its own either');
   });
 
   it("a worker's resources: applied as written, stored canonical without another apply; a change rolls only that role", async () => {
@@ -750,8 +757,7 @@ describe('operator end to end', () => {
     assert.equal((await replicasOf())[n.workloads.api], sizes[n.workloads.api], 'the API keeps its size');
     assert.notEqual(sizes[n.workloads.api], 3);
     assert.equal(await redis.get(n.redis.sku('phone-x').seeded), '100', 'stock untouched');
-    const events = async () => (JSON.parse(await kubectl.ok(['get', 'events', '-n', namespace, '-o', 'json'])) as { items: { reason: string; count?: number }[] }).items;
-    assert.equal((await events()).filter((e) => e.reason === 'ReconciliationPaused').length, 1, 'one Event for the pause');
+    assert.equal((await saleEvents(namespace)).filter((e) => e.reason === 'ReconciliationPaused').length, 1, 'one Event for the pause');
 
     await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'pz', 'flashsale.dev/pause-reconciliation-']);
     const resumed = await waitFor(namespace, 'pz', (s) => s.status?.observedGeneration === s.metadata.generation && !paused(s) && cond(s, 'StockReady')?.observedGeneration === s.metadata.generation, 'resumed and the edit observed');
@@ -762,7 +768,7 @@ describe('operator end to end', () => {
       return r[n.workloads.api] === 3 && r[n.workloads.orderWriter] === 1;
     }, { what: 'the API at its new size and the order writer back to what lag asks' });
     assert.equal(await op.metricSum('flashsale_sale_reconcile_paused', { flashsale: n.key }), 0);
-    await eventually(async () => (await events()).some((e) => e.reason === 'ReconciliationResumed'), { what: 'the ReconciliationResumed Event' });
+    await eventually(async () => (await saleEvents(namespace)).some((e) => e.reason === 'ReconciliationResumed'), { what: 'the ReconciliationResumed Event' });
 
     // Paused again, then deleted: the finalizer holds and the topics stay until the annotation goes.
     await kubectl.ok(['annotate', '-n', namespace, 'flashsale', 'pz', 'flashsale.dev/pause-reconciliation=true']);

@@ -176,12 +176,12 @@ export async function ensureStock(
   // its first reservation, and a refused change further down leaves the switches as asked.
   const suspend = sale.spec.suspend === true;
   const wanted = (sku: (typeof levels)[number]['sku']) => suspend || sku.suspend === true;
-  const toggled = await Promise.all(levels.filter((l) => l.suspended !== wanted(l.sku)).map(async (l) => ((await stock.setSuspended(l.sku.id, wanted(l.sku))) ? [l.sku] : [])));
+  const toggled = (await Promise.all(levels.filter((l) => l.suspended !== wanted(l.sku)).map(async (l) => ((await stock.setSuspended(l.sku.id, wanted(l.sku))) ? [l.sku] : [])))).flat();
   options.onSuspension?.({
     suspended: suspend,
     skus: levels.filter((l) => wanted(l.sku)).map((l) => l.sku.id),
-    turnedOn: toggled.flat().filter(wanted).map((k) => k.id),
-    turnedOff: toggled.flat().filter((k) => !wanted(k)).map((k) => k.id),
+    turnedOn: toggled.filter(wanted).map((k) => k.id),
+    turnedOff: toggled.filter((k) => !wanted(k)).map((k) => k.id),
   });
   const missing = levels.filter((l) => !l.level).map((l) => l.sku.id);
   const seededBefore = missing.length > 0 ? await seededSkus(pool, saleKey, missing) : new Set<string>();

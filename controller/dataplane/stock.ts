@@ -346,8 +346,6 @@ const CONFIRM_CHUNK = 1000;
 /** Closed orders per release call, for the same reason. */
 const RELEASE_CHUNK = 1000;
 
-const RESERVE_KEY_COUNT = 7;
-
 /** Reservations per reserve call, for the same reason (a reserve costs Redis a few µs: 256 ≈ 1-2 ms). */
 const RESERVE_CHUNK = 256;
 
@@ -366,7 +364,7 @@ type Scripted = Redis & {
 function withScripts(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.fsReserve !== 'function') {
-    redis.defineCommand('fsReserve', { numberOfKeys: RESERVE_KEY_COUNT, lua: RESERVE });
+    redis.defineCommand('fsReserve', { numberOfKeys: RESERVE_KEYS.length, lua: RESERVE });
     redis.defineCommand('fsRelease', { numberOfKeys: 8, lua: RELEASE });
     redis.defineCommand('fsReleaseOrders', { numberOfKeys: 8, lua: RELEASE_ORDERS });
     redis.defineCommand('fsClaim', { numberOfKeys: 6, lua: CLAIM });
@@ -469,12 +467,14 @@ class PerTurn<I, O> {
   }
 }
 
-/**
- * The reserve script's KEYS, in its order. The benchmark's floors call the script directly with
- * these, so a key added here reaches them too.
- */
-export function reserveKeys(k: ReturnType<ReturnType<typeof saleNames>['redis']['sku']>): string[] {
-  return [k.stock, k.holdings, k.lastOrder, k.reservations, k.reservationTimes, k.seq, k.suspended];
+type SkuKeys = ReturnType<ReturnType<typeof saleNames>['redis']['sku']>;
+
+/** The reserve script's KEYS, in its order: its key count and every caller's arguments come from this one list. */
+const RESERVE_KEYS = ['stock', 'holdings', 'lastOrder', 'reservations', 'reservationTimes', 'seq', 'suspended'] as const satisfies readonly (keyof SkuKeys)[];
+
+/** The reserve script's KEYS for one SKU. The benchmark's floors call the script directly with these, so a key added reaches them too. */
+export function reserveKeys(k: SkuKeys): string[] {
+  return RESERVE_KEYS.map((f) => k[f]);
 }
 
 function reserveResult(code: number, detail: string, seq: number): ReserveResult {
@@ -523,7 +523,7 @@ export class StockStore {
   }
 
   /** Key names per SKU, built once: reserve runs for every purchase. Bounded by the SKUs asked about. */
-  private readonly keyCache = new Map<string, ReturnType<ReturnType<typeof saleNames>['redis']['sku']>>();
+  private readonly keyCache = new Map<string, SkuKeys>();
 
   private keys(skuId: string) {
     let k = this.keyCache.get(skuId);

@@ -230,8 +230,8 @@ export function buildStatus(previous: FlashSaleStatus | undefined, input: Status
   if (input.stock) {
     if (input.stock.ok) {
       // `suspended` only where set: a sale that suspends nothing keeps the status it had.
-      const off = new Set(input.suspension?.skus ?? []);
-      status.skus = input.stock.value.map((k) => (off.has(k.id) ? { id: k.id, stock: k.stock, suspended: true } : { id: k.id, stock: k.stock }));
+      const suspendedSkus = new Set(input.suspension?.skus ?? []);
+      status.skus = input.stock.value.map((k) => (suspendedSkus.has(k.id) ? { id: k.id, stock: k.stock, suspended: true } : { id: k.id, stock: k.stock }));
       status.skuCount = input.stock.value.length;
       set('StockReady', true, 'StockReady', `${input.stock.value.length} SKUs seeded`);
     } else set('StockReady', false, input.stock.reason, input.stock.message);
