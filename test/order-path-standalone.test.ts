@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,7 +17,8 @@ import { closeHttpAgent, http, removeSale, saleDoc } from './support/order-path.
 
 const config = testConfig();
 const sale = saleDoc(uniqueName('run'));
-const file = join(mkdtempSync(join(tmpdir(), 'flashsale-run-')), 'sale.yaml');
+const dir = mkdtempSync(join(tmpdir(), 'flashsale-run-'));
+const file = join(dir, 'sale.yaml');
 let kafka: KafkaGateway;
 let redis: Redis;
 const children: ChildProcess[] = [];
@@ -68,6 +69,7 @@ after(async () => {
   await kafka.close();
   redis.disconnect();
   await dropDatabase(config);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 it('provisions, takes an order end to end, stops on SIGTERM, and keeps the stock on restart', { timeout: 120_000 }, async () => {

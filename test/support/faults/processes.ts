@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { FlashSale } from '../../../controller/spec/flashsale.ts';
-import { track } from './cleanup.ts';
+import { removeAtExit, track } from './cleanup.ts';
 import { freePort } from './proxy.ts';
 
 const bin = fileURLToPath(new URL('../../../bin/flashsale.js', import.meta.url));
@@ -48,6 +48,7 @@ export interface Worker {
 /** Writes the sale as a YAML file for `-f` (the same file every worker reads). */
 export function saleFile(sale: FlashSale): string {
   const dir = mkdtempSync(join(tmpdir(), 'fs-sale-'));
+  removeAtExit(dir);
   const file = join(dir, 'sale.yaml');
   writeFileSync(file, stringify(sale));
   return file;
