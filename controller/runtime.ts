@@ -39,7 +39,12 @@ let heldTickObject: object | undefined;
  * keeps its map and, through the maps' back pointers, the whole chain, so the feedback stays
  * monomorphic: test/runtime.test.ts checks both sides on this Node.
  *
- * The hook is enabled only around one nextTick at start-up, so nothing else pays for it. Idempotent.
+ * The hook is enabled only around one nextTick at start-up, and without promise tracking
+ * (`trackPromises: false`, Node ≥ 24.x): an async hook that tracks promises installs V8 promise
+ * hooks, which invalidate V8's PromiseHook protector for the process's life even after the hook is
+ * disabled, and optimized code then takes the slower, hook-checking path on every await (+7 % per
+ * await step in a scratch loop on Node 24.21). test/runtime.test.ts checks that the protector
+ * stays intact. Idempotent.
  */
 export function holdTickObjectMaps(): void {
   if (heldTickObject !== undefined) return;
@@ -47,6 +52,7 @@ export function holdTickObjectMaps(): void {
     init(_asyncId, type, _triggerAsyncId, resource) {
       if (type === 'TickObject' && heldTickObject === undefined) heldTickObject = resource;
     },
+    trackPromises: false,
   });
   hook.enable();
   try {

@@ -48,3 +48,23 @@ describe('held tick-object maps (controller/runtime.ts)', () => {
     assert.deepEqual(new Set(states), new Set(['MONOMORPHIC']), `every slot monomorphic: ${states.join(' ')}`);
   });
 });
+
+/** V8's protector invalidations in a child that runs `setup`, then awaits (--trace-protector-invalidation prints them). */
+async function protectorInvalidations(setup: string): Promise<string[]> {
+  const script = `${setup}; await Promise.resolve(); await new Promise((r) => setImmediate(r)); console.log('done');`;
+  const { stdout } = await run(process.execPath, ['--trace-protector-invalidation', '--input-type=module', '-e', script]);
+  assert.match(stdout, /done\n$/);
+  return [...stdout.matchAll(/Invalidating protector cell (\w+)/g)].map((m) => m[1] as string);
+}
+
+describe('the hold leaves promises alone (controller/runtime.ts)', () => {
+  it('an async hook that tracks promises invalidates the PromiseHook protector for good (the check sees it)', async () => {
+    const cells = await protectorInvalidations(`const h = (await import('node:async_hooks')).createHook({ init() {} }); h.enable(); process.nextTick(() => {}); h.disable()`);
+    assert.ok(cells.includes('PromiseHook'), `invalidated: ${cells.join(' ')}`);
+  });
+
+  it('holdTickObjectMaps keeps the PromiseHook protector intact', async () => {
+    const cells = await protectorInvalidations(`(await import(${JSON.stringify(runtimeModule)})).holdTickObjectMaps()`);
+    assert.ok(!cells.includes('PromiseHook'), `invalidated: ${cells.join(' ')}`);
+  });
+});
