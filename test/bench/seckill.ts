@@ -352,10 +352,10 @@ async function rejectionRounds(writer: ChildProcess, holders: Record<string, str
     const requests: Record<string, number> = { bare: 0, reject: 0 };
     for (const last = Math.min(REJECT_ROUNDS, round + LAUNCH_ROUNDS - 1); round <= last; round++) {
       for (const s of round % 2 === 1 ? servers : [...servers].reverse()) {
-        // The API's counters are read before its second of warm-up, not between it and the slice: a
-        // scrape there (a GET answered with some 14 KB) left the API ~9 % slower through the slice that
-        // followed (docs/order-path.md, "A scrape just before the slice"), and no other server has
-        // anything but its own load before its slice. The check below covers both wrk runs.
+        // The API's counters are read before its second of warm-up, not between it and the slice: no
+        // other server has anything but its own load before its slice, and an API scraped there ran
+        // ~9 % slower than one scraped before its warm-up in the same rounds (docs/order-path.md,
+        // "A scrape just before the slice"). The check below covers both wrk runs.
         const before = s.which === 'reject' ? (await http('GET', `${url}/metrics`)).text : '';
         // Every slice follows a second of unmeasured load on its server: the API's copy of a sold-out
         // SKU's holders lapses after 2 × 250 ms without requests (api.ts), and until a refresh lands the
