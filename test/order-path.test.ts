@@ -1,6 +1,7 @@
 // The order path end to end against the real Kafka, Redis and MariaDB: HTTP API → Redis reservation
 // → orders topic → order writer → MySQL (+ delay topic), the reaper and the dead-letter topic.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Redis as IORedis } from 'ioredis';
 import { Registry } from 'prom-client';
@@ -170,6 +171,57 @@ describe('order API', () => {
     }
     assert.equal(await ctx.stock.holding('hot', 'dave'), 0);
     assert.deepEqual(await ctx.stock.level('hot'), { stock: 100, remaining: 100 });
+  });
+
+  // The purchase route takes its body from node:http's parser, not from the request stream
+  // (controller/dataplane/api-request.ts): every way a body can arrive must reach it whole.
+  it('reads a purchase body however it arrives: after 100 Continue, byte by byte, in several chunks, pipelined, empty, too long', { timeout: 60_000 }, async () => {
+    const { hostname, port } = new URL(url);
+    const path = new URL(url).pathname + '/orders';
+    const head = (extra: string, length?: number) => `POST ${path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n${length === undefined ? '' : `content-length: ${length}\r\n`}${extra}`;
+    const chunked = (...pieces: string[]) => `${pieces.map((p) => `${Buffer.byteLength(p).toString(16)}\r\n${p}\r\n`).join('')}0\r\n\r\n`;
+    /** Writes `steps` on one connection ('after-continue' waits for the server's 100 Continue) and returns every answer's status and body. */
+    const exchange = (steps: (string | 'after-continue')[]): Promise<{ status: number; body: unknown }[]> =>
+      new Promise((resolve, reject) => {
+        const socket = connect(Number(port), hostname);
+        socket.setNoDelay(true);
+        let text = '';
+        let continued: (() => void) | undefined;
+        socket.on('data', (d: Buffer) => {
+          text += d.toString('latin1');
+          if (continued && text.includes('HTTP/1.1 100 Continue\r\n\r\n')) continued();
+        });
+        socket.on('error', reject);
+        socket.on('close', () => {
+          const answers = text.replace('HTTP/1.1 100 Continue\r\n\r\n', '').split(/(?=HTTP\/1\.1 \d{3} )/).filter(Boolean);
+          resolve(answers.map((a) => ({ status: Number(a.slice(9, 12)), body: JSON.parse(a.slice(a.indexOf('\r\n\r\n') + 4)) as unknown })));
+        });
+        socket.setTimeout(30_000, () => socket.destroy(new Error('no answer within 30 s')));
+        void (async () => {
+          for (const step of steps) {
+            if (step === 'after-continue') await new Promise<void>((ok) => (continued = ok));
+            else socket.write(step);
+          }
+        })();
+      });
+    const unknownSku = '{"userId":"pieces","skuId":"tablet"}';
+    const notFound = { status: 404, body: { error: 'SKU_NOT_FOUND' } };
+    // Headers first, the body only once the handler has run and asked for it.
+    assert.deepEqual(await exchange([head('expect: 100-continue\r\nconnection: close\r\n\r\n', unknownSku.length), 'after-continue', unknownSku]), [notFound]);
+    // One byte per write.
+    assert.deepEqual(await exchange([head('connection: close\r\n\r\n', unknownSku.length), ...unknownSku]), [notFound]);
+    // Chunked: one chunk per field, each its own piece of the body.
+    assert.deepEqual(await exchange([head('transfer-encoding: chunked\r\nconnection: close\r\n\r\n') + chunked('{"userId":"pieces",', '"skuId":', '"tablet"}')]), [notFound]);
+    // Two purchases pipelined in one write, each answered in turn; the second one buys.
+    const buys = '{"userId":"pipelined","skuId":"plenty"}';
+    const [first, second] = await exchange([head('\r\n', unknownSku.length) + unknownSku + head('connection: close\r\n\r\n', buys.length) + buys]);
+    assert.deepEqual(first, notFound);
+    assert.equal(second?.status, 202, JSON.stringify(second));
+    assert.equal(await ctx.stock.holding('plenty', 'pipelined'), 1);
+    // No body at all, and a chunked body over the limit (no length declared up front).
+    assert.equal((await exchange([head('connection: close\r\n\r\n', 0)]))[0]?.status, 400);
+    const [long] = await exchange([head('transfer-encoding: chunked\r\n\r\n') + chunked(...Array.from({ length: 5 }, () => 'x'.repeat(300)))]);
+    assert.deepEqual(long, { status: 400, body: { error: 'INVALID_REQUEST', message: 'body larger than 1024 bytes' } });
   });
 
   it('answers 404 SALE_NOT_FOUND, SKU_NOT_FOUND and ORDER_NOT_FOUND, 404/405 for other paths', { timeout: 60_000 }, async () => {

@@ -11,6 +11,7 @@ import type { Pool } from '../infra/mysql.ts';
 import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
+import { ApiRequest } from './api-request.ts';
 import type { OrderMessage } from './messages.ts';
 import { BadRequest, readOrderBody, type OrderBody } from './order-body.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
@@ -162,7 +163,7 @@ export class OrderApi {
     this.maxBody = opts.maxBodyBytes ?? 1024;
     this.soldOutTtl = opts.soldOutTtlMs ?? 250;
     this.metrics = dataPlaneMetrics(opts.registry);
-    this.server = createServer((req, res) => this.handle(req, res));
+    this.server = createServer({ IncomingMessage: ApiRequest }, (req, res) => this.handle(req as ApiRequest, res));
     this.server.keepAliveTimeout = 65_000;
     // A request Node's parser refuses (unknown method, bad header, headers over 16 KiB) never
     // reaches handle(): answer it in JSON too (docs/openapi.yaml, MalformedRequest), not a bare 400.
@@ -244,7 +245,7 @@ export class OrderApi {
     metricChild(this.durations, this.metrics.apiRequestDuration, sale, route).observe((performance.now() - started) / 1000);
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
+  private handle(req: ApiRequest, res: ServerResponse): void {
     const started = performance.now();
     if (this.draining) res.shouldKeepAlive = false;
     const url = req.url ?? '/';
@@ -334,11 +335,11 @@ export class OrderApi {
   /**
    * POST /v1/sales/{sale}/orders. Everything answered without Redis (bad input, the sale window, an
    * unknown SKU, the sold-out copy) is answered synchronously when the body has arrived, without a
-   * promise per request; only a reserve goes on to the async purchase(). The body is read here with
-   * two listeners and no other closure: this runs for every purchase. No 'error' listener: Node
-   * emits an aborted request's error only to listeners, and there is no one left to answer.
+   * promise per request; only a reserve goes on to the async purchase(). The body is taken from
+   * node:http's parser (api-request.ts) by one closure: this runs for every purchase. A request
+   * aborted before its body is complete is never answered: there is no one left to answer.
    */
-  private placeOrder(route: SaleRoute, req: IncomingMessage, res: ServerResponse, started: number): void {
+  private placeOrder(route: SaleRoute, req: ApiRequest, res: ServerResponse, started: number): void {
     if (declaredLength(req) > this.maxBody) {
       req.resume();
       this.bodyTooLarge(route, res);
@@ -346,11 +347,12 @@ export class OrderApi {
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= this.maxBody) chunks.push(c);
-    });
-    req.on('end', () => {
+    req.takeBody((c) => {
+      if (c !== null) {
+        size += c.length;
+        if (size <= this.maxBody) chunks.push(c);
+        return;
+      }
       let work: Promise<void> | void = undefined;
       try {
         if (size > this.maxBody) {

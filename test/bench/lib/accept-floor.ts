@@ -3,7 +3,8 @@
 // parts' floor (parts.ts) adds up what Redis, Kafka and MariaDB cost per order when asked in
 // batches, this runs an order path end to end under the same wrk load as the API, doing only what
 // every accepted order needs, with the same parts asked the same way:
-//   server (pinned like the API): read the body, JSON.parse it, check two strings; the reserve
+//   server (pinned like the API): read the body (taken from node:http's parser as the API takes it,
+//   controller/dataplane/api-request.ts), JSON.parse it, check two strings; the reserve
 //   script, one call per event-loop turn (the API's batching); a time-ordered order id (the API's
 //   generator: InnoDB's clustered index wants them); the order as JSON; one produce
 //   request in flight (acks=all, idempotent), orders gathered while it is in flight or for 2 ms when
@@ -21,6 +22,7 @@ import { produceGroupingInstalled } from '../../../controller/infra/kafka.ts';
 import kafkajs from 'kafkajs';
 import { readFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
+import { ApiRequest } from '../../../controller/dataplane/api-request.ts';
 import { orderIdGenerator } from '../../../controller/dataplane/order-id.ts';
 import { reserveKeys, StockStore } from '../../../controller/dataplane/stock.ts';
 import type { MysqlConfig } from '../../../controller/config.ts';
@@ -164,11 +166,11 @@ async function server(cfg: AcceptFloorConfig): Promise<void> {
     }
   };
 
-  createServer((req, res) => {
+  createServer({ IncomingMessage: ApiRequest }, (req, res) => {
     if (req.method === 'GET') return send(res, 200, JSON.stringify(counts));
     const body: Buffer[] = [];
-    req.on('data', (c: Buffer) => body.push(c));
-    req.on('end', () => {
+    (req as ApiRequest).takeBody((c) => {
+      if (c !== null) return void body.push(c);
       let o: { userId?: unknown; skuId?: unknown };
       try {
         o = JSON.parse(body.length === 1 ? (body[0] as Buffer).toString('utf8') : Buffer.concat(body).toString('utf8')) as typeof o;

@@ -1,6 +1,7 @@
 // `node test/bench/lib/rejection-floor.ts <port> <holders.json> [--connected]`: the rejection path's
 // floor on node:http, the rejection counterpart of the accept path's parts' floor (parts.ts). It does
-// only what every rejection has to do, and answers what the API answers: read the body, parse it (the
+// only what every rejection has to do, and answers what the API answers: read the body (taken from
+// node:http's parser as the API takes it, controller/dataplane/api-request.ts), parse it (the
 // usual body with the API's own reader, scanOrderBody, anything else with JSON.parse), check that
 // userId and skuId are strings, look the buyer up among the SKU's holders, answer 409 with
 // ALREADY_ORDERED and the order id or SOLD_OUT, count the answer and time it into a histogram. No
@@ -18,6 +19,7 @@
 import { createServer, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../../controller/config.ts';
+import { ApiRequest } from '../../../controller/dataplane/api-request.ts';
 import { scanOrderBody } from '../../../controller/dataplane/order-body.ts';
 import { createKafkaGateway } from '../../../controller/infra/kafka.ts';
 import { createPool } from '../../../controller/infra/mysql.ts';
@@ -37,11 +39,11 @@ function send(res: ServerResponse, status: number, body: string): void {
   res.end(body);
 }
 
-createServer((req, res) => {
+createServer({ IncomingMessage: ApiRequest }, (req, res) => {
   const started = performance.now();
   const chunks: Buffer[] = [];
-  req.on('data', (c: Buffer) => chunks.push(c));
-  req.on('end', () => {
+  (req as ApiRequest).takeBody((c) => {
+    if (c !== null) return void chunks.push(c);
     const raw = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
     let body: { userId?: unknown; skuId?: unknown };
     try {
