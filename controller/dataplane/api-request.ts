@@ -15,8 +15,8 @@ export class ApiRequest extends IncomingMessage {
   /**
    * From now on the body goes to `reader` instead of the stream, which then stays empty and never
    * ends ('data' and 'end' are not emitted). Called from the 'request' handler: node:http runs it
-   * from the headers' callback, before any of the body is parsed (test/api.test.ts sends bodies
-   * in pieces and in chunked encoding).
+   * from the headers' callback, before any of the body is parsed (test/order-path.test.ts sends
+   * bodies after 100 Continue, byte by byte, in chunks and pipelined).
    */
   takeBody(reader: BodyReader): void {
     this.bodyReader = reader;
