@@ -383,8 +383,9 @@ const howto = `How to read and run these benchmarks.
   ratio. The bare server reads each body through the request stream (\`req.resume()\`, \`'end'\`), as a
   plain node:http handler does; since 5a43de6 (2026-12-07) the API and both floors take a purchase
   body from node:http's parser instead (\`controller/dataplane/api-request.ts\`), which saved a
-  minimal handler 2.0 of its 18.3 µs per request (docs/order-path.md, "The purchase body taken from
-  push()"). Every slice follows 1 s of unmeasured load on its server (since 2026-12-04 10:20): the
+  minimal handler 2.0 of its 18.3 µs per request, and since db88c7e mark its stream finished at the
+  body's end, another 1.2 of 14.2 µs (docs/order-path.md, "The purchase body taken from push()" and
+  "The stream marked finished"). Every slice follows 1 s of unmeasured load on its server (since 2026-12-04 10:20): the
   API's copy of a sold-out SKU's holders lapses after half a second without requests, and a slice
   after an idle gap would begin with about a thousand reserves in Redis. Batches before 2026-12-04 10:00 ran the rejection path in 10-s pairs (bare → API, a process
   started per run), where identical code gave ratios from 0.72 to 1.01: the machine's drift between
