@@ -27,9 +27,10 @@ export class ApiRequest extends IncomingMessage {
 
   /**
    * From now on the body goes to `reader` instead of the stream, which stays empty and is marked
-   * finished at the body's end ('data', 'end' and 'close' are not emitted). Called from the 'request' handler: node:http runs it
-   * from the headers' callback, before any of the body is parsed (test/order-path.test.ts sends
-   * bodies after 100 Continue, byte by byte, in chunks and pipelined).
+   * finished at the body's end ('data', 'end' and 'close' are not emitted). Called from the
+   * 'request' handler: node:http runs it from the headers' callback, before any of the body is
+   * parsed (test/order-path.test.ts sends bodies after 100 Continue, byte by byte, in chunks and
+   * pipelined).
    */
   takeBody(reader: BodyReader): void {
     this.bodyReader = reader;
