@@ -79,6 +79,21 @@ export const migrations: { version: number; name: string; statements: string[] }
       ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
     ],
   },
+  {
+    version: 5,
+    name: 'orders_sale_sku',
+    // Every pay and every close changes an order's status, and each secondary index holding status
+    // is rewritten with it (an entry delete-marked, one inserted): about 8 µs of MariaDB CPU per
+    // index and order, measured. (status, due_at) is what the compensation scan walks; status in
+    // (sale, sku_id, status) only spared the rare rebuild ledger and the operator's sold count some
+    // row reads, so it goes. IF [NOT] EXISTS: a retry after a crash mid-migration must not fail.
+    statements: [
+      `ALTER TABLE orders
+        ADD KEY IF NOT EXISTS orders_sale_sku (sale, sku_id),
+        DROP KEY IF EXISTS orders_sale_sku_status,
+        ALGORITHM=INPLACE, LOCK=NONE`,
+    ],
+  },
 ];
 
 const MYSQL_CONNECT_TIMEOUT_MS = 20_000;
