@@ -232,6 +232,9 @@ test('timeouts CPU budget: the MySQL floor against the CPU per close the needed 
   assert.match(redis, /the UPDATE and the Redis server's share of the releases would take 41\.0 of the 40\.0 µs: out of reach that way too\./);
   const tight = closeCpuBudget([round(28, 20, 90, { closer: 2, redis: 0.8 })], 50_000);
   assert.match(tight, /would take 36\.0 of the 40\.0 µs, leaving 4\.0 µs for everything else; the closer's own process alone spent 20\.0 µs per close\./);
+  // The writes fit (20 + 15 of 40 µs), not with the Redis server's 8: out of reach all the same.
+  const withRedis = closeCpuBudget([round(20, 15, 90, { closer: 2, redis: 0.8 })], 50_000);
+  assert.match(withRedis, /the two statements fit in the budget, but with the Redis server's share of the releases they take 43\.0 µs per close, 3\.0 more than the target allows\. Without the record .* would take 28\.0 of the 40\.0 µs, leaving 12\.0 µs for everything else/);
   const within = closeCpuBudget([round(10, 5, 150)], 50_000);
   assert.match(within, /within the budget: the closer's cost above it is what must fall/);
   // Lines from before the floor was measured say nothing.

@@ -448,7 +448,10 @@ const howto = `How to read and run these benchmarks.
   per row for the ceiling's chunked conditional UPDATEs and for inserting those rows' release
   records as the closer does. Redis, Kafka, the lock-read and the applied mark come on top, so it
   too errs low. Above the CPU per close that the needed close rate leaves on the machine's cores,
-  the p99 target is out of reach at this design's cost. The release record is a design choice (a
+  alone or with the Redis server's CPU per close in the closer rounds (since 2026-12-07: a release
+  reaches Redis in any design), the p99 target is out of reach at this design's cost. Since migration
+  5 (af85efd, 2026-12-07) a close rewrites one secondary index of \`orders\`, not two
+  (docs/timeouts.md, "Status in one index"). The release record is a design choice (a
   release state on the order row could replace it, docs/timeouts.md), so the line also sets the
   UPDATE and the Redis server's CPU per close in the closer rounds (a release reaches Redis in any
   design) against the same budget.

@@ -489,9 +489,9 @@ export function closesNeeded(orders: number, spreadS: number): number {
  * of CPU per close for every process. The MySQL writes of this design's close — the conditional
  * UPDATE and the release record's INSERT, measured in the ceiling run as this process + MariaDB —
  * are a floor under it (Redis, Kafka, the lock-read and the applied mark come on top, so it errs
- * low). The record is a design choice (docs/timeouts.md): the line also says what the UPDATE and
- * the Redis server's share of the releases (a release reaches Redis in any design) would leave
- * without it.
+ * low), and so is the pair of them with the Redis server's share of the releases in the closer
+ * rounds (a release reaches Redis in any design). The record is a design choice (docs/timeouts.md):
+ * the line also says what the UPDATE and the Redis server's share would leave without it.
  */
 export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
   const c = closeCpuFloor(rounds, need);
@@ -506,13 +506,20 @@ export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
         ? ': out of reach that way too.'
         : `, leaving ${f1(allowed - updateAndRedis)} µs for everything else${Number.isFinite(closer.median) ? `; the closer's own process alone spent ${f1(closer.median)} µs per close` : ''}.`)
     : '';
+  // A release reaches Redis in any design, so the Redis server's share counts against the budget with the writes.
+  const withRedis = floor.median + redis.median;
+  const verdict = out
+    ? `Out of reach on ${cores} cores at this design's cost: those two statements alone cost ${f1(floor.median - allowed)} µs per close more than the target allows.${withoutRecord}`
+    : withRedis > allowed
+      ? `Out of reach on ${cores} cores at this design's cost: the two statements fit in the budget, but with the Redis server's share of the releases they take ${f1(withRedis)} µs per close, ${f1(withRedis - allowed)} more than the target allows.${withoutRecord}`
+      : `The floor is within the budget: the closer's cost above it is what must fall.`;
   return (
     ` CPU budget: ${f0(need)} closes/s on ${cores} cores leave ${f1(allowed)} µs of CPU per close for every process together. ` +
     `This design's MySQL writes per close cost ${f1(floor.median)} (${f1(floor.min)}–${f1(floor.max)}) µs per order in the ceiling runs ` +
     `(the conditional UPDATE ${f1(update.median)}, the release record's INSERT ${f1(insert.median)}; client + MariaDB)` +
     (Number.isFinite(redis.median) ? `; the Redis server spent ${f1(redis.median)} (${f1(redis.min)}–${f1(redis.max)}) µs per close in the closer rounds (the releases)` : '') +
     (Number.isFinite(spent.median) ? `; the closer spent ${f0(spent.median)} (${f0(spent.min)}–${f0(spent.max)}) µs per close, every process` : '') +
-    `. ${out ? `Out of reach on ${cores} cores at this design's cost: those two statements alone cost ${f1(floor.median - allowed)} µs per close more than the target allows.${withoutRecord}` : `The floor is within the budget: the closer's cost above it is what must fall.`}`
+    `. ${verdict}`
   );
 }
 
