@@ -19,32 +19,50 @@ const markFinished = ((): ((this: IncomingMessage) => void) => {
   return method;
 })();
 
-/** Receives a body's chunks in order, then null once the body is complete. */
-export type BodyReader = (chunk: Buffer | null) => void;
+/** The purchase body's default limit (the API's maxBodyBytes); a purchase body is a few dozen bytes. */
+export const DEFAULT_MAX_BODY_BYTES = 1024;
+
+/** Receives a body whole, decoded as UTF-8, or null when it was longer than the route's limit. */
+export type BodyHandler = (body: string | null) => void;
 
 export class ApiRequest extends IncomingMessage {
-  private bodyReader: BodyReader | undefined = undefined;
+  private onBody: BodyHandler | undefined = undefined;
+  private bodyLimit = 0;
+  private bodySize = 0;
+  // A purchase body comes in one piece: the array is only made for a second one.
+  private firstChunk: Buffer | undefined = undefined;
+  private moreChunks: Buffer[] | undefined = undefined;
 
   /**
-   * From now on the body goes to `reader` instead of the stream, which stays empty and is marked
-   * finished at the body's end ('data', 'end' and 'close' are not emitted). Called from the
-   * 'request' handler: node:http runs it from the headers' callback, before any of the body is
-   * parsed (test/order-path.test.ts sends bodies after 100 Continue, byte by byte, in chunks and
-   * pipelined).
+   * From now on the body goes to `onBody`, whole, instead of to the stream, which stays empty and is
+   * marked finished at the body's end ('data', 'end' and 'close' are not emitted). A body over
+   * `limit` bytes is read to its end and dropped: `onBody(null)`. Called from the 'request' handler:
+   * node:http runs it from the headers' callback, before any of the body is parsed
+   * (test/order-path.test.ts sends bodies after 100 Continue, byte by byte, in chunks and pipelined).
    */
-  takeBody(reader: BodyReader): void {
-    this.bodyReader = reader;
+  takeBody(limit: number, onBody: BodyHandler): void {
+    this.bodyLimit = limit;
+    this.onBody = onBody;
   }
 
   override push(chunk: Buffer | null, encoding?: BufferEncoding): boolean {
-    const reader = this.bodyReader;
-    if (reader === undefined) return super.push(chunk, encoding);
-    if (chunk === null) {
-      this.bodyReader = undefined;
-      markFinished.call(this);
+    const onBody = this.onBody;
+    if (onBody === undefined) return super.push(chunk, encoding);
+    if (chunk !== null) {
+      this.bodySize += chunk.length;
+      if (this.bodySize > this.bodyLimit) this.firstChunk = this.moreChunks = undefined;
+      else if (this.firstChunk === undefined) this.firstChunk = chunk;
+      else (this.moreChunks ??= [this.firstChunk]).push(chunk);
+      // Never "stop reading": what is kept stays within the limit.
+      return true;
     }
-    reader(chunk);
-    // Never "stop reading": the reader keeps what it is given, within the route's size limit.
+    this.onBody = undefined;
+    markFinished.call(this);
+    const first = this.firstChunk;
+    const more = this.moreChunks;
+    this.firstChunk = this.moreChunks = undefined;
+    // Joined before decoding: a character may be split between two chunks.
+    onBody(this.bodySize > this.bodyLimit ? null : more !== undefined ? Buffer.concat(more).toString('utf8') : (first?.toString('utf8') ?? ''));
     return true;
   }
 }

@@ -11,7 +11,7 @@ import type { Pool } from '../infra/mysql.ts';
 import type { Redis } from '../infra/redis.ts';
 import type { Logger } from '../log.ts';
 import { dataPlaneMetrics } from '../metrics/dataplane.ts';
-import { ApiRequest } from './api-request.ts';
+import { ApiRequest, DEFAULT_MAX_BODY_BYTES } from './api-request.ts';
 import type { OrderMessage } from './messages.ts';
 import { BadRequest, readOrderBody, type OrderBody } from './order-body.ts';
 import { isOrderId, orderIdGenerator, type OrderIdGenerator } from './order-id.ts';
@@ -160,10 +160,10 @@ export class OrderApi {
     }
     this.clock = opts.clock ?? Date.now;
     this.nextOrderId = opts.orderId ?? orderIdGenerator(this.clock);
-    this.maxBody = opts.maxBodyBytes ?? 1024;
+    this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.soldOutTtl = opts.soldOutTtlMs ?? 250;
     this.metrics = dataPlaneMetrics(opts.registry);
-    this.server = createServer({ IncomingMessage: ApiRequest }, (req, res) => this.handle(req as ApiRequest, res));
+    this.server = createServer({ IncomingMessage: ApiRequest }, (req, res) => this.handle(req, res));
     this.server.keepAliveTimeout = 65_000;
     // A request Node's parser refuses (unknown method, bad header, headers over 16 KiB) never
     // reaches handle(): answer it in JSON too (docs/openapi.yaml, MalformedRequest), not a bare 400.
@@ -345,21 +345,11 @@ export class OrderApi {
       this.bodyTooLarge(route, res);
       return this.observeOrder(route, started);
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.takeBody((c) => {
-      if (c !== null) {
-        size += c.length;
-        if (size <= this.maxBody) chunks.push(c);
-        return;
-      }
+    req.takeBody(this.maxBody, (raw) => {
       let work: Promise<void> | void = undefined;
       try {
-        if (size > this.maxBody) {
-          this.bodyTooLarge(route, res);
-        } else {
-          work = this.orderFromBody(route, chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8'), res);
-        }
+        if (raw === null) this.bodyTooLarge(route, res);
+        else work = this.orderFromBody(route, raw, res);
       } catch (err) {
         return this.orderFailed(route, req, res, started, err);
       }

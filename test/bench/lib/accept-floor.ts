@@ -22,7 +22,7 @@ import { produceGroupingInstalled } from '../../../controller/infra/kafka.ts';
 import kafkajs from 'kafkajs';
 import { readFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
-import { ApiRequest } from '../../../controller/dataplane/api-request.ts';
+import { ApiRequest, DEFAULT_MAX_BODY_BYTES as MAX_BODY } from '../../../controller/dataplane/api-request.ts';
 import { orderIdGenerator } from '../../../controller/dataplane/order-id.ts';
 import { reserveKeys, StockStore } from '../../../controller/dataplane/stock.ts';
 import type { MysqlConfig } from '../../../controller/config.ts';
@@ -168,12 +168,10 @@ async function server(cfg: AcceptFloorConfig): Promise<void> {
 
   createServer({ IncomingMessage: ApiRequest }, (req, res) => {
     if (req.method === 'GET') return send(res, 200, JSON.stringify(counts));
-    const body: Buffer[] = [];
-    (req as ApiRequest).takeBody((c) => {
-      if (c !== null) return void body.push(c);
+    req.takeBody(MAX_BODY, (raw) => {
       let o: { userId?: unknown; skuId?: unknown };
       try {
-        o = JSON.parse(body.length === 1 ? (body[0] as Buffer).toString('utf8') : Buffer.concat(body).toString('utf8')) as typeof o;
+        o = JSON.parse(raw ?? '') as typeof o;
       } catch {
         return answer(res, 400, '{"error":"INVALID_REQUEST"}');
       }

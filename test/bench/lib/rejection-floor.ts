@@ -19,7 +19,7 @@
 import { createServer, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../../controller/config.ts';
-import { ApiRequest } from '../../../controller/dataplane/api-request.ts';
+import { ApiRequest, DEFAULT_MAX_BODY_BYTES as MAX_BODY } from '../../../controller/dataplane/api-request.ts';
 import { scanOrderBody } from '../../../controller/dataplane/order-body.ts';
 import { createKafkaGateway } from '../../../controller/infra/kafka.ts';
 import { createPool } from '../../../controller/infra/mysql.ts';
@@ -41,10 +41,8 @@ function send(res: ServerResponse, status: number, body: string): void {
 
 createServer({ IncomingMessage: ApiRequest }, (req, res) => {
   const started = performance.now();
-  const chunks: Buffer[] = [];
-  (req as ApiRequest).takeBody((c) => {
-    if (c !== null) return void chunks.push(c);
-    const raw = chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
+  req.takeBody(MAX_BODY, (raw) => {
+    if (raw === null) return send(res, 400, '{"error":"INVALID_REQUEST"}');
     let body: { userId?: unknown; skuId?: unknown };
     try {
       body = scanOrderBody(raw) ?? (JSON.parse(raw) as typeof body);
