@@ -2,28 +2,19 @@
 // (sale, sku_id, status), so a status change (pay, close) rewrites one secondary index, not two.
 // Against the real MariaDB, from a database at schema version 4 as shipped before.
 import assert from 'node:assert/strict';
-import mysql from 'mysql2/promise';
 import { after, describe, it } from 'node:test';
 import { seededSkus, skuLedger, soldUnits } from '../controller/dataplane/provision.ts';
 import { createPool, migrate, migrations } from '../controller/infra/mysql.ts';
-import { dropDatabase, testConfig } from './support/infra.ts';
+import { databaseAtVersion, dropDatabase, testConfig } from './support/infra.ts';
 
 describe('migration 5 on a table that already holds orders', () => {
   const config = testConfig();
   after(() => dropDatabase(config));
 
   it('keeps every row, indexes status only with due_at, and reads the ledger as before', async () => {
-    const { host, port, user, password, database } = config.mysql;
-    const conn = await mysql.createConnection({ host, port, user, password });
+    const conn = await databaseAtVersion(config, 4);
     const pool = createPool(config.mysql);
     try {
-      await conn.query(`CREATE DATABASE \`${database}\` CHARACTER SET utf8mb4`);
-      await conn.query(`USE \`${database}\``);
-      await conn.query('CREATE TABLE schema_migrations (version INT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, applied_at DATETIME(3) NOT NULL)');
-      for (const m of migrations.filter((x) => x.version <= 4)) {
-        for (const sql of m.statements) await conn.query(sql);
-        await conn.query('INSERT INTO schema_migrations VALUES (?, ?, UTC_TIMESTAMP(3))', [m.version, m.name]);
-      }
       const at = new Date('2026-12-01T00:00:00Z');
       const statuses = ['UNPAID', 'PAID', 'CLOSED', 'UNPAID', 'CLOSED'];
       const rows = statuses.map((status, i) => [`00000000-0000-7000-8000-00000000000${i}`, 'ns/sale', i < 3 ? 'phone' : 'book', `u-${i}`, i + 1, status, at, at]);
@@ -32,7 +23,7 @@ describe('migration 5 on a table that already holds orders', () => {
       assert.deepEqual(await migrate(config.mysql), [5]);
       const [idx] = await conn.query(
         'SELECT index_name AS i, GROUP_CONCAT(column_name ORDER BY seq_in_index) AS cols FROM information_schema.statistics WHERE table_schema = ? AND table_name = ? GROUP BY index_name ORDER BY index_name',
-        [database, 'orders'],
+        [config.mysql.database, 'orders'],
       );
       assert.deepEqual(idx, [
         { i: 'orders_sale_sku', cols: 'sale,sku_id' },

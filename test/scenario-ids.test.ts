@@ -3,11 +3,10 @@
 // lost the sale. MySQL's default collation (utf8mb4_general_ci, PAD SPACE) merged them; migration 3
 // makes the id columns utf8mb4_nopad_bin, also for tables that already hold orders.
 import assert from 'node:assert/strict';
-import mysql from 'mysql2/promise';
 import { after, describe, it } from 'node:test';
 import { ensureStock, ordersDrained, skuLedger } from '../controller/dataplane/provision.ts';
 import { migrate, migrations } from '../controller/infra/mysql.ts';
-import { deleteRedisKeys, dropDatabase, eventually, testConfig, uniqueName } from './support/infra.ts';
+import { databaseAtVersion, deleteRedisKeys, dropDatabase, eventually, testConfig, uniqueName } from './support/infra.ts';
 import { http, saleDoc } from './support/order-path.ts';
 import { useSale } from './support/scenarios.ts';
 
@@ -18,17 +17,8 @@ describe('migration 3 on tables that already hold orders', () => {
   after(() => dropDatabase(config));
 
   it('keeps every row and tells ids apart that the old collation merged', async () => {
-    const { host, port, user, password, database } = config.mysql;
-    const conn = await mysql.createConnection({ host, port, user, password });
+    const conn = await databaseAtVersion(config, 2);
     try {
-      // A database at schema version 2, as shipped before.
-      await conn.query(`CREATE DATABASE \`${database}\` CHARACTER SET utf8mb4`);
-      await conn.query(`USE \`${database}\``);
-      await conn.query('CREATE TABLE schema_migrations (version INT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, applied_at DATETIME(3) NOT NULL)');
-      for (const m of migrations.filter((x) => x.version <= 2)) {
-        for (const sql of m.statements) await conn.query(sql);
-        await conn.query('INSERT INTO schema_migrations VALUES (?, ?, UTC_TIMESTAMP(3))', [m.version, m.name]);
-      }
       const rows = USERS.map((u, i) => [`00000000-0000-7000-8000-00000000000${i}`, 'ns/sale', i % 2 ? 'Phone' : 'phone', u, 1, 'UNPAID', new Date(), new Date()]);
       await conn.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES ?', [rows]);
       const groups = async () => {
@@ -41,7 +31,7 @@ describe('migration 3 on tables that already hold orders', () => {
       assert.equal(await groups(), USERS.length, 'four users, each with their own order');
       const [cols] = await conn.query(
         "SELECT table_name AS t, column_name AS c, collation_name AS coll FROM information_schema.columns WHERE table_schema = ? AND column_name IN ('sale','sku_id','user_id')",
-        [database],
+        [config.mysql.database],
       );
       for (const c of cols as { t: string; c: string; coll: string }[]) assert.equal(c.coll, 'utf8mb4_nopad_bin', `${c.t}.${c.c}`);
       const [count] = await conn.query('SELECT COUNT(*) AS n FROM orders');
