@@ -116,8 +116,11 @@ export function createPool(cfg: MysqlConfig, options: { connectionLimit?: number
   });
 }
 
-/** Creates the database if needed and applies pending migrations under a named lock. Returns the versions applied now. */
-export async function migrate(cfg: MysqlConfig): Promise<number[]> {
+/**
+ * Creates the database if needed and applies pending migrations under a named lock, up to `through`
+ * (all of them unless a test builds the schema an older release shipped). Returns the versions applied now.
+ */
+export async function migrate(cfg: MysqlConfig, through = Infinity): Promise<number[]> {
   const admin = await mysql.createConnection({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password, connectTimeout: MYSQL_CONNECT_TIMEOUT_MS });
   try {
     await admin.query(`CREATE DATABASE IF NOT EXISTS \`${cfg.database}\` CHARACTER SET utf8mb4`);
@@ -132,7 +135,7 @@ export async function migrate(cfg: MysqlConfig): Promise<number[]> {
       const done = new Set((rows as { version: number }[]).map((r) => r.version));
       const applied: number[] = [];
       for (const m of migrations) {
-        if (done.has(m.version)) continue;
+        if (done.has(m.version) || m.version > through) continue;
         for (const sql of m.statements) await admin.query(sql);
         await admin.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(3))', [m.version, m.name]);
         applied.push(m.version);

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { loadConfig, type Config } from '../../controller/config.ts';
 import { createKafkaGateway, type KafkaGateway } from '../../controller/infra/kafka.ts';
-import { migrations } from '../../controller/infra/mysql.ts';
+import { migrate } from '../../controller/infra/mysql.ts';
 import { createRedis, deleteKeysMatching, type Redis } from '../../controller/infra/redis.ts';
 import { createLogger } from '../../controller/log.ts';
 
@@ -29,26 +29,14 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
 }
 
 /**
- * The test's database as a release shipped it: the migrations up to `version` applied and recorded,
- * the later ones not. Returns a connection using it (the caller ends it), to fill the tables before
- * the test migrates the rest.
+ * The test's database as a release shipped it: the migrations up to `version` applied (by the
+ * project's own runner), the later ones not. Returns a connection using it (the caller ends it), to
+ * fill the tables before the test migrates the rest.
  */
 export async function databaseAtVersion(config: Config, version: number): Promise<mysql.Connection> {
+  await migrate(config.mysql, version);
   const { host, port, user, password, database } = config.mysql;
-  const conn = await mysql.createConnection({ host, port, user, password });
-  try {
-    await conn.query(`CREATE DATABASE \`${database}\` CHARACTER SET utf8mb4`);
-    await conn.query(`USE \`${database}\``);
-    await conn.query('CREATE TABLE schema_migrations (version INT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, applied_at DATETIME(3) NOT NULL)');
-    for (const m of migrations.filter((x) => x.version <= version)) {
-      for (const sql of m.statements) await conn.query(sql);
-      await conn.query('INSERT INTO schema_migrations VALUES (?, ?, UTC_TIMESTAMP(3))', [m.version, m.name]);
-    }
-    return conn;
-  } catch (err) {
-    await conn.end();
-    throw err;
-  }
+  return mysql.createConnection({ host, port, user, password, database });
 }
 
 export async function dropDatabase(config: Config): Promise<void> {
