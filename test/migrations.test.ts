@@ -1,6 +1,8 @@
-// Migration 5 on a table that already holds orders: the (sale, sku_id) index replaces
-// (sale, sku_id, status), so a status change (pay, close) rewrites one secondary index, not two.
-// Against the real MariaDB, from a database at schema version 4 as shipped before.
+// Migrations 5 and 6 on tables that already hold orders, against the real MariaDB, from a database
+// as the release before each shipped it. 5: the (sale, sku_id) index replaces (sale, sku_id, status),
+// so a status change (pay, close) rewrites one secondary index, not two. 6: orders and
+// stock_releases in the REDUNDANT row format, so closed_at, paid_at and applied_at go from NULL to a
+// value in place.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { seededSkus, skuLedger, soldUnits } from '../controller/dataplane/provision.ts';
@@ -20,7 +22,7 @@ describe('migration 5 on a table that already holds orders', () => {
       const rows = statuses.map((status, i) => [`00000000-0000-7000-8000-00000000000${i}`, 'ns/sale', i < 3 ? 'phone' : 'book', `u-${i}`, i + 1, status, at, at]);
       await conn.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES ?', [rows]);
 
-      assert.deepEqual(await migrate(config.mysql), [5]);
+      assert.deepEqual(await migrate(config.mysql, 5), [5]);
       const [idx] = await conn.query(
         'SELECT index_name AS i, GROUP_CONCAT(column_name ORDER BY seq_in_index) AS cols FROM information_schema.statistics WHERE table_schema = ? AND table_name = ? GROUP BY index_name ORDER BY index_name',
         [config.mysql.database, 'orders'],
@@ -44,6 +46,69 @@ describe('migration 5 on a table that already holds orders', () => {
       assert.deepEqual([...(await seededSkus(pool, 'ns/sale', ['phone', 'book', 'pen']))].sort(), ['book', 'phone']);
     } finally {
       await pool.end();
+      await conn.end();
+    }
+  });
+});
+
+describe('migration 6 on tables that already hold orders and releases', () => {
+  const config = testConfig();
+  after(() => dropDatabase(config));
+
+  it('rebuilds both tables in the REDUNDANT row format with every row and value kept', async () => {
+    const conn = await databaseAtVersion(config, 5);
+    try {
+      const at = new Date('2026-12-01T00:00:00.123Z');
+      const later = new Date('2026-12-01T00:05:00.456Z');
+      const id = (i: number) => `00000000-0000-7000-8000-00000000000${i}`;
+      await conn.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, paid_at, closed_at) VALUES ?', [
+        [
+          [id(0), 'ns/sale', 'phone', 'u-0', 1, 'UNPAID', at, later, null, null],
+          [id(1), 'ns/sale', 'phone', 'ü-1 ', 2, 'PAID', at, later, later, null],
+          [id(2), 'ns/sale', 'book', 'u-2', 3, 'CLOSED', at, later, null, later],
+        ],
+      ]);
+      await conn.query('INSERT INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at, applied_at) VALUES ?', [
+        [
+          [id(2), 'ns/sale', 'book', 'u-2', 3, later, null],
+          [id(3), 'ns/sale', 'book', 'u-3', 1, at, at],
+        ],
+      ]);
+      const read = async () => ({
+        orders: (await conn.query('SELECT * FROM orders ORDER BY order_id'))[0],
+        releases: (await conn.query('SELECT * FROM stock_releases ORDER BY order_id'))[0],
+      });
+      const before = await read();
+      const formats = async () =>
+        (
+          await conn.query("SELECT table_name AS t, row_format AS f FROM information_schema.tables WHERE table_schema = ? AND table_name IN ('orders', 'stock_releases') ORDER BY table_name", [
+            config.mysql.database,
+          ])
+        )[0];
+      assert.deepEqual(await formats(), [
+        { t: 'orders', f: 'Dynamic' },
+        { t: 'stock_releases', f: 'Dynamic' },
+      ]);
+
+      assert.deepEqual(await migrate(config.mysql), [6]);
+      assert.deepEqual(await formats(), [
+        { t: 'orders', f: 'Redundant' },
+        { t: 'stock_releases', f: 'Redundant' },
+      ]);
+      assert.deepEqual(await read(), before, 'every row and value kept');
+
+      // A crash after the ALTERs and before the schema_migrations row: the statements run again.
+      for (const sql of migrations.find((m) => m.version === 6)?.statements ?? []) await conn.query(sql);
+      assert.deepEqual(await read(), before);
+
+      // The updates the format is for: NULL to a value, read back exactly.
+      await conn.query("UPDATE orders SET status = 'CLOSED', closed_at = ? WHERE order_id = ? AND status = 'UNPAID'", [later, id(0)]);
+      await conn.query('UPDATE stock_releases SET applied_at = ? WHERE order_id = ? AND applied_at IS NULL', [later, id(2)]);
+      const [closed] = await conn.query('SELECT status, closed_at, paid_at FROM orders WHERE order_id = ?', [id(0)]);
+      assert.deepEqual(closed, [{ status: 'CLOSED', closed_at: later, paid_at: null }]);
+      const [marked] = await conn.query('SELECT applied_at FROM stock_releases WHERE order_id = ?', [id(2)]);
+      assert.deepEqual(marked, [{ applied_at: later }]);
+    } finally {
       await conn.end();
     }
   });

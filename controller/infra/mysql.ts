@@ -94,6 +94,22 @@ export const migrations: { version: number; name: string; statements: string[] }
         ALGORITHM=INPLACE, LOCK=NONE`,
     ],
   },
+  {
+    version: 6,
+    name: 'redundant_rows',
+    // A close sets closed_at, a pay paid_at, the release mark applied_at: each from NULL to a value.
+    // In the COMPACT and DYNAMIC row formats a NULL takes no bytes, so that update grows the record
+    // and InnoDB deletes and re-inserts the record in its page. REDUNDANT reserves a fixed-length
+    // column's bytes even when it is NULL, so the same update is written in place.
+    // Measured (100,000 rows, chunks of 500, client + MariaDB CPU, two alternated runs): the close
+    // transaction 31-34 -> 23-24 us per order, the applied mark 18-20 -> 9-10 us, the order INSERT
+    // unchanged. The columns and their meaning stay; the table grows (100,000 orders rebuilt: data
+    // 14.2 -> 16.3 MB, indexes 13.7 -> 14.8 MB). Both ALTERs are online rebuilds, and a rerun is harmless.
+    statements: [
+      'ALTER TABLE orders ROW_FORMAT=REDUNDANT, ALGORITHM=INPLACE, LOCK=NONE',
+      'ALTER TABLE stock_releases ROW_FORMAT=REDUNDANT, ALGORITHM=INPLACE, LOCK=NONE',
+    ],
+  },
 ];
 
 const MYSQL_CONNECT_TIMEOUT_MS = 20_000;
