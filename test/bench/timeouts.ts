@@ -2,7 +2,8 @@
 // bursts of unpaid orders whose due times fall inside one second, closed by the timeout closer
 // (in this process, configured as timeout-closer-main.ts configures it). Real Kafka, Redis, MariaDB.
 //   - closer rounds: the benchmark places --orders orders itself (reserve + claim in Redis, rows in
-//     MySQL, timeout messages in due order), due uniformly inside one second;
+//     MySQL, timeout messages in due order), due evenly inside one second in the order placed, with
+//     time-ordered ids (as the API and the order writer make them);
 //   - api rounds: buyers POST orders to a `flashsale api` process for --api-seconds (wrk), a
 //     `flashsale order-writer` process inserts the rows and publishes the timeout messages, the
 //     closer closes them: the real path end to end (as many orders as the API accepts in that time);
@@ -13,13 +14,13 @@
 // One JSON line per round is appended to test/bench/results/timeouts.jsonl; `npm run bench:report`
 // renders RESULTS.md and the README from it. Exits non-zero, with the figure, on a missed target.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Compensator } from '../../controller/dataplane/compensator.ts';
+import { orderIdGenerator } from '../../controller/dataplane/order-id.ts';
 import { RetryWorker, TimeoutCloser } from '../../controller/dataplane/timeout-closer.ts';
 import type { PoolConnection } from '../../controller/infra/mysql.ts';
 import { parseDuration } from '../../controller/spec/flashsale.ts';
@@ -104,7 +105,9 @@ async function placeBurst(f: SaleFixture, dueFrom: number, produce: boolean): Pr
   const perCall = 2000;
   for (let i = 0; i < N; i += perCall) {
     const count = Math.min(perCall, N - i);
-    orders.push(...(await f.place('sku', count, { createdAt: dueFrom - 2000, dueAt: () => dueFrom + Math.floor(Math.random() * 1000), produce: false })));
+    // Due in the order placed, spread evenly over the second: in a sale an order is due a fixed
+    // delay after the API accepted it and gave it its time-ordered id, so ids and due times rise together.
+    orders.push(...(await f.place('sku', count, { createdAt: dueFrom - 2000, dueAt: (j) => dueFrom + Math.floor(((i + j) * 1000) / N), produce: false })));
   }
   if (produce) await f.produceTimeouts([...orders].sort((a, b) => a.dueAt - b.dueAt));
   return { orders, placeMs: Date.now() - t0 };
@@ -168,7 +171,8 @@ async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<Timeou
   };
   const rate = async (perStatement: 'one' | 'chunk') => {
     const sale = `${f.names.key}/ceiling`;
-    const ids = Array.from({ length: rows }, () => randomUUID());
+    const nextOrderId = orderIdGenerator();
+    const ids = Array.from({ length: rows }, () => nextOrderId());
     const now = new Date();
     for (let i = 0; i < ids.length; i += 1000) {
       await f.pool.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at) VALUES ?', [
@@ -281,7 +285,7 @@ function record(which: TimeoutsRun['which'], round: number, m: Measured, orders:
     timestamp: new Date().toISOString(),
     which,
     round,
-    params: { orders, bucket, partitions: PARTITIONS, dueSpreadMs: m.dueSpreadMs },
+    params: { orders, bucket, partitions: PARTITIONS, dueSpreadMs: m.dueSpreadMs, ...(which === 'api' ? {} : { dueInIdOrder: true }) },
     orders,
     closed: m.closed,
     early: m.early,

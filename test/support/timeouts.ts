@@ -1,12 +1,12 @@
 // A sale for the timeout tests: its own database, topics and Redis keys, and helpers that place
 // UNPAID orders the way the API + order writer leave them (stock reserved and claimed in Redis,
 // row in MySQL, timeout message on the bucket's delay topic).
-import { randomUUID } from 'node:crypto';
 import { after } from 'node:test';
 import type { Registry } from 'prom-client';
 import type { Config } from '../../controller/config.ts';
 import { OrderCloser, type Clock } from '../../controller/dataplane/close.ts';
 import type { TimeoutMessage } from '../../controller/dataplane/messages.ts';
+import { orderIdGenerator } from '../../controller/dataplane/order-id.ts';
 import { ensureSchema, ensureStock, ensureTopics } from '../../controller/dataplane/provision.ts';
 import { StockStore } from '../../controller/dataplane/stock.ts';
 import { createPool, type Pool } from '../../controller/infra/mysql.ts';
@@ -85,6 +85,9 @@ export async function saleFixture(setup: SaleSetup): Promise<SaleFixture> {
   const metrics = dataPlaneMetrics(registry);
   const bucketOf = new Map(setup.skus.map((s) => [s.id, s.timeoutBucket]));
   let user = 0;
+  // Ids as the API makes them (UUIDv7, time-ordered): orders placed together sit together in the
+  // primary key, as they do in a sale.
+  const nextOrderId = orderIdGenerator();
 
   const f: SaleFixture = {
     config, sale, names, kafka, producer, redis, pool, stock, registry, metrics,
@@ -94,7 +97,7 @@ export async function saleFixture(setup: SaleSetup): Promise<SaleFixture> {
       const orders: PlacedOrder[] = [];
       for (let i = 0; i < count; i++) {
         const dueAt = typeof opts.dueAt === 'number' ? opts.dueAt : opts.dueAt(i);
-        orders.push({ orderId: randomUUID(), skuId, userId: `user-${++user}`, quantity: opts.quantity?.(i) ?? 1, createdAt, dueAt, bucket: bucketOf.get(skuId) as string });
+        orders.push({ orderId: nextOrderId(), skuId, userId: `user-${++user}`, quantity: opts.quantity?.(i) ?? 1, createdAt, dueAt, bucket: bucketOf.get(skuId) as string });
       }
       const reserved = await Promise.all(orders.map((o) => stock.reserve({ ...o, reservedAt: createdAt }, sale.spec.perUserLimit)));
       if (reserved.some((r) => r.outcome !== 'reserved')) throw new Error(`could not reserve: ${JSON.stringify(reserved.find((r) => r.outcome !== 'reserved'))}`);

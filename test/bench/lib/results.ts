@@ -117,7 +117,12 @@ export interface TimeoutsRun extends RunContext {
   /** closer = rows and messages written by the benchmark; api = orders POSTed to the API and written by the order writer; scan = no delay messages, compensation scan only. */
   which: 'closer' | 'api' | 'scan';
   round: number;
-  params: { orders: number; bucket: string; partitions: number; dueSpreadMs: number };
+  /**
+   * dueInIdOrder: the benchmark's own burst (closer, scan) placed with time-ordered ids, due in the
+   * order placed, as the API and writer make them; absent before 2026-12-07 09:10 UTC, when ids were
+   * random UUIDs and due times random within the second.
+   */
+  params: { orders: number; bucket: string; partitions: number; dueSpreadMs: number; dueInIdOrder?: boolean };
   orders: number;
   closed: number;
   early: number;
