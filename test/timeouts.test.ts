@@ -100,6 +100,27 @@ describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
     const [rows] = await f.pool.query('SELECT order_id, closed_at FROM stock_releases JOIN orders USING (order_id)');
     assert.deepEqual((rows as { order_id: string; closed_at: Date }[]).map((r) => [r.order_id, r.closed_at.getTime()]), [[a?.orderId, dueAt]]);
   });
+
+  it('two closes at the same instant of chunks that overlap write each release record once', { timeout: 30_000 }, async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 10, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '30m' }], partitions: 1 });
+    const dueAt = Date.parse('2030-01-01T00:00:00.000Z');
+    const clock = { now: () => dueAt };
+    const [a, b, c] = (await f.place('sku', 3, { dueAt, createdAt: dueAt - 1_800_000, produce: false })).map((o) => ({ orderId: o.orderId, dueAt: o.dueAt }));
+    if (!a || !b || !c) throw new Error('three orders placed');
+    const first = await f.closer({ clock }).close([a, b], 'closer');
+    assert.deepEqual([...first.outcomes.values()], ['closed', 'closed']);
+    // A scan or a redelivery in the same millisecond: b already carries this very closed_at.
+    const second = await f.closer({ clock }).close([b, c], 'compensator');
+    assert.equal(second.outcomes.get(b.orderId), 'already_closed');
+    assert.equal(second.outcomes.get(c.orderId), 'closed');
+    assert.deepEqual(second.closed, [{ orderId: c.orderId, dueAt, closedAt: dueAt }]);
+    const [rows] = await f.pool.query('SELECT order_id, created_at FROM stock_releases ORDER BY order_id');
+    assert.deepEqual(
+      (rows as { order_id: string; created_at: Date }[]).map((r) => [r.order_id, r.created_at.getTime()]),
+      [a, b, c].map((o) => [o.orderId, dueAt]).sort(),
+    );
+    assert.equal((await f.stock.level('sku'))?.remaining, 10, 'the three units back, each once');
+  });
 });
 
 describe('deferred applied_at marks', () => {

@@ -139,7 +139,7 @@ export class Compensator {
       );
       const list = rows as { order_id: string; due_at: Date }[];
       if (list.length === 0) return;
-      const closed = await this.o.closer.close(list.map((r) => ({ orderId: r.order_id })), 'compensator');
+      const closed = await this.o.closer.close(list.map((r) => ({ orderId: r.order_id, dueAt: r.due_at.getTime() })), 'compensator');
       result.closed += closed.closed.length;
       result.applied += closed.released;
       if (closed.closed.length > 0) this.o.metrics?.compensationCloses.inc({ flashsale: this.o.saleKey }, closed.closed.length);
