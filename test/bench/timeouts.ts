@@ -198,13 +198,20 @@ async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<Timeou
     const seconds = (performance.now() - t0) / 1000;
     const updateUs = ((cpuNow() - c0) / rows) * 1e6;
     // The other write every close needs: the release record of each closed row (what makes the
-    // stock come back exactly once), inserted as the closer inserts it, chunk by chunk.
+    // stock come back exactly once), written as the closer writes it (close.ts): copied from the
+    // closed rows and returned, chunk by chunk.
     const c1 = cpuNow();
     const at = new Date();
     if (perStatement === 'chunk') {
       await chunked(ids, async (conn, chunk) => {
         await conn.beginTransaction();
-        await conn.query('INSERT INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at) VALUES ?', [chunk.map((id) => [id, sale, 'sku', `ceiling-${id}`, 1, at])]);
+        await conn.query(
+          `INSERT IGNORE INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at)
+           SELECT order_id, sale, sku_id, user_id, quantity, ? FROM orders FORCE INDEX (PRIMARY)
+           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED'
+           RETURNING order_id, sale, sku_id, user_id, quantity`,
+          [at, chunk, sale],
+        );
         await conn.commit();
       });
     }

@@ -142,8 +142,9 @@ export interface TimeoutsRun extends RunContext {
     perTransaction: number;
     /**
      * CPU µs per row, this process + MariaDB, of the chunked UPDATEs and of inserting the same rows'
-     * release records as the closer does (multi-row, one statement per chunk): the MySQL work no
-     * close can skip. Absent in lines written before it was measured (2026-12-04).
+     * release records as the closer does (one statement per chunk: a multi-row INSERT … VALUES until
+     * 2026-12-07 09:40 UTC, then INSERT … SELECT … RETURNING from the closed rows, as close.ts does
+     * since): the MySQL work no close can skip. Absent in lines written before it was measured (2026-12-04).
      */
     cpuUsPerRow?: { update: number; releaseInsert: number };
   } | null;
