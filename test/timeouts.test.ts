@@ -2,8 +2,8 @@
 // one release, pay-vs-close races, buckets per SKU, malformed messages, waiting without stalling.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { splitDue, retryBackoffMs, RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
-import type { ConsumedMessage } from '../controller/infra/kafka.ts';
+import { DelayedTopicWorker, splitDue, retryBackoffMs, RetryWorker, TimeoutCloser } from '../controller/dataplane/timeout-closer.ts';
+import type { BatchContext, BatchHandler, ConsumedMessage, KafkaConsumer, KafkaGateway } from '../controller/infra/kafka.ts';
 import type { OrderCloser } from '../controller/dataplane/close.ts';
 import { Compensator } from '../controller/dataplane/compensator.ts';
 import { eventually } from './support/infra.ts';
@@ -67,6 +67,82 @@ describe('due-time split (pure)', () => {
   it('backs off exponentially, capped', () => {
     assert.deepEqual([1, 2, 3].map((a) => retryBackoffMs(a, 1000)), [1000, 2000, 4000]);
     assert.equal(retryBackoffMs(30, 1000), 60_000);
+  });
+});
+
+describe('two chunks of a partition in flight (a fake consumer, no Kafka, no sleeping)', () => {
+  // The batch handler of a DelayedTopicWorker driven by hand: every message due, chunks of two,
+  // each handle() settled by the test in the order it chooses.
+  async function harness() {
+    let handler: BatchHandler | undefined;
+    const consumer: KafkaConsumer = {
+      start: async (h) => {
+        handler = h;
+      },
+      pause: () => undefined,
+      resume: () => undefined,
+      seek: () => undefined,
+      assignments: () => [],
+      onRebalance: () => undefined,
+      stop: async () => undefined,
+    };
+    const inFlight: { offsets: string[]; settle: (ok: boolean) => void }[] = [];
+    const waiters: { n: number; resolve: () => void }[] = [];
+    const worker = new DelayedTopicWorker({
+      kafka: { consumer: () => consumer } as unknown as KafkaGateway,
+      groupId: 'g',
+      topic: 't',
+      dueOf: () => 0,
+      clock: { now: () => 1000 },
+      chunkSize: 2,
+      logger,
+      handle: (messages) =>
+        new Promise<void>((resolve, reject) => {
+          inFlight.push({ offsets: messages.map((m) => m.offset), settle: (ok) => (ok ? resolve() : reject(new Error('database down'))) });
+          for (const w of waiters.filter((w) => inFlight.length >= w.n)) w.resolve();
+        }),
+    });
+    await worker.start();
+    const commits: string[] = [];
+    const pauses: string[] = [];
+    const ctx: BatchContext = { commit: async (o) => void commits.push(o), pauseAt: (o) => void pauses.push(o), heartbeat: async () => undefined, isActive: () => true };
+    const run = (handler as BatchHandler)({ topic: 't', partition: 0, highWatermark: '4', messages: [0, 1, 2, 3].map((i) => msg(i, { dueAt: 0 })) }, ctx);
+    const handles = (n: number) => (inFlight.length >= n ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ n, resolve })));
+    return { worker, inFlight, handles, run, commits, pauses };
+  }
+
+  it('handles the next chunk before the previous one is done, and commits in order', { timeout: 10_000 }, async () => {
+    const h = await harness();
+    await h.handles(2);
+    assert.deepEqual(h.inFlight.map((c) => c.offsets), [['0', '1'], ['2', '3']], 'both chunks handled at once');
+    h.inFlight[1]?.settle(true);
+    h.inFlight[0]?.settle(true);
+    await h.run;
+    assert.deepEqual(h.commits, ['2', '4'], 'the second chunk committed after the first');
+    assert.deepEqual(h.pauses, []);
+    await h.worker.stop();
+  });
+
+  it('commits nothing after a failed chunk, even when the next one succeeded, and rests at the failed one', { timeout: 10_000 }, async () => {
+    const h = await harness();
+    await h.handles(2);
+    h.inFlight[1]?.settle(true);
+    h.inFlight[0]?.settle(false);
+    await h.run;
+    assert.deepEqual(h.commits, []);
+    assert.deepEqual(h.pauses, ['0'], 'the partition comes back to the failed chunk');
+    await h.worker.stop();
+  });
+
+  it('commits the first chunk when only the second fails, and rests at the second', { timeout: 10_000 }, async () => {
+    const h = await harness();
+    await h.handles(2);
+    h.inFlight[1]?.settle(false);
+    h.inFlight[0]?.settle(true);
+    await h.run;
+    assert.deepEqual(h.commits, ['2']);
+    assert.deepEqual(h.pauses, ['2']);
+    await h.worker.stop();
   });
 });
 

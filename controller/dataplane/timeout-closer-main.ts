@@ -12,7 +12,7 @@ import type { SaleNames } from '../spec/names.ts';
 import { OrderCloser } from './close.ts';
 import { resolveSale } from './sale-source.ts';
 import type { StockStore } from './stock.ts';
-import { RetryWorker, TimeoutCloser } from './timeout-closer.ts';
+import { CLOSER_MYSQL_CONNECTIONS, RetryWorker, TimeoutCloser } from './timeout-closer.ts';
 import { saleContext } from './sale-context.ts';
 import { serveWorkerEndpoints } from './worker-http.ts';
 
@@ -63,7 +63,7 @@ export async function command(values: CommandValues, ctx: CommandContext): Promi
   const { config, logger } = ctx;
   const kafka = createKafkaGateway({ brokers: config.kafkaBrokers, clientId: `flashsale-timeout-closer-${sale.metadata.name}-${bucket}`, logger });
   const redis = createRedis(config.redisUrl);
-  const pool = createPool(config.mysql);
+  const pool = createPool(config.mysql, { connectionLimit: CLOSER_MYSQL_CONNECTIONS });
   const registry = createRegistry();
   const sc = saleContext(sale, redis);
   let started = false;

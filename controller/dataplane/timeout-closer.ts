@@ -31,6 +31,12 @@ const MAX_TIMER_MS = 3_600_000;
 /** Clock difference tolerated between the writer (which fixes due times) and a closer. */
 export const DUE_SKEW_MS = 5 * 60_000;
 
+/**
+ * MySQL connections of a closer process: two chunks in flight for each of up to 6 partitions
+ * (DelayedTopicWorker.onBatch), the retry worker's and the deferred marks'.
+ */
+export const CLOSER_MYSQL_CONNECTIONS = 16;
+
 export type DueOf = (m: ConsumedMessage) => number | null;
 
 /**
@@ -150,32 +156,58 @@ export class DelayedTopicWorker {
     const chunkSize = this.o.chunkSize ?? 500;
     this.stats.batches++;
     let next = 0;
+    // Two chunks of a partition in flight: the next chunk is handled while the previous one finishes
+    // (its Redis releases, its offset commit), because one chunk at a time left a burst waiting on
+    // round trips with CPU to spare. Offsets are still committed in order, each only after its own
+    // chunk and every chunk before it were handled; after a failure nothing later is committed.
+    let previous: Promise<boolean> = Promise.resolve(true);
     while (next < batch.messages.length && ctx.isActive()) {
       const { ready: chunk, wait } = splitDue(batch.messages, this.clock.now(), this.o.dueOf, chunkSize, next);
       if (chunk.length === 0) {
-        if (wait) this.pauseUntil(batch, ctx, wait.offset, wait.dueAt);
+        if ((await previous) && wait) this.pauseUntil(batch, ctx, wait.offset, wait.dueAt);
         return;
       }
-      const t0 = performance.now();
-      try {
-        await this.o.handle(chunk);
-        this.stats.chunks++;
-        this.stats.messages += chunk.length;
-        this.stats.handleMs += performance.now() - t0;
-      } catch (err) {
-        // Never throw or sleep here: rest the partition and come back to the same chunk.
-        this.o.logger.error({ err: String(err), topic: batch.topic, partition: batch.partition }, 'could not handle messages; pausing the partition');
-        this.pauseUntil(batch, ctx, (chunk[0] as ConsumedMessage).offset, this.clock.now() + (this.o.failurePauseMs ?? 1000));
+      const handled = this.handleChunk(chunk);
+      if (!(await previous)) {
+        // The previous chunk paused the partition at its own first offset: this one is read again.
+        await handled;
         return;
       }
-      try {
-        await ctx.commit(nextOffset(chunk[chunk.length - 1] as ConsumedMessage));
-      } catch (err) {
-        // Usually a rebalance: the new owner redelivers from the last commit and the closes are idempotent.
-        this.o.logger.warn({ err: String(err), topic: batch.topic, partition: batch.partition }, 'offset commit failed');
-        return;
-      }
+      previous = handled.then((ok) => (ok ? this.commitChunk(batch, ctx, chunk) : this.restAfterFailure(batch, ctx, chunk)));
       next += chunk.length;
+    }
+    await previous;
+  }
+
+  /** Handles one chunk; false when it failed (logged), never throws. */
+  private async handleChunk(chunk: ConsumedMessage[]): Promise<boolean> {
+    const t0 = performance.now();
+    try {
+      await this.o.handle(chunk);
+      this.stats.chunks++;
+      this.stats.messages += chunk.length;
+      this.stats.handleMs += performance.now() - t0;
+      return true;
+    } catch (err) {
+      this.o.logger.error({ err: String(err), topic: (chunk[0] as ConsumedMessage).topic, partition: (chunk[0] as ConsumedMessage).partition }, 'could not handle messages; pausing the partition');
+      return false;
+    }
+  }
+
+  /** Never throw or sleep in the batch handler: rest the partition and come back to the same chunk. */
+  private restAfterFailure(batch: Batch, ctx: BatchContext, chunk: ConsumedMessage[]): boolean {
+    this.pauseUntil(batch, ctx, (chunk[0] as ConsumedMessage).offset, this.clock.now() + (this.o.failurePauseMs ?? 1000));
+    return false;
+  }
+
+  private async commitChunk(batch: Batch, ctx: BatchContext, chunk: ConsumedMessage[]): Promise<boolean> {
+    try {
+      await ctx.commit(nextOffset(chunk[chunk.length - 1] as ConsumedMessage));
+      return true;
+    } catch (err) {
+      // Usually a rebalance: the new owner redelivers from the last commit and the closes are idempotent.
+      this.o.logger.warn({ err: String(err), topic: batch.topic, partition: batch.partition }, 'offset commit failed');
+      return false;
     }
   }
 }

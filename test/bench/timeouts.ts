@@ -21,8 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Compensator } from '../../controller/dataplane/compensator.ts';
 import { orderIdGenerator } from '../../controller/dataplane/order-id.ts';
-import { RetryWorker, TimeoutCloser } from '../../controller/dataplane/timeout-closer.ts';
-import type { PoolConnection } from '../../controller/infra/mysql.ts';
+import { CLOSER_MYSQL_CONNECTIONS, RetryWorker, TimeoutCloser } from '../../controller/dataplane/timeout-closer.ts';
+import { createPool, type PoolConnection } from '../../controller/infra/mysql.ts';
 import { parseDuration } from '../../controller/spec/flashsale.ts';
 import { eventually } from '../support/infra.ts';
 import { logger, saleFixture, sleepUntil, type PlacedOrder, type SaleFixture } from '../support/timeouts.ts';
@@ -235,7 +235,9 @@ async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<Timeou
 
 /** The closer and its retry worker, as timeout-closer-main.ts runs them; commit times recorded per order. */
 async function startCloser(f: SaleFixture, committedAt: Map<string, number>) {
+  const pool = createPool(f.config.mysql, { connectionLimit: CLOSER_MYSQL_CONNECTIONS });
   const closer = f.closer({
+    pool,
     deferMarking: { idleMs: 200, maxMs: 5000 },
     afterCommit: (ids) => {
       const t = Date.now();
@@ -251,6 +253,7 @@ async function startCloser(f: SaleFixture, committedAt: Map<string, number>) {
     async stop() {
       for (const w of workers) await w.stop();
       await closer.flushMarks();
+      await pool.end();
     },
   };
 }
