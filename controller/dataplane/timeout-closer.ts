@@ -157,9 +157,9 @@ export class DelayedTopicWorker {
     this.stats.batches++;
     let next = 0;
     // Two chunks of a partition in flight: the next chunk is handled while the previous one finishes
-    // (its Redis releases, its offset commit), because one chunk at a time left a burst waiting on
-    // round trips with CPU to spare. Offsets are still committed in order, each only after its own
-    // chunk and every chunk before it were handled; after a failure nothing later is committed.
+    // (its Redis releases, its offset commit) instead of waiting for those round trips. Offsets are
+    // still committed in order, each only after its own chunk and every chunk before it were
+    // handled; after a failure nothing later is committed.
     let previous: Promise<boolean> = Promise.resolve(true);
     while (next < batch.messages.length && ctx.isActive()) {
       const { ready: chunk, wait } = splitDue(batch.messages, this.clock.now(), this.o.dueOf, chunkSize, next);

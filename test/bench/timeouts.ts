@@ -98,7 +98,7 @@ async function runContext(): Promise<RunContext> {
   }
 }
 
-/** N orders, due uniformly inside one second starting at dueFrom; messages produced in due order (as the writer does). */
+/** N orders, due evenly inside one second from dueFrom in the order placed; messages produced in due order (as the writer does). */
 async function placeBurst(f: SaleFixture, dueFrom: number, produce: boolean): Promise<{ orders: PlacedOrder[]; placeMs: number }> {
   const t0 = Date.now();
   const orders: PlacedOrder[] = [];
