@@ -446,14 +446,17 @@ const howto = `How to read and run these benchmarks.
   design (three batched round trips per order: reserve, produce with acks=all, confirm).
 - The timeouts' MySQL floor (each ceiling run, 2026-12-04 on): the CPU of this process and MariaDB
   per row for the ceiling's chunked conditional UPDATEs and for inserting those rows' release
-  records as the closer does. Redis, Kafka, the lock-read and the applied mark come on top, so it
+  records as the closer does. Redis, Kafka, the commit and the applied mark come on top, so it
   too errs low. Above the CPU per close that the needed close rate leaves on the machine's cores,
   alone or (since 2026-12-07) with the Redis server's CPU per close in the closer rounds (a release
   reaches Redis in any design), the p99 target is out of reach at this design's cost. Since migration
   5 (af85efd, 2026-12-07) a close rewrites one secondary index of \`orders\`, not two
   (docs/timeouts.md, "Status in one index"). The release record is a design choice (a
   release state on the order row could replace it, docs/timeouts.md), so the line also sets the
-  UPDATE and the Redis server's share against the same budget.
+  UPDATE and the Redis server's share against the same budget. Since migration 6 and the close
+  without a read before the fence (2026-12-07) the floor with the Redis server's share fits the
+  budget; when every process's CPU per close fits it too, the line says so and gives how late the
+  first order of each round closed (the curve's 0th percentile).
 - Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` samples the API, the order
   writer and the bare server with Linux perf (\`perf record\`: the linux-perf package, and root or
   kernel.perf_event_paranoid ≤ 1; V8's profiler until 2026-12-04 21:00) and appends their CPU per

@@ -496,7 +496,7 @@ export function closesNeeded(orders: number, spreadS: number): number {
  * The CPU side of the same bound: closing `need` orders/s on the machine's cores leaves cores ÷ need
  * of CPU per close for every process. The MySQL writes of this design's close — the conditional
  * UPDATE and the release record's INSERT, measured in the ceiling run as this process + MariaDB —
- * are a floor under it (Redis, Kafka, the lock-read and the applied mark come on top, so it errs
+ * are a floor under it (Redis, Kafka, the commit and the applied mark come on top, so it errs
  * low), and so is the pair of them with the Redis server's share of the releases in the closer
  * rounds (a release reaches Redis in any design). The record is a design choice (docs/timeouts.md):
  * the line also says what the UPDATE and the Redis server's share would leave without it.
