@@ -124,6 +124,7 @@ export class OrderCloser {
     const sorted = [...ids].sort();
     let closing: ReleaseRow[] = [];
     let others: OtherRow[] = [];
+    let rest: string[] = [];
     const tm = this.timings;
     let t = performance.now();
     const lap = (k: keyof typeof tm) => {
@@ -170,10 +171,8 @@ export class OrderCloser {
           // Why the others were not closed (the outcome metrics), and which were closed before (their
           // release may still be owed). Only read when some were not: in a burst every order closes.
           const closedNow = new Set(closing.map((r) => r.orderId));
-          const [rows] = await conn.query('SELECT order_id, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ?', [
-            sorted.filter((id) => !closedNow.has(id)),
-            this.saleKey,
-          ]);
+          rest = sorted.filter((id) => !closedNow.has(id));
+          const [rows] = await conn.query('SELECT order_id, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ?', [rest, this.saleKey]);
           others = rows as OtherRow[];
           lap('read');
         }
@@ -189,8 +188,8 @@ export class OrderCloser {
     const alreadyClosed: string[] = [];
     const found = new Map(others.map((r) => [r.order_id, r]));
     for (const r of closing) result.outcomes.set(r.orderId, 'closed');
-    for (const id of sorted) {
-      if (result.outcomes.get(id) === 'closed') continue;
+    // Only the orders not closed here are looked at: in a burst, none.
+    for (const id of rest) {
       const row = found.get(id);
       if (!row) result.outcomes.set(id, 'not_found');
       else if (row.status === 'PAID') result.outcomes.set(id, 'already_paid');
