@@ -70,9 +70,10 @@ describe('due-time split (pure)', () => {
   });
 });
 
-describe('two chunks of a partition in flight (a fake consumer, no Kafka, no sleeping)', () => {
-  // The batch handler of a DelayedTopicWorker driven by hand: every message due, chunks of two,
-  // each handle() settled by the test in the order it chooses.
+describe('batches and chunks in flight (a fake consumer, no Kafka, no sleeping)', () => {
+  // The batch handler of a DelayedTopicWorker driven by hand: chunks of two, a message due when its
+  // value's dueAt is at or before the clock's 1000, each handle() settled by the test in the order it
+  // chooses.
   async function harness() {
     let handler: BatchHandler | undefined;
     const consumer: KafkaConsumer = {
@@ -92,7 +93,7 @@ describe('two chunks of a partition in flight (a fake consumer, no Kafka, no sle
       kafka: { consumer: () => consumer } as unknown as KafkaGateway,
       groupId: 'g',
       topic: 't',
-      dueOf: () => 0,
+      dueOf: (m) => (JSON.parse(String(m.value)) as { dueAt: number }).dueAt,
       clock: { now: () => 1000 },
       chunkSize: 2,
       logger,
@@ -105,18 +106,34 @@ describe('two chunks of a partition in flight (a fake consumer, no Kafka, no sle
     await worker.start();
     const commits: string[] = [];
     const pauses: string[] = [];
-    const ctx: BatchContext = { commit: async (o) => void commits.push(o), pauseAt: (o) => void pauses.push(o), heartbeat: async () => undefined, isActive: () => true };
-    const run = (handler as BatchHandler)({ topic: 't', partition: 0, highWatermark: '4', messages: [0, 1, 2, 3].map((i) => msg(i, { dueAt: 0 })) }, ctx);
+    const advances: string[] = [];
+    let paused = false;
+    const ctx: BatchContext = {
+      commit: async () => assert.fail('a delayed worker commits with commitHandled, which leaves the fetch position alone'),
+      commitHandled: async (o) => void commits.push(o),
+      advance: (o) => void advances.push(o),
+      pauseAt: (o) => {
+        paused = true;
+        pauses.push(o);
+      },
+      heartbeat: async () => undefined,
+      isActive: () => !paused,
+    };
+    /** A batch of the given offsets, each due at 0 unless listed in `later` (due at 2000, after the clock). */
+    const batch = (offsets: number[], later: number[] = []) =>
+      (handler as BatchHandler)({ topic: 't', partition: 0, highWatermark: '99', messages: offsets.map((i) => msg(i, { dueAt: later.includes(i) ? 2000 : 0 })) }, ctx);
     const handles = (n: number) => (inFlight.length >= n ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ n, resolve })));
-    return { worker, inFlight, handles, run, commits, pauses };
+    return { worker, inFlight, handles, batch, commits, pauses, advances };
   }
 
   it('handles the next chunk before the previous one is done', { timeout: 10_000 }, async () => {
     const h = await harness();
+    await h.batch([0, 1, 2, 3]);
     await h.handles(2);
     assert.deepEqual(h.inFlight.map((c) => c.offsets), [['0', '1'], ['2', '3']], 'both chunks handled at once');
     for (const c of h.inFlight) c.settle(true);
-    await h.run;
+    await h.worker.drained();
+    assert.deepEqual(h.commits, ['2', '4']);
     await h.worker.stop();
   });
 
@@ -130,15 +147,53 @@ describe('two chunks of a partition in flight (a fake consumer, no Kafka, no sle
   for (const c of cases) {
     it(c.name, { timeout: 10_000 }, async () => {
       const h = await harness();
+      await h.batch([0, 1, 2, 3]);
       await h.handles(2);
       h.inFlight[1]?.settle(c.second);
       h.inFlight[0]?.settle(c.first);
-      await h.run;
+      await h.worker.drained();
       assert.deepEqual(h.commits, c.commits);
       assert.deepEqual(h.pauses, c.pauses);
       await h.worker.stop();
     });
   }
+
+  it('returns before the batch is handled, so the next is fetched meanwhile; one more waits, commits stay in order', { timeout: 10_000 }, async () => {
+    const h = await harness();
+    await h.batch([0, 1, 2, 3]);
+    assert.deepEqual(h.advances, ['4'], 'the fetch position moved past the first batch before any chunk settled');
+    let secondAccepted = false;
+    const second = h.batch([4, 5, 6, 7]).then(() => (secondAccepted = true));
+    await h.handles(2);
+    assert.deepEqual(h.advances, ['4', '8']);
+    assert.equal(secondAccepted, false, 'the second batch waits while the first is handled: that holds the next fetch');
+    h.inFlight[0]?.settle(true);
+    await second;
+    await h.handles(3);
+    assert.deepEqual(h.inFlight.map((c) => c.offsets), [['0', '1'], ['2', '3'], ['4', '5']], 'chunks across the two batches, at most two unsettled');
+    for (let i = 1; i < 4; i++) {
+      await h.handles(i + 1);
+      h.inFlight[i]?.settle(true);
+    }
+    await h.worker.drained();
+    assert.deepEqual(h.commits, ['2', '4', '6', '8']);
+    await h.worker.stop();
+  });
+
+  it('a pause for a due time drops the batch accepted behind it; that batch is read again after the resume', { timeout: 10_000 }, async () => {
+    const h = await harness();
+    await h.batch([0, 1, 2, 3], [2, 3]);
+    const second = h.batch([4, 5]);
+    await h.handles(1);
+    h.inFlight[0]?.settle(true);
+    await second;
+    await h.worker.drained();
+    assert.deepEqual(h.inFlight.map((c) => c.offsets), [['0', '1']], 'nothing of the second batch handled');
+    assert.deepEqual(h.commits, ['2']);
+    assert.deepEqual(h.pauses, ['2'], 'rewound to the first message not due');
+    assert.deepEqual(h.worker.waiting().map((w) => w.until), [2000]);
+    await h.worker.stop();
+  });
 });
 
 describe('the close fence (injected clock, no Kafka, no sleeping)', () => {

@@ -37,6 +37,13 @@ export const DUE_SKEW_MS = 5 * 60_000;
  */
 export const CLOSER_MYSQL_CONNECTIONS = 16;
 
+/**
+ * Bytes per partition a delayed worker fetches at once (kafkajs's default: 1 MB, about 4,000 timeout
+ * messages). A burst's first fetch comes when its head falls due and was decoded whole before the
+ * first close began (6 MB: 40–110 ms), though only the messages already due are handled from it.
+ */
+export const DELAYED_FETCH_BYTES = 256 * 1024;
+
 export type DueOf = (m: ConsumedMessage) => number | null;
 
 /**
@@ -78,12 +85,35 @@ export interface DelayedTopicWorkerOptions {
   sessionTimeoutMs?: number;
 }
 
+/**
+ * A partition's batches in hand. kafkajs fetches the next batches only when every partition's batch
+ * handler has returned, and the fetch and its decoding then run while no close does (both measured:
+ * docs/timeouts.md, "Fetching while closing"). So the handler returns as soon as its batch is
+ * accepted: the batch is handled here, in order behind the partition's earlier ones, while kafkajs
+ * fetches the next; at most one more batch per partition waits behind the one being handled.
+ */
+interface Lane {
+  /** Settles once the lane's latest accepted batch was gone through (its last chunk started, or a pause or failure found). */
+  tail: Promise<void>;
+  /** The latest chunk's outcome once committed: false after a failure, and nothing later is committed. */
+  last: Promise<boolean>;
+  /** The epoch `last` belongs to. */
+  lastEpoch: number;
+  /** Batches accepted and not yet gone through. */
+  pending: number;
+  /** Bumped by every pause and rebalance: batches accepted before it lie beyond the rewound position and are dropped. */
+  epoch: number;
+  /** Paused (waiting for a due time, resting after a failure): batches still delivered are dropped. */
+  paused: boolean;
+}
+
 /** A consumer that handles each message of a topic only once its due time has passed. */
 export class DelayedTopicWorker {
   private readonly o: DelayedTopicWorkerOptions;
   private readonly clock: Clock;
   private consumer: KafkaConsumer | undefined;
   private readonly timers = new Map<string, { timer: NodeJS.Timeout; topic: string; partition: number; until: number }>();
+  private readonly lanes = new Map<string, Lane>();
   /** Group joins seen (1 after start); a test reads it to prove waiting causes no rebalance. */
   joins = 0;
   private stopped = false;
@@ -105,6 +135,7 @@ export class DelayedTopicWorker {
       // replacement take over a crashed closer's partitions within seconds, not Kafka's default 30 s.
       sessionTimeoutMs: this.o.sessionTimeoutMs ?? 10_000,
       maxWaitMs: 50,
+      maxBytesPerPartition: DELAYED_FETCH_BYTES,
     });
     this.consumer = consumer;
     consumer.onRebalance(() => {
@@ -116,6 +147,12 @@ export class DelayedTopicWorker {
         this.timers.delete(key);
         consumer.resume(t.topic, t.partition);
       }
+      // Batches in hand were fetched for the old assignment: dropped (their chunks in flight finish,
+      // but are not committed: a new owner may have committed further already).
+      for (const lane of this.lanes.values()) {
+        lane.epoch++;
+        lane.paused = false;
+      }
     });
     await consumer.start((batch, ctx) => this.onBatch(batch, ctx));
   }
@@ -124,7 +161,19 @@ export class DelayedTopicWorker {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
+    // The chunks in flight finish and commit while the consumer is still in the group; paused, it
+    // does not fetch again meanwhile (each batch would be dropped and fetched again at once).
+    for (const a of this.consumer?.assignments() ?? []) this.consumer?.pause(a.topic, a.partition);
+    await this.drained();
     await this.consumer?.stop();
+  }
+
+  /** Settles once every batch accepted so far was handled and its chunks committed (or given up). */
+  async drained(): Promise<void> {
+    for (const lane of this.lanes.values()) {
+      await lane.tail;
+      await lane.last;
+    }
   }
 
   /** Partitions waiting for a due time (or a failure pause), with the epoch ms they resume at. */
@@ -132,8 +181,17 @@ export class DelayedTopicWorker {
     return [...this.timers.values()].map(({ topic, partition, until }) => ({ topic, partition, until }));
   }
 
-  private pauseUntil(batch: Batch, ctx: BatchContext, offset: string, until: number): void {
+  private lane(batch: Batch): Lane {
+    const key = `${batch.topic}:${batch.partition}`;
+    let lane = this.lanes.get(key);
+    if (!lane) this.lanes.set(key, (lane = { tail: Promise.resolve(), last: Promise.resolve(true), lastEpoch: 0, pending: 0, epoch: 0, paused: false }));
+    return lane;
+  }
+
+  private pauseUntil(batch: Batch, ctx: BatchContext, lane: Lane, offset: string, until: number): void {
     ctx.pauseAt(offset);
+    lane.epoch++;
+    lane.paused = true;
     this.stats.pauses++;
     // A batch still running while stop() disconnects must not leave a timer (up to an hour) behind:
     // it kept a stopped closer's process alive after SIGTERM.
@@ -145,6 +203,7 @@ export class DelayedTopicWorker {
     // re-pauses. Long waits are cut into hours: Node fires a timeout above 2^31-1 ms at once.
     const timer = setTimeout(() => {
       this.timers.delete(key);
+      lane.paused = false;
       this.consumer?.resume(batch.topic, batch.partition);
     }, Math.min(MAX_TIMER_MS, Math.max(0, until - this.clock.now())));
     // The consumer keeps the process alive while it runs; a pause timer alone must not.
@@ -152,31 +211,61 @@ export class DelayedTopicWorker {
     this.timers.set(key, { timer, topic: batch.topic, partition: batch.partition, until });
   }
 
+  /** kafkajs's batch handler: accepts the batch into its partition's lane and returns (see Lane). */
   private async onBatch(batch: Batch, ctx: BatchContext): Promise<void> {
-    const chunkSize = this.o.chunkSize ?? 500;
     this.stats.batches++;
-    let next = 0;
+    const lane = this.lane(batch);
+    const last = batch.messages[batch.messages.length - 1];
+    if (!last || this.stopped || lane.paused || !ctx.isActive()) return;
+    // The fetch position moves past this batch now; nothing is committed before it is handled.
+    ctx.advance(nextOffset(last));
+    const epoch = lane.epoch;
+    const joins = this.joins;
+    const before = lane.tail;
+    lane.pending++;
+    lane.tail = before.then(() => this.handleBatch(batch, ctx, lane, epoch, joins)).finally(() => lane.pending--);
+    // One batch waits behind the one being handled; holding this call holds kafkajs's next fetch.
+    if (lane.pending > 1) await before;
+  }
+
+  /** Handles a batch in chunks; never throws (a failed chunk rests the partition). */
+  private async handleBatch(batch: Batch, ctx: BatchContext, lane: Lane, epoch: number, joins: number): Promise<void> {
+    const chunkSize = this.o.chunkSize ?? 500;
+    const live = () => lane.epoch === epoch && !this.stopped && ctx.isActive();
+    if (!live()) return;
     // Two chunks of a partition in flight: the next chunk is handled while the previous one finishes
-    // (its Redis releases, its offset commit) instead of waiting for those round trips. Offsets are
-    // still committed in order, each only after its own chunk and every chunk before it were
-    // handled; after a failure nothing later is committed.
-    let previous: Promise<boolean> = Promise.resolve(true);
-    while (next < batch.messages.length && ctx.isActive()) {
-      const { ready: chunk, wait } = splitDue(batch.messages, this.clock.now(), this.o.dueOf, chunkSize, next);
-      if (chunk.length === 0) {
-        if ((await previous) && wait) this.pauseUntil(batch, ctx, wait.offset, wait.dueAt);
-        return;
-      }
-      const handled = this.handleChunk(chunk);
-      if (!(await previous)) {
-        // The previous chunk paused the partition at its own first offset: this one is read again.
-        await handled;
-        return;
-      }
-      previous = handled.then((ok) => (ok ? this.commitChunk(batch, ctx, chunk) : this.restAfterFailure(batch, ctx, chunk)));
-      next += chunk.length;
+    // (its Redis releases, its offset commit), across batches too. Offsets are still committed in
+    // order, each only after its own chunk and every chunk before it were handled; after a failure
+    // nothing later is committed. A chunk left from before a pause is waited for, not built upon.
+    if (lane.lastEpoch !== epoch) {
+      await lane.last;
+      lane.last = Promise.resolve(true);
+      lane.lastEpoch = epoch;
     }
-    await previous;
+    let previous = lane.last;
+    let next = 0;
+    try {
+      while (next < batch.messages.length && live()) {
+        const { ready: chunk, wait } = splitDue(batch.messages, this.clock.now(), this.o.dueOf, chunkSize, next);
+        if (chunk.length === 0) {
+          if ((await previous) && wait && live()) this.pauseUntil(batch, ctx, lane, wait.offset, wait.dueAt);
+          return;
+        }
+        const handled = this.handleChunk(chunk);
+        if (!(await previous)) {
+          // The previous chunk paused the partition at its own first offset: this one is read again.
+          await handled;
+          return;
+        }
+        previous = handled.then((ok) => (ok ? this.commitChunk(batch, ctx, chunk, joins) : this.restAfterFailure(batch, ctx, lane, chunk)));
+        lane.last = previous;
+        next += chunk.length;
+      }
+    } catch (err) {
+      // Not expected (the steps above catch their own errors); the batch is read again after the rest.
+      this.o.logger.error({ err: String(err), topic: batch.topic, partition: batch.partition }, 'batch handling failed');
+      this.pauseUntil(batch, ctx, lane, (batch.messages[next] as ConsumedMessage).offset, this.clock.now() + (this.o.failurePauseMs ?? 1000));
+    }
   }
 
   /** Handles one chunk; false when it failed (logged), never throws. */
@@ -195,14 +284,16 @@ export class DelayedTopicWorker {
   }
 
   /** Never throw or sleep in the batch handler: rest the partition and come back to the same chunk. */
-  private restAfterFailure(batch: Batch, ctx: BatchContext, chunk: ConsumedMessage[]): boolean {
-    this.pauseUntil(batch, ctx, (chunk[0] as ConsumedMessage).offset, this.clock.now() + (this.o.failurePauseMs ?? 1000));
+  private restAfterFailure(batch: Batch, ctx: BatchContext, lane: Lane, chunk: ConsumedMessage[]): boolean {
+    this.pauseUntil(batch, ctx, lane, (chunk[0] as ConsumedMessage).offset, this.clock.now() + (this.o.failurePauseMs ?? 1000));
     return false;
   }
 
-  private async commitChunk(batch: Batch, ctx: BatchContext, chunk: ConsumedMessage[]): Promise<boolean> {
+  private async commitChunk(batch: Batch, ctx: BatchContext, chunk: ConsumedMessage[], joins: number): Promise<boolean> {
+    // Handled under an earlier assignment: the partition's new owner may have committed further.
+    if (joins !== this.joins) return false;
     try {
-      await ctx.commit(nextOffset(chunk[chunk.length - 1] as ConsumedMessage));
+      await ctx.commitHandled(nextOffset(chunk[chunk.length - 1] as ConsumedMessage));
       return true;
     } catch (err) {
       // Usually a rebalance: the new owner redelivers from the last commit and the closes are idempotent.

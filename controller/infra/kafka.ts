@@ -206,6 +206,13 @@ export interface Batch {
 export interface BatchContext {
   /** Marks everything before `nextOffset` handled and commits it (the offset of the next message to read). */
   commit(nextOffset: string): Promise<void>;
+  /**
+   * Moves the partition's fetch position to `nextOffset` without committing anything, so kafkajs
+   * fetches the next batch while this one is still being handled (by a handler that returns first).
+   */
+  advance(nextOffset: string): void;
+  /** Commits `nextOffset` without moving the fetch position (for a batch handled after advance()). */
+  commitHandled(nextOffset: string): Promise<void>;
   /** Pauses this batch's partition and rewinds it to `offset`, so that message comes again after resume. */
   pauseAt(offset: string): void;
   heartbeat(): Promise<void>;
@@ -1209,6 +1216,12 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
                     async commit(nextOffset) {
                       // resolveOffset moves the in-memory fetch position; commitOffsets makes it durable.
                       payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
+                      await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
+                    },
+                    advance(nextOffset) {
+                      payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
+                    },
+                    async commitHandled(nextOffset) {
                       await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
                     },
                     pauseAt(offset) {
