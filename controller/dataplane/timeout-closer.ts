@@ -99,8 +99,6 @@ interface Lane {
   last: Promise<boolean>;
   /** The epoch `last` belongs to. */
   lastEpoch: number;
-  /** Batches accepted and not yet gone through. */
-  pending: number;
   /** Bumped by every pause and rebalance: batches accepted before it lie beyond the rewound position and are dropped. */
   epoch: number;
   /** Paused (waiting for a due time, resting after a failure): batches still delivered are dropped. */
@@ -184,7 +182,7 @@ export class DelayedTopicWorker {
   private lane(batch: Batch): Lane {
     const key = `${batch.topic}:${batch.partition}`;
     let lane = this.lanes.get(key);
-    if (!lane) this.lanes.set(key, (lane = { tail: Promise.resolve(), last: Promise.resolve(true), lastEpoch: 0, pending: 0, epoch: 0, paused: false }));
+    if (!lane) this.lanes.set(key, (lane = { tail: Promise.resolve(), last: Promise.resolve(true), lastEpoch: 0, epoch: 0, paused: false }));
     return lane;
   }
 
@@ -222,10 +220,9 @@ export class DelayedTopicWorker {
     const epoch = lane.epoch;
     const joins = this.joins;
     const before = lane.tail;
-    lane.pending++;
-    lane.tail = before.then(() => this.handleBatch(batch, ctx, lane, epoch, joins)).finally(() => lane.pending--);
-    // One batch waits behind the one being handled; holding this call holds kafkajs's next fetch.
-    if (lane.pending > 1) await before;
+    lane.tail = before.then(() => this.handleBatch(batch, ctx, lane, epoch, joins));
+    // This batch waits behind the one being handled; holding this call holds kafkajs's next fetch.
+    await before;
   }
 
   /** Handles a batch in chunks; never throws (a failed chunk rests the partition). */

@@ -1196,6 +1196,11 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
             eachBatch: async (payload: EachBatchPayload) => {
               const { batch } = payload;
               let pausedHere = false;
+              // resolveOffset moves the in-memory fetch position; commitOffsets makes it durable.
+              const advance = (nextOffset: string) => payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
+              const commitHandled = async (nextOffset: string) => {
+                await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
+              };
               try {
                 await handler(
                   {
@@ -1214,16 +1219,11 @@ export function createKafkaGateway(options: KafkaGatewayOptions): KafkaGateway {
                   },
                   {
                     async commit(nextOffset) {
-                      // resolveOffset moves the in-memory fetch position; commitOffsets makes it durable.
-                      payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
-                      await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
+                      advance(nextOffset);
+                      await commitHandled(nextOffset);
                     },
-                    advance(nextOffset) {
-                      payload.resolveOffset((BigInt(nextOffset) - 1n).toString());
-                    },
-                    async commitHandled(nextOffset) {
-                      await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: nextOffset }]);
-                    },
+                    advance,
+                    commitHandled,
                     pauseAt(offset) {
                       pausedHere = true;
                       consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
