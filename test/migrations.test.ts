@@ -1,8 +1,8 @@
-// Migrations 5 and 6 on tables that already hold orders, against the real MariaDB, from a database
-// as the release before each shipped it. 5: the (sale, sku_id) index replaces (sale, sku_id, status),
-// so a status change (pay, close) rewrites one secondary index, not two. 6: orders and
-// stock_releases in the REDUNDANT row format, so closed_at, paid_at and applied_at go from NULL to a
-// value in place.
+// Migrations 5, 6 and 7 on tables that already hold orders, against the real MariaDB, from a
+// database as the release before each shipped it. 5: the (sale, sku_id) index replaces (sale,
+// sku_id, status), so a status change (pay, close) rewrites one secondary index, not two. 6: orders
+// and stock_releases in the REDUNDANT row format, so closed_at, paid_at and applied_at go from NULL
+// to a value in place. 7: the release a close owes is kept on the order row (released_at).
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { seededSkus, skuLedger, soldUnits } from '../controller/dataplane/provision.ts';
@@ -90,7 +90,7 @@ describe('migration 6 on tables that already hold orders and releases', () => {
         { t: 'stock_releases', f: 'Dynamic' },
       ]);
 
-      assert.deepEqual(await migrate(config.mysql), [6]);
+      assert.deepEqual(await migrate(config.mysql, 6), [6]);
       assert.deepEqual(await formats(), [
         { t: 'orders', f: 'Redundant' },
         { t: 'stock_releases', f: 'Redundant' },
@@ -108,6 +108,72 @@ describe('migration 6 on tables that already hold orders and releases', () => {
       assert.deepEqual(closed, [{ status: 'CLOSED', closed_at: later, paid_at: null }]);
       const [marked] = await conn.query('SELECT applied_at FROM stock_releases WHERE order_id = ?', [id(2)]);
       assert.deepEqual(marked, [{ applied_at: later }]);
+    } finally {
+      await conn.end();
+    }
+  });
+});
+
+describe('migration 7 on tables that already hold orders and release records', () => {
+  const config = testConfig();
+  after(() => dropDatabase(config));
+
+  it('moves each release onto its order row: owed stays NULL, applied and reaped are settled', async () => {
+    const conn = await databaseAtVersion(config, 6);
+    try {
+      const at = new Date('2026-12-01T00:00:00.123Z');
+      const later = new Date('2026-12-01T00:05:00.456Z');
+      const applied = new Date('2026-12-01T00:05:01.789Z');
+      const id = (i: number) => `00000000-0000-7000-8000-00000000000${i}`;
+      await conn.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, paid_at, closed_at) VALUES ?', [
+        [
+          [id(0), 'ns/sale', 'phone', 'u-0', 1, 'UNPAID', at, later, null, null],
+          [id(1), 'ns/sale', 'phone', 'u-1', 2, 'PAID', at, later, later, null],
+          [id(2), 'ns/sale', 'book', 'u-2', 3, 'CLOSED', at, later, null, later], // release pending
+          [id(3), 'ns/sale', 'book', 'u-3', 1, 'CLOSED', at, later, null, later], // release applied
+          [id(4), 'ns/sale', 'book', 'u-4', 1, 'CLOSED', at, later, null, at], // written CLOSED after a reap: no record
+        ],
+      ]);
+      await conn.query('INSERT INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at, applied_at) VALUES ?', [
+        [
+          [id(2), 'ns/sale', 'book', 'u-2', 3, later, null],
+          [id(3), 'ns/sale', 'book', 'u-3', 1, later, applied],
+        ],
+      ]);
+      assert.deepEqual(await migrate(config.mysql), [7]);
+      const read = async () => (await conn.query('SELECT order_id, status, closed_at, released_at FROM orders ORDER BY order_id'))[0];
+      const expected = [
+        { order_id: id(0), status: 'UNPAID', closed_at: null, released_at: null },
+        { order_id: id(1), status: 'PAID', closed_at: null, released_at: null },
+        { order_id: id(2), status: 'CLOSED', closed_at: later, released_at: null },
+        { order_id: id(3), status: 'CLOSED', closed_at: later, released_at: applied },
+        { order_id: id(4), status: 'CLOSED', closed_at: at, released_at: at },
+      ];
+      assert.deepEqual(await read(), expected);
+      const [idx] = await conn.query(
+        'SELECT index_name AS i, GROUP_CONCAT(column_name ORDER BY seq_in_index) AS cols FROM information_schema.statistics WHERE table_schema = ? AND table_name = ? GROUP BY index_name ORDER BY index_name',
+        [config.mysql.database, 'orders'],
+      );
+      assert.deepEqual(idx, [
+        { i: 'orders_sale_sku', cols: 'sale,sku_id' },
+        { i: 'orders_status_due', cols: 'status,released_at,due_at' },
+        { i: 'PRIMARY', cols: 'order_id' },
+      ]);
+      const [format] = await conn.query("SELECT row_format AS f FROM information_schema.tables WHERE table_schema = ? AND table_name = 'orders'", [config.mysql.database]);
+      assert.deepEqual(format, [{ f: 'Redundant' }], 'the rows are still updated in place');
+
+      // A crash after the statements and before the schema_migrations row: they run again, harmlessly.
+      for (const sql of migrations.find((m) => m.version === 7)?.statements ?? []) await conn.query(sql);
+      assert.deepEqual(await read(), expected);
+
+      // What the scan reads by the index: the one release owed, and the overdue UNPAID order.
+      const [owed] = await conn.query("SELECT order_id FROM orders FORCE INDEX (orders_status_due) WHERE status = 'CLOSED' AND released_at IS NULL AND sale = ?", ['ns/sale']);
+      assert.deepEqual(owed, [{ order_id: id(2) }]);
+      const [overdue] = await conn.query("SELECT order_id FROM orders FORCE INDEX (orders_status_due) WHERE status = 'UNPAID' AND released_at IS NULL AND due_at <= ? AND sale = ?", [later, 'ns/sale']);
+      assert.deepEqual(overdue, [{ order_id: id(0) }]);
+      // During a rollout the previous release's scan still runs its own query on the index of the same name.
+      const [old] = await conn.query("SELECT order_id, due_at FROM orders FORCE INDEX (orders_status_due) WHERE status = 'UNPAID' AND due_at <= ? AND sale = ? ORDER BY due_at, order_id LIMIT 500", [later, 'ns/sale']);
+      assert.deepEqual((old as { order_id: string }[]).map((r) => r.order_id), [id(0)]);
     } finally {
       await conn.end();
     }

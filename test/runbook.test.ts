@@ -95,7 +95,6 @@ describe('runbook (docs/runbook.md)', () => {
           ('01a00000-0000-7000-8000-000000000003', ?, 'phone-x', 'u-3', 1, 'CLOSED', UTC_TIMESTAMP(3) - INTERVAL 1 HOUR, UTC_TIMESTAMP(3) - INTERVAL 30 MINUTE)`,
         [sale, sale, sale],
       );
-      await conn.query(`INSERT INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at) VALUES ('01a00000-0000-7000-8000-000000000003', ?, 'phone-x', 'u-3', 1, UTC_TIMESTAMP(3))`, [sale]);
     });
     after(async () => {
       await conn?.end();

@@ -223,36 +223,51 @@ describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
     assert.equal(again.outcomes.get(a?.orderId as string), 'already_closed');
     assert.equal(again.released, 0);
     assert.equal((await f.stock.level('sku'))?.remaining, 9);
-    const [rows] = await f.pool.query('SELECT order_id, closed_at FROM stock_releases JOIN orders USING (order_id)');
-    assert.deepEqual((rows as { order_id: string; closed_at: Date }[]).map((r) => [r.order_id, r.closed_at.getTime()]), [[a?.orderId, dueAt]]);
+    const [rows] = await f.pool.query("SELECT order_id, closed_at, released_at FROM orders WHERE status = 'CLOSED'");
+    assert.deepEqual((rows as { order_id: string; closed_at: Date; released_at: Date | null }[]).map((r) => [r.order_id, r.closed_at.getTime(), r.released_at?.getTime()]), [[a?.orderId, dueAt, dueAt]], 'closed at its due time, release marked');
   });
 
-  it('two closes at the same instant of chunks that overlap write each release record once', { timeout: 30_000 }, async () => {
+  it('two closes at the same instant of chunks that overlap: each order closed and released once', { timeout: 30_000 }, async () => {
     const f = await fixture({ skus: [{ id: 'sku', stock: 10, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '30m' }], partitions: 1 });
     const dueAt = Date.parse('2030-01-01T00:00:00.000Z');
     const clock = { now: () => dueAt };
-    const [a, b, c] = (await f.place('sku', 3, { dueAt, createdAt: dueAt - 1_800_000, produce: false })).map((o) => ({ orderId: o.orderId, dueAt: o.dueAt }));
-    if (!a || !b || !c) throw new Error('three orders placed');
-    const first = await f.closer({ clock }).close([a, b], 'closer');
+    const [a, b, c, d] = (await f.place('sku', 4, { dueAt, createdAt: dueAt - 1_800_000, produce: false })).map((o) => ({ orderId: o.orderId, dueAt: o.dueAt }));
+    if (!a || !b || !c || !d) throw new Error('four orders placed');
+    await f.pool.query("UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ?", [new Date(dueAt - 1), d.orderId]);
+    // The first close's marks are not written yet (deferred), so its rows still owe their releases.
+    const firstCloser = f.closer({ clock, deferMarking: { idleMs: 3_600_000, maxMs: 3_600_000 } });
+    const first = await firstCloser.close([a, b], 'closer');
     assert.deepEqual([...first.outcomes.values()], ['closed', 'closed']);
-    // A scan or a redelivery in the same millisecond: b already carries this very closed_at.
-    const second = await f.closer({ clock }).close([b, c], 'compensator');
-    assert.equal(second.outcomes.get(b.orderId), 'already_closed');
-    assert.equal(second.outcomes.get(c.orderId), 'closed');
-    assert.deepEqual(second.closed, [{ orderId: c.orderId, dueAt, closedAt: dueAt }]);
-    const [rows] = await f.pool.query('SELECT order_id, created_at FROM stock_releases ORDER BY order_id');
+    assert.equal(firstCloser.lockedChunks, 0, 'an ordinary close reads back only its own rows');
+    // A scan or a redelivery in the same millisecond: b already carries this very closed_at and owes
+    // its release, so reading back "closed now, release owed" would find it too: the second close
+    // must tell its own closes from the first's (it rereads the chunk under lock).
+    const second = f.closer({ clock });
+    const result = await second.close([b, c, d, { orderId: 'no-such-order' }], 'compensator');
+    assert.equal(second.lockedChunks, 1);
+    assert.deepEqual(Object.fromEntries(result.outcomes), { [b.orderId]: 'already_closed', [c.orderId]: 'closed', [d.orderId]: 'already_paid', 'no-such-order': 'not_found' });
+    assert.deepEqual(result.closed, [{ orderId: c.orderId, dueAt, closedAt: dueAt }]);
+    const [rows] = await f.pool.query('SELECT order_id, status, closed_at, released_at FROM orders ORDER BY order_id');
     assert.deepEqual(
-      (rows as { order_id: string; created_at: Date }[]).map((r) => [r.order_id, r.created_at.getTime()]),
-      [a, b, c].map((o) => [o.orderId, dueAt]).sort(),
+      (rows as { order_id: string; status: string; closed_at: Date | null; released_at: Date | null }[]).map((r) => [r.order_id, r.status, r.closed_at?.getTime() ?? null, r.released_at !== null]),
+      [
+        [a.orderId, 'CLOSED', dueAt, false],
+        [b.orderId, 'CLOSED', dueAt, true],
+        [c.orderId, 'CLOSED', dueAt, true],
+        [d.orderId, 'PAID', null, false],
+      ].sort(),
+      'b and c marked by the second close (b applied before: nothing twice), a still owed by the first',
     );
-    assert.equal((await f.stock.level('sku'))?.remaining, 10, 'the three units back, each once');
+    assert.equal((await f.stock.level('sku'))?.remaining, 9, 'the three closed units back, each once; the paid one kept');
+    assert.equal(await f.redis.scard(f.names.redis.sku('sku').released), 3);
+    await firstCloser.flushMarks();
   });
 });
 
-describe('deferred applied_at marks', () => {
+describe('deferred release marks (released_at)', () => {
   it('are written after the burst; marks lost in a crash only make the scan re-run a no-op', { timeout: 60_000 }, async () => {
     const f = await fixture({ skus: [{ id: 'sku', stock: 20, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '30m' }], partitions: 1 });
-    const pending = () => f.count('SELECT COUNT(*) FROM stock_releases WHERE applied_at IS NULL');
+    const pending = () => f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NULL");
     const deferred = f.closer({ deferMarking: { idleMs: 100, maxMs: 1000 } });
     const first = await f.place('sku', 5, { dueAt: Date.now() - 1, produce: false });
     assert.equal((await deferred.close(first, 'closer')).released, 5);
@@ -299,7 +314,7 @@ describe('timeout closer', () => {
       assert.equal(s.status, 'CLOSED');
       assert.ok((s.closedAt as number) >= s.dueAt, `${id} closed ${s.dueAt - (s.closedAt as number)} ms early`);
     }
-    await eventually(async () => (await f.count('SELECT COUNT(*) FROM stock_releases WHERE applied_at IS NOT NULL')) === 40, { what: 'releases applied' });
+    await eventually(async () => (await f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NOT NULL")) === 40, { what: 'releases applied' });
     assert.equal((await f.stock.level('phone'))?.remaining, 100);
     for (const o of orders) assert.equal(await f.stock.holding('phone', o.userId), 0, `${o.userId} slot freed`);
     assert.equal(await f.metric('flashsale_stock_releases_applied_total'), 40);
@@ -309,7 +324,7 @@ describe('timeout closer', () => {
     await f.produceTimeouts(orders);
     await eventually(async () => (await f.metric('flashsale_timeout_closes_total', { outcome: 'already_closed' })) === 40, { what: 'duplicates handled' });
     assert.equal((await f.stock.level('phone'))?.remaining, 100, 'released once');
-    assert.equal(await f.count('SELECT COUNT(*) FROM stock_releases WHERE sale = ?', [f.names.key]), 40);
+    assert.equal(await f.redis.scard(f.names.redis.sku('phone').released), 40);
     assert.equal(await f.metric('flashsale_stock_releases_applied_total'), 40);
 
     // The freed slot lets the user buy again.
@@ -345,23 +360,18 @@ describe('timeout closer', () => {
     );
     const paidOk = [...paidBefore.map(() => true), ...raced, ...neverPaid.map(() => false)];
     await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { what: 'every order decided' });
-    await eventually(async () => (await f.count('SELECT COUNT(*) FROM stock_releases WHERE applied_at IS NULL')) === 0, { what: 'releases applied' });
+    await eventually(async () => (await f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NULL")) === 0, { what: 'releases applied' });
     const st = await f.statuses();
     let paidUnits = 0;
-    let closedUnits = 0;
     orders.forEach((o, i) => {
       const s = st.get(o.orderId)?.status;
       assert.ok(s === 'PAID' || s === 'CLOSED', `${o.orderId} is ${s}`);
       assert.equal(s === 'PAID', paidOk[i], `${o.orderId}: pay answered ${paidOk[i]} but the order is ${s}`);
       if (s === 'PAID') paidUnits += o.quantity;
-      else closedUnits += o.quantity;
     });
     const closed = orders.filter((o) => st.get(o.orderId)?.status === 'CLOSED');
-    const [rel] = await f.pool.query('SELECT order_id, quantity FROM stock_releases WHERE sale = ?', [f.names.key]);
-    const releases = rel as { order_id: string; quantity: number }[];
-    assert.equal(releases.length, closed.length);
-    assert.deepEqual(new Set(releases.map((r) => r.order_id)), new Set(closed.map((o) => o.orderId)), 'a release for every closed order and none for a paid one');
-    assert.equal(releases.reduce((s, r) => s + r.quantity, 0), closedUnits);
+    const released = await f.redis.smembers(f.names.redis.sku('sku').released);
+    assert.deepEqual(new Set(released), new Set(closed.map((o) => o.orderId)), 'a release for every closed order and none for a paid one');
     assert.equal((await f.stock.level('sku'))?.remaining, 5000 - paidUnits, 'Redis holds back exactly the paid units');
     assert.equal(await f.redis.scard(f.names.redis.sku('sku').released), closed.length);
     for (const o of paidBefore) assert.equal(st.get(o.orderId)?.status, 'PAID', 'paid before due: never closed');

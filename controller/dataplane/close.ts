@@ -3,15 +3,16 @@
 //
 // A close is ONE MySQL transaction per chunk of orders:
 //   UPDATE orders SET status='CLOSED' ...      WHERE status='UNPAID' AND due_at <= now  ← the fence
-//   INSERT INTO stock_releases ... SELECT      the release records of the rows it closed, committed
-//     ... RETURNING                            together with the close, returned for Redis
+//   SELECT ... WHERE closed_at = now AND       the rows it closed, read back: the release each owes
+//     released_at IS NULL
 //   SELECT status ...                          only for orders not closed: why (metrics), owed releases
-// and only after the commit the release is applied to Redis (StockStore.releaseOrder, idempotent by
-// order id) and marked applied. A crash between the commit and Redis leaves a release row with
-// applied_at NULL; the next close attempt of that order or the compensation scan applies it. The
-// conditional UPDATE is what makes PAID and CLOSED mutually exclusive: the API's pay UPDATE has the
-// mirror condition (status='UNPAID'), and InnoDB row locks serialise the two.
-import type { Pool } from '../infra/mysql.ts';
+// and only after the commit the release is applied to Redis (StockStore.releaseOrders, idempotent by
+// order id) and marked on the row (released_at). A CLOSED row with released_at NULL owes its release:
+// a crash between the commit and Redis leaves it so, and the next close attempt of that order or the
+// compensation scan applies it. The conditional UPDATE is what makes PAID and CLOSED mutually
+// exclusive: the API's pay UPDATE has the mirror condition (status='UNPAID'), and InnoDB row locks
+// serialise the two.
+import type { Pool, PoolConnection } from '../infra/mysql.ts';
 import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
 import { recordMarks } from './restore-fence.ts';
 import type { StockStore } from './stock.ts';
@@ -70,8 +71,14 @@ export interface OrderCloserOptions {
 }
 
 type OtherRow = { order_id: string; status: 'UNPAID' | 'PAID' | 'CLOSED'; due_at: Date };
-type ReleaseDbRow = { order_id: string; sale: string; sku_id: string; user_id: string; quantity: number };
-const toReleaseRow = (r: ReleaseDbRow): ReleaseRow => ({ orderId: r.order_id, sale: r.sale, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity });
+type ClosedDbRow = { order_id: string; sku_id: string; user_id: string; quantity: number };
+/** What a close transaction decided: the orders it closed (with their releases) and the others, read. */
+interface Fenced {
+  closing: ReleaseRow[];
+  others: OtherRow[];
+  /** The chunk's orders not closed by it. */
+  rest: string[];
+}
 
 export class OrderCloser {
   private readonly pool: Pool;
@@ -82,13 +89,15 @@ export class OrderCloser {
   private readonly afterCommit: OrderCloserOptions['afterCommit'];
   readonly chunkSize: number;
   /** Milliseconds spent per step, summed over chunks (benchmarks print it). */
-  readonly timings = { connect: 0, update: 0, insert: 0, read: 0, commit: 0, redis: 0, markApplied: 0 };
+  readonly timings = { connect: 0, update: 0, read: 0, commit: 0, redis: 0, markApplied: 0 };
+  /** Chunks closed by fenceLocked (another close of the same millisecond owed releases among them). */
+  lockedChunks = 0;
   private readonly deferMarking: OrderCloserOptions['deferMarking'];
   private unmarked: string[] = [];
   private firstUnmarkedAt = 0;
   private markTimer: NodeJS.Timeout | undefined;
   private marking: Promise<void> = Promise.resolve();
-  /** Highest counters seen per SKU, not yet recorded (deferred with the applied_at marks). */
+  /** Highest counters seen per SKU, not yet recorded (deferred with the released_at marks). */
   private unrecorded = new Map<string, number>();
 
   constructor(o: OrderCloserOptions) {
@@ -120,11 +129,7 @@ export class OrderCloser {
 
   private async closeChunk(ids: string[], dueOf: Map<string, number | undefined>, source: 'closer' | 'compensator', result: CloseResult): Promise<void> {
     const now = this.clock.now();
-    const nowDate = new Date(now);
     const sorted = [...ids].sort();
-    let closing: ReleaseRow[] = [];
-    let others: OtherRow[] = [];
-    let rest: string[] = [];
     const tm = this.timings;
     let t = performance.now();
     const lap = (k: keyof typeof tm) => {
@@ -134,57 +139,21 @@ export class OrderCloser {
     };
     const conn = await this.pool.getConnection();
     lap('connect');
+    let fenced: Fenced;
     try {
       // READ COMMITTED: no gap locks, so closers of different partitions (disjoint order ids) never
       // deadlock on index ranges; the UPDATE's row locks are all the fence needs.
       await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
-      await conn.beginTransaction();
-      try {
-        // The fence. It locks the rows it closes, in primary-key order (the IN list is a sorted set of
-        // ranges), so two closers of the same orders wait for each other instead of deadlocking; a
-        // row a pay holds is waited for and then read as committed.
-        const [upd] = await conn.query(
-          `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'UNPAID' AND due_at <= ?`,
-          [nowDate, sorted, this.saleKey, nowDate],
-        );
-        const changed = (upd as { affectedRows: number }).affectedRows;
-        lap('update');
-        if (changed > 0) {
-          // The release record of each order this transaction closed, copied from its row (which this
-          // transaction holds) and returned for Redis: closed_at = this close's time picks them. IGNORE
-          // skips an order another close committed in the same millisecond (its record exists: duplicate
-          // key; the columns are copied between identical types, so no other error can be ignored), and
-          // the count check makes sure every order closed here got its record. (NOT EXISTS instead cost
-          // MariaDB a temporary table: 1-2 us per order, measured.)
-          const [rows] = await conn.query(
-            `INSERT IGNORE INTO stock_releases (order_id, sale, sku_id, user_id, quantity, created_at)
-             SELECT order_id, sale, sku_id, user_id, quantity, ? FROM orders FORCE INDEX (PRIMARY)
-             WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ?
-             RETURNING order_id, sale, sku_id, user_id, quantity`,
-            [nowDate, sorted, this.saleKey, nowDate],
-          );
-          closing = (rows as ReleaseDbRow[]).map(toReleaseRow);
-          if (closing.length !== changed) throw new Error(`close wrote ${closing.length} release records for ${changed} closed orders`);
-          lap('insert');
-        }
-        if (changed < sorted.length) {
-          // Why the others were not closed (the outcome metrics), and which were closed before (their
-          // release may still be owed). Only read when some were not: in a burst every order closes.
-          const closedNow = new Set(closing.map((r) => r.orderId));
-          rest = sorted.filter((id) => !closedNow.has(id));
-          const [rows] = await conn.query('SELECT order_id, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ?', [rest, this.saleKey]);
-          others = rows as OtherRow[];
-          lap('read');
-        }
-        await conn.commit();
-        lap('commit');
-      } catch (err) {
-        await conn.rollback().catch(() => undefined);
-        throw err;
+      let f = await this.fence(conn, sorted, now, lap);
+      if (!f) {
+        this.lockedChunks++;
+        f = await this.fenceLocked(conn, sorted, now, lap);
       }
+      fenced = f;
     } finally {
       conn.release();
     }
+    const { closing, others, rest } = fenced;
     const alreadyClosed: string[] = [];
     const found = new Map(others.map((r) => [r.order_id, r]));
     for (const r of closing) result.outcomes.set(r.orderId, 'closed');
@@ -209,6 +178,108 @@ export class OrderCloser {
     result.released += await this.applyReleases(toApply, source);
   }
 
+  /**
+   * The close transaction: the conditional UPDATE (the fence), then the closed rows read back for
+   * their releases. undefined when the read back is ambiguous (another close committed some of these
+   * orders at the same millisecond and its releases are not marked yet): rolled back, the caller
+   * closes the chunk with fenceLocked instead. In a burst every order closes and nothing else is read.
+   */
+  private async fence(conn: PoolConnection, sorted: string[], now: number, lap: (k: keyof OrderCloser['timings']) => void): Promise<Fenced | undefined> {
+    const nowDate = new Date(now);
+    await conn.beginTransaction();
+    try {
+      // It locks the rows it closes, in primary-key order (the IN list is a sorted set of ranges), so
+      // two closers of the same orders wait for each other instead of deadlocking; a row a pay holds
+      // is waited for and then read as committed.
+      const [upd] = await conn.query(
+        `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'UNPAID' AND due_at <= ?`,
+        [nowDate, sorted, this.saleKey, nowDate],
+      );
+      const changed = (upd as { affectedRows: number }).affectedRows;
+      lap('update');
+      let closing: ReleaseRow[] = [];
+      if (changed > 0) {
+        // The release each order closed here owes, read from its row (which this transaction holds):
+        // closed_at = this close's instant and no release yet. The row is the source, never the
+        // message, so a message cannot make a close return other units than the order held.
+        const [rows] = await conn.query(
+          `SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY)
+           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND released_at IS NULL`,
+          [sorted, this.saleKey, nowDate],
+        );
+        closing = (rows as ClosedDbRow[]).map((r) => this.toReleaseRow(r));
+        lap('read');
+        if (closing.length !== changed) {
+          await conn.rollback();
+          return undefined;
+        }
+      }
+      let others: OtherRow[] = [];
+      let rest: string[] = [];
+      if (changed < sorted.length) {
+        // Why the others were not closed (the outcome metrics), and which were closed before (their
+        // release may still be owed). Only read when some were not: in a burst every order closes.
+        const closedNow = new Set(closing.map((r) => r.orderId));
+        rest = sorted.filter((id) => !closedNow.has(id));
+        const [rows] = await conn.query('SELECT order_id, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ?', [rest, this.saleKey]);
+        others = rows as OtherRow[];
+        lap('read');
+      }
+      await conn.commit();
+      lap('commit');
+      return { closing, others, rest };
+    } catch (err) {
+      await conn.rollback().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * The same close with the rows read and locked first (SELECT … FOR UPDATE), so the orders closed are
+   * exactly those read UNPAID and due. Dearer than fence (the read before the UPDATE); only taken
+   * when fence could not tell its closes from another close's of the same millisecond.
+   */
+  private async fenceLocked(conn: PoolConnection, sorted: string[], now: number, lap: (k: keyof OrderCloser['timings']) => void): Promise<Fenced> {
+    const nowDate = new Date(now);
+    // SET TRANSACTION holds for the next transaction only (fence's was the one before).
+    await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
+    await conn.beginTransaction();
+    try {
+      const [rows] = await conn.query(
+        'SELECT order_id, sku_id, user_id, quantity, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? FOR UPDATE',
+        [sorted, this.saleKey],
+      );
+      const read = rows as (ClosedDbRow & OtherRow)[];
+      lap('read');
+      const closable = read.filter((r) => r.status === 'UNPAID' && r.due_at.getTime() <= now);
+      if (closable.length > 0) {
+        const [upd] = await conn.query(
+          `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'UNPAID' AND due_at <= ?`,
+          [nowDate, closable.map((r) => r.order_id), this.saleKey, nowDate],
+        );
+        // The rows are locked since the read: every one read UNPAID and due is closed here.
+        const changed = (upd as { affectedRows: number }).affectedRows;
+        if (changed !== closable.length) throw new Error(`close changed ${changed} of ${closable.length} locked orders`);
+        lap('update');
+      }
+      await conn.commit();
+      lap('commit');
+      const closedNow = new Set(closable.map((r) => r.order_id));
+      return {
+        closing: closable.map((r) => this.toReleaseRow(r)),
+        others: read.filter((r) => !closedNow.has(r.order_id)),
+        rest: sorted.filter((id) => !closedNow.has(id)),
+      };
+    } catch (err) {
+      await conn.rollback().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private toReleaseRow(r: ClosedDbRow): ReleaseRow {
+    return { orderId: r.order_id, sale: this.saleKey, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity };
+  }
+
   private async dueTimes(orderIds: string[]): Promise<Map<string, number>> {
     const [rows] = await this.pool.query('SELECT order_id, due_at FROM orders WHERE order_id IN (?)', [orderIds]);
     return new Map((rows as { order_id: string; due_at: Date }[]).map((r) => [r.order_id, r.due_at.getTime()]));
@@ -216,18 +287,18 @@ export class OrderCloser {
 
   private async pendingReleases(orderIds: string[]): Promise<ReleaseRow[]> {
     const [rows] = await this.pool.query(
-      'SELECT order_id, sale, sku_id, user_id, quantity FROM stock_releases WHERE order_id IN (?) AND applied_at IS NULL',
-      [orderIds],
+      "SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND released_at IS NULL",
+      [orderIds, this.saleKey],
     );
-    return (rows as ReleaseDbRow[]).map(toReleaseRow);
+    return (rows as ClosedDbRow[]).map((r) => this.toReleaseRow(r));
   }
 
   /**
    * Returns the units of committed releases to Redis and marks them applied. The Redis script is
    * idempotent by order id, so applying a release twice (a closer and the scan at once, a crash
-   * before applied_at was set) returns the units once. Returns how many were applied now.
+   * before released_at was set) returns the units once. Returns how many were applied now.
    *
-   * applied_at only tells the scan which releases might still be owed, so with `deferMarking` it is
+   * released_at only tells the scan which releases might still be owed, so with `deferMarking` it is
    * written in bulk after a burst instead of on the close path (in a burst it costs as much MySQL
    * time as the close UPDATE). A mark lost in a crash only makes the scan run the idempotent script
    * once more for that order, which returns nothing.
@@ -256,7 +327,7 @@ export class OrderCloser {
     // counted the order as closed.
     const ids = rows.filter((_, i) => outcomes[i] !== 'no-stock-keys').map((r) => r.orderId);
     if (ids.length === 0) return n;
-    // Deferred, the counter marks go with the applied_at marks (a mark recorded late only detects a
+    // Deferred, the counter marks go with the released_at marks (a mark recorded late only detects a
     // restore a little later; the writer and the API record and check too).
     if (defer) this.queueMarks(ids);
     else await this.markApplied(ids);
@@ -266,7 +337,10 @@ export class OrderCloser {
   private async markApplied(ids: string[]): Promise<void> {
     const t = performance.now();
     for (let i = 0; i < ids.length; i += 1000) {
-      await this.pool.query('UPDATE stock_releases SET applied_at = ? WHERE order_id IN (?) AND applied_at IS NULL', [new Date(this.clock.now()), ids.slice(i, i + 1000)]);
+      await this.pool.query(
+        "UPDATE orders FORCE INDEX (PRIMARY) SET released_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND released_at IS NULL",
+        [new Date(this.clock.now()), ids.slice(i, i + 1000), this.saleKey],
+      );
     }
     this.timings.markApplied += performance.now() - t;
   }
@@ -280,7 +354,7 @@ export class OrderCloser {
     this.markTimer = setTimeout(() => void this.flushMarks(), Math.max(0, Math.min(d.idleMs, this.firstUnmarkedAt + d.maxMs - now)));
   }
 
-  /** Writes the deferred applied_at marks now; a failure leaves them to the scan. */
+  /** Writes the deferred released_at marks now; a failure leaves them to the scan. */
   flushMarks(): Promise<void> {
     if (this.markTimer) clearTimeout(this.markTimer);
     this.markTimer = undefined;

@@ -1,8 +1,8 @@
 // The compensation scan: the safety net under the timeout closer. Periodically it
 //   1. closes orders still UNPAID more than `grace` past their due time (their timeout message was
 //      lost, never produced, or is stuck behind a failure), with the same close code as the closer;
-//   2. applies stock releases committed in MySQL but not yet applied to Redis (a crash between the
-//      commit and Redis).
+//   2. applies the releases of orders closed in MySQL but not yet confirmed back in Redis (released_at
+//      NULL: a crash between the commit and Redis, or Redis without the SKU's keys at the time).
 // Both walk an index in bounded chunks with keyset pagination, so a scan never loads the table.
 // A Redis lease keeps replicas from scanning at the same time; it only saves work: the conditional
 // UPDATE and the idempotent release are the fences, so two scanners at once still close each order once.
@@ -126,13 +126,14 @@ export class Compensator {
 
   private async closeOverdue(result: ScanResult): Promise<void> {
     const cutoff = new Date(this.o.clock.now() - this.o.graceMs);
-    // Keyset on (due_at, order_id), the order of the (status, due_at) index (InnoDB appends the
-    // primary key), so rows that cannot be closed now (paid meanwhile) are not read again.
+    // Keyset on (due_at, order_id), the order of the (status, released_at, due_at) index under
+    // status = 'UNPAID' (released_at is NULL on every order not closed; InnoDB appends the primary
+    // key), so rows that cannot be closed now (paid meanwhile) are not read again.
     let after: { dueAt: Date; orderId: string } | null = null;
     while (true) {
       const [rows] = await this.o.pool.query(
         `SELECT order_id, due_at FROM orders FORCE INDEX (orders_status_due)
-         WHERE status = 'UNPAID' AND due_at <= ? AND sale = ?
+         WHERE status = 'UNPAID' AND released_at IS NULL AND due_at <= ? AND sale = ?
            ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
          ORDER BY due_at, order_id LIMIT ?`,
         after ? [cutoff, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [cutoff, this.o.saleKey, this.o.chunkSize],
@@ -149,28 +150,32 @@ export class Compensator {
     }
   }
 
+  /** Releases owed: CLOSED orders whose units Redis has not confirmed back (released_at NULL). */
   private async applyPending(result: ScanResult): Promise<void> {
-    let after: { createdAt: Date; orderId: string } | null = null;
+    let after: { dueAt: Date; orderId: string } | null = null;
     while (true) {
       const [rows] = await this.o.pool.query(
-        `SELECT order_id, sale, sku_id, user_id, quantity, created_at FROM stock_releases FORCE INDEX (stock_releases_pending)
-         WHERE applied_at IS NULL AND sale = ?
-           ${after ? 'AND (created_at > ? OR (created_at = ? AND order_id > ?))' : ''}
-         ORDER BY created_at, order_id LIMIT ?`,
-        after ? [this.o.saleKey, after.createdAt, after.createdAt, after.orderId, this.o.chunkSize] : [this.o.saleKey, this.o.chunkSize],
+        `SELECT order_id, sku_id, user_id, quantity, due_at FROM orders FORCE INDEX (orders_status_due)
+         WHERE status = 'CLOSED' AND released_at IS NULL AND sale = ?
+           ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
+         ORDER BY due_at, order_id LIMIT ?`,
+        after ? [this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [this.o.saleKey, this.o.chunkSize],
       );
-      const list = rows as { order_id: string; sale: string; sku_id: string; user_id: string; quantity: number; created_at: Date }[];
+      const list = rows as { order_id: string; sku_id: string; user_id: string; quantity: number; due_at: Date }[];
       if (list.length === 0) return;
-      const releases: ReleaseRow[] = list.map((r) => ({ orderId: r.order_id, sale: r.sale, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity }));
+      const releases: ReleaseRow[] = list.map((r) => ({ orderId: r.order_id, sale: this.o.saleKey, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity }));
       result.applied += await this.o.closer.applyReleases(releases, 'compensator');
-      const last = list[list.length - 1] as { order_id: string; created_at: Date };
-      after = { createdAt: last.created_at, orderId: last.order_id };
+      const last = list[list.length - 1] as { order_id: string; due_at: Date };
+      after = { dueAt: last.due_at, orderId: last.order_id };
       if (list.length < this.o.chunkSize || !(await this.keepLease())) return;
     }
   }
 
   private async pendingCount(): Promise<number> {
-    const [rows] = await this.o.pool.query('SELECT COUNT(*) AS n FROM stock_releases WHERE applied_at IS NULL AND sale = ?', [this.o.saleKey]);
+    const [rows] = await this.o.pool.query(
+      "SELECT COUNT(*) AS n FROM orders FORCE INDEX (orders_status_due) WHERE status = 'CLOSED' AND released_at IS NULL AND sale = ?",
+      [this.o.saleKey],
+    );
     return Number((rows as { n: number | string }[])[0]?.n ?? 0);
   }
 }

@@ -60,7 +60,9 @@ interface ParsedOrder {
 // of new rows (ON DUPLICATE KEY UPDATE counts matched duplicates too under mysql2's FOUND_ROWS flag).
 // It would also turn out-of-range values into warnings, so every value is checked before (see
 // placeOrder) and such a message goes to the dead-letter topic instead.
-const INSERT_SQL = 'INSERT IGNORE INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at) VALUES ?';
+// An order the reaper returned is written CLOSED with its release settled (released_at): its units are
+// back already, so the scan owes Redis nothing for it.
+const INSERT_SQL = 'INSERT IGNORE INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at, released_at) VALUES ?';
 
 const MAX_QUANTITY = 0xffff_ffff; // INT UNSIGNED
 const MIN_TIME = Date.UTC(2000, 0, 1);
@@ -245,7 +247,7 @@ export class OrderWriter {
     for (let i = 0; i < rows.length; i += chunk) {
       const values = rows.slice(i, i + chunk).map((r) => [
         r.order.orderId, r.order.sale, r.order.skuId, r.order.userId, r.order.quantity, r.status,
-        new Date(r.order.createdAt), new Date(r.dueAt), r.status === 'CLOSED' ? closedAt : null,
+        new Date(r.order.createdAt), new Date(r.dueAt), r.status === 'CLOSED' ? closedAt : null, r.status === 'CLOSED' ? closedAt : null,
       ]);
       inserted += await this.insertChunk(values);
     }

@@ -242,6 +242,16 @@ test('timeouts CPU budget: the MySQL floor against the CPU per close the needed 
   const cpuWithin = closeCpuBudget([started(110), started(300)], 50_000);
   assert.match(cpuWithin, /and so is what every process spent per close: what the p99 misses is not CPU per close but when the closing starts and how evenly it runs \(the first order of a round closed 0\.11–0\.30 s after its due time/);
   assert.doesNotMatch(cpuWithin, /what must fall/);
+  // Since migration 7 the release's statement is the closed rows read back: named so, and no clause
+  // about a design without the record (there is none to leave out).
+  const readBack = (update: number, releaseRead: number, spent: number, seconds: Record<string, number>): TimeoutsRun => {
+    const r = round(update, 0, spent, seconds);
+    return { ...r, ceiling: { ...(r.ceiling as NonNullable<TimeoutsRun['ceiling']>), cpuUsPerRow: { update, releaseRead } } };
+  };
+  const rowState = closeCpuBudget([readBack(11, 4, 45, { closer: 1.3, redis: 0.5 }), readBack(13, 6, 47, { closer: 1.5, redis: 0.5 })], 50_000);
+  assert.match(rowState, /statements per close cost 17\.0 \(15\.0–19\.0\) µs per order in the ceiling runs \(the conditional UPDATE 12\.0, the closed rows read back for their releases 5\.0; client \+ MariaDB\)/);
+  assert.match(rowState, /the closer's cost above it is what must fall/);
+  assert.doesNotMatch(rowState, /Without the record|release record/);
   // Lines from before the floor was measured say nothing.
   const old = round(1, 1, 1);
   assert.equal(closeCpuBudget([{ ...old, ceiling: { ...(old.ceiling as NonNullable<TimeoutsRun['ceiling']>), cpuUsPerRow: undefined } }], 50_000), '');

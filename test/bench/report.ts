@@ -277,11 +277,11 @@ function profileSection(all: ProfileRun[]): string {
 function timeoutsTable(s: TimeoutsSummary): string[] {
   const sec = (ms: number) => fd(ms / 1000, 3);
   return [
-    '| round | orders | due within (s) | closed | closed early | closes/s | delay p50 (s) | p90 | p99 | max | ceiling: rows/s, one per UPDATE | rows/s, chunk per UPDATE | CPU µs per close | MySQL floor µs per close (UPDATE + release INSERT) |',
+    '| round | orders | due within (s) | closed | closed early | closes/s | delay p50 (s) | p90 | p99 | max | ceiling: rows/s, one per UPDATE | rows/s, chunk per UPDATE | CPU µs per close | MySQL floor µs per close (UPDATE + release statement: INSERT of the record until migration 7, read back since) |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...s.rows.map((r) => {
       const mode = r.which === 'closer' ? `closer, round ${r.round}` : r.which === 'api' ? `through the API + order writer, round ${r.round}` : 'compensation scan only (no delay messages)';
-      return `| ${mode} | ${f0(r.orders)} | ${fd(r.params.dueSpreadMs / 1000, 2)} | ${f0(r.closed)} | ${r.early} | ${f0(r.closesPerSecond)} | ${sec(r.delayMs.p50)} | ${sec(r.delayMs.p90)} | ${sec(r.delayMs.p99)} | ${sec(r.delayMs.max)} | ${r.ceiling ? f0(r.ceiling.updatesPerSecond) : ''} | ${r.ceiling ? f0(r.ceiling.chunkedPerSecond) : ''} | ${r.cpu ? fd(r.cpu.usPerUnit, 0) : ''} | ${r.ceiling?.cpuUsPerRow ? `${fd(r.ceiling.cpuUsPerRow.update + r.ceiling.cpuUsPerRow.releaseInsert, 1)} (${fd(r.ceiling.cpuUsPerRow.update, 1)} + ${fd(r.ceiling.cpuUsPerRow.releaseInsert, 1)})` : ''} |`;
+      return `| ${mode} | ${f0(r.orders)} | ${fd(r.params.dueSpreadMs / 1000, 2)} | ${f0(r.closed)} | ${r.early} | ${f0(r.closesPerSecond)} | ${sec(r.delayMs.p50)} | ${sec(r.delayMs.p90)} | ${sec(r.delayMs.p99)} | ${sec(r.delayMs.max)} | ${r.ceiling ? f0(r.ceiling.updatesPerSecond) : ''} | ${r.ceiling ? f0(r.ceiling.chunkedPerSecond) : ''} | ${r.cpu ? fd(r.cpu.usPerUnit, 0) : ''} | ${floorCell(r.ceiling?.cpuUsPerRow)} |`;
     }),
   ];
 }
@@ -292,7 +292,7 @@ function timeoutsSection(all: TimeoutsRun[]): { md: string; readme: string; svg:
   if (!latest) return legacyTimeouts();
   const s = timeoutsSummary(latest);
   const closer = latest.find((r) => r.which === 'closer');
-  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${closer ? `${f0(closer.params.orders)} unpaid orders per closer round, ${closer.params.dueInIdOrder ? 'due evenly inside one second in the order placed, with time-ordered ids as the API makes them' : 'due at random inside one second, random ids'} (bucket ${closer.params.bucket}, ${closer.params.partitions} partitions)` : 'no closer round'}; delay = commit time of the close − due time; closes/s = closed ÷ (last close − first close), bounded by the burst's own rate. Ceiling: conditional UPDATEs of as many fresh UNPAID rows on the same table right after the round (${closer?.ceiling ? `${closer.ceiling.connections} connections, ${closer.ceiling.perTransaction} rows per transaction` : 'n/a'}), then the INSERT of those rows' release records as the closer writes them; MySQL floor: the CPU of both (this process + MariaDB) per row. CPU per close: utime+stime of the closer's process, Redis, MariaDB and Kafka (and the order writer in API rounds) from the due time to the last close, ÷ orders closed.`;
+  const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${closer ? `${f0(closer.params.orders)} unpaid orders per closer round, ${closer.params.dueInIdOrder ? 'due evenly inside one second in the order placed, with time-ordered ids as the API makes them' : 'due at random inside one second, random ids'} (bucket ${closer.params.bucket}, ${closer.params.partitions} partitions)` : 'no closer round'}; delay = commit time of the close − due time; closes/s = closed ÷ (last close − first close), bounded by the burst's own rate. Ceiling: conditional UPDATEs of as many fresh UNPAID rows on the same table right after the round (${closer?.ceiling ? `${closer.ceiling.connections} connections, ${closer.ceiling.perTransaction} rows per transaction` : 'n/a'}), then the release's own statement as the closer runs it on those rows (since migration 7 the closed rows read back for the releases they owe; before, the INSERT of their release records); MySQL floor: the CPU of both (this process + MariaDB) per row. CPU per close: utime+stime of the closer's process, Redis, MariaDB and Kafka (and the order writer in API rounds) from the due time to the last close, ÷ orders closed.`;
   const history = bs.map((b) => timeoutsSummary(b));
   const notes = latest.flatMap((r) => r.notes.map((n) => `- ${r.which} round ${r.round}: ${n}`));
   const md = [
@@ -445,18 +445,20 @@ const howto = `How to read and run these benchmarks.
   reaches on this machine: a floor below the accept target puts the target out of reach for this
   design (three batched round trips per order: reserve, produce with acks=all, confirm).
 - The timeouts' MySQL floor (each ceiling run, 2026-12-04 on): the CPU of this process and MariaDB
-  per row for the ceiling's chunked conditional UPDATEs and for inserting those rows' release
-  records as the closer does. Redis, Kafka, the commit and the applied mark come on top, so it
-  too errs low. Above the CPU per close that the needed close rate leaves on the machine's cores,
-  alone or (since 2026-12-07) with the Redis server's CPU per close in the closer rounds (a release
-  reaches Redis in any design), the p99 target is out of reach at this design's cost. Since migration
-  5 (af85efd, 2026-12-07) a close rewrites one secondary index of \`orders\`, not two
-  (docs/timeouts.md, "Status in one index"). The release record is a design choice (a
-  release state on the order row could replace it, docs/timeouts.md), so the line also sets the
-  UPDATE and the Redis server's share against the same budget. Since migration 6 and the close
-  without a read before the fence (2026-12-07) the floor with the Redis server's share fits the
-  budget; when every process's CPU per close fits it too, the line says so and gives how late the
-  first order of each round closed (the curve's 0th percentile).
+  per row for the ceiling's chunked conditional UPDATEs and for the release's own statement on
+  those rows as the closer runs it: inserting their release records until migration 7, reading
+  the closed rows back for the releases they owe since (2026-12-07; the release owed is the
+  order row's \`released_at\`, docs/timeouts.md, "The release on the order row"). Redis, Kafka,
+  the commit and the applied mark come on top, so it too errs low. Above the CPU per close that
+  the needed close rate leaves on the machine's cores, alone or (since 2026-12-07) with the Redis
+  server's CPU per close in the closer rounds (a release reaches Redis in any design), the p99
+  target is out of reach at this design's cost. Since migration 5 (af85efd, 2026-12-07) a close
+  rewrites one secondary index of \`orders\`, not two (docs/timeouts.md, "Status in one index").
+  For batches with the release record the line also sets the UPDATE and the Redis server's share
+  against the same budget. Since migration 6 and the close without a read before the fence
+  (2026-12-07) the floor with the Redis server's share fits the budget; when every process's CPU
+  per close fits it too, the line says so and gives how late the first order of each round closed
+  (the curve's 0th percentile).
 - Where the CPU goes: \`npm run bench:seckill -- --profile --pairs 1\` samples the API, the order
   writer and the bare server with Linux perf (\`perf record\`: the linux-perf package, and root or
   kernel.perf_event_paranoid ≤ 1; V8's profiler until 2026-12-04 21:00) and appends their CPU per
@@ -505,3 +507,10 @@ const readmeBody = [
 ].join('\n');
 writeFileSync(README, replaceBlock(readmeText, 'benchmarks', readmeBody, false));
 process.stdout.write(`wrote ${relative(process.cwd(), MD)}, ${relative(process.cwd(), README)}${seck.svg || tout.svg ? ` and SVGs in ${relative(process.cwd(), SVG_DIR) || '.'}` : ''}\n`);
+
+/** UPDATE + the release's statement (the record's INSERT before migration 7, the read back since), µs per close. */
+function floorCell(c: { update: number; releaseInsert?: number; releaseRead?: number } | undefined): string {
+  if (!c) return '';
+  const release = c.releaseRead ?? c.releaseInsert ?? NaN;
+  return `${fd(c.update + release, 1)} (${fd(c.update, 1)} + ${fd(release, 1)}${c.releaseRead === undefined ? ' INSERT' : ' read'})`;
+}

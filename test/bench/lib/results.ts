@@ -141,12 +141,14 @@ export interface TimeoutsRun extends RunContext {
     connections: number;
     perTransaction: number;
     /**
-     * CPU µs per row, this process + MariaDB, of the chunked UPDATEs and of inserting the same rows'
-     * release records as the closer does (one statement per chunk: a multi-row INSERT … VALUES until
-     * 2026-12-07 09:40 UTC, then INSERT … SELECT … RETURNING from the closed rows, as close.ts does
-     * since): the MySQL work no close can skip. Absent in lines written before it was measured (2026-12-04).
+     * CPU µs per row, this process + MariaDB, of the chunked UPDATEs and of the release's own MySQL
+     * work as the closer does it: until migration 7 (2026-12-07) inserting the rows' release records
+     * (`releaseInsert`: a multi-row INSERT … VALUES until 09:40 UTC that day, then INSERT … SELECT …
+     * RETURNING from the closed rows), since then reading the closed rows back for their releases
+     * (`releaseRead`, the release owed is the row's released_at). The MySQL work no close can skip.
+     * Absent in lines written before it was measured (2026-12-04).
      */
-    cpuUsPerRow?: { update: number; releaseInsert: number };
+    cpuUsPerRow?: { update: number; releaseInsert?: number; releaseRead?: number };
   } | null;
   /** CPU of the closing (closer process, Redis, MariaDB, Kafka; writer in api rounds) per order closed; absent in lines written before it was measured. */
   cpu?: CpuCost;

@@ -468,19 +468,25 @@ function startLine(rounds: TimeoutsRun[]): string {
   return ` (the first order of a round closed ${(s.min / 1000).toFixed(2)}–${(s.max / 1000).toFixed(2)} s after its due time, and every later one waits behind that start)`;
 }
 
-/** The figures of closeCpuBudget: null when no round measured the floor (lines before 2026-12-04). */
-export function closeCpuFloor(rounds: TimeoutsRun[], need: number): { cores: number; allowed: number; update: Spread; insert: Spread; floor: Spread; redis: Spread; closer: Spread; spent: Spread } | null {
+/**
+ * The figures of closeCpuBudget: null when no round measured the floor (lines before 2026-12-04).
+ * `release` is the release's own MySQL statement as the batch's closer ran it: the record's INSERT
+ * until migration 7, the closed rows read back since (`record` says which).
+ */
+export function closeCpuFloor(rounds: TimeoutsRun[], need: number): { cores: number; allowed: number; record: boolean; update: Spread; release: Spread; floor: Spread; redis: Spread; closer: Spread; spent: Spread } | null {
   const measured = rounds.filter((r) => r.ceiling?.cpuUsPerRow);
   const first = measured[0];
   if (!first) return null;
   const cores = first.machine.cores;
   const perClose = (r: TimeoutsRun, part: string) => (r.cpu?.seconds[part] === undefined ? NaN : ((r.cpu.seconds[part] as number) / r.cpu.units) * 1e6);
+  const release = (r: TimeoutsRun) => r.ceiling?.cpuUsPerRow?.releaseRead ?? r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN;
   return {
     cores,
     allowed: (cores * 1e6) / need,
+    record: first.ceiling?.cpuUsPerRow?.releaseRead === undefined,
     update: spread(measured.map((r) => r.ceiling?.cpuUsPerRow?.update ?? NaN)),
-    insert: spread(measured.map((r) => r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN)),
-    floor: spread(measured.map((r) => (r.ceiling?.cpuUsPerRow?.update ?? NaN) + (r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN))),
+    release: spread(measured.map(release)),
+    floor: spread(measured.map((r) => (r.ceiling?.cpuUsPerRow?.update ?? NaN) + release(r))),
     redis: spread(measured.map((r) => perClose(r, 'redis'))),
     closer: spread(measured.map((r) => perClose(r, 'closer'))),
     spent: spread(measured.map((r) => r.cpu?.usPerUnit ?? NaN)),
@@ -494,22 +500,23 @@ export function closesNeeded(orders: number, spreadS: number): number {
 
 /**
  * The CPU side of the same bound: closing `need` orders/s on the machine's cores leaves cores ÷ need
- * of CPU per close for every process. The MySQL writes of this design's close — the conditional
- * UPDATE and the release record's INSERT, measured in the ceiling run as this process + MariaDB —
- * are a floor under it (Redis, Kafka, the commit and the applied mark come on top, so it errs
- * low), and so is the pair of them with the Redis server's share of the releases in the closer
- * rounds (a release reaches Redis in any design). The record is a design choice (docs/timeouts.md):
- * the line also says what the UPDATE and the Redis server's share would leave without it.
+ * of CPU per close for every process. The MySQL statements of this design's close — the conditional
+ * UPDATE and the release's own statement (the read back of the closed rows since migration 7, the
+ * release record's INSERT before), measured in the ceiling run as this process + MariaDB — are a
+ * floor under it (Redis, Kafka, the commit and the applied mark come on top, so it errs low), and so
+ * is the pair of them with the Redis server's share of the releases in the closer rounds (a release
+ * reaches Redis in any design). For batches with the record, the line also says what the UPDATE and
+ * the Redis server's share would leave without it (what migration 7 then built).
  */
 export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
   const c = closeCpuFloor(rounds, need);
   if (!c) return '';
-  const { cores, allowed, update, insert, floor, redis, closer, spent } = c;
+  const { cores, allowed, record, update, release, floor, redis, closer, spent } = c;
   const f1 = (n: number) => n.toFixed(1);
   const out = floor.median > allowed;
   const updateAndRedis = update.median + redis.median;
-  const withoutRecord = Number.isFinite(updateAndRedis)
-    ? ` Without the record (a release state on the order row instead: not built, docs/timeouts.md) the UPDATE and the Redis server's share of the releases would take ${f1(updateAndRedis)} of the ${f1(allowed)} µs` +
+  const withoutRecord = record && Number.isFinite(updateAndRedis)
+    ? ` Without the record (a release state on the order row instead, docs/timeouts.md) the UPDATE and the Redis server's share of the releases would take ${f1(updateAndRedis)} of the ${f1(allowed)} µs` +
       (updateAndRedis >= allowed
         ? ': out of reach that way too.'
         : `, leaving ${f1(allowed - updateAndRedis)} µs for everything else${Number.isFinite(closer.median) ? `; the closer's own process alone spent ${f1(closer.median)} µs per close` : ''}.`)
@@ -523,10 +530,11 @@ export function closeCpuBudget(rounds: TimeoutsRun[], need: number): string {
       : Number.isFinite(spent.median) && spent.median <= allowed
         ? `The floor is within the budget, and so is what every process spent per close: what the p99 misses is not CPU per close but when the closing starts and how evenly it runs${startLine(rounds)}.`
         : `The floor is within the budget: the closer's cost above it is what must fall.`;
+  const releasePart = record ? `the release record's INSERT ${f1(release.median)}` : `the closed rows read back for their releases ${f1(release.median)}`;
   return (
     ` CPU budget: ${f0(need)} closes/s on ${cores} cores leave ${f1(allowed)} µs of CPU per close for every process together. ` +
-    `This design's MySQL writes per close cost ${f1(floor.median)} (${f1(floor.min)}–${f1(floor.max)}) µs per order in the ceiling runs ` +
-    `(the conditional UPDATE ${f1(update.median)}, the release record's INSERT ${f1(insert.median)}; client + MariaDB)` +
+    `This design's MySQL statements per close cost ${f1(floor.median)} (${f1(floor.min)}–${f1(floor.max)}) µs per order in the ceiling runs ` +
+    `(the conditional UPDATE ${f1(update.median)}, ${releasePart}; client + MariaDB)` +
     (Number.isFinite(redis.median) ? `; the Redis server spent ${f1(redis.median)} (${f1(redis.min)}–${f1(redis.max)}) µs per close in the closer rounds (the releases)` : '') +
     (Number.isFinite(spent.median) ? `; the closer spent ${f0(spent.median)} (${f0(spent.min)}–${f0(spent.max)}) µs per close, every process` : '') +
     `. ${verdict}`
