@@ -32,7 +32,7 @@ it('passes on a consistent sale, and reports each broken invariant with the offe
   assert.match(text, /R1 lost 202 orders: 1 .*00000000-0000-7000-8000-000000000001/);
   assert.match(text, new RegExp(`R4 closed before due: ${p1}`));
   assert.match(text, /R5 a: Redis remaining 8 ≠ stock 10 − UNPAID\/PAID 3 − in flight 0 = 7/);
-  assert.match(text, new RegExp(`R5 a: CLOSED orders whose release is not marked applied \\(released_at NULL\\): ${p1}`));
+  assert.match(text, new RegExp(`R5 a: CLOSED orders whose release is not marked applied \\(settled_at NULL\\): ${p1}`));
   assert.match(text, new RegExp(`R6 .*${p2}=UNPAID`));
 
   // Oversell and a user over the limit, seen from MySQL.

@@ -2,7 +2,8 @@
 // database as the release before each shipped it. 5: the (sale, sku_id) index replaces (sale,
 // sku_id, status), so a status change (pay, close) rewrites one secondary index, not two. 6: orders
 // and stock_releases in the REDUNDANT row format, so closed_at, paid_at and applied_at go from NULL
-// to a value in place. 7: the release a close owes is kept on the order row (released_at).
+// to a value in place. 7: what the compensation scan looks for is kept on the order row
+// (settled_at, NULL while the order is open or owes its release) and no index holds status.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { seededSkus, skuLedger, soldUnits } from '../controller/dataplane/provision.ts';
@@ -118,17 +119,18 @@ describe('migration 7 on tables that already hold orders and release records', (
   const config = testConfig();
   after(() => dropDatabase(config));
 
-  it('moves each release onto its order row: owed stays NULL, applied and reaped are settled', async () => {
+  it("settles paid orders and applied releases on their rows; an owed release stays NULL; the scan's index holds no status", async () => {
     const conn = await databaseAtVersion(config, 6);
     try {
       const at = new Date('2026-12-01T00:00:00.123Z');
       const later = new Date('2026-12-01T00:05:00.456Z');
+      const paid = new Date('2026-12-01T00:04:00.321Z');
       const applied = new Date('2026-12-01T00:05:01.789Z');
       const id = (i: number) => `00000000-0000-7000-8000-00000000000${i}`;
       await conn.query('INSERT INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, paid_at, closed_at) VALUES ?', [
         [
           [id(0), 'ns/sale', 'phone', 'u-0', 1, 'UNPAID', at, later, null, null],
-          [id(1), 'ns/sale', 'phone', 'u-1', 2, 'PAID', at, later, later, null],
+          [id(1), 'ns/sale', 'phone', 'u-1', 2, 'PAID', at, later, paid, null],
           [id(2), 'ns/sale', 'book', 'u-2', 3, 'CLOSED', at, later, null, later], // release pending
           [id(3), 'ns/sale', 'book', 'u-3', 1, 'CLOSED', at, later, null, later], // release applied
           [id(4), 'ns/sale', 'book', 'u-4', 1, 'CLOSED', at, later, null, at], // written CLOSED after a reap: no record
@@ -141,13 +143,13 @@ describe('migration 7 on tables that already hold orders and release records', (
         ],
       ]);
       assert.deepEqual(await migrate(config.mysql), [7]);
-      const read = async () => (await conn.query('SELECT order_id, status, closed_at, released_at FROM orders ORDER BY order_id'))[0];
+      const read = async () => (await conn.query('SELECT order_id, status, closed_at, settled_at FROM orders ORDER BY order_id'))[0];
       const expected = [
-        { order_id: id(0), status: 'UNPAID', closed_at: null, released_at: null },
-        { order_id: id(1), status: 'PAID', closed_at: null, released_at: null },
-        { order_id: id(2), status: 'CLOSED', closed_at: later, released_at: null },
-        { order_id: id(3), status: 'CLOSED', closed_at: later, released_at: applied },
-        { order_id: id(4), status: 'CLOSED', closed_at: at, released_at: at },
+        { order_id: id(0), status: 'UNPAID', closed_at: null, settled_at: null },
+        { order_id: id(1), status: 'PAID', closed_at: null, settled_at: paid },
+        { order_id: id(2), status: 'CLOSED', closed_at: later, settled_at: null },
+        { order_id: id(3), status: 'CLOSED', closed_at: later, settled_at: applied },
+        { order_id: id(4), status: 'CLOSED', closed_at: at, settled_at: at },
       ];
       assert.deepEqual(await read(), expected);
       const [idx] = await conn.query(
@@ -156,9 +158,9 @@ describe('migration 7 on tables that already hold orders and release records', (
       );
       assert.deepEqual(idx, [
         { i: 'orders_sale_sku', cols: 'sale,sku_id' },
-        { i: 'orders_status_due', cols: 'status,released_at,due_at' },
+        { i: 'orders_settled_due', cols: 'settled_at,due_at' },
         { i: 'PRIMARY', cols: 'order_id' },
-      ]);
+      ], 'no secondary index holds status or closed_at: a close rewrites none');
       const [format] = await conn.query("SELECT row_format AS f FROM information_schema.tables WHERE table_schema = ? AND table_name = 'orders'", [config.mysql.database]);
       assert.deepEqual(format, [{ f: 'Redundant' }], 'the rows are still updated in place');
 
@@ -166,14 +168,14 @@ describe('migration 7 on tables that already hold orders and release records', (
       for (const sql of migrations.find((m) => m.version === 7)?.statements ?? []) await conn.query(sql);
       assert.deepEqual(await read(), expected);
 
-      // What the scan reads by the index: the one release owed, and the overdue UNPAID order.
-      const [owed] = await conn.query("SELECT order_id FROM orders FORCE INDEX (orders_status_due) WHERE status = 'CLOSED' AND released_at IS NULL AND sale = ?", ['ns/sale']);
-      assert.deepEqual(owed, [{ order_id: id(2) }]);
-      const [overdue] = await conn.query("SELECT order_id FROM orders FORCE INDEX (orders_status_due) WHERE status = 'UNPAID' AND released_at IS NULL AND due_at <= ? AND sale = ?", [later, 'ns/sale']);
-      assert.deepEqual(overdue, [{ order_id: id(0) }]);
-      // During a rollout the previous release's scan still runs its own query on the index of the same name.
-      const [old] = await conn.query("SELECT order_id, due_at FROM orders FORCE INDEX (orders_status_due) WHERE status = 'UNPAID' AND due_at <= ? AND sale = ? ORDER BY due_at, order_id LIMIT 500", [later, 'ns/sale']);
-      assert.deepEqual((old as { order_id: string }[]).map((r) => r.order_id), [id(0)]);
+      // What the scan reads by the index: the overdue UNPAID order, and the one release owed.
+      const scan = async (status: string) =>
+        ((await conn.query(`SELECT order_id FROM orders FORCE INDEX (orders_settled_due) WHERE settled_at IS NULL AND due_at <= ? AND status = ? AND sale = ?`, [later, status, 'ns/sale']))[0] as { order_id: string }[]).map((r) => r.order_id);
+      assert.deepEqual(await scan('UNPAID'), [id(0)]);
+      assert.deepEqual(await scan('CLOSED'), [id(2)]);
+      // A previous release's scan names the index that is gone: its query fails (logged, tried again
+      // each interval) until the rollout replaces it (docs/install.md).
+      await assert.rejects(conn.query("SELECT order_id FROM orders FORCE INDEX (orders_status_due) WHERE status = 'UNPAID' AND due_at <= ?", [later]), /orders_status_due/);
     } finally {
       await conn.end();
     }

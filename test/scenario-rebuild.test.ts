@@ -55,7 +55,7 @@ function compensator(s: SaleContext, closer: OrderCloser): Compensator {
 }
 
 async function pending(s: SaleContext): Promise<number> {
-  const [r] = await services.db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND released_at IS NULL", [s.key]);
+  const [r] = await services.db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND settled_at IS NULL", [s.key]);
   return Number((r as { n: number }[])[0]?.n);
 }
 

@@ -78,11 +78,11 @@ it('a SKU restored from an older snapshot is detected and fenced, then rebuilt f
   await eventually(() => ordersDrained(admin, sale), { timeoutMs: 60_000, what: 'b-1 and b-2 written' });
   const sold = await snapshot(redis, skuKeys('b'));
   await eventually(async () => (await ctx.stock.level('b'))?.remaining === 2, { timeoutMs: 60_000, what: 'b-1 and b-2 closed and released' });
-  // The closer writes released_at and its counter mark shortly after the release (deferred). The
+  // The closer writes settled_at and its counter mark shortly after the release (deferred). The
   // restore must come after both: else the scan applies the still-owed releases again to the
   // restored keys (healing them, raising the counter) and the mark never exceeds it.
   await eventually(async () => {
-    const [owed] = await db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND released_at IS NULL", [ctx.key]);
+    const [owed] = await db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND settled_at IS NULL", [ctx.key]);
     const mark = (await readMarks(db, ctx.key, ['b'])).get('b') ?? 0;
     return Number((owed as { n: number }[])[0]?.n) === 0 && mark >= Number(await redis.get(ctx.names.redis.sku('b').seq));
   }, { timeoutMs: 60_000, what: "b-1's and b-2's releases marked applied and the closer's counter mark recorded" });
@@ -117,7 +117,7 @@ it('a SKU restored from an older snapshot is detected and fenced, then rebuilt f
   // other): b-3 and b-1's second order (bucket 'fast', 2 s) must have closed and been released.
   await eventually(async () => {
     const [open] = await db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND sku_id = 'b' AND status <> 'CLOSED'", [ctx.key]);
-    const [owed] = await db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND released_at IS NULL", [ctx.key]);
+    const [owed] = await db.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND settled_at IS NULL", [ctx.key]);
     return Number((open as { n: number }[])[0]?.n) === 0 && Number((owed as { n: number }[])[0]?.n) === 0;
   }, { timeoutMs: 60_000, what: "every order of 'b' closed and its release applied" });
   await assertInvariants({ pool: db, redis, sale, acknowledged, paid: new Set(), kafka });

@@ -39,7 +39,7 @@ function compensator(f: SaleFixture, o: { graceMs?: number; useLock?: boolean; c
 /** Every order CLOSED exactly once, every release applied once and marked, Redis stock whole again. */
 async function assertAllClosedOnce(f: SaleFixture, skuId: string, stock: number, n: number): Promise<void> {
   assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key]), n, 'every order closed');
-  assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED' AND released_at IS NULL`, [f.names.key]), 0, 'every release applied and marked');
+  assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED' AND settled_at IS NULL`, [f.names.key]), 0, 'every release applied and marked');
   assert.equal(await f.redis.scard(f.names.redis.sku(skuId).released), n, 'Redis saw each release once');
   assert.equal((await f.stock.level(skuId))?.remaining, stock, 'stock back exactly once');
   assert.equal(await f.redis.hlen(f.names.redis.sku(skuId).holdings), 0, 'every user slot freed');
@@ -83,7 +83,7 @@ describe('timeout recovery', () => {
         await eventually(async () => (await closedCount()) === n, { timeoutMs: 30_000, what: 'all closed after the restart' });
         // Offsets are committed only after close + Redis release, so the restarted closer met again
         // every order the killed one had closed but not committed, and released it itself. What the
-        // scan may still find are released_at marks the killed process had deferred: it re-runs the
+        // scan may still find are settled_at marks the killed process had deferred: it re-runs the
         // idempotent script for them, which returns no units.
         const scan = await compensator(f).scanOnce();
         assert.deepEqual([scan.closed, scan.applied], [0, 0], 'nothing left to close or to release');
@@ -110,7 +110,7 @@ describe('timeout recovery', () => {
     // Without Kafka first: the close commits, Redis is never told.
     const early = await f.place('sku', 30, { dueAt: Date.now() - 10, produce: false });
     await assert.rejects(closer.close(early, 'closer'), /simulated crash/);
-    assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NULL`), 30, 'closes committed, releases owed');
+    assert.equal(await f.count(`SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND settled_at IS NULL`), 30, 'closes committed, releases owed');
     assert.equal((await f.stock.level('sku'))?.remaining, 70, 'no units back yet');
     const scan = compensator(f);
     const r1 = await scan.scanOnce();
@@ -127,7 +127,7 @@ describe('timeout recovery', () => {
     for (const w of workers) await w.start();
     const late = await f.place('sku', 30, { dueAt: Date.now() + 500 });
     await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'CLOSED'`, [f.names.key])) === 60, { what: 'all closed' });
-    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NULL`)) === 0, { what: 'pending releases applied' });
+    await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND settled_at IS NULL`)) === 0, { what: 'pending releases applied' });
     assert.ok((await f.metric('flashsale_timeout_retries_total')) > 0, 'the crashed chunk went through the retry topic');
     assert.ok((await f.metric('flashsale_timeout_closes_total', { outcome: 'already_closed' })) > 0, 'the retry found its orders closed');
     assert.equal(late.length + early.length, 60);
@@ -162,6 +162,24 @@ describe('timeout recovery', () => {
     assert.equal(await f.metric('flashsale_stock_releases_pending'), 0);
     await assertAllClosedOnce(f, 'sku', n, n);
     for (const s of (await f.statuses()).values()) assert.ok((s.closedAt as number) >= s.dueAt + graceMs, 'closed only after the grace');
+  });
+
+  it('orders paid without settled_at (an API of the release before migration 7, during a rollout) are settled by the scan, never closed', { timeout: 60_000 }, async () => {
+    const f = await fixture({ skus: [{ id: 'sku', stock: 10, timeoutBucket: 'b1' }], buckets: [{ name: 'b1', delay: '1s' }], partitions: 1 });
+    const dueAt = Date.parse('2030-01-01T00:00:00.000Z');
+    const orders = await f.place('sku', 3, { dueAt, createdAt: dueAt - 1000, produce: false });
+    const [old, current, unpaid] = orders.map((o) => o.orderId) as [string, string, string];
+    const paidAt = new Date(dueAt - 500);
+    await f.pool.query("UPDATE orders SET status = 'PAID', paid_at = ? WHERE order_id = ?", [paidAt, old]);
+    await f.pool.query("UPDATE orders SET status = 'PAID', paid_at = ?, settled_at = ? WHERE order_id = ?", [paidAt, paidAt, current]);
+    const r = await compensator(f, { clock: { now: () => dueAt + 60_000 } }).scanOnce();
+    assert.deepEqual([r.closed, r.pending], [1, 0], 'only the unpaid order closed');
+    const [rows] = await f.pool.query('SELECT order_id, status, settled_at FROM orders ORDER BY order_id');
+    const byId = new Map((rows as { order_id: string; status: string; settled_at: Date | null }[]).map((x) => [x.order_id, x]));
+    assert.deepEqual([byId.get(old)?.status, byId.get(old)?.settled_at?.getTime()], ['PAID', paidAt.getTime()], 'settled at its pay time');
+    assert.equal(byId.get(current)?.status, 'PAID');
+    assert.equal(byId.get(unpaid)?.status, 'CLOSED');
+    assert.equal((await f.stock.level('sku'))?.remaining, 8, 'the two paid units held, the closed one back');
   });
 
   it('the scan lock: one holder; only the token holder renews or releases it', { timeout: 60_000 }, async () => {

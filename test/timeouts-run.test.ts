@@ -104,7 +104,7 @@ describe('flashsale run closes unpaid orders', () => {
       await eventually(async () => (await status(lost))?.status === 'CLOSED', { timeoutMs: 20_000, what: 'the scan closed the order with no message' });
       await eventually(async () => (await stock.level('phone'))?.remaining === 9, { what: 'the lost order\'s unit back, the paid one kept' });
       // Both releases applied and marked on their rows (the closer marks a little after a burst).
-      const marked = async () => ((await pool.query("SELECT order_id FROM orders WHERE status = 'CLOSED' AND released_at IS NOT NULL"))[0] as { order_id: string }[]).map((r) => r.order_id).sort();
+      const marked = async () => ((await pool.query("SELECT order_id FROM orders WHERE status = 'CLOSED' AND settled_at IS NOT NULL"))[0] as { order_id: string }[]).map((r) => r.order_id).sort();
       await eventually(async () => (await marked()).length === 2, { what: 'both releases marked' });
       assert.deepEqual(await marked(), [unpaid, lost].sort());
     } finally {

@@ -223,8 +223,8 @@ describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
     assert.equal(again.outcomes.get(a?.orderId as string), 'already_closed');
     assert.equal(again.released, 0);
     assert.equal((await f.stock.level('sku'))?.remaining, 9);
-    const [rows] = await f.pool.query("SELECT order_id, closed_at, released_at FROM orders WHERE status = 'CLOSED'");
-    assert.deepEqual((rows as { order_id: string; closed_at: Date; released_at: Date | null }[]).map((r) => [r.order_id, r.closed_at.getTime(), r.released_at?.getTime()]), [[a?.orderId, dueAt, dueAt]], 'closed at its due time, release marked');
+    const [rows] = await f.pool.query("SELECT order_id, closed_at, settled_at FROM orders WHERE status = 'CLOSED'");
+    assert.deepEqual((rows as { order_id: string; closed_at: Date; settled_at: Date | null }[]).map((r) => [r.order_id, r.closed_at.getTime(), r.settled_at?.getTime()]), [[a?.orderId, dueAt, dueAt]], 'closed at its due time, release marked');
   });
 
   it('two closes at the same instant of chunks that overlap: each order closed and released once', { timeout: 30_000 }, async () => {
@@ -247,9 +247,9 @@ describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
     assert.equal(second.lockedChunks, 1);
     assert.deepEqual(Object.fromEntries(result.outcomes), { [b.orderId]: 'already_closed', [c.orderId]: 'closed', [d.orderId]: 'already_paid', 'no-such-order': 'not_found' });
     assert.deepEqual(result.closed, [{ orderId: c.orderId, dueAt, closedAt: dueAt }]);
-    const [rows] = await f.pool.query('SELECT order_id, status, closed_at, released_at FROM orders ORDER BY order_id');
+    const [rows] = await f.pool.query('SELECT order_id, status, closed_at, settled_at FROM orders ORDER BY order_id');
     assert.deepEqual(
-      (rows as { order_id: string; status: string; closed_at: Date | null; released_at: Date | null }[]).map((r) => [r.order_id, r.status, r.closed_at?.getTime() ?? null, r.released_at !== null]),
+      (rows as { order_id: string; status: string; closed_at: Date | null; settled_at: Date | null }[]).map((r) => [r.order_id, r.status, r.closed_at?.getTime() ?? null, r.settled_at !== null]),
       [
         [a.orderId, 'CLOSED', dueAt, false],
         [b.orderId, 'CLOSED', dueAt, true],
@@ -264,10 +264,10 @@ describe('the close fence (injected clock, no Kafka, no sleeping)', () => {
   });
 });
 
-describe('deferred release marks (released_at)', () => {
+describe('deferred release marks (settled_at)', () => {
   it('are written after the burst; marks lost in a crash only make the scan re-run a no-op', { timeout: 60_000 }, async () => {
     const f = await fixture({ skus: [{ id: 'sku', stock: 20, timeoutBucket: 'b' }], buckets: [{ name: 'b', delay: '30m' }], partitions: 1 });
-    const pending = () => f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NULL");
+    const pending = () => f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND settled_at IS NULL");
     const deferred = f.closer({ deferMarking: { idleMs: 100, maxMs: 1000 } });
     const first = await f.place('sku', 5, { dueAt: Date.now() - 1, produce: false });
     assert.equal((await deferred.close(first, 'closer')).released, 5);
@@ -314,7 +314,7 @@ describe('timeout closer', () => {
       assert.equal(s.status, 'CLOSED');
       assert.ok((s.closedAt as number) >= s.dueAt, `${id} closed ${s.dueAt - (s.closedAt as number)} ms early`);
     }
-    await eventually(async () => (await f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NOT NULL")) === 40, { what: 'releases applied' });
+    await eventually(async () => (await f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND settled_at IS NOT NULL")) === 40, { what: 'releases applied' });
     assert.equal((await f.stock.level('phone'))?.remaining, 100);
     for (const o of orders) assert.equal(await f.stock.holding('phone', o.userId), 0, `${o.userId} slot freed`);
     assert.equal(await f.metric('flashsale_stock_releases_applied_total'), 40);
@@ -360,7 +360,7 @@ describe('timeout closer', () => {
     );
     const paidOk = [...paidBefore.map(() => true), ...raced, ...neverPaid.map(() => false)];
     await eventually(async () => (await f.count(`SELECT COUNT(*) FROM orders WHERE sale = ? AND status = 'UNPAID'`, [f.names.key])) === 0, { what: 'every order decided' });
-    await eventually(async () => (await f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND released_at IS NULL")) === 0, { what: 'releases applied' });
+    await eventually(async () => (await f.count("SELECT COUNT(*) FROM orders WHERE status = 'CLOSED' AND settled_at IS NULL")) === 0, { what: 'releases applied' });
     const st = await f.statuses();
     let paidUnits = 0;
     orders.forEach((o, i) => {

@@ -4,12 +4,13 @@
 // A close is ONE MySQL transaction per chunk of orders:
 //   UPDATE orders SET status='CLOSED' ...      WHERE status='UNPAID' AND due_at <= now  ← the fence
 //   SELECT ... WHERE closed_at = now AND       the rows it closed, read back: the release each owes
-//     released_at IS NULL
+//     settled_at IS NULL
 //   SELECT status ...                          only for orders not closed: why (metrics), owed releases
 // and only after the commit the release is applied to Redis (StockStore.releaseOrders, idempotent by
-// order id) and marked on the row (released_at). A CLOSED row with released_at NULL owes its release:
+// order id) and marked on the row (settled_at). A CLOSED row with settled_at NULL owes its release:
 // a crash between the commit and Redis leaves it so, and the next close attempt of that order or the
-// compensation scan applies it. The conditional UPDATE is what makes PAID and CLOSED mutually
+// compensation scan applies it. The close changes no column of a secondary index (settled_at is
+// set only by the mark), which is most of why it is cheap (mysql.ts, migration 7). The conditional UPDATE is what makes PAID and CLOSED mutually
 // exclusive: the API's pay UPDATE has the mirror condition (status='UNPAID'), and InnoDB row locks
 // serialise the two.
 import type { Pool, PoolConnection } from '../infra/mysql.ts';
@@ -97,7 +98,7 @@ export class OrderCloser {
   private firstUnmarkedAt = 0;
   private markTimer: NodeJS.Timeout | undefined;
   private marking: Promise<void> = Promise.resolve();
-  /** Highest counters seen per SKU, not yet recorded (deferred with the released_at marks). */
+  /** Highest counters seen per SKU, not yet recorded (deferred with the settled_at marks). */
   private unrecorded = new Map<string, number>();
 
   constructor(o: OrderCloserOptions) {
@@ -204,7 +205,7 @@ export class OrderCloser {
         // message, so a message cannot make a close return other units than the order held.
         const [rows] = await conn.query(
           `SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY)
-           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND released_at IS NULL`,
+           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND settled_at IS NULL`,
           [sorted, this.saleKey, nowDate],
         );
         closing = (rows as ClosedDbRow[]).map((r) => this.toReleaseRow(r));
@@ -287,7 +288,7 @@ export class OrderCloser {
 
   private async pendingReleases(orderIds: string[]): Promise<ReleaseRow[]> {
     const [rows] = await this.pool.query(
-      "SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND released_at IS NULL",
+      "SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND settled_at IS NULL",
       [orderIds, this.saleKey],
     );
     return (rows as ClosedDbRow[]).map((r) => this.toReleaseRow(r));
@@ -296,9 +297,9 @@ export class OrderCloser {
   /**
    * Returns the units of committed releases to Redis and marks them applied. The Redis script is
    * idempotent by order id, so applying a release twice (a closer and the scan at once, a crash
-   * before released_at was set) returns the units once. Returns how many were applied now.
+   * before settled_at was set) returns the units once. Returns how many were applied now.
    *
-   * released_at only tells the scan which releases might still be owed, so with `deferMarking` it is
+   * settled_at only tells the scan which releases might still be owed, so with `deferMarking` it is
    * written in bulk after a burst instead of on the close path (in a burst it costs as much MySQL
    * time as the close UPDATE). A mark lost in a crash only makes the scan run the idempotent script
    * once more for that order, which returns nothing.
@@ -327,7 +328,7 @@ export class OrderCloser {
     // counted the order as closed.
     const ids = rows.filter((_, i) => outcomes[i] !== 'no-stock-keys').map((r) => r.orderId);
     if (ids.length === 0) return n;
-    // Deferred, the counter marks go with the released_at marks (a mark recorded late only detects a
+    // Deferred, the counter marks go with the settled_at marks (a mark recorded late only detects a
     // restore a little later; the writer and the API record and check too).
     if (defer) this.queueMarks(ids);
     else await this.markApplied(ids);
@@ -338,7 +339,7 @@ export class OrderCloser {
     const t = performance.now();
     for (let i = 0; i < ids.length; i += 1000) {
       await this.pool.query(
-        "UPDATE orders FORCE INDEX (PRIMARY) SET released_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND released_at IS NULL",
+        "UPDATE orders FORCE INDEX (PRIMARY) SET settled_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND settled_at IS NULL",
         [new Date(this.clock.now()), ids.slice(i, i + 1000), this.saleKey],
       );
     }
@@ -354,7 +355,7 @@ export class OrderCloser {
     this.markTimer = setTimeout(() => void this.flushMarks(), Math.max(0, Math.min(d.idleMs, this.firstUnmarkedAt + d.maxMs - now)));
   }
 
-  /** Writes the deferred released_at marks now; a failure leaves them to the scan. */
+  /** Writes the deferred settled_at marks now; a failure leaves them to the scan. */
   flushMarks(): Promise<void> {
     if (this.markTimer) clearTimeout(this.markTimer);
     this.markTimer = undefined;

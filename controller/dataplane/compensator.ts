@@ -1,7 +1,7 @@
 // The compensation scan: the safety net under the timeout closer. Periodically it
 //   1. closes orders still UNPAID more than `grace` past their due time (their timeout message was
 //      lost, never produced, or is stuck behind a failure), with the same close code as the closer;
-//   2. applies the releases of orders closed in MySQL but not yet confirmed back in Redis (released_at
+//   2. applies the releases of orders closed in MySQL but not yet confirmed back in Redis (settled_at
 //      NULL: a crash between the commit and Redis, or Redis without the SKU's keys at the time).
 // Both walk an index in bounded chunks with keyset pagination, so a scan never loads the table.
 // A Redis lease keeps replicas from scanning at the same time; it only saves work: the conditional
@@ -126,14 +126,16 @@ export class Compensator {
 
   private async closeOverdue(result: ScanResult): Promise<void> {
     const cutoff = new Date(this.o.clock.now() - this.o.graceMs);
-    // Keyset on (due_at, order_id), the order of the (status, released_at, due_at) index under
-    // status = 'UNPAID' (released_at is NULL on every order not closed; InnoDB appends the primary
-    // key), so rows that cannot be closed now (paid meanwhile) are not read again.
+    await this.settlePaid(cutoff);
+    // Keyset on (due_at, order_id), the order of the (settled_at, due_at) index under settled_at
+    // NULL (InnoDB appends the primary key), so rows that cannot be closed now (paid meanwhile) are
+    // not read again. The index holds no status: closed rows owing their release lie in the same
+    // range and are passed over (applyPending's).
     let after: { dueAt: Date; orderId: string } | null = null;
     while (true) {
       const [rows] = await this.o.pool.query(
-        `SELECT order_id, due_at FROM orders FORCE INDEX (orders_status_due)
-         WHERE status = 'UNPAID' AND released_at IS NULL AND due_at <= ? AND sale = ?
+        `SELECT order_id, due_at FROM orders FORCE INDEX (orders_settled_due)
+         WHERE settled_at IS NULL AND due_at <= ? AND status = 'UNPAID' AND sale = ?
            ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
          ORDER BY due_at, order_id LIMIT ?`,
         after ? [cutoff, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [cutoff, this.o.saleKey, this.o.chunkSize],
@@ -150,16 +152,33 @@ export class Compensator {
     }
   }
 
-  /** Releases owed: CLOSED orders whose units Redis has not confirmed back (released_at NULL). */
+  /**
+   * Paid orders the API of a previous release paid without settled_at (during a rollout to
+   * migration 7) would stay in the scan's range for good: settled here, a bounded number per scan.
+   */
+  private async settlePaid(cutoff: Date): Promise<void> {
+    await this.o.pool.query(
+      `UPDATE orders FORCE INDEX (orders_settled_due) SET settled_at = COALESCE(paid_at, created_at)
+       WHERE settled_at IS NULL AND due_at <= ? AND status = 'PAID' AND sale = ? LIMIT ?`,
+      [cutoff, this.o.saleKey, this.o.chunkSize],
+    );
+  }
+
+  /**
+   * Releases owed: CLOSED orders whose units Redis has not confirmed back (settled_at NULL). A
+   * closed order was due when it closed, so the range ends at the scan's now (an order closed by a
+   * closer whose clock runs ahead of this one is found by a later scan).
+   */
   private async applyPending(result: ScanResult): Promise<void> {
+    const now = new Date(this.o.clock.now());
     let after: { dueAt: Date; orderId: string } | null = null;
     while (true) {
       const [rows] = await this.o.pool.query(
-        `SELECT order_id, sku_id, user_id, quantity, due_at FROM orders FORCE INDEX (orders_status_due)
-         WHERE status = 'CLOSED' AND released_at IS NULL AND sale = ?
+        `SELECT order_id, sku_id, user_id, quantity, due_at FROM orders FORCE INDEX (orders_settled_due)
+         WHERE settled_at IS NULL AND due_at <= ? AND status = 'CLOSED' AND sale = ?
            ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
          ORDER BY due_at, order_id LIMIT ?`,
-        after ? [this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [this.o.saleKey, this.o.chunkSize],
+        after ? [now, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [now, this.o.saleKey, this.o.chunkSize],
       );
       const list = rows as { order_id: string; sku_id: string; user_id: string; quantity: number; due_at: Date }[];
       if (list.length === 0) return;
@@ -173,8 +192,8 @@ export class Compensator {
 
   private async pendingCount(): Promise<number> {
     const [rows] = await this.o.pool.query(
-      "SELECT COUNT(*) AS n FROM orders FORCE INDEX (orders_status_due) WHERE status = 'CLOSED' AND released_at IS NULL AND sale = ?",
-      [this.o.saleKey],
+      "SELECT COUNT(*) AS n FROM orders FORCE INDEX (orders_settled_due) WHERE settled_at IS NULL AND due_at <= ? AND status = 'CLOSED' AND sale = ?",
+      [new Date(this.o.clock.now()), this.o.saleKey],
     );
     return Number((rows as { n: number | string }[])[0]?.n ?? 0);
   }

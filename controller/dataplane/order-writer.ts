@@ -60,9 +60,9 @@ interface ParsedOrder {
 // of new rows (ON DUPLICATE KEY UPDATE counts matched duplicates too under mysql2's FOUND_ROWS flag).
 // It would also turn out-of-range values into warnings, so every value is checked before (see
 // placeOrder) and such a message goes to the dead-letter topic instead.
-// An order the reaper returned is written CLOSED with its release settled (released_at): its units are
+// An order the reaper returned is written CLOSED with its release settled (settled_at): its units are
 // back already, so the scan owes Redis nothing for it.
-const INSERT_SQL = 'INSERT IGNORE INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at, released_at) VALUES ?';
+const INSERT_SQL = 'INSERT IGNORE INTO orders (order_id, sale, sku_id, user_id, quantity, status, created_at, due_at, closed_at, settled_at) VALUES ?';
 
 const MAX_QUANTITY = 0xffff_ffff; // INT UNSIGNED
 const MIN_TIME = Date.UTC(2000, 0, 1);

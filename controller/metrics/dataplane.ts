@@ -126,7 +126,7 @@ function build(registry: Registry) {
     }),
     releasesPending: new Gauge({
       name: 'flashsale_stock_releases_pending',
-      help: 'Orders closed in MySQL whose stock release Redis has not confirmed yet (released_at NULL).',
+      help: 'Orders closed in MySQL whose stock release Redis has not confirmed yet (settled_at NULL).',
       labelNames: ['flashsale'] as const,
       registers,
     }),

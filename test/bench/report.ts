@@ -447,8 +447,8 @@ const howto = `How to read and run these benchmarks.
 - The timeouts' MySQL floor (each ceiling run, 2026-12-04 on): the CPU of this process and MariaDB
   per row for the ceiling's chunked conditional UPDATEs and for the release's own statement on
   those rows as the closer runs it: inserting their release records until migration 7, reading
-  the closed rows back for the releases they owe since (2026-12-07; the release owed is the
-  order row's \`released_at\`, docs/timeouts.md, "The release on the order row"). Redis, Kafka,
+  the closed rows back for the releases they owe since (2026-12-07; a close owes its release
+  while the order row's \`settled_at\` is NULL, docs/timeouts.md, "Settled orders"). Redis, Kafka,
   the commit and the applied mark come on top, so it too errs low. Above the CPU per close that
   the needed close rate leaves on the machine's cores, alone or (since 2026-12-07) with the Redis
   server's CPU per close in the closer rounds (a release reaches Redis in any design), the p99

@@ -208,7 +208,7 @@ async function ceiling(f: SaleFixture, rows: number): Promise<NonNullable<Timeou
         await conn.beginTransaction();
         const [r] = await conn.query(
           `SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY)
-           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND released_at IS NULL`,
+           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND settled_at IS NULL`,
           [chunk, sale, closedAt],
         );
         read += (r as unknown[]).length;

@@ -10,9 +10,9 @@
 //   R4 no CLOSED order with closed_at < due_at (never an early close): every order closed by the
 //      closer or the scan and every acknowledged order; a late order the writer recorded CLOSED on
 //      arrival after its reservation was reaped (never UNPAID, not acknowledged, written with its
-//      release settled: released_at = closed_at) is not a close
+//      release settled: settled_at = closed_at) is not a close
 //   R5 every CLOSED order released to Redis exactly once: its id is in the SKU's `released` set, its
-//      release is marked applied (released_at), and Redis remaining = stock − units held by UNPAID/PAID
+//      release is marked applied (settled_at), and Redis remaining = stock − units held by UNPAID/PAID
 //      − units still reserved in flight (a double release shows as remaining too high, a lost one
 //      as too low); each user's Redis holding = their UNPAID/PAID units + in-flight units
 //   R6 no order both paid and closed: every order a payer got 200 PAID for is PAID
@@ -62,7 +62,7 @@ interface OrderRow {
   status: 'UNPAID' | 'PAID' | 'CLOSED';
   due_at: Date;
   closed_at: Date | null;
-  released_at: Date | null;
+  settled_at: Date | null;
 }
 
 const SHOW = 20;
@@ -76,7 +76,7 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
   const now = input.now ?? Date.now();
   const violations: string[] = [];
 
-  const [orderRows] = await pool.query('SELECT order_id, sku_id, user_id, quantity, status, due_at, closed_at, released_at FROM orders WHERE sale = ?', [names.key]);
+  const [orderRows] = await pool.query('SELECT order_id, sku_id, user_id, quantity, status, due_at, closed_at, settled_at FROM orders WHERE sale = ?', [names.key]);
   const rows = orderRows as OrderRow[];
   const byId = new Map<string, OrderRow[]>();
   for (const r of rows) byId.set(r.order_id, [...(byId.get(r.order_id) ?? []), r]);
@@ -149,8 +149,8 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
     if (notReleased.length) violations.push(`R5 ${sku.id}: CLOSED orders whose units never came back (not in the released set): ${ids(notReleased)}`);
     const releasedButHeld = skuRows.filter((r) => held(r) && released.has(r.order_id)).map((r) => `${r.order_id}(${r.status})`);
     if (releasedButHeld.length) violations.push(`R5 ${sku.id}: orders released to Redis but still UNPAID/PAID in MySQL: ${ids(releasedButHeld)}`);
-    const unapplied = closed.filter((r) => r.released_at === null).map((r) => r.order_id);
-    if (unapplied.length) violations.push(`R5 ${sku.id}: CLOSED orders whose release is not marked applied (released_at NULL): ${ids(unapplied)}`);
+    const unapplied = closed.filter((r) => r.settled_at === null).map((r) => r.order_id);
+    if (unapplied.length) violations.push(`R5 ${sku.id}: CLOSED orders whose release is not marked applied (settled_at NULL): ${ids(unapplied)}`);
     const badHoldings: string[] = [];
     const users = new Set([...Object.keys(holdings), ...perUser.keys(), ...inFlight.keys()]);
     for (const u of users) {
@@ -165,13 +165,13 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
 
   // R4
   // An order the writer recorded CLOSED on arrival because the reaper had returned its units (written
-  // with its release settled, released_at = closed_at: it was never UNPAID, and the API did not
+  // with its release settled, settled_at = closed_at: it was never UNPAID, and the API did not
   // acknowledge it) is a late order kept for the record, not a close; every other CLOSED row — a
   // close by the closer or the scan (its release marked later, or not yet) or any acknowledged
   // order — must not be before its due time. (A close marked within the millisecond it was made
   // would pass for a late order too unless acknowledged: the rule sees early closes of acknowledged
   // orders always, of others unless marked that fast.)
-  const lateOnArrival = (r: OrderRow) => !acknowledged.has(r.order_id) && r.released_at !== null && r.closed_at !== null && r.released_at.getTime() === r.closed_at.getTime();
+  const lateOnArrival = (r: OrderRow) => !acknowledged.has(r.order_id) && r.settled_at !== null && r.closed_at !== null && r.settled_at.getTime() === r.closed_at.getTime();
   const early = rows.filter((r) => r.status === 'CLOSED' && !lateOnArrival(r) && (r.closed_at === null || r.closed_at.getTime() < r.due_at.getTime()));
   if (early.length) violations.push(`R4 closed before due: ${ids(early.map((r) => `${r.order_id} (closed ${r.closed_at?.toISOString() ?? 'null'} < due ${r.due_at.toISOString()}${acknowledged.has(r.order_id) ? ', acknowledged 202' : ''})`))}`);
 
@@ -216,7 +216,7 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
       closed: count('CLOSED'),
       acknowledged: acknowledged.size,
       deadLetters: deadLetters.length,
-      releasesPending: rows.filter((r) => r.status === 'CLOSED' && r.released_at === null).length,
+      releasesPending: rows.filter((r) => r.status === 'CLOSED' && r.settled_at === null).length,
       inFlight: inFlightTotal,
     },
   };
@@ -290,7 +290,7 @@ export async function notQuiet(q: QuietInput): Promise<string[]> {
   const [overdue] = await q.pool.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'UNPAID' AND due_at <= UTC_TIMESTAMP(3)", [names.key]);
   const n = Number((overdue as { n: number }[])[0]?.n ?? 0);
   if (n > 0) why.push(`${n} UNPAID order(s) overdue`);
-  const [pending] = await q.pool.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND released_at IS NULL", [names.key]);
+  const [pending] = await q.pool.query("SELECT COUNT(*) AS n FROM orders WHERE sale = ? AND status = 'CLOSED' AND settled_at IS NULL", [names.key]);
   const p = Number((pending as { n: number }[])[0]?.n ?? 0);
   if (p > 0) why.push(`${p} release(s) pending`);
   if (q.noInFlight) {

@@ -145,7 +145,7 @@ export interface TimeoutsRun extends RunContext {
      * work as the closer does it: until migration 7 (2026-12-07) inserting the rows' release records
      * (`releaseInsert`: a multi-row INSERT … VALUES until 09:40 UTC that day, then INSERT … SELECT …
      * RETURNING from the closed rows), since then reading the closed rows back for their releases
-     * (`releaseRead`, the release owed is the row's released_at). The MySQL work no close can skip.
+     * (`releaseRead`, a close owes its release while the row's settled_at is NULL). The MySQL work no close can skip.
      * Absent in lines written before it was measured (2026-12-04).
      */
     cpuUsPerRow?: { update: number; releaseInsert?: number; releaseRead?: number };
