@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { replaceBlock } from './lib/blocks.ts';
 import { STARTUP } from './lib/profile.ts';
-import { readRuns, resultsFile, RESULTS_DIR, type ProfileRun, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
+import { readRuns, resultsFile, RESULTS_DIR, type CpuCost, type ProfileRun, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
 import { acceptFloorLine, batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type RejectFloor, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
 import { renderChart, type Series } from './lib/svg.ts';
@@ -294,7 +294,11 @@ function timeoutsSection(all: TimeoutsRun[]): { md: string; readme: string; svg:
   const closer = latest.find((r) => r.which === 'closer');
   const header = `${s.first.smoke ? 'SMOKE batch (validation run, not a result)' : 'Latest full batch'}, ${day(s.first.timestamp)}: ${closer ? `${f0(closer.params.orders)} unpaid orders per closer round, ${closer.params.dueInIdOrder ? 'due evenly inside one second in the order placed, with time-ordered ids as the API makes them' : 'due at random inside one second, random ids'} (bucket ${closer.params.bucket}, ${closer.params.partitions} partitions)` : 'no closer round'}; delay = commit time of the close − due time; closes/s = closed ÷ (last close − first close), bounded by the burst's own rate. Ceiling: conditional UPDATEs of as many fresh UNPAID rows on the same table right after the round (${closer?.ceiling ? `${closer.ceiling.connections} connections, ${closer.ceiling.perTransaction} rows per transaction` : 'n/a'}), then the release's own statement as the closer runs it on those rows (since migration 7 the closed rows read back for the releases they owe; before, the INSERT of their release records); MySQL floor: the CPU of both (this process + MariaDB) per row. CPU per close: utime+stime of the closer's process, Redis, MariaDB and Kafka (and the order writer in API rounds) from the due time to the last close, ÷ orders closed.`;
   const history = bs.map((b) => timeoutsSummary(b));
-  const notes = latest.flatMap((r) => r.notes.map((n) => `- ${r.which} round ${r.round}: ${n}`));
+  // Each round's CPU per close by process: a round in which every process spent more than in the
+  // others ran on a slower machine, not on slower code.
+  const cpuNote = (r: TimeoutsRun) =>
+    r.cpu && r.cpu.units > 0 ? [`- ${r.which} round ${r.round}: CPU µs per close by process: ${Object.entries(r.cpu.seconds).map(([k, v]) => `${k} ${fd((v / (r.cpu as CpuCost).units) * 1e6, 1)}`).join(', ')}`] : [];
+  const notes = latest.flatMap((r) => [...r.notes.map((n) => `- ${r.which} round ${r.round}: ${n}`), ...cpuNote(r)]);
   const md = [
     '## timeouts',
     '',
