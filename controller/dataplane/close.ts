@@ -10,9 +10,9 @@
 // order id) and marked on the row (settled_at). A CLOSED row with settled_at NULL owes its release:
 // a crash between the commit and Redis leaves it so, and the next close attempt of that order or the
 // compensation scan applies it. The close changes no column of a secondary index (settled_at is
-// set only by the mark), which is most of why it is cheap (mysql.ts, migration 7). The conditional UPDATE is what makes PAID and CLOSED mutually
-// exclusive: the API's pay UPDATE has the mirror condition (status='UNPAID'), and InnoDB row locks
-// serialise the two.
+// set only by the mark), which is most of why it is cheap (mysql.ts, migration 7). The conditional
+// UPDATE is what makes PAID and CLOSED mutually exclusive: the API's pay UPDATE has the mirror
+// condition (status='UNPAID'), and InnoDB row locks serialise the two.
 import type { Pool, PoolConnection } from '../infra/mysql.ts';
 import type { DataPlaneMetrics } from '../metrics/dataplane.ts';
 import { recordMarks } from './restore-fence.ts';
@@ -73,6 +73,12 @@ export interface OrderCloserOptions {
 
 type OtherRow = { order_id: string; status: 'UNPAID' | 'PAID' | 'CLOSED'; due_at: Date };
 type ClosedDbRow = { order_id: string; sku_id: string; user_id: string; quantity: number };
+type Lap = (k: keyof OrderCloser['timings']) => void;
+
+// The fence. It locks the rows it closes, in primary-key order (the IN list is a sorted set of
+// ranges), so two closers of the same orders wait for each other instead of deadlocking; a row a pay
+// holds is waited for and then read as committed. Params: closed_at, order ids, sale, now.
+const CLOSE_SQL = `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'UNPAID' AND due_at <= ?`;
 /** What a close transaction decided: the orders it closed (with their releases) and the others, read. */
 interface Fenced {
   closing: ReleaseRow[];
@@ -140,17 +146,13 @@ export class OrderCloser {
     };
     const conn = await this.pool.getConnection();
     lap('connect');
-    let fenced: Fenced;
+    let fenced: Fenced | undefined;
     try {
-      // READ COMMITTED: no gap locks, so closers of different partitions (disjoint order ids) never
-      // deadlock on index ranges; the UPDATE's row locks are all the fence needs.
-      await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
-      let f = await this.fence(conn, sorted, now, lap);
-      if (!f) {
+      fenced = await this.transaction(conn, lap, () => this.fence(conn, sorted, now, lap));
+      if (!fenced) {
         this.lockedChunks++;
-        f = await this.fenceLocked(conn, sorted, now, lap);
+        fenced = (await this.transaction(conn, lap, () => this.fenceLocked(conn, sorted, now, lap))) as Fenced;
       }
-      fenced = f;
     } finally {
       conn.release();
     }
@@ -180,55 +182,23 @@ export class OrderCloser {
   }
 
   /**
-   * The close transaction: the conditional UPDATE (the fence), then the closed rows read back for
-   * their releases. undefined when the read back is ambiguous (another close committed some of these
-   * orders at the same millisecond and its releases are not marked yet): rolled back, the caller
-   * closes the chunk with fenceLocked instead. In a burst every order closes and nothing else is read.
+   * Runs `work` in one READ COMMITTED transaction: no gap locks, so closers of different partitions
+   * (disjoint order ids) never deadlock on index ranges; the UPDATE's row locks are all the fence
+   * needs. Committed when `work` returns a value; rolled back when it returns undefined or throws.
    */
-  private async fence(conn: PoolConnection, sorted: string[], now: number, lap: (k: keyof OrderCloser['timings']) => void): Promise<Fenced | undefined> {
-    const nowDate = new Date(now);
+  private async transaction<T>(conn: PoolConnection, lap: Lap, work: () => Promise<T | undefined>): Promise<T | undefined> {
+    // SET TRANSACTION holds for the next transaction only.
+    await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
     await conn.beginTransaction();
     try {
-      // It locks the rows it closes, in primary-key order (the IN list is a sorted set of ranges), so
-      // two closers of the same orders wait for each other instead of deadlocking; a row a pay holds
-      // is waited for and then read as committed.
-      const [upd] = await conn.query(
-        `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'UNPAID' AND due_at <= ?`,
-        [nowDate, sorted, this.saleKey, nowDate],
-      );
-      const changed = (upd as { affectedRows: number }).affectedRows;
-      lap('update');
-      let closing: ReleaseRow[] = [];
-      if (changed > 0) {
-        // The release each order closed here owes, read from its row (which this transaction holds):
-        // closed_at = this close's instant and no release yet. The row is the source, never the
-        // message, so a message cannot make a close return other units than the order held.
-        const [rows] = await conn.query(
-          `SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY)
-           WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND settled_at IS NULL`,
-          [sorted, this.saleKey, nowDate],
-        );
-        closing = (rows as ClosedDbRow[]).map((r) => this.toReleaseRow(r));
-        lap('read');
-        if (closing.length !== changed) {
-          await conn.rollback();
-          return undefined;
-        }
-      }
-      let others: OtherRow[] = [];
-      let rest: string[] = [];
-      if (changed < sorted.length) {
-        // Why the others were not closed (the outcome metrics), and which were closed before (their
-        // release may still be owed). Only read when some were not: in a burst every order closes.
-        const closedNow = new Set(closing.map((r) => r.orderId));
-        rest = sorted.filter((id) => !closedNow.has(id));
-        const [rows] = await conn.query('SELECT order_id, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ?', [rest, this.saleKey]);
-        others = rows as OtherRow[];
-        lap('read');
+      const done = await work();
+      if (done === undefined) {
+        await conn.rollback();
+        return undefined;
       }
       await conn.commit();
       lap('commit');
-      return { closing, others, rest };
+      return done;
     } catch (err) {
       await conn.rollback().catch(() => undefined);
       throw err;
@@ -236,45 +206,71 @@ export class OrderCloser {
   }
 
   /**
+   * The close: the conditional UPDATE (the fence), then the closed rows read back for their
+   * releases. undefined when the read back is ambiguous (another close committed some of these
+   * orders at the same millisecond and its releases are not marked yet): the caller rolls back and
+   * closes the chunk with fenceLocked instead. In a burst every order closes and nothing else is read.
+   */
+  private async fence(conn: PoolConnection, sorted: string[], now: number, lap: Lap): Promise<Fenced | undefined> {
+    const nowDate = new Date(now);
+    const [upd] = await conn.query(CLOSE_SQL, [nowDate, sorted, this.saleKey, nowDate]);
+    const changed = (upd as { affectedRows: number }).affectedRows;
+    lap('update');
+    let closing: ReleaseRow[] = [];
+    if (changed > 0) {
+      // The release each order closed here owes, read from its row (which this transaction holds):
+      // closed_at = this close's instant and no release yet. The row is the source, never the
+      // message, so a message cannot make a close return other units than the order held.
+      const [rows] = await conn.query(
+        `SELECT order_id, sku_id, user_id, quantity FROM orders FORCE INDEX (PRIMARY)
+         WHERE order_id IN (?) AND sale = ? AND status = 'CLOSED' AND closed_at = ? AND settled_at IS NULL`,
+        [sorted, this.saleKey, nowDate],
+      );
+      closing = (rows as ClosedDbRow[]).map((r) => this.toReleaseRow(r));
+      lap('read');
+      if (closing.length !== changed) return undefined;
+    }
+    let others: OtherRow[] = [];
+    let rest: string[] = [];
+    if (changed < sorted.length) {
+      // Why the others were not closed (the outcome metrics), and which were closed before (their
+      // release may still be owed). Only read when some were not: in a burst every order closes.
+      const closedNow = new Set(closing.map((r) => r.orderId));
+      rest = sorted.filter((id) => !closedNow.has(id));
+      const [rows] = await conn.query('SELECT order_id, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ?', [rest, this.saleKey]);
+      others = rows as OtherRow[];
+      lap('read');
+    }
+    return { closing, others, rest };
+  }
+
+  /**
    * The same close with the rows read and locked first (SELECT … FOR UPDATE), so the orders closed are
    * exactly those read UNPAID and due. Dearer than fence (the read before the UPDATE); only taken
    * when fence could not tell its closes from another close's of the same millisecond.
    */
-  private async fenceLocked(conn: PoolConnection, sorted: string[], now: number, lap: (k: keyof OrderCloser['timings']) => void): Promise<Fenced> {
+  private async fenceLocked(conn: PoolConnection, sorted: string[], now: number, lap: Lap): Promise<Fenced> {
     const nowDate = new Date(now);
-    // SET TRANSACTION holds for the next transaction only (fence's was the one before).
-    await conn.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
-    await conn.beginTransaction();
-    try {
-      const [rows] = await conn.query(
-        'SELECT order_id, sku_id, user_id, quantity, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? FOR UPDATE',
-        [sorted, this.saleKey],
-      );
-      const read = rows as (ClosedDbRow & OtherRow)[];
-      lap('read');
-      const closable = read.filter((r) => r.status === 'UNPAID' && r.due_at.getTime() <= now);
-      if (closable.length > 0) {
-        const [upd] = await conn.query(
-          `UPDATE orders FORCE INDEX (PRIMARY) SET status = 'CLOSED', closed_at = ? WHERE order_id IN (?) AND sale = ? AND status = 'UNPAID' AND due_at <= ?`,
-          [nowDate, closable.map((r) => r.order_id), this.saleKey, nowDate],
-        );
-        // The rows are locked since the read: every one read UNPAID and due is closed here.
-        const changed = (upd as { affectedRows: number }).affectedRows;
-        if (changed !== closable.length) throw new Error(`close changed ${changed} of ${closable.length} locked orders`);
-        lap('update');
-      }
-      await conn.commit();
-      lap('commit');
-      const closedNow = new Set(closable.map((r) => r.order_id));
-      return {
-        closing: closable.map((r) => this.toReleaseRow(r)),
-        others: read.filter((r) => !closedNow.has(r.order_id)),
-        rest: sorted.filter((id) => !closedNow.has(id)),
-      };
-    } catch (err) {
-      await conn.rollback().catch(() => undefined);
-      throw err;
+    const [rows] = await conn.query(
+      'SELECT order_id, sku_id, user_id, quantity, status, due_at FROM orders FORCE INDEX (PRIMARY) WHERE order_id IN (?) AND sale = ? FOR UPDATE',
+      [sorted, this.saleKey],
+    );
+    const read = rows as (ClosedDbRow & OtherRow)[];
+    lap('read');
+    const closable = read.filter((r) => r.status === 'UNPAID' && r.due_at.getTime() <= now);
+    if (closable.length > 0) {
+      const [upd] = await conn.query(CLOSE_SQL, [nowDate, closable.map((r) => r.order_id), this.saleKey, nowDate]);
+      // The rows are locked since the read: every one read UNPAID and due is closed here.
+      const changed = (upd as { affectedRows: number }).affectedRows;
+      if (changed !== closable.length) throw new Error(`close changed ${changed} of ${closable.length} locked orders`);
+      lap('update');
     }
+    const closedNow = new Set(closable.map((r) => r.order_id));
+    return {
+      closing: closable.map((r) => this.toReleaseRow(r)),
+      others: read.filter((r) => !closedNow.has(r.order_id)),
+      rest: sorted.filter((id) => !closedNow.has(id)),
+    };
   }
 
   private toReleaseRow(r: ClosedDbRow): ReleaseRow {

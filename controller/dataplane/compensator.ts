@@ -127,29 +127,12 @@ export class Compensator {
   private async closeOverdue(result: ScanResult): Promise<void> {
     const cutoff = new Date(this.o.clock.now() - this.o.graceMs);
     await this.settlePaid(cutoff);
-    // Keyset on (due_at, order_id), the order of the (settled_at, due_at) index under settled_at
-    // NULL (InnoDB appends the primary key), so rows that cannot be closed now (paid meanwhile) are
-    // not read again. The index holds no status: closed rows owing their release lie in the same
-    // range and are passed over (applyPending's).
-    let after: { dueAt: Date; orderId: string } | null = null;
-    while (true) {
-      const [rows] = await this.o.pool.query(
-        `SELECT order_id, due_at FROM orders FORCE INDEX (orders_settled_due)
-         WHERE settled_at IS NULL AND due_at <= ? AND status = 'UNPAID' AND sale = ?
-           ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
-         ORDER BY due_at, order_id LIMIT ?`,
-        after ? [cutoff, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [cutoff, this.o.saleKey, this.o.chunkSize],
-      );
-      const list = rows as { order_id: string; due_at: Date }[];
-      if (list.length === 0) return;
+    await this.walkUnsettled<{ order_id: string; due_at: Date }>('UNPAID', cutoff, 'order_id, due_at', async (list) => {
       const closed = await this.o.closer.close(list.map((r) => ({ orderId: r.order_id, dueAt: r.due_at.getTime() })), 'compensator');
       result.closed += closed.closed.length;
       result.applied += closed.released;
       if (closed.closed.length > 0) this.o.metrics?.compensationCloses.inc({ flashsale: this.o.saleKey }, closed.closed.length);
-      const last = list[list.length - 1] as { order_id: string; due_at: Date };
-      after = { dueAt: last.due_at, orderId: last.order_id };
-      if (list.length < this.o.chunkSize || !(await this.keepLease())) return;
-    }
+    });
   }
 
   /**
@@ -170,21 +153,34 @@ export class Compensator {
    * closer whose clock runs ahead of this one is found by a later scan).
    */
   private async applyPending(result: ScanResult): Promise<void> {
-    const now = new Date(this.o.clock.now());
+    type Owed = { order_id: string; sku_id: string; user_id: string; quantity: number; due_at: Date };
+    await this.walkUnsettled<Owed>('CLOSED', new Date(this.o.clock.now()), 'order_id, sku_id, user_id, quantity, due_at', async (list) => {
+      const releases: ReleaseRow[] = list.map((r) => ({ orderId: r.order_id, sale: this.o.saleKey, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity }));
+      result.applied += await this.o.closer.applyReleases(releases, 'compensator');
+    });
+  }
+
+  /**
+   * Walks the sale's unsettled orders (settled_at NULL) of one status due by `until`, in chunks, and
+   * hands each chunk to `visit`. Keyset on (due_at, order_id), the order of the (settled_at, due_at)
+   * index under settled_at NULL (InnoDB appends the primary key), so a row the visit leaves as it
+   * was (paid meanwhile, a release Redis could not take yet) is not read again in this scan. The
+   * index holds no status: the other status's rows in the range are passed over.
+   */
+  private async walkUnsettled<R extends { order_id: string; due_at: Date }>(status: 'UNPAID' | 'CLOSED', until: Date, columns: string, visit: (rows: R[]) => Promise<void>): Promise<void> {
     let after: { dueAt: Date; orderId: string } | null = null;
     while (true) {
       const [rows] = await this.o.pool.query(
-        `SELECT order_id, sku_id, user_id, quantity, due_at FROM orders FORCE INDEX (orders_settled_due)
-         WHERE settled_at IS NULL AND due_at <= ? AND status = 'CLOSED' AND sale = ?
+        `SELECT ${columns} FROM orders FORCE INDEX (orders_settled_due)
+         WHERE settled_at IS NULL AND due_at <= ? AND status = ? AND sale = ?
            ${after ? 'AND (due_at > ? OR (due_at = ? AND order_id > ?))' : ''}
          ORDER BY due_at, order_id LIMIT ?`,
-        after ? [now, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [now, this.o.saleKey, this.o.chunkSize],
+        after ? [until, status, this.o.saleKey, after.dueAt, after.dueAt, after.orderId, this.o.chunkSize] : [until, status, this.o.saleKey, this.o.chunkSize],
       );
-      const list = rows as { order_id: string; sku_id: string; user_id: string; quantity: number; due_at: Date }[];
+      const list = rows as R[];
       if (list.length === 0) return;
-      const releases: ReleaseRow[] = list.map((r) => ({ orderId: r.order_id, sale: this.o.saleKey, skuId: r.sku_id, userId: r.user_id, quantity: r.quantity }));
-      result.applied += await this.o.closer.applyReleases(releases, 'compensator');
-      const last = list[list.length - 1] as { order_id: string; due_at: Date };
+      await visit(list);
+      const last = list[list.length - 1] as R;
       after = { dueAt: last.due_at, orderId: last.order_id };
       if (list.length < this.o.chunkSize || !(await this.keepLease())) return;
     }

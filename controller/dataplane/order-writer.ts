@@ -245,10 +245,10 @@ export class OrderWriter {
     const closedAt = new Date(this.clock());
     let inserted = 0;
     for (let i = 0; i < rows.length; i += chunk) {
-      const values = rows.slice(i, i + chunk).map((r) => [
-        r.order.orderId, r.order.sale, r.order.skuId, r.order.userId, r.order.quantity, r.status,
-        new Date(r.order.createdAt), new Date(r.dueAt), r.status === 'CLOSED' ? closedAt : null, r.status === 'CLOSED' ? closedAt : null,
-      ]);
+      const values = rows.slice(i, i + chunk).map((r) => {
+        const closed = r.status === 'CLOSED' ? closedAt : null; // closed_at and settled_at
+        return [r.order.orderId, r.order.sale, r.order.skuId, r.order.userId, r.order.quantity, r.status, new Date(r.order.createdAt), new Date(r.dueAt), closed, closed];
+      });
       inserted += await this.insertChunk(values);
     }
     const closed = rows.filter((r) => r.status === 'CLOSED').length;

@@ -12,7 +12,7 @@ import { replaceBlock } from './lib/blocks.ts';
 import { STARTUP } from './lib/profile.ts';
 import { readRuns, resultsFile, RESULTS_DIR, type CpuCost, type ProfileRun, type SeckillRun, type TimeoutsRun } from './lib/results.ts';
 import { spread, type Spread } from './lib/stats.ts';
-import { acceptFloorLine, batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type RejectFloor, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
+import { acceptFloorLine, batches, budgetLine, closeCpuFloor, closesNeeded, floorLine, latencyBudgetLine, releaseUs, rejectBudgetLine, seckillSummary, TARGETS, timeoutsBudgetLine, timeoutsSummary, type RejectFloor, type SeckillSummary, type TimeoutsSummary, type Verdict } from './lib/summary.ts';
 import { renderChart, type Series } from './lib/svg.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -515,6 +515,6 @@ process.stdout.write(`wrote ${relative(process.cwd(), MD)}, ${relative(process.c
 /** UPDATE + the release's statement (the record's INSERT before migration 7, the read back since), µs per close. */
 function floorCell(c: { update: number; releaseInsert?: number; releaseRead?: number } | undefined): string {
   if (!c) return '';
-  const release = c.releaseRead ?? c.releaseInsert ?? NaN;
+  const release = releaseUs(c);
   return `${fd(c.update + release, 1)} (${fd(c.update, 1)} + ${fd(release, 1)}${c.releaseRead === undefined ? ' INSERT' : ' read'})`;
 }

@@ -468,6 +468,11 @@ function startLine(rounds: TimeoutsRun[]): string {
   return ` (the first order of a round closed ${(s.min / 1000).toFixed(2)}–${(s.max / 1000).toFixed(2)} s after its due time, and every later one waits behind that start)`;
 }
 
+/** The release's own statement in a ceiling's CPU per row: the read back since migration 7, the record's INSERT before. */
+export function releaseUs(c: { releaseInsert?: number; releaseRead?: number } | undefined): number {
+  return c?.releaseRead ?? c?.releaseInsert ?? NaN;
+}
+
 /**
  * The figures of closeCpuBudget: null when no round measured the floor (lines before 2026-12-04).
  * `release` is the release's own MySQL statement as the batch's closer ran it: the record's INSERT
@@ -479,7 +484,7 @@ export function closeCpuFloor(rounds: TimeoutsRun[], need: number): { cores: num
   if (!first) return null;
   const cores = first.machine.cores;
   const perClose = (r: TimeoutsRun, part: string) => (r.cpu?.seconds[part] === undefined ? NaN : ((r.cpu.seconds[part] as number) / r.cpu.units) * 1e6);
-  const release = (r: TimeoutsRun) => r.ceiling?.cpuUsPerRow?.releaseRead ?? r.ceiling?.cpuUsPerRow?.releaseInsert ?? NaN;
+  const release = (r: TimeoutsRun) => releaseUs(r.ceiling?.cpuUsPerRow);
   return {
     cores,
     allowed: (cores * 1e6) / need,
